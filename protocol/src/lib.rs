@@ -1,0 +1,23 @@
+//! `maestro-protocol` owns the language the cluster speaks on the control broker: the note
+//! envelope and its typed bodies, the topic tree, the codec (with its error classification
+//! for bad input), identities and timestamps.
+//!
+//! It does no I/O: no sockets, no MQTT client, no runtime. Every other crate depends on it;
+//! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
+
+pub mod codec;
+pub mod ids;
+pub mod note;
+pub mod time;
+pub mod topic;
+
+pub use codec::{DecodeError, DecodeFailure, MAX_NOTE_BYTES, decode, encode};
+pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
+pub use note::*;
+pub use time::{ClockSample, UnixMicros};
+pub use topic::{Target, Topics};
+
+/// The protocol version this build speaks. A note with a higher major version is refused
+/// with an [`ErrorCode::UnsupportedVersion`] error note; a higher minor version is accepted
+/// (minor versions only add optional fields).
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };

@@ -1,0 +1,133 @@
+//! The topic tree. Every topic the cluster uses is built here, nowhere else.
+//!
+//! ```text
+//! maestro/v1/<cluster>/presence/<peer-id>        retained presence of each peer (online, or offline by last will)
+//! maestro/v1/<cluster>/req/all                   requests to every peer
+//! maestro/v1/<cluster>/req/role/<role>           requests to one role (worker, inspector)
+//! maestro/v1/<cluster>/req/group/<group>         requests to one group
+//! maestro/v1/<cluster>/req/peer/<peer-id>        requests to one peer
+//! maestro/v1/<cluster>/reply/<controller-id>     replies to one controller
+//! maestro/v1/<cluster>/event/<peer-id>/<kind>    events a peer publishes (stats, notifications)
+//! ```
+
+use crate::ids::{ClusterId, PeerId, Segment};
+use crate::note::Role;
+
+/// The root of every topic; the version is the protocol's major version.
+pub const ROOT: &str = "maestro/v1";
+
+/// Who a request is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Role(Role),
+    Group(Segment),
+    Peer(PeerId),
+}
+
+/// Builds the topics of one cluster.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    pub fn new(cluster: &ClusterId) -> Self {
+        Self {
+            base: format!("{ROOT}/{cluster}"),
+        }
+    }
+
+    /// Retained presence of one peer.
+    pub fn presence(&self, peer: &PeerId) -> String {
+        format!("{}/presence/{peer}", self.base)
+    }
+
+    /// Filter matching every peer's presence.
+    pub fn presence_filter(&self) -> String {
+        format!("{}/presence/+", self.base)
+    }
+
+    /// Where a request to `target` is published.
+    pub fn request(&self, target: &Target) -> String {
+        match target {
+            Target::All => format!("{}/req/all", self.base),
+            Target::Role(role) => format!("{}/req/role/{}", self.base, role.as_str()),
+            Target::Group(group) => format!("{}/req/group/{group}", self.base),
+            Target::Peer(peer) => format!("{}/req/peer/{peer}", self.base),
+        }
+    }
+
+    /// The request topics one peer subscribes to: all, its role, its group, itself.
+    pub fn requests_for(&self, peer: &PeerId, role: Role, group: &Segment) -> [String; 4] {
+        [
+            self.request(&Target::All),
+            self.request(&Target::Role(role)),
+            self.request(&Target::Group(group.clone())),
+            self.request(&Target::Peer(peer.clone())),
+        ]
+    }
+
+    /// Replies to one controller.
+    pub fn reply(&self, controller: &PeerId) -> String {
+        format!("{}/reply/{controller}", self.base)
+    }
+
+    /// True when `topic` is a reply topic of this cluster. Peers only answer to such
+    /// topics, so a note cannot make them publish anywhere else.
+    pub fn is_reply_topic(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix("/reply/"))
+            .is_some_and(|id| PeerId::new(id).is_ok())
+    }
+
+    /// An event of one peer, for example `stats`.
+    pub fn event(&self, peer: &PeerId, kind: &str) -> String {
+        format!("{}/event/{peer}/{kind}", self.base)
+    }
+
+    /// Filter matching every event of every peer.
+    pub fn event_filter(&self) -> String {
+        format!("{}/event/+/+", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> Topics {
+        Topics::new(&ClusterId::new("c1").unwrap())
+    }
+
+    #[test]
+    fn tree() {
+        let t = topics();
+        let p = PeerId::new("w1").unwrap();
+        assert_eq!(t.presence(&p), "maestro/v1/c1/presence/w1");
+        assert_eq!(t.presence_filter(), "maestro/v1/c1/presence/+");
+        assert_eq!(t.request(&Target::All), "maestro/v1/c1/req/all");
+        assert_eq!(
+            t.request(&Target::Role(Role::Inspector)),
+            "maestro/v1/c1/req/role/inspector"
+        );
+        assert_eq!(
+            t.request(&Target::Group(Segment::new("g").unwrap())),
+            "maestro/v1/c1/req/group/g"
+        );
+        assert_eq!(t.request(&Target::Peer(p.clone())), "maestro/v1/c1/req/peer/w1");
+        assert_eq!(t.reply(&p), "maestro/v1/c1/reply/w1");
+        assert_eq!(t.event(&p, "stats"), "maestro/v1/c1/event/w1/stats");
+    }
+
+    #[test]
+    fn reply_topics_are_confined_to_the_cluster() {
+        let t = topics();
+        assert!(t.is_reply_topic("maestro/v1/c1/reply/cli-1"));
+        assert!(!t.is_reply_topic("maestro/v1/c2/reply/cli-1"));
+        assert!(!t.is_reply_topic("maestro/v1/c1/reply/a/b"));
+        assert!(!t.is_reply_topic("maestro/v1/c1/presence/x"));
+        assert!(!t.is_reply_topic("elsewhere"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Golden JSON fixtures: one per note type. The wire format of a note may only change on
+//! purpose. To regenerate after an intended change: `MAESTRO_BLESS=1 cargo test -p
+//! maestro-protocol --test golden`, then review the diff.
+
+use maestro_protocol::*;
+use std::path::PathBuf;
+
+fn sender(role: Role) -> Sender {
+    Sender {
+        id: PeerId::new(format!("{role}-0001")).unwrap(),
+        role,
+        name: format!("{role}@host-a"),
+    }
+}
+
+fn note(id: u128, role: Role, body: Body) -> Note {
+    Note {
+        version: PROTOCOL_VERSION,
+        id: NoteId(uuid::Uuid::from_u128(id)),
+        correlation_id: None,
+        reply_to: None,
+        sender: sender(role),
+        sent_at_us: UnixMicros(1_700_000_000_000_000),
+        body,
+    }
+}
+
+fn request(id: u128, body: Body) -> Note {
+    let mut n = note(id, Role::Controller, body);
+    n.reply_to = Some("maestro/v1/default/reply/controller-0001".into());
+    n
+}
+
+fn reply(id: u128, body: Body) -> Note {
+    let mut n = note(id, Role::Worker, body);
+    n.correlation_id = Some(NoteId(uuid::Uuid::from_u128(1)));
+    n.sent_at_us = UnixMicros(1_700_000_000_000_450);
+    n
+}
+
+fn peer_info() -> PeerInfo {
+    PeerInfo {
+        id: PeerId::new("worker-0001").unwrap(),
+        name: "worker@host-a".into(),
+        role: Role::Worker,
+        host: "host-a".into(),
+        group: Segment::new("all").unwrap(),
+        member: "member-1".into(),
+        version: "0.1.0".into(),
+        capabilities: vec!["ping".into(), "stats".into(), "halt".into()],
+        keep_alive_ms: 5000,
+        pid: 4242,
+        started_at_us: UnixMicros(1_699_999_990_000_000),
+    }
+}
+
+fn samples() -> Vec<(&'static str, Note)> {
+    vec![
+        (
+            "presence_online",
+            note(
+                10,
+                Role::Worker,
+                Body::Presence(Presence {
+                    status: PresenceStatus::Online,
+                    peer: peer_info(),
+                }),
+            ),
+        ),
+        (
+            "presence_offline",
+            note(
+                11,
+                Role::Worker,
+                Body::Presence(Presence {
+                    status: PresenceStatus::Offline,
+                    peer: peer_info(),
+                }),
+            ),
+        ),
+        ("ping", request(1, Body::Ping(Ping {}))),
+        (
+            "pong",
+            reply(
+                2,
+                Body::Pong(Pong {
+                    ping_sent_at_us: UnixMicros(1_700_000_000_000_000),
+                    received_at_us: UnixMicros(1_700_000_000_000_400),
+                }),
+            ),
+        ),
+        ("stats_request", request(3, Body::StatsRequest(StatsRequest {}))),
+        (
+            "stats",
+            reply(
+                4,
+                Body::Stats(Stats {
+                    peer: peer_info(),
+                    state: PeerState::Idle,
+                    uptime_ms: 10_000,
+                    connected_since_us: UnixMicros(1_699_999_990_100_000),
+                    reconnects: 1,
+                    notes_received: 7,
+                    bad_notes: 2,
+                }),
+            ),
+        ),
+        ("halt", request(5, Body::Halt(Halt {}))),
+        ("halted", reply(6, Body::Halted(Halted {}))),
+        (
+            "error",
+            reply(
+                7,
+                Body::Error(ErrorNote {
+                    code: ErrorCode::UnknownType,
+                    message: "unknown note type \"launch\"".into(),
+                }),
+            ),
+        ),
+    ]
+}
+
+fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.json"))
+}
+
+#[test]
+fn every_note_type_has_a_golden_fixture() {
+    let bless = std::env::var_os("MAESTRO_BLESS").is_some();
+    let samples = samples();
+    for kind in Body::TYPES {
+        assert!(
+            samples.iter().any(|(_, n)| n.body.kind() == *kind),
+            "no golden sample for note type {kind}"
+        );
+    }
+    for (name, note) in samples {
+        let path = fixture_path(name);
+        if bless {
+            let mut text = serde_json::to_string_pretty(&note).unwrap();
+            text.push('\n');
+            std::fs::write(&path, text).unwrap();
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with MAESTRO_BLESS=1)", path.display()));
+        let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            serde_json::to_value(&note).unwrap(),
+            golden,
+            "{name}: encoding differs from {}",
+            path.display()
+        );
+        assert_eq!(
+            decode(text.as_bytes()).unwrap(),
+            note,
+            "{name}: fixture decodes differently"
+        );
+    }
+}
