@@ -1,1 +1,360 @@
-//! placeholder
+//! `maestro-broker` owns the embedded MQTT control broker (rumqttd): its configuration,
+//! username/password authentication from a file, the connection limit, and telling the
+//! caller when it is really ready (the listener accepts connections) or why it is not.
+//!
+//! rumqttd has no shutdown API: once started, the broker lives on its own thread until the
+//! process exits.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Where the broker listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
+/// Default limit of concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default largest publish payload; above the peers' note limit so that oversize notes
+/// still reach peers and get an error answer.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// How long to wait for rumqttd's listener to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker's effective configuration (what `--print-config` shows).
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    /// Users and passwords; when set, anonymous clients are refused.
+    #[serde(serialize_with = "users_only")]
+    pub users: Option<HashMap<String, String>>,
+    pub auth_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_payload_bytes: usize,
+    /// How long a client has to send CONNECT after the TCP handshake.
+    pub connect_timeout_ms: u16,
+}
+
+fn users_only<S: serde::Serializer>(
+    users: &Option<HashMap<String, String>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut names: Option<Vec<&String>> = users.as_ref().map(|u| u.keys().collect());
+    if let Some(names) = names.as_mut() {
+        names.sort();
+    }
+    serde::Serialize::serialize(&names, s)
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!()),
+            users: None,
+            auth_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot listen on {addr} (another broker there? choose another address with --listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the broker did not accept MQTT connections on {addr} within {timeout:?}")]
+    NotReady { addr: SocketAddr, timeout: Duration },
+    #[error("cannot read auth file {path}")]
+    AuthFileRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("auth file {path}, line {line}: {reason}")]
+    AuthFileSyntax {
+        path: PathBuf,
+        line: usize,
+        reason: &'static str,
+    },
+    #[error("max connections must be at least 1")]
+    NoConnections,
+    #[error("cannot start the broker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Reads an auth file: one `username:password` per line; blank lines and lines starting
+/// with `#` are ignored. The password is everything after the first `:`.
+pub fn load_users(path: &Path) -> Result<HashMap<String, String>, BrokerError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BrokerError::AuthFileRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut users = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let syntax = |reason| BrokerError::AuthFileSyntax {
+            path: path.to_owned(),
+            line: index + 1,
+            reason,
+        };
+        let (user, password) = line
+            .split_once(':')
+            .ok_or_else(|| syntax("expected username:password"))?;
+        if user.is_empty() {
+            return Err(syntax("empty username"));
+        }
+        if users.insert(user.to_owned(), password.to_owned()).is_some() {
+            return Err(syntax("username listed twice"));
+        }
+    }
+    if users.is_empty() {
+        return Err(BrokerError::AuthFileSyntax {
+            path: path.to_owned(),
+            line: 0,
+            reason: "no users: an empty auth file would refuse every client",
+        });
+    }
+    Ok(users)
+}
+
+/// The rumqttd configuration for `config`: one MQTT 3.1.1 listener.
+pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: config.connect_timeout_ms,
+        max_payload_size: config.max_payload_bytes,
+        max_inflight_count: 1000,
+        auth: config.users.clone(),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "control".to_owned(),
+        listen: config.listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: config.max_connections,
+            // Also bounds how many retained notes (presences) one QoS 0 subscription gets.
+            max_outgoing_packet_count: config.max_connections.max(1000) as u64,
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("control".to_owned(), server)])),
+        ..Default::default()
+    }
+}
+
+/// A started broker.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub addr: SocketAddr,
+}
+
+/// Starts the broker on its own thread and returns once it completes an MQTT handshake.
+pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> {
+    if config.max_connections == 0 {
+        return Err(BrokerError::NoConnections);
+    }
+    // rumqttd only logs a bind failure; find out first so the caller gets a clear error.
+    drop(
+        TcpListener::bind(config.listen).map_err(|source| BrokerError::Listen {
+            addr: config.listen,
+            source,
+        })?,
+    );
+    // Many clients need many descriptors: raise the soft limit to the hard one.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-files limit");
+    }
+    let rumqttd_config = rumqttd_config(config);
+    std::thread::Builder::new()
+        .name("control-broker".to_owned())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(rumqttd_config);
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "control broker stopped");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    let probe = probe_mqtt(config);
+    tokio::time::timeout(READY_TIMEOUT, probe)
+        .await
+        .map_err(|_| BrokerError::NotReady {
+            addr: config.listen,
+            timeout: READY_TIMEOUT,
+        })?;
+    nodelay::set_on_listener(config.listen);
+    Ok(RunningBroker {
+        addr: config.listen,
+    })
+}
+
+/// Waits until the broker answers an MQTT CONNECT (as one of its users, when it has any).
+async fn probe_mqtt(config: &BrokerConfig) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let host = config.listen.ip().to_string();
+    let port = config.listen.port();
+    loop {
+        let mut options = MqttOptions::new("maestro-broker-ready-probe", host.clone(), port);
+        options.set_keep_alive(Duration::from_secs(5));
+        if let Some((user, password)) = config.users.as_ref().and_then(|u| u.iter().next()) {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, 4);
+        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
+            let _ = client.try_disconnect();
+            // Flush the DISCONNECT so the broker sees a clean goodbye.
+            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Starts the broker, prints the ready line on stdout, and serves until `shutdown`.
+pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), BrokerError> {
+    let broker = start(&config).await?;
+    println!("maestro-broker ready listen={}", broker.addr);
+    info!(listen = %broker.addr, "control broker ready");
+    shutdown.cancelled().await;
+    info!("control broker stopping");
+    Ok(())
+}
+
+mod nodelay {
+    //! rumqttd does not set TCP_NODELAY on the connections it accepts, so a small note
+    //! behind another un-acknowledged one waits for the peer's delayed ACK (~40 ms).
+    //! Linux copies TCP_NODELAY from a listening socket to the sockets it accepts, so
+    //! setting it once on rumqttd's listener (found among this process's descriptors)
+    //! covers every control connection.
+
+    use std::net::SocketAddr;
+
+    pub fn set_on_listener(addr: SocketAddr) {
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            tracing::warn!("cannot list /proc/self/fd: control connections keep Nagle's algorithm");
+            return;
+        };
+        let mut done = false;
+        for entry in entries.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            done |= set_if_listener(fd, addr);
+        }
+        if !done {
+            tracing::warn!(%addr, "listener not found: control connections keep Nagle's algorithm");
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn set_if_listener(fd: i32, addr: SocketAddr) -> bool {
+        use std::os::fd::BorrowedFd;
+        // SAFETY: `fd` was just listed in /proc/self/fd; it is only borrowed for the
+        // duration of this call and never closed here. A descriptor closed meanwhile makes
+        // the calls below fail with EBADF, which is handled.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let listening = socket.is_listener().unwrap_or(false);
+        let same = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a == addr);
+        listening && same && socket.set_tcp_nodelay(true).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("users");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "maestro-broker-test-{}-{}",
+                    std::process::id(),
+                    uuid_like()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        fn uuid_like() -> u128 {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        }
+    }
+
+    #[test]
+    fn auth_file_parses() {
+        let (_d, p) = write("# users\nalice:s3cret:with:colons\n\n bob:pw \n");
+        let users = load_users(&p).unwrap();
+        assert_eq!(users["alice"], "s3cret:with:colons");
+        assert_eq!(users["bob"], "pw");
+    }
+
+    #[test]
+    fn auth_file_errors_name_file_and_line() {
+        let (_d, p) = write("alice:x\nnocolon\n");
+        let e = load_users(&p).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("users"), "{e}");
+        let (_d, p) = write("# nobody\n");
+        assert!(load_users(&p).unwrap_err().to_string().contains("no users"));
+    }
+
+    #[tokio::test]
+    async fn port_in_use_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = BrokerConfig {
+            listen: taken.local_addr().unwrap(),
+            ..Default::default()
+        };
+        let e = start(&config).await.unwrap_err();
+        assert!(matches!(e, BrokerError::Listen { .. }), "{e}");
+        assert!(e.to_string().contains(&config.listen.to_string()), "{e}");
+    }
+
+    #[test]
+    fn print_config_hides_passwords() {
+        let config = BrokerConfig {
+            users: Some(HashMap::from([("alice".into(), "s3cret".into())])),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(json.contains("alice") && !json.contains("s3cret"), "{json}");
+    }
+}

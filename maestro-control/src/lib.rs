@@ -1,1 +1,18 @@
-//! placeholder
+//! `maestro-control` owns the client side of the control plane that workers, the inspector
+//! and the CLI share: the control URL, MQTT session settings (TCP_NODELAY, keep-alive,
+//! last will, credentials), reconnect backoff, the wall clock, and the peer runtime that
+//! announces presence and answers ping, stats and halt.
+//!
+//! Control traffic runs on its own connection and never shares it with load.
+
+pub mod args;
+pub mod peer;
+pub mod process;
+pub mod session;
+pub mod url;
+
+pub use args::{ArgsError, ControlArgs, PeerArgs, daemon_main};
+pub use peer::{Handler, IdleHandler, PeerConfig, PeerError};
+pub use process::{cancel_on_signals, init_tracing};
+pub use session::{MAX_PACKET_BYTES, backoff, now, open};
+pub use url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};

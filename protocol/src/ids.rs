@@ -163,7 +163,10 @@ mod tests {
     #[test]
     fn error_names_the_value() {
         let err = ClusterId::new("a/b").unwrap_err().to_string();
-        assert!(err.contains("cluster") && err.contains("\"a/b\"") && err.contains("'/'"), "{err}");
+        assert!(
+            err.contains("cluster") && err.contains("\"a/b\"") && err.contains("'/'"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -116,7 +116,10 @@ mod tests {
             t.request(&Target::Group(Segment::new("g").unwrap())),
             "maestro/v1/c1/req/group/g"
         );
-        assert_eq!(t.request(&Target::Peer(p.clone())), "maestro/v1/c1/req/peer/w1");
+        assert_eq!(
+            t.request(&Target::Peer(p.clone())),
+            "maestro/v1/c1/req/peer/w1"
+        );
         assert_eq!(t.reply(&p), "maestro/v1/c1/reply/w1");
         assert_eq!(t.event(&p, "stats"), "maestro/v1/c1/event/w1/stats");
     }

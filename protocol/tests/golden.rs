@@ -89,7 +89,10 @@ fn samples() -> Vec<(&'static str, Note)> {
                 }),
             ),
         ),
-        ("stats_request", request(3, Body::StatsRequest(StatsRequest {}))),
+        (
+            "stats_request",
+            request(3, Body::StatsRequest(StatsRequest {})),
+        ),
         (
             "stats",
             reply(

@@ -101,10 +101,8 @@ fn body() -> impl Strategy<Value = Body> {
             })),
         Just(Body::Halt(Halt {})),
         Just(Body::Halted(Halted {})),
-        (code, any::<String>()).prop_map(|(code, message)| Body::Error(ErrorNote {
-            code,
-            message
-        })),
+        (code, any::<String>())
+            .prop_map(|(code, message)| Body::Error(ErrorNote { code, message })),
     ]
 }
 
@@ -120,22 +118,24 @@ fn note() -> impl Strategy<Value = Note> {
         body(),
         any::<u16>(),
     )
-        .prop_map(|(id, corr, reply_to, sid, role, name, at, body, minor)| Note {
-            version: ProtocolVersion {
-                major: PROTOCOL_VERSION.major,
-                minor,
+        .prop_map(
+            |(id, corr, reply_to, sid, role, name, at, body, minor)| Note {
+                version: ProtocolVersion {
+                    major: PROTOCOL_VERSION.major,
+                    minor,
+                },
+                id: NoteId(uuid::Uuid::from_u128(id)),
+                correlation_id: corr.map(|c| NoteId(uuid::Uuid::from_u128(c))),
+                reply_to,
+                sender: Sender {
+                    id: PeerId::new(sid).unwrap(),
+                    role,
+                    name,
+                },
+                sent_at_us: at,
+                body,
             },
-            id: NoteId(uuid::Uuid::from_u128(id)),
-            correlation_id: corr.map(|c| NoteId(uuid::Uuid::from_u128(c))),
-            reply_to,
-            sender: Sender {
-                id: PeerId::new(sid).unwrap(),
-                role,
-                name,
-            },
-            sent_at_us: at,
-            body,
-        })
+        )
 }
 
 proptest! {

@@ -1,0 +1,76 @@
+//! `maestro-broker`: the embedded MQTT control broker. See the crate docs.
+
+use clap::Parser;
+use maestro_broker::{
+    BrokerConfig, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PAYLOAD_BYTES,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// The maestro control broker (MQTT 3.1.1). Workers, inspectors and the CLI meet here.
+///
+/// Prints `maestro-broker ready listen=ADDR` on stdout once it accepts connections.
+/// Exit codes: 0 stopped by a signal, 2 usage error, 3 cannot listen or not ready.
+#[derive(Debug, Parser)]
+#[command(name = "maestro-broker", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(short, long, env = "MAESTRO_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// File of `username:password` lines; when given, anonymous clients are refused.
+    #[arg(long, env = "MAESTRO_AUTH_FILE")]
+    auth_file: Option<PathBuf>,
+    /// Largest number of concurrent connections.
+    #[arg(long, env = "MAESTRO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Largest publish payload, in bytes.
+    #[arg(long, env = "MAESTRO_MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
+    max_payload: usize,
+    /// Print the effective configuration as JSON and exit.
+    #[arg(long, env = "MAESTRO_PRINT_CONFIG")]
+    print_config: bool,
+}
+
+fn main() -> ExitCode {
+    maestro_control::init_tracing("info,rumqttd=off");
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maestro-broker: error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let users = args
+        .auth_file
+        .as_deref()
+        .map(maestro_broker::load_users)
+        .transpose()?;
+    let config = BrokerConfig {
+        listen: args.listen,
+        users,
+        auth_file: args.auth_file,
+        max_connections: args.max_connections,
+        max_payload_bytes: args.max_payload,
+        ..Default::default()
+    };
+    if args.print_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        maestro_control::cancel_on_signals(shutdown.clone());
+        maestro_broker::run(config, shutdown).await
+    })?;
+    // rumqttd has no shutdown: leaving main ends its threads.
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Command-line arguments shared by the maestro binaries (clap derive; every flag is also
+//! a `MAESTRO_<FLAG>` environment variable), and the common `main` of the daemons.
+
+use crate::peer::{PeerConfig, PeerError};
+use crate::session::now;
+use crate::url::{ControlUrl, DEFAULT_CONTROL_URL};
+use maestro_protocol::{ClusterId, PeerId, PeerInfo, Role, Segment, SegmentError};
+use std::future::Future;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Where the control broker is and which cluster to join.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlArgs {
+    /// Control broker URL; credentials go in it: mqtt://user:pass@host:port
+    #[arg(short = 'm', long = "maestro-url", env = "MAESTRO_URL", default_value = DEFAULT_CONTROL_URL, global = true)]
+    pub url: ControlUrl,
+    /// Cluster namespace on the control broker.
+    #[arg(
+        long,
+        env = "MAESTRO_CLUSTER",
+        default_value = "default",
+        global = true
+    )]
+    pub cluster: ClusterId,
+}
+
+/// Identity of a worker or inspector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Peer name shown by ping [default: ROLE-PID@HOST]
+    #[arg(long, env = "MAESTRO_NAME")]
+    pub name: Option<String>,
+    /// Group this peer belongs to; requests can address a group.
+    #[arg(long, env = "MAESTRO_GROUP", default_value = "all")]
+    pub group: Segment,
+    /// Member name within the group [default: the peer name]
+    #[arg(long, env = "MAESTRO_MEMBER")]
+    pub member: Option<String>,
+    /// Host name to report [default: this machine's host name]
+    #[arg(long, env = "MAESTRO_HOST")]
+    pub host: Option<String>,
+    /// MQTT keep-alive of the control connection (whole seconds); the broker declares the
+    /// peer offline after 1.5 times this without traffic.
+    #[arg(long, env = "MAESTRO_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub keep_alive: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("keep-alive {0:?} must be whole seconds from 1 s to 65535 s")]
+    KeepAlive(Duration),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+impl PeerArgs {
+    /// The peer's configuration, with a fresh id.
+    pub fn into_config(self, role: Role, capabilities: &[&str]) -> Result<PeerConfig, ArgsError> {
+        let ka = self.keep_alive;
+        if ka.subsec_nanos() != 0 || ka < Duration::from_secs(1) || ka.as_secs() > u16::MAX.into() {
+            return Err(ArgsError::KeepAlive(ka));
+        }
+        let host = self
+            .host
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+        let pid = std::process::id();
+        let name = self.name.unwrap_or_else(|| format!("{role}-{pid}@{host}"));
+        Ok(PeerConfig {
+            url: self.control.url,
+            cluster: self.control.cluster,
+            info: PeerInfo {
+                id: PeerId::random(role.as_str()),
+                member: self.member.unwrap_or_else(|| name.clone()),
+                name,
+                role,
+                host,
+                group: self.group,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+                keep_alive_ms: ka.as_millis() as u64,
+                pid,
+                started_at_us: now(),
+            },
+        })
+    }
+}
+
+/// The `main` of a daemon: logs to stderr, runs `run` on a single-threaded runtime until
+/// SIGINT, SIGTERM or a halt note. Exit codes: 0 stopped, 2 bad arguments, 70 failure.
+pub fn daemon_main<F, Fut>(args: PeerArgs, role: Role, capabilities: &[&str], run: F) -> ExitCode
+where
+    F: FnOnce(PeerConfig, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), PeerError>>,
+{
+    let binary = format!("maestro-{role}");
+    let config = match args.into_config(role, capabilities) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{binary}: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{binary}: error: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        crate::cancel_on_signals(shutdown.clone());
+        run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{binary}: error: {e}");
+            ExitCode::from(70)
+        }
+    }
+}

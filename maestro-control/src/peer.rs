@@ -1,0 +1,314 @@
+//! The peer runtime shared by workers and the inspector.
+//!
+//! A peer connects to the control broker (retrying with backoff, one log line while it is
+//! unreachable), subscribes to its request topics, publishes a retained `online` presence
+//! and leaves a retained `offline` presence as its last will. It answers ping, stats and
+//! halt itself and passes every other request to its role's [`Handler`]. Bad input is
+//! counted, answered with an error note when it has a reply address, and logged once per
+//! kind. On shutdown it clears its presence and disconnects.
+
+use crate::session::{self, now};
+use crate::url::ControlUrl;
+use maestro_protocol::{
+    Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, PeerInfo, PeerState, Pong,
+    Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
+};
+use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How a peer joins the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub url: ControlUrl,
+    pub cluster: ClusterId,
+    pub info: PeerInfo,
+}
+
+impl PeerConfig {
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_millis(self.info.keep_alive_ms)
+    }
+}
+
+/// The part of a peer that depends on its role.
+pub trait Handler: Send {
+    /// What the peer is doing, for stats.
+    fn state(&self) -> PeerState {
+        PeerState::Idle
+    }
+
+    /// Any request other than ping, stats and halt. Returns the reply body.
+    fn handle(&mut self, note: &Note) -> Body {
+        Body::Error(ErrorNote {
+            code: ErrorCode::Unsupported,
+            message: format!(
+                "a {} does not handle {:?} notes",
+                note.sender.role,
+                note.body.kind()
+            ),
+        })
+    }
+}
+
+/// A peer with no role-specific requests (yet): always idle.
+#[derive(Debug, Default)]
+pub struct IdleHandler;
+
+impl Handler for IdleHandler {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("keep-alive of {0:?} is out of range: use 1 s to 65535 s")]
+    KeepAlive(Duration),
+}
+
+/// Runs a peer until `shutdown` is cancelled or a halt note arrives (which cancels it).
+pub async fn run(
+    config: PeerConfig,
+    handler: impl Handler,
+    shutdown: CancellationToken,
+) -> Result<(), PeerError> {
+    let keep_alive = config.keep_alive();
+    if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(u16::MAX.into()) {
+        return Err(PeerError::KeepAlive(keep_alive));
+    }
+    let topics = Topics::new(&config.cluster);
+    let info = &config.info;
+    let presence_topic = topics.presence(&info.id);
+    let sender = Sender {
+        id: info.id.clone(),
+        role: info.role,
+        name: info.name.clone(),
+    };
+    let presence = |status| {
+        encode(&Note::new(
+            sender.clone(),
+            Body::Presence(Presence {
+                status,
+                peer: info.clone(),
+            }),
+            now(),
+        ))
+    };
+    let will = LastWill::new(
+        presence_topic.clone(),
+        presence(PresenceStatus::Offline),
+        QoS::AtLeastOnce,
+        true,
+    );
+    let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will));
+    let mut peer = PeerLoop {
+        handler,
+        client,
+        topics,
+        sender: sender.clone(),
+        info: info.clone(),
+        started: Instant::now(),
+        connected_since: now(),
+        connections: 0,
+        notes_received: 0,
+        bad_notes: 0,
+        logged_bad: HashSet::new(),
+        shutdown: shutdown.clone(),
+    };
+    let mut backoff = session::backoff();
+    let mut unreachable_since: Option<Instant> = None;
+    let mut connected = false;
+
+    info!(peer = %info.id, name = %info.name, role = %info.role, url = %config.url,
+        cluster = %config.cluster, "starting");
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected = true;
+                backoff = session::backoff();
+                peer.connections += 1;
+                peer.connected_since = now();
+                match unreachable_since.take() {
+                    Some(since) => info!(url = %config.url, down_for = ?since.elapsed(),
+                        "control broker reachable again; re-announcing"),
+                    None => info!(url = %config.url, "connected to control broker"),
+                }
+                peer.on_connected(&presence_topic, presence(PresenceStatus::Online));
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => peer.on_publish(publish),
+            Ok(_) => {}
+            Err(error) => {
+                connected = false;
+                if unreachable_since.is_none() {
+                    unreachable_since = Some(Instant::now());
+                    warn!(url = %config.url, %error,
+                        "control broker unreachable; retrying with backoff");
+                } else {
+                    debug!(url = %config.url, %error, "control broker still unreachable");
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+
+    if connected {
+        // Clear the retained presence: a peer that left on purpose is not "offline".
+        let _ = peer
+            .client
+            .try_publish(&presence_topic, QoS::AtLeastOnce, true, Vec::new());
+        let _ = peer.client.try_disconnect();
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("control broker did not take the goodbye in time");
+        }
+    }
+    info!(peer = %info.id, "stopped");
+    Ok(())
+}
+
+struct PeerLoop<H> {
+    handler: H,
+    client: AsyncClient,
+    topics: Topics,
+    sender: Sender,
+    info: PeerInfo,
+    started: Instant,
+    connected_since: UnixMicros,
+    connections: u64,
+    notes_received: u64,
+    bad_notes: u64,
+    /// Bad-input kinds already logged at warn level.
+    logged_bad: HashSet<ErrorCode>,
+    shutdown: CancellationToken,
+}
+
+impl<H: Handler> PeerLoop<H> {
+    fn on_connected(&mut self, presence_topic: &str, online: Vec<u8>) {
+        let filters = self
+            .topics
+            .requests_for(&self.info.id, self.info.role, &self.info.group)
+            .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            warn!(error = %e, "could not queue the request subscriptions");
+        }
+        if let Err(e) = self
+            .client
+            .try_publish(presence_topic, QoS::AtLeastOnce, true, online)
+        {
+            warn!(error = %e, "could not queue the presence note");
+        }
+    }
+
+    fn on_publish(&mut self, publish: Publish) {
+        let received_at = now();
+        self.notes_received += 1;
+        let note = match decode(&publish.payload) {
+            Ok(note) => note,
+            Err(failure) => return self.on_bad_note(&publish, failure),
+        };
+        let Some(reply_to) = note.reply_to.as_deref() else {
+            debug!(
+                kind = note.body.kind(),
+                "request without reply address; ignored"
+            );
+            return;
+        };
+        if !self.topics.is_reply_topic(reply_to) {
+            self.bad_notes += 1;
+            self.log_bad(
+                ErrorCode::Malformed,
+                &publish,
+                &format!("reply_to {reply_to:?} is not a reply topic of this cluster"),
+            );
+            return;
+        }
+        let mut halt = false;
+        let body = match &note.body {
+            Body::Ping(_) => Body::Pong(Pong {
+                ping_sent_at_us: note.sent_at_us,
+                received_at_us: received_at,
+            }),
+            Body::StatsRequest(_) => Body::Stats(self.stats()),
+            Body::Halt(_) => {
+                halt = true;
+                info!(from = %note.sender.id, "halt requested");
+                Body::Halted(Halted {})
+            }
+            _ => self.handler.handle(&note),
+        };
+        self.reply(&note, reply_to, body);
+        if halt {
+            self.shutdown.cancel();
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            peer: self.info.clone(),
+            state: self.handler.state(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            connected_since_us: self.connected_since,
+            reconnects: self.connections.saturating_sub(1),
+            notes_received: self.notes_received,
+            bad_notes: self.bad_notes,
+        }
+    }
+
+    fn on_bad_note(&mut self, publish: &Publish, failure: DecodeFailure) {
+        self.bad_notes += 1;
+        let code = failure.error.code();
+        self.log_bad(code, publish, &failure.error.to_string());
+        let Some(reply_to) = failure.reply_to.filter(|t| self.topics.is_reply_topic(t)) else {
+            return;
+        };
+        let mut reply = Note::new(
+            self.sender.clone(),
+            Body::Error(ErrorNote {
+                code,
+                message: failure.error.to_string(),
+            }),
+            now(),
+        );
+        reply.correlation_id = failure.note_id;
+        self.publish(&reply_to, &reply);
+    }
+
+    fn log_bad(&mut self, code: ErrorCode, publish: &Publish, reason: &str) {
+        if self.logged_bad.insert(code) {
+            warn!(topic = %publish.topic, bytes = publish.payload.len(),
+                ?code, reason, total_bad = self.bad_notes,
+                "bad note on a control topic (further ones of this kind are logged at debug)");
+        } else {
+            debug!(?code, reason, total_bad = self.bad_notes, "bad note");
+        }
+    }
+
+    fn reply(&mut self, request: &Note, reply_to: &str, body: Body) {
+        let reply = request.reply(self.sender.clone(), body, now());
+        self.publish(reply_to, &reply);
+    }
+
+    fn publish(&mut self, topic: &str, note: &Note) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, encode(note))
+        {
+            warn!(topic, error = %e, "reply dropped: control client queue full");
+        }
+    }
+}

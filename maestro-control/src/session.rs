@@ -1,0 +1,76 @@
+//! MQTT sessions on the control broker: one place that sets TCP_NODELAY, keep-alive,
+//! packet limits and credentials, plus the reconnect backoff and the wall clock.
+
+use crate::url::ControlUrl;
+use maestro_protocol::{PeerId, UnixMicros};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest MQTT packet a control client sends or accepts. Above the broker's default
+/// payload limit, so an oversize note reaches the peer and is answered instead of
+/// breaking the connection.
+pub const MAX_PACKET_BYTES: usize = 4 * 1024 * 1024;
+
+/// Requests the client may queue before the event loop sends them.
+const REQUEST_CAPACITY: usize = 1024;
+
+/// Opens an MQTT session (not yet connected: the event loop connects when polled).
+pub fn open(
+    url: &ControlUrl,
+    client_id: &PeerId,
+    keep_alive: Duration,
+    last_will: Option<LastWill>,
+) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(client_id.as_str(), url.host.clone(), url.port);
+    options
+        .set_keep_alive(keep_alive.max(Duration::from_secs(1)))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    if let Some(user) = &url.username {
+        options.set_credentials(user.clone(), url.password.clone().unwrap_or_default());
+    }
+    if let Some(will) = last_will {
+        options.set_last_will(will);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    let mut network = NetworkOptions::new();
+    // Nagle plus delayed ACK adds ~40 ms to small request/reply exchanges.
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(5);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
+/// Reconnect delays: 100 ms doubling to 5 s, with jitter so a fleet of peers does not
+/// reconnect in lock step after the broker restarts.
+pub fn backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// The wall clock, in microseconds since the Unix epoch.
+pub fn now() -> UnixMicros {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_else(|e| -(e.duration().as_micros() as i64));
+    UnixMicros(micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let delays: Vec<_> = backoff().take(12).collect();
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] < Duration::from_millis(300));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)));
+        assert!(delays[11] >= Duration::from_secs(5));
+    }
+}

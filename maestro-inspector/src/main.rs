@@ -1,0 +1,26 @@
+//! `maestro-inspector` binary; see the crate docs.
+
+use clap::Parser;
+use maestro_protocol::Role;
+use std::process::ExitCode;
+
+/// A maestro inspector: joins the cluster on the control broker and answers its notes.
+///
+/// Exit codes: 0 stopped (signal or halt), 2 bad arguments, 70 failure.
+#[derive(Debug, Parser)]
+#[command(name = "maestro-inspector", version)]
+struct Args {
+    #[command(flatten)]
+    peer: maestro_control::PeerArgs,
+}
+
+fn main() -> ExitCode {
+    maestro_control::init_tracing("info,rumqttc=warn");
+    let args = Args::parse();
+    maestro_control::daemon_main(
+        args.peer,
+        Role::Inspector,
+        maestro_inspector::CAPABILITIES,
+        maestro_inspector::run,
+    )
+}
