@@ -11,7 +11,7 @@
 //! ```
 
 use crate::ids::{ClusterId, PeerId, Segment};
-use crate::note::Role;
+use crate::note::{PeerInfo, Role};
 
 /// The root of every topic; the version is the protocol's major version.
 pub const ROOT: &str = "maestro/v1";
@@ -23,6 +23,18 @@ pub enum Target {
     Role(Role),
     Group(Segment),
     Peer(PeerId),
+}
+
+impl Target {
+    /// True when a request to this target reaches `peer`.
+    pub fn matches(&self, peer: &PeerInfo) -> bool {
+        match self {
+            Target::All => true,
+            Target::Role(role) => peer.role == *role,
+            Target::Group(group) => peer.group == *group,
+            Target::Peer(id) => peer.id == *id,
+        }
+    }
 }
 
 /// Builds the topics of one cluster.
@@ -82,6 +94,14 @@ impl Topics {
             .is_some_and(|id| PeerId::new(id).is_ok())
     }
 
+    /// The peer whose presence `topic` is, when it is a presence topic of this cluster.
+    pub fn presence_peer(&self, topic: &str) -> Option<PeerId> {
+        topic
+            .strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix("/presence/"))
+            .and_then(|id| PeerId::new(id).ok())
+    }
+
     /// An event of one peer, for example `stats`.
     pub fn event(&self, peer: &PeerId, kind: &str) -> String {
         format!("{}/event/{peer}/{kind}", self.base)
@@ -106,6 +126,11 @@ mod tests {
         let t = topics();
         let p = PeerId::new("w1").unwrap();
         assert_eq!(t.presence(&p), "maestro/v1/c1/presence/w1");
+        assert_eq!(
+            t.presence_peer("maestro/v1/c1/presence/w1"),
+            Some(p.clone())
+        );
+        assert_eq!(t.presence_peer("maestro/v1/c2/presence/w1"), None);
         assert_eq!(t.presence_filter(), "maestro/v1/c1/presence/+");
         assert_eq!(t.request(&Target::All), "maestro/v1/c1/req/all");
         assert_eq!(

@@ -1,0 +1,293 @@
+//! The command line: clap types and [`run`], which tests call in process.
+
+use crate::controller::{ControlError, Controller};
+use crate::exit;
+use crate::report::{self, PeerOutcome, PeerStatus};
+use maestro_control::ControlArgs;
+use maestro_protocol::{
+    Body, Halt, PeerId, Ping, PresenceStatus, Role, Segment, StatsRequest, Target,
+};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 2 usage error; 3 control broker unreachable; \
+4 peers missing (no reply, offline, error, or none at all); 130 interrupted.";
+
+/// Controls a maestro cluster through its control broker.
+#[derive(Debug, clap::Parser)]
+#[command(name = "maestro-cli", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub control: ControlArgs,
+    /// Output format: a table for people, JSON for machines.
+    #[arg(short = 'o', long, env = "MAESTRO_OUTPUT", value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// List the peers with round-trip time and clock offset.
+    Ping(RequestArgs),
+    /// Show each peer's state and counters.
+    Stats(RequestArgs),
+    /// Stop peers: they answer, clear their presence and exit.
+    Halt(RequestArgs),
+    /// Remove offline peers (left behind by a crash) from the cluster's presence.
+    Forget(ForgetArgs),
+    /// The original Maestro spelling: `maestro-cli maestro -c ping`.
+    Maestro(MaestroArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RequestArgs {
+    /// How long to wait for every peer to answer.
+    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Only the peers of this group.
+    #[arg(long, env = "MAESTRO_GROUP", conflicts_with_all = ["role", "peer"])]
+    pub group: Option<Segment>,
+    /// Only the peers of this role.
+    #[arg(long, env = "MAESTRO_ROLE", value_enum, conflicts_with = "peer")]
+    pub role: Option<PeerRole>,
+    /// Only this peer (by id).
+    #[arg(long, env = "MAESTRO_PEER")]
+    pub peer: Option<PeerId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerRole {
+    Worker,
+    Inspector,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ForgetArgs {
+    /// Peers to forget (by id); without any, every offline peer.
+    pub peers: Vec<PeerId>,
+    /// How long to wait for the control broker.
+    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaestroArgs {
+    /// The command to send.
+    #[arg(short = 'c', long = "command", env = "MAESTRO_COMMAND", value_enum)]
+    pub command: MaestroCommand,
+    #[command(flatten)]
+    pub request: RequestArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MaestroCommand {
+    Ping,
+    Stats,
+    Halt,
+}
+
+/// What a command produced: text for stdout, an exit code, and a problem for stderr.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stdout: String,
+    pub code: u8,
+    pub problem: Option<String>,
+    /// One entry per peer, for callers that want the data rather than the text.
+    pub peers: Vec<PeerOutcome>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+            CliError::Control(_) => exit::CLUSTER_UNREACHABLE,
+        }
+    }
+}
+
+impl RequestArgs {
+    fn target(&self) -> Target {
+        if let Some(peer) = &self.peer {
+            Target::Peer(peer.clone())
+        } else if let Some(group) = &self.group {
+            Target::Group(group.clone())
+        } else {
+            match self.role {
+                Some(PeerRole::Worker) => Target::Role(Role::Worker),
+                Some(PeerRole::Inspector) => Target::Role(Role::Inspector),
+                None => Target::All,
+            }
+        }
+    }
+}
+
+/// Runs one CLI command until it is done or `shutdown` is cancelled.
+pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliError> {
+    let (kind, args) = match cli.command {
+        Command::Ping(a) => (MaestroCommand::Ping, a),
+        Command::Stats(a) => (MaestroCommand::Stats, a),
+        Command::Halt(a) => (MaestroCommand::Halt, a),
+        Command::Maestro(m) => (m.command, m.request),
+        Command::Forget(f) => return forget(&cli.control, cli.output, f, &shutdown).await,
+    };
+    let connect = Controller::connect(&cli.control.url, &cli.control.cluster, args.timeout);
+    let mut controller = tokio::select! {
+        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+        c = connect => c?,
+    };
+    let body = match kind {
+        MaestroCommand::Ping => Body::Ping(Ping {}),
+        MaestroCommand::Stats => Body::StatsRequest(StatsRequest {}),
+        MaestroCommand::Halt => Body::Halt(Halt {}),
+    };
+    let target = args.target();
+    let exchange = controller
+        .request(&target, body, args.timeout, &shutdown)
+        .await?;
+    controller.close().await;
+    let peers = report::outcomes(&exchange);
+    let stdout = match cli.output {
+        Output::Json => serde_json::to_string_pretty(&peers).unwrap_or_default(),
+        Output::Table => match kind {
+            MaestroCommand::Ping => report::ping_table(&peers),
+            MaestroCommand::Stats => report::stats_table(&peers),
+            MaestroCommand::Halt => report::halt_table(&peers),
+        },
+    };
+    let (code, problem) = judge(
+        &peers,
+        &cli.control.cluster.to_string(),
+        &target,
+        args.timeout,
+    );
+    Ok(Outcome {
+        stdout,
+        code,
+        problem,
+        peers,
+    })
+}
+
+/// Exit code and message: every peer must have answered.
+fn judge(
+    peers: &[PeerOutcome],
+    cluster: &str,
+    target: &Target,
+    timeout: Duration,
+) -> (u8, Option<String>) {
+    if peers.is_empty() {
+        let whom = match target {
+            Target::All => String::new(),
+            Target::Role(r) => format!(" with role {r}"),
+            Target::Group(g) => format!(" in group {g}"),
+            Target::Peer(p) => format!(" with id {p}"),
+        };
+        return (
+            exit::PEERS_MISSING,
+            Some(format!("no peers{whom} in cluster {cluster:?}")),
+        );
+    }
+    let missing: Vec<String> = peers
+        .iter()
+        .filter(|p| p.status != PeerStatus::Ok)
+        .map(|p| {
+            let why = match p.status {
+                PeerStatus::NoReply => {
+                    format!("no reply within {}", humantime::format_duration(timeout))
+                }
+                PeerStatus::Offline => "offline (disconnected abnormally)".into(),
+                PeerStatus::Error => p.error.clone().unwrap_or_default(),
+                PeerStatus::Ok => unreachable!(),
+            };
+            format!("  {} {} ({}, id {}): {why}", p.role, p.name, p.host, p.id)
+        })
+        .collect();
+    if missing.is_empty() {
+        return (exit::OK, None);
+    }
+    (
+        exit::PEERS_MISSING,
+        Some(format!(
+            "{} of {} peers did not answer:\n{}",
+            missing.len(),
+            peers.len(),
+            missing.join("\n")
+        )),
+    )
+}
+
+async fn forget(
+    control: &ControlArgs,
+    output: Output,
+    args: ForgetArgs,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
+    let mut controller = tokio::select! {
+        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+        c = connect => c?,
+    };
+    let presence = controller.settle_presence().await?;
+    let chosen: Vec<(PeerId, String)> = presence
+        .values()
+        .filter(|p| {
+            if args.peers.is_empty() {
+                p.status == PresenceStatus::Offline
+            } else {
+                args.peers.contains(&p.peer.id)
+            }
+        })
+        .map(|p| (p.peer.id.clone(), p.peer.name.clone()))
+        .collect();
+    let unknown: Vec<String> = args
+        .peers
+        .iter()
+        .filter(|id| !presence.contains_key(*id))
+        .map(|id| id.to_string())
+        .collect();
+    for (id, _) in &chosen {
+        controller.forget(id).await?;
+    }
+    controller.close().await;
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(
+            &chosen
+                .iter()
+                .map(|(id, name)| serde_json::json!({"id": id, "name": name}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default(),
+        Output::Table => chosen
+            .iter()
+            .map(|(id, name)| format!("forgot {name} ({id})"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    let (code, problem) = if unknown.is_empty() {
+        (exit::OK, None)
+    } else {
+        (
+            exit::PEERS_MISSING,
+            Some(format!("no such peers: {}", unknown.join(", "))),
+        )
+    };
+    Ok(Outcome {
+        stdout,
+        code,
+        problem,
+        peers: Vec::new(),
+    })
+}

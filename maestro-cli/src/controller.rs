@@ -1,0 +1,414 @@
+//! The controller's side of the control plane: one MQTT session that tracks every peer's
+//! presence and sends requests whose replies come back on this controller's own reply
+//! topic (two controllers on one broker never see each other's replies).
+//!
+//! A request waits for exactly the peers that presence says are online (and match the
+//! target), until a deadline; it never waits "until replies stop coming".
+
+use maestro_control::{ControlUrl, now, session};
+use maestro_protocol::{
+    Body, ClusterId, Note, PeerId, PeerInfo, Presence, Role, Sender, Target, Topics, UnixMicros,
+    decode, encode,
+};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Retained presences arrive right after the subscription is acknowledged; a request is
+/// never complete before this much time has passed since then, so that every presence
+/// has been seen.
+pub const PRESENCE_SETTLE: Duration = Duration::from_millis(150);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot reach the control broker at {url}: {reason}")]
+    Unreachable { url: ControlUrl, reason: String },
+    #[error("lost the connection to the control broker at {url}: {reason}")]
+    Lost { url: ControlUrl, reason: String },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+enum ControlEvent {
+    /// A peer's retained presence; `None` when it was cleared.
+    Presence(PeerId, Option<Presence>),
+    Reply(Note, UnixMicros),
+    Lost(String),
+}
+
+/// A connected controller.
+#[derive(Debug)]
+pub struct Controller {
+    client: AsyncClient,
+    events: mpsc::Receiver<ControlEvent>,
+    topics: Topics,
+    me: Sender,
+    url: ControlUrl,
+    reply_topic: String,
+    presence: BTreeMap<PeerId, Presence>,
+    /// Every identity seen in this session, kept after a peer clears its presence (a
+    /// halted peer still has a name in the halt report).
+    known: BTreeMap<PeerId, PeerInfo>,
+    subscribed_at: Instant,
+    stop: CancellationToken,
+    pump: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ControlEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlEvent::Presence(id, _) => write!(f, "Presence({id})"),
+            ControlEvent::Reply(n, _) => write!(f, "Reply({})", n.id),
+            ControlEvent::Lost(r) => write!(f, "Lost({r})"),
+        }
+    }
+}
+
+/// The replies to one request, and the presence of the peers it was meant for.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub request: Note,
+    pub target: Target,
+    /// Replies by peer, with the time each arrived (controller clock).
+    pub replies: BTreeMap<PeerId, (Note, UnixMicros)>,
+    /// Presence of every peer the target matches, online or offline.
+    pub presence: BTreeMap<PeerId, Presence>,
+    /// Identity of every peer that replied, as last announced.
+    pub known: BTreeMap<PeerId, PeerInfo>,
+    /// False when the deadline passed before every expected peer answered.
+    pub complete: bool,
+}
+
+impl Controller {
+    /// Connects, subscribes to presence and to this controller's reply topic.
+    pub async fn connect(
+        url: &ControlUrl,
+        cluster: &ClusterId,
+        timeout: Duration,
+    ) -> Result<Self, ControlError> {
+        let id = PeerId::random("cli");
+        let topics = Topics::new(cluster);
+        let reply_topic = topics.reply(&id);
+        let (client, eventloop) = session::open(url, &id, Duration::from_secs(5), None);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (events_tx, events) = mpsc::channel(4096);
+        let stop = CancellationToken::new();
+        let pump = tokio::spawn(pump(
+            eventloop,
+            client.clone(),
+            topics.clone(),
+            reply_topic.clone(),
+            url.clone(),
+            ready_tx,
+            events_tx,
+            stop.clone(),
+        ));
+        let unreachable = |reason: String| ControlError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        match tokio::time::timeout(timeout, ready_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(reason))) => return Err(unreachable(reason)),
+            Ok(Err(_)) => return Err(unreachable("the session ended".into())),
+            Err(_) => {
+                stop.cancel();
+                return Err(unreachable(format!("no MQTT handshake within {timeout:?}")));
+            }
+        }
+        Ok(Self {
+            client,
+            events,
+            topics,
+            me: Sender {
+                id,
+                role: Role::Controller,
+                name: format!("maestro-cli@{}", std::process::id()),
+            },
+            url: url.clone(),
+            reply_topic,
+            presence: BTreeMap::new(),
+            known: BTreeMap::new(),
+            subscribed_at: Instant::now(),
+            stop,
+            pump: Some(pump),
+        })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Every peer's presence seen so far.
+    pub fn presence(&self) -> &BTreeMap<PeerId, Presence> {
+        &self.presence
+    }
+
+    /// Sends `body` to `target` and collects the replies of every online peer it matches,
+    /// until all have answered or `timeout` passes.
+    pub async fn request(
+        &mut self,
+        target: &Target,
+        body: Body,
+        timeout: Duration,
+        interrupt: &CancellationToken,
+    ) -> Result<Exchange, ControlError> {
+        let request = Note::new(self.me.clone(), body, now()).with_reply_to(&self.reply_topic);
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.client
+            .publish(
+                self.topics.request(target),
+                QoS::AtLeastOnce,
+                false,
+                encode(&request),
+            )
+            .await
+            .map_err(|e| self.lost(e.to_string()))?;
+        let mut replies = BTreeMap::new();
+        let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
+        let complete = loop {
+            let now_t = tokio::time::Instant::now();
+            let everyone_answered = self
+                .presence
+                .values()
+                .filter(|p| p.status == maestro_protocol::PresenceStatus::Online)
+                .filter(|p| target.matches(&p.peer))
+                .all(|p| replies.contains_key(&p.peer.id));
+            if now_t >= settled && everyone_answered {
+                break true;
+            }
+            // Before the presence has settled, wake up when it has.
+            let wake = if now_t < settled {
+                settled.min(deadline)
+            } else {
+                deadline
+            };
+            let event = tokio::select! {
+                _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
+                _ = tokio::time::sleep_until(wake) => {
+                    if wake >= deadline { break false; }
+                    continue;
+                }
+                event = self.events.recv() => event,
+            };
+            match event {
+                Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
+                Some(ControlEvent::Reply(note, at)) => {
+                    if note.correlation_id == Some(request.id) {
+                        replies.insert(note.sender.id.clone(), (note, at));
+                    } else {
+                        debug!(from = %note.sender.id, "reply to an earlier request; ignored");
+                    }
+                }
+                Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
+                None => return Err(self.lost("the session ended".into())),
+            }
+        };
+        let presence = self
+            .presence
+            .iter()
+            .filter(|(_, p)| target.matches(&p.peer))
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect();
+        let known = replies
+            .keys()
+            .filter_map(|id| self.known.get(id).map(|i| (id.clone(), i.clone())))
+            .collect();
+        Ok(Exchange {
+            request,
+            target: target.clone(),
+            replies,
+            presence,
+            known,
+            complete,
+        })
+    }
+
+    /// Waits until retained presences have arrived, then returns them.
+    pub async fn settle_presence(&mut self) -> Result<&BTreeMap<PeerId, Presence>, ControlError> {
+        let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(settled) => break,
+                event = self.events.recv() => match event {
+                    Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
+                    Some(ControlEvent::Reply(..)) => {}
+                    Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
+                    None => return Err(self.lost("the session ended".into())),
+                }
+            }
+        }
+        Ok(&self.presence)
+    }
+
+    /// Removes a peer's retained presence from the broker.
+    pub async fn forget(&mut self, peer: &PeerId) -> Result<(), ControlError> {
+        self.client
+            .publish(
+                self.topics.presence(peer),
+                QoS::AtLeastOnce,
+                true,
+                Vec::new(),
+            )
+            .await
+            .map_err(|e| self.lost(e.to_string()))?;
+        self.presence.remove(peer);
+        Ok(())
+    }
+
+    /// Disconnects cleanly, after everything queued has been sent.
+    pub async fn close(mut self) {
+        let _ = self.client.disconnect().await;
+        if let Some(pump) = self.pump.take() {
+            if tokio::time::timeout(Duration::from_secs(2), pump)
+                .await
+                .is_err()
+            {
+                self.stop.cancel();
+            }
+        }
+    }
+
+    fn on_presence(&mut self, id: PeerId, presence: Option<Presence>) {
+        match presence {
+            Some(p) => {
+                self.known.insert(id.clone(), p.peer.clone());
+                self.presence.insert(id, p);
+            }
+            None => {
+                self.presence.remove(&id);
+            }
+        }
+    }
+
+    fn lost(&self, reason: String) -> ControlError {
+        ControlError::Lost {
+            url: self.url.clone(),
+            reason,
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Topics,
+    reply_topic: String,
+    url: ControlUrl,
+    ready: oneshot::Sender<Result<(), String>>,
+    events: mpsc::Sender<ControlEvent>,
+    stop: CancellationToken,
+) {
+    let mut ready = Some(ready);
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        let forward = match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                let filters = [
+                    SubscribeFilter::new(topics.presence_filter(), QoS::AtMostOnce),
+                    SubscribeFilter::new(reply_topic.clone(), QoS::AtLeastOnce),
+                ];
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(Err(e.to_string()));
+                    }
+                    break;
+                }
+                None
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Ok(()));
+                }
+                None
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => classify(&topics, &reply_topic, &p),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(_) => None,
+            Err(e) => {
+                let reason = describe(&e, &url);
+                match ready.take() {
+                    Some(r) => {
+                        let _ = r.send(Err(reason));
+                    }
+                    None => {
+                        let _ = events.send(ControlEvent::Lost(reason)).await;
+                    }
+                }
+                break;
+            }
+        };
+        if let Some(event) = forward
+            && events.send(event).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<ControlEvent> {
+    if let Some(peer) = topics.presence_peer(&p.topic) {
+        if p.payload.is_empty() {
+            return Some(ControlEvent::Presence(peer, None));
+        }
+        return match decode(&p.payload) {
+            Ok(Note {
+                body: Body::Presence(presence),
+                ..
+            }) => Some(ControlEvent::Presence(peer, Some(presence))),
+            Ok(other) => {
+                debug!(topic = %p.topic, kind = other.body.kind(), "not a presence note; ignored");
+                None
+            }
+            Err(f) => {
+                debug!(topic = %p.topic, error = %f.error, "bad presence note; ignored");
+                None
+            }
+        };
+    }
+    if p.topic == reply_topic {
+        return match decode(&p.payload) {
+            Ok(note) => Some(ControlEvent::Reply(note, now())),
+            Err(f) => {
+                debug!(error = %f.error, "bad reply; ignored");
+                None
+            }
+        };
+    }
+    None
+}
+
+/// Says why a connection failed in words a user can act on.
+fn describe(error: &ConnectionError, url: &ControlUrl) -> String {
+    match error {
+        ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (is maestro-broker running there?)".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the session: {code:?}")
+        }
+        ConnectionError::MqttState(_) | ConnectionError::Io(_) => {
+            let hint = if url.username.is_some() {
+                "wrong username or password?"
+            } else {
+                "does the broker require a username and password? put them in the URL"
+            };
+            format!("the broker closed the connection during the MQTT handshake ({hint}): {error}")
+        }
+        other => other.to_string(),
+    }
+}
