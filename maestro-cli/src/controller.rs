@@ -162,7 +162,7 @@ impl Controller {
         self.client
             .publish(
                 self.topics.request(target),
-                QoS::AtLeastOnce,
+                session::NOTE_QOS,
                 false,
                 encode(&request),
             )
@@ -250,7 +250,7 @@ impl Controller {
         self.client
             .publish(
                 self.topics.presence(peer),
-                QoS::AtLeastOnce,
+                session::PRESENCE_QOS,
                 true,
                 Vec::new(),
             )
@@ -263,13 +263,12 @@ impl Controller {
     /// Disconnects cleanly, after everything queued has been sent.
     pub async fn close(mut self) {
         let _ = self.client.disconnect().await;
-        if let Some(pump) = self.pump.take() {
-            if tokio::time::timeout(Duration::from_secs(2), pump)
+        if let Some(pump) = self.pump.take()
+            && tokio::time::timeout(Duration::from_secs(2), pump)
                 .await
                 .is_err()
-            {
-                self.stop.cancel();
-            }
+        {
+            self.stop.cancel();
         }
     }
 
@@ -320,7 +319,7 @@ async fn pump(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 let filters = [
                     SubscribeFilter::new(topics.presence_filter(), QoS::AtMostOnce),
-                    SubscribeFilter::new(reply_topic.clone(), QoS::AtLeastOnce),
+                    SubscribeFilter::new(reply_topic.clone(), session::NOTE_QOS),
                 ];
                 if let Err(e) = client.try_subscribe_many(filters) {
                     if let Some(r) = ready.take() {

@@ -1,6 +1,8 @@
 //! Bad input on the control topics: every peer keeps running, answers with an error note
 //! where there is a reply address, counts it, and logs each kind once.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use maestro_protocol::{Body, Note, Role, UnixMicros};
 use maestro_protocol::{ClusterId, MAX_NOTE_BYTES, PeerId, Ping, Sender, Target, Topics};
 use maestro_testkit::{TestBroker, run_cli, spawn_peer, unique_cluster, wait_for};

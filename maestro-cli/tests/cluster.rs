@@ -1,6 +1,8 @@
 //! Process-level tests: the real broker, worker, inspector and CLI binaries on free ports,
 //! each test in its own cluster.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use maestro_testkit::{
     CliRun, Proc, TestBroker, run_cli, signal, spawn_peer, unique_cluster, wait_for,
 };

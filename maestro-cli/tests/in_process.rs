@@ -1,6 +1,8 @@
 //! In-process cluster: the control broker on its own thread, a worker and an inspector as
 //! tasks, and the CLI's `run` called directly.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use clap::Parser;
 use maestro_cli::{Cli, report::PeerStatus};
 use maestro_control::{PeerArgs, PeerConfig};

@@ -13,7 +13,7 @@ use maestro_protocol::{
     Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, PeerInfo, PeerState, Pong,
     Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
 };
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,7 @@ pub async fn run(
     let will = LastWill::new(
         presence_topic.clone(),
         presence(PresenceStatus::Offline),
-        QoS::AtLeastOnce,
+        session::PRESENCE_QOS,
         true,
     );
     let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will));
@@ -162,7 +162,7 @@ pub async fn run(
         // Clear the retained presence: a peer that left on purpose is not "offline".
         let _ = peer
             .client
-            .try_publish(&presence_topic, QoS::AtLeastOnce, true, Vec::new());
+            .try_publish(&presence_topic, session::PRESENCE_QOS, true, Vec::new());
         let _ = peer.client.try_disconnect();
         let drained = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
@@ -202,13 +202,13 @@ impl<H: Handler> PeerLoop<H> {
         let filters = self
             .topics
             .requests_for(&self.info.id, self.info.role, &self.info.group)
-            .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+            .map(|t| rumqttc::SubscribeFilter::new(t, session::NOTE_QOS));
         if let Err(e) = self.client.try_subscribe_many(filters) {
             warn!(error = %e, "could not queue the request subscriptions");
         }
         if let Err(e) = self
             .client
-            .try_publish(presence_topic, QoS::AtLeastOnce, true, online)
+            .try_publish(presence_topic, session::PRESENCE_QOS, true, online)
         {
             warn!(error = %e, "could not queue the presence note");
         }
@@ -306,7 +306,7 @@ impl<H: Handler> PeerLoop<H> {
     fn publish(&mut self, topic: &str, note: &Note) {
         if let Err(e) = self
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, encode(note))
+            .try_publish(topic, session::NOTE_QOS, false, encode(note))
         {
             warn!(topic, error = %e, "reply dropped: control client queue full");
         }

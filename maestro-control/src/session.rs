@@ -3,13 +3,23 @@
 
 use crate::url::ControlUrl;
 use maestro_protocol::{PeerId, UnixMicros};
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions};
+use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest MQTT packet a control client sends or accepts. Above the broker's default
 /// payload limit, so an oversize note reaches the peer and is answered instead of
 /// breaking the connection.
 pub const MAX_PACKET_BYTES: usize = 4 * 1024 * 1024;
+
+/// QoS of requests and replies. Control connections are loopback or LAN TCP with clean
+/// sessions: a note is lost only when its connection drops, and then QoS 1 would not
+/// redeliver it either (the session is gone). Every request has a deadline and names the
+/// peers that did not answer, so QoS 0 loses nothing the controller would not report,
+/// and it halves the packets the broker handles per exchange (no PUBACKs).
+pub const NOTE_QOS: QoS = QoS::AtMostOnce;
+
+/// QoS of presence notes (retained, and the last will): the broker must have them.
+pub const PRESENCE_QOS: QoS = QoS::AtLeastOnce;
 
 /// Requests the client may queue before the event loop sends them.
 const REQUEST_CAPACITY: usize = 1024;

@@ -2,6 +2,8 @@
 //! purpose. To regenerate after an intended change: `MAESTRO_BLESS=1 cargo test -p
 //! maestro-protocol --test golden`, then review the diff.
 
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
 use maestro_protocol::*;
 use std::path::PathBuf;
 
