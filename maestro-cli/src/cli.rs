@@ -44,6 +44,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// The original Maestro spelling: `maestro-cli maestro -c ping`.
     Maestro(MaestroArgs),
+    /// Try it with nothing installed: an embedded control broker, in-process workers and
+    /// an inspector on this machine; ping, stats and halt them.
+    Quickstart(crate::quickstart::QuickstartArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -107,13 +110,21 @@ pub struct Outcome {
 pub enum CliError {
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("embedded control broker: {0}")]
+    Broker(#[from] maestro_broker::BrokerError),
+    #[error(transparent)]
+    Args(#[from] maestro_control::ArgsError),
+    #[error("embedded peers did not all answer within {0:?}")]
+    EmbeddedPeers(Duration),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
-            CliError::Control(_) => exit::CLUSTER_UNREACHABLE,
+            CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
+            CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
+            CliError::Args(_) => exit::USAGE,
         }
     }
 }
@@ -142,24 +153,37 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Halt(a) => (MaestroCommand::Halt, a),
         Command::Maestro(m) => (m.command, m.request),
         Command::Forget(f) => return forget(&cli.control, cli.output, f, &shutdown).await,
+        Command::Quickstart(q) => return crate::quickstart::run(q, cli.output, &shutdown).await,
     };
     let connect = Controller::connect(&cli.control.url, &cli.control.cluster, args.timeout);
     let mut controller = tokio::select! {
         _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
         c = connect => c?,
     };
-    let body = match kind {
-        MaestroCommand::Ping => Body::Ping(Ping {}),
-        MaestroCommand::Stats => Body::StatsRequest(StatsRequest {}),
-        MaestroCommand::Halt => Body::Halt(Halt {}),
-    };
     let target = args.target();
     let exchange = controller
-        .request(&target, body, args.timeout, &shutdown)
+        .request(&target, kind.body(), args.timeout, &shutdown)
         .await?;
     controller.close().await;
-    let peers = report::outcomes(&exchange);
-    let stdout = match cli.output {
+    Ok(outcome(
+        kind,
+        &exchange,
+        cli.output,
+        cli.control.cluster.as_str(),
+        args.timeout,
+    ))
+}
+
+/// Renders an exchange and judges it.
+pub(crate) fn outcome(
+    kind: MaestroCommand,
+    exchange: &crate::Exchange,
+    output: Output,
+    cluster: &str,
+    timeout: Duration,
+) -> Outcome {
+    let peers = report::outcomes(exchange);
+    let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&peers).unwrap_or_default(),
         Output::Table => match kind {
             MaestroCommand::Ping => report::ping_table(&peers),
@@ -167,18 +191,23 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
             MaestroCommand::Halt => report::halt_table(&peers),
         },
     };
-    let (code, problem) = judge(
-        &peers,
-        &cli.control.cluster.to_string(),
-        &target,
-        args.timeout,
-    );
-    Ok(Outcome {
+    let (code, problem) = judge(&peers, cluster, &exchange.target, timeout);
+    Outcome {
         stdout,
         code,
         problem,
         peers,
-    })
+    }
+}
+
+impl MaestroCommand {
+    pub(crate) fn body(self) -> Body {
+        match self {
+            MaestroCommand::Ping => Body::Ping(Ping {}),
+            MaestroCommand::Stats => Body::StatsRequest(StatsRequest {}),
+            MaestroCommand::Halt => Body::Halt(Halt {}),
+        }
+    }
 }
 
 /// Exit code and message: every peer must have answered.

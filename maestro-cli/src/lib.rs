@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod quickstart;
 pub mod report;
 
 pub use cli::{Cli, Outcome, run};

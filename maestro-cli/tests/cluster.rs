@@ -369,3 +369,28 @@ fn halt_stops_the_addressed_peers_only() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "c");
 }
+
+#[test]
+fn quickstart_needs_nothing_installed() {
+    let run = run_cli(&["quickstart", "--workers", "3", "-o", "json"], CLI_TIMEOUT).unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let v = run.json().unwrap();
+    for step in ["ping", "stats", "halt"] {
+        let peers = v[step]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {step} in {v}"));
+        assert_eq!(peers.len(), 4, "{step}: {peers:#?}");
+        assert!(
+            peers.iter().all(|p| p["status"] == "ok"),
+            "{step}: {peers:#?}"
+        );
+    }
+    assert!(
+        v["ping"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["rtt_us"].as_i64().unwrap() > 0)
+    );
+    assert!(run.stderr.is_empty(), "quiet on success: {}", run.stderr);
+}
