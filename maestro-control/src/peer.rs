@@ -44,11 +44,7 @@ pub trait Handler: Send {
     fn handle(&mut self, note: &Note) -> Body {
         Body::Error(ErrorNote {
             code: ErrorCode::Unsupported,
-            message: format!(
-                "a {} does not handle {:?} notes",
-                note.sender.role,
-                note.body.kind()
-            ),
+            message: format!("this peer does not handle {:?} notes", note.body.kind()),
         })
     }
 }
