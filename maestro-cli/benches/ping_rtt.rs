@@ -118,6 +118,12 @@ async fn bench(n: usize, o: &Options) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let pids: Vec<u32> = workers.iter().map(Proc::pid).collect();
+    let cpu_before = (
+        cpu_ns(std::process::id()),
+        cpu_ns(broker.proc.pid()),
+        pids.iter().map(|p| cpu_ns(*p)).sum::<u64>(),
+    );
     let mut rtt = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut round_time = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut missing = 0;
@@ -144,6 +150,19 @@ async fn bench(n: usize, o: &Options) -> anyhow::Result<()> {
         }
         tokio::time::sleep(o.interval).await;
     }
+    let cpu_after = (
+        cpu_ns(std::process::id()),
+        cpu_ns(broker.proc.pid()),
+        pids.iter().map(|p| cpu_ns(*p)).sum::<u64>(),
+    );
+    let rounds = (o.rounds + 10) as u64;
+    println!(
+        "workers={n:<4} cpu per round: controller {} us, broker {} us, all workers {} us ({} us each)",
+        (cpu_after.0 - cpu_before.0) / rounds / 1000,
+        (cpu_after.1 - cpu_before.1) / rounds / 1000,
+        (cpu_after.2 - cpu_before.2) / rounds / 1000,
+        (cpu_after.2 - cpu_before.2) / rounds / 1000 / n as u64,
+    );
     controller.close().await;
     println!(
         "workers={n:<4} samples={:<6} rtt p50={} p99={} max={} | all {n} answered p50={} p99={} | missing={missing} | baseline bare MQTT echo p50={} p99={} | rtt p50/baseline p50 = {:.1}x",
@@ -159,6 +178,22 @@ async fn bench(n: usize, o: &Options) -> anyhow::Result<()> {
     );
     drop(workers);
     Ok(())
+}
+
+/// CPU time of every thread of a process, in ns (from /proc/PID/task/*/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// Round trip of a QoS 1 publish to a topic the same client subscribes to.
