@@ -7,7 +7,6 @@ use maestro_broker::{
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 /// The maestro control broker (MQTT 3.1.1). Workers, inspectors and the CLI meet here.
 ///
@@ -63,14 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        maestro_control::cancel_on_signals(shutdown.clone());
-        maestro_broker::run(config, shutdown).await
-    })?;
+    maestro_control::run_until_signal(|shutdown| maestro_broker::run(config, shutdown))??;
     // rumqttd has no shutdown: leaving main ends its threads.
     Ok(())
 }

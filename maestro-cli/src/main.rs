@@ -3,26 +3,18 @@
 use clap::Parser;
 use maestro_cli::Cli;
 use std::process::ExitCode;
-use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     maestro_control::init_tracing("warn,rumqttd=off");
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let result = match maestro_control::run_until_signal(|shutdown| maestro_cli::run(cli, shutdown))
     {
-        Ok(r) => r,
+        Ok(result) => result,
         Err(e) => {
             eprintln!("maestro-cli: error: cannot start the runtime: {e}");
             return ExitCode::from(70);
         }
     };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        maestro_control::cancel_on_signals(shutdown.clone());
-        maestro_cli::run(cli, shutdown).await
-    });
     match result {
         Ok(outcome) => {
             if !outcome.stdout.is_empty() {

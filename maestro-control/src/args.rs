@@ -104,21 +104,13 @@ where
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
+    let result = match crate::run_until_signal(|shutdown| run(config, shutdown)) {
+        Ok(result) => result,
         Err(e) => {
             eprintln!("{binary}: error: cannot start the runtime: {e}");
             return ExitCode::from(70);
         }
     };
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        crate::cancel_on_signals(shutdown.clone());
-        run(config, shutdown).await
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

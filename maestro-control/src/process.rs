@@ -1,7 +1,25 @@
 //! Process plumbing every maestro binary shares: logging to stderr and the root
 //! cancellation token, cancelled on SIGINT or SIGTERM.
 
+use std::future::Future;
 use tokio_util::sync::CancellationToken;
+
+/// Runs `main` on a single-threaded runtime, handing it the root cancellation token,
+/// which SIGINT and SIGTERM cancel. Fails only when the runtime cannot be built.
+pub fn run_until_signal<F, Fut>(main: F) -> std::io::Result<Fut::Output>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        main(shutdown).await
+    }))
+}
 
 /// Logs to stderr with `tracing`; `RUST_LOG` overrides `default_filter`.
 pub fn init_tracing(default_filter: &str) {
