@@ -19,7 +19,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default largest publish payload; above the peers' note limit so that oversize notes
 /// still reach peers and get an error answer.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
 /// How long to wait for rumqttd's listener to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -127,7 +127,7 @@ async fn bad_notes_are_answered_counted_logged_once_and_survived() {
 
     // A payload above the broker's own limit costs the sender its connection, nobody else.
     let (big, mut big_events) = client(broker.port, "attacker-2");
-    big.publish(&all, QoS::AtMostOnce, false, vec![b'x'; 2 << 20])
+    big.publish(&all, QoS::AtMostOnce, false, vec![b'x'; 3 << 20])
         .await
         .unwrap();
     let dropped = tokio::time::timeout(Duration::from_secs(10), async {
@@ -138,7 +138,7 @@ async fn bad_notes_are_answered_counted_logged_once_and_survived() {
         }
     })
     .await;
-    assert!(dropped.is_ok(), "the broker kept a client that sent 2 MiB");
+    assert!(dropped.is_ok(), "the broker kept a client that sent 3 MiB");
 
     // Both peers still answer, and counted every bad note.
     let run = ping(&["stats"]);

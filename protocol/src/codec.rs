@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// The largest note a peer accepts. Larger payloads are refused (the control broker's own
 /// payload limit is higher, so such a note still reaches the peer and gets an answer).
-pub const MAX_NOTE_BYTES: usize = 256 * 1024;
+pub const MAX_NOTE_BYTES: usize = 1024 * 1024;
 
 /// Why bytes are not a note this version can handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,12 +8,16 @@
 pub mod codec;
 pub mod ids;
 pub mod note;
+pub mod payload;
+pub mod run;
 pub mod time;
 pub mod topic;
 
 pub use codec::{DecodeError, DecodeFailure, MAX_NOTE_BYTES, decode, encode};
 pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
 pub use note::*;
+pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
+pub use run::*;
 pub use time::{ClockSample, UnixMicros};
 pub use topic::{Target, Topics};
 

@@ -105,6 +105,17 @@ pub enum Body {
     Halted(Halted),
     /// The answer to a request that could not be handled.
     Error(ErrorNote),
+    /// A worker's part of a run: connect to the SUT, subscribe, get ready.
+    Configure(crate::run::Configure),
+    Configured(crate::run::Configured),
+    Start(crate::run::Start),
+    Started(crate::run::Started),
+    Stop(crate::run::Stop),
+    Stopping(crate::run::Stopping),
+    /// Event: a worker's interval stats.
+    RunStats(crate::run::RunStats),
+    /// Event: a worker's final result for a run.
+    RunResult(crate::run::RunResult),
 }
 
 impl Body {
@@ -118,6 +129,14 @@ impl Body {
         "halt",
         "halted",
         "error",
+        "configure",
+        "configured",
+        "start",
+        "started",
+        "stop",
+        "stopping",
+        "run_stats",
+        "run_result",
     ];
 
     /// The body's `type` tag.
@@ -131,6 +150,14 @@ impl Body {
             Body::Halt(_) => "halt",
             Body::Halted(_) => "halted",
             Body::Error(_) => "error",
+            Body::Configure(_) => "configure",
+            Body::Configured(_) => "configured",
+            Body::Start(_) => "start",
+            Body::Started(_) => "started",
+            Body::Stop(_) => "stop",
+            Body::Stopping(_) => "stopping",
+            Body::RunStats(_) => "run_stats",
+            Body::RunResult(_) => "run_result",
         }
     }
 }
@@ -241,6 +268,14 @@ pub enum ErrorCode {
     Oversize,
     /// A valid note that this peer does not handle (for example a reply sent to a worker).
     Unsupported,
+    /// The worker is busy with another run.
+    Busy,
+    /// The test spec or assignment is invalid.
+    InvalidSpec,
+    /// The system under test cannot be reached or refused us.
+    SutUnreachable,
+    /// A start or stop for a run this worker was not configured for.
+    UnknownRun,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -122,7 +122,123 @@ fn samples() -> Vec<(&'static str, Note)> {
                 }),
             ),
         ),
+        ("configure", request(20, Body::Configure(configure()))),
+        (
+            "configured",
+            reply(21, Body::Configured(Configured { run: run_id() })),
+        ),
+        (
+            "start",
+            request(
+                22,
+                Body::Start(Start {
+                    run: run_id(),
+                    start_at_us: UnixMicros(1_700_000_000_500_000),
+                }),
+            ),
+        ),
+        (
+            "started",
+            reply(23, Body::Started(Started { run: run_id() })),
+        ),
+        ("stop", request(24, Body::Stop(Stop { run: run_id() }))),
+        (
+            "stopping",
+            reply(25, Body::Stopping(Stopping { run: run_id() })),
+        ),
+        (
+            "run_stats",
+            note(
+                26,
+                Role::Worker,
+                Body::RunStats(RunStats {
+                    run: run_id(),
+                    interval_start_us: UnixMicros(1_700_000_001_000_000),
+                    interval_end_us: UnixMicros(1_700_000_002_000_000),
+                    counters: counters(),
+                    histograms: histograms(),
+                }),
+            ),
+        ),
+        (
+            "run_result",
+            note(
+                27,
+                Role::Worker,
+                Body::RunResult(RunResult {
+                    run: run_id(),
+                    worker: PeerId::new("worker-0001").unwrap(),
+                    counters: counters(),
+                    histograms: histograms(),
+                    sent: vec![Sent {
+                        producer: 0,
+                        topic: 0,
+                        sent: 1000,
+                        errors: 0,
+                    }],
+                    deliveries: vec![Delivery {
+                        consumer: 0,
+                        producer: 0,
+                        unique: 999,
+                        duplicated: 1,
+                        out_of_order: 2,
+                    }],
+                    consumers: vec![ConsumerPlan { id: 0, topic: 0 }],
+                    errors: vec![ErrorCount {
+                        message: "connection reset".into(),
+                        count: 1,
+                    }],
+                }),
+            ),
+        ),
     ]
+}
+
+fn run_id() -> RunId {
+    RunId::new("run-1").unwrap()
+}
+
+fn counters() -> Counters {
+    Counters {
+        sent: 1000,
+        received: 1000,
+        errors: 0,
+        duplicated: 1,
+        out_of_order: 2,
+        foreign: 0,
+    }
+}
+
+fn histograms() -> EncodedHistograms {
+    EncodedHistograms {
+        response_time_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
+        service_time_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
+        send_lag_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
+    }
+}
+
+fn configure() -> Configure {
+    Configure {
+        run: run_id(),
+        spec: TestSpec {
+            sut: "mqtt://127.0.0.1:1884/bench?qos=1".into(),
+            rate: 10000.0,
+            duration_ms: Some(30_000),
+            count: None,
+            warmup_ms: 2000,
+            size: MessageSize::Around(256),
+            producers: 4,
+            consumers: 4,
+            topics: 2,
+        },
+        producers: vec![ProducerPlan {
+            id: 0,
+            topic: 0,
+            rate: 2500.0,
+            count: None,
+        }],
+        consumers: vec![ConsumerPlan { id: 1, topic: 1 }],
+    }
 }
 
 fn fixture_path(name: &str) -> PathBuf {

@@ -66,7 +66,11 @@ fn body() -> impl Strategy<Value = Body> {
         Just(ErrorCode::UnknownType),
         Just(ErrorCode::UnsupportedVersion),
         Just(ErrorCode::Oversize),
-        Just(ErrorCode::Unsupported)
+        Just(ErrorCode::Unsupported),
+        Just(ErrorCode::Busy),
+        Just(ErrorCode::InvalidSpec),
+        Just(ErrorCode::SutUnreachable),
+        Just(ErrorCode::UnknownRun)
     ];
     prop_oneof![
         (peer_info(), any::<bool>()).prop_map(|(peer, online)| Body::Presence(Presence {
@@ -105,6 +109,146 @@ fn body() -> impl Strategy<Value = Body> {
         Just(Body::Halted(Halted {})),
         (code, any::<String>())
             .prop_map(|(code, message)| Body::Error(ErrorNote { code, message })),
+    ]
+}
+
+fn run_id() -> impl Strategy<Value = RunId> {
+    segment().prop_map(|s| RunId::new(s).unwrap())
+}
+
+fn counters() -> impl Strategy<Value = Counters> {
+    prop::array::uniform6(any::<u64>()).prop_map(|c| Counters {
+        sent: c[0],
+        received: c[1],
+        errors: c[2],
+        duplicated: c[3],
+        out_of_order: c[4],
+        foreign: c[5],
+    })
+}
+
+fn histograms() -> impl Strategy<Value = EncodedHistograms> {
+    (any::<String>(), any::<String>(), any::<String>()).prop_map(|(a, b, c)| EncodedHistograms {
+        response_time_us: a,
+        service_time_us: b,
+        send_lag_us: c,
+    })
+}
+
+fn spec() -> impl Strategy<Value = TestSpec> {
+    (
+        any::<String>(),
+        0.0..1e9f64,
+        prop::option::of(any::<u64>()),
+        prop::option::of(any::<u64>()),
+        any::<u64>(),
+        (any::<bool>(), any::<u32>()),
+        (any::<u32>(), any::<u32>(), any::<u32>()),
+    )
+        .prop_map(
+            |(sut, rate, duration_ms, count, warmup_ms, (around, n), (p, c, t))| TestSpec {
+                sut,
+                rate,
+                duration_ms,
+                count,
+                warmup_ms,
+                size: if around {
+                    MessageSize::Around(n)
+                } else {
+                    MessageSize::Fixed(n)
+                },
+                producers: p,
+                consumers: c,
+                topics: t,
+            },
+        )
+}
+
+fn run_body() -> impl Strategy<Value = Body> {
+    let producer = (
+        any::<u32>(),
+        any::<u32>(),
+        0.0..1e9f64,
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(|(id, topic, rate, count)| ProducerPlan {
+            id,
+            topic,
+            rate,
+            count,
+        });
+    let consumer = (any::<u32>(), any::<u32>()).prop_map(|(id, topic)| ConsumerPlan { id, topic });
+    let delivery = prop::array::uniform5(any::<u32>()).prop_map(|d| Delivery {
+        consumer: d[0],
+        producer: d[1],
+        unique: d[2].into(),
+        duplicated: d[3].into(),
+        out_of_order: d[4].into(),
+    });
+    let sent = prop::array::uniform4(any::<u32>()).prop_map(|d| Sent {
+        producer: d[0],
+        topic: d[1],
+        sent: d[2].into(),
+        errors: d[3].into(),
+    });
+    prop_oneof![
+        (
+            run_id(),
+            spec(),
+            prop::collection::vec(producer, 0..3),
+            prop::collection::vec(consumer.clone(), 0..3)
+        )
+            .prop_map(
+                |(run, spec, producers, consumers)| Body::Configure(Configure {
+                    run,
+                    spec,
+                    producers,
+                    consumers
+                })
+            ),
+        run_id().prop_map(|run| Body::Configured(Configured { run })),
+        (run_id(), micros()).prop_map(|(run, start_at_us)| Body::Start(Start { run, start_at_us })),
+        run_id().prop_map(|run| Body::Started(Started { run })),
+        run_id().prop_map(|run| Body::Stop(Stop { run })),
+        run_id().prop_map(|run| Body::Stopping(Stopping { run })),
+        (run_id(), micros(), micros(), counters(), histograms()).prop_map(
+            |(run, a, b, counters, histograms)| {
+                Body::RunStats(RunStats {
+                    run,
+                    interval_start_us: a,
+                    interval_end_us: b,
+                    counters,
+                    histograms,
+                })
+            }
+        ),
+        (
+            run_id(),
+            segment(),
+            counters(),
+            histograms(),
+            prop::collection::vec(sent, 0..3),
+            prop::collection::vec(delivery, 0..3),
+            prop::collection::vec(consumer, 0..3),
+            prop::collection::vec((any::<String>(), any::<u64>()), 0..3),
+        )
+            .prop_map(
+                |(run, worker, counters, histograms, sent, deliveries, consumers, errors)| {
+                    Body::RunResult(RunResult {
+                        run,
+                        worker: PeerId::new(worker).unwrap(),
+                        counters,
+                        histograms,
+                        sent,
+                        deliveries,
+                        consumers,
+                        errors: errors
+                            .into_iter()
+                            .map(|(message, count)| ErrorCount { message, count })
+                            .collect(),
+                    })
+                }
+            ),
     ]
 }
 
