@@ -12,7 +12,7 @@ pub mod session;
 pub mod url;
 
 pub use args::{ArgsError, ControlArgs, PeerArgs, daemon_main};
-pub use peer::{Handler, IdleHandler, PeerConfig, PeerError};
+pub use peer::{Handler, IdleHandler, Outbox, PeerConfig, PeerError, ReplyTo};
 pub use process::{cancel_on_signals, init_tracing, run_until_signal};
 pub use session::{MAX_PACKET_BYTES, NOTE_QOS, PRESENCE_QOS, backoff, now, open};
 pub use url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};

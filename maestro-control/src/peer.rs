@@ -10,8 +10,8 @@
 use crate::session::{self, now};
 use crate::url::ControlUrl;
 use maestro_protocol::{
-    Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, PeerInfo, PeerState, Pong,
-    Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
+    Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, NoteId, PeerInfo,
+    PeerState, Pong, Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
 };
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish};
 use std::collections::HashSet;
@@ -33,19 +33,66 @@ impl PeerConfig {
     }
 }
 
+/// Where a reply to one request goes.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    pub topic: String,
+    pub request: NoteId,
+}
+
+/// Publishes a peer's notes from any task or thread: late replies and events. Publishing
+/// never blocks; a note that does not fit the client's queue is dropped with a warning.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    client: AsyncClient,
+    sender: Sender,
+    topics: Topics,
+}
+
+impl Outbox {
+    /// Answers a request.
+    pub fn reply(&self, to: &ReplyTo, body: Body) {
+        let mut note = Note::new(self.sender.clone(), body, now());
+        note.correlation_id = Some(to.request);
+        self.publish(&to.topic, &note, session::NOTE_QOS);
+    }
+
+    /// Publishes an event of this peer (`event/<peer>/<kind>`). `reliable` events (results)
+    /// go at QoS 1.
+    pub fn event(&self, kind: &str, body: Body, reliable: bool) {
+        let note = Note::new(self.sender.clone(), body, now());
+        let qos = if reliable {
+            session::PRESENCE_QOS
+        } else {
+            session::NOTE_QOS
+        };
+        self.publish(&self.topics.event(&self.sender.id, kind), &note, qos);
+    }
+
+    fn publish(&self, topic: &str, note: &Note, qos: rumqttc::QoS) {
+        if let Err(e) = self.client.try_publish(topic, qos, false, encode(note)) {
+            warn!(topic, kind = note.body.kind(), error = %e, "note dropped: control client queue full");
+        }
+    }
+}
+
 /// The part of a peer that depends on its role.
 pub trait Handler: Send {
+    /// Called once, before any request, with the handle for late replies and events.
+    fn attach(&mut self, _outbox: Outbox) {}
+
     /// What the peer is doing, for stats.
     fn state(&self) -> PeerState {
         PeerState::Idle
     }
 
-    /// Any request other than ping, stats and halt. Returns the reply body.
-    fn handle(&mut self, note: &Note) -> Body {
-        Body::Error(ErrorNote {
+    /// Any request other than ping, stats and halt. Returns the reply body now, or `None`
+    /// when it will answer later through the [`Outbox`].
+    fn handle(&mut self, note: &Note, _reply: ReplyTo) -> Option<Body> {
+        Some(Body::Error(ErrorNote {
             code: ErrorCode::Unsupported,
             message: format!("this peer does not handle {:?} notes", note.body.kind()),
-        })
+        }))
     }
 }
 
@@ -64,7 +111,7 @@ pub enum PeerError {
 /// Runs a peer until `shutdown` is cancelled or a halt note arrives (which cancels it).
 pub async fn run(
     config: PeerConfig,
-    handler: impl Handler,
+    mut handler: impl Handler,
     shutdown: CancellationToken,
 ) -> Result<(), PeerError> {
     let keep_alive = config.keep_alive();
@@ -96,6 +143,11 @@ pub async fn run(
         true,
     );
     let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will));
+    handler.attach(Outbox {
+        client: client.clone(),
+        sender: sender.clone(),
+        topics: topics.clone(),
+    });
     let mut peer = PeerLoop {
         handler,
         client,
@@ -245,7 +297,16 @@ impl<H: Handler> PeerLoop<H> {
                 info!(from = %note.sender.id, "halt requested");
                 Body::Halted(Halted {})
             }
-            _ => self.handler.handle(&note),
+            _ => {
+                let reply = ReplyTo {
+                    topic: reply_to.to_owned(),
+                    request: note.id,
+                };
+                match self.handler.handle(&note, reply) {
+                    Some(body) => body,
+                    None => return,
+                }
+            }
         };
         self.reply(&note, reply_to, body);
         if halt {

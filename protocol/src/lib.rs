@@ -6,6 +6,7 @@
 //! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
 
 pub mod codec;
+pub mod histogram;
 pub mod ids;
 pub mod note;
 pub mod payload;

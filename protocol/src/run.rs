@@ -266,6 +266,10 @@ pub struct RunStats {
     pub interval_end_us: crate::UnixMicros,
     pub counters: Counters,
     pub histograms: EncodedHistograms,
+    /// Producers of this worker still sending.
+    pub active_producers: u32,
+    /// Consumers of this worker still receiving.
+    pub active_consumers: u32,
 }
 
 /// What one consumer received from one producer.

@@ -157,6 +157,8 @@ fn samples() -> Vec<(&'static str, Note)> {
                     interval_end_us: UnixMicros(1_700_000_002_000_000),
                     counters: counters(),
                     histograms: histograms(),
+                    active_producers: 1,
+                    active_consumers: 2,
                 }),
             ),
         ),
@@ -211,10 +213,18 @@ fn counters() -> Counters {
 
 fn histograms() -> EncodedHistograms {
     EncodedHistograms {
-        response_time_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
-        service_time_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
-        send_lag_us: "HISTFAAAAB54nJNpmSzMwMDAxAABzFCaEUKKMdgzMHmoMIEAOJ4EJQ==".into(),
+        response_time_us: sample_histogram(),
+        service_time_us: sample_histogram(),
+        send_lag_us: sample_histogram(),
     }
+}
+
+fn sample_histogram() -> String {
+    let mut h = maestro_protocol::histogram::latency_histogram();
+    for v in [120, 250, 250, 980, 15_000] {
+        h.record(v).unwrap();
+    }
+    maestro_protocol::histogram::encode(&h)
 }
 
 fn configure() -> Configure {
