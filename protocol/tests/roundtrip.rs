@@ -211,17 +211,25 @@ fn run_body() -> impl Strategy<Value = Body> {
         run_id().prop_map(|run| Body::Started(Started { run })),
         run_id().prop_map(|run| Body::Stop(Stop { run })),
         run_id().prop_map(|run| Body::Stopping(Stopping { run })),
-        (run_id(), micros(), micros(), counters(), histograms()).prop_map(
-            |(run, a, b, counters, histograms)| {
+        (
+            run_id(),
+            micros(),
+            micros(),
+            counters(),
+            histograms(),
+            any::<(u32, u32)>()
+        )
+            .prop_map(|(run, a, b, counters, histograms, (ap, ac))| {
                 Body::RunStats(RunStats {
                     run,
                     interval_start_us: a,
                     interval_end_us: b,
                     counters,
                     histograms,
+                    active_producers: ap,
+                    active_consumers: ac,
                 })
-            }
-        ),
+            }),
         (
             run_id(),
             segment(),
