@@ -106,6 +106,8 @@ impl Handler for IdleHandler {}
 pub enum PeerError {
     #[error("keep-alive of {0:?} is out of range: use 1 s to 65535 s")]
     KeepAlive(Duration),
+    #[error("cannot start the peer: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Runs a peer until `shutdown` is cancelled or a halt note arrives (which cancels it).

@@ -1,14 +1,58 @@
-//! `maestro-worker` owns the worker daemon: it joins the cluster on the control broker and
-//! answers control notes. The load engine and the protocol-under-test drivers (MQTT, AMQP
-//! 0-9-1, Kafka) plug in here; until then a worker is always idle.
+//! `maestro-worker` owns the worker daemon: it joins the cluster on the control broker,
+//! answers control notes, and runs its share of a test: the load engine ([`engine`]) with
+//! the protocol-under-test drivers ([`driver`]).
 
-use maestro_control::{IdleHandler, PeerConfig, PeerError};
+pub mod driver;
+pub mod engine;
+
+use engine::{DataPlane, Engine};
+use maestro_control::{Handler, Outbox, PeerConfig, PeerError, ReplyTo};
+use maestro_protocol::{Body, Note, PeerState};
 use tokio_util::sync::CancellationToken;
 
 /// What this peer announces it can do.
-pub const CAPABILITIES: &[&str] = &["ping", "stats", "halt"];
+pub const CAPABILITIES: &[&str] = &["ping", "stats", "halt", "run", "mqtt"];
+
+struct WorkerHandler {
+    engine: Engine,
+    outbox: Option<Outbox>,
+}
+
+impl Handler for WorkerHandler {
+    fn attach(&mut self, outbox: Outbox) {
+        self.outbox = Some(outbox);
+    }
+
+    fn state(&self) -> PeerState {
+        self.engine.state()
+    }
+
+    fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
+        match &note.body {
+            Body::Configure(c) => {
+                let outbox = self.outbox.as_ref()?;
+                self.engine.configure(c, reply, outbox)
+            }
+            Body::Start(s) => Some(self.engine.start(s)),
+            Body::Stop(s) => Some(self.engine.stop(s)),
+            other => Some(Body::Error(maestro_protocol::ErrorNote {
+                code: maestro_protocol::ErrorCode::Unsupported,
+                message: format!("a worker does not handle {:?} notes", other.kind()),
+            })),
+        }
+    }
+}
 
 /// Runs the worker until `shutdown` is cancelled or a halt note arrives.
 pub async fn run(config: PeerConfig, shutdown: CancellationToken) -> Result<(), PeerError> {
-    maestro_control::peer::run(config, IdleHandler, shutdown).await
+    let data_plane = DataPlane::per_core().map_err(PeerError::Io)?;
+    let engine = Engine::new(&data_plane, config.info.id.clone(), shutdown.child_token());
+    let handler = WorkerHandler {
+        engine,
+        outbox: None,
+    };
+    let result = maestro_control::peer::run(config, handler, shutdown.clone()).await;
+    shutdown.cancel();
+    drop(data_plane);
+    result
 }

@@ -1,0 +1,60 @@
+//! Protocol-under-test drivers. A driver opens producers and consumers on the system under
+//! test; the engine paces, stamps and measures. Drivers are chosen by the SUT URL's scheme
+//! and dispatched statically (no boxing on the hot path).
+
+pub mod mqtt;
+
+use bytes::Bytes;
+use maestro_protocol::{ConsumerPlan, ProducerPlan};
+use std::future::Future;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DriverError {
+    #[error("SUT URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("cannot reach the SUT at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Sut(String),
+}
+
+/// Why a message could not be handed to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The client's queue is full: drive the connection, then try again.
+    Full,
+    /// The client is gone; this producer cannot send any more.
+    Closed(String),
+}
+
+pub trait Producer: Send + 'static {
+    /// Hands one message to the client without waiting.
+    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError>;
+    /// Drives the connection (writes, acks, reconnects) until something happened.
+    fn drive(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// True when nothing handed over is still waiting to be written or acknowledged.
+    fn idle(&self) -> bool;
+    /// Closes the connection politely.
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+pub trait Consumer: Send + 'static {
+    /// Waits for the next event: a message payload, or `None` for anything else.
+    fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, DriverError>> + Send;
+    fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+pub trait Driver: Clone + Send + Sync + 'static {
+    type Producer: Producer;
+    type Consumer: Consumer;
+    /// Connects a producer (returns once the SUT accepted the connection).
+    fn producer(
+        &self,
+        plan: &ProducerPlan,
+    ) -> impl Future<Output = Result<Self::Producer, DriverError>> + Send;
+    /// Connects a consumer and subscribes (returns once the subscription is acknowledged).
+    fn consumer(
+        &self,
+        plan: &ConsumerPlan,
+    ) -> impl Future<Output = Result<Self::Consumer, DriverError>> + Send;
+}

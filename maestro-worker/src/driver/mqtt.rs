@@ -1,0 +1,395 @@
+//! MQTT (3.1.1) with rumqttc.
+//!
+//! `mqtt://[user:pass@]host[:port][/base-topic][?options]`, options:
+//! `qos` (0, 1, 2; default 0), `retain` (default false), `clean_session` (default true),
+//! `keep_alive` (default 30s), `client_id_prefix` (default `maestro`), `inflight`
+//! (QoS 1/2 window, default 100). Topic `i` of a run is `<base-topic>/<run-id>/<i>`
+//! (base default `maestro`).
+
+use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use bytes::Bytes;
+use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId};
+use rumqttc::{
+    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
+    Packet, QoS,
+};
+use std::time::Duration;
+
+/// How long connecting and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests a client may queue before `try_send` reports `Full`.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct MqttDriver {
+    /// The URL without password, for messages.
+    url: String,
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+    base: String,
+    run: RunId,
+    pub qos: QoS,
+    retain: bool,
+    clean_session: bool,
+    keep_alive: Duration,
+    client_id_prefix: String,
+    inflight: u16,
+}
+
+impl MqttDriver {
+    pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
+        let bad = |reason: String| DriverError::Url {
+            url: redact(raw),
+            reason,
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "mqtt" {
+            return Err(bad(format!("scheme {:?} is not mqtt", url.scheme())));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let base = url.path().trim_matches('/').to_owned();
+        let mut d = MqttDriver {
+            url: redact(raw),
+            host,
+            port: url.port().unwrap_or(1883),
+            credentials: (!url.username().is_empty()).then(|| {
+                (
+                    decode(url.username()),
+                    url.password().map(decode).unwrap_or_default(),
+                )
+            }),
+            base: if base.is_empty() {
+                "maestro".into()
+            } else {
+                base
+            },
+            run: run.clone(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            clean_session: true,
+            keep_alive: Duration::from_secs(30),
+            client_id_prefix: "maestro".into(),
+            inflight: 100,
+        };
+        if d.base.contains(['+', '#']) {
+            return Err(bad(format!("base topic {:?} contains a wildcard", d.base)));
+        }
+        for (key, value) in url.query_pairs() {
+            let value = value.as_ref();
+            let flag = |v: &str| match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(bad(format!("{key}={v:?} is not true or false"))),
+            };
+            match key.as_ref() {
+                "qos" => {
+                    d.qos = match value {
+                        "0" => QoS::AtMostOnce,
+                        "1" => QoS::AtLeastOnce,
+                        "2" => QoS::ExactlyOnce,
+                        _ => return Err(bad(format!("qos={value:?} is not 0, 1 or 2"))),
+                    }
+                }
+                "retain" => d.retain = flag(value)?,
+                "clean_session" => d.clean_session = flag(value)?,
+                "keep_alive" => {
+                    d.keep_alive = humantime::parse_duration(value)
+                        .ok()
+                        .filter(|k| k.as_secs() >= 1 && k.as_secs() <= u16::MAX.into())
+                        .ok_or_else(|| {
+                            bad(format!("keep_alive={value:?} is not a duration of 1s..18h"))
+                        })?
+                }
+                "client_id_prefix" => d.client_id_prefix = value.to_owned(),
+                "inflight" => {
+                    d.inflight = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(format!("inflight={value:?} is not 1..65535")))?
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter {other:?} (known: qos, retain, clean_session, keep_alive, client_id_prefix, inflight)"
+                    )));
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// The SUT topic of topic index `i`.
+    pub fn topic(&self, i: u32) -> String {
+        format!("{}/{}/{}", self.base, self.run, i)
+    }
+
+    fn options(&self, client_id: String) -> MqttOptions {
+        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
+        o.set_keep_alive(self.keep_alive)
+            .set_clean_session(self.clean_session)
+            .set_inflight(self.inflight)
+            .set_max_packet_size(16 << 20, 16 << 20);
+        if let Some((u, p)) = &self.credentials {
+            o.set_credentials(u.clone(), p.clone());
+        }
+        o
+    }
+
+    async fn connect(&self, client_id: String) -> Result<(AsyncClient, EventLoop), DriverError> {
+        let (client, mut eventloop) = AsyncClient::new(self.options(client_id), QUEUE);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+        eventloop.set_network_options(net);
+        let unreachable = |reason: String| DriverError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok((client, eventloop)),
+            Ok(Ok(other)) => Err(unreachable(format!("unexpected first packet {other:?}"))),
+            Ok(Err(e)) => Err(unreachable(describe(&e))),
+            Err(_) => Err(unreachable(format!(
+                "no MQTT handshake within {CONNECT_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+fn decode(v: &str) -> String {
+    url::form_urlencoded::parse(format!("x={v}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redact(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Driver for MqttDriver {
+    type Producer = MqttProducer;
+    type Consumer = MqttConsumer;
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<MqttProducer, DriverError> {
+        let id = format!("{}-{}-p{}", self.client_id_prefix, self.run, plan.id);
+        let (client, eventloop) = self.connect(id).await?;
+        Ok(MqttProducer {
+            client,
+            eventloop,
+            topic: self.topic(plan.topic),
+            qos: self.qos,
+            retain: self.retain,
+            queued: 0,
+        })
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<MqttConsumer, DriverError> {
+        let id = format!("{}-{}-c{}", self.client_id_prefix, self.run, plan.id);
+        let (client, mut eventloop) = self.connect(id).await?;
+        let topic = self.topic(plan.topic);
+        let sut = |reason: String| DriverError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        client
+            .subscribe(topic.clone(), self.qos)
+            .await
+            .map_err(|e| sut(e.to_string()))?;
+        let subscribed = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        return match ack.return_codes.first() {
+                            Some(rumqttc::SubscribeReasonCode::Failure) | None => {
+                                Err(sut(format!("subscription to {topic:?} refused")))
+                            }
+                            Some(_) => Ok(()),
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(sut(describe(&e))),
+                }
+            }
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, subscribed)
+            .await
+            .map_err(|_| sut(format!("no SUBACK within {CONNECT_TIMEOUT:?}")))??;
+        Ok(MqttConsumer {
+            client,
+            eventloop,
+            topic,
+            qos: self.qos,
+        })
+    }
+}
+
+#[allow(missing_debug_implementations)] // rumqttc's EventLoop has no Debug
+pub struct MqttProducer {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    topic: String,
+    qos: QoS,
+    retain: bool,
+    /// Publishes handed over and not yet written out.
+    queued: usize,
+}
+
+impl Producer for MqttProducer {
+    #[inline]
+    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+        match self
+            .client
+            .try_publish(self.topic.as_str(), self.qos, self.retain, payload)
+        {
+            Ok(()) => {
+                self.queued += 1;
+                Ok(())
+            }
+            // The event loop lives in this struct, so the queue cannot be closed: only full.
+            Err(ClientError::TryRequest(_)) => Err(TrySendError::Full),
+            Err(e) => Err(TrySendError::Closed(e.to_string())),
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), DriverError> {
+        match self.eventloop.poll().await {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+                self.queued = self.queued.saturating_sub(1);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(DriverError::Sut(describe(&e))),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.queued == 0 && self.eventloop.state.inflight() == 0
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[allow(missing_debug_implementations)] // rumqttc's EventLoop has no Debug
+pub struct MqttConsumer {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    topic: String,
+    qos: QoS,
+}
+
+impl Consumer for MqttConsumer {
+    #[inline]
+    async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
+        match self.eventloop.poll().await {
+            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p.payload)),
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // Reconnected: a clean session lost the subscription.
+                if !ack.session_present {
+                    let _ = self.client.try_subscribe(self.topic.clone(), self.qos);
+                }
+                Ok(None)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(DriverError::Sut(describe(&e))),
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunId {
+        RunId::new("r1").unwrap()
+    }
+
+    #[test]
+    fn options_from_url() {
+        let d = MqttDriver::from_url(
+            "mqtt://u:p%40w@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x",
+            &run(),
+        )
+        .unwrap();
+        assert_eq!((d.host.as_str(), d.port), ("127.0.0.1", 1884));
+        assert_eq!(d.credentials, Some(("u".into(), "p@w".into())));
+        assert_eq!(d.qos, QoS::AtLeastOnce);
+        assert!(d.retain);
+        assert_eq!(d.keep_alive, Duration::from_secs(10));
+        assert_eq!(d.inflight, 20);
+        assert_eq!(d.topic(3), "bench/r1/3");
+        assert_eq!(
+            d.url,
+            "mqtt://u:***@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x"
+        );
+        assert_eq!(
+            MqttDriver::from_url("mqtt://h", &run()).unwrap().topic(0),
+            "maestro/r1/0"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_named() {
+        for (url, needle) in [
+            ("mqtt://h?qos=3", "qos=\"3\""),
+            ("mqtt://h?colour=blue", "unknown parameter \"colour\""),
+            ("mqtt://h?retain=maybe", "retain=\"maybe\""),
+            ("amqp://h", "scheme"),
+            ("mqtt://h/a/+", "wildcard"),
+            ("mqtt://:pw@", "host"),
+        ] {
+            let e = MqttDriver::from_url(url, &run()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+}

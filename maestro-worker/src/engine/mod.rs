@@ -1,0 +1,362 @@
+//! The load engine: a run's lifecycle on one worker (idle, configured, running, stopping),
+//! the data-plane threads its producers and consumers run on, and the aggregator that
+//! merges their reports into per-second stats notes and the final result.
+//!
+//! Control and load never share a thread: the worker's control plane runs on the main
+//! runtime, every producer and consumer on one of the data-plane threads (a
+//! single-threaded runtime per core, each connection pinned to one).
+
+pub mod accounting;
+pub mod pacing;
+pub mod recorder;
+pub mod tasks;
+
+use crate::driver::mqtt::MqttDriver;
+use crate::driver::{Driver, DriverError};
+use maestro_control::{Outbox, ReplyTo};
+use maestro_protocol::{
+    Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, RunId,
+    RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
+};
+use recorder::Recorder;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tasks::{Control, Report};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How long connecting every producer and consumer to the SUT may take.
+const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Threads that run producers and consumers, one single-threaded runtime each.
+#[derive(Debug)]
+pub struct DataPlane {
+    handles: Vec<tokio::runtime::Handle>,
+    stop: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DataPlane {
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let stop = CancellationToken::new();
+        let mut handles = Vec::new();
+        let mut joins = Vec::new();
+        for i in 0..threads.max(1) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            let stop = stop.clone();
+            joins.push(
+                std::thread::Builder::new()
+                    .name(format!("data-plane-{i}"))
+                    .spawn(move || rt.block_on(stop.cancelled()))?,
+            );
+        }
+        Ok(Self {
+            handles,
+            stop,
+            threads: joins,
+        })
+    }
+
+    /// One thread per core.
+    pub fn per_core() -> std::io::Result<Self> {
+        Self::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ActiveRun {
+    id: RunId,
+    start: watch::Sender<Option<i64>>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: PeerState,
+    run: Option<ActiveRun>,
+}
+
+/// The worker's engine: answers configure, start and stop.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Mutex<Inner>>,
+    handles: Vec<tokio::runtime::Handle>,
+    worker: PeerId,
+    /// Cancelled when the worker shuts down: aborts any run.
+    shutdown: CancellationToken,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Body {
+    Body::Error(ErrorNote {
+        code,
+        message: message.into(),
+    })
+}
+
+impl Engine {
+    pub fn new(data_plane: &DataPlane, worker: PeerId, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                state: PeerState::Idle,
+                run: None,
+            })),
+            handles: data_plane.handles.clone(),
+            worker,
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> PeerState {
+        self.lock().state
+    }
+
+    /// Configure: validates, connects every producer and consumer, answers when ready.
+    pub fn configure(&self, c: &Configure, reply: ReplyTo, outbox: &Outbox) -> Option<Body> {
+        let mut inner = self.lock();
+        if let Some(run) = &inner.run {
+            return Some(if run.id == c.run {
+                Body::Configured(Configured { run: c.run.clone() })
+            } else {
+                error(
+                    ErrorCode::Busy,
+                    format!("busy with run {} ({})", run.id, inner.state.as_str()),
+                )
+            });
+        }
+        if let Err(e) = c.spec.validate() {
+            return Some(error(ErrorCode::InvalidSpec, e.to_string()));
+        }
+        let scheme = c.spec.sut.split("://").next().unwrap_or_default();
+        let driver = match scheme {
+            "mqtt" => match MqttDriver::from_url(&c.spec.sut, &c.run) {
+                Ok(d) => d,
+                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+            },
+            other => {
+                return Some(error(
+                    ErrorCode::InvalidSpec,
+                    format!("SUT scheme {other:?} is not supported (supported: mqtt)"),
+                ));
+            }
+        };
+        let (start, _) = watch::channel(None);
+        let run = ActiveRun {
+            id: c.run.clone(),
+            start,
+            stop: CancellationToken::new(),
+            abort: self.shutdown.child_token(),
+        };
+        let control_template = (run.start.subscribe(), run.stop.clone(), run.abort.clone());
+        inner.run = Some(run);
+        inner.state = PeerState::Configured;
+        drop(inner);
+        info!(run = %c.run, producers = c.producers.len(), consumers = c.consumers.len(), sut = %crate::driver::mqtt::redact(&c.spec.sut), "configuring");
+        tokio::spawn(
+            self.clone()
+                .run(driver, c.clone(), control_template, reply, outbox.clone()),
+        );
+        None
+    }
+
+    /// Connects the tasks, answers the configure, then aggregates until every task ended.
+    async fn run<D: Driver>(
+        self,
+        driver: D,
+        c: Configure,
+        (start, stop, abort): (
+            watch::Receiver<Option<i64>>,
+            CancellationToken,
+            CancellationToken,
+        ),
+        reply: ReplyTo,
+        outbox: Outbox,
+    ) {
+        let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let control = Control {
+            start,
+            stop,
+            abort: abort.clone(),
+            reports: reports_tx,
+        };
+        let mut ready = Vec::new();
+        let threads = self.handles.len();
+        let mut next = 0;
+        for p in &c.producers {
+            let (tx, rx) = oneshot::channel();
+            ready.push(rx);
+            self.handles[next % threads].spawn(tasks::producer(
+                driver.clone(),
+                p.clone(),
+                c.spec.clone(),
+                tx,
+                control.clone(),
+            ));
+            next += 1;
+        }
+        for k in &c.consumers {
+            let (tx, rx) = oneshot::channel();
+            ready.push(rx);
+            self.handles[next % threads].spawn(tasks::consumer(
+                driver.clone(),
+                k.clone(),
+                c.spec.clone(),
+                tx,
+                control.clone(),
+            ));
+            next += 1;
+        }
+        drop(control);
+        let all_ready = async {
+            for rx in ready {
+                match rx.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(DriverError::Sut("a task ended while connecting".into())),
+                }
+            }
+            Ok(())
+        };
+        let outcome = tokio::time::timeout(CONFIGURE_TIMEOUT, all_ready).await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "not every connection to the SUT was ready within {CONFIGURE_TIMEOUT:?}"
+            )),
+        };
+        if let Some(reason) = failure {
+            warn!(run = %c.run, %reason, "configure failed");
+            abort.cancel();
+            outbox.reply(&reply, error(ErrorCode::SutUnreachable, reason));
+            let mut inner = self.lock();
+            inner.run = None;
+            inner.state = PeerState::Idle;
+            return;
+        }
+        outbox.reply(&reply, Body::Configured(Configured { run: c.run.clone() }));
+        info!(run = %c.run, "configured");
+
+        // Aggregate until every task has sent its final report.
+        let total_producers = c.producers.len() as u32;
+        let total_consumers = c.consumers.len() as u32;
+        let (mut done_producers, mut done_consumers) = (0u32, 0u32);
+        let mut interval = Recorder::default();
+        let mut total = Recorder::default();
+        let mut result = RunResult {
+            run: c.run.clone(),
+            worker: self.worker.clone(),
+            counters: Default::default(),
+            histograms: Default::default(),
+            sent: Vec::new(),
+            deliveries: Vec::new(),
+            consumers: c.consumers.clone(),
+            errors: Vec::new(),
+        };
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut interval_start = maestro_control::now();
+        let publish_stats = |interval: &mut Recorder, start: &mut UnixMicros, ap: u32, ac: u32| {
+            let end = maestro_control::now();
+            let stats = RunStats {
+                run: c.run.clone(),
+                interval_start_us: *start,
+                interval_end_us: end,
+                counters: interval.counters,
+                histograms: interval.encode(),
+                active_producers: ap,
+                active_consumers: ac,
+            };
+            *interval = Recorder::default();
+            *start = end;
+            outbox.event("stats", Body::RunStats(stats), false);
+        };
+        while done_producers < total_producers || done_consumers < total_consumers {
+            tokio::select! {
+                report = reports.recv() => match report {
+                    Some(Report::Interval(r)) => interval.merge(&r),
+                    Some(Report::Final(f)) => {
+                        interval.merge(&f.recorder);
+                        if f.producer { done_producers += 1 } else { done_consumers += 1 }
+                        result.sent.extend(f.sent);
+                        result.deliveries.extend(f.deliveries);
+                        for (e, n) in f.errors {
+                            *errors.entry(e).or_default() += n;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    let ready = self.lock().state != PeerState::Configured;
+                    if ready {
+                        total.merge(&interval);
+                        publish_stats(&mut interval, &mut interval_start,
+                            total_producers - done_producers, total_consumers - done_consumers);
+                    }
+                }
+            }
+        }
+        total.merge(&interval);
+        publish_stats(&mut interval, &mut interval_start, 0, 0);
+        result.counters = total.counters;
+        result.histograms = total.encode();
+        result.errors = errors
+            .into_iter()
+            .map(|(message, count)| ErrorCount { message, count })
+            .collect();
+        info!(run = %c.run, sent = total.counters.sent, received = total.counters.received, errors = total.counters.errors, "run finished");
+        outbox.event("result", Body::RunResult(result), true);
+        let mut inner = self.lock();
+        inner.run = None;
+        inner.state = PeerState::Idle;
+    }
+
+    pub fn start(&self, s: &Start) -> Body {
+        let mut inner = self.lock();
+        let Some(run) = inner.run.as_ref().filter(|r| r.id == s.run) else {
+            return error(
+                ErrorCode::UnknownRun,
+                format!("run {} is not configured here", s.run),
+            );
+        };
+        if run.start.borrow().is_none() {
+            run.start
+                .send_replace(Some(s.start_at_us.0.saturating_mul(1000)));
+            inner.state = PeerState::Running;
+            info!(run = %s.run, start_at_us = s.start_at_us.0, "started");
+        }
+        Body::Started(Started { run: s.run.clone() })
+    }
+
+    pub fn stop(&self, s: &Stop) -> Body {
+        let mut inner = self.lock();
+        if let Some(run) = inner.run.as_ref().filter(|r| r.id == s.run) {
+            if !run.stop.is_cancelled() {
+                run.stop.cancel();
+                info!(run = %s.run, "stopping");
+            }
+            inner.state = PeerState::Stopping;
+        }
+        // Idempotent: stopping a run that already ended is fine.
+        Body::Stopping(Stopping { run: s.run.clone() })
+    }
+}
