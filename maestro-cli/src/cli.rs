@@ -40,6 +40,8 @@ pub enum Command {
     Stats(RequestArgs),
     /// Stop peers: they answer, clear their presence and exit.
     Halt(RequestArgs),
+    /// Run a test across the cluster's workers and write its results folder.
+    Start(crate::start::StartArgs),
     /// Remove offline peers (left behind by a crash) from the cluster's presence.
     Forget(ForgetArgs),
     /// The original Maestro spelling: `maestro-cli maestro -c ping`.
@@ -110,6 +112,8 @@ pub struct Outcome {
 pub enum CliError {
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Start(#[from] crate::start::StartError),
     #[error("embedded control broker: {0}")]
     Broker(#[from] maestro_broker::BrokerError),
     #[error(transparent)]
@@ -125,6 +129,17 @@ impl CliError {
             CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) => exit::USAGE,
+            CliError::Start(e) => {
+                use crate::start::StartError as S;
+                match e {
+                    S::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+                    S::Control(_) => exit::CLUSTER_UNREACHABLE,
+                    S::Spec(_) => exit::USAGE,
+                    S::Sut { .. } => exit::SUT_UNREACHABLE,
+                    S::NoWorkers(_) | S::Workers(_) => exit::PEERS_MISSING,
+                    S::Results { .. } => exit::INTERNAL,
+                }
+            }
         }
     }
 }
@@ -154,6 +169,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Maestro(m) => (m.command, m.request),
         Command::Forget(f) => return forget(&cli.control, cli.output, f, &shutdown).await,
         Command::Quickstart(q) => return crate::quickstart::run(q, cli.output, &shutdown).await,
+        Command::Start(s) => return start(&cli.control, cli.output, s, &shutdown).await,
     };
     let connect = Controller::connect(&cli.control.url, &cli.control.cluster, args.timeout);
     let mut controller = tokio::select! {
@@ -256,6 +272,56 @@ fn judge(
             missing.join("\n")
         )),
     )
+}
+
+async fn start(
+    control: &ControlArgs,
+    output: Output,
+    args: crate::start::StartArgs,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
+    let mut controller = tokio::select! {
+        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+        c = connect => c?,
+    };
+    let options = crate::start::RunOptions {
+        group: args.group.clone(),
+        results: args.results.clone(),
+        timeout: args.timeout,
+        progress: output == Output::Table,
+    };
+    let finished = crate::start::run_test(&mut controller, args.spec(), &options, shutdown).await?;
+    controller.close().await;
+    Ok(finished_outcome(&finished, output))
+}
+
+/// Output and exit code of a finished run.
+pub(crate) fn finished_outcome(f: &crate::start::Finished, output: Output) -> Outcome {
+    let s = &f.summary;
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(s).unwrap_or_default(),
+        Output::Table => crate::start::summary_table(s, &f.folder),
+    };
+    let (code, problem) = if s.interrupted {
+        (
+            exit::INTERRUPTED,
+            Some("interrupted; partial results written".to_owned()),
+        )
+    } else if s.degraded {
+        (
+            exit::PEERS_MISSING,
+            Some(format!("run degraded: {}", s.degraded_reasons.join("; "))),
+        )
+    } else {
+        (exit::OK, None)
+    };
+    Outcome {
+        stdout,
+        code,
+        problem,
+        peers: Vec::new(),
+    }
 }
 
 async fn forget(

@@ -37,7 +37,20 @@ enum ControlEvent {
     /// A peer's retained presence; `None` when it was cleared.
     Presence(PeerId, Option<Presence>),
     Reply(Note, UnixMicros),
+    /// A peer's event (stats, results).
+    Event(Note),
     Lost(String),
+}
+
+/// What [`Controller::next`] hands to a caller driving its own loop.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A peer's presence changed (`None`: cleared).
+    Presence(PeerId, Option<Presence>),
+    /// A reply to one of this controller's requests, with its arrival time.
+    Reply(Note, UnixMicros),
+    /// A peer's event.
+    Event(Note),
 }
 
 /// A connected controller.
@@ -63,6 +76,7 @@ impl std::fmt::Debug for ControlEvent {
         match self {
             ControlEvent::Presence(id, _) => write!(f, "Presence({id})"),
             ControlEvent::Reply(n, _) => write!(f, "Reply({})", n.id),
+            ControlEvent::Event(n) => write!(f, "Event({})", n.body.kind()),
             ControlEvent::Lost(r) => write!(f, "Lost({r})"),
         }
     }
@@ -204,6 +218,7 @@ impl Controller {
                         debug!(from = %note.sender.id, "reply to an earlier request; ignored");
                     }
                 }
+                Some(ControlEvent::Event(_)) => {}
                 Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
                 None => return Err(self.lost("the session ended".into())),
             }
@@ -236,13 +251,52 @@ impl Controller {
                 _ = tokio::time::sleep_until(settled) => break,
                 event = self.events.recv() => match event {
                     Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
-                    Some(ControlEvent::Reply(..)) => {}
+                    Some(ControlEvent::Reply(..) | ControlEvent::Event(_)) => {}
                     Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
                     None => return Err(self.lost("the session ended".into())),
                 }
             }
         }
         Ok(&self.presence)
+    }
+
+    /// Publishes a request to `target` and returns it (its id correlates the replies).
+    pub async fn send(&mut self, target: &Target, body: Body) -> Result<Note, ControlError> {
+        let request = Note::new(self.me.clone(), body, now()).with_reply_to(&self.reply_topic);
+        self.client
+            .publish(
+                self.topics.request(target),
+                session::NOTE_QOS,
+                false,
+                encode(&request),
+            )
+            .await
+            .map_err(|e| self.lost(e.to_string()))?;
+        Ok(request)
+    }
+
+    /// The next reply, event or presence change, or `None` when `until` passes first.
+    /// Presence changes are also applied to [`Controller::presence`].
+    pub async fn next(
+        &mut self,
+        until: tokio::time::Instant,
+        interrupt: &CancellationToken,
+    ) -> Result<Option<Incoming>, ControlError> {
+        let event = tokio::select! {
+            _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
+            _ = tokio::time::sleep_until(until) => return Ok(None),
+            event = self.events.recv() => event,
+        };
+        match event {
+            Some(ControlEvent::Presence(id, p)) => {
+                self.on_presence(id.clone(), p.clone());
+                Ok(Some(Incoming::Presence(id, p)))
+            }
+            Some(ControlEvent::Reply(note, at)) => Ok(Some(Incoming::Reply(note, at))),
+            Some(ControlEvent::Event(note)) => Ok(Some(Incoming::Event(note))),
+            Some(ControlEvent::Lost(reason)) => Err(self.lost(reason)),
+            None => Err(self.lost("the session ended".into())),
+        }
     }
 
     /// Removes a peer's retained presence from the broker.
@@ -320,6 +374,8 @@ async fn pump(
                 let filters = [
                     SubscribeFilter::new(topics.presence_filter(), QoS::AtMostOnce),
                     SubscribeFilter::new(reply_topic.clone(), session::NOTE_QOS),
+                    // Results are published at QoS 1; subscribe at 1 so they stay so.
+                    SubscribeFilter::new(topics.event_filter(), session::PRESENCE_QOS),
                 ];
                 if let Err(e) = client.try_subscribe_many(filters) {
                     if let Some(r) = ready.take() {
@@ -375,6 +431,15 @@ fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<
             }
             Err(f) => {
                 debug!(topic = %p.topic, error = %f.error, "bad presence note; ignored");
+                None
+            }
+        };
+    }
+    if topics.event_peer(&p.topic).is_some() {
+        return match decode(&p.payload) {
+            Ok(note) => Some(ControlEvent::Event(note)),
+            Err(f) => {
+                debug!(topic = %p.topic, error = %f.error, "bad event; ignored");
                 None
             }
         };

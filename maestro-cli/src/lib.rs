@@ -8,6 +8,8 @@ pub mod cli;
 pub mod controller;
 pub mod quickstart;
 pub mod report;
+pub mod start;
+pub mod summary;
 
 pub use cli::{Cli, Outcome, run};
 pub use controller::{ControlError, Controller, Exchange};
@@ -27,6 +29,8 @@ pub mod exit {
     pub const PEERS_MISSING: u8 = 4;
     /// The system under test cannot be reached (test runs).
     pub const SUT_UNREACHABLE: u8 = 5;
+    /// An internal failure (for example the results folder cannot be written).
+    pub const INTERNAL: u8 = 70;
     /// Stopped by SIGINT or SIGTERM.
     pub const INTERRUPTED: u8 = 130;
 }

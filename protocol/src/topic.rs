@@ -107,6 +107,13 @@ impl Topics {
         format!("{}/event/{peer}/{kind}", self.base)
     }
 
+    /// The peer and kind of an event topic of this cluster.
+    pub fn event_peer<'a>(&self, topic: &'a str) -> Option<(PeerId, &'a str)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/event/")?;
+        let (peer, kind) = rest.split_once('/')?;
+        Some((PeerId::new(peer).ok()?, kind))
+    }
+
     /// Filter matching every event of every peer.
     pub fn event_filter(&self) -> String {
         format!("{}/event/+/+", self.base)
@@ -147,6 +154,11 @@ mod tests {
         );
         assert_eq!(t.reply(&p), "maestro/v1/c1/reply/w1");
         assert_eq!(t.event(&p, "stats"), "maestro/v1/c1/event/w1/stats");
+        assert_eq!(
+            t.event_peer("maestro/v1/c1/event/w1/stats"),
+            Some((p.clone(), "stats"))
+        );
+        assert_eq!(t.event_peer("maestro/v1/c2/event/w1/stats"), None);
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn body() -> impl Strategy<Value = Body> {
         Just(Body::Halted(Halted {})),
         (code, any::<String>())
             .prop_map(|(code, message)| Body::Error(ErrorNote { code, message })),
+        run_body(),
     ]
 }
 

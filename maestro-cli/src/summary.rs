@@ -1,0 +1,452 @@
+//! A run's results: the merged numbers (`summary.json`), the per-second time series, the
+//! per-worker interval histogram logs, and the files of a results folder.
+
+use hdrhistogram::Histogram;
+use maestro_protocol::histogram::{self, latency_histogram};
+use maestro_protocol::{Counters, ErrorCount, PeerId, RunId, RunResult, RunStats, TestSpec};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Percentiles of one latency, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub p9999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+        }
+    }
+}
+
+/// Three merged latency histograms.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub response: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub lag: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            response: latency_histogram(),
+            service: latency_histogram(),
+            lag: latency_histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Adds encoded histograms; a histogram that does not decode is reported.
+    pub fn add(&mut self, h: &maestro_protocol::EncodedHistograms) -> Result<(), String> {
+        for (into, from) in [
+            (&mut self.response, &h.response_time_us),
+            (&mut self.service, &h.service_time_us),
+            (&mut self.lag, &h.send_lag_us),
+        ] {
+            let decoded = histogram::decode(from).map_err(|e| e.to_string())?;
+            into.add(&decoded).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One worker's part, as the summary shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSummary {
+    pub id: PeerId,
+    pub name: String,
+    pub producers: usize,
+    pub consumers: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    /// False when the worker never delivered its result (it disconnected).
+    pub reported: bool,
+}
+
+/// `summary.json`: stable field names; latencies in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run_id: RunId,
+    pub sut: String,
+    pub started_at: String,
+    /// The measured window (the run minus warm-up), in seconds.
+    pub measured_s: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub errors: u64,
+    /// Messages that were not maestro messages (another publisher on the same topics).
+    pub foreign: u64,
+    /// The rate asked for (messages/s over all producers); 0 = as fast as possible.
+    pub offered_rate: f64,
+    /// Messages sent per second in the measured window.
+    pub achieved_rate: f64,
+    /// Messages received per second in the measured window (all consumers).
+    pub receive_rate: f64,
+    pub degraded: bool,
+    pub degraded_reasons: Vec<String>,
+    pub interrupted: bool,
+    pub response_time_us: Percentiles,
+    pub service_time_us: Percentiles,
+    pub send_lag_us: Percentiles,
+    pub workers: Vec<WorkerSummary>,
+    pub error_messages: Vec<ErrorCount>,
+}
+
+/// Everything a run collected.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub results: BTreeMap<PeerId, RunResult>,
+    pub stats: BTreeMap<PeerId, Vec<RunStats>>,
+    pub degraded: Vec<String>,
+    pub interrupted: bool,
+}
+
+/// Exact delivery accounting over all results: each consumer expects every message sent
+/// to its topic; what it did not receive is lost.
+pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
+    let mut sent_per_topic: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in results.values() {
+        for s in &r.sent {
+            *sent_per_topic.entry(s.topic).or_default() += s.sent;
+        }
+    }
+    let mut unique: BTreeMap<u32, u64> = BTreeMap::new();
+    for r in results.values() {
+        for d in &r.deliveries {
+            *unique.entry(d.consumer).or_default() += d.unique;
+        }
+    }
+    results
+        .values()
+        .flat_map(|r| &r.consumers)
+        .map(|c| {
+            let expected = sent_per_topic.get(&c.topic).copied().unwrap_or(0);
+            expected.saturating_sub(unique.get(&c.id).copied().unwrap_or(0))
+        })
+        .sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn summarize(
+    run: &RunId,
+    spec: &TestSpec,
+    started_at: std::time::SystemTime,
+    measured_s: f64,
+    workers: &[(PeerId, String, usize, usize)],
+    collected: &Collected,
+) -> (Summary, Latencies) {
+    let mut total = Counters::default();
+    let mut latencies = Latencies::default();
+    let mut degraded = collected.degraded.clone();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, r) in &collected.results {
+        total.add(&r.counters);
+        if let Err(e) = latencies.add(&r.histograms) {
+            degraded.push(format!("worker {id}: unreadable histograms: {e}"));
+        }
+        for e in &r.errors {
+            *errors.entry(e.message.clone()).or_default() += e.count;
+        }
+    }
+    let worker_summaries: Vec<WorkerSummary> = workers
+        .iter()
+        .map(|(id, name, p, c)| {
+            let r = collected.results.get(id);
+            WorkerSummary {
+                id: id.clone(),
+                name: name.clone(),
+                producers: *p,
+                consumers: *c,
+                sent: r.map_or(0, |r| r.counters.sent),
+                received: r.map_or(0, |r| r.counters.received),
+                errors: r.map_or(0, |r| r.counters.errors),
+                reported: r.is_some(),
+            }
+        })
+        .collect();
+    for w in &worker_summaries {
+        if !w.reported && !degraded.iter().any(|d| d.contains(w.id.as_str())) {
+            degraded.push(format!("worker {} ({}) sent no result", w.name, w.id));
+        }
+    }
+    let unique: BTreeSet<&String> = degraded.iter().collect();
+    let degraded: Vec<String> = unique.into_iter().cloned().collect();
+    let per_s = |n: u64| {
+        if measured_s > 0.0 {
+            n as f64 / measured_s
+        } else {
+            0.0
+        }
+    };
+    let summary = Summary {
+        run_id: run.clone(),
+        sut: maestro_worker::driver::mqtt::redact(&spec.sut),
+        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+        measured_s,
+        sent: total.sent,
+        received: total.received,
+        lost: lost(&collected.results),
+        duplicated: total.duplicated,
+        out_of_order: total.out_of_order,
+        errors: total.errors,
+        foreign: total.foreign,
+        offered_rate: spec.rate,
+        achieved_rate: per_s(latencies.lag.len()),
+        receive_rate: per_s(latencies.response.len()),
+        degraded: !degraded.is_empty(),
+        degraded_reasons: degraded,
+        interrupted: collected.interrupted,
+        response_time_us: Percentiles::of(&latencies.response),
+        service_time_us: Percentiles::of(&latencies.service),
+        send_lag_us: Percentiles::of(&latencies.lag),
+        workers: worker_summaries,
+        error_messages: errors
+            .into_iter()
+            .map(|(message, count)| ErrorCount { message, count })
+            .collect(),
+    };
+    (summary, latencies)
+}
+
+/// One second of the run, merged over workers.
+#[derive(Debug, Default)]
+struct Second {
+    counters: Counters,
+    latencies: Latencies,
+}
+
+/// Merges interval stats into seconds since `start_us` (by each interval's end).
+fn seconds(stats: &BTreeMap<PeerId, Vec<RunStats>>, start_us: i64) -> BTreeMap<i64, Second> {
+    let mut out: BTreeMap<i64, Second> = BTreeMap::new();
+    for s in stats.values().flatten() {
+        let second = ((s.interval_end_us.0 - start_us).max(0) + 999_999) / 1_000_000;
+        let bucket = out.entry(second).or_default();
+        bucket.counters.add(&s.counters);
+        let _ = bucket.latencies.add(&s.histograms);
+    }
+    out
+}
+
+/// The time series: one CSV row per second.
+pub fn timeseries_csv(stats: &BTreeMap<PeerId, Vec<RunStats>>, start_us: i64) -> String {
+    let mut csv = String::from(
+        "second,sent,received,errors,duplicated,out_of_order,response_time_p50_us,response_time_p99_us,response_time_max_us,service_time_p50_us,service_time_p99_us,send_lag_p99_us\n",
+    );
+    for (second, b) in seconds(stats, start_us) {
+        let r = Percentiles::of(&b.latencies.response);
+        let s = Percentiles::of(&b.latencies.service);
+        let l = Percentiles::of(&b.latencies.lag);
+        csv.push_str(&format!(
+            "{second},{},{},{},{},{},{},{},{},{},{},{}\n",
+            b.counters.sent,
+            b.counters.received,
+            b.counters.errors,
+            b.counters.duplicated,
+            b.counters.out_of_order,
+            r.p50,
+            r.p99,
+            r.max,
+            s.p50,
+            s.p99,
+            l.p99
+        ));
+    }
+    csv
+}
+
+/// The progress line for the latest second.
+pub fn progress_line(
+    stats: &BTreeMap<PeerId, Vec<RunStats>>,
+    start_us: i64,
+    now_us: i64,
+    outstanding: i64,
+) -> Option<String> {
+    let secs = seconds(stats, start_us);
+    let current = (now_us - start_us) / 1_000_000;
+    let (second, b) = secs.range(..=current).next_back()?;
+    let r = Percentiles::of(&b.latencies.response);
+    Some(format!(
+        "[{second:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  outstanding {}",
+        b.counters.sent,
+        b.counters.received,
+        crate::report::micros(r.p50 as i64),
+        crate::report::micros(r.p99 as i64),
+        b.counters.errors,
+        outstanding.max(0),
+    ))
+}
+
+/// Writes `results/<run-id>/`: summary.json, spec.json, timeseries.csv and one interval
+/// histogram log per worker. Returns the folder.
+pub fn write_results(
+    dir: &Path,
+    summary: &Summary,
+    spec: &TestSpec,
+    collected: &Collected,
+    names: &BTreeMap<PeerId, String>,
+    start_us: i64,
+) -> std::io::Result<PathBuf> {
+    let folder = dir.join(summary.run_id.as_str());
+    std::fs::create_dir_all(&folder)?;
+    let json = |v: &dyn erased::Json| v.to_pretty();
+    std::fs::write(folder.join("summary.json"), json(summary))?;
+    std::fs::write(folder.join("spec.json"), json(spec))?;
+    std::fs::write(
+        folder.join("timeseries.csv"),
+        timeseries_csv(&collected.stats, start_us),
+    )?;
+    for (id, stats) in &collected.stats {
+        let name = names.get(id).map_or(id.as_str(), String::as_str);
+        let file = sanitize(name) + ".hlog";
+        std::fs::write(folder.join(file), hlog(stats, start_us)?)?;
+    }
+    Ok(folder)
+}
+
+mod erased {
+    pub trait Json {
+        fn to_pretty(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_pretty(&self) -> String {
+            let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A standard HdrHistogram interval log: per interval, three tagged histograms.
+fn hlog(stats: &[RunStats], start_us: i64) -> std::io::Result<Vec<u8>> {
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    use std::time::{Duration, UNIX_EPOCH};
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let base = UNIX_EPOCH + Duration::from_micros(start_us.max(0) as u64);
+    let mut writer = IntervalLogWriterBuilder::new()
+        .add_comment("maestro interval histograms, values in microseconds; tags: response_time_us, service_time_us, send_lag_us")
+        .with_start_time(base)
+        .with_base_time(base)
+        .begin_log_with(&mut out, &mut serializer)?;
+    for s in stats {
+        let start = Duration::from_micros((s.interval_start_us.0 - start_us).max(0) as u64);
+        let length =
+            Duration::from_micros((s.interval_end_us.0 - s.interval_start_us.0).max(0) as u64);
+        for (tag, encoded) in [
+            ("response_time_us", &s.histograms.response_time_us),
+            ("service_time_us", &s.histograms.service_time_us),
+            ("send_lag_us", &s.histograms.send_lag_us),
+        ] {
+            let h = histogram::decode(encoded).map_err(std::io::Error::other)?;
+            writer
+                .write_histogram(&h, start, length, Tag::new(tag))
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+    }
+    drop(writer);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maestro_protocol::{ConsumerPlan, Delivery, Sent};
+
+    fn result(
+        worker: &str,
+        sent: Vec<Sent>,
+        deliveries: Vec<Delivery>,
+        consumers: Vec<ConsumerPlan>,
+    ) -> RunResult {
+        RunResult {
+            run: RunId::new("r").unwrap(),
+            worker: PeerId::new(worker).unwrap(),
+            counters: Counters::default(),
+            histograms: Default::default(),
+            sent,
+            deliveries,
+            consumers,
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn loss_is_exact_with_fan_out_across_workers() {
+        // Topic 0: producers 0 (w1, 100 sent) and 1 (w2, 50 sent); consumers 0 (w1) and 1 (w2)
+        // both on topic 0: each expects 150. Consumer 1 missed 3 of producer 1.
+        let d = |consumer, producer, unique| Delivery {
+            consumer,
+            producer,
+            unique,
+            duplicated: 0,
+            out_of_order: 0,
+        };
+        let mut results = BTreeMap::new();
+        results.insert(
+            PeerId::new("w1").unwrap(),
+            result(
+                "w1",
+                vec![Sent {
+                    producer: 0,
+                    topic: 0,
+                    sent: 100,
+                    errors: 0,
+                }],
+                vec![d(0, 0, 100), d(0, 1, 50)],
+                vec![ConsumerPlan { id: 0, topic: 0 }],
+            ),
+        );
+        results.insert(
+            PeerId::new("w2").unwrap(),
+            result(
+                "w2",
+                vec![Sent {
+                    producer: 1,
+                    topic: 0,
+                    sent: 50,
+                    errors: 0,
+                }],
+                vec![d(1, 0, 100), d(1, 1, 47)],
+                vec![ConsumerPlan { id: 1, topic: 0 }],
+            ),
+        );
+        assert_eq!(lost(&results), 3);
+    }
+}
