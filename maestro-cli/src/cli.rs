@@ -42,6 +42,9 @@ pub enum Command {
     Halt(RequestArgs),
     /// Run a test across the cluster's workers and write its results folder.
     Start(crate::start::StartArgs),
+    /// Stop the test that is running: producers stop, consumers drain, and the `start`
+    /// that launched it finishes with its results.
+    Stop(StopArgs),
     /// Remove offline peers (left behind by a crash) from the cluster's presence.
     Forget(ForgetArgs),
     /// The original Maestro spelling: `maestro-cli maestro -c ping`.
@@ -78,6 +81,16 @@ pub struct ForgetArgs {
     /// Peers to forget (by id); without any, every offline peer.
     pub peers: Vec<PeerId>,
     /// How long to wait for the control broker.
+    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StopArgs {
+    /// Only this run [default: every run in progress].
+    #[arg(long, env = "MAESTRO_RUN")]
+    pub run: Option<maestro_protocol::RunId>,
+    /// How long to wait for the workers.
     #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
@@ -170,6 +183,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Forget(f) => return forget(&cli.control, cli.output, f, &shutdown).await,
         Command::Quickstart(q) => return crate::quickstart::run(q, cli.output, &shutdown).await,
         Command::Start(s) => return start(&cli.control, cli.output, s, &shutdown).await,
+        Command::Stop(s) => return stop(&cli.control, cli.output, s, &shutdown).await,
     };
     let connect = Controller::connect(&cli.control.url, &cli.control.cluster, args.timeout);
     let mut controller = tokio::select! {
@@ -322,6 +336,60 @@ pub(crate) fn finished_outcome(f: &crate::start::Finished, output: Output) -> Ou
         problem,
         peers: Vec::new(),
     }
+}
+
+async fn stop(
+    control: &ControlArgs,
+    output: Output,
+    args: StopArgs,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
+    let mut controller = tokio::select! {
+        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+        c = connect => c?,
+    };
+    let stats = controller
+        .request(
+            &Target::Role(Role::Worker),
+            Body::StatsRequest(StatsRequest {}),
+            args.timeout,
+            shutdown,
+        )
+        .await?;
+    let mut stopped = Vec::new();
+    for (id, (note, _)) in &stats.replies {
+        let Body::Stats(s) = &note.body else { continue };
+        let Some(run) = &s.run else { continue };
+        if args.run.as_ref().is_some_and(|r| r != run) {
+            continue;
+        }
+        let stop = Body::Stop(maestro_protocol::Stop { run: run.clone() });
+        controller.send(&Target::Peer(id.clone()), stop).await?;
+        stopped.push(serde_json::json!({"id": id, "name": s.peer.name, "run": run}));
+    }
+    controller.close().await;
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(&stopped).unwrap_or_default(),
+        Output::Table if stopped.is_empty() => "no run in progress".to_owned(),
+        Output::Table => stopped
+            .iter()
+            .map(|s| {
+                format!(
+                    "stopping run {} on {}",
+                    s["run"].as_str().unwrap_or(""),
+                    s["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    Ok(Outcome {
+        stdout,
+        code: exit::OK,
+        problem: None,
+        peers: Vec::new(),
+    })
 }
 
 async fn forget(

@@ -86,6 +86,11 @@ pub trait Handler: Send {
         PeerState::Idle
     }
 
+    /// The run the peer is part of, for stats.
+    fn run(&self) -> Option<maestro_protocol::RunId> {
+        None
+    }
+
     /// Any request other than ping, stats and halt. Returns the reply body now, or `None`
     /// when it will answer later through the [`Outbox`].
     fn handle(&mut self, note: &Note, _reply: ReplyTo) -> Option<Body> {
@@ -325,6 +330,7 @@ impl<H: Handler> PeerLoop<H> {
             reconnects: self.connections.saturating_sub(1),
             notes_received: self.notes_received,
             bad_notes: self.bad_notes,
+            run: self.handler.run(),
         }
     }
 

@@ -27,6 +27,10 @@ impl Handler for WorkerHandler {
         self.engine.state()
     }
 
+    fn run(&self) -> Option<maestro_protocol::RunId> {
+        self.engine.run_id()
+    }
+
     fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
         match &note.body {
             Body::Configure(c) => {

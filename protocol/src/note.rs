@@ -246,6 +246,9 @@ pub struct Stats {
     pub notes_received: u64,
     /// Notes that could not be handled (malformed, unknown type, newer version, oversize).
     pub bad_notes: u64,
+    /// The run the peer is configured for or running, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::run::RunId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                     reconnects: 1,
                     notes_received: 7,
                     bad_notes: 2,
+                    run: Some(run_id()),
                 }),
             ),
         ),

@@ -103,7 +103,8 @@ fn body() -> impl Strategy<Value = Body> {
                 connected_since_us: since,
                 reconnects: rc,
                 notes_received: nr,
-                bad_notes: bad
+                bad_notes: bad,
+                run: None
             })),
         Just(Body::Halt(Halt {})),
         Just(Body::Halted(Halted {})),

@@ -129,6 +129,10 @@ impl Engine {
         self.lock().state
     }
 
+    pub fn run_id(&self) -> Option<RunId> {
+        self.lock().run.as_ref().map(|r| r.id.clone())
+    }
+
     /// Configure: validates, connects every producer and consumer, answers when ready.
     pub fn configure(&self, c: &Configure, reply: ReplyTo, outbox: &Outbox) -> Option<Body> {
         let mut inner = self.lock();
