@@ -37,6 +37,13 @@ impl From<RunId> for String {
     }
 }
 
+impl FromStr for RunId {
+    type Err = SegmentError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
