@@ -286,3 +286,140 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> Result<CliRun> {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
 }
+
+/// A private Mosquitto (the system under test) on a free loopback port, with its own
+/// config and data folder; killed on drop. Fails loudly when Mosquitto is not installed
+/// (`.ci/test` installs it): a test never skips silently.
+#[derive(Debug)]
+pub struct Mosquitto {
+    pub proc: Proc,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start() -> Result<Self> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("mosquitto is not installed: run .ci/test, which installs it (apt-get install mosquitto mosquitto-clients)")?;
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("maestro-mosquitto-{}", uuid_hex()));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
+            ),
+        )?;
+        let log = dir.join("mosquitto.log");
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = Command::new(exe)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("starting mosquitto")?;
+        let ready = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !ready {
+            let _ = child.kill();
+            bail!(
+                "mosquitto did not listen on {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let (_tx, lines) = mpsc::channel();
+        Ok(Self {
+            proc: Proc {
+                name: "mosquitto".into(),
+                child,
+                lines,
+                log,
+            },
+            port,
+            dir,
+        })
+    }
+
+    /// `mqtt://127.0.0.1:PORT/<base>?<query>`.
+    pub fn url(&self, base: &str, query: &str) -> String {
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("mqtt://127.0.0.1:{}/{base}{q}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `mosquitto_sub` subscribed to `filter` at QoS 1, counting what reaches the broker.
+#[derive(Debug)]
+pub struct Subscriber {
+    proc: Proc,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Subscriber {
+    pub fn start(port: u16, filter: &str) -> Result<Self> {
+        let port = port.to_string();
+        let mut child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                filter,
+                "-F",
+                "%t",
+                "-i",
+            ])
+            .arg(format!("maestro-test-sub-{}", uuid_hex()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto_sub (apt-get install mosquitto-clients)")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = count.clone();
+        std::thread::spawn(move || {
+            for _ in BufReader::new(stdout).lines().map_while(Result::ok) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let (_tx, lines) = mpsc::channel();
+        let log = std::env::temp_dir().join(format!("maestro-test-sub-{}.log", uuid_hex()));
+        Ok(Self {
+            proc: Proc {
+                name: "mosquitto_sub".into(),
+                child,
+                lines,
+                log,
+            },
+            count,
+        })
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}

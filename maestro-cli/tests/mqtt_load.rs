@@ -1,0 +1,350 @@
+//! Load tests with MQTT as the protocol under test, against real brokers: the embedded
+//! rumqttd broker and a private Mosquitto. Real binaries on free ports.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{
+    CliRun, Mosquitto, Proc, Subscriber, TestBroker, run_cli, signal, spawn_peer, unique_cluster,
+    wait_for,
+};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// A control broker and `n` workers in a cluster of their own.
+struct Cluster {
+    broker: TestBroker,
+    cluster: String,
+    workers: Vec<Proc>,
+    results: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Self {
+        let broker = TestBroker::start(&[]).unwrap();
+        let cluster = unique_cluster();
+        let workers = (0..n)
+            .map(|i| {
+                spawn_peer(
+                    "worker",
+                    &broker.url(),
+                    &cluster,
+                    &["--name", &format!("w{i}")],
+                )
+                .unwrap()
+            })
+            .collect();
+        let c = Cluster {
+            cluster: cluster.to_string(),
+            broker,
+            workers,
+            results: std::env::temp_dir().join(format!("maestro-results-{}", cluster)),
+        };
+        let ok = wait_for(Duration::from_secs(15), || {
+            let run = c.cli(
+                &["ping", "-o", "json", "--timeout", "2s"],
+                Duration::from_secs(10),
+            );
+            run.json().ok().and_then(|v| v.as_array().map(|a| a.len())) == Some(n)
+        });
+        assert!(ok, "workers did not come up");
+        c
+    }
+
+    fn cli(&self, args: &[&str], timeout: Duration) -> CliRun {
+        let url = self.broker.url();
+        let mut all = vec!["-m", url.as_str(), "--cluster", self.cluster.as_str()];
+        all.extend_from_slice(args);
+        run_cli(&all, timeout).unwrap()
+    }
+
+    /// `maestro-cli start ... -o json` in the background (owned arguments).
+    fn run_in_background(&self, sut: &str, args: &[&str]) -> std::thread::JoinHandle<CliRun> {
+        let mut all: Vec<String> = vec![
+            "-m".into(),
+            self.broker.url(),
+            "--cluster".into(),
+            self.cluster.clone(),
+            "start".into(),
+            "--sut".into(),
+            sut.into(),
+            "--results".into(),
+            self.results.to_str().unwrap().into(),
+            "-o".into(),
+            "json".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        std::thread::spawn(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli(&refs, Duration::from_secs(90)).unwrap()
+        })
+    }
+
+    /// `maestro-cli start ... -o json`, returning the run and its summary.
+    fn run_test(&self, sut: &str, args: &[&str]) -> (CliRun, Value) {
+        let results = self.results.to_str().unwrap().to_owned();
+        let mut all = vec![
+            "start",
+            "--sut",
+            sut,
+            "--results",
+            results.as_str(),
+            "-o",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let run = self.cli(&all, Duration::from_secs(90));
+        let summary = run.json().unwrap_or_else(|e| panic!("{e}\n{run:?}"));
+        (run, summary)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.results);
+    }
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+#[test]
+fn embedded_rumqttd_sut_counts_exactly_with_fan_out() {
+    let c = Cluster::start(2);
+    // A second maestro-broker is the system under test.
+    let sut = TestBroker::start(&[]).unwrap();
+    let url = format!("mqtt://127.0.0.1:{}/bench?qos=1", sut.port);
+    let (run, s) = c.run_test(
+        &url,
+        &[
+            "--rate",
+            "2000",
+            "--duration",
+            "3s",
+            "--producers",
+            "2",
+            "--consumers",
+            "3",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    // 2 producers x 1000/s x 3 s; each of 3 consumers gets every message.
+    assert_eq!(u(&s, "sent"), 6000, "{s:#}");
+    assert_eq!(u(&s, "received"), 18000, "{s:#}");
+    for field in ["lost", "duplicated", "out_of_order", "errors"] {
+        assert_eq!(u(&s, field), 0, "{field}: {s:#}");
+    }
+    assert_eq!(s["degraded"], false);
+    for h in ["response_time_us", "service_time_us", "send_lag_us"] {
+        for p in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(s[h][p].is_u64(), "{h}.{p} in {s:#}");
+        }
+    }
+    assert!(u(&s["response_time_us"], "count") == 18000);
+    assert!(
+        (s["achieved_rate"].as_f64().unwrap() - 2000.0).abs() < 20.0,
+        "{s:#}"
+    );
+    // The results folder.
+    let folder = c.results.join(s["run_id"].as_str().unwrap());
+    for file in [
+        "summary.json",
+        "spec.json",
+        "timeseries.csv",
+        "w0.hlog",
+        "w1.hlog",
+    ] {
+        assert!(
+            folder.join(file).exists(),
+            "{file} missing in {}",
+            folder.display()
+        );
+    }
+    let csv = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();
+    assert!(csv.lines().count() >= 3, "{csv}");
+    let hlog = std::fs::read_to_string(folder.join("w0.hlog")).unwrap();
+    assert!(
+        hlog.contains("Tag=response_time_us,") && hlog.contains("HISTF"),
+        "{hlog}"
+    );
+}
+
+#[test]
+fn mosquitto_and_an_independent_subscriber_agree_with_the_summary() {
+    let c = Cluster::start(2);
+    let mq = Mosquitto::start().unwrap();
+    let sub = Subscriber::start(mq.port, "agree/#").unwrap();
+    assert!(wait_for(Duration::from_secs(5), || mq
+        .proc
+        .log_text()
+        .contains("maestro-test-sub")));
+    let (run, s) = c.run_test(
+        &mq.url("agree", "qos=1"),
+        &[
+            "--rate",
+            "3000",
+            "--count",
+            "9000",
+            "--producers",
+            "3",
+            "--consumers",
+            "2",
+            "--topics",
+            "1",
+            "--size",
+            "~200",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 9000, "{s:#}");
+    assert_eq!(u(&s, "received"), 18000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert!(
+        wait_for(Duration::from_secs(5), || sub.count() == 9000),
+        "mosquitto_sub counted {}",
+        sub.count()
+    );
+    assert_eq!(sub.count(), u(&s, "sent"));
+}
+
+#[test]
+fn coordinated_omission_a_stalled_broker_shows_in_response_time_not_service_time() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let cli = c.run_in_background(
+        &mq.url("co", "qos=1"),
+        &["--rate", "2000", "--duration", "10s"],
+    );
+    // In the middle of the run, freeze the broker for one second.
+    std::thread::sleep(Duration::from_secs(5));
+    mq.proc.signal(signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(1));
+    mq.proc.signal(signal::SIGCONT);
+    let run = cli.join().unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    eprintln!(
+        "response {} service {} lag {}",
+        s["response_time_us"], s["service_time_us"], s["send_lag_us"]
+    );
+    assert_eq!(u(&s, "lost"), 0, "QoS 1 loses nothing: {s:#}");
+    assert_eq!(u(&s, "sent"), 20000, "{s:#}");
+    assert!(
+        u(&s["response_time_us"], "p99") >= 500_000,
+        "the stall is visible: {s:#}"
+    );
+    assert!(
+        u(&s["service_time_us"], "p50") < 50_000,
+        "service time stays small: {s:#}"
+    );
+}
+
+#[test]
+fn an_unreachable_sut_fails_fast_and_names_it() {
+    let c = Cluster::start(1);
+    let closed = maestro_testkit::free_port();
+    let sut = format!("mqtt://127.0.0.1:{closed}/x");
+    let t = Instant::now();
+    let run = c.cli(
+        &["start", "--sut", &sut, "--duration", "5s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(
+        run.stderr.contains(&sut) && run.stderr.contains("connection refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // A bad parameter is a usage error, before anything starts.
+    let run = c.cli(
+        &["start", "--sut", "mqtt://127.0.0.1:1/x?qos=7"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("qos=\"7\""), "{}", run.stderr);
+    // The worker is idle again and takes the next run.
+    let sut = TestBroker::start(&[]).unwrap();
+    let (run, s) = c.run_test(
+        &format!("mqtt://127.0.0.1:{}/x", sut.port),
+        &["--count", "100"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 100);
+}
+
+#[test]
+fn a_worker_killed_mid_run_degrades_the_run_without_hanging_it() {
+    let mut c = Cluster::start(2);
+    let sut = TestBroker::start(&[]).unwrap();
+    let cli = c.run_in_background(
+        &format!("mqtt://127.0.0.1:{}/x", sut.port),
+        &[
+            "--rate",
+            "1000",
+            "--duration",
+            "6s",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let victim = c.workers.remove(1);
+    victim.signal(signal::SIGKILL);
+    let t = Instant::now();
+    let run = cli.join().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(run.code, Some(4), "{run:?}");
+    let s = run.json().unwrap();
+    assert_eq!(s["degraded"], true, "{s:#}");
+    let reasons = s["degraded_reasons"].to_string();
+    assert!(
+        reasons.contains("w1") && reasons.contains("disconnected"),
+        "{reasons}"
+    );
+}
+
+#[test]
+fn stop_ends_a_run_early_with_its_results() {
+    let c = Cluster::start(1);
+    let sut = TestBroker::start(&[]).unwrap();
+    let t = Instant::now();
+    let cli = c.run_in_background(
+        &format!("mqtt://127.0.0.1:{}/x", sut.port),
+        &["--rate", "500", "--duration", "60s"],
+    );
+    // Stop once the run is under way.
+    let running = wait_for(Duration::from_secs(20), || {
+        let s = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
+        s.stdout.contains("\"running\"")
+    });
+    assert!(running);
+    let stop = c.cli(&["stop"], Duration::from_secs(10));
+    assert_eq!(stop.code, Some(0), "{stop:?}");
+    assert!(stop.stdout.contains("stopping run"), "{}", stop.stdout);
+    let run = cli.join().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    assert!(u(&s, "sent") > 0 && u(&s, "sent") < 30_000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    // The worker is idle again.
+    let stats = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
+    assert!(stats.stdout.contains("\"idle\""), "{}", stats.stdout);
+}
