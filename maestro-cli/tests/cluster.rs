@@ -372,10 +372,28 @@ fn halt_stops_the_addressed_peers_only() {
 
 #[test]
 fn quickstart_needs_nothing_installed() {
-    let run = run_cli(&["quickstart", "--workers", "3", "-o", "json"], CLI_TIMEOUT).unwrap();
+    let results = std::env::temp_dir().join(format!("maestro-qs-{}", std::process::id()));
+    let results_arg = results.to_str().unwrap();
+    let run = run_cli(
+        &[
+            "quickstart",
+            "--workers",
+            "3",
+            "--rate",
+            "1500",
+            "--duration",
+            "2s",
+            "--results",
+            results_arg,
+            "-o",
+            "json",
+        ],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
     assert_eq!(run.code, Some(0), "{run:?}");
     let v = run.json().unwrap();
-    for step in ["ping", "stats", "halt"] {
+    for step in ["ping", "halt"] {
         let peers = v[step]
             .as_array()
             .unwrap_or_else(|| panic!("no {step} in {v}"));
@@ -385,12 +403,19 @@ fn quickstart_needs_nothing_installed() {
             "{step}: {peers:#?}"
         );
     }
+    let s = &v["summary"];
+    assert_eq!(s["sent"], 3000, "{s:#}");
+    assert_eq!(
+        s["received"], 9000,
+        "3 consumers each get every message: {s:#}"
+    );
+    assert_eq!(s["lost"], 0, "{s:#}");
     assert!(
-        v["ping"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["rtt_us"].as_i64().unwrap() > 0)
+        results
+            .join(s["run_id"].as_str().unwrap())
+            .join("summary.json")
+            .exists()
     );
     assert!(run.stderr.is_empty(), "quiet on success: {}", run.stderr);
+    let _ = std::fs::remove_dir_all(&results);
 }

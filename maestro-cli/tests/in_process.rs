@@ -111,3 +111,179 @@ async fn two_controllers_ping_and_one_halts() {
         .unwrap()
         .unwrap();
 }
+
+/// Sends one request and waits for its reply.
+async fn ask(
+    controller: &mut maestro_cli::Controller,
+    to: &maestro_protocol::PeerId,
+    body: maestro_protocol::Body,
+) -> maestro_protocol::Body {
+    use maestro_cli::controller::Incoming;
+    let request = controller
+        .send(&maestro_protocol::Target::Peer(to.clone()), body)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match controller
+            .next(deadline, &CancellationToken::new())
+            .await
+            .unwrap()
+        {
+            Some(Incoming::Reply(note, _)) if note.correlation_id == Some(request.id) => {
+                return note.body;
+            }
+            Some(_) => {}
+            None => panic!("no reply to {}", request.body.kind()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
+    use maestro_protocol::*;
+    let control_port = free_port();
+    let sut_port = free_port();
+    for port in [control_port, sut_port] {
+        maestro_broker::start(&maestro_broker::BrokerConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let url = format!("mqtt://127.0.0.1:{control_port}");
+    let cluster = unique_cluster();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(maestro_worker::run(
+        peer_config(&url, cluster.as_str(), "w", Role::Worker),
+        shutdown.child_token(),
+    ));
+    let mut controller = maestro_cli::Controller::connect(&url.parse().unwrap(), &cluster, T)
+        .await
+        .unwrap();
+    let mut worker_id = None;
+    for _ in 0..100 {
+        let ping = controller
+            .request(
+                &Target::All,
+                Body::Ping(Ping {}),
+                Duration::from_secs(2),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        if let Some(id) = ping.replies.keys().next() {
+            worker_id = Some(id.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let w = worker_id.expect("worker answered");
+    let spec = TestSpec {
+        sut: format!("mqtt://127.0.0.1:{sut_port}/life"),
+        rate: 200.0,
+        duration_ms: Some(60_000),
+        count: None,
+        warmup_ms: 0,
+        size: MessageSize::Fixed(64),
+        producers: 1,
+        consumers: 1,
+        topics: 1,
+    };
+    let configure = |run: &str| {
+        Body::Configure(Configure {
+            run: RunId::new(run).unwrap(),
+            spec: spec.clone(),
+            producers: vec![ProducerPlan {
+                id: 0,
+                topic: 0,
+                rate: 200.0,
+                count: None,
+            }],
+            consumers: vec![ConsumerPlan { id: 0, topic: 0 }],
+        })
+    };
+    let a = RunId::new("run-a").unwrap();
+    let code = |b: Body| match b {
+        Body::Error(e) => format!("{:?}", e.code),
+        other => other.kind().to_owned(),
+    };
+    assert_eq!(
+        code(ask(&mut controller, &w, configure("run-a")).await),
+        "configured"
+    );
+    assert_eq!(
+        code(ask(&mut controller, &w, configure("run-a")).await),
+        "configured",
+        "configure is idempotent"
+    );
+    assert_eq!(
+        code(ask(&mut controller, &w, configure("run-b")).await),
+        "Busy"
+    );
+    let start = Body::Start(Start {
+        run: a.clone(),
+        start_at_us: maestro_control::now(),
+    });
+    assert_eq!(
+        code(ask(&mut controller, &w, start.clone()).await),
+        "started"
+    );
+    assert_eq!(
+        code(ask(&mut controller, &w, start).await),
+        "started",
+        "start is idempotent"
+    );
+    let other = Body::Start(Start {
+        run: RunId::new("run-b").unwrap(),
+        start_at_us: maestro_control::now(),
+    });
+    assert_eq!(code(ask(&mut controller, &w, other).await), "UnknownRun");
+    match ask(&mut controller, &w, Body::StatsRequest(StatsRequest {})).await {
+        Body::Stats(s) => {
+            assert_eq!(s.state, PeerState::Running);
+            assert_eq!(s.run, Some(a.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    let stop = Body::Stop(Stop { run: a.clone() });
+    assert_eq!(
+        code(ask(&mut controller, &w, stop.clone()).await),
+        "stopping"
+    );
+    assert_eq!(
+        code(ask(&mut controller, &w, stop).await),
+        "stopping",
+        "stop is idempotent"
+    );
+    // The result arrives, and the worker is idle again.
+    let deadline = tokio::time::Instant::now() + T;
+    let result = loop {
+        match controller
+            .next(deadline, &CancellationToken::new())
+            .await
+            .unwrap()
+        {
+            Some(maestro_cli::controller::Incoming::Event(n)) => {
+                if let Body::RunResult(r) = n.body {
+                    break r;
+                }
+            }
+            Some(_) => {}
+            None => panic!("no result"),
+        }
+    };
+    assert_eq!(result.run, a);
+    assert!(result.counters.sent > 0);
+    match ask(&mut controller, &w, Body::StatsRequest(StatsRequest {})).await {
+        Body::Stats(s) => assert_eq!((s.state, s.run), (PeerState::Idle, None)),
+        other => panic!("{other:?}"),
+    }
+    shutdown.cancel();
+    tokio::time::timeout(T, worker)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
