@@ -30,6 +30,8 @@ pub enum TrySendError {
 pub trait Producer: Send + 'static {
     /// Hands one message to the client without waiting.
     fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError>;
+    /// How many more messages `try_send` takes now (so no payload is built in vain).
+    fn room(&self) -> usize;
     /// Drives the connection (writes, acks, reconnects) until something happened.
     fn drive(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// True when nothing handed over is still waiting to be written or acknowledged.

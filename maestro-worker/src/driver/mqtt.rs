@@ -278,6 +278,11 @@ impl Producer for MqttProducer {
         }
     }
 
+    #[inline]
+    fn room(&self) -> usize {
+        QUEUE.saturating_sub(self.queued)
+    }
+
     async fn drive(&mut self) -> Result<(), DriverError> {
         match self.eventloop.poll().await {
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
@@ -285,7 +290,11 @@ impl Producer for MqttProducer {
                 Ok(())
             }
             Ok(_) => Ok(()),
-            Err(e) => Err(DriverError::Sut(describe(&e))),
+            Err(e) => {
+                // A new clean session drops what was queued without telling: start over.
+                self.queued = 0;
+                Err(DriverError::Sut(describe(&e)))
+            }
         }
     }
 

@@ -7,6 +7,9 @@ use roaring::RoaringTreemap;
 
 #[derive(Debug, Default)]
 struct Track {
+    /// Every sequence below this was received (the in-order fast path: no bitmap work).
+    contiguous: u64,
+    /// Sequences received at or above `contiguous`.
     seen: RoaringTreemap,
     /// Highest sequence seen so far, plus one (0: none yet).
     next: u64,
@@ -44,9 +47,21 @@ impl Accounting {
         let Some(t) = self.tracks.get_mut(producer as usize) else {
             return Seen::Foreign;
         };
-        if !t.seen.insert(sequence) {
+        // The common case: the next message in order, nothing pending.
+        if sequence == t.contiguous && t.seen.is_empty() {
+            t.contiguous += 1;
+            t.next = t.contiguous;
+            return Seen::New;
+        }
+        if sequence < t.contiguous || !t.seen.insert(sequence) {
             t.duplicated += 1;
             return Seen::Duplicate;
+        }
+        if sequence == t.contiguous {
+            // A gap closed: fold the bitmap's run into the contiguous prefix.
+            while t.seen.remove(t.contiguous) {
+                t.contiguous += 1;
+            }
         }
         if sequence + 1 < t.next {
             t.out_of_order += 1;
@@ -61,11 +76,11 @@ impl Accounting {
         self.tracks
             .iter()
             .enumerate()
-            .filter(|(_, t)| !t.seen.is_empty())
+            .filter(|(_, t)| t.contiguous > 0 || !t.seen.is_empty())
             .map(|(p, t)| Delivery {
                 consumer: self.consumer,
                 producer: p as u32,
-                unique: t.seen.len(),
+                unique: t.contiguous + t.seen.len(),
                 duplicated: t.duplicated,
                 out_of_order: t.out_of_order,
             })
@@ -76,6 +91,21 @@ impl Accounting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_close_and_late_duplicates_are_caught() {
+        let mut a = Accounting::new(0, 1);
+        for s in [0, 1, 3, 4] {
+            assert_eq!(a.record(0, s), Seen::New);
+        }
+        assert_eq!(a.record(0, 2), Seen::OutOfOrder);
+        assert_eq!(a.record(0, 5), Seen::New, "back on the fast path");
+        for s in [0, 2, 4, 5] {
+            assert_eq!(a.record(0, s), Seen::Duplicate);
+        }
+        let d = a.deliveries()[0];
+        assert_eq!((d.unique, d.duplicated, d.out_of_order), (6, 4, 1));
+    }
 
     #[test]
     fn duplicates_reorders_and_foreign() {

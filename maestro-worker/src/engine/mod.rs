@@ -7,6 +7,7 @@
 //! single-threaded runtime per core, each connection pinned to one).
 
 pub mod accounting;
+pub mod clock;
 pub mod pacing;
 pub mod recorder;
 pub mod tasks;

@@ -2,6 +2,7 @@
 //! the rest of the worker only a few times a second (snapshots) and once at the end.
 
 use super::accounting::{Accounting, Seen};
+use super::clock::WallClock;
 use super::pacing::Schedule;
 use super::recorder::Recorder;
 use crate::driver::{Consumer, Driver, DriverError, Producer, TrySendError};
@@ -21,15 +22,11 @@ pub const DRAIN_QUIET: Duration = Duration::from_millis(1000);
 pub const DRAIN_MAX: Duration = Duration::from_secs(15);
 /// How long a failed connection waits before the driver tries again.
 const RETRY: Duration = Duration::from_millis(200);
+/// Messages handed over at a time when sending as fast as possible.
+const BATCH: u64 = 64;
 
-/// The wall clock in ns since the Unix epoch (vDSO, about 25 ns).
-#[inline]
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+/// The system wall clock in ns since the Unix epoch (off the hot path).
+pub use super::clock::system_now_ns as now_ns;
 
 /// What tasks send to the worker's aggregator.
 #[derive(Debug)]
@@ -61,25 +58,33 @@ pub struct Control {
     pub reports: mpsc::UnboundedSender<Report>,
 }
 
-/// Shared shape of both tasks' report flushing.
+/// Ships a task's recorder every [`FLUSH_EVERY`], timed by the task's own clock reading
+/// (no extra clock read per message), and re-anchors that clock each time.
 struct Flusher {
-    next: tokio::time::Instant,
+    next_ns: i64,
 }
 
 impl Flusher {
-    fn new() -> Self {
+    fn new(clock: &WallClock) -> Self {
         Self {
-            next: tokio::time::Instant::now() + FLUSH_EVERY,
+            next_ns: clock.now_ns() + FLUSH_EVERY.as_nanos() as i64,
         }
     }
 
     #[inline]
-    fn due(&mut self, recorder: &mut Recorder, reports: &mpsc::UnboundedSender<Report>) {
-        let now = tokio::time::Instant::now();
-        if now >= self.next {
-            self.next = now + FLUSH_EVERY;
-            let _ = reports.send(Report::Interval(recorder.take()));
+    fn due(
+        &mut self,
+        now_ns: i64,
+        clock: &mut WallClock,
+        recorder: &mut Recorder,
+        reports: &mpsc::UnboundedSender<Report>,
+    ) {
+        if now_ns < self.next_ns {
+            return;
         }
+        clock.anchor();
+        self.next_ns = clock.now_ns() + FLUSH_EVERY.as_nanos() as i64;
+        let _ = reports.send(Report::Interval(recorder.take()));
     }
 }
 
@@ -163,7 +168,6 @@ pub async fn producer<D: Driver>(
         );
         let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
         let mut bodies = Bodies::new(spec.size, u64::from(plan.id) + 1);
-        let mut flusher = Flusher::new();
         let wall_to_tokio = |ns: i64| {
             let d = ns - now_ns();
             tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
@@ -180,20 +184,27 @@ pub async fn producer<D: Driver>(
                 r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); },
             }
         }
+        let mut clock = WallClock::default();
+        let mut flusher = Flusher::new(&clock);
         'run: loop {
             if control.stop.is_cancelled() || control.abort.is_cancelled() {
                 break;
             }
-            let now = now_ns();
+            let now = clock.now_ns();
             if schedule.finished_at(now, seq) {
                 break;
             }
-            let due = schedule.due_until(now);
-            let mut full = false;
-            // Send every due message as one batch; at full speed, a batch at a time.
-            let batch_end = if schedule.paced() { due } else { seq + 64 };
+            // Send every due message as one batch (at full speed, a batch at a time), but
+            // never more than the client takes: no payload is built in vain.
+            let due = if schedule.paced() {
+                schedule.due_until(now)
+            } else {
+                seq + BATCH
+            };
+            let room = conn.room() as u64;
+            let batch_end = due.min(seq + room);
             while seq < batch_end {
-                let actual = now_ns();
+                let actual = clock.now_ns();
                 let intended = if schedule.paced() {
                     schedule.intended_ns(seq)
                 } else {
@@ -210,10 +221,7 @@ pub async fn producer<D: Driver>(
                         recorder.sent(actual - intended, intended >= warmup_end);
                         seq += 1;
                     }
-                    Err(TrySendError::Full) => {
-                        full = true;
-                        break;
-                    }
+                    Err(TrySendError::Full) => break,
                     Err(TrySendError::Closed(reason)) => {
                         note_error(&mut errors, &DriverError::Sut(reason));
                         recorder.counters.errors += 1;
@@ -221,13 +229,21 @@ pub async fn producer<D: Driver>(
                     }
                 }
             }
-            flusher.due(&mut recorder, &control.reports);
-            if full || !schedule.paced() {
-                // Let the connection write out what is queued, then carry on at once.
+            flusher.due(now, &mut clock, &mut recorder, &control.reports);
+            if seq < due || !schedule.paced() {
+                // Behind, or at full speed: let the connection write until a batch fits.
+                let drained = async {
+                    loop {
+                        conn.drive().await?;
+                        if conn.room() >= BATCH as usize {
+                            return Ok::<(), DriverError>(());
+                        }
+                    }
+                };
                 tokio::select! {
                     biased;
                     _ = control.abort.cancelled() => break,
-                    r = conn.drive() => if let Err(e) = r {
+                    r = drained => if let Err(e) = r {
                         recorder.counters.errors += 1;
                         note_error(&mut errors, &e);
                         tokio::time::sleep(RETRY).await;
@@ -274,6 +290,62 @@ pub async fn producer<D: Driver>(
     conn.close().await;
 }
 
+/// Messages a consumer takes between two looks at its stop and abort signals.
+const RECV_BATCH: usize = 256;
+
+/// A consumer's measurement state.
+struct Receiving {
+    recorder: Recorder,
+    accounting: Accounting,
+    errors: BTreeMap<String, u64>,
+    clock: WallClock,
+    flusher: Flusher,
+    warmup_ns: i64,
+    /// Known once the run starts; read from the watch (a lock) only until then.
+    start_ns: Option<i64>,
+    start: watch::Receiver<Option<i64>>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Receiving {
+    #[inline]
+    async fn on(&mut self, event: Result<Option<bytes::Bytes>, DriverError>) {
+        let now = self.clock.now_ns();
+        match event {
+            Ok(Some(payload)) => match PayloadHeader::read(&payload) {
+                Ok(h) => {
+                    match self.accounting.record(h.producer, h.sequence) {
+                        Seen::Duplicate => self.recorder.counters.duplicated += 1,
+                        Seen::OutOfOrder => self.recorder.counters.out_of_order += 1,
+                        Seen::Foreign => {
+                            self.recorder.counters.foreign += 1;
+                            return;
+                        }
+                        Seen::New => {}
+                    }
+                    if self.start_ns.is_none() {
+                        self.start_ns = *self.start.borrow();
+                    }
+                    let measured = self
+                        .start_ns
+                        .is_some_and(|s| h.intended_ns >= s.saturating_add(self.warmup_ns));
+                    self.recorder
+                        .received(now - h.intended_ns, now - h.actual_ns, measured);
+                }
+                Err(_) => self.recorder.counters.foreign += 1,
+            },
+            Ok(None) => {}
+            Err(e) => {
+                self.recorder.counters.errors += 1;
+                note_error(&mut self.errors, &e);
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+        self.flusher
+            .due(now, &mut self.clock, &mut self.recorder, &self.reports);
+    }
+}
+
 /// Connects and subscribes, reports ready, then receives until drained after a stop.
 pub async fn consumer<D: Driver>(
     driver: D,
@@ -292,73 +364,53 @@ pub async fn consumer<D: Driver>(
             return;
         }
     };
-    let mut recorder = Recorder::default();
-    let mut accounting = Accounting::new(plan.id, spec.producers);
-    let mut errors = BTreeMap::new();
-    let mut flusher = Flusher::new();
-    let warmup_ns = spec.warmup_ms as i64 * 1_000_000;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
-    // Known once the run starts; read from the watch (a lock) only until then.
-    let mut start_ns: Option<i64> = None;
-    loop {
-        let event = match drain_deadline {
-            None => tokio::select! {
-                biased;
-                _ = control.abort.cancelled() => break,
-                _ = control.stop.cancelled() => {
-                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_MAX);
-                    continue;
-                }
-                r = conn.recv() => r,
-            },
-            Some(deadline) => {
-                let quiet = tokio::time::Instant::now() + DRAIN_QUIET;
-                tokio::select! {
-                    biased;
-                    _ = control.abort.cancelled() => break,
-                    _ = tokio::time::sleep_until(quiet.min(deadline)) => break,
-                    r = conn.recv() => r,
-                }
+    let clock = WallClock::default();
+    let mut rx = Receiving {
+        recorder: Recorder::default(),
+        accounting: Accounting::new(plan.id, spec.producers),
+        errors: BTreeMap::new(),
+        flusher: Flusher::new(&clock),
+        clock,
+        warmup_ns: spec.warmup_ms as i64 * 1_000_000,
+        start_ns: None,
+        start: control.start.clone(),
+        reports: control.reports.clone(),
+    };
+    // Receive in batches; look at stop and abort between batches (and while waiting).
+    let stopped = loop {
+        let batch = async {
+            for _ in 0..RECV_BATCH {
+                let event = conn.recv().await;
+                rx.on(event).await;
             }
         };
-        match event {
-            Ok(Some(payload)) => {
-                let now = now_ns();
-                match PayloadHeader::read(&payload) {
-                    Ok(h) => {
-                        match accounting.record(h.producer, h.sequence) {
-                            Seen::Duplicate => recorder.counters.duplicated += 1,
-                            Seen::OutOfOrder => recorder.counters.out_of_order += 1,
-                            Seen::Foreign => {
-                                recorder.counters.foreign += 1;
-                                continue;
-                            }
-                            Seen::New => {}
-                        }
-                        if start_ns.is_none() {
-                            start_ns = *control.start.borrow();
-                        }
-                        let measured =
-                            start_ns.is_some_and(|s| h.intended_ns >= s.saturating_add(warmup_ns));
-                        recorder.received(now - h.intended_ns, now - h.actual_ns, measured);
-                    }
-                    Err(_) => recorder.counters.foreign += 1,
-                }
-                flusher.due(&mut recorder, &control.reports);
-            }
-            Ok(None) => flusher.due(&mut recorder, &control.reports),
-            Err(e) => {
-                recorder.counters.errors += 1;
-                note_error(&mut errors, &e);
-                tokio::time::sleep(RETRY).await;
+        tokio::select! {
+            biased;
+            _ = control.abort.cancelled() => break false,
+            _ = control.stop.cancelled() => break true,
+            _ = batch => {}
+        }
+    };
+    // Drain: until nothing arrived for a while, or the drain limit.
+    if stopped {
+        let deadline = tokio::time::Instant::now() + DRAIN_MAX;
+        loop {
+            tokio::select! {
+                biased;
+                _ = control.abort.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+                r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
+                    Ok(event) => rx.on(event).await,
+                    Err(_) => break,
+                },
             }
         }
     }
     let _ = control.reports.send(Report::Final(Final {
-        recorder,
+        recorder: rx.recorder,
         sent: None,
-        deliveries: accounting.deliveries(),
-        errors,
+        deliveries: rx.accounting.deliveries(),
+        errors: rx.errors,
         producer: false,
     }));
     conn.close().await;
