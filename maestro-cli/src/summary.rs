@@ -290,7 +290,7 @@ pub fn progress_line(
     let (second, b) = secs.range(..=current).next_back()?;
     let r = Percentiles::of(&b.latencies.response);
     Some(format!(
-        "[{second:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  outstanding {}",
+        "[{second:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  lost/in-flight {}",
         b.counters.sent,
         b.counters.received,
         crate::report::micros(r.p50 as i64),

@@ -348,3 +348,61 @@ fn stop_ends_a_run_early_with_its_results() {
     let stats = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
     assert!(stats.stdout.contains("\"idle\""), "{}", stats.stdout);
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_still_writes_its_results() {
+    let c = Cluster::start(1);
+    let sut = TestBroker::start(&[]).unwrap();
+    let results = c.results.to_str().unwrap().to_owned();
+    let sut_url = format!("mqtt://127.0.0.1:{}/x", sut.port);
+    let url = c.broker.url();
+    let child = std::process::Command::new(maestro_testkit::binary("maestro-cli").unwrap())
+        .args([
+            "-m",
+            &url,
+            "--cluster",
+            &c.cluster,
+            "start",
+            "--sut",
+            &sut_url,
+        ])
+        .args([
+            "--rate",
+            "500",
+            "--duration",
+            "60s",
+            "--results",
+            &results,
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = wait_for(Duration::from_secs(20), || {
+        c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .stdout
+            .contains("\"running\"")
+    });
+    assert!(running);
+    std::thread::sleep(Duration::from_millis(500));
+    maestro_testkit::signal_pid(child.id(), signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["interrupted"], true, "{s:#}");
+    assert!(u(&s, "sent") > 0, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "a graceful stop drains: {s:#}");
+    assert!(
+        c.results
+            .join(s["run_id"].as_str().unwrap())
+            .join("summary.json")
+            .exists()
+    );
+}

@@ -16,6 +16,16 @@ pub mod signal {
     pub use libc::{SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
 }
 
+/// Sends `signal` to a process this test started (and has not reaped).
+pub fn signal_pid(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).unwrap_or(i32::MAX);
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -158,12 +168,7 @@ impl Proc {
     /// Sends a signal (for example `libc::SIGKILL`, `libc::SIGSTOP`).
     pub fn signal(&self, signal: i32) {
         // A pid we started and have not reaped yet: it is ours.
-        let pid = i32::try_from(self.child.id()).unwrap_or(i32::MAX);
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, signal);
-        }
+        signal_pid(self.child.id(), signal);
     }
 
     /// Waits for the process to exit, up to `timeout`; returns its exit code.
@@ -262,7 +267,7 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> Result<CliRun> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
     // Read the pipes while the child runs, so a large output cannot block it.
     std::thread::spawn(move || {
@@ -271,12 +276,8 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> Result<CliRun> {
     let out = match rx.recv_timeout(timeout) {
         Ok(out) => out?,
         Err(_) => {
-            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped
-            // until the thread above finishes waiting, so the pid is still ours.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // The child is not reaped until the thread above finishes waiting: still ours.
+            signal_pid(pid, libc::SIGKILL);
             bail!("maestro-cli {args:?} did not finish within {timeout:?}");
         }
     };
