@@ -127,8 +127,15 @@ pub fn new_run_id() -> RunId {
 }
 
 /// Splits a spec over workers: producer i and consumer j go to workers round robin, to
-/// topics round robin; rates and counts are split evenly (counts exactly).
-pub fn split(spec: &TestSpec, run: &RunId, workers: &[PeerId]) -> BTreeMap<PeerId, Configure> {
+/// topics round robin; rates and counts are split evenly (counts exactly). When the
+/// protocol's consumers of a topic `compete` (one AMQP queue, one Kafka group per topic),
+/// they share one subscription; otherwise each consumer is its own (fan-out).
+pub fn split(
+    spec: &TestSpec,
+    run: &RunId,
+    workers: &[PeerId],
+    compete: bool,
+) -> BTreeMap<PeerId, Configure> {
     let mut out: BTreeMap<PeerId, Configure> = BTreeMap::new();
     let n = workers.len().max(1);
     for i in 0..spec.producers {
@@ -155,6 +162,7 @@ pub fn split(spec: &TestSpec, run: &RunId, workers: &[PeerId]) -> BTreeMap<PeerI
             .push(ConsumerPlan {
                 id: j,
                 topic: j % spec.topics,
+                subscription: if compete { j % spec.topics } else { j },
             });
     }
     out
@@ -214,15 +222,8 @@ pub async fn run_test(
     spec.validate()
         .map_err(|e| StartError::Spec(e.to_string()))?;
     let run = new_run_id();
-    if spec.sut.starts_with("mqtt://") {
-        maestro_worker::driver::mqtt::MqttDriver::from_url(&spec.sut, &run)
-            .map_err(|e| StartError::Spec(e.to_string()))?;
-    } else {
-        return Err(StartError::Spec(format!(
-            "SUT {:?}: only mqtt:// is supported so far",
-            spec.sut
-        )));
-    }
+    let compete = maestro_worker::driver::consumers_compete(&spec.sut, &run)
+        .map_err(|e| StartError::Spec(e.to_string()))?;
 
     // 1. The workers, and their shares.
     let target = match &options.group {
@@ -247,7 +248,7 @@ pub async fn run_test(
         return Err(StartError::NoWorkers(whom));
     }
     let ids: Vec<PeerId> = workers.iter().map(|w| w.0.clone()).collect();
-    let shares = split(&spec, &run, &ids);
+    let shares = split(&spec, &run, &ids, compete);
     let names: BTreeMap<PeerId, String> = workers.iter().cloned().collect();
     let participants: Vec<PeerId> = shares.keys().cloned().collect();
     tracing::info!(run = %run, workers = participants.len(), "configuring");
@@ -622,7 +623,7 @@ mod tests {
             .iter()
             .map(|s| PeerId::new(*s).unwrap())
             .collect();
-        let s = split(&spec, &run, &w);
+        let s = split(&spec, &run, &w, false);
         let a = &s[&w[0]];
         let b = &s[&w[1]];
         assert_eq!(a.producers.iter().map(|p| p.id).collect::<Vec<_>>(), [0, 2]);
@@ -649,5 +650,21 @@ mod tests {
             [(1, 1), (3, 1)]
         );
         assert!((a.producers[0].rate - 333.333).abs() < 0.01);
+        assert_eq!(
+            a.consumers
+                .iter()
+                .map(|c| c.subscription)
+                .collect::<Vec<_>>(),
+            [0, 2]
+        );
+        let s = split(&spec, &run, &w, true);
+        assert_eq!(
+            s[&w[0]]
+                .consumers
+                .iter()
+                .map(|c| c.subscription)
+                .collect::<Vec<_>>(),
+            [0, 0]
+        );
     }
 }

@@ -125,8 +125,11 @@ pub struct Collected {
     pub interrupted: bool,
 }
 
-/// Exact delivery accounting over all results: each consumer expects every message sent
-/// to its topic; what it did not receive is lost.
+/// Delivery accounting over all results: every subscription expects every message sent to
+/// its topic; what none of its consumers received is lost. With one consumer per
+/// subscription (fan-out) this is exact; with competing consumers it counts each
+/// consumer's distinct messages, so a message redelivered to a second consumer of the
+/// same subscription (after a failure) would hide a loss of equal size.
 pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
     let mut sent_per_topic: BTreeMap<u32, u64> = BTreeMap::new();
     for r in results.values() {
@@ -134,18 +137,27 @@ pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
             *sent_per_topic.entry(s.topic).or_default() += s.sent;
         }
     }
-    let mut unique: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut unique_per_consumer: BTreeMap<u32, u64> = BTreeMap::new();
     for r in results.values() {
         for d in &r.deliveries {
-            *unique.entry(d.consumer).or_default() += d.unique;
+            *unique_per_consumer.entry(d.consumer).or_default() += d.unique;
         }
     }
-    results
-        .values()
-        .flat_map(|r| &r.consumers)
-        .map(|c| {
-            let expected = sent_per_topic.get(&c.topic).copied().unwrap_or(0);
-            expected.saturating_sub(unique.get(&c.id).copied().unwrap_or(0))
+    // (topic, subscription) -> distinct messages received by its consumers.
+    let mut per_subscription: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for c in results.values().flat_map(|r| &r.consumers) {
+        *per_subscription
+            .entry((c.topic, c.subscription))
+            .or_default() += unique_per_consumer.get(&c.id).copied().unwrap_or(0);
+    }
+    per_subscription
+        .iter()
+        .map(|((topic, _), received)| {
+            sent_per_topic
+                .get(topic)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(*received)
         })
         .sum()
 }
@@ -430,7 +442,11 @@ mod tests {
                     errors: 0,
                 }],
                 vec![d(0, 0, 100), d(0, 1, 50)],
-                vec![ConsumerPlan { id: 0, topic: 0 }],
+                vec![ConsumerPlan {
+                    id: 0,
+                    topic: 0,
+                    subscription: 0,
+                }],
             ),
         );
         results.insert(
@@ -444,9 +460,48 @@ mod tests {
                     errors: 0,
                 }],
                 vec![d(1, 0, 100), d(1, 1, 47)],
-                vec![ConsumerPlan { id: 1, topic: 0 }],
+                vec![ConsumerPlan {
+                    id: 1,
+                    topic: 0,
+                    subscription: 1,
+                }],
             ),
         );
         assert_eq!(lost(&results), 3);
+        // Competing consumers: both in subscription 0 share the 150 messages.
+        let d = |consumer, producer, unique| Delivery {
+            consumer,
+            producer,
+            unique,
+            duplicated: 0,
+            out_of_order: 0,
+        };
+        let mut competing = BTreeMap::new();
+        competing.insert(
+            PeerId::new("w1").unwrap(),
+            result(
+                "w1",
+                vec![Sent {
+                    producer: 0,
+                    topic: 0,
+                    sent: 150,
+                    errors: 0,
+                }],
+                vec![d(0, 0, 80), d(1, 0, 68)],
+                vec![
+                    ConsumerPlan {
+                        id: 0,
+                        topic: 0,
+                        subscription: 0,
+                    },
+                    ConsumerPlan {
+                        id: 1,
+                        topic: 0,
+                        subscription: 0,
+                    },
+                ],
+            ),
+        );
+        assert_eq!(lost(&competing), 2);
     }
 }

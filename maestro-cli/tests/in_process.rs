@@ -201,7 +201,11 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
                 rate: 200.0,
                 count: None,
             }],
-            consumers: vec![ConsumerPlan { id: 0, topic: 0 }],
+            consumers: vec![ConsumerPlan {
+                id: 0,
+                topic: 0,
+                subscription: 0,
+            }],
         })
     };
     let a = RunId::new("run-a").unwrap();

@@ -373,8 +373,19 @@ fn bench_e2e(mq: &Mosquitto) {
         let (pd, cd) = (driver.clone(), driver);
         let (ps, cs) = (spec.clone(), spec);
         let (pc, cc) = (e.control.clone(), e.control.clone());
-        let cons =
-            on_thread(move || tasks::consumer(cd, ConsumerPlan { id: 0, topic: 0 }, cs, ctx, cc));
+        let cons = on_thread(move || {
+            tasks::consumer(
+                cd,
+                ConsumerPlan {
+                    id: 0,
+                    topic: 0,
+                    subscription: 0,
+                },
+                cs,
+                ctx,
+                cc,
+            )
+        });
         crx.blocking_recv().unwrap().unwrap();
         let plan = ProducerPlan {
             id: 0,

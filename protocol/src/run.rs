@@ -191,6 +191,9 @@ pub struct ProducerPlan {
 pub struct ConsumerPlan {
     pub id: u32,
     pub topic: u32,
+    /// Consumers of one subscription share the topic's messages (an AMQP queue, a Kafka
+    /// consumer group); every subscription expects every message of its topic.
+    pub subscription: u32,
 }
 
 /// Everything one worker needs for a run.

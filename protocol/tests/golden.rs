@@ -186,7 +186,11 @@ fn samples() -> Vec<(&'static str, Note)> {
                         duplicated: 1,
                         out_of_order: 2,
                     }],
-                    consumers: vec![ConsumerPlan { id: 0, topic: 0 }],
+                    consumers: vec![ConsumerPlan {
+                        id: 0,
+                        topic: 0,
+                        subscription: 0,
+                    }],
                     errors: vec![ErrorCount {
                         message: "connection reset".into(),
                         count: 1,
@@ -248,7 +252,11 @@ fn configure() -> Configure {
             rate: 2500.0,
             count: None,
         }],
-        consumers: vec![ConsumerPlan { id: 1, topic: 1 }],
+        consumers: vec![ConsumerPlan {
+            id: 1,
+            topic: 1,
+            subscription: 1,
+        }],
     }
 }
 

@@ -179,7 +179,14 @@ fn run_body() -> impl Strategy<Value = Body> {
             rate,
             count,
         });
-    let consumer = (any::<u32>(), any::<u32>()).prop_map(|(id, topic)| ConsumerPlan { id, topic });
+    let consumer =
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(id, topic, subscription)| {
+            ConsumerPlan {
+                id,
+                topic,
+                subscription,
+            }
+        });
     let delivery = prop::array::uniform5(any::<u32>()).prop_map(|d| Delivery {
         consumer: d[0],
         producer: d[1],

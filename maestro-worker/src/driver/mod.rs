@@ -4,6 +4,18 @@
 
 pub mod mqtt;
 
+/// Checks a SUT URL and says whether consumers of one topic compete for its messages
+/// (true for one queue or consumer group per topic) or each get every message (MQTT).
+pub fn consumers_compete(sut: &str, run: &maestro_protocol::RunId) -> Result<bool, DriverError> {
+    match sut.split("://").next().unwrap_or_default() {
+        "mqtt" => mqtt::MqttDriver::from_url(sut, run).map(|_| false),
+        other => Err(DriverError::Url {
+            url: mqtt::redact(sut),
+            reason: format!("scheme {other:?} is not supported (supported: mqtt)"),
+        }),
+    }
+}
+
 use bytes::Bytes;
 use maestro_protocol::{ConsumerPlan, ProducerPlan};
 use std::future::Future;
