@@ -349,7 +349,12 @@ pub async fn run_test(
     let mut live: Vec<PeerId> = participants.clone();
     let mut active: BTreeMap<PeerId, u32> = BTreeMap::new();
     let mut results_early: Vec<Note> = Vec::new();
-    let fanout = f64::from(spec.consumers) / f64::from(spec.topics);
+    // Copies each message should reach: one per subscription.
+    let fanout = if compete {
+        f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
+    } else {
+        f64::from(spec.consumers) / f64::from(spec.topics)
+    };
     let mut next_progress = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut sent_total = 0u64;
     let mut received_total = 0u64;

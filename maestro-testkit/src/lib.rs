@@ -424,3 +424,80 @@ impl Subscriber {
         self.proc.pid()
     }
 }
+
+/// A system under test started by one of the project's scripts (`scripts/sut/<name>`):
+/// `rabbitmq` or `tansu`. Stopped (by the script, by PID) on drop. Fails loudly when the
+/// broker is not installed or does not come up: tests never skip silently.
+#[derive(Debug)]
+pub struct ScriptedSut {
+    script: PathBuf,
+    dir: PathBuf,
+    /// The SUT's base URL, for example `amqp://guest:guest@127.0.0.1:PORT/%2f`.
+    pub url: String,
+    pub pid: u32,
+}
+
+impl ScriptedSut {
+    pub fn rabbitmq() -> Result<Self> {
+        Self::start("rabbitmq")
+    }
+
+    pub fn tansu() -> Result<Self> {
+        Self::start("tansu")
+    }
+
+    fn start(name: &str) -> Result<Self> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts/sut")
+            .join(name);
+        let dir = std::env::temp_dir().join(format!("maestro-{name}-{}", uuid_hex()));
+        std::fs::create_dir_all(&dir)?;
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("ready "))
+            .with_context(|| {
+                format!(
+                    "{name} did not start ({}):\n{}{}",
+                    out.status,
+                    stdout,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        let mut parts = line.split_whitespace().skip(1);
+        let url = parts.next().context("no URL")?.to_owned();
+        let pid = parts
+            .next()
+            .and_then(|p| p.strip_prefix("pid="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        Ok(Self {
+            script,
+            dir,
+            url,
+            pid,
+        })
+    }
+
+    /// Stops the SUT now (to test a broker that goes away mid-run).
+    pub fn stop(&self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+impl Drop for ScriptedSut {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

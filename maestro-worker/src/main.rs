@@ -15,7 +15,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    maestro_control::init_tracing("info,rumqttc=warn");
+    maestro_control::init_tracing("info,rumqttc=warn,lapin=off,rdkafka=warn");
     let args = Args::parse();
     maestro_control::daemon_main(
         args.peer,

@@ -2,6 +2,8 @@
 //! test; the engine paces, stamps and measures. Drivers are chosen by the SUT URL's scheme
 //! and dispatched statically (no boxing on the hot path).
 
+pub mod amqp;
+pub mod kafka;
 pub mod mqtt;
 
 /// Checks a SUT URL and says whether consumers of one topic compete for its messages
@@ -9,9 +11,11 @@ pub mod mqtt;
 pub fn consumers_compete(sut: &str, run: &maestro_protocol::RunId) -> Result<bool, DriverError> {
     match sut.split("://").next().unwrap_or_default() {
         "mqtt" => mqtt::MqttDriver::from_url(sut, run).map(|_| false),
+        "amqp" => amqp::AmqpDriver::from_url(sut, run).map(|d| d.consumers_compete()),
+        "kafka" => kafka::KafkaDriver::from_url(sut, run, 1).map(|_| true),
         other => Err(DriverError::Url {
             url: mqtt::redact(sut),
-            reason: format!("scheme {other:?} is not supported (supported: mqtt)"),
+            reason: format!("scheme {other:?} is not supported (supported: mqtt, amqp, kafka)"),
         }),
     }
 }

@@ -12,6 +12,8 @@ pub mod pacing;
 pub mod recorder;
 pub mod tasks;
 
+use crate::driver::amqp::AmqpDriver;
+use crate::driver::kafka::KafkaDriver;
 use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
@@ -30,6 +32,13 @@ use tracing::{info, warn};
 
 /// How long connecting every producer and consumer to the SUT may take.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The drivers, chosen by the SUT URL's scheme.
+enum AnyDriver {
+    Mqtt(MqttDriver),
+    Amqp(AmqpDriver),
+    Kafka(KafkaDriver),
+}
 
 /// Threads that run producers and consumers, one single-threaded runtime each.
 #[derive(Debug)]
@@ -151,15 +160,27 @@ impl Engine {
             return Some(error(ErrorCode::InvalidSpec, e.to_string()));
         }
         let scheme = c.spec.sut.split("://").next().unwrap_or_default();
+        let invalid = |e: DriverError| Some(error(ErrorCode::InvalidSpec, e.to_string()));
         let driver = match scheme {
             "mqtt" => match MqttDriver::from_url(&c.spec.sut, &c.run) {
-                Ok(d) => d,
-                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+                Ok(d) => AnyDriver::Mqtt(d),
+                Err(e) => return invalid(e),
             },
+            "amqp" => match AmqpDriver::from_url(&c.spec.sut, &c.run) {
+                Ok(d) => AnyDriver::Amqp(d),
+                Err(e) => return invalid(e),
+            },
+            "kafka" => {
+                let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
+                match KafkaDriver::from_url(&c.spec.sut, &c.run, per_topic) {
+                    Ok(d) => AnyDriver::Kafka(d),
+                    Err(e) => return invalid(e),
+                }
+            }
             other => {
                 return Some(error(
                     ErrorCode::InvalidSpec,
-                    format!("SUT scheme {other:?} is not supported (supported: mqtt)"),
+                    format!("SUT scheme {other:?} is not supported (supported: mqtt, amqp, kafka)"),
                 ));
             }
         };
@@ -175,10 +196,12 @@ impl Engine {
         inner.state = PeerState::Configured;
         drop(inner);
         info!(run = %c.run, producers = c.producers.len(), consumers = c.consumers.len(), sut = %crate::driver::mqtt::redact(&c.spec.sut), "configuring");
-        tokio::spawn(
-            self.clone()
-                .run(driver, c.clone(), control_template, reply, outbox.clone()),
-        );
+        let (engine, c, outbox) = (self.clone(), c.clone(), outbox.clone());
+        match driver {
+            AnyDriver::Mqtt(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
+            AnyDriver::Amqp(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
+            AnyDriver::Kafka(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
+        };
         None
     }
 

@@ -1,0 +1,673 @@
+//! AMQP 0-9-1 with lapin.
+//!
+//! `amqp://[user:pass@]host[:port][/vhost][?options]`; vhost `%2f` (the default) is `/`.
+//! Options:
+//! - `exchange` (default: the default exchange, routing by queue name), `exchange_type`
+//!   (direct, fanout, topic, headers; default direct), `routing_key` (default: the topic);
+//! - `queue` (queue-name prefix, default `maestro`), `durable` (default false),
+//!   `persistent` (delivery mode 2, default false);
+//! - `confirms` (publisher confirms, default false), `confirm_window` (unconfirmed
+//!   publishes in flight, default 1000), `mandatory` (default false);
+//! - `prefetch` (default 1000), `ack` (`auto` or `manual`, default auto), `ack_batch`
+//!   (manual acks: one `multiple` ack per this many deliveries, default 100);
+//! - `fanout` (each consumer gets its own queue bound to the exchange, so every consumer
+//!   gets every message; default false: one queue per topic, consumers compete);
+//! - `keep` (keep the exchange and queues after the run; default false: delete them).
+//!
+//! Topic `i` of a run is queue `<queue>.<run-id>.<i>` (or routing key `<run-id>.<i>`
+//! on a named exchange).
+
+use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A batch of publishes under way. Kept in the producer so that a `drive` cancelled
+/// half-way resumes it instead of publishing the batch again.
+type Publishing = Pin<Box<dyn Future<Output = Vec<lapin::Result<lapin::PublisherConfirm>>> + Send>>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a producer may hold before `try_send` reports `Full`.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone)]
+pub struct AmqpDriver {
+    /// The URL for lapin (no query).
+    connect_url: String,
+    /// The URL without password, for messages.
+    url: String,
+    run: RunId,
+    exchange: String,
+    exchange_kind: ExchangeKind,
+    routing_key: Option<String>,
+    queue_prefix: String,
+    durable: bool,
+    persistent: bool,
+    confirms: bool,
+    confirm_window: usize,
+    mandatory: bool,
+    prefetch: u16,
+    ack: Ack,
+    ack_batch: u32,
+    fanout: bool,
+    keep: bool,
+}
+
+impl AmqpDriver {
+    pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
+        let redacted = super::mqtt::redact(raw);
+        let bad = |reason: String| DriverError::Url {
+            url: redacted.clone(),
+            reason,
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "amqp" {
+            return Err(bad(format!("scheme {:?} is not amqp", url.scheme())));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host".into()));
+        }
+        let mut connect = url.clone();
+        connect.set_query(None);
+        let mut d = AmqpDriver {
+            connect_url: connect.to_string(),
+            url: redacted.clone(),
+            run: run.clone(),
+            exchange: String::new(),
+            exchange_kind: ExchangeKind::Direct,
+            routing_key: None,
+            queue_prefix: "maestro".into(),
+            durable: false,
+            persistent: false,
+            confirms: false,
+            confirm_window: 1000,
+            mandatory: false,
+            prefetch: 1000,
+            ack: Ack::Auto,
+            ack_batch: 100,
+            fanout: false,
+            keep: false,
+        };
+        for (key, value) in url.query_pairs() {
+            let value = value.as_ref();
+            let flag = |v: &str| match v {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(bad(format!("{key}={v:?} is not true or false"))),
+            };
+            let number = |v: &str, max: u64| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| bad(format!("{key}={v:?} is not a number from 1 to {max}")))
+            };
+            match key.as_ref() {
+                "exchange" => d.exchange = value.to_owned(),
+                "exchange_type" => {
+                    d.exchange_kind = match value {
+                        "direct" => ExchangeKind::Direct,
+                        "fanout" => ExchangeKind::Fanout,
+                        "topic" => ExchangeKind::Topic,
+                        "headers" => ExchangeKind::Headers,
+                        other => {
+                            return Err(bad(format!(
+                                "exchange_type={other:?} is not direct, fanout, topic or headers"
+                            )));
+                        }
+                    }
+                }
+                "routing_key" => d.routing_key = Some(value.to_owned()),
+                "queue" => d.queue_prefix = value.to_owned(),
+                "durable" => d.durable = flag(value)?,
+                "persistent" => d.persistent = flag(value)?,
+                "confirms" => d.confirms = flag(value)?,
+                "confirm_window" => d.confirm_window = number(value, 1_000_000)? as usize,
+                "mandatory" => d.mandatory = flag(value)?,
+                "prefetch" => d.prefetch = number(value, u64::from(u16::MAX))? as u16,
+                "ack" => {
+                    d.ack = match value {
+                        "auto" => Ack::Auto,
+                        "manual" => Ack::Manual,
+                        other => return Err(bad(format!("ack={other:?} is not auto or manual"))),
+                    }
+                }
+                "ack_batch" => d.ack_batch = number(value, 1_000_000)? as u32,
+                "fanout" => d.fanout = flag(value)?,
+                "keep" => d.keep = flag(value)?,
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter {other:?} (known: exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep)"
+                    )));
+                }
+            }
+        }
+        if d.fanout && d.exchange.is_empty() {
+            d.exchange = format!("maestro.{run}");
+        }
+        // The broker stops delivering at `prefetch` unacknowledged messages: ack well before.
+        d.ack_batch = d.ack_batch.min((u32::from(d.prefetch) / 2).max(1));
+        Ok(d)
+    }
+
+    /// Consumers of one topic compete unless each has its own queue.
+    pub fn consumers_compete(&self) -> bool {
+        !self.fanout
+    }
+
+    fn routing_key(&self, topic: u32) -> String {
+        match (&self.routing_key, self.exchange.is_empty()) {
+            (Some(k), _) => k.clone(),
+            (None, true) => self.topic_queue(topic),
+            (None, false) => format!("{}.{topic}", self.run),
+        }
+    }
+
+    fn topic_queue(&self, topic: u32) -> String {
+        format!("{}.{}.{topic}", self.queue_prefix, self.run)
+    }
+
+    fn consumer_queue(&self, plan: &ConsumerPlan) -> String {
+        if self.fanout {
+            format!(
+                "{}.{}.{}.c{}",
+                self.queue_prefix, self.run, plan.topic, plan.id
+            )
+        } else {
+            self.topic_queue(plan.topic)
+        }
+    }
+
+    fn unreachable(&self, reason: impl ToString) -> DriverError {
+        DriverError::Unreachable {
+            url: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn channel(&self) -> Result<(Connection, Channel), DriverError> {
+        let connect = async {
+            let conn = Connection::connect(&self.connect_url, ConnectionProperties::default())
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            let channel = conn
+                .create_channel()
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            Ok::<_, DriverError>((conn, channel))
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                self.unreachable(format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"))
+            })?
+    }
+
+    /// Declares the exchange (if named) and, for the queue-per-topic layout, the topic's
+    /// queue, so messages published before a consumer starts are kept.
+    async fn declare(&self, channel: &Channel, topic: u32) -> Result<(), DriverError> {
+        let sut = |e: lapin::Error| self.unreachable(e);
+        if !self.exchange.is_empty() {
+            channel
+                .exchange_declare(
+                    self.exchange.as_str().into(),
+                    self.exchange_kind.clone(),
+                    ExchangeDeclareOptions {
+                        durable: self.durable,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(sut)?;
+        }
+        if !self.fanout {
+            let queue = self.topic_queue(topic);
+            self.declare_queue(channel, &queue).await?;
+            if !self.exchange.is_empty() {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        self.exchange.as_str().into(),
+                        self.routing_key(topic).as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(sut)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<(), DriverError> {
+        channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: self.durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| self.unreachable(e))
+    }
+
+    async fn open_producer(
+        &self,
+        plan: &ProducerPlan,
+    ) -> Result<(Connection, Channel), DriverError> {
+        let (conn, channel) = self.channel().await?;
+        self.declare(&channel, plan.topic).await?;
+        if self.confirms {
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| self.unreachable(e))?;
+        }
+        Ok((conn, channel))
+    }
+
+    async fn open_consumer(
+        &self,
+        plan: &ConsumerPlan,
+    ) -> Result<(Connection, Channel, lapin::Consumer), DriverError> {
+        let (conn, channel) = self.channel().await?;
+        let sut = |e: lapin::Error| self.unreachable(e);
+        self.declare(&channel, plan.topic).await?;
+        let queue = self.consumer_queue(plan);
+        if self.fanout {
+            self.declare_queue(&channel, &queue).await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    self.routing_key(plan.topic).as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(sut)?;
+        }
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(sut)?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                format!("maestro-{}-c{}", self.run, plan.id).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: self.ack == Ack::Auto,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(sut)?;
+        Ok((conn, channel, consumer))
+    }
+}
+
+impl Driver for AmqpDriver {
+    type Producer = AmqpProducer;
+    type Consumer = AmqpConsumer;
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<AmqpProducer, DriverError> {
+        let (conn, channel) = self.open_producer(plan).await?;
+        Ok(AmqpProducer {
+            driver: self.clone(),
+            plan: plan.clone(),
+            conn: Some(conn),
+            channel: Some(channel),
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key(plan.topic),
+            properties: if self.persistent {
+                BasicProperties::default().with_delivery_mode(2)
+            } else {
+                BasicProperties::default()
+            },
+            queue: VecDeque::with_capacity(QUEUE),
+            publishing: None,
+            confirms: VecDeque::new(),
+        })
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<AmqpConsumer, DriverError> {
+        let (conn, channel, consumer) = self.open_consumer(plan).await?;
+        Ok(AmqpConsumer {
+            driver: self.clone(),
+            plan: plan.clone(),
+            conn: Some(conn),
+            channel: Some(channel),
+            consumer: Some(consumer),
+            unacked: 0,
+            last: None,
+        })
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct AmqpProducer {
+    driver: AmqpDriver,
+    plan: ProducerPlan,
+    conn: Option<Connection>,
+    channel: Option<Channel>,
+    exchange: String,
+    routing_key: String,
+    properties: BasicProperties,
+    /// Messages handed over, not yet published.
+    queue: VecDeque<Vec<u8>>,
+    publishing: Option<Publishing>,
+    /// Publishes waiting for their confirm (confirm mode only).
+    confirms: VecDeque<lapin::PublisherConfirm>,
+}
+
+impl AmqpProducer {
+    async fn reconnect(&mut self) -> Result<(), DriverError> {
+        self.channel = None;
+        self.conn = None;
+        let (conn, channel) = self.driver.open_producer(&self.plan).await?;
+        self.conn = Some(conn);
+        self.channel = Some(channel);
+        Ok(())
+    }
+}
+
+impl Producer for AmqpProducer {
+    #[inline]
+    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+        if self.queue.len() >= QUEUE {
+            return Err(TrySendError::Full);
+        }
+        self.queue.push_back(payload);
+        Ok(())
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        QUEUE.saturating_sub(self.queue.len())
+    }
+
+    async fn drive(&mut self) -> Result<(), DriverError> {
+        let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) else {
+            // Lost the channel (queue deleted, connection closed, broker restarted).
+            self.confirms.clear();
+            self.publishing = None;
+            self.reconnect().await?;
+            return Err(DriverError::Sut(
+                "AMQP channel was closed; reconnected".into(),
+            ));
+        };
+        let confirms = self.driver.confirms;
+        let room = if confirms {
+            self.driver
+                .confirm_window
+                .saturating_sub(self.confirms.len())
+        } else {
+            usize::MAX
+        };
+        if self.publishing.is_none() && !self.queue.is_empty() && room > 0 {
+            let batch: Vec<Vec<u8>> = self.queue.drain(..self.queue.len().min(room)).collect();
+            let (channel, exchange, key) = (
+                channel.clone(),
+                self.exchange.clone(),
+                self.routing_key.clone(),
+            );
+            let (properties, mandatory) = (self.properties.clone(), self.driver.mandatory);
+            self.publishing = Some(Box::pin(async move {
+                let mut out = Vec::with_capacity(batch.len());
+                for payload in &batch {
+                    let options = BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    };
+                    out.push(
+                        channel
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                key.as_str().into(),
+                                options,
+                                payload,
+                                properties.clone(),
+                            )
+                            .await,
+                    );
+                }
+                out
+            }));
+        }
+        if let Some(publishing) = self.publishing.as_mut() {
+            let results = publishing.await;
+            self.publishing = None;
+            let mut failure = None;
+            for r in results {
+                match r {
+                    Ok(confirm) if confirms => self.confirms.push_back(confirm),
+                    Ok(_) => {}
+                    Err(e) => failure = Some(DriverError::Sut(e.to_string())),
+                }
+            }
+            return failure.map_or(Ok(()), Err);
+        }
+        if let Some(confirm) = self.confirms.front_mut() {
+            // Awaited in place: a cancelled drive leaves it queued.
+            let outcome = Pin::new(confirm).await;
+            self.confirms.pop_front();
+            return match outcome {
+                Ok(c) if c.is_nack() => {
+                    Err(DriverError::Sut("publish not confirmed (nack)".into()))
+                }
+                Ok(c) => match c.take_message() {
+                    Some(_) => Err(DriverError::Sut(
+                        "message returned as unroutable (mandatory)".into(),
+                    )),
+                    None => Ok(()),
+                },
+                Err(e) => Err(DriverError::Sut(e.to_string())),
+            };
+        }
+        std::future::pending().await
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.publishing.is_none() && self.confirms.is_empty()
+    }
+
+    async fn close(mut self) {
+        if let Some(channel) = self.channel.take()
+            && !self.driver.keep
+            && !self.driver.exchange.is_empty()
+        {
+            let _ = channel
+                .exchange_delete(
+                    self.driver.exchange.as_str().into(),
+                    ExchangeDeleteOptions {
+                        if_unused: true,
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close(200, "maestro run done".into()).await;
+        }
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct AmqpConsumer {
+    driver: AmqpDriver,
+    plan: ConsumerPlan,
+    conn: Option<Connection>,
+    channel: Option<Channel>,
+    consumer: Option<lapin::Consumer>,
+    /// Manual acks: deliveries not acknowledged yet, and the last one's acker.
+    unacked: u32,
+    last: Option<lapin::Acker>,
+}
+
+impl AmqpConsumer {
+    async fn ack_pending(&mut self) {
+        if let Some(acker) = self.last.take() {
+            let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+        }
+        self.unacked = 0;
+    }
+}
+
+impl Consumer for AmqpConsumer {
+    async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
+        let Some(consumer) = self.consumer.as_mut() else {
+            let (conn, channel, consumer) = self.driver.open_consumer(&self.plan).await?;
+            self.conn = Some(conn);
+            self.channel = Some(channel);
+            self.consumer = Some(consumer);
+            self.unacked = 0;
+            self.last = None;
+            return Ok(None);
+        };
+        match consumer.next().await {
+            Some(Ok(delivery)) => {
+                if self.driver.ack == Ack::Manual {
+                    self.unacked += 1;
+                    self.last = Some(delivery.acker);
+                    if self.unacked >= self.driver.ack_batch {
+                        self.ack_pending().await;
+                    }
+                }
+                Ok(Some(Bytes::from(delivery.data)))
+            }
+            Some(Err(e)) => {
+                self.consumer = None;
+                Err(DriverError::Sut(e.to_string()))
+            }
+            None => {
+                // Cancelled by the broker (queue deleted) or the channel closed.
+                self.consumer = None;
+                Err(DriverError::Sut(
+                    "AMQP consumer was cancelled by the broker".into(),
+                ))
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        self.ack_pending().await;
+        // Detach first, so the last consumer of a shared queue finds it unused.
+        if let (Some(channel), Some(consumer)) = (self.channel.as_ref(), self.consumer.take()) {
+            let _ = channel
+                .basic_cancel(
+                    consumer.tag(),
+                    lapin::options::BasicCancelOptions::default(),
+                )
+                .await;
+        }
+        if let Some(channel) = self.channel.take()
+            && !self.driver.keep
+        {
+            let queue = self.driver.consumer_queue(&self.plan);
+            // Only the last consumer of a shared queue deletes it (if_unused).
+            let _ = channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    QueueDeleteOptions {
+                        if_unused: !self.driver.fanout,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            // Whoever leaves last (producer or consumer) removes the exchange.
+            if !self.driver.exchange.is_empty()
+                && let Ok(channel) = match self.conn.as_ref() {
+                    Some(conn) => conn.create_channel().await,
+                    None => Err(lapin::Error::from(
+                        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+                    )),
+                }
+            {
+                let _ = channel
+                    .exchange_delete(
+                        self.driver.exchange.as_str().into(),
+                        ExchangeDeleteOptions {
+                            if_unused: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close(200, "maestro run done".into()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunId {
+        RunId::new("r1").unwrap()
+    }
+
+    #[test]
+    fn options_from_url() {
+        let d = AmqpDriver::from_url(
+            "amqp://u:p@127.0.0.1:5672/%2f?exchange=ex&exchange_type=topic&durable=true&persistent=true&confirms=true&confirm_window=50&prefetch=10&ack=manual&ack_batch=5&mandatory=true",
+            &run(),
+        )
+        .unwrap();
+        assert_eq!(d.connect_url, "amqp://u:p@127.0.0.1:5672/%2f");
+        assert_eq!(
+            d.url,
+            "amqp://u:***@127.0.0.1:5672/%2f?exchange=ex&exchange_type=topic&durable=true&persistent=true&confirms=true&confirm_window=50&prefetch=10&ack=manual&ack_batch=5&mandatory=true"
+        );
+        assert!(d.durable && d.persistent && d.confirms && d.mandatory);
+        assert_eq!(
+            (d.confirm_window, d.prefetch, d.ack, d.ack_batch),
+            (50, 10, Ack::Manual, 5)
+        );
+        let d = AmqpDriver::from_url("amqp://h?prefetch=50&ack=manual", &run()).unwrap();
+        assert_eq!(d.ack_batch, 25, "acks come before the prefetch limit");
+        assert_eq!(d.routing_key(3), "r1.3");
+        assert!(d.consumers_compete());
+        let plain = AmqpDriver::from_url("amqp://h", &run()).unwrap();
+        assert_eq!(plain.routing_key(2), "maestro.r1.2");
+        let fan = AmqpDriver::from_url("amqp://h?fanout=true", &run()).unwrap();
+        assert!(!fan.consumers_compete());
+        assert_eq!(fan.exchange, "maestro.r1");
+    }
+
+    #[test]
+    fn bad_urls_are_named() {
+        for (url, needle) in [
+            ("amqp://h?ack=sometimes", "ack=\"sometimes\""),
+            ("amqp://h?prefetch=0", "prefetch=\"0\""),
+            ("amqp://h?colour=blue", "unknown parameter \"colour\""),
+            ("amqp://h?exchange_type=x", "exchange_type"),
+            ("mqtt://h", "scheme"),
+        ] {
+            let e = AmqpDriver::from_url(url, &run()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+}

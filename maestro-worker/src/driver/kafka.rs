@@ -1,0 +1,474 @@
+//! Kafka with rdkafka (librdkafka, bundled).
+//!
+//! `kafka://host:port[,host:port...][/topic-prefix][?options]`, options:
+//! - `partitions` (for topics the run creates; default: consumers per topic, at least 1);
+//! - `acks` (0, 1, all; default all), `linger` (ms, default 1), `batch_size` (bytes),
+//!   `compression` (none, gzip, snappy, lz4, zstd; default none);
+//! - `group` (consumer group prefix, default `maestro`);
+//! - `key` (none, round_robin, random; default none): round_robin sends message `i` to
+//!   partition `i mod partitions`, random sets a random key;
+//! - any librdkafka property, written with its dots (for example
+//!   `queue.buffering.max.messages=200000`); it goes to producers and consumers alike.
+//!
+//! Topic `i` of a run is `<prefix>-<run-id>-<i>`; it is created with the requested
+//! partitions when missing, and used as it is when it exists. Consumers of one
+//! subscription form one consumer group and read from the earliest offset.
+
+use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use bytes::Bytes;
+use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// librdkafka's local queue limit (and so the producer's room).
+const QUEUE: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    None,
+    RoundRobin,
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaDriver {
+    url: String,
+    bootstrap: String,
+    prefix: String,
+    run: RunId,
+    partitions: i32,
+    group: String,
+    keys: Keys,
+    /// librdkafka properties for producers and consumers.
+    properties: Vec<(String, String)>,
+    producer_properties: Vec<(String, String)>,
+}
+
+impl KafkaDriver {
+    /// `default_partitions`: consumers per topic, so that every consumer of a group gets
+    /// a partition unless the URL says otherwise.
+    pub fn from_url(raw: &str, run: &RunId, default_partitions: u32) -> Result<Self, DriverError> {
+        let bad = |reason: String| DriverError::Url {
+            url: super::mqtt::redact(raw),
+            reason,
+        };
+        let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "kafka" {
+            return Err(bad(format!("scheme {:?} is not kafka", url.scheme())));
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host".into()))?;
+        let prefix = url.path().trim_matches('/');
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(bad(format!(
+                "topic prefix {prefix:?} may only hold letters, digits, '.', '_', '-'"
+            )));
+        }
+        let mut d = KafkaDriver {
+            url: super::mqtt::redact(raw),
+            bootstrap: format!("{host}:{}", url.port().unwrap_or(9092)),
+            prefix: if prefix.is_empty() {
+                "maestro".into()
+            } else {
+                prefix.to_owned()
+            },
+            run: run.clone(),
+            partitions: default_partitions.max(1) as i32,
+            group: "maestro".into(),
+            keys: Keys::None,
+            properties: Vec::new(),
+            producer_properties: vec![
+                ("acks".into(), "all".into()),
+                ("linger.ms".into(), "1".into()),
+                ("queue.buffering.max.messages".into(), QUEUE.to_string()),
+            ],
+        };
+        let mut set_producer = |k: &str, v: &str| {
+            d_set(&mut d.producer_properties, k, v);
+        };
+        let mut pass = Vec::new();
+        for (key, value) in url.query_pairs() {
+            let (key, value) = (key.as_ref(), value.as_ref());
+            match key {
+                "partitions" => {
+                    d.partitions = value
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|p| *p >= 1)
+                        .ok_or_else(|| bad(format!("partitions={value:?} is not a number >= 1")))?
+                }
+                "acks" => match value {
+                    "0" | "1" | "all" | "-1" => set_producer("acks", value),
+                    _ => return Err(bad(format!("acks={value:?} is not 0, 1 or all"))),
+                },
+                "linger" => match value.parse::<u32>() {
+                    Ok(_) => set_producer("linger.ms", value),
+                    Err(_) => return Err(bad(format!("linger={value:?} is not milliseconds"))),
+                },
+                "batch_size" => match value.parse::<u32>() {
+                    Ok(_) => set_producer("batch.size", value),
+                    Err(_) => return Err(bad(format!("batch_size={value:?} is not bytes"))),
+                },
+                "compression" => match value {
+                    "none" | "gzip" | "snappy" | "lz4" | "zstd" => {
+                        set_producer("compression.type", value)
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "compression={value:?} is not none, gzip, snappy, lz4 or zstd"
+                        )));
+                    }
+                },
+                "group" => d.group = value.to_owned(),
+                "key" => {
+                    d.keys = match value {
+                        "none" => Keys::None,
+                        "round_robin" => Keys::RoundRobin,
+                        "random" => Keys::Random,
+                        _ => {
+                            return Err(bad(format!(
+                                "key={value:?} is not none, round_robin or random"
+                            )));
+                        }
+                    }
+                }
+                k if k.contains('.') => pass.push((k.to_owned(), value.to_owned())),
+                other => {
+                    return Err(bad(format!(
+                        "unknown parameter {other:?} (known: partitions, acks, linger, batch_size, compression, group, key, and librdkafka properties with dots)"
+                    )));
+                }
+            }
+        }
+        d.properties = pass;
+        // librdkafka checks property names: find a typo now, not on a worker.
+        d.config(&[])
+            .create::<AdminClient<DefaultClientContext>>()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(d)
+    }
+
+    pub fn topic(&self, i: u32) -> String {
+        format!("{}-{}-{i}", self.prefix, self.run)
+    }
+
+    fn config(&self, extra: &[(String, String)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("socket.nagle.disable", "true")
+            .set("log_level", "3");
+        for (k, v) in self.properties.iter().chain(extra) {
+            c.set(k, v);
+        }
+        c
+    }
+
+    fn unreachable(&self, reason: impl ToString) -> DriverError {
+        DriverError::Unreachable {
+            url: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Creates the topic when missing; an existing topic is used as it is.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), DriverError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.config(&[]).create().map_err(|e| self.unreachable(e))?;
+        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
+        let results = tokio::time::timeout(CONNECT_TIMEOUT, admin.create_topics([&new], &options))
+            .await
+            .map_err(|_| {
+                self.unreachable(format!(
+                    "no answer to CreateTopics within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| self.unreachable(e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(self.unreachable(format!("cannot create topic {t}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn d_set(props: &mut Vec<(String, String)>, k: &str, v: &str) {
+    props.retain(|(key, _)| key != k);
+    props.push((k.to_owned(), v.to_owned()));
+}
+
+/// Counts failed deliveries (reported on librdkafka's thread).
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CountingContext(Arc<Deliveries>);
+
+impl rdkafka::ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.0.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+impl Driver for KafkaDriver {
+    type Producer = KafkaProducer;
+    type Consumer = KafkaConsumer;
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<KafkaProducer, DriverError> {
+        let topic = self.topic(plan.topic);
+        self.ensure_topic(&topic).await?;
+        let context = CountingContext::default();
+        let producer: ThreadedProducer<CountingContext> = self
+            .config(&self.producer_properties)
+            .create_with_context(context.clone())
+            .map_err(|e| self.unreachable(e))?;
+        // Fail fast when the broker does not answer (metadata round trip).
+        let metadata = {
+            let p = producer.clone();
+            let t = topic.clone();
+            tokio::task::spawn_blocking(move || {
+                p.client()
+                    .fetch_metadata(Some(&t), CONNECT_TIMEOUT)
+                    .map(|_| ())
+            })
+        };
+        metadata
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .map_err(|e| self.unreachable(e))?;
+        Ok(KafkaProducer {
+            producer,
+            context,
+            topic,
+            keys: self.keys,
+            partitions: self.partitions,
+            next: 0,
+            rng: fastrand::Rng::new(),
+            reported_failures: 0,
+        })
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<KafkaConsumer, DriverError> {
+        let topic = self.topic(plan.topic);
+        self.ensure_topic(&topic).await?;
+        let group = format!(
+            "{}-{}-{}-{}",
+            self.group, self.run, plan.topic, plan.subscription
+        );
+        let extra = [
+            ("group.id".to_owned(), group),
+            ("auto.offset.reset".to_owned(), "earliest".to_owned()),
+            ("enable.auto.commit".to_owned(), "true".to_owned()),
+            ("session.timeout.ms".to_owned(), "6000".to_owned()),
+            ("fetch.wait.max.ms".to_owned(), "10".to_owned()),
+        ];
+        let consumer: StreamConsumer = self
+            .config(&extra)
+            .create()
+            .map_err(|e| self.unreachable(e))?;
+        consumer
+            .subscribe(&[&topic])
+            .map_err(|e| self.unreachable(e))?;
+        // Wait (briefly) for a partition assignment, so the first messages are not late.
+        let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+        let mut first = None;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+                Ok(Ok(m)) => {
+                    first = m.payload().map(Bytes::copy_from_slice);
+                    break;
+                }
+                Ok(Err(e)) => return Err(self.unreachable(e)),
+                Err(_) => {}
+            }
+            if consumer.assignment().is_ok_and(|a| a.count() > 0)
+                || tokio::time::Instant::now() > deadline
+            {
+                break;
+            }
+        }
+        Ok(KafkaConsumer { consumer, first })
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct KafkaProducer {
+    producer: ThreadedProducer<CountingContext>,
+    context: CountingContext,
+    topic: String,
+    keys: Keys,
+    partitions: i32,
+    next: u64,
+    rng: fastrand::Rng,
+    reported_failures: u64,
+}
+
+impl Producer for KafkaProducer {
+    #[inline]
+    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+        let key = self.rng.u64(..).to_le_bytes();
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).payload(&payload[..]);
+        match self.keys {
+            Keys::None => {}
+            Keys::RoundRobin => {
+                record = record.partition((self.next % self.partitions as u64) as i32)
+            }
+            Keys::Random => record = record.key(&key[..]),
+        }
+        match self.producer.send(record) {
+            Ok(()) => {
+                self.next += 1;
+                Ok(())
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(TrySendError::Full)
+            }
+            Err((e, _)) => Err(TrySendError::Closed(e.to_string())),
+        }
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        QUEUE.saturating_sub(self.producer.in_flight_count().max(0) as usize)
+    }
+
+    async fn drive(&mut self) -> Result<(), DriverError> {
+        // librdkafka sends on its own threads; report failed deliveries, then give it time.
+        let failed = self.context.0.failed.load(Ordering::Relaxed);
+        if failed > self.reported_failures {
+            let n = failed - self.reported_failures;
+            self.reported_failures = failed;
+            let last = self
+                .context
+                .0
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            return Err(DriverError::Sut(format!("{n} deliveries failed: {last}")));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    }
+
+    fn idle(&self) -> bool {
+        self.producer.in_flight_count() == 0
+    }
+
+    async fn close(self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct KafkaConsumer {
+    consumer: StreamConsumer,
+    /// A message received while waiting for the assignment.
+    first: Option<Bytes>,
+}
+
+impl Consumer for KafkaConsumer {
+    async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        match self.consumer.recv().await {
+            Ok(m) => Ok(m.payload().map(Bytes::copy_from_slice)),
+            Err(e) => Err(DriverError::Sut(e.to_string())),
+        }
+    }
+
+    async fn close(self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunId {
+        RunId::new("r1").unwrap()
+    }
+
+    #[test]
+    fn options_from_url() {
+        let d = KafkaDriver::from_url(
+            "kafka://127.0.0.1:9092/bench?partitions=4&acks=1&linger=5&compression=lz4&key=round_robin&queue.buffering.max.ms=7",
+            &run(),
+            2,
+        )
+        .unwrap();
+        assert_eq!(d.bootstrap, "127.0.0.1:9092");
+        assert_eq!(d.partitions, 4);
+        assert_eq!(d.topic(3), "bench-r1-3");
+        assert_eq!(d.keys, Keys::RoundRobin);
+        assert!(d.producer_properties.contains(&("acks".into(), "1".into())));
+        assert!(
+            d.producer_properties
+                .contains(&("compression.type".into(), "lz4".into()))
+        );
+        assert!(
+            d.properties
+                .contains(&("queue.buffering.max.ms".into(), "7".into()))
+        );
+        assert_eq!(
+            KafkaDriver::from_url("kafka://h", &run(), 3)
+                .unwrap()
+                .partitions,
+            3
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_named() {
+        for (url, needle) in [
+            ("kafka://h?acks=2", "acks=\"2\""),
+            ("kafka://h?colour=blue", "unknown parameter \"colour\""),
+            ("kafka://h?no.such.property=1", "no.such.property"),
+            ("kafka://h/a+b", "topic prefix"),
+            ("kafka://h?partitions=0", "partitions"),
+        ] {
+            let e = KafkaDriver::from_url(url, &run(), 1)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+        }
+    }
+}
