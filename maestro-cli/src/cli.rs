@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok; 2 usage error; 3 control broker unreachable; \
-4 peers missing (no reply, offline, error, or none at all); 130 interrupted.";
+4 peers missing (no reply, offline, error, or none at all) or a run degraded; \
+5 SUT unreachable; 130 interrupted.";
 
 /// Controls a maestro cluster through its control broker.
 #[derive(Debug, clap::Parser)]

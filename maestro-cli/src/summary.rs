@@ -205,6 +205,12 @@ pub fn summarize(
             degraded.push(format!("worker {} ({}) sent no result", w.name, w.id));
         }
     }
+    if total.errors > 0 {
+        degraded.push(format!(
+            "the SUT returned {} errors (see error_messages)",
+            total.errors
+        ));
+    }
     let unique: BTreeSet<&String> = degraded.iter().collect();
     let degraded: Vec<String> = unique.into_iter().cloned().collect();
     let per_s = |n: u64| {

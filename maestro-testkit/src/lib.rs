@@ -501,3 +501,101 @@ impl Drop for ScriptedSut {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A control broker and `n` workers in a cluster of their own.
+#[derive(Debug)]
+pub struct Cluster {
+    pub broker: TestBroker,
+    pub cluster: String,
+    pub workers: Vec<Proc>,
+    /// Where this cluster's runs write their results (removed on drop).
+    pub results: std::path::PathBuf,
+}
+
+impl Cluster {
+    /// A control broker and `n` workers named w0, w1, ...; returns once all answer ping.
+    pub fn start(n: usize) -> Self {
+        let broker = TestBroker::start(&[]).expect("test setup");
+        let cluster = unique_cluster();
+        let workers = (0..n)
+            .map(|i| {
+                spawn_peer(
+                    "worker",
+                    &broker.url(),
+                    &cluster,
+                    &["--name", &format!("w{i}")],
+                )
+                .expect("test setup")
+            })
+            .collect();
+        let c = Cluster {
+            cluster: cluster.to_string(),
+            broker,
+            workers,
+            results: std::env::temp_dir().join(format!("maestro-results-{}", cluster)),
+        };
+        let ok = wait_for(Duration::from_secs(15), || {
+            let run = c.cli(
+                &["ping", "-o", "json", "--timeout", "2s"],
+                Duration::from_secs(10),
+            );
+            run.json().ok().and_then(|v| v.as_array().map(|a| a.len())) == Some(n)
+        });
+        assert!(ok, "workers did not come up");
+        c
+    }
+
+    /// Runs `maestro-cli` against this cluster.
+    pub fn cli(&self, args: &[&str], timeout: Duration) -> CliRun {
+        let url = self.broker.url();
+        let mut all = vec!["-m", url.as_str(), "--cluster", self.cluster.as_str()];
+        all.extend_from_slice(args);
+        run_cli(&all, timeout).expect("test setup")
+    }
+
+    /// `maestro-cli start ... -o json` in the background (owned arguments).
+    pub fn run_in_background(&self, sut: &str, args: &[&str]) -> std::thread::JoinHandle<CliRun> {
+        let mut all: Vec<String> = vec![
+            "-m".into(),
+            self.broker.url(),
+            "--cluster".into(),
+            self.cluster.clone(),
+            "start".into(),
+            "--sut".into(),
+            sut.into(),
+            "--results".into(),
+            self.results.to_str().expect("test setup").into(),
+            "-o".into(),
+            "json".into(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        std::thread::spawn(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli(&refs, Duration::from_secs(90)).expect("test setup")
+        })
+    }
+
+    /// `maestro-cli start ... -o json`, returning the run and its summary.
+    pub fn run_test(&self, sut: &str, args: &[&str]) -> (CliRun, serde_json::Value) {
+        let results = self.results.to_str().expect("test setup").to_owned();
+        let mut all = vec![
+            "start",
+            "--sut",
+            sut,
+            "--results",
+            results.as_str(),
+            "-o",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let run = self.cli(&all, Duration::from_secs(90));
+        let summary = run.json().unwrap_or_else(|e| panic!("{e}\n{run:?}"));
+        (run, summary)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.results);
+    }
+}

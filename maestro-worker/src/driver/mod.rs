@@ -34,6 +34,18 @@ pub enum DriverError {
     Sut(String),
 }
 
+impl DriverError {
+    /// The reason alone, without the URL (for messages that name the URL already).
+    pub fn reason(&self) -> String {
+        match self {
+            DriverError::Unreachable { reason, .. } | DriverError::Url { reason, .. } => {
+                reason.clone()
+            }
+            DriverError::Sut(reason) => reason.clone(),
+        }
+    }
+}
+
 /// Why a message could not be handed to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrySendError {

@@ -266,7 +266,7 @@ impl Engine {
         let outcome = tokio::time::timeout(CONFIGURE_TIMEOUT, all_ready).await;
         let failure = match outcome {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
+            Ok(Err(e)) => Some(e.reason()),
             Err(_) => Some(format!(
                 "not every connection to the SUT was ready within {CONFIGURE_TIMEOUT:?}"
             )),

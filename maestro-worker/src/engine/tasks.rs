@@ -400,6 +400,11 @@ pub async fn consumer<D: Driver>(
                 _ = control.abort.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
                 r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
+                    // The SUT is failing: nothing more will drain.
+                    Ok(Err(e)) => {
+                        rx.on(Err(e)).await;
+                        break;
+                    }
                     Ok(event) => rx.on(event).await,
                     Err(_) => break,
                 },

@@ -1,0 +1,236 @@
+//! The same checks for every protocol under test, against real brokers: Mosquitto (MQTT),
+//! RabbitMQ (AMQP 0-9-1) and tansu (Kafka), each a private instance started by the test.
+//!
+//! - counts agree and nothing is lost in the reliable mode (QoS 1, confirms with manual
+//!   acks, acks=all), and latency is recorded for every message received;
+//! - `maestro-cli stop` ends a long run promptly, without loss;
+//! - a bad URL parameter is a usage error naming it, before anything starts;
+//! - an unreachable SUT fails the start fast, naming it;
+//! - the SUT going away mid-run is counted and reported, and the run ends degraded
+//!   instead of hanging.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, Mosquitto, ScriptedSut, free_port, wait_for};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// A running SUT of one protocol.
+enum Sut {
+    Mqtt(Mosquitto),
+    Amqp(ScriptedSut),
+    Kafka(ScriptedSut),
+}
+
+impl Sut {
+    fn start(protocol: &str) -> Self {
+        match protocol {
+            "mqtt" => Sut::Mqtt(Mosquitto::start().unwrap()),
+            "amqp" => Sut::Amqp(ScriptedSut::rabbitmq().unwrap()),
+            "kafka" => Sut::Kafka(ScriptedSut::tansu().unwrap()),
+            other => panic!("no SUT for {other}"),
+        }
+    }
+
+    /// The SUT URL in its reliable mode.
+    fn reliable(&self) -> String {
+        match self {
+            Sut::Mqtt(m) => m.url("conf", "qos=1"),
+            Sut::Amqp(r) => format!(
+                "{}?confirms=true&ack=manual&durable=true&persistent=true",
+                r.url
+            ),
+            Sut::Kafka(t) => format!("{}/conf?acks=all", t.url),
+        }
+    }
+
+    /// The same URL with an unknown parameter.
+    fn with_unknown_parameter(&self) -> String {
+        let url = self.reliable();
+        format!("{url}&colour=blue")
+    }
+
+    /// A URL of this protocol where nothing listens.
+    fn closed(&self) -> String {
+        let port = free_port();
+        match self {
+            Sut::Mqtt(_) => format!("mqtt://127.0.0.1:{port}/x"),
+            Sut::Amqp(_) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            Sut::Kafka(_) => format!("kafka://127.0.0.1:{port}/x"),
+        }
+    }
+
+    /// How many copies of each message the consumers get: MQTT subscribers each get every
+    /// message; AMQP queue and Kafka group consumers share them.
+    fn copies(&self, consumers: u64) -> u64 {
+        match self {
+            Sut::Mqtt(_) => consumers,
+            Sut::Amqp(_) | Sut::Kafka(_) => 1,
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Sut::Mqtt(m) => m.proc.signal(maestro_testkit::signal::SIGKILL),
+            Sut::Amqp(s) | Sut::Kafka(s) => s.stop(),
+        }
+    }
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+fn counts_agree_and_nothing_is_lost(protocol: &str) {
+    let c = Cluster::start(2);
+    let sut = Sut::start(protocol);
+    let (run, s) = c.run_test(
+        &sut.reliable(),
+        &[
+            "--rate",
+            "2000",
+            "--count",
+            "4000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--size",
+            "~300",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 4000, "{s:#}");
+    assert_eq!(u(&s, "received"), 4000 * sut.copies(2), "{s:#}");
+    for field in ["lost", "duplicated", "errors"] {
+        assert_eq!(u(&s, field), 0, "{field}: {s:#}");
+    }
+    assert_eq!(s["degraded"], false, "{s:#}");
+    assert_eq!(
+        u(&s["response_time_us"], "count"),
+        u(&s, "received"),
+        "every message timed"
+    );
+    assert!(
+        u(&s["response_time_us"], "p50") > 0 && u(&s["service_time_us"], "p50") > 0,
+        "{s:#}"
+    );
+    assert_eq!(u(&s["send_lag_us"], "count"), 4000, "{s:#}");
+}
+
+fn stop_is_prompt(protocol: &str) {
+    let c = Cluster::start(1);
+    let sut = Sut::start(protocol);
+    let cli = c.run_in_background(&sut.reliable(), &["--rate", "500", "--duration", "120s"]);
+    let running = wait_for(Duration::from_secs(30), || {
+        c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .stdout
+            .contains("\"running\"")
+    });
+    assert!(running, "never running");
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped_at = Instant::now();
+    assert_eq!(c.cli(&["stop"], Duration::from_secs(10)).code, Some(0));
+    let run = cli.join().unwrap();
+    let took = stopped_at.elapsed();
+    assert!(took < Duration::from_secs(20), "stop took {took:?}");
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    assert!(u(&s, "sent") > 0, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    eprintln!("{protocol}: stop took {took:?}");
+}
+
+fn bad_urls_are_usage_errors(protocol: &str) {
+    let c = Cluster::start(1);
+    let sut = Sut::start(protocol);
+    let run = c.cli(
+        &["start", "--sut", &sut.with_unknown_parameter()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("colour"), "{}", run.stderr);
+    let closed = sut.closed();
+    let t = Instant::now();
+    let run = c.cli(
+        &["start", "--sut", &closed, "--count", "10"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(run.stderr.contains("cannot be reached"), "{}", run.stderr);
+    let host_port = closed
+        .split('@')
+        .next_back()
+        .unwrap()
+        .split('/')
+        .find(|p| p.contains(':'))
+        .unwrap();
+    assert!(
+        run.stderr.contains(host_port),
+        "names the SUT {host_port}: {}",
+        run.stderr
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+fn sut_failure_mid_run_is_reported_not_hung(protocol: &str) {
+    let c = Cluster::start(1);
+    let sut = Sut::start(protocol);
+    let cli = c.run_in_background(&sut.reliable(), &["--rate", "500", "--duration", "6s"]);
+    let running = wait_for(Duration::from_secs(30), || {
+        c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .stdout
+            .contains("\"running\"")
+    });
+    assert!(running, "never running");
+    std::thread::sleep(Duration::from_secs(2));
+    sut.kill();
+    let t = Instant::now();
+    let run = cli.join().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        t.elapsed()
+    );
+    let s = run.json().unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!(run.code, Some(4), "{run:?}");
+    assert_eq!(s["degraded"], true, "{s:#}");
+    assert!(u(&s, "errors") > 0, "{s:#}");
+    assert!(!s["error_messages"].as_array().unwrap().is_empty(), "{s:#}");
+    eprintln!(
+        "{protocol}: {} errors, first: {}",
+        u(&s, "errors"),
+        s["error_messages"][0]
+    );
+}
+
+macro_rules! conformance {
+    ($($protocol:ident),*) => {$(
+        mod $protocol {
+            #[test]
+            fn counts_agree_and_nothing_is_lost() {
+                super::counts_agree_and_nothing_is_lost(stringify!($protocol));
+            }
+            #[test]
+            fn stop_is_prompt() {
+                super::stop_is_prompt(stringify!($protocol));
+            }
+            #[test]
+            fn bad_urls_are_usage_errors() {
+                super::bad_urls_are_usage_errors(stringify!($protocol));
+            }
+            #[test]
+            fn sut_failure_mid_run_is_reported_not_hung() {
+                super::sut_failure_mid_run_is_reported_not_hung(stringify!($protocol));
+            }
+        }
+    )*};
+}
+
+conformance!(mqtt, amqp, kafka);
