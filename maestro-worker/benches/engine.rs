@@ -16,49 +16,22 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
 
-use maestro_protocol::{ConsumerPlan, MessageSize, PayloadHeader, ProducerPlan, RunId, TestSpec};
+use maestro_protocol::{ConsumerPlan, PayloadHeader, ProducerPlan, RunId};
 use maestro_testkit::Mosquitto;
 use maestro_worker::driver::mqtt::MqttDriver;
 use maestro_worker::engine::accounting::Accounting;
 use maestro_worker::engine::clock::WallClock;
 use maestro_worker::engine::recorder::Recorder;
-use maestro_worker::engine::tasks::{self, Control, Report, now_ns};
+use maestro_worker::engine::tasks::{self, now_ns};
 use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
-const SIZE: usize = 256;
-
-/// CPU time of the calling thread, in ns.
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
-/// Runs `f` on its own thread with a current-thread runtime; returns its result and the
-/// thread's CPU time.
-fn on_thread<T, F, M>(make: M) -> std::thread::JoinHandle<(T, Duration)>
-where
-    T: Send + 'static,
-    F: std::future::Future<Output = T> + 'static,
-    M: FnOnce() -> F + Send + 'static,
-{
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let cpu0 = thread_cpu_ns();
-        let out = rt.block_on(make());
-        (out, Duration::from_nanos(thread_cpu_ns() - cpu0))
-    })
-}
+mod common;
+use common::*;
 
 fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
@@ -101,57 +74,6 @@ async fn minimal_publisher(port: u16, topic: String, duration: Duration) -> u64 
     stop.store(true, Ordering::Relaxed);
     publisher.abort();
     sent
-}
-
-fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
-    TestSpec {
-        sut: sut.into(),
-        rate,
-        duration_ms: Some(duration.as_millis() as u64),
-        count: None,
-        warmup_ms: 0,
-        size: MessageSize::Fixed(SIZE as u32),
-        producers: 1,
-        consumers: 1,
-        topics: 1,
-    }
-}
-
-struct Engine {
-    start: watch::Sender<Option<i64>>,
-    control: Control,
-    reports: mpsc::UnboundedReceiver<Report>,
-}
-
-fn engine() -> Engine {
-    let (start, start_rx) = watch::channel(None);
-    let (tx, reports) = mpsc::unbounded_channel();
-    Engine {
-        start,
-        control: Control {
-            start: start_rx,
-            stop: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            reports: tx,
-        },
-        reports,
-    }
-}
-
-/// Drains an engine's reports: (merged recorder, messages the producer sent).
-fn drain(e: &mut Engine) -> (Recorder, u64) {
-    let mut total = Recorder::default();
-    let mut sent = 0;
-    while let Ok(r) = e.reports.try_recv() {
-        match r {
-            Report::Interval(r) => total.merge(&r),
-            Report::Final(f) => {
-                total.merge(&f.recorder);
-                sent += f.sent.map_or(0, |s| s.sent);
-            }
-        }
-    }
-    (total, sent)
 }
 
 /// Maestro's producer task on its own thread; returns (sent, thread CPU, recorder).

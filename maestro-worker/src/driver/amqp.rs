@@ -646,9 +646,9 @@ mod tests {
             (d.confirm_window, d.prefetch, d.ack, d.ack_batch),
             (50, 10, Ack::Manual, 5)
         );
-        let d = AmqpDriver::from_url("amqp://h?prefetch=50&ack=manual", &run()).unwrap();
-        assert_eq!(d.ack_batch, 25, "acks come before the prefetch limit");
         assert_eq!(d.routing_key(3), "r1.3");
+        let small = AmqpDriver::from_url("amqp://h?prefetch=50&ack=manual", &run()).unwrap();
+        assert_eq!(small.ack_batch, 25, "acks come before the prefetch limit");
         assert!(d.consumers_compete());
         let plain = AmqpDriver::from_url("amqp://h", &run()).unwrap();
         assert_eq!(plain.routing_key(2), "maestro.r1.2");

@@ -1,0 +1,176 @@
+//! Helpers shared by the benchmarks: threads with their own runtime and CPU time, and
+//! the engine's producer and consumer tasks driven directly.
+
+#![allow(dead_code)] // each benchmark uses a part
+
+use maestro_protocol::{MessageSize, TestSpec};
+use maestro_worker::engine::recorder::Recorder;
+use maestro_worker::engine::tasks::{Control, Report};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub const SIZE: usize = 256;
+
+/// CPU time of the whole process (all threads, also those that ended), in ns.
+pub fn process_cpu_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // `rest` starts at field 3 (the state), so utime (14) and stime (15) are at 11 and 12.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
+    ticks * 10_000_000 // 100 ticks per second
+}
+
+/// CPU time of the calling thread, in ns.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Runs `f` on its own thread with a current-thread runtime; returns its result and the
+/// thread's CPU time.
+pub fn on_thread<T, F, M>(make: M) -> std::thread::JoinHandle<(T, Duration)>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    M: FnOnce() -> F + Send + 'static,
+{
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cpu0 = thread_cpu_ns();
+        let out = rt.block_on(make());
+        (out, Duration::from_nanos(thread_cpu_ns() - cpu0))
+    })
+}
+
+pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
+    TestSpec {
+        sut: sut.into(),
+        rate,
+        duration_ms: Some(duration.as_millis() as u64),
+        count: None,
+        warmup_ms: 0,
+        size: MessageSize::Fixed(SIZE as u32),
+        producers: 1,
+        consumers: 1,
+        topics: 1,
+    }
+}
+
+pub struct Engine {
+    pub start: watch::Sender<Option<i64>>,
+    pub control: Control,
+    pub reports: mpsc::UnboundedReceiver<Report>,
+}
+
+pub fn engine() -> Engine {
+    let (start, start_rx) = watch::channel(None);
+    let (tx, reports) = mpsc::unbounded_channel();
+    Engine {
+        start,
+        control: Control {
+            start: start_rx,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            reports: tx,
+        },
+        reports,
+    }
+}
+
+/// Drains an engine's reports: (merged recorder, messages the producer sent).
+pub fn drain(e: &mut Engine) -> (Recorder, u64) {
+    let mut total = Recorder::default();
+    let mut sent = 0;
+    while let Ok(r) = e.reports.try_recv() {
+        match r {
+            Report::Interval(r) => total.merge(&r),
+            Report::Final(f) => {
+                total.merge(&f.recorder);
+                sent += f.sent.map_or(0, |s| s.sent);
+            }
+        }
+    }
+    (total, sent)
+}
+
+/// Runs the engine's producer task for `duration` (rate 0: as fast as it goes) on its own
+/// thread; returns (messages sent, recorder).
+pub fn run_producer<D: maestro_worker::driver::Driver>(
+    driver: D,
+    sut: &str,
+    rate: f64,
+    duration: Duration,
+) -> (u64, Recorder) {
+    use maestro_protocol::ProducerPlan;
+    use maestro_worker::engine::tasks::{self, now_ns};
+    let mut e = engine();
+    let control = e.control.clone();
+    let spec = spec(sut, rate, duration);
+    let plan = ProducerPlan {
+        id: 0,
+        topic: 0,
+        rate,
+        count: None,
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let handle = on_thread(move || tasks::producer(driver, plan, spec, ready_tx, control));
+    ready_rx.blocking_recv().unwrap().unwrap();
+    e.start.send_replace(Some(now_ns() + 50_000_000));
+    handle.join().unwrap();
+    let (rec, sent) = drain(&mut e);
+    (sent, rec)
+}
+
+/// Runs one producer and one consumer task (one subscription) on two threads for
+/// `duration`; returns (sent, recorder with the consumer's latencies and counts).
+pub fn run_pair<D: maestro_worker::driver::Driver>(
+    driver: D,
+    sut: &str,
+    rate: f64,
+    duration: Duration,
+) -> (u64, Recorder) {
+    use maestro_protocol::{ConsumerPlan, ProducerPlan};
+    use maestro_worker::engine::tasks::{self, now_ns};
+    let mut e = engine();
+    let spec = spec(sut, rate, duration);
+    let (ptx, prx) = tokio::sync::oneshot::channel();
+    let (ctx, crx) = tokio::sync::oneshot::channel();
+    let (pd, cd) = (driver.clone(), driver);
+    let (ps, cs) = (spec.clone(), spec);
+    let (pc, cc) = (e.control.clone(), e.control.clone());
+    let consumer = ConsumerPlan {
+        id: 0,
+        topic: 0,
+        subscription: 0,
+    };
+    let cons = on_thread(move || tasks::consumer(cd, consumer, cs, ctx, cc));
+    crx.blocking_recv().unwrap().unwrap();
+    let plan = ProducerPlan {
+        id: 0,
+        topic: 0,
+        rate,
+        count: None,
+    };
+    let prod = on_thread(move || tasks::producer(pd, plan, ps, ptx, pc));
+    prx.blocking_recv().unwrap().unwrap();
+    e.start.send_replace(Some(now_ns() + 50_000_000));
+    prod.join().unwrap();
+    e.control.stop.cancel();
+    cons.join().unwrap();
+    let (rec, sent) = drain(&mut e);
+    (sent, rec)
+}

@@ -1,0 +1,192 @@
+//! Benchmarks of the AMQP 0-9-1 and Kafka drivers, against a private RabbitMQ and a private
+//! tansu started by the project's scripts. Figures are ratios against baselines measured
+//! in the same run:
+//!
+//! 1. AMQP publish without confirms: maestro's producer vs a minimal lapin publish loop,
+//!    in messages per CPU-second of the process (target >= 0.9x).
+//! 2. Kafka produce: maestro's producer vs a minimal rdkafka produce loop, messages per
+//!    CPU-second of the process, librdkafka's threads included (target >= 0.9x).
+//! 3. Reliable end to end (confirms and manual acks; acks=all): the maximum sustained
+//!    rate of one producer and one consumer, then the response-time p99 at 50 % and 90 %
+//!    of that rate.
+//!
+//! ```text
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka]
+//! ```
+
+#![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
+
+mod common;
+use common::*;
+
+use maestro_protocol::RunId;
+use maestro_testkit::ScriptedSut;
+use maestro_worker::driver::Driver;
+use maestro_worker::driver::amqp::AmqpDriver;
+use maestro_worker::driver::kafka::KafkaDriver;
+use std::time::{Duration, Instant};
+
+const D: Duration = Duration::from_secs(5);
+
+/// Process CPU seconds taken by `f`, with its result.
+fn cpu<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let before = process_cpu_ns();
+    let out = f();
+    (out, (process_cpu_ns() - before) as f64 / 1e9)
+}
+
+async fn minimal_lapin(url: String, queue: String) -> u64 {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::{BasicProperties, Connection, ConnectionProperties, types::FieldTable};
+    let conn = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let payload = vec![b'x'; SIZE];
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    sent
+}
+
+fn minimal_rdkafka(bootstrap: &str, topic: &str) -> u64 {
+    use rdkafka::ClientConfig;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "100000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; SIZE];
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        match producer.send(BaseRecord::<(), [u8]>::to(topic).payload(&payload[..])) {
+            Ok(()) => {
+                sent += 1;
+                if sent.is_multiple_of(1024) {
+                    producer.poll(Duration::ZERO);
+                }
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(1));
+            }
+            Err((e, _)) => panic!("{e}"),
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    sent
+}
+
+fn ratio_rounds(label: &str, mut round: impl FnMut(usize) -> (u64, f64, u64, f64)) {
+    let mut ratios = Vec::new();
+    for r in 0..3 {
+        let (n_min, cpu_min, n_ours, cpu_ours) = round(r);
+        let (base, ours) = (n_min as f64 / cpu_min, n_ours as f64 / cpu_ours);
+        ratios.push(ours / base);
+        println!(
+            "{label} round {r}: minimal {base:.0} msg/CPU-s ({n_min} msgs, {cpu_min:.2} CPU-s) | maestro {ours:.0} msg/CPU-s ({n_ours} msgs, {cpu_ours:.2} CPU-s) | ratio {:.2}x",
+            ours / base
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{label}: median ratio maestro/minimal = {:.2}x (target >= 0.9x)",
+        ratios[1]
+    );
+}
+
+fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
+    let run = |name: &str, rate: f64| {
+        let id = RunId::new(name).unwrap();
+        run_pair(make(&id), sut, rate, D)
+    };
+    let (sent, rec) = run(&format!("{label}-max"), 0.0);
+    let max = rec.counters.received as f64 / D.as_secs_f64();
+    println!(
+        "{label} reliable: maximum sustained end-to-end rate {max:.0} msg/s ({sent} sent, {} received, 1 producer, 1 consumer); response p50 {} us p99 {} us at full speed",
+        rec.counters.received,
+        rec.response.value_at_quantile(0.5),
+        rec.response.value_at_quantile(0.99)
+    );
+    for (pct, frac) in [(50, 0.5), (90, 0.9)] {
+        let (sent, rec) = run(&format!("{label}-{pct}"), max * frac);
+        println!(
+            "{label} reliable at {pct} % ({:.0} msg/s): response p50 {} us p99 {} us max {} us; sent {sent}, received {}",
+            max * frac,
+            rec.response.value_at_quantile(0.5),
+            rec.response.value_at_quantile(0.99),
+            rec.response.max(),
+            rec.counters.received
+        );
+    }
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if want("amqp") {
+        let rabbit = ScriptedSut::rabbitmq().unwrap();
+        let url = rabbit.url.clone();
+        println!("RabbitMQ at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        ratio_rounds("AMQP publish (no confirms)", |r| {
+            let (u, q) = (url.clone(), format!("bench-min-{r}"));
+            let (n_min, cpu_min) = cpu(|| on_thread(move || minimal_lapin(u, q)).join().unwrap().0);
+            let id = RunId::new(format!("pub{r}")).unwrap();
+            let driver = AmqpDriver::from_url(&url, &id).unwrap();
+            let ((n_ours, _), cpu_ours) = cpu(|| run_producer(driver, &url, 0.0, D));
+            (n_min, cpu_min, n_ours, cpu_ours)
+        });
+        let sut = format!("{url}?confirms=true&ack=manual");
+        reliable_e2e("AMQP", &sut, |id| AmqpDriver::from_url(&sut, id).unwrap());
+    }
+    if want("kafka") {
+        let tansu = ScriptedSut::tansu().unwrap();
+        let url = tansu.url.clone();
+        let bootstrap = url.trim_start_matches("kafka://").to_owned();
+        println!("tansu at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        ratio_rounds("Kafka produce (acks=all)", |r| {
+            let topic = format!("bench-min-{r}");
+            let (n_min, cpu_min) = cpu(|| minimal_rdkafka(&bootstrap, &topic));
+            let id = RunId::new(format!("pub{r}")).unwrap();
+            let sut = format!("{url}/bench?acks=all");
+            let driver = KafkaDriver::from_url(&sut, &id, 1).unwrap();
+            let ((n_ours, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+            (n_min, cpu_min, n_ours, cpu_ours)
+        });
+        let sut = format!("{url}/e2e?acks=all");
+        reliable_e2e("Kafka", &sut, |id| {
+            KafkaDriver::from_url(&sut, id, 1).unwrap()
+        });
+    }
+}
