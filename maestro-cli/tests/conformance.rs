@@ -234,3 +234,31 @@ macro_rules! conformance {
 }
 
 conformance!(mqtt, amqp, kafka);
+
+/// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
+#[test]
+fn amqp_topology_is_deleted_unless_kept() {
+    let c = Cluster::start(1);
+    let rabbit = ScriptedSut::rabbitmq().unwrap();
+    for query in ["exchange=maestro-ex&confirms=true", "fanout=true"] {
+        let (run, s) = c.run_test(
+            &format!("{}?{query}", rabbit.url),
+            &["--count", "500", "--producers", "2", "--consumers", "2"],
+        );
+        assert_eq!(run.code, Some(0), "{query}: {run:?}");
+        assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    }
+    let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();
+    let exchanges = rabbit.rabbitmqctl(&["list_exchanges", "name"]).unwrap();
+    assert!(!queues.contains("maestro"), "queues left behind:\n{queues}");
+    assert!(
+        !exchanges.contains("maestro"),
+        "exchanges left behind:\n{exchanges}"
+    );
+    let (_, s) = c.run_test(&format!("{}?keep=true", rabbit.url), &["--count", "100"]);
+    let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();
+    assert!(
+        queues.contains(s["run_id"].as_str().unwrap()),
+        "kept queue missing:\n{queues}"
+    );
+}

@@ -485,6 +485,32 @@ impl ScriptedSut {
         })
     }
 
+    /// Runs `rabbitmqctl -q` against this node (RabbitMQ only) and returns its output.
+    pub fn rabbitmqctl(&self, args: &[&str]) -> Result<String> {
+        let env = std::fs::read_to_string(self.dir.join("env")).context("no node env")?;
+        let mut command = Command::new("rabbitmqctl");
+        let mut node = String::new();
+        for (key, value) in env.lines().filter_map(|l| l.split_once('=')) {
+            command.env(key, value);
+            if key == "RABBITMQ_NODENAME" {
+                node = value.to_owned();
+            }
+        }
+        let out = command
+            .args(["-q", "-n", &node])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running rabbitmqctl")?;
+        if !out.status.success() {
+            bail!(
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Stops the SUT now (to test a broker that goes away mid-run).
     pub fn stop(&self) {
         let _ = Command::new(&self.script)

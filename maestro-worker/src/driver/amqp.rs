@@ -595,14 +595,11 @@ impl Consumer for AmqpConsumer {
                     },
                 )
                 .await;
-            // Whoever leaves last (producer or consumer) removes the exchange.
+            // Whoever leaves last (producer or consumer) removes the exchange; the delete
+            // above may have closed that channel, so use a fresh one.
             if !self.driver.exchange.is_empty()
-                && let Ok(channel) = match self.conn.as_ref() {
-                    Some(conn) => conn.create_channel().await,
-                    None => Err(lapin::Error::from(
-                        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
-                    )),
-                }
+                && let Some(conn) = self.conn.as_ref()
+                && let Ok(channel) = conn.create_channel().await
             {
                 let _ = channel
                     .exchange_delete(
