@@ -309,3 +309,36 @@ fn ctrl_c_stops_the_run_and_still_writes_its_results() {
             .exists()
     );
 }
+
+#[test]
+fn workers_reconnect_after_the_broker_restarts_mid_run() {
+    let c = Cluster::start(1);
+    let mut mq = Mosquitto::start().unwrap();
+    let cli = c.run_in_background(
+        &mq.url("restart", "qos=1"),
+        &["--rate", "500", "--duration", "8s"],
+    );
+    let running = wait_for(Duration::from_secs(20), || {
+        c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .stdout
+            .contains("\"running\"")
+    });
+    assert!(running);
+    std::thread::sleep(Duration::from_secs(2));
+    mq.restart().unwrap();
+    let run = cli.join().unwrap();
+    let s = run.json().unwrap();
+    assert_eq!(run.code, Some(4), "degraded: {run:?}");
+    assert_eq!(s["degraded"], true);
+    assert!(u(&s, "errors") > 0, "{s:#}");
+    // Sending and receiving resumed after the restart: most of the 4000 messages arrived.
+    assert_eq!(u(&s, "sent"), 4000, "{s:#}");
+    assert!(u(&s, "received") > 2500, "{s:#}");
+    eprintln!(
+        "received {} of {}, lost {}, errors {}",
+        u(&s, "received"),
+        u(&s, "sent"),
+        u(&s, "lost"),
+        u(&s, "errors")
+    );
+}

@@ -300,12 +300,25 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Result<Self> {
+        Self::start_on(free_port())
+    }
+
+    /// Kills this Mosquitto and starts a new one on the same port (a broker restart).
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.signal(libc::SIGKILL);
+        let _ = self.proc.wait_exit(Duration::from_secs(5));
+        let fresh = Self::start_on(self.port)?;
+        let old = std::mem::replace(self, fresh);
+        drop(old);
+        Ok(())
+    }
+
+    fn start_on(port: u16) -> Result<Self> {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
             .context("mosquitto is not installed: run .ci/test, which installs it (apt-get install mosquitto mosquitto-clients)")?;
-        let port = free_port();
         let dir = std::env::temp_dir().join(format!("maestro-mosquitto-{}", uuid_hex()));
         std::fs::create_dir_all(&dir)?;
         let conf = dir.join("mosquitto.conf");
