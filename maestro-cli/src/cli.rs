@@ -186,11 +186,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Start(s) => return start(&cli.control, cli.output, s, &shutdown).await,
         Command::Stop(s) => return stop(&cli.control, cli.output, s, &shutdown).await,
     };
-    let connect = Controller::connect(&cli.control.url, &cli.control.cluster, args.timeout);
-    let mut controller = tokio::select! {
-        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-        c = connect => c?,
-    };
+    let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;
     let target = args.target();
     let exchange = controller
         .request(&target, kind.body(), args.timeout, &shutdown)
@@ -203,6 +199,18 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         cli.control.cluster.as_str(),
         args.timeout,
     ))
+}
+
+/// Connects to the control broker, unless interrupted first.
+async fn connect(
+    control: &ControlArgs,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Controller, CliError> {
+    tokio::select! {
+        _ = shutdown.cancelled() => Err(ControlError::Interrupted.into()),
+        c = Controller::connect(&control.url, &control.cluster, timeout) => Ok(c?),
+    }
 }
 
 /// Renders an exchange and judges it.
@@ -295,11 +303,7 @@ async fn start(
     args: crate::start::StartArgs,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
-    let mut controller = tokio::select! {
-        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-        c = connect => c?,
-    };
+    let mut controller = connect(control, args.timeout, shutdown).await?;
     let options = crate::start::RunOptions {
         group: args.group.clone(),
         results: args.results.clone(),
@@ -345,11 +349,7 @@ async fn stop(
     args: StopArgs,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
-    let mut controller = tokio::select! {
-        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-        c = connect => c?,
-    };
+    let mut controller = connect(control, args.timeout, shutdown).await?;
     let stats = controller
         .request(
             &Target::Role(Role::Worker),
@@ -399,11 +399,7 @@ async fn forget(
     args: ForgetArgs,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let connect = Controller::connect(&control.url, &control.cluster, args.timeout);
-    let mut controller = tokio::select! {
-        _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-        c = connect => c?,
-    };
+    let mut controller = connect(control, args.timeout, shutdown).await?;
     let presence = controller.settle_presence().await?;
     let chosen: Vec<(PeerId, String)> = presence
         .values()

@@ -346,62 +346,37 @@ pub async fn run_test(
         });
     // Producers that fall behind may send past the end; give them a generous margin.
     let deadline = started + send_window + send_window / 2 + Duration::from_secs(10);
-    let mut live: Vec<PeerId> = participants.clone();
-    let mut active: BTreeMap<PeerId, u32> = BTreeMap::new();
-    let mut results_early: Vec<Note> = Vec::new();
     // Copies each message should reach: one per subscription.
     let fanout = if compete {
         f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
     } else {
         f64::from(spec.consumers) / f64::from(spec.topics)
     };
-    let mut next_progress = tokio::time::Instant::now() + Duration::from_secs(1);
-    let mut sent_total = 0u64;
-    let mut received_total = 0u64;
-    for note in std::mem::take(&mut backlog) {
-        results_early.push(note);
-    }
-    let handle = |note: Note,
-                  collected: &mut Collected,
-                  active: &mut BTreeMap<PeerId, u32>,
-                  results: &mut Vec<Note>,
-                  sent_total: &mut u64,
-                  received_total: &mut u64| match &note.body {
-        Body::RunStats(s) if s.run == run => {
-            active.insert(note.sender.id.clone(), s.active_producers);
-            *sent_total += s.counters.sent;
-            *received_total += s.counters.received;
-            collected
-                .stats
-                .entry(note.sender.id.clone())
-                .or_default()
-                .push(s.clone());
-        }
-        Body::RunResult(r) if r.run == run => results.push(note),
-        _ => {}
+    let mut watch = Watch {
+        run: &run,
+        names: &names,
+        live: participants.clone(),
+        active: BTreeMap::new(),
+        results: Vec::new(),
+        sent_total: 0,
+        received_total: 0,
+        collected,
     };
-    let mut early = std::mem::take(&mut results_early);
-    let mut results: Vec<Note> = Vec::new();
-    for note in early.drain(..) {
-        handle(
-            note,
-            &mut collected,
-            &mut active,
-            &mut results,
-            &mut sent_total,
-            &mut received_total,
-        );
+    for note in std::mem::take(&mut backlog) {
+        watch.on_note(note);
     }
+    let mut next_progress = tokio::time::Instant::now() + Duration::from_secs(1);
     let stop_reason = loop {
-        let producing = live
+        let producing = watch
+            .live
             .iter()
-            .filter(|id| shares[*id].producers.len() as u32 > 0)
-            .any(|id| active.get(id).is_none_or(|a| *a > 0));
+            .filter(|id| !shares[*id].producers.is_empty())
+            .any(|id| watch.active.get(id).is_none_or(|a| *a > 0));
         if !producing && Instant::now() >= started {
             break "every producer is done";
         }
         if Instant::now() >= deadline {
-            collected.degraded.push(format!(
+            watch.collected.degraded.push(format!(
                 "producers still sending {} after the planned end",
                 humantime::format_duration(
                     deadline.saturating_duration_since(started + send_window)
@@ -410,42 +385,21 @@ pub async fn run_test(
             break "deadline";
         }
         let until = next_progress.min(tokio::time::Instant::from_std(deadline));
-        let incoming = match controller.next(until, shutdown).await {
-            Ok(i) => i,
+        match controller.next(until, shutdown).await {
+            Ok(incoming) => watch.on(incoming, "during the run"),
             Err(ControlError::Interrupted) => {
-                collected.interrupted = true;
+                watch.collected.interrupted = true;
                 break "interrupted";
             }
             Err(e) => return Err(e.into()),
-        };
-        match incoming {
-            Some(Incoming::Event(note)) => handle(
-                note,
-                &mut collected,
-                &mut active,
-                &mut results,
-                &mut sent_total,
-                &mut received_total,
-            ),
-            Some(Incoming::Presence(id, p))
-                if live.contains(&id)
-                    && p.as_ref()
-                        .is_none_or(|p| p.status == PresenceStatus::Offline) =>
-            {
-                live.retain(|w| *w != id);
-                collected.degraded.push(format!(
-                    "worker {} ({id}) disconnected during the run",
-                    names[&id]
-                ));
-            }
-            _ => {}
         }
         if tokio::time::Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             if options.progress {
-                let outstanding = (sent_total as f64 * fanout) as i64 - received_total as i64;
+                let outstanding =
+                    (watch.sent_total as f64 * fanout) as i64 - watch.received_total as i64;
                 if let Some(line) = summary::progress_line(
-                    &collected.stats,
+                    &watch.collected.stats,
                     start_at.0,
                     maestro_control::now().0,
                     outstanding,
@@ -460,51 +414,26 @@ pub async fn run_test(
 
     // 4. Stop, drain, collect every live worker's result.
     let never = CancellationToken::new();
-    let stops = live
+    let stops = watch
+        .live
         .iter()
         .map(|id| (id.clone(), Body::Stop(Stop { run: run.clone() })))
         .collect();
     let mut backlog = Vec::new();
     let _ = request_each(controller, stops, options.timeout, &never, &mut backlog).await?;
     for note in backlog {
-        handle(
-            note,
-            &mut collected,
-            &mut active,
-            &mut results,
-            &mut sent_total,
-            &mut received_total,
-        );
+        watch.on_note(note);
     }
     let collect_deadline =
         tokio::time::Instant::now() + maestro_worker::engine::tasks::DRAIN_MAX + options.timeout;
-    let reported = |results: &Vec<Note>, id: &PeerId| results.iter().any(|n| n.sender.id == *id);
-    while live.iter().any(|id| !reported(&results, id)) {
+    while watch.waiting_for_results() {
         match controller.next(collect_deadline, &never).await? {
             None => break,
-            Some(Incoming::Event(note)) => handle(
-                note,
-                &mut collected,
-                &mut active,
-                &mut results,
-                &mut sent_total,
-                &mut received_total,
-            ),
-            Some(Incoming::Presence(id, p))
-                if live.contains(&id)
-                    && p.as_ref()
-                        .is_none_or(|p| p.status == PresenceStatus::Offline) =>
-            {
-                live.retain(|w| *w != id);
-                collected.degraded.push(format!(
-                    "worker {} ({id}) disconnected before sending its result",
-                    names[&id]
-                ));
-            }
-            _ => {}
+            incoming => watch.on(incoming, "before sending its result"),
         }
     }
-    for note in results {
+    let mut collected = watch.collected;
+    for note in watch.results {
         if let Body::RunResult(r) = note.body {
             collected.results.insert(note.sender.id.clone(), r);
         }
@@ -557,6 +486,66 @@ pub async fn run_test(
         source,
     })?;
     Ok(Finished { summary, folder })
+}
+
+/// What the controller learns while a run goes on.
+struct Watch<'a> {
+    run: &'a RunId,
+    names: &'a BTreeMap<PeerId, String>,
+    /// Participants still connected.
+    live: Vec<PeerId>,
+    /// Active producers per worker, from its latest stats.
+    active: BTreeMap<PeerId, u32>,
+    results: Vec<Note>,
+    sent_total: u64,
+    received_total: u64,
+    collected: Collected,
+}
+
+impl Watch<'_> {
+    fn on_note(&mut self, note: Note) {
+        match &note.body {
+            Body::RunStats(s) if s.run == *self.run => {
+                self.active
+                    .insert(note.sender.id.clone(), s.active_producers);
+                self.sent_total += s.counters.sent;
+                self.received_total += s.counters.received;
+                self.collected
+                    .stats
+                    .entry(note.sender.id.clone())
+                    .or_default()
+                    .push(s.clone());
+            }
+            Body::RunResult(r) if r.run == *self.run => self.results.push(note),
+            _ => {}
+        }
+    }
+
+    /// Takes an event or a presence change; a participant that went offline is no longer
+    /// waited for, and the run is degraded (`when` says at what point).
+    fn on(&mut self, incoming: Option<Incoming>, when: &str) {
+        match incoming {
+            Some(Incoming::Event(note)) => self.on_note(note),
+            Some(Incoming::Presence(id, p))
+                if self.live.contains(&id)
+                    && p.as_ref()
+                        .is_none_or(|p| p.status == PresenceStatus::Offline) =>
+            {
+                self.live.retain(|w| *w != id);
+                self.collected.degraded.push(format!(
+                    "worker {} ({id}) disconnected {when}",
+                    self.names[&id]
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn waiting_for_results(&self) -> bool {
+        self.live
+            .iter()
+            .any(|id| !self.results.iter().any(|n| n.sender.id == *id))
+    }
 }
 
 /// The summary for people.

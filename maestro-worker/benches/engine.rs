@@ -16,7 +16,7 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
 
-use maestro_protocol::{ConsumerPlan, PayloadHeader, ProducerPlan, RunId};
+use maestro_protocol::{PayloadHeader, ProducerPlan, RunId};
 use maestro_testkit::Mosquitto;
 use maestro_worker::driver::mqtt::MqttDriver;
 use maestro_worker::engine::accounting::Accounting;
@@ -287,41 +287,7 @@ fn bench_e2e(mq: &Mosquitto) {
         // Maestro: a producer and a consumer task, each on its own data-plane thread.
         let run = RunId::new(format!("e2e{round}")).unwrap();
         let sut = mq.url("e2e", "");
-        let driver = MqttDriver::from_url(&sut, &run).unwrap();
-        let mut e = engine();
-        let spec = spec(&sut, 0.0, d);
-        let (ptx, prx) = oneshot::channel();
-        let (ctx, crx) = oneshot::channel();
-        let (pd, cd) = (driver.clone(), driver);
-        let (ps, cs) = (spec.clone(), spec);
-        let (pc, cc) = (e.control.clone(), e.control.clone());
-        let cons = on_thread(move || {
-            tasks::consumer(
-                cd,
-                ConsumerPlan {
-                    id: 0,
-                    topic: 0,
-                    subscription: 0,
-                },
-                cs,
-                ctx,
-                cc,
-            )
-        });
-        crx.blocking_recv().unwrap().unwrap();
-        let plan = ProducerPlan {
-            id: 0,
-            topic: 0,
-            rate: 0.0,
-            count: None,
-        };
-        let prod = on_thread(move || tasks::producer(pd, plan, ps, ptx, pc));
-        prx.blocking_recv().unwrap().unwrap();
-        e.start.send_replace(Some(now_ns() + 50_000_000));
-        prod.join().unwrap();
-        e.control.stop.cancel();
-        cons.join().unwrap();
-        let (rec, sent) = drain(&mut e);
+        let (sent, rec) = run_pair(MqttDriver::from_url(&sut, &run).unwrap(), &sut, 0.0, d);
         let ours = rec.counters.received as f64 / d.as_secs_f64();
         ratios.push(ours / minimal);
         println!(

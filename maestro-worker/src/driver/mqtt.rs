@@ -163,6 +163,20 @@ impl MqttDriver {
     }
 }
 
+/// Disconnects politely: sends DISCONNECT and writes out what is queued (2 s at most).
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
 fn decode(v: &str) -> String {
     url::form_urlencoded::parse(format!("x={v}").as_bytes())
         .next()
@@ -303,16 +317,7 @@ impl Producer for MqttProducer {
     }
 
     async fn close(mut self) {
-        let _ = self.client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        disconnect(&self.client, &mut self.eventloop).await;
     }
 }
 
@@ -342,16 +347,7 @@ impl Consumer for MqttConsumer {
     }
 
     async fn close(mut self) {
-        let _ = self.client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
+        disconnect(&self.client, &mut self.eventloop).await;
     }
 }
 
