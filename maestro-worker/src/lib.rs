@@ -5,7 +5,7 @@
 pub mod driver;
 pub mod engine;
 
-use engine::{DataPlane, Engine};
+use engine::Engine;
 use maestro_control::{Handler, Outbox, PeerConfig, PeerError, ReplyTo};
 use maestro_protocol::{Body, Note, PeerState};
 use tokio_util::sync::CancellationToken;
@@ -49,14 +49,13 @@ impl Handler for WorkerHandler {
 
 /// Runs the worker until `shutdown` is cancelled or a halt note arrives.
 pub async fn run(config: PeerConfig, shutdown: CancellationToken) -> Result<(), PeerError> {
-    let data_plane = DataPlane::per_core().map_err(PeerError::Io)?;
-    let engine = Engine::new(&data_plane, config.info.id.clone(), shutdown.child_token());
+    let engine = Engine::new(config.info.id.clone(), shutdown.child_token());
     let handler = WorkerHandler {
         engine,
         outbox: None,
     };
+    // The engine (and its data-plane threads, if a run started them) ends with the peer.
     let result = maestro_control::peer::run(config, handler, shutdown.clone()).await;
     shutdown.cancel();
-    drop(data_plane);
     result
 }

@@ -105,7 +105,8 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Mutex<Inner>>,
-    handles: Vec<tokio::runtime::Handle>,
+    /// Started on the first run, so an idle worker has no data-plane threads.
+    data_plane: Arc<std::sync::OnceLock<std::io::Result<DataPlane>>>,
     worker: PeerId,
     /// Cancelled when the worker shuts down: aborts any run.
     shutdown: CancellationToken,
@@ -119,13 +120,13 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Body {
 }
 
 impl Engine {
-    pub fn new(data_plane: &DataPlane, worker: PeerId, shutdown: CancellationToken) -> Self {
+    pub fn new(worker: PeerId, shutdown: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 state: PeerState::Idle,
                 run: None,
             })),
-            handles: data_plane.handles.clone(),
+            data_plane: Arc::new(std::sync::OnceLock::new()),
             worker,
             shutdown,
         }
@@ -226,12 +227,28 @@ impl Engine {
             reports: reports_tx,
         };
         let mut ready = Vec::new();
-        let threads = self.handles.len();
+        let handles = match self.data_plane.get_or_init(DataPlane::per_core) {
+            Ok(plane) => plane.handles.clone(),
+            Err(e) => {
+                outbox.reply(
+                    &reply,
+                    error(
+                        ErrorCode::SutUnreachable,
+                        format!("cannot start data-plane threads: {e}"),
+                    ),
+                );
+                let mut inner = self.lock();
+                inner.run = None;
+                inner.state = PeerState::Idle;
+                return;
+            }
+        };
+        let threads = handles.len();
         let mut next = 0;
         for p in &c.producers {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            self.handles[next % threads].spawn(tasks::producer(
+            handles[next % threads].spawn(tasks::producer(
                 driver.clone(),
                 p.clone(),
                 c.spec.clone(),
@@ -243,7 +260,7 @@ impl Engine {
         for k in &c.consumers {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            self.handles[next % threads].spawn(tasks::consumer(
+            handles[next % threads].spawn(tasks::consumer(
                 driver.clone(),
                 k.clone(),
                 c.spec.clone(),
