@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod plan;
 pub mod quickstart;
 pub mod report;
 pub mod start;

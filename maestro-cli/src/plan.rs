@@ -1,0 +1,836 @@
+//! Test plans: TOML files that name the system under test, the workload (in OpenMessaging
+//! Benchmark's vocabulary) and a sequence of phases with pass/fail conditions.
+//!
+//! ```toml
+//! [plan]
+//! name = "mqtt-qos1"
+//! description = "QoS 1 through Mosquitto"
+//! tags = ["mqtt", "ci"]
+//! sut_name = "mosquitto"
+//! sut_version = "2.0.11"
+//!
+//! [sut]
+//! url = "mqtt://127.0.0.1:1884/bench?qos=1"     # mqtt://embedded/<topic> with --local
+//!
+//! [workload]
+//! topics = 1
+//! producers_per_topic = 2
+//! subscriptions_per_topic = 2          # MQTT: each subscriber gets every message
+//! consumers_per_subscription = 1       # AMQP / Kafka: consumers of one queue / group
+//! message_size = "~256"                # N or ~N bytes
+//!
+//! [conditions]                          # for every measured phase unless it overrides
+//! response_time_p99_ms = 50.0
+//! max_lost = 0
+//!
+//! [[phase]]
+//! kind = "warmup"                      # excluded from verdicts
+//! rate = 500
+//! duration = "2s"
+//!
+//! [[phase]]
+//! kind = "fixed"
+//! rate = 2000
+//! duration = "10s"
+//!
+//! [[phase]]
+//! kind = "ramp"                        # step up until a step fails
+//! start_rate = 1000
+//! step = 1000
+//! step_duration = "3s"
+//! ceiling = 10000
+//!
+//! [[phase]]
+//! kind = "max-rate"                    # highest rate that meets the conditions
+//! start_rate = 1000
+//! step_duration = "3s"
+//! ceiling = 50000
+//! precision = 0.05
+//! ```
+//!
+//! Between phases the plan may pause: `cooldown = "2s"` under `[plan]`.
+
+use maestro_protocol::{MessageSize, TestSpec};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A problem in a plan file, with where it is.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {field}: {reason}")]
+pub struct PlanError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub plan: Metadata,
+    pub sut: Sut,
+    pub workload: Spanned<Workload>,
+    #[serde(default)]
+    pub conditions: Option<Spanned<Conditions>>,
+    /// Kept as raw tables until checked field by field (serde's tagged enums lose the
+    /// position of a bad field); see [`LoadedPlan::phases`].
+    #[serde(rename = "phase")]
+    pub phases: Vec<Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub sut_name: String,
+    #[serde(default)]
+    pub sut_version: String,
+    /// A pause between phases.
+    #[serde(default, with = "opt_duration")]
+    pub cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sut {
+    pub url: Spanned<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    #[serde(default = "one")]
+    pub topics: u32,
+    /// Kafka: partitions of each topic the run creates.
+    #[serde(default)]
+    pub partitions_per_topic: Option<u32>,
+    #[serde(default = "one")]
+    pub producers_per_topic: u32,
+    #[serde(default = "one")]
+    pub subscriptions_per_topic: u32,
+    #[serde(default = "one")]
+    pub consumers_per_subscription: u32,
+    /// `N` or `~N` bytes (a number is N).
+    #[serde(default = "default_size")]
+    pub message_size: SizeValue,
+    /// Kafka message keys: none, round_robin or random.
+    #[serde(default)]
+    pub key_distribution: Option<String>,
+    /// Excluded from each measured phase's numbers, at its start.
+    #[serde(default, with = "opt_duration")]
+    pub warmup: Option<Duration>,
+}
+
+fn default_size() -> SizeValue {
+    SizeValue::Bytes(256)
+}
+
+/// A size written as a number or as a string (`"~256"`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u32),
+    Text(String),
+}
+
+/// Pass/fail conditions. Every field is optional; a phase's own conditions override the
+/// plan's field by field.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    pub response_time_p50_ms: Option<f64>,
+    pub response_time_p90_ms: Option<f64>,
+    pub response_time_p99_ms: Option<f64>,
+    pub response_time_p999_ms: Option<f64>,
+    pub response_time_max_ms: Option<f64>,
+    /// Messages lost (0 by default when the SUT URL asks for a reliable mode).
+    pub max_lost: Option<u64>,
+    /// Errors per message sent.
+    pub max_error_rate: Option<f64>,
+    /// Achieved send rate as a fraction of the offered rate (for example 0.95).
+    pub min_achieved_fraction: Option<f64>,
+}
+
+impl Conditions {
+    /// `self`, with `over`'s fields where `over` sets them.
+    pub fn overridden_by(&self, over: Option<&Conditions>) -> Conditions {
+        let Some(o) = over else {
+            return self.clone();
+        };
+        Conditions {
+            response_time_p50_ms: o.response_time_p50_ms.or(self.response_time_p50_ms),
+            response_time_p90_ms: o.response_time_p90_ms.or(self.response_time_p90_ms),
+            response_time_p99_ms: o.response_time_p99_ms.or(self.response_time_p99_ms),
+            response_time_p999_ms: o.response_time_p999_ms.or(self.response_time_p999_ms),
+            response_time_max_ms: o.response_time_max_ms.or(self.response_time_max_ms),
+            max_lost: o.max_lost.or(self.max_lost),
+            max_error_rate: o.max_error_rate.or(self.max_error_rate),
+            min_achieved_fraction: o.min_achieved_fraction.or(self.min_achieved_fraction),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Phase {
+    /// Load before the measured phases; never judged.
+    Warmup {
+        rate: f64,
+        #[serde(with = "duration")]
+        duration: Duration,
+    },
+    /// One rate for a duration (or a count).
+    Fixed {
+        rate: f64,
+        #[serde(default, with = "opt_duration")]
+        duration: Option<Duration>,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        conditions: Option<Conditions>,
+    },
+    /// Steps from `start_rate` by `step` up to `ceiling`; stops at the first failing step.
+    Ramp {
+        start_rate: f64,
+        step: f64,
+        #[serde(with = "duration")]
+        step_duration: Duration,
+        ceiling: f64,
+        #[serde(default)]
+        conditions: Option<Conditions>,
+    },
+    /// Doubles from `start_rate` until a probe fails (or `ceiling`), then bisects until
+    /// the bracket is narrower than `precision` (a fraction) of the passing rate.
+    MaxRate {
+        start_rate: f64,
+        #[serde(with = "duration")]
+        step_duration: Duration,
+        ceiling: f64,
+        #[serde(default = "default_precision")]
+        precision: f64,
+        #[serde(default)]
+        conditions: Option<Conditions>,
+    },
+}
+
+fn default_precision() -> f64 {
+    0.05
+}
+
+impl Phase {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Phase::Warmup { .. } => "warmup",
+            Phase::Fixed { .. } => "fixed",
+            Phase::Ramp { .. } => "ramp",
+            Phase::MaxRate { .. } => "max-rate",
+        }
+    }
+
+    pub fn conditions(&self) -> Option<&Conditions> {
+        match self {
+            Phase::Warmup { .. } => None,
+            Phase::Fixed { conditions, .. }
+            | Phase::Ramp { conditions, .. }
+            | Phase::MaxRate { conditions, .. } => conditions.as_ref(),
+        }
+    }
+}
+
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\": {e}"))
+        })
+    }
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                humantime::parse_duration(&s).map_err(|e| {
+                    serde::de::Error::custom(format!("{s:?} is not a duration like \"10s\": {e}"))
+                })
+            })
+            .transpose()
+    }
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A loaded, validated plan.
+#[derive(Debug, Clone)]
+pub struct LoadedPlan {
+    pub path: PathBuf,
+    pub text: String,
+    pub plan: Plan,
+    /// The phases, in order.
+    pub phases: Vec<Phase>,
+}
+
+/// The fields of each phase kind, and whether each is a number (`n`), a duration (`d`), an
+/// integer (`i`) or a table (`t`).
+const PHASE_FIELDS: &[(&str, &[(&str, char)])] = &[
+    ("warmup", &[("rate", 'n'), ("duration", 'd')]),
+    (
+        "fixed",
+        &[
+            ("rate", 'n'),
+            ("duration", 'd'),
+            ("count", 'i'),
+            ("conditions", 't'),
+        ],
+    ),
+    (
+        "ramp",
+        &[
+            ("start_rate", 'n'),
+            ("step", 'n'),
+            ("step_duration", 'd'),
+            ("ceiling", 'n'),
+            ("conditions", 't'),
+        ],
+    ),
+    (
+        "max-rate",
+        &[
+            ("start_rate", 'n'),
+            ("step_duration", 'd'),
+            ("ceiling", 'n'),
+            ("precision", 'n'),
+            ("conditions", 't'),
+        ],
+    ),
+];
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl LoadedPlan {
+    /// Reads and validates a plan; every error names the file, the line and the field.
+    pub fn load(path: &Path) -> Result<Self, PlanError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+            file: file.clone(),
+            line: 0,
+            field: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&file, text)
+    }
+
+    pub fn parse(file: &str, text: String) -> Result<Self, PlanError> {
+        let plan: Plan = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(&text, s.start));
+            let message = e.message().to_owned();
+            // toml names the unknown or mistyped field in its message; keep it whole.
+            let field = message
+                .split('`')
+                .nth(1)
+                .map_or_else(|| "(plan)".to_owned(), str::to_owned);
+            PlanError {
+                file: file.to_owned(),
+                line,
+                field,
+                reason: message,
+            }
+        })?;
+        let mut loaded = LoadedPlan {
+            path: PathBuf::from(file),
+            text,
+            plan,
+            phases: Vec::new(),
+        };
+        loaded.phases = loaded.check_phases()?;
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        field: &str,
+        reason: impl Into<String>,
+    ) -> PlanError {
+        PlanError {
+            file: self.path.display().to_string(),
+            line: line_of(&self.text, span.start),
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Where `key` is written inside `span` (for a precise line), else the span's start.
+    fn key_span(&self, span: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
+        let section = &self.text[span.clone()];
+        section
+            .lines()
+            .scan(span.start, |pos, line| {
+                let start = *pos;
+                *pos += line.len() + 1;
+                Some((start, line))
+            })
+            .find(|(_, line)| line.trim_start().starts_with(key))
+            .map_or(span, |(start, _)| start..start)
+    }
+
+    /// Checks every phase's kind, fields and value types, then deserializes it.
+    fn check_phases(&self) -> Result<Vec<Phase>, PlanError> {
+        let mut phases = Vec::new();
+        for (i, table) in self.plan.phases.iter().enumerate() {
+            let span = table.span();
+            let t = table.get_ref();
+            let at = |key: &str| self.key_span(span.clone(), key);
+            let kind = match t.get("kind") {
+                Some(toml::Value::String(k)) => k.as_str(),
+                Some(_) => {
+                    return Err(self.error(
+                        at("kind"),
+                        &format!("phase[{i}].kind"),
+                        "must be a string",
+                    ));
+                }
+                None => {
+                    return Err(self.error(
+                        span.clone(),
+                        &format!("phase[{i}].kind"),
+                        "missing: warmup, fixed, ramp or max-rate",
+                    ));
+                }
+            };
+            let Some((_, fields)) = PHASE_FIELDS.iter().find(|(k, _)| *k == kind) else {
+                return Err(self.error(
+                    at("kind"),
+                    &format!("phase[{i}].kind"),
+                    format!("{kind:?} is not warmup, fixed, ramp or max-rate"),
+                ));
+            };
+            for (key, value) in t {
+                if key == "kind" {
+                    continue;
+                }
+                let field = format!("phase[{i}].{key}");
+                let Some((_, ty)) = fields.iter().find(|(k, _)| k == key) else {
+                    let known: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+                    return Err(self.error(
+                        at(key),
+                        &field,
+                        format!(
+                            "unknown field for a {kind} phase (known: kind, {})",
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                let ok = match ty {
+                    'n' => matches!(value, toml::Value::Integer(_) | toml::Value::Float(_)),
+                    'i' => matches!(value, toml::Value::Integer(n) if *n >= 0),
+                    'd' => {
+                        matches!(value, toml::Value::String(d) if humantime::parse_duration(d).is_ok())
+                    }
+                    _ => matches!(value, toml::Value::Table(_)),
+                };
+                if !ok {
+                    let wanted = match ty {
+                        'n' => "a number",
+                        'i' => "a whole number >= 0",
+                        'd' => "a duration like \"10s\"",
+                        _ => "a table of conditions",
+                    };
+                    return Err(self.error(at(key), &field, format!("{value} is not {wanted}")));
+                }
+            }
+            let phase: Phase =
+                toml::Value::Table(t.clone())
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        self.error(span.clone(), &format!("phase[{i}]"), e.message().to_owned())
+                    })?;
+            phases.push(phase);
+        }
+        Ok(phases)
+    }
+
+    fn validate(&self) -> Result<(), PlanError> {
+        let p = &self.plan;
+        if p.plan.name.trim().is_empty() {
+            return Err(self.error(0..0, "plan.name", "must not be empty"));
+        }
+        let url = &p.sut.url;
+        let scheme = url.get_ref().split("://").next().unwrap_or_default();
+        if !["mqtt", "amqp", "kafka"].contains(&scheme) {
+            return Err(self.error(
+                url.span(),
+                "sut.url",
+                format!(
+                    "{:?}: the scheme must be mqtt, amqp or kafka",
+                    url.get_ref()
+                ),
+            ));
+        }
+        let w = p.workload.get_ref();
+        let ws = p.workload.span();
+        for (field, value) in [
+            ("topics", w.topics),
+            ("producers_per_topic", w.producers_per_topic),
+            ("subscriptions_per_topic", w.subscriptions_per_topic),
+            ("consumers_per_subscription", w.consumers_per_subscription),
+        ] {
+            if value == 0 {
+                return Err(self.error(
+                    self.key_span(ws.clone(), field),
+                    &format!("workload.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        // What each protocol can express (see ARCHITECTURE.md, subscriptions).
+        if scheme == "mqtt" && w.consumers_per_subscription > 1 {
+            return Err(self.error(self.key_span(ws.clone(), "consumers_per_subscription"), "workload.consumers_per_subscription",
+                "MQTT subscribers each get every message: use subscriptions_per_topic for more consumers"));
+        }
+        if scheme != "mqtt" && w.subscriptions_per_topic > 1 {
+            return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",
+                "AMQP and Kafka runs have one queue or consumer group per topic: use consumers_per_subscription"));
+        }
+        if w.partitions_per_topic.is_some() && scheme != "kafka" {
+            return Err(self.error(
+                self.key_span(ws.clone(), "partitions_per_topic"),
+                "workload.partitions_per_topic",
+                "only Kafka topics have partitions",
+            ));
+        }
+        if let Some(k) = &w.key_distribution {
+            if scheme != "kafka" || !["none", "round_robin", "random"].contains(&k.as_str()) {
+                return Err(self.error(
+                    self.key_span(ws.clone(), "key_distribution"),
+                    "workload.key_distribution",
+                    format!("{k:?}: Kafka only, one of none, round_robin, random"),
+                ));
+            }
+        }
+        let size = self.size().map_err(|reason| {
+            self.error(
+                self.key_span(ws.clone(), "message_size"),
+                "workload.message_size",
+                reason,
+            )
+        })?;
+        if p.phases.is_empty() {
+            return Err(self.error(0..0, "phase", "a plan needs at least one [[phase]]"));
+        }
+        for (i, (phase, raw)) in self.phases.iter().zip(&p.phases).enumerate() {
+            let span = raw.span();
+            let field = |name: &str| format!("phase[{i}].{name}");
+            let positive = |name: &str, v: f64| -> Result<(), PlanError> {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(self.error(
+                        self.key_span(span.clone(), name),
+                        &field(name),
+                        format!("{v} must be a rate above 0"),
+                    ));
+                }
+                Ok(())
+            };
+            match phase {
+                Phase::Warmup { rate, duration } => {
+                    positive("rate", *rate)?;
+                    if duration.is_zero() {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "duration"),
+                            &field("duration"),
+                            "must be longer than 0",
+                        ));
+                    }
+                }
+                Phase::Fixed {
+                    rate,
+                    duration,
+                    count,
+                    ..
+                } => {
+                    positive("rate", *rate)?;
+                    if duration.is_some() == count.is_some() {
+                        return Err(self.error(
+                            span.clone(),
+                            &field("duration"),
+                            "give exactly one of duration and count",
+                        ));
+                    }
+                }
+                Phase::Ramp {
+                    start_rate,
+                    step,
+                    ceiling,
+                    step_duration,
+                    ..
+                } => {
+                    positive("start_rate", *start_rate)?;
+                    positive("step", *step)?;
+                    if ceiling < start_rate {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "ceiling"),
+                            &field("ceiling"),
+                            format!("{ceiling} is below start_rate {start_rate}"),
+                        ));
+                    }
+                    if step_duration.is_zero() {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "step_duration"),
+                            &field("step_duration"),
+                            "must be longer than 0",
+                        ));
+                    }
+                }
+                Phase::MaxRate {
+                    start_rate,
+                    ceiling,
+                    precision,
+                    step_duration,
+                    ..
+                } => {
+                    positive("start_rate", *start_rate)?;
+                    if ceiling < start_rate {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "ceiling"),
+                            &field("ceiling"),
+                            format!("{ceiling} is below start_rate {start_rate}"),
+                        ));
+                    }
+                    if !(*precision > 0.0 && *precision < 1.0) {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "precision"),
+                            &field("precision"),
+                            format!("{precision} must be between 0 and 1 (a fraction)"),
+                        ));
+                    }
+                    if step_duration.is_zero() {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "step_duration"),
+                            &field("step_duration"),
+                            "must be longer than 0",
+                        ));
+                    }
+                }
+            }
+            // The spec each step builds must be valid (size vs header, warm-up vs duration).
+            let spec = self.spec(phase, 1.0, Some(Duration::from_secs(3600)), None);
+            if let Err(e) = spec.validate() {
+                return Err(self.error(span.clone(), &field("kind"), e.to_string()));
+            }
+        }
+        let _ = size;
+        Ok(())
+    }
+
+    pub fn size(&self) -> Result<MessageSize, String> {
+        match &self.plan.workload.get_ref().message_size {
+            SizeValue::Bytes(n) => Ok(MessageSize::Fixed(*n)),
+            SizeValue::Text(t) => t.parse::<MessageSize>().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The SUT URL with the workload's protocol options added (and `embedded` replaced
+    /// by `embedded_host` when running locally).
+    pub fn sut_url(&self, embedded_host: Option<&str>) -> String {
+        let mut url = self.plan.sut.url.get_ref().clone();
+        if let Some(host) = embedded_host {
+            url = url.replacen("://embedded", &format!("://{host}"), 1);
+        }
+        let w = self.plan.workload.get_ref();
+        let mut extra = Vec::new();
+        if let Some(p) = w.partitions_per_topic {
+            extra.push(format!("partitions={p}"));
+        }
+        if let Some(k) = &w.key_distribution {
+            extra.push(format!("key={k}"));
+        }
+        for e in extra {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(&e);
+        }
+        url
+    }
+
+    /// The test spec of one run at `rate`, for `duration` or `count` messages.
+    pub fn spec(
+        &self,
+        _phase: &Phase,
+        rate: f64,
+        duration: Option<Duration>,
+        count: Option<u64>,
+    ) -> TestSpec {
+        let w = self.plan.workload.get_ref();
+        TestSpec {
+            sut: self.sut_url(None),
+            rate,
+            duration_ms: duration.map(|d| d.as_millis() as u64),
+            count,
+            warmup_ms: w.warmup.map_or(0, |d| d.as_millis() as u64),
+            size: self.size().unwrap_or(MessageSize::Fixed(256)),
+            producers: w.topics * w.producers_per_topic,
+            consumers: w.topics * w.subscriptions_per_topic * w.consumers_per_subscription,
+            topics: w.topics,
+        }
+    }
+
+    /// The conditions a phase is judged by: the plan's, overridden by the phase's, and
+    /// no loss by default when the SUT URL asks for a reliable mode.
+    pub fn conditions(&self, phase: &Phase) -> Conditions {
+        let base = self
+            .plan
+            .conditions
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default();
+        let mut c = base.overridden_by(phase.conditions());
+        if c.max_lost.is_none() && reliable(self.plan.sut.url.get_ref()) {
+            c.max_lost = Some(0);
+        }
+        c
+    }
+}
+
+/// True when the URL asks for delivery guarantees (QoS 1/2, confirms, acks=all).
+pub fn reliable(url: &str) -> bool {
+    url.contains("qos=1")
+        || url.contains("qos=2")
+        || url.contains("confirms=true")
+        || (url.starts_with("kafka://") && !url.contains("acks=0") && !url.contains("acks=1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[plan]
+name = "t"
+cooldown = "1s"
+
+[sut]
+url = "mqtt://127.0.0.1:1884/x?qos=1"
+
+[workload]
+topics = 2
+producers_per_topic = 2
+subscriptions_per_topic = 2
+message_size = "~300"
+warmup = "1s"
+
+[conditions]
+response_time_p99_ms = 20.0
+
+[[phase]]
+kind = "warmup"
+rate = 100
+duration = "2s"
+
+[[phase]]
+kind = "fixed"
+rate = 1000
+duration = "5s"
+conditions = { response_time_p99_ms = 50.0 }
+
+[[phase]]
+kind = "max-rate"
+start_rate = 1000
+step_duration = "3s"
+ceiling = 100000
+"#;
+
+    #[test]
+    fn a_good_plan_loads() {
+        let p = LoadedPlan::parse("good.toml", GOOD.into()).unwrap();
+        assert_eq!(p.plan.phases.len(), 3);
+        let fixed = &p.phases[1];
+        let spec = p.spec(fixed, 1000.0, Some(Duration::from_secs(5)), None);
+        assert_eq!((spec.producers, spec.consumers, spec.topics), (4, 4, 2));
+        assert_eq!(spec.size, MessageSize::Around(300));
+        let c = p.conditions(fixed);
+        assert_eq!(c.response_time_p99_ms, Some(50.0), "phase overrides plan");
+        assert_eq!(c.max_lost, Some(0), "QoS 1 means no loss by default");
+    }
+
+    fn error(text: &str) -> PlanError {
+        LoadedPlan::parse("bad.toml", text.into()).unwrap_err()
+    }
+
+    /// The 1-based line of the first line containing `needle`.
+    fn line(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let text = GOOD.replace(
+            "producers_per_topic = 2",
+            "producers_per_topic = 2\nproducers_per_topik = 3",
+        );
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (line(&text, "topik"), "producers_per_topik"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().starts_with(&format!("bad.toml:{}: ", e.line)),
+            "{e}"
+        );
+        let text = GOOD.replace("rate = 1000\n", "rate = \"fast\"\n");
+        let e = error(&text);
+        assert_eq!(e.line, line(&text, "\"fast\""), "{e}");
+        let text = GOOD.replace("ceiling = 100000", "ceiling = 10");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (line(&text, "ceiling = 10"), "phase[2].ceiling"),
+            "{e}"
+        );
+        let text = GOOD.replace("subscriptions_per_topic = 2", "subscriptions_per_topic = 0");
+        let e = error(&text);
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (
+                line(&text, "subscriptions_per_topic"),
+                "workload.subscriptions_per_topic"
+            ),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("duration = \"5s\"", "duration = \"soon\""));
+        assert!(e.reason.contains("soon"), "{e}");
+        let e = error(&GOOD.replace("message_size = \"~300\"", "message_size = 8"));
+        assert!(e.reason.contains("header"), "{e}");
+        let e = error(&GOOD.replace("kind = \"fixed\"", "kind = \"sprint\""));
+        assert!(e.reason.contains("sprint"), "{e}");
+        let e = error(&GOOD.replace(
+            "subscriptions_per_topic = 2",
+            "consumers_per_subscription = 2",
+        ));
+        assert!(e.reason.contains("MQTT"), "{e}");
+    }
+}
