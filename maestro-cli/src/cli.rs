@@ -43,6 +43,8 @@ pub enum Command {
     Halt(RequestArgs),
     /// Run a test across the cluster's workers and write its results folder.
     Start(crate::start::StartArgs),
+    /// Run a test plan (TOML): phases, conditions, results, JUnit.
+    Run(crate::runplan::RunArgs),
     /// Stop the test that is running: producers stop, consumers drain, and the `start`
     /// that launched it finishes with its results.
     Stop(StopArgs),
@@ -132,6 +134,10 @@ pub enum CliError {
     Broker(#[from] maestro_broker::BrokerError),
     #[error(transparent)]
     Args(#[from] maestro_control::ArgsError),
+    #[error("invalid plan: {0}")]
+    Plan(#[from] crate::plan::PlanError),
+    #[error("cannot write {0}: {1}")]
+    Io(std::path::PathBuf, std::io::Error),
     #[error("embedded peers did not all answer within {0:?}")]
     EmbeddedPeers(Duration),
 }
@@ -142,7 +148,8 @@ impl CliError {
             CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
             CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
-            CliError::Args(_) => exit::USAGE,
+            CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
+            CliError::Io(..) => exit::INTERNAL,
             CliError::Start(e) => {
                 use crate::start::StartError as S;
                 match e {
@@ -185,6 +192,9 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Quickstart(q) => return crate::quickstart::run(q, cli.output, &shutdown).await,
         Command::Start(s) => return start(&cli.control, cli.output, s, &shutdown).await,
         Command::Stop(s) => return stop(&cli.control, cli.output, s, &shutdown).await,
+        Command::Run(r) => {
+            return crate::runplan::run(&cli.control, cli.output, r, &shutdown).await;
+        }
     };
     let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;
     let target = args.target();

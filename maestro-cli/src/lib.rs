@@ -6,9 +6,11 @@
 
 pub mod cli;
 pub mod controller;
+pub mod local;
 pub mod plan;
 pub mod quickstart;
 pub mod report;
+pub mod runplan;
 pub mod start;
 pub mod summary;
 

@@ -5,12 +5,10 @@
 //! and halt, as a user would run them against a real cluster.
 
 use crate::cli::{CliError, MaestroCommand, Outcome, Output, outcome};
-use crate::controller::Controller;
 use crate::exit;
-use maestro_control::{ControlArgs, ControlUrl, PeerArgs};
-use maestro_protocol::{Body, ClusterId, Ping, Role, Segment, Target};
-use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
+use crate::local::TIMEOUT;
+use maestro_protocol::Target;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -29,83 +27,20 @@ pub struct QuickstartArgs {
     pub results: std::path::PathBuf,
 }
 
-/// A free loopback address for an embedded broker.
-fn free_addr() -> Result<std::net::SocketAddr, maestro_broker::BrokerError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|source| maestro_broker::BrokerError::Listen {
-            addr: ([127, 0, 0, 1], 0).into(),
-            source,
-        })
-}
-
-const TIMEOUT: Duration = Duration::from_secs(10);
-
 pub async fn run(
     args: QuickstartArgs,
     output: Output,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let listen = free_addr()?;
-    maestro_broker::start(&maestro_broker::BrokerConfig {
-        listen,
-        ..Default::default()
-    })
-    .await?;
-    let sut = free_addr()?;
-    maestro_broker::start(&maestro_broker::BrokerConfig {
-        listen: sut,
-        ..Default::default()
-    })
-    .await?;
-    let url = ControlUrl {
-        host: listen.ip().to_string(),
-        port: listen.port(),
-        username: None,
-        password: None,
-    };
-    let cluster = ClusterId::new("quickstart").unwrap_or_default();
-
-    let peers = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let peer_args = |name: String| PeerArgs {
-        control: ControlArgs {
-            url: url.clone(),
-            cluster: cluster.clone(),
-        },
-        name: Some(name),
-        group: Segment::new("all").unwrap_or_else(|_| unreachable!()),
-        member: None,
-        host: None,
-        keep_alive: Duration::from_secs(5),
-    };
-    for i in 1..=args.workers {
-        let config = peer_args(format!("worker-{i}"))
-            .into_config(Role::Worker, maestro_worker::CAPABILITIES)?;
-        tasks.spawn(maestro_worker::run(config, peers.child_token()));
-    }
-    let config = peer_args("inspector-1".into())
-        .into_config(Role::Inspector, maestro_inspector::CAPABILITIES)?;
-    tasks.spawn(maestro_inspector::run(config, peers.child_token()));
-    let expected = usize::from(args.workers) + 1;
-
-    let mut controller = Controller::connect(&url, &cluster, TIMEOUT).await?;
-    let started = Instant::now();
-    loop {
-        let ex = controller
-            .request(&Target::All, Body::Ping(Ping {}), TIMEOUT, shutdown)
-            .await?;
-        if ex.replies.len() == expected {
-            break;
-        }
-        if started.elapsed() > TIMEOUT {
-            return Err(CliError::EmbeddedPeers(TIMEOUT));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (local, mut controller) =
+        crate::local::LocalCluster::start("quickstart", args.workers, true, shutdown).await?;
+    let (listen, cluster) = (local.url.clone(), local.cluster.clone());
+    let sut = local
+        .sut
+        .unwrap_or_else(|| unreachable!("started with an embedded SUT"));
 
     let mut text = vec![format!(
-        "embedded control broker on mqtt://{listen}, embedded MQTT broker (the SUT) on mqtt://{sut}, cluster {cluster}, {} workers and 1 inspector in this process\n",
+        "embedded control broker on {listen}, embedded MQTT broker (the SUT) on mqtt://{sut}, cluster {cluster}, {} workers and 1 inspector in this process\n",
         args.workers
     )];
     let mut json = serde_json::Map::new();
@@ -187,14 +122,7 @@ pub async fn run(
     problems.extend(o.problem);
     controller.close().await;
     // Halted peers stop by themselves; make sure every task has ended.
-    let drained = tokio::time::timeout(TIMEOUT, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        peers.cancel();
-        while tasks.join_next().await.is_some() {}
-    }
+    local.stop().await;
     text.push(
         "Next: a real cluster with maestro-broker, maestro-worker and maestro-inspector, and your own broker as the SUT (see README.md)."
             .to_owned(),

@@ -1,0 +1,247 @@
+//! Test plans with the real binaries: a local plan that needs nothing installed, a failing
+//! condition with its JUnit failure, validation errors that point at the line, and a
+//! max-rate search against Mosquitto.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, Mosquitto, run_cli};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn plans_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plans")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("maestro-plans-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The one plan folder inside `results`, and its summary.
+fn plan_summary(results: &Path) -> (PathBuf, Value) {
+    let folder = std::fs::read_dir(results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(folder.join("summary.json")).unwrap();
+    (folder, serde_json::from_str(&text).unwrap())
+}
+
+/// (test cases, failures with their messages) of a JUnit file, read with an XML parser.
+fn junit(path: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let cases = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
+    let failures = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .map(|n| n.attribute("message").unwrap_or_default().to_owned())
+        .collect();
+    (cases, failures)
+}
+
+#[test]
+fn the_quick_plan_runs_locally_with_nothing_installed() {
+    let dir = temp_dir("quick");
+    let junit_path = dir.join("junit.xml");
+    let results = dir.join("results");
+    let plan = plans_dir().join("quick.toml");
+    let run = run_cli(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--local",
+            "--results",
+            results.to_str().unwrap(),
+            "--junit",
+            junit_path.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (folder, s) = plan_summary(&results);
+    assert_eq!(s["passed"], true, "{s:#}");
+    assert_eq!(s["phases"].as_array().unwrap().len(), 2);
+    assert_eq!(s["phases"][1]["probes"][0]["summary"]["lost"], 0);
+    for file in ["plan.toml", "environment.json", "junit.xml"] {
+        assert!(folder.join(file).exists(), "{file}");
+    }
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("environment.json")).unwrap())
+            .unwrap();
+    assert_eq!(env["workers"].as_array().unwrap().len(), 2, "{env:#}");
+    assert!(env["workers"][0]["clock_offset_us"].is_i64(), "{env:#}");
+    let (cases, failures) = junit(&junit_path);
+    assert_eq!((cases, failures.len()), (4, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_latency_condition_exits_1_and_says_why() {
+    let dir = temp_dir("fail");
+    let plan = std::fs::read_to_string(plans_dir().join("quick.toml"))
+        .unwrap()
+        .replace(
+            "response_time_p99_ms = 250.0",
+            "response_time_p99_ms = 0.001",
+        );
+    let path = dir.join("strict.toml");
+    std::fs::write(&path, plan).unwrap();
+    let junit_path = dir.join("junit.xml");
+    let results = dir.join("results");
+    let run = run_cli(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--local",
+            "--results",
+            results.to_str().unwrap(),
+            "--junit",
+            junit_path.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("response_time_p99_ms <= 0.001 failed"),
+        "{}",
+        run.stderr
+    );
+    let (_, s) = plan_summary(&results);
+    assert_eq!(s["passed"], false);
+    assert!(
+        s["phases"][1]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("response_time_p99_ms"),
+        "{s:#}"
+    );
+    let (_, failures) = junit(&junit_path);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("response_time_p99_ms <= 0.001 failed at 2000 msg/s"),
+        "{failures:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn validation_errors_point_at_the_line_and_field() {
+    let dir = temp_dir("invalid");
+    let good = std::fs::read_to_string(plans_dir().join("quick.toml")).unwrap();
+    for (from, to, field) in [
+        (
+            "producers_per_topic = 2",
+            "producers_per_topic = 2\nproducer_per_topic = 3",
+            "producer_per_topic",
+        ),
+        ("rate = 2000", "rate = \"lots\"", "phase[1].rate"),
+        ("topics = 1", "topics = 0", "workload.topics"),
+    ] {
+        let text = good.replacen(from, to, 1);
+        let line = text
+            .lines()
+            .position(|l| l.contains(to.lines().last().unwrap()))
+            .unwrap()
+            + 1;
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let run = run_cli(
+            &["run", path.to_str().unwrap(), "--check"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(run.code, Some(2), "{run:?}");
+        let expected = format!("{}:{line}: {field}:", path.display());
+        assert!(
+            run.stderr.contains(&expected),
+            "expected {expected:?} in {}",
+            run.stderr
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_max_rate_search_against_mosquitto_converges_on_a_knee() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let dir = temp_dir("maxrate");
+    let plan = r#"
+[plan]
+name = "knee"
+
+[sut]
+url = "mqtt://127.0.0.1:1/unused"
+
+[workload]
+topics = 1
+producers_per_topic = 1
+subscriptions_per_topic = 1
+
+[conditions]
+response_time_p99_ms = 20.0
+min_achieved_fraction = 0.95
+max_lost = 0
+
+[[phase]]
+kind = "max-rate"
+start_rate = 4000
+step_duration = "1s"
+ceiling = 1024000
+precision = 0.25
+"#;
+    let path = dir.join("knee.toml");
+    std::fs::write(&path, plan).unwrap();
+    let results = dir.join("results");
+    let sut = mq.url("knee", "");
+    let run = c.cli(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--sut",
+            &sut,
+            "--results",
+            results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(240),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s: Value = run.json().unwrap();
+    let phase = &s["phases"][0];
+    let knee = phase["knee_rate"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no knee: {phase:#}"));
+    let probes = phase["probes"].as_array().unwrap();
+    assert!(probes.len() >= 3, "{phase:#}");
+    // The knee is a passing probe, some probe above it failed, and the bracket is narrow.
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["rate"] == knee && p["passed"] == true),
+        "{phase:#}"
+    );
+    let lowest_fail = probes
+        .iter()
+        .filter(|p| p["passed"] == false)
+        .filter_map(|p| p["rate"].as_f64())
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        lowest_fail > knee && (lowest_fail - knee) / knee <= 0.25 + 1e-9,
+        "knee {knee}, first failure {lowest_fail}: {phase:#}"
+    );
+    eprintln!("knee {knee:.0} msg/s after {} probes", probes.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
