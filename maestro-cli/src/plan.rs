@@ -524,14 +524,14 @@ impl LoadedPlan {
                 "only Kafka topics have partitions",
             ));
         }
-        if let Some(k) = &w.key_distribution {
-            if scheme != "kafka" || !["none", "round_robin", "random"].contains(&k.as_str()) {
-                return Err(self.error(
-                    self.key_span(ws.clone(), "key_distribution"),
-                    "workload.key_distribution",
-                    format!("{k:?}: Kafka only, one of none, round_robin, random"),
-                ));
-            }
+        if let Some(k) = &w.key_distribution
+            && (scheme != "kafka" || !["none", "round_robin", "random"].contains(&k.as_str()))
+        {
+            return Err(self.error(
+                self.key_span(ws.clone(), "key_distribution"),
+                "workload.key_distribution",
+                format!("{k:?}: Kafka only, one of none, round_robin, random"),
+            ));
         }
         let size = self.size().map_err(|reason| {
             self.error(
