@@ -95,6 +95,9 @@ pub struct Metadata {
     /// A pause between phases.
     #[serde(default, with = "opt_duration")]
     pub cooldown: Option<Duration>,
+    /// Workers the plan needs at least; checked before anything starts.
+    #[serde(default = "one")]
+    pub workers: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -210,6 +213,12 @@ pub enum Phase {
         #[serde(default)]
         conditions: Option<Conditions>,
     },
+    /// No load for `duration`, while the SUT settles (queues empty, compactions finish).
+    /// Every run already drains its own consumers; this is a pause between phases.
+    Drain {
+        #[serde(with = "duration")]
+        duration: Duration,
+    },
     /// Doubles from `start_rate` until a probe fails (or `ceiling`), then bisects until
     /// the bracket is narrower than `precision` (a fraction) of the passing rate.
     MaxRate {
@@ -232,6 +241,7 @@ impl Phase {
     pub fn kind(&self) -> &'static str {
         match self {
             Phase::Warmup { .. } => "warmup",
+            Phase::Drain { .. } => "drain",
             Phase::Fixed { .. } => "fixed",
             Phase::Ramp { .. } => "ramp",
             Phase::MaxRate { .. } => "max-rate",
@@ -240,7 +250,7 @@ impl Phase {
 
     pub fn conditions(&self) -> Option<&Conditions> {
         match self {
-            Phase::Warmup { .. } => None,
+            Phase::Warmup { .. } | Phase::Drain { .. } => None,
             Phase::Fixed { conditions, .. }
             | Phase::Ramp { conditions, .. }
             | Phase::MaxRate { conditions, .. } => conditions.as_ref(),
@@ -296,6 +306,7 @@ pub struct LoadedPlan {
 /// integer (`i`) or a table (`t`).
 const PHASE_FIELDS: &[(&str, &[(&str, char)])] = &[
     ("warmup", &[("rate", 'n'), ("duration", 'd')]),
+    ("drain", &[("duration", 'd')]),
     (
         "fixed",
         &[
@@ -427,7 +438,7 @@ impl LoadedPlan {
                 return Err(self.error(
                     at("kind"),
                     &format!("phase[{i}].kind"),
-                    format!("{kind:?} is not warmup, fixed, ramp or max-rate"),
+                    format!("{kind:?} is not warmup, fixed, ramp, max-rate or drain"),
                 ));
             };
             for (key, value) in t {
@@ -477,6 +488,13 @@ impl LoadedPlan {
 
     fn validate(&self) -> Result<(), PlanError> {
         let p = &self.plan;
+        if p.plan.workers == 0 {
+            return Err(self.error(
+                self.key_span(0..self.text.len(), "workers"),
+                "plan.workers",
+                "must be at least 1",
+            ));
+        }
         if p.plan.name.trim().is_empty() {
             return Err(self.error(0..0, "plan.name", "must not be empty"));
         }
@@ -557,6 +575,15 @@ impl LoadedPlan {
                 Ok(())
             };
             match phase {
+                Phase::Drain { duration } => {
+                    if duration.is_zero() {
+                        return Err(self.error(
+                            self.key_span(span.clone(), "duration"),
+                            &field("duration"),
+                            "must be longer than 0",
+                        ));
+                    }
+                }
                 Phase::Warmup { rate, duration } => {
                     positive("rate", *rate)?;
                     if duration.is_zero() {

@@ -268,13 +268,25 @@ impl Runner<'_> {
         let mut result = PhaseResult {
             index,
             kind: phase.kind(),
-            judged: !matches!(phase, Phase::Warmup { .. }),
+            judged: !matches!(phase, Phase::Warmup { .. } | Phase::Drain { .. }),
             passed: true,
             probes: Vec::new(),
             knee_rate: None,
             reasons: Vec::new(),
         };
         match phase {
+            Phase::Drain { duration } => {
+                if self.table {
+                    eprintln!(
+                        "-- drain: {} without load",
+                        humantime::format_duration(*duration)
+                    );
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Err(crate::controller::ControlError::Interrupted.into()),
+                    _ = tokio::time::sleep(*duration) => {}
+                }
+            }
             Phase::Warmup { rate, duration } => {
                 let p = self.probe(phase, *rate, Some(*duration), None, dir).await?;
                 result.probes.push(p);
@@ -529,7 +541,15 @@ async fn run_phases(
             }
         }
         let dir = folder.join(format!("{i:02}-{}", phase.kind()));
-        phases.push(runner.phase(i, phase, &dir).await?);
+        let result = runner.phase(i, phase, &dir).await?;
+        if !result.probes.is_empty() {
+            std::fs::write(
+                dir.join("summary.json"),
+                serde_json::to_string_pretty(&result).unwrap_or_default(),
+            )
+            .map_err(|e| CliError::Io(dir.clone(), e))?;
+        }
+        phases.push(result);
     }
     let result = PlanResult {
         plan: plan.plan.plan.name.clone(),
@@ -565,9 +585,9 @@ async fn environment(
     let ping = controller
         .request(&target, Body::Ping(Ping {}), args.timeout, shutdown)
         .await?;
-    let workers = crate::report::outcomes(&ping)
+    let workers: Vec<WorkerInfo> = crate::report::outcomes(&ping)
         .into_iter()
-        .filter(|o| o.role == Role::Worker)
+        .filter(|o| o.role == Role::Worker && o.status == crate::report::PeerStatus::Ok)
         .map(|o| WorkerInfo {
             id: o.id.to_string(),
             name: o.name,
@@ -577,6 +597,18 @@ async fn environment(
             clock_offset_us: o.clock_offset_us,
         })
         .collect();
+    let needed = plan.plan.plan.workers as usize;
+    if workers.len() < needed {
+        let whom = args
+            .group
+            .as_ref()
+            .map(|g| format!(" in group {g}"))
+            .unwrap_or_default();
+        return Err(CliError::Start(crate::start::StartError::Workers(format!(
+            "the plan needs {needed} workers{whom}, {} answered",
+            workers.len()
+        ))));
+    }
     Ok(Environment {
         maestro_version: env!("CARGO_PKG_VERSION"),
         control_url: if local {
