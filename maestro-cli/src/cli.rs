@@ -45,6 +45,8 @@ pub enum Command {
     Start(crate::start::StartArgs),
     /// Run a test plan (TOML): phases, conditions, results, JUnit.
     Run(crate::runplan::RunArgs),
+    /// Rebuild report.html in a plan's results folder.
+    Report(ReportArgs),
     /// Stop the test that is running: producers stop, consumers drain, and the `start`
     /// that launched it finishes with its results.
     Stop(StopArgs),
@@ -86,6 +88,12 @@ pub struct ForgetArgs {
     /// How long to wait for the control broker.
     #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// A plan results folder (results/<plan>-<run-id>).
+    pub folder: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -138,6 +146,8 @@ pub enum CliError {
     Plan(#[from] crate::plan::PlanError),
     #[error("cannot write {0}: {1}")]
     Io(std::path::PathBuf, std::io::Error),
+    #[error(transparent)]
+    Report(#[from] crate::html::ReportError),
     #[error("embedded peers did not all answer within {0:?}")]
     EmbeddedPeers(Duration),
 }
@@ -150,6 +160,7 @@ impl CliError {
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
             CliError::Io(..) => exit::INTERNAL,
+            CliError::Report(_) => exit::USAGE,
             CliError::Start(e) => {
                 use crate::start::StartError as S;
                 match e {
@@ -194,6 +205,15 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Stop(s) => return stop(&cli.control, cli.output, s, &shutdown).await,
         Command::Run(r) => {
             return crate::runplan::run(&cli.control, cli.output, r, &shutdown).await;
+        }
+        Command::Report(r) => {
+            let path = crate::html::write(&r.folder)?;
+            return Ok(Outcome {
+                stdout: format!("wrote {}", path.display()),
+                code: exit::OK,
+                problem: None,
+                peers: Vec::new(),
+            });
         }
     };
     let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod html;
 pub mod local;
 pub mod plan;
 pub mod quickstart;

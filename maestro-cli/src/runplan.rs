@@ -454,6 +454,7 @@ pub async fn run(
     if let Some(path) = &args.junit {
         std::fs::write(path, &junit).map_err(|e| CliError::Io(path.clone(), e))?;
     }
+    crate::html::write(&folder)?;
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&result).unwrap_or_default(),
         Output::Table => plan_table(&result, &folder),

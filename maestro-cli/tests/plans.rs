@@ -245,3 +245,94 @@ precision = 0.25
     eprintln!("knee {knee:.0} msg/s after {} probes", probes.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_html_report_has_every_chart_and_the_verdict_table() {
+    let dir = temp_dir("report");
+    // A ramp that passes two steps, then a fixed phase whose condition cannot hold, so the
+    // report has a curve, passes and a failure to show.
+    let plan = std::fs::read_to_string(plans_dir().join("quick.toml"))
+        .unwrap()
+        .replace(
+            "[[phase]]\nkind = \"fixed\"\nrate = 2000\nduration = \"2s\"",
+            "[[phase]]\nkind = \"ramp\"\nstart_rate = 1000\nstep = 1000\nstep_duration = \"1s\"\nceiling = 2000\n\n[[phase]]\nkind = \"fixed\"\nrate = 2000\nduration = \"2s\"\nconditions = { response_time_p99_ms = 0.001 }",
+        );
+    assert!(plan.contains("ramp"), "the replacement applied");
+    let path = dir.join("report.toml");
+    std::fs::write(&path, plan).unwrap();
+    let results = dir.join("results");
+    let run = run_cli(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--local",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    assert_eq!(
+        run.code,
+        Some(1),
+        "the fixed phase's condition fails: {run:?}"
+    );
+    let (folder, _) = plan_summary(&results);
+    // Rebuild it from the folder alone, as `maestro-cli report` does.
+    std::fs::remove_file(folder.join("report.html")).unwrap();
+    let rebuilt = run_cli(
+        &["report", folder.to_str().unwrap()],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(rebuilt.code, Some(0), "{rebuilt:?}");
+    let html = std::fs::read_to_string(folder.join("report.html")).unwrap();
+    let doc = scraper::Html::parse_document(&html);
+    let select = |css: &str| scraper::Selector::parse(css).unwrap();
+    for chart in [
+        "chart-throughput",
+        "chart-latency",
+        "chart-distribution",
+        "chart-curve",
+    ] {
+        let svg = doc.select(&select(&format!("svg#{chart}"))).next();
+        let svg = svg.unwrap_or_else(|| panic!("no {chart}"));
+        let lines = svg.select(&select("polyline.series")).count();
+        assert!(lines >= 1, "{chart} has no data series");
+        let points: usize = svg
+            .select(&select("polyline.series"))
+            .map(|p| {
+                p.value()
+                    .attr("points")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count()
+            })
+            .sum();
+        assert!(points >= 2, "{chart} has {points} points");
+    }
+    let rows: Vec<String> = doc
+        .select(&select("table#verdicts tbody tr"))
+        .map(|r| r.text().collect::<Vec<_>>().join("|"))
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("FAIL: response_time_p99_ms <= 0.001")),
+        "{rows:#?}"
+    );
+    assert!(rows.iter().any(|r| r.contains("pass")), "{rows:#?}");
+    assert!(doc.select(&select("table#workers tbody tr")).count() >= 2);
+    let status = doc
+        .select(&select("#status"))
+        .next()
+        .unwrap()
+        .text()
+        .collect::<String>();
+    assert_eq!(status, "FAILED");
+    assert!(
+        !html.contains("<script") && !html.contains("http://")
+            || html.contains("xmlns=\"http://www.w3.org/2000/svg\""),
+        "self-contained"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
