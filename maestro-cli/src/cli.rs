@@ -47,6 +47,8 @@ pub enum Command {
     Run(crate::runplan::RunArgs),
     /// Rebuild report.html in a plan's results folder.
     Report(ReportArgs),
+    /// Compare two plan results folders; exit 1 when NEW is worse than BASE.
+    Compare(crate::compare::CompareArgs),
     /// Stop the test that is running: producers stop, consumers drain, and the `start`
     /// that launched it finishes with its results.
     Stop(StopArgs),
@@ -215,6 +217,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
                 peers: Vec::new(),
             });
         }
+        Command::Compare(c) => return crate::compare::compare(&c, cli.output),
     };
     let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;
     let target = args.target();

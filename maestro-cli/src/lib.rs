@@ -5,6 +5,7 @@
 //! Exit codes are in [`exit`].
 
 pub mod cli;
+pub mod compare;
 pub mod controller;
 pub mod html;
 pub mod local;

@@ -74,6 +74,9 @@ pub struct Plan {
     pub workload: Spanned<Workload>,
     #[serde(default)]
     pub conditions: Option<Spanned<Conditions>>,
+    /// Regression thresholds for `maestro-cli compare` (command-line flags override them).
+    #[serde(default)]
+    pub compare: Option<CompareThresholds>,
     /// Kept as raw tables until checked field by field (serde's tagged enums lose the
     /// position of a bad field); see [`LoadedPlan::phases`].
     #[serde(rename = "phase")]
@@ -145,6 +148,19 @@ fn default_size() -> SizeValue {
 pub enum SizeValue {
     Bytes(u32),
     Text(String),
+}
+
+/// How much worse a new run may be than its baseline before `compare` fails.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompareThresholds {
+    /// Response-time p50 and p99 may grow by this many percent (default 10).
+    pub max_latency_increase_pct: Option<f64>,
+    /// The achieved rate (fixed phases) or the knee (ramp, max-rate) may drop by this
+    /// many percent (default 5).
+    pub max_rate_decrease_pct: Option<f64>,
+    /// Lost messages may grow by this many (default 0).
+    pub max_lost_increase: Option<u64>,
 }
 
 /// Pass/fail conditions. Every field is optional; a phase's own conditions override the

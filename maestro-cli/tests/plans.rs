@@ -336,3 +336,74 @@ fn the_html_report_has_every_chart_and_the_verdict_table() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A plan results folder with one fixed phase of the given p99 (µs), rate and loss.
+fn fake_results(
+    dir: &Path,
+    name: &str,
+    p99_us: u64,
+    rate: f64,
+    lost: u64,
+    plan_toml: &str,
+) -> PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let summary = serde_json::json!({
+        "plan": "p", "passed": true, "phases": [{
+            "index": 1, "kind": "fixed", "judged": true, "passed": true, "knee_rate": null, "reasons": [],
+            "probes": [{ "rate": rate, "passed": true, "verdicts": [], "summary": {
+                "achieved_rate": rate, "lost": lost,
+                "response_time_us": { "p50": 1000, "p90": 2000, "p99": p99_us, "p999": p99_us * 2, "p9999": p99_us * 3, "max": p99_us * 4, "count": 1 }
+            }}]
+        }]
+    });
+    std::fs::write(folder.join("summary.json"), summary.to_string()).unwrap();
+    std::fs::write(folder.join("plan.toml"), plan_toml).unwrap();
+    folder
+}
+
+#[test]
+fn compare_fails_when_new_is_worse_beyond_the_thresholds() {
+    let dir = temp_dir("compare");
+    let base = fake_results(&dir, "base", 10_000, 5000.0, 0, "");
+    let same = fake_results(&dir, "same", 10_500, 4900.0, 0, "");
+    let worse = fake_results(&dir, "worse", 13_000, 5000.0, 0, "");
+    let lossy = fake_results(&dir, "lossy", 10_000, 5000.0, 3, "");
+    let lenient = fake_results(
+        &dir,
+        "lenient",
+        13_000,
+        5000.0,
+        0,
+        "[compare]\nmax_latency_increase_pct = 50.0\n",
+    );
+    let cmp = |a: &Path, b: &Path, extra: &[&str]| {
+        let mut args = vec!["compare", a.to_str().unwrap(), b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_cli(&args, Duration::from_secs(20)).unwrap()
+    };
+    assert_eq!(cmp(&base, &same, &[]).code, Some(0), "within 10 % and 5 %");
+    let run = cmp(&base, &worse, &[]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("response_time_p99_ms 10.000 -> 13.000 (+30.0 %)"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("WORSE"), "{}", run.stdout);
+    assert_eq!(
+        cmp(&base, &worse, &["--max-latency-increase", "40"]).code,
+        Some(0),
+        "a looser flag"
+    );
+    assert_eq!(
+        cmp(&base, &lenient, &[]).code,
+        Some(0),
+        "the plan's own threshold"
+    );
+    let run = cmp(&base, &lossy, &[]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("lost 0.000 -> 3.000"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
