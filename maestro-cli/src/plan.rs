@@ -130,6 +130,10 @@ pub struct Workload {
     /// `N` or `~N` bytes (a number is N).
     #[serde(default = "default_size")]
     pub message_size: SizeValue,
+    /// A file whose bytes fill every message (repeated to the size, after the 32-byte
+    /// header); relative to the plan file.
+    #[serde(default)]
+    pub payload_file: Option<PathBuf>,
     /// Kafka message keys: none, round_robin or random.
     #[serde(default)]
     pub key_distribution: Option<String>,
@@ -316,6 +320,8 @@ pub struct LoadedPlan {
     pub plan: Plan,
     /// The phases, in order.
     pub phases: Vec<Phase>,
+    /// The payload file's bytes, base64.
+    pub payload: Option<String>,
 }
 
 /// The fields of each phase kind, and whether each is a number (`n`), a duration (`d`), an
@@ -392,7 +398,9 @@ impl LoadedPlan {
             text,
             plan,
             phases: Vec::new(),
+            payload: None,
         };
+        loaded.payload = loaded.read_payload()?;
         loaded.phases = loaded.check_phases()?;
         loaded.validate()?;
         Ok(loaded)
@@ -424,6 +432,37 @@ impl LoadedPlan {
             })
             .find(|(_, line)| line.trim_start().starts_with(key))
             .map_or(span, |(start, _)| start..start)
+    }
+
+    /// Reads the workload's payload file (relative to the plan), at most 256 KiB.
+    fn read_payload(&self) -> Result<Option<String>, PlanError> {
+        use base64::Engine;
+        let ws = self.plan.workload.span();
+        let Some(file) = &self.plan.workload.get_ref().payload_file else {
+            return Ok(None);
+        };
+        let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            self.error(
+                self.key_span(ws.clone(), "payload_file"),
+                "workload.payload_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        if bytes.is_empty() || bytes.len() > 256 * 1024 {
+            return Err(self.error(
+                self.key_span(ws.clone(), "payload_file"),
+                "workload.payload_file",
+                format!(
+                    "{} has {} bytes; use 1 byte to 256 KiB",
+                    path.display(),
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Some(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
     }
 
     /// Checks every phase's kind, fields and value types, then deserializes it.
@@ -738,6 +777,7 @@ impl LoadedPlan {
             producers: w.topics * w.producers_per_topic,
             consumers: w.topics * w.subscriptions_per_topic * w.consumers_per_subscription,
             topics: w.topics,
+            payload: self.payload.clone(),
         }
     }
 

@@ -76,6 +76,7 @@ pub async fn run(
         producers: u32::from(args.workers),
         consumers: u32::from(args.workers),
         topics: 1,
+        payload: None,
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

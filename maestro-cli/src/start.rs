@@ -77,6 +77,7 @@ impl StartArgs {
             producers: self.producers,
             consumers: self.consumers,
             topics: self.topics,
+            payload: None,
         }
     }
 }
@@ -611,6 +612,7 @@ mod tests {
             producers: 3,
             consumers: 4,
             topics: 2,
+            payload: None,
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]

@@ -190,6 +190,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         producers: 1,
         consumers: 1,
         topics: 1,
+        payload: None,
     };
     let configure = |run: &str| {
         Body::Configure(Configure {

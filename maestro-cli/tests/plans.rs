@@ -407,3 +407,63 @@ fn compare_fails_when_new_is_worse_beyond_the_thresholds() {
     assert!(run.stderr.contains("lost 0.000 -> 3.000"), "{}", run.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_example_plan_is_valid_and_payload_files_are_checked() {
+    for entry in std::fs::read_dir(plans_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let run = run_cli(
+                &["run", path.to_str().unwrap(), "--check"],
+                Duration::from_secs(20),
+            )
+            .unwrap();
+            assert_eq!(run.code, Some(0), "{}: {run:?}", path.display());
+        }
+    }
+    let dir = temp_dir("payload");
+    let good = std::fs::read_to_string(plans_dir().join("quick.toml")).unwrap();
+    let text = good.replacen(
+        "message_size = 256",
+        "message_size = 256\npayload_file = \"missing.bin\"",
+        1,
+    );
+    let path = dir.join("p.toml");
+    std::fs::write(&path, &text).unwrap();
+    let run = run_cli(
+        &["run", path.to_str().unwrap(), "--check"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(2), "{run:?}");
+    let line = text
+        .lines()
+        .position(|l| l.contains("payload_file"))
+        .unwrap()
+        + 1;
+    assert!(
+        run.stderr.contains(&format!(
+            "p.toml:{line}: workload.payload_file: cannot read"
+        )),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(dir.join("missing.bin"), b"{\"sensor\":42}").unwrap();
+    let results = dir.join("results");
+    let run = run_cli(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--local",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (folder, _) = plan_summary(&results);
+    let plan: String = std::fs::read_to_string(folder.join("plan.toml")).unwrap();
+    assert!(plan.contains("payload_file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

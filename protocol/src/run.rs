@@ -115,6 +115,10 @@ pub struct TestSpec {
     pub producers: u32,
     pub consumers: u32,
     pub topics: u32,
+    /// Message filler, base64: repeated to each message's size after the header
+    /// (default: letters). From a plan's `payload_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -133,6 +137,8 @@ pub enum SpecError {
     Warmup { warmup_ms: u64, duration_ms: u64 },
     #[error("as-fast-as-possible (rate 0) needs a duration, not a count")]
     MaxRateNeedsDuration,
+    #[error("payload is not base64, or is empty or larger than 256 KiB")]
+    Payload,
 }
 
 impl TestSpec {
@@ -166,10 +172,26 @@ impl TestSpec {
         if self.producers == 0 {
             return Err(SpecError::Zero { what: "producers" });
         }
+        if let Some(p) = &self.payload
+            && self
+                .payload_bytes()
+                .is_none_or(|b| b.is_empty() || b.len() > 256 * 1024 || p.is_empty())
+        {
+            return Err(SpecError::Payload);
+        }
         if self.topics == 0 {
             return Err(SpecError::Zero { what: "topics" });
         }
         Ok(())
+    }
+}
+
+impl TestSpec {
+    /// The decoded payload filler, when one is given and valid.
+    pub fn payload_bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let p = self.payload.as_ref()?;
+        base64::engine::general_purpose::STANDARD.decode(p).ok()
     }
 }
 
@@ -340,6 +362,7 @@ mod tests {
             producers: 2,
             consumers: 2,
             topics: 1,
+            payload: None,
         }
     }
 

@@ -245,6 +245,7 @@ fn configure() -> Configure {
             producers: 4,
             consumers: 4,
             topics: 2,
+            payload: None,
         },
         producers: vec![ProducerPlan {
             id: 0,

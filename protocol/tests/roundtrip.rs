@@ -162,6 +162,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 producers: p,
                 consumers: c,
                 topics: t,
+                payload: None,
             },
         )
 }

@@ -67,6 +67,7 @@ pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
         producers: 1,
         consumers: 1,
         topics: 1,
+        payload: None,
     }
 }
 

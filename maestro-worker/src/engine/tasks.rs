@@ -102,10 +102,14 @@ struct Bodies {
 }
 
 impl Bodies {
-    fn new(size: MessageSize, seed: u64) -> Self {
+    /// Messages are filled with `payload` repeated (or letters), then stamped.
+    fn new(size: MessageSize, payload: Option<Vec<u8>>, seed: u64) -> Self {
         let (_, max) = size.bounds();
+        let filler = payload
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| (b'a'..=b'z').collect());
         Self {
-            template: (0..max).map(|i| b'a' + (i % 26) as u8).collect(),
+            template: filler.iter().copied().cycle().take(max as usize).collect(),
             size,
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -167,7 +171,7 @@ pub async fn producer<D: Driver>(
             spec.duration_ms.map(|d| d as i64 * 1_000_000),
         );
         let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
-        let mut bodies = Bodies::new(spec.size, u64::from(plan.id) + 1);
+        let mut bodies = Bodies::new(spec.size, spec.payload_bytes(), u64::from(plan.id) + 1);
         let wall_to_tokio = |ns: i64| {
             let d = ns - now_ns();
             tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
@@ -419,4 +423,29 @@ pub async fn consumer<D: Driver>(
         producer: false,
     }));
     conn.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_repeat_the_payload_after_the_header() {
+        let header = PayloadHeader {
+            producer: 1,
+            sequence: 2,
+            intended_ns: 3,
+            actual_ns: 4,
+        };
+        let mut b = Bodies::new(MessageSize::Fixed(40), Some(b"xyz".to_vec()), 1);
+        let body = b.make(&header);
+        assert_eq!(body.len(), 40);
+        assert_eq!(&body[32..], b"xyzxyzxy");
+        assert_eq!(PayloadHeader::read(&body).unwrap(), header);
+        let mut letters = Bodies::new(MessageSize::Around(100), None, 1);
+        for _ in 0..50 {
+            let len = letters.make(&header).len();
+            assert!((50..=150).contains(&len), "{len}");
+        }
+    }
 }
