@@ -130,8 +130,8 @@ pub struct Workload {
     /// `N` or `~N` bytes (a number is N).
     #[serde(default = "default_size")]
     pub message_size: SizeValue,
-    /// A file whose bytes fill every message (repeated to the size, after the 32-byte
-    /// header); relative to the plan file.
+    /// A file whose bytes are every message's content (repeated to the size), with the
+    /// first 32 bytes replaced by maestro's header; relative to the plan file.
     #[serde(default)]
     pub payload_file: Option<PathBuf>,
     /// Kafka message keys: none, round_robin or random.

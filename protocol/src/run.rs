@@ -115,8 +115,8 @@ pub struct TestSpec {
     pub producers: u32,
     pub consumers: u32,
     pub topics: u32,
-    /// Message filler, base64: repeated to each message's size after the header
-    /// (default: letters). From a plan's `payload_file`.
+    /// Message content, base64: repeated to each message's size, with the first 32 bytes
+    /// replaced by the header (default: letters). From a plan's `payload_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
 }

@@ -102,7 +102,8 @@ struct Bodies {
 }
 
 impl Bodies {
-    /// Messages are filled with `payload` repeated (or letters), then stamped.
+    /// Messages are `payload` (repeated to the size; letters by default) with their
+    /// first 32 bytes replaced by the header.
     fn new(size: MessageSize, payload: Option<Vec<u8>>, seed: u64) -> Self {
         let (_, max) = size.bounds();
         let filler = payload
@@ -440,7 +441,8 @@ mod tests {
         let mut b = Bodies::new(MessageSize::Fixed(40), Some(b"xyz".to_vec()), 1);
         let body = b.make(&header);
         assert_eq!(body.len(), 40);
-        assert_eq!(&body[32..], b"xyzxyzxy");
+        // The file's bytes keep their offsets; the header replaces the first 32.
+        assert_eq!(&body[32..], b"zxyzxyzx");
         assert_eq!(PayloadHeader::read(&body).unwrap(), header);
         let mut letters = Bodies::new(MessageSize::Around(100), None, 1);
         for _ in 0..50 {
