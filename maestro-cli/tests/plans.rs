@@ -173,38 +173,14 @@ fn validation_errors_point_at_the_line_and_field() {
 }
 
 #[test]
-fn a_max_rate_search_against_mosquitto_converges_on_a_knee() {
+fn the_example_max_rate_plan_converges_on_a_knee_against_mosquitto() {
     let c = Cluster::start(1);
     let mq = Mosquitto::start().unwrap();
     let dir = temp_dir("maxrate");
-    let plan = r#"
-[plan]
-name = "knee"
-
-[sut]
-url = "mqtt://127.0.0.1:1/unused"
-
-[workload]
-topics = 1
-producers_per_topic = 1
-subscriptions_per_topic = 1
-
-[conditions]
-response_time_p99_ms = 20.0
-min_achieved_fraction = 0.95
-max_lost = 0
-
-[[phase]]
-kind = "max-rate"
-start_rate = 4000
-step_duration = "1s"
-ceiling = 1024000
-precision = 0.25
-"#;
-    let path = dir.join("knee.toml");
-    std::fs::write(&path, plan).unwrap();
+    // The example plan, pointed at this test's private Mosquitto.
+    let path = plans_dir().join("mqtt-qos1-max-rate.toml");
     let results = dir.join("results");
-    let sut = mq.url("knee", "");
+    let sut = mq.url("knee", "qos=1");
     let run = c.cli(
         &[
             "run",
@@ -220,7 +196,8 @@ precision = 0.25
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     let s: Value = run.json().unwrap();
-    let phase = &s["phases"][0];
+    assert_eq!(s["phases"][0]["kind"], "warmup");
+    let phase = &s["phases"][1];
     let knee = phase["knee_rate"]
         .as_f64()
         .unwrap_or_else(|| panic!("no knee: {phase:#}"));
