@@ -171,17 +171,8 @@ impl Controller {
         timeout: Duration,
         interrupt: &CancellationToken,
     ) -> Result<Exchange, ControlError> {
-        let request = Note::new(self.me.clone(), body, now()).with_reply_to(&self.reply_topic);
         let deadline = tokio::time::Instant::now() + timeout;
-        self.client
-            .publish(
-                self.topics.request(target),
-                session::NOTE_QOS,
-                false,
-                encode(&request),
-            )
-            .await
-            .map_err(|e| self.lost(e.to_string()))?;
+        let request = self.send(target, body).await?;
         let mut replies = BTreeMap::new();
         let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
         let complete = loop {

@@ -271,6 +271,21 @@ impl AmqpDriver {
             .map_err(|e| self.unreachable(e))
     }
 
+    /// Deletes the run's exchange, if it has one and nothing uses it any more (the last
+    /// producer or consumer to leave succeeds; the others are refused, harmlessly).
+    async fn delete_exchange(&self, channel: &Channel) {
+        if self.exchange.is_empty() {
+            return;
+        }
+        let options = ExchangeDeleteOptions {
+            if_unused: true,
+            ..Default::default()
+        };
+        let _ = channel
+            .exchange_delete(self.exchange.as_str().into(), options)
+            .await;
+    }
+
     async fn open_producer(
         &self,
         plan: &ProducerPlan,
@@ -495,17 +510,8 @@ impl Producer for AmqpProducer {
     async fn close(mut self) {
         if let Some(channel) = self.channel.take()
             && !self.driver.keep
-            && !self.driver.exchange.is_empty()
         {
-            let _ = channel
-                .exchange_delete(
-                    self.driver.exchange.as_str().into(),
-                    ExchangeDeleteOptions {
-                        if_unused: true,
-                        ..Default::default()
-                    },
-                )
-                .await;
+            self.driver.delete_exchange(&channel).await;
         }
         if let Some(conn) = self.conn.take() {
             let _ = conn.close(200, "maestro run done".into()).await;
@@ -597,19 +603,10 @@ impl Consumer for AmqpConsumer {
                 .await;
             // Whoever leaves last (producer or consumer) removes the exchange; the delete
             // above may have closed that channel, so use a fresh one.
-            if !self.driver.exchange.is_empty()
-                && let Some(conn) = self.conn.as_ref()
+            if let Some(conn) = self.conn.as_ref()
                 && let Ok(channel) = conn.create_channel().await
             {
-                let _ = channel
-                    .exchange_delete(
-                        self.driver.exchange.as_str().into(),
-                        ExchangeDeleteOptions {
-                            if_unused: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await;
+                self.driver.delete_exchange(&channel).await;
             }
         }
         if let Some(conn) = self.conn.take() {
