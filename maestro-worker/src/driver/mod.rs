@@ -64,6 +64,11 @@ pub trait Producer: Send + 'static {
     fn drive(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// True when nothing handed over is still waiting to be written or acknowledged.
     fn idle(&self) -> bool;
+    /// Failures the client learned about but `drive` has not reported yet (for example
+    /// delivery reports that arrived during the final drain).
+    fn unreported_errors(&mut self) -> Option<DriverError> {
+        None
+    }
     /// Closes the connection politely.
     fn close(self) -> impl Future<Output = ()> + Send;
 }

@@ -273,12 +273,17 @@ pub async fn producer<D: Driver>(
         let _ = tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
                 if let Err(e) = conn.drive().await {
+                    recorder.counters.errors += 1;
                     note_error(&mut errors, &e);
                     break;
                 }
             }
         })
         .await;
+        if let Some(e) = conn.unreported_errors() {
+            recorder.counters.errors += 1;
+            note_error(&mut errors, &e);
+        }
     }
     let _ = control.reports.send(Report::Final(Final {
         recorder,
