@@ -332,7 +332,7 @@ impl Driver for KafkaDriver {
         Ok(KafkaConsumer {
             consumer,
             first,
-            next: std::collections::HashMap::new(),
+            next: Vec::new(),
         })
     }
 }
@@ -419,9 +419,9 @@ impl Producer for KafkaProducer {
 #[allow(missing_debug_implementations)]
 pub struct KafkaConsumer {
     consumer: StreamConsumer,
-    /// Per partition: the next offset expected, and how often the current gap was
-    /// fetched again.
-    next: std::collections::HashMap<i32, (i64, u32)>,
+    /// Per partition (indexed by partition number): the next offset expected, and how
+    /// often the current gap was fetched again.
+    next: Vec<Option<(i64, u32)>>,
     /// A message received while waiting for the assignment.
     first: Option<Bytes>,
 }
@@ -434,7 +434,11 @@ impl Consumer for KafkaConsumer {
         match self.consumer.recv().await {
             Ok(m) => {
                 let (partition, offset) = (m.partition(), m.offset());
-                let next = self.next.entry(partition).or_insert((offset, 0));
+                let index = partition.max(0) as usize;
+                if self.next.len() <= index {
+                    self.next.resize(index + 1, None);
+                }
+                let next = self.next[index].get_or_insert((offset, 0));
                 if offset < next.0 {
                     // Already delivered (read again after a seek below).
                     return Ok(None);
@@ -459,8 +463,7 @@ impl Consumer for KafkaConsumer {
                         return Ok(None);
                     }
                 }
-                let next = self.next.entry(partition).or_insert((offset, 0));
-                *next = (offset + 1, 0);
+                self.next[index] = Some((offset + 1, 0));
                 Ok(m.payload().map(Bytes::copy_from_slice))
             }
             Err(e) => Err(DriverError::Sut(e.to_string())),
