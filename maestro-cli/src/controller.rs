@@ -93,8 +93,6 @@ pub struct Exchange {
     pub presence: BTreeMap<PeerId, Presence>,
     /// Identity of every peer that replied, as last announced.
     pub known: BTreeMap<PeerId, PeerInfo>,
-    /// False when the deadline passed before every expected peer answered.
-    pub complete: bool,
 }
 
 impl Controller {
@@ -175,7 +173,7 @@ impl Controller {
         let request = self.send(target, body).await?;
         let mut replies = BTreeMap::new();
         let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
-        let complete = loop {
+        loop {
             let now_t = tokio::time::Instant::now();
             let everyone_answered = self
                 .presence
@@ -184,7 +182,7 @@ impl Controller {
                 .filter(|p| target.matches(&p.peer))
                 .all(|p| replies.contains_key(&p.peer.id));
             if now_t >= settled && everyone_answered {
-                break true;
+                break;
             }
             // Before the presence has settled, wake up when it has.
             let wake = if now_t < settled {
@@ -195,7 +193,7 @@ impl Controller {
             let event = tokio::select! {
                 _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
                 _ = tokio::time::sleep_until(wake) => {
-                    if wake >= deadline { break false; }
+                    if wake >= deadline { break; }
                     continue;
                 }
                 event = self.events.recv() => event,
@@ -213,7 +211,7 @@ impl Controller {
                 Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
                 None => return Err(self.lost("the session ended".into())),
             }
-        };
+        }
         let presence = self
             .presence
             .iter()
@@ -230,7 +228,6 @@ impl Controller {
             replies,
             presence,
             known,
-            complete,
         })
     }
 

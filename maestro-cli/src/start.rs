@@ -466,7 +466,7 @@ pub async fn run_test(
             )
         })
         .collect();
-    let (summary, _) = summary::summarize(
+    let summary = summary::summarize(
         &run,
         &spec,
         started_at,

@@ -170,7 +170,7 @@ pub fn summarize(
     measured_s: f64,
     workers: &[(PeerId, String, usize, usize)],
     collected: &Collected,
-) -> (Summary, Latencies) {
+) -> Summary {
     let mut total = Counters::default();
     let mut latencies = Latencies::default();
     let mut degraded = collected.degraded.clone();
@@ -220,7 +220,7 @@ pub fn summarize(
             0.0
         }
     };
-    let summary = Summary {
+    Summary {
         run_id: run.clone(),
         sut: maestro_worker::driver::mqtt::redact(&spec.sut),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
@@ -246,8 +246,7 @@ pub fn summarize(
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
             .collect(),
-    };
-    (summary, latencies)
+    }
 }
 
 /// One second of the run, merged over workers.

@@ -76,59 +76,20 @@ async fn minimal_publisher(port: u16, topic: String, duration: Duration) -> u64 
     sent
 }
 
-/// Maestro's producer task on its own thread; returns (sent, thread CPU, recorder).
-fn maestro_producer(
-    sut: String,
-    rate: f64,
-    duration: Duration,
-    run: &str,
-) -> (u64, Duration, Recorder) {
-    let run = RunId::new(run).unwrap();
-    let driver = MqttDriver::from_url(&sut, &run).unwrap();
-    let mut e = engine();
-    let control = e.control.clone();
-    let spec = spec(&sut, rate, duration);
-    let plan = ProducerPlan {
-        id: 0,
-        topic: 0,
-        rate,
-        count: None,
-    };
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let handle = on_thread(move || tasks::producer(driver, plan, spec, ready_tx, control));
-    ready_rx.blocking_recv().unwrap().unwrap();
-    e.start.send_replace(Some(now_ns() + 50_000_000));
-    let ((), cpu) = handle.join().unwrap();
-    let (rec, sent) = drain(&mut e);
-    (sent, cpu, rec)
-}
-
 fn bench_publish(mq: &Mosquitto) {
     let d = Duration::from_secs(5);
     let port = mq.port;
-    let mut ratios = Vec::new();
-    for round in 0..3 {
+    ratio_rounds("publish QoS0", 0.85, |round| {
         let (sent_min, cpu_min) =
             on_thread(move || minimal_publisher(port, "bench/minimal".into(), d))
                 .join()
                 .unwrap();
+        let run = RunId::new(format!("pub{round}")).unwrap();
+        let sut = mq.url("bench", "");
         let (sent_m, cpu_m, _) =
-            maestro_producer(mq.url("bench", ""), 0.0, d, &format!("pub{round}"));
-        let base = sent_min as f64 / cpu_min.as_secs_f64();
-        let ours = sent_m as f64 / cpu_m.as_secs_f64();
-        ratios.push(ours / base);
-        println!(
-            "publish QoS0 round {round}: minimal rumqttc {base:.0} msg/CPU-s ({sent_min} msgs, {:.2} CPU-s) | maestro {ours:.0} msg/CPU-s ({sent_m} msgs, {:.2} CPU-s) | ratio {:.2}x",
-            cpu_min.as_secs_f64(),
-            cpu_m.as_secs_f64(),
-            ours / base
-        );
-    }
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "publish QoS0: median ratio maestro/minimal = {:.2}x (target >= 0.85x)",
-        ratios[1]
-    );
+            run_producer(MqttDriver::from_url(&sut, &run).unwrap(), &sut, 0.0, d);
+        (sent_min, cpu_min.as_secs_f64(), sent_m, cpu_m.as_secs_f64())
+    });
 }
 
 fn bench_measure() {

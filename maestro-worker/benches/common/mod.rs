@@ -109,13 +109,13 @@ pub fn drain(e: &mut Engine) -> (Recorder, u64) {
 }
 
 /// Runs the engine's producer task for `duration` (rate 0: as fast as it goes) on its own
-/// thread; returns (messages sent, recorder).
+/// thread; returns (messages sent, the thread's CPU time, recorder).
 pub fn run_producer<D: maestro_worker::driver::Driver>(
     driver: D,
     sut: &str,
     rate: f64,
     duration: Duration,
-) -> (u64, Recorder) {
+) -> (u64, Duration, Recorder) {
     use maestro_protocol::ProducerPlan;
     use maestro_worker::engine::tasks::{self, now_ns};
     let mut e = engine();
@@ -131,9 +131,33 @@ pub fn run_producer<D: maestro_worker::driver::Driver>(
     let handle = on_thread(move || tasks::producer(driver, plan, spec, ready_tx, control));
     ready_rx.blocking_recv().unwrap().unwrap();
     e.start.send_replace(Some(now_ns() + 50_000_000));
-    handle.join().unwrap();
+    let ((), cpu) = handle.join().unwrap();
     let (rec, sent) = drain(&mut e);
-    (sent, rec)
+    (sent, cpu, rec)
+}
+
+/// Three rounds of (baseline messages, baseline CPU-s, maestro messages, maestro CPU-s);
+/// prints messages per CPU-second for each and the median ratio against `target`.
+pub fn ratio_rounds(
+    label: &str,
+    target: f64,
+    mut round: impl FnMut(usize) -> (u64, f64, u64, f64),
+) {
+    let mut ratios = Vec::new();
+    for r in 0..3 {
+        let (n_min, cpu_min, n_ours, cpu_ours) = round(r);
+        let (base, ours) = (n_min as f64 / cpu_min, n_ours as f64 / cpu_ours);
+        ratios.push(ours / base);
+        println!(
+            "{label} round {r}: minimal {base:.0} msg/CPU-s ({n_min} msgs, {cpu_min:.2} CPU-s) | maestro {ours:.0} msg/CPU-s ({n_ours} msgs, {cpu_ours:.2} CPU-s) | ratio {:.2}x",
+            ours / base
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{label}: median ratio maestro/minimal = {:.2}x (target >= {target}x)",
+        ratios[1]
+    );
 }
 
 /// Runs one producer and one consumer task (one subscription) on two threads for
