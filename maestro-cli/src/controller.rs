@@ -7,8 +7,8 @@
 
 use maestro_control::{ControlUrl, now, session};
 use maestro_protocol::{
-    Body, ClusterId, Note, PeerId, PeerInfo, Presence, Role, Sender, Target, Topics, UnixMicros,
-    decode, encode,
+    Body, ClusterId, Note, PeerId, PeerInfo, Presence, PresenceStatus, Renew, Role, RunId, Sender,
+    Target, Topics, UnixMicros, decode, encode,
 };
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use std::collections::BTreeMap;
@@ -60,6 +60,7 @@ pub struct Controller {
     events: mpsc::Receiver<ControlEvent>,
     topics: Topics,
     me: Sender,
+    liveness: Liveness,
     url: ControlUrl,
     reply_topic: String,
     presence: BTreeMap<PeerId, Presence>,
@@ -105,7 +106,20 @@ impl Controller {
         let id = PeerId::random("cli");
         let topics = Topics::new(cluster);
         let reply_topic = topics.reply(&id);
-        let (client, eventloop) = session::open(url, &id, Duration::from_secs(5), None);
+        let me = Sender {
+            id: id.clone(),
+            role: Role::Controller,
+            name: format!("maestro-cli@{}", std::process::id()),
+        };
+        let liveness = Liveness::new(&topics, &me);
+        // Workers in this controller's runs watch this: a run never outlives its controller.
+        let will = rumqttc::LastWill::new(
+            liveness.topic.clone(),
+            liveness.note(PresenceStatus::Offline),
+            session::PRESENCE_QOS,
+            false,
+        );
+        let (client, eventloop) = session::open(url, &id, Duration::from_secs(5), Some(will));
         let (ready_tx, ready_rx) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(4096);
         let stop = CancellationToken::new();
@@ -118,6 +132,7 @@ impl Controller {
             ready_tx,
             events_tx,
             stop.clone(),
+            liveness.clone(),
         ));
         let unreachable = |reason: String| ControlError::Unreachable {
             url: url.clone(),
@@ -136,11 +151,8 @@ impl Controller {
             client,
             events,
             topics,
-            me: Sender {
-                id,
-                role: Role::Controller,
-                name: format!("maestro-cli@{}", std::process::id()),
-            },
+            me,
+            liveness,
             url: url.clone(),
             reply_topic,
             presence: BTreeMap::new(),
@@ -302,8 +314,58 @@ impl Controller {
         Ok(())
     }
 
-    /// Disconnects cleanly, after everything queued has been sent.
+    /// This controller's id.
+    pub fn id(&self) -> &PeerId {
+        &self.me.id
+    }
+
+    /// Renews `run`'s lease on `peers` every [`LEASE_RENEW`] until the returned guard is
+    /// dropped. Runs beside the caller, so a controller busy elsewhere still renews; a
+    /// controller that stops (killed, frozen, cut off) stops renewing.
+    pub fn lease(&self, run: &RunId, peers: &[PeerId]) -> LeaseGuard {
+        let stop = self.stop.child_token();
+        let (client, topics, me, reply) = (
+            self.client.clone(),
+            self.topics.clone(),
+            self.me.clone(),
+            self.reply_topic.clone(),
+        );
+        let (run, peers) = (run.clone(), peers.to_vec());
+        let guard = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEASE_RENEW);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                for peer in &peers {
+                    let note = Note::new(me.clone(), Body::Renew(Renew { run: run.clone() }), now())
+                        .with_reply_to(&reply);
+                    if client
+                        .try_publish(topics.request(&Target::Peer(peer.clone())), session::NOTE_QOS, false, encode(&note))
+                        .is_err()
+                    {
+                        debug!(%peer, "lease renewal not queued");
+                    }
+                }
+            }
+        });
+        LeaseGuard(guard)
+    }
+
+    /// Disconnects cleanly, after everything queued has been sent. Says goodbye on the
+    /// liveness topic first, so no run of this controller outlives it.
     pub async fn close(mut self) {
+        let _ = self
+            .client
+            .publish(
+                self.liveness.topic.clone(),
+                session::PRESENCE_QOS,
+                false,
+                self.liveness.note(PresenceStatus::Offline),
+            )
+            .await;
         let _ = self.client.disconnect().await;
         if let Some(pump) = self.pump.take()
             && tokio::time::timeout(Duration::from_secs(2), pump)
@@ -334,6 +396,63 @@ impl Controller {
     }
 }
 
+/// How long a worker keeps a run whose controller stopped renewing it.
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How often a controller renews its runs' leases.
+pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+
+/// Stops renewing a lease when dropped.
+#[derive(Debug)]
+pub struct LeaseGuard(CancellationToken);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// A controller's liveness notes: online at connect, offline as its last will and goodbye.
+#[derive(Debug, Clone)]
+struct Liveness {
+    topic: String,
+    sender: Sender,
+    info: PeerInfo,
+}
+
+impl Liveness {
+    fn new(topics: &Topics, me: &Sender) -> Self {
+        Self {
+            topic: topics.controller(&me.id),
+            sender: me.clone(),
+            info: PeerInfo {
+                id: me.id.clone(),
+                name: me.name.clone(),
+                role: Role::Controller,
+                host: gethostname::gethostname().to_string_lossy().into_owned(),
+                group: maestro_protocol::Segment::new("controllers")
+                    .unwrap_or_else(|_| unreachable!("a valid segment")),
+                member: me.name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                capabilities: Vec::new(),
+                keep_alive_ms: 5000,
+                pid: std::process::id(),
+                started_at_us: now(),
+            },
+        }
+    }
+
+    fn note(&self, status: PresenceStatus) -> Vec<u8> {
+        encode(&Note::new(
+            self.sender.clone(),
+            Body::Presence(Presence {
+                status,
+                peer: self.info.clone(),
+            }),
+            now(),
+        ))
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -350,6 +469,7 @@ async fn pump(
     ready: oneshot::Sender<Result<(), String>>,
     events: mpsc::Sender<ControlEvent>,
     stop: CancellationToken,
+    liveness: Liveness,
 ) {
     let mut ready = Some(ready);
     loop {
@@ -371,6 +491,12 @@ async fn pump(
                     }
                     break;
                 }
+                let _ = client.try_publish(
+                    liveness.topic.clone(),
+                    session::PRESENCE_QOS,
+                    false,
+                    liveness.note(PresenceStatus::Online),
+                );
                 None
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {

@@ -385,6 +385,27 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
             }
         }
     }
+    // Probes whose achieved rate fell short of the offer, said plainly.
+    let mut shortfalls = String::new();
+    for p in phases {
+        for probe in p["probes"].as_array().into_iter().flatten() {
+            let s = &probe["summary"];
+            if let Some(fraction) = s["achieved_fraction"].as_f64()
+                && fraction < crate::summary::SHORTFALL
+            {
+                let _ = write!(
+                    shortfalls,
+                    r#"<p class="shortfall">Phase {i} {k} at {rate:.0} msg/s: achieved {a:.1} msg/s, {pct:.1} % of the offered rate; {u} messages due were never sent. The SUT did not keep up.</p>"#,
+                    i = p["index"],
+                    k = esc(p["kind"].as_str().unwrap_or("")),
+                    rate = f(&probe["rate"]),
+                    a = f(&s["achieved_rate"]),
+                    pct = fraction * 100.0,
+                    u = s["unsent"],
+                );
+            }
+        }
+    }
     let env = &plan["environment"];
     let status = if plan["passed"] == true {
         "PASSED"
@@ -396,13 +417,13 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
         html,
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>maestro: {name}</title><style>
 body{{font-family:sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse;margin:8px 0 24px}}
-td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} tr.fail{{background:#fde2e2}} tr.pass{{background:#e6f4ea}}
+td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:#cf222e;font-weight:bold}} tr.fail{{background:#fde2e2}} tr.pass{{background:#e6f4ea}}
 .status-PASSED{{color:#1a7f37}} .status-FAILED{{color:#cf222e}} svg{{display:block;margin:8px 0 20px}}
 </style></head><body>
 <h1>{name} <span id="status" class="status-{status}">{status}</span></h1>
 <p>{desc}</p>
 <p>run <code>{run}</code>, started {started}; SUT <code>{sut}</code> ({sut_name} {sut_version}); {nw} workers; maestro {ver}</p>
-<h2>Throughput</h2>{throughput}
+{shortfalls}<h2>Throughput</h2>{throughput}
 <h2>Response time</h2>{latency}{distribution}
 <h2>Ramp and search</h2>{curve}
 <h2>Verdicts</h2><table id="verdicts"><thead><tr><th>phase</th><th>rate</th><th>condition</th><th>actual</th><th>result</th></tr></thead><tbody>{verdicts}</tbody></table>

@@ -175,8 +175,52 @@ fn empty(spec: &TestSpec, run: &RunId) -> Configure {
         spec: spec.clone(),
         producers: Vec::new(),
         consumers: Vec::new(),
+        lease_ms: crate::controller::LEASE.as_millis() as u64,
+        producer_skew_us: Vec::new(),
     }
 }
+
+/// Tells each worker with consumers how far its clock is ahead of each producer's
+/// worker (from the ping offsets), so cross-host latencies are corrected.
+pub fn apply_clock_skews(shares: &mut BTreeMap<PeerId, Configure>, offsets: &BTreeMap<PeerId, i64>) {
+    let producers = shares.values().next().map_or(0, |c| c.spec.producers) as usize;
+    let mut producer_offset = vec![0i64; producers];
+    for (worker, c) in shares.iter() {
+        let offset = offsets.get(worker).copied().unwrap_or(0);
+        for p in &c.producers {
+            if let Some(slot) = producer_offset.get_mut(p.id as usize) {
+                *slot = offset;
+            }
+        }
+    }
+    for (worker, c) in shares.iter_mut() {
+        if c.consumers.is_empty() {
+            continue;
+        }
+        let own = offsets.get(worker).copied().unwrap_or(0);
+        c.producer_skew_us = producer_offset.iter().map(|p| own - p).collect();
+    }
+}
+
+/// Stops whatever `participants` set up for `run` (after a failed or interrupted start).
+async fn release(controller: &mut Controller, run: &RunId, participants: &[PeerId]) {
+    let stops = participants
+        .iter()
+        .map(|id| (id.clone(), Body::Stop(Stop { run: run.clone() })))
+        .collect();
+    let _ = request_each(
+        controller,
+        stops,
+        Duration::from_secs(2),
+        &CancellationToken::new(),
+        &mut Vec::new(),
+    )
+    .await;
+}
+
+/// Producers stop at the end of their window by themselves; the controller stops a run
+/// this long after the window if a worker still reports active producers.
+pub const END_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends one request to each peer and collects the replies until `timeout`. Events that
 /// arrive meanwhile are kept in `backlog`; a peer that goes offline is not waited for.
@@ -234,11 +278,21 @@ pub async fn run_test(
     let ping = controller
         .request(&target, Body::Ping(Ping {}), options.timeout, shutdown)
         .await?;
-    let mut workers: Vec<(PeerId, String)> = crate::report::outcomes(&ping)
+    let outcomes: Vec<_> = crate::report::outcomes(&ping)
         .into_iter()
         .filter(|o| o.status == crate::report::PeerStatus::Ok && o.role == Role::Worker)
-        .map(|o| (o.id, o.name))
         .collect();
+    let clocks: BTreeMap<PeerId, (i64, i64)> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                o.id.clone(),
+                (o.clock_offset_us.unwrap_or(0), o.rtt_us.unwrap_or(0)),
+            )
+        })
+        .collect();
+    let mut workers: Vec<(PeerId, String)> =
+        outcomes.into_iter().map(|o| (o.id, o.name)).collect();
     workers.sort_by(|a, b| a.1.cmp(&b.1));
     if workers.is_empty() {
         let whom = options
@@ -249,24 +303,35 @@ pub async fn run_test(
         return Err(StartError::NoWorkers(whom));
     }
     let ids: Vec<PeerId> = workers.iter().map(|w| w.0.clone()).collect();
-    let shares = split(&spec, &run, &ids, compete);
+    let mut shares = split(&spec, &run, &ids, compete);
+    let offsets: BTreeMap<PeerId, i64> = clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
+    apply_clock_skews(&mut shares, &offsets);
     let names: BTreeMap<PeerId, String> = workers.iter().cloned().collect();
     let participants: Vec<PeerId> = shares.keys().cloned().collect();
     tracing::info!(run = %run, workers = participants.len(), "configuring");
+    // The run is ours while this lives: workers end it when renewals stop.
+    let _lease = controller.lease(&run, &participants);
 
     let mut backlog = Vec::new();
     let configure: Vec<(PeerId, Body)> = shares
         .iter()
         .map(|(id, c)| (id.clone(), Body::Configure(c.clone())))
         .collect();
-    let replies = request_each(
+    let replies = match request_each(
         controller,
         configure,
         options.timeout,
         shutdown,
         &mut backlog,
     )
-    .await?;
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            release(controller, &run, &participants).await;
+            return Err(e.into());
+        }
+    };
     let mut problems = Vec::new();
     let mut sut_problem = None;
     for id in &participants {
@@ -288,19 +353,7 @@ pub async fn run_test(
         }
     }
     if sut_problem.is_some() || !problems.is_empty() {
-        // Release whatever was set up.
-        let stops = participants
-            .iter()
-            .map(|id| (id.clone(), Body::Stop(Stop { run: run.clone() })))
-            .collect();
-        let _ = request_each(
-            controller,
-            stops,
-            Duration::from_secs(2),
-            &CancellationToken::new(),
-            &mut backlog,
-        )
-        .await;
+        release(controller, &run, &participants).await;
         if let Some(reason) = sut_problem {
             return Err(StartError::Sut {
                 sut: maestro_worker::driver::mqtt::redact(&spec.sut),
@@ -310,7 +363,8 @@ pub async fn run_test(
         return Err(StartError::Workers(problems.join("; ")));
     }
 
-    // 2. A common start, far enough ahead for every worker to get the note.
+    // 2. A common start, far enough ahead for every worker to get the note; each worker
+    //    gets it on its own clock.
     let start_at = UnixMicros(maestro_control::now().0 + 300_000);
     let started_at = SystemTime::now() + Duration::from_millis(300);
     let starts = participants
@@ -320,13 +374,23 @@ pub async fn run_test(
                 id.clone(),
                 Body::Start(Start {
                     run: run.clone(),
-                    start_at_us: start_at,
+                    start_at_us: UnixMicros(start_at.0 + offsets.get(id).copied().unwrap_or(0)),
                 }),
             )
         })
         .collect();
-    let replies = request_each(controller, starts, options.timeout, shutdown, &mut backlog).await?;
-    let mut collected = Collected::default();
+    let replies =
+        match request_each(controller, starts, options.timeout, shutdown, &mut backlog).await {
+            Ok(r) => r,
+            Err(e) => {
+                release(controller, &run, &participants).await;
+                return Err(e.into());
+            }
+        };
+    let mut collected = Collected {
+        clocks,
+        ..Collected::default()
+    };
     for id in &participants {
         if !matches!(replies.get(id).map(|n| &n.body), Some(Body::Started(_))) {
             collected
@@ -337,16 +401,9 @@ pub async fn run_test(
 
     // 3. Watch until every producer is done.
     let started = Instant::now() + Duration::from_millis(300);
-    let send_window = spec
-        .duration_ms
-        .map(Duration::from_millis)
-        .unwrap_or_else(|| {
-            let per_producer = spec.count.unwrap_or(0) as f64 / spec.producers.max(1) as f64;
-            let rate = (spec.rate / spec.producers.max(1) as f64).max(1.0);
-            Duration::from_secs_f64(per_producer / rate)
-        });
-    // Producers that fall behind may send past the end; give them a generous margin.
-    let deadline = started + send_window + send_window / 2 + Duration::from_secs(10);
+    let send_window = spec.send_window();
+    // Producers stop at the end of their window by themselves.
+    let deadline = started + send_window + END_GRACE;
     // Copies each message should reach: one per subscription.
     let fanout = if compete {
         f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
@@ -411,7 +468,7 @@ pub async fn run_test(
         }
     };
     tracing::info!(run = %run, reason = stop_reason, "stopping");
-    let send_end = Instant::now();
+
 
     // 4. Stop, drain, collect every live worker's result.
     let never = CancellationToken::new();
@@ -440,21 +497,8 @@ pub async fn run_test(
         }
     }
 
-    // 5. The numbers.
-    let measured = match spec.duration_ms {
-        Some(d) => Duration::from_millis(d.saturating_sub(spec.warmup_ms)),
-        None => send_end
-            .saturating_duration_since(started)
-            .saturating_sub(Duration::from_millis(spec.warmup_ms)),
-    };
-    let measured = if collected.interrupted {
-        send_end
-            .saturating_duration_since(started)
-            .saturating_sub(Duration::from_millis(spec.warmup_ms))
-            .min(measured)
-    } else {
-        measured
-    };
+    // 5. The numbers: rates over the real send span, from the end of the warm-up.
+    let measure_from_us = start_at.0 + spec.warmup_ms as i64 * 1000;
     let worker_rows: Vec<(PeerId, String, usize, usize)> = participants
         .iter()
         .map(|id| {
@@ -470,7 +514,7 @@ pub async fn run_test(
         &run,
         &spec,
         started_at,
-        measured.as_secs_f64(),
+        measure_from_us,
         &worker_rows,
         &collected,
     );
@@ -565,8 +609,8 @@ pub fn summary_table(s: &Summary, folder: &std::path::Path) -> String {
     let mut lines = vec![
         format!("run {}  sut {}", s.run_id, s.sut),
         format!(
-            "sent {}  received {}  lost {}  duplicated {}  out of order {}  errors {}",
-            s.sent, s.received, s.lost, s.duplicated, s.out_of_order, s.errors
+            "sent {}  unsent {}  received {}  lost {}  duplicated {}  out of order {}  errors {}",
+            s.sent, s.unsent, s.received, s.lost, s.duplicated, s.out_of_order, s.errors
         ),
         format!(
             "rate offered {}  achieved {:.1}/s  received {:.1}/s  (measured over {:.1} s)",
@@ -583,6 +627,16 @@ pub fn summary_table(s: &Summary, folder: &std::path::Path) -> String {
         format!("service time   {}", p(&s.service_time_us)),
         format!("send lag       {}", p(&s.send_lag_us)),
     ];
+    if let Some(shortfall) = s.shortfall() {
+        lines.push(format!("BELOW OFFER: {shortfall}"));
+    }
+    if s.clock.max_offset_us > 0 {
+        lines.push(format!(
+            "clocks: latencies corrected by up to {} (error bound ± {})",
+            micros(s.clock.max_offset_us),
+            micros(s.clock.error_bound_us)
+        ));
+    }
     if s.degraded {
         lines.push(format!("DEGRADED: {}", s.degraded_reasons.join("; ")));
     }

@@ -84,15 +84,29 @@ pub struct WorkerSummary {
     pub reported: bool,
 }
 
+/// How the workers' clocks were reconciled (from the controller's ping before the run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClockSummary {
+    /// Each participating worker's clock offset (how far ahead of the controller), µs.
+    pub offsets_us: BTreeMap<String, i64>,
+    /// The largest correction applied between a producer's and a consumer's worker, µs.
+    pub max_offset_us: i64,
+    /// The error bound of that correction (half of each worker's ping round trip), µs.
+    pub error_bound_us: i64,
+}
+
 /// `summary.json`: stable field names; latencies in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub run_id: RunId,
     pub sut: String,
     pub started_at: String,
-    /// The measured window (the run minus warm-up), in seconds.
+    /// The measured send span in seconds: from the end of the warm-up until the producers
+    /// stopped (the end of their window, or earlier when stopped).
     pub measured_s: f64,
     pub sent: u64,
+    /// Messages the schedule had due by the end of the window that were never sent.
+    pub unsent: u64,
     pub received: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -102,8 +116,10 @@ pub struct Summary {
     pub foreign: u64,
     /// The rate asked for (messages/s over all producers); 0 = as fast as possible.
     pub offered_rate: f64,
-    /// Messages sent per second in the measured window.
+    /// Messages sent per second over the measured send span.
     pub achieved_rate: f64,
+    /// achieved_rate / offered_rate; null when the offer was "as fast as possible".
+    pub achieved_fraction: Option<f64>,
     /// Messages received per second in the measured window (all consumers).
     pub receive_rate: f64,
     pub degraded: bool,
@@ -112,8 +128,29 @@ pub struct Summary {
     pub response_time_us: Percentiles,
     pub service_time_us: Percentiles,
     pub send_lag_us: Percentiles,
+    pub clock: ClockSummary,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,
+}
+
+/// Below this fraction of the offered rate, the summary says the SUT (or the load
+/// generator) did not keep up.
+pub const SHORTFALL: f64 = 0.95;
+
+impl Summary {
+    /// A plain sentence when the achieved rate fell short of the offer.
+    pub fn shortfall(&self) -> Option<String> {
+        let f = self.achieved_fraction?;
+        (f < SHORTFALL).then(|| {
+            format!(
+                "achieved {:.1}/s is {:.1} % of the offered {:.1}/s: the SUT did not keep up ({} messages due were never sent)",
+                self.achieved_rate,
+                f * 100.0,
+                self.offered_rate,
+                self.unsent
+            )
+        })
+    }
 }
 
 /// Everything a run collected.
@@ -123,6 +160,24 @@ pub struct Collected {
     pub stats: BTreeMap<PeerId, Vec<RunStats>>,
     pub degraded: Vec<String>,
     pub interrupted: bool,
+    /// Each worker's clock offset and ping round trip, µs (ahead of the controller).
+    pub clocks: BTreeMap<PeerId, (i64, i64)>,
+}
+
+/// The measured send span in seconds: from `from_us` (the end of the warm-up, controller
+/// clock) to the latest producer stop, each corrected by its worker's clock offset.
+pub fn send_span_s(collected: &Collected, from_us: i64) -> f64 {
+    let end = collected
+        .results
+        .iter()
+        .flat_map(|(id, r)| {
+            let offset = collected.clocks.get(id).map_or(0, |c| c.0);
+            r.sent
+                .iter()
+                .filter_map(move |s| s.stopped_at_us.map(|t| t.0 - offset))
+        })
+        .max();
+    end.map_or(0.0, |end| (end - from_us).max(0) as f64 / 1e6)
 }
 
 /// Delivery accounting over all results: every subscription expects every message sent to
@@ -167,7 +222,7 @@ pub fn summarize(
     run: &RunId,
     spec: &TestSpec,
     started_at: std::time::SystemTime,
-    measured_s: f64,
+    measure_from_us: i64,
     workers: &[(PeerId, String, usize, usize)],
     collected: &Collected,
 ) -> Summary {
@@ -213,6 +268,13 @@ pub fn summarize(
     }
     let unique: BTreeSet<&String> = degraded.iter().collect();
     let degraded: Vec<String> = unique.into_iter().cloned().collect();
+    let measured_s = send_span_s(collected, measure_from_us);
+    let unsent: u64 = collected
+        .results
+        .values()
+        .flat_map(|r| &r.sent)
+        .map(|s| s.unsent)
+        .sum();
     let per_s = |n: u64| {
         if measured_s > 0.0 {
             n as f64 / measured_s
@@ -226,6 +288,7 @@ pub fn summarize(
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         measured_s,
         sent: total.sent,
+        unsent,
         received: total.received,
         lost: lost(&collected.results),
         duplicated: total.duplicated,
@@ -234,6 +297,7 @@ pub fn summarize(
         foreign: total.foreign,
         offered_rate: spec.rate,
         achieved_rate: per_s(latencies.lag.len()),
+        achieved_fraction: (spec.rate > 0.0).then(|| per_s(latencies.lag.len()) / spec.rate),
         receive_rate: per_s(latencies.response.len()),
         degraded: !degraded.is_empty(),
         degraded_reasons: degraded,
@@ -241,12 +305,45 @@ pub fn summarize(
         response_time_us: Percentiles::of(&latencies.response),
         service_time_us: Percentiles::of(&latencies.service),
         send_lag_us: Percentiles::of(&latencies.lag),
+        clock: clock_summary(collected, workers),
         workers: worker_summaries,
         error_messages: errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
             .collect(),
     }
+}
+
+fn clock_summary(collected: &Collected, workers: &[(PeerId, String, usize, usize)]) -> ClockSummary {
+    let mut out = ClockSummary::default();
+    let producing: Vec<&(i64, i64)> = workers
+        .iter()
+        .filter(|w| w.2 > 0)
+        .filter_map(|w| collected.clocks.get(&w.0))
+        .collect();
+    let consuming: Vec<&(i64, i64)> = workers
+        .iter()
+        .filter(|w| w.3 > 0)
+        .filter_map(|w| collected.clocks.get(&w.0))
+        .collect();
+    for (id, name, ..) in workers {
+        if let Some((offset, _)) = collected.clocks.get(id) {
+            out.offsets_us.insert(name.clone(), *offset);
+        }
+    }
+    for p in &producing {
+        for c in &consuming {
+            let correction = (c.0 - p.0).abs();
+            let bound = (c.1 + p.1) / 2;
+            if correction > out.max_offset_us
+                || (correction == out.max_offset_us && bound > out.error_bound_us)
+            {
+                out.max_offset_us = correction;
+                out.error_bound_us = bound;
+            }
+        }
+    }
+    out
 }
 
 /// One second of the run, merged over workers.
@@ -444,7 +541,9 @@ mod tests {
                     producer: 0,
                     topic: 0,
                     sent: 100,
+                    unsent: 0,
                     errors: 0,
+                    stopped_at_us: None,
                 }],
                 vec![d(0, 0, 100), d(0, 1, 50)],
                 vec![ConsumerPlan {
@@ -462,7 +561,9 @@ mod tests {
                     producer: 1,
                     topic: 0,
                     sent: 50,
+                    unsent: 0,
                     errors: 0,
+                    stopped_at_us: None,
                 }],
                 vec![d(1, 0, 100), d(1, 1, 47)],
                 vec![ConsumerPlan {
@@ -490,7 +591,9 @@ mod tests {
                     producer: 0,
                     topic: 0,
                     sent: 150,
+                    unsent: 0,
                     errors: 0,
+                    stopped_at_us: None,
                 }],
                 vec![d(0, 0, 80), d(1, 0, 68)],
                 vec![

@@ -207,6 +207,8 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
                 topic: 0,
                 subscription: 0,
             }],
+            lease_ms: 5_000,
+            producer_skew_us: vec![0],
         })
     };
     let a = RunId::new("run-a").unwrap();

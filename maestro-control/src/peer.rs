@@ -10,12 +10,20 @@
 use crate::session::{self, now};
 use crate::url::ControlUrl;
 use maestro_protocol::{
-    Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, NoteId, PeerInfo,
+    Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, NoteId, PeerId, PeerInfo,
     PeerState, Pong, Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
 };
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a peer waits before asking again for subscriptions the broker refused.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -47,6 +55,8 @@ pub struct Outbox {
     client: AsyncClient,
     sender: Sender,
     topics: Topics,
+    /// Controllers whose liveness this peer watches (subscribed again on reconnect).
+    watched: Arc<Mutex<BTreeSet<PeerId>>>,
 }
 
 impl Outbox {
@@ -67,6 +77,22 @@ impl Outbox {
             session::NOTE_QOS
         };
         self.publish(&self.topics.event(&self.sender.id, kind), &note, qos);
+    }
+
+    /// Watches a controller's liveness topic: its last will reaches
+    /// [`Handler::on_controller`]. Kept across reconnects until [`Outbox::unwatch`].
+    pub fn watch(&self, controller: &PeerId) {
+        lock(&self.watched).insert(controller.clone());
+        let topic = self.topics.controller(controller);
+        if let Err(e) = self.client.try_subscribe(&topic, session::PRESENCE_QOS) {
+            warn!(topic, error = %e, "could not queue the controller subscription");
+        }
+    }
+
+    pub fn unwatch(&self, controller: &PeerId) {
+        if lock(&self.watched).remove(controller) {
+            let _ = self.client.try_unsubscribe(self.topics.controller(controller));
+        }
     }
 
     fn publish(&self, topic: &str, note: &Note, qos: rumqttc::QoS) {
@@ -90,6 +116,10 @@ pub trait Handler: Send {
     fn run(&self) -> Option<maestro_protocol::RunId> {
         None
     }
+
+    /// A watched controller's liveness changed (`false`: its last will fired, or it said
+    /// goodbye).
+    fn on_controller(&mut self, _controller: &PeerId, _online: bool) {}
 
     /// Any request other than ping, stats and halt. Returns the reply body now, or `None`
     /// when it will answer later through the [`Outbox`].
@@ -150,10 +180,12 @@ pub async fn run(
         true,
     );
     let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will));
+    let watched = Arc::new(Mutex::new(BTreeSet::new()));
     handler.attach(Outbox {
         client: client.clone(),
         sender: sender.clone(),
         topics: topics.clone(),
+        watched: watched.clone(),
     });
     let mut peer = PeerLoop {
         handler,
@@ -168,6 +200,8 @@ pub async fn run(
         bad_notes: 0,
         logged_bad: HashSet::new(),
         shutdown: shutdown.clone(),
+        watched,
+        refused_subscriptions: 0,
     };
     let mut backoff = session::backoff();
     let mut unreachable_since: Option<Instant> = None;
@@ -175,12 +209,44 @@ pub async fn run(
 
     info!(peer = %info.id, name = %info.name, role = %info.role, url = %config.url,
         cluster = %config.cluster, "starting");
+    let mut resubscribe_at: Option<tokio::time::Instant> = None;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = async {
+                match resubscribe_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                resubscribe_at = None;
+                if connected {
+                    peer.subscribe();
+                }
+                continue;
+            }
             event = eventloop.poll() => event,
         };
         match event {
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    .count();
+                if refused > 0 {
+                    peer.refused_subscriptions += 1;
+                    if peer.refused_subscriptions == 1 {
+                        warn!(refused, "the control broker refused subscriptions; retrying until it grants them");
+                    } else {
+                        debug!(refused, "subscriptions refused again; retrying");
+                    }
+                    resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_AFTER);
+                } else if peer.refused_subscriptions > 0 {
+                    info!(attempts = peer.refused_subscriptions + 1, "subscriptions granted");
+                    peer.refused_subscriptions = 0;
+                }
+            }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected = true;
                 backoff = session::backoff();
@@ -250,17 +316,32 @@ struct PeerLoop<H> {
     /// Bad-input kinds already logged at warn level.
     logged_bad: HashSet<ErrorCode>,
     shutdown: CancellationToken,
+    watched: Arc<Mutex<BTreeSet<PeerId>>>,
+    /// Subscription attempts refused in a row.
+    refused_subscriptions: u32,
 }
 
 impl<H: Handler> PeerLoop<H> {
-    fn on_connected(&mut self, presence_topic: &str, online: Vec<u8>) {
-        let filters = self
+    /// Subscribes to the request topics and to every watched controller.
+    fn subscribe(&mut self) {
+        let mut filters: Vec<rumqttc::SubscribeFilter> = self
             .topics
             .requests_for(&self.info.id, self.info.role, &self.info.group)
-            .map(|t| rumqttc::SubscribeFilter::new(t, session::NOTE_QOS));
+            .into_iter()
+            .map(|t| rumqttc::SubscribeFilter::new(t, session::NOTE_QOS))
+            .collect();
+        filters.extend(
+            lock(&self.watched)
+                .iter()
+                .map(|c| rumqttc::SubscribeFilter::new(self.topics.controller(c), session::PRESENCE_QOS)),
+        );
         if let Err(e) = self.client.try_subscribe_many(filters) {
             warn!(error = %e, "could not queue the request subscriptions");
         }
+    }
+
+    fn on_connected(&mut self, presence_topic: &str, online: Vec<u8>) {
+        self.subscribe();
         if let Err(e) = self
             .client
             .try_publish(presence_topic, session::PRESENCE_QOS, true, online)
@@ -276,6 +357,15 @@ impl<H: Handler> PeerLoop<H> {
             Ok(note) => note,
             Err(failure) => return self.on_bad_note(&publish, failure),
         };
+        if let Some(controller) = self.topics.controller_peer(&publish.topic) {
+            if let Body::Presence(p) = &note.body
+                && p.peer.id == controller
+            {
+                let online = p.status == PresenceStatus::Online;
+                self.handler.on_controller(&controller, online);
+            }
+            return;
+        }
         let Some(reply_to) = note.reply_to.as_deref() else {
             debug!(
                 kind = note.body.kind(),

@@ -32,7 +32,8 @@ pub fn init_tracing(default_filter: &str) {
         .try_init();
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM. Call from inside a tokio runtime.
+/// Cancels `shutdown` on the first SIGINT or SIGTERM; a second one exits the process at
+/// once with status 130. Call from inside a tokio runtime.
 pub fn cancel_on_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -49,5 +50,11 @@ pub fn cancel_on_signals(shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
         }
         shutdown.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
     });
 }

@@ -31,11 +31,19 @@ impl Handler for WorkerHandler {
         self.engine.run_id()
     }
 
+    fn on_controller(&mut self, controller: &maestro_protocol::PeerId, online: bool) {
+        self.engine.on_controller(controller, online);
+    }
+
     fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
         match &note.body {
             Body::Configure(c) => {
                 let outbox = self.outbox.as_ref()?;
-                self.engine.configure(c, reply, outbox)
+                self.engine.configure(c, &note.sender.id, reply, outbox)
+            }
+            Body::Renew(r) => {
+                self.engine.renew(r, &note.sender.id);
+                None
             }
             Body::Start(s) => Some(self.engine.start(s)),
             Body::Stop(s) => Some(self.engine.stop(s)),

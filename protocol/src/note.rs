@@ -112,6 +112,8 @@ pub enum Body {
     Started(crate::run::Started),
     Stop(crate::run::Stop),
     Stopping(crate::run::Stopping),
+    /// The controller still owns the run: extends the run's lease on a worker (no reply).
+    Renew(crate::run::Renew),
     /// Event: a worker's interval stats.
     RunStats(crate::run::RunStats),
     /// Event: a worker's final result for a run.
@@ -135,6 +137,7 @@ impl Body {
         "started",
         "stop",
         "stopping",
+        "renew",
         "run_stats",
         "run_result",
     ];
@@ -156,6 +159,7 @@ impl Body {
             Body::Started(_) => "started",
             Body::Stop(_) => "stop",
             Body::Stopping(_) => "stopping",
+            Body::Renew(_) => "renew",
             Body::RunStats(_) => "run_stats",
             Body::RunResult(_) => "run_result",
         }

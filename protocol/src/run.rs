@@ -63,7 +63,7 @@ impl MessageSize {
     pub fn bounds(self) -> (u32, u32) {
         match self {
             MessageSize::Fixed(n) => (n, n),
-            MessageSize::Around(n) => (n / 2, n + n / 2),
+            MessageSize::Around(n) => (n / 2, n.saturating_add(n / 2)),
         }
     }
 }
@@ -139,18 +139,92 @@ pub enum SpecError {
     MaxRateNeedsDuration,
     #[error("payload is not base64, or is empty or larger than 256 KiB")]
     Payload,
+    #[error("{what} {value} is above the limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        value: String,
+        limit: String,
+    },
+    #[error("rate {0} msg/s is below the smallest rate of {MIN_RATE} msg/s (0 = as fast as possible)")]
+    RateTooSmall(f64),
+    #[error(
+        "sending {count} messages at {rate} msg/s would take {} (more than the limit of {})",
+        humanize_secs(*window_s), humanize_secs(MAX_DURATION_MS as f64 / 1000.0)
+    )]
+    WindowTooLong { count: u64, rate: f64, window_s: f64 },
+}
+
+/// The largest total rate a spec may ask for, in messages per second.
+pub const MAX_RATE: f64 = 100_000_000.0;
+/// The smallest non-zero total rate, in messages per second.
+pub const MIN_RATE: f64 = 0.001;
+/// The longest send window (duration, warm-up, or count / rate): 7 days.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The largest total count.
+pub const MAX_COUNT: u64 = 1_000_000_000_000;
+/// The most producers or consumers in one run.
+pub const MAX_CLIENTS: u32 = 1_000_000;
+/// The most topics in one run.
+pub const MAX_TOPICS: u32 = 100_000;
+/// The largest message, in bytes.
+pub const MAX_SIZE: u32 = 16 * 1024 * 1024;
+
+fn humanize_secs(s: f64) -> String {
+    if s.is_finite() && s < 1e12 {
+        humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
+    } else {
+        format!("{s:e} s")
+    }
 }
 
 impl TestSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
-        let (min, _) = self.size.bounds();
+        let too_large = |what, value: &dyn fmt::Display, limit: &dyn fmt::Display| {
+            Err(SpecError::TooLarge {
+                what,
+                value: value.to_string(),
+                limit: limit.to_string(),
+            })
+        };
+        let (min, max) = self.size.bounds();
         if (min as usize) < HEADER_LEN {
             return Err(SpecError::SizeTooSmall {
                 size: self.size.to_string(),
             });
         }
+        if max > MAX_SIZE {
+            return too_large("message size", &self.size, &MAX_SIZE);
+        }
         if !self.rate.is_finite() || self.rate < 0.0 {
             return Err(SpecError::Rate(self.rate));
+        }
+        if self.rate > MAX_RATE {
+            return too_large("rate", &self.rate, &MAX_RATE);
+        }
+        if self.rate > 0.0 && self.rate < MIN_RATE {
+            return Err(SpecError::RateTooSmall(self.rate));
+        }
+        if let Some(d) = self.duration_ms
+            && d > MAX_DURATION_MS
+        {
+            return too_large("duration (ms)", &d, &MAX_DURATION_MS);
+        }
+        if let Some(c) = self.count
+            && c > MAX_COUNT
+        {
+            return too_large("count", &c, &MAX_COUNT);
+        }
+        if self.warmup_ms > MAX_DURATION_MS {
+            return too_large("warm-up (ms)", &self.warmup_ms, &MAX_DURATION_MS);
+        }
+        if self.producers > MAX_CLIENTS {
+            return too_large("producers", &self.producers, &MAX_CLIENTS);
+        }
+        if self.consumers > MAX_CLIENTS {
+            return too_large("consumers", &self.consumers, &MAX_CLIENTS);
+        }
+        if self.topics > MAX_TOPICS {
+            return too_large("topics", &self.topics, &MAX_TOPICS);
         }
         match (self.duration_ms, self.count) {
             (Some(0), None) => return Err(SpecError::Zero { what: "duration" }),
@@ -182,7 +256,59 @@ impl TestSpec {
         if self.topics == 0 {
             return Err(SpecError::Zero { what: "topics" });
         }
+        if let (Some(count), None) = (self.count, self.duration_ms) {
+            let window_s = self.count_window_s(count);
+            if !(window_s <= MAX_DURATION_MS as f64 / 1000.0) {
+                return Err(SpecError::WindowTooLong {
+                    count,
+                    rate: self.rate,
+                    window_s,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// Seconds the busiest producer needs for its share of `count` at its share of the rate.
+    fn count_window_s(&self, count: u64) -> f64 {
+        let producers = u64::from(self.producers.max(1));
+        let per_producer = count.div_ceil(producers) as f64;
+        let rate = self.rate / producers as f64;
+        if rate > 0.0 {
+            per_producer / rate
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// How long producers send: the duration, or (for a count) the time the busiest
+    /// producer's share takes at its rate. Only for validated specs.
+    pub fn send_window(&self) -> std::time::Duration {
+        match (self.duration_ms, self.count) {
+            (Some(d), _) => std::time::Duration::from_millis(d),
+            (None, Some(c)) => {
+                let s = self.count_window_s(c);
+                std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::ZERO)
+            }
+            (None, None) => std::time::Duration::ZERO,
+        }
+    }
+
+    /// An upper bound on the sequence numbers any producer of this spec can send; a
+    /// message with a higher one is not from this run (a forged or foreign header).
+    pub fn max_sequence(&self) -> u64 {
+        match (self.count, self.duration_ms) {
+            (Some(c), _) => c,
+            (None, Some(d)) => {
+                let rate = if self.rate > 0.0 {
+                    self.rate
+                } else {
+                    MAX_RATE
+                };
+                ((d as f64 / 1000.0) * rate).ceil().min(u64::MAX as f64 / 2.0) as u64 + 1
+            }
+            (None, None) => 0,
+        }
     }
 }
 
@@ -225,6 +351,21 @@ pub struct Configure {
     pub spec: TestSpec,
     pub producers: Vec<ProducerPlan>,
     pub consumers: Vec<ConsumerPlan>,
+    /// The run belongs to the controller that sent this note. The worker ends the run
+    /// when that controller's last will fires, or when it has not renewed the run
+    /// ([`Renew`]) for this long.
+    pub lease_ms: u64,
+    /// Clock correction per producer id, for this worker's consumers: how far this
+    /// worker's clock is ahead of the clock of the worker that runs the producer, in µs
+    /// (from the controller's ping). Latencies of that producer's messages are reduced by
+    /// it. Empty when this worker has no consumers.
+    pub producer_skew_us: Vec<i64>,
+}
+
+/// The controller still owns the run; sent every second or so, never answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renew {
+    pub run: RunId,
 }
 
 /// The run is configured: connections to the SUT are open and consumers subscribed.
@@ -322,7 +463,13 @@ pub struct Sent {
     pub topic: u32,
     /// Messages handed to the SUT client (sequence numbers 0 ..< sent).
     pub sent: u64,
+    /// Messages the schedule had due by the end of the send window that were never sent
+    /// (the client or the SUT could not keep up).
+    pub unsent: u64,
     pub errors: u64,
+    /// When the producer stopped sending (its clock): the end of its window, or earlier
+    /// when stopped. `None` when it never started.
+    pub stopped_at_us: Option<crate::UnixMicros>,
 }
 
 /// A worker's final result for a run, published as an event once its consumers drained.

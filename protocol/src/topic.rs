@@ -114,6 +114,20 @@ impl Topics {
         Some((PeerId::new(peer).ok()?, kind))
     }
 
+    /// A controller's liveness: its online note, and the offline note of its last will.
+    /// Workers in one of its runs watch it, so a run never outlives its controller.
+    pub fn controller(&self, controller: &PeerId) -> String {
+        format!("{}/controller/{controller}", self.base)
+    }
+
+    /// The controller whose liveness topic `topic` is.
+    pub fn controller_peer(&self, topic: &str) -> Option<PeerId> {
+        topic
+            .strip_prefix(&self.base)
+            .and_then(|rest| rest.strip_prefix("/controller/"))
+            .and_then(|id| PeerId::new(id).ok())
+    }
+
     /// Filter matching every event of every peer.
     pub fn event_filter(&self) -> String {
         format!("{}/event/+/+", self.base)
@@ -159,6 +173,12 @@ mod tests {
             Some((p.clone(), "stats"))
         );
         assert_eq!(t.event_peer("maestro/v1/c2/event/w1/stats"), None);
+        assert_eq!(t.controller(&p), "maestro/v1/c1/controller/w1");
+        assert_eq!(
+            t.controller_peer("maestro/v1/c1/controller/w1"),
+            Some(p.clone())
+        );
+        assert_eq!(t.controller_peer("maestro/v1/c1/presence/w1"), None);
     }
 
     #[test]

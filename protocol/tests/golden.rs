@@ -147,6 +147,7 @@ fn samples() -> Vec<(&'static str, Note)> {
             "stopping",
             reply(25, Body::Stopping(Stopping { run: run_id() })),
         ),
+        ("renew", request(28, Body::Renew(Renew { run: run_id() }))),
         (
             "run_stats",
             note(
@@ -177,7 +178,9 @@ fn samples() -> Vec<(&'static str, Note)> {
                         producer: 0,
                         topic: 0,
                         sent: 1000,
+                        unsent: 5,
                         errors: 0,
+                        stopped_at_us: Some(UnixMicros(1_700_000_031_000_000)),
                     }],
                     deliveries: vec![Delivery {
                         consumer: 0,
@@ -258,6 +261,8 @@ fn configure() -> Configure {
             topic: 1,
             subscription: 1,
         }],
+        lease_ms: 5000,
+        producer_skew_us: vec![0, -300_000, 0, -300_000],
     }
 }
 

@@ -195,27 +195,41 @@ fn run_body() -> impl Strategy<Value = Body> {
         duplicated: d[3].into(),
         out_of_order: d[4].into(),
     });
-    let sent = prop::array::uniform4(any::<u32>()).prop_map(|d| Sent {
-        producer: d[0],
-        topic: d[1],
-        sent: d[2].into(),
-        errors: d[3].into(),
-    });
+    let sent = (
+        prop::array::uniform4(any::<u32>()),
+        any::<u64>(),
+        prop::option::of(micros()),
+    )
+        .prop_map(|(d, unsent, stopped_at_us)| Sent {
+            producer: d[0],
+            topic: d[1],
+            sent: d[2].into(),
+            unsent,
+            errors: d[3].into(),
+            stopped_at_us,
+        });
     prop_oneof![
         (
             run_id(),
             spec(),
             prop::collection::vec(producer, 0..3),
-            prop::collection::vec(consumer.clone(), 0..3)
+            prop::collection::vec(consumer.clone(), 0..3),
+            any::<u64>(),
+            prop::collection::vec(any::<i64>(), 0..3)
         )
             .prop_map(
-                |(run, spec, producers, consumers)| Body::Configure(Configure {
-                    run,
-                    spec,
-                    producers,
-                    consumers
-                })
+                |(run, spec, producers, consumers, lease_ms, producer_skew_us)| {
+                    Body::Configure(Configure {
+                        run,
+                        spec,
+                        producers,
+                        consumers,
+                        lease_ms,
+                        producer_skew_us,
+                    })
+                }
             ),
+        run_id().prop_map(|run| Body::Renew(Renew { run })),
         run_id().prop_map(|run| Body::Configured(Configured { run })),
         (run_id(), micros()).prop_map(|(run, start_at_us)| Body::Start(Start { run, start_at_us })),
         run_id().prop_map(|run| Body::Started(Started { run })),

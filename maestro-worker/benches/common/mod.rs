@@ -182,7 +182,7 @@ pub fn run_pair<D: maestro_worker::driver::Driver>(
         topic: 0,
         subscription: 0,
     };
-    let cons = on_thread(move || tasks::consumer(cd, consumer, cs, ctx, cc));
+    let cons = on_thread(move || tasks::consumer(cd, consumer, cs, Vec::new(), ctx, cc));
     crx.blocking_recv().unwrap().unwrap();
     let plan = ProducerPlan {
         id: 0,

@@ -63,11 +63,11 @@ impl Accounting {
                 t.contiguous += 1;
             }
         }
-        if sequence + 1 < t.next {
+        if sequence.saturating_add(1) < t.next {
             t.out_of_order += 1;
             return Seen::OutOfOrder;
         }
-        t.next = sequence + 1;
+        t.next = sequence.saturating_add(1);
         Seen::New
     }
 

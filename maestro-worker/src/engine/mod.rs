@@ -19,7 +19,7 @@ use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
 use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, RunId,
-    RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
+    Renew, RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
 use recorder::Recorder;
 use std::collections::BTreeMap;
@@ -93,7 +93,37 @@ struct ActiveRun {
     start: watch::Sender<Option<i64>>,
     stop: CancellationToken,
     abort: CancellationToken,
+    /// The controller that owns the run, and how long its lease lasts unrenewed.
+    controller: PeerId,
+    lease: Duration,
+    /// When the lease runs out, unless renewed.
+    lease_until: watch::Sender<tokio::time::Instant>,
+    /// Why the run ended before its controller stopped it, if it did.
+    ended_because: Arc<Mutex<Option<String>>>,
 }
+
+impl ActiveRun {
+    /// Ends the run without its controller: a configured run is aborted, a running one
+    /// stops and drains like after a stop note. Its result is still published.
+    fn end(&self, reason: String) {
+        let mut because = self.ended_because.lock().unwrap_or_else(|p| p.into_inner());
+        if because.is_some() || self.stop.is_cancelled() {
+            return;
+        }
+        warn!(run = %self.id, controller = %self.controller, %reason, "ending the run without its controller");
+        *because = Some(reason);
+        if self.start.borrow().is_none() {
+            self.abort.cancel();
+        } else {
+            self.stop.cancel();
+        }
+    }
+}
+
+/// The shortest lease a controller may ask for.
+const MIN_LEASE: Duration = Duration::from_millis(500);
+/// The longest lease a controller may ask for.
+const MAX_LEASE: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 struct Inner {
@@ -145,7 +175,14 @@ impl Engine {
     }
 
     /// Configure: validates, connects every producer and consumer, answers when ready.
-    pub fn configure(&self, c: &Configure, reply: ReplyTo, outbox: &Outbox) -> Option<Body> {
+    /// The run belongs to `controller` (the note's sender).
+    pub fn configure(
+        &self,
+        c: &Configure,
+        controller: &PeerId,
+        reply: ReplyTo,
+        outbox: &Outbox,
+    ) -> Option<Body> {
         let mut inner = self.lock();
         if let Some(run) = &inner.run {
             return Some(if run.id == c.run {
@@ -159,6 +196,23 @@ impl Engine {
         }
         if let Err(e) = c.spec.validate() {
             return Some(error(ErrorCode::InvalidSpec, e.to_string()));
+        }
+        let lease = Duration::from_millis(c.lease_ms);
+        if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+            return Some(error(
+                ErrorCode::InvalidSpec,
+                format!("lease of {} ms is outside {MIN_LEASE:?}..={MAX_LEASE:?}", c.lease_ms),
+            ));
+        }
+        if !c.consumers.is_empty() && c.producer_skew_us.len() != c.spec.producers as usize {
+            return Some(error(
+                ErrorCode::InvalidSpec,
+                format!(
+                    "producer_skew_us has {} entries for {} producers",
+                    c.producer_skew_us.len(),
+                    c.spec.producers
+                ),
+            ));
         }
         let scheme = c.spec.sut.split("://").next().unwrap_or_default();
         let invalid = |e: DriverError| Some(error(ErrorCode::InvalidSpec, e.to_string()));
@@ -186,24 +240,87 @@ impl Engine {
             }
         };
         let (start, _) = watch::channel(None);
+        let (lease_until, lease_rx) = watch::channel(tokio::time::Instant::now() + lease);
         let run = ActiveRun {
             id: c.run.clone(),
             start,
             stop: CancellationToken::new(),
             abort: self.shutdown.child_token(),
+            controller: controller.clone(),
+            lease,
+            lease_until,
+            ended_because: Arc::new(Mutex::new(None)),
         };
         let control_template = (run.start.subscribe(), run.stop.clone(), run.abort.clone());
+        let ended_because = run.ended_because.clone();
         inner.run = Some(run);
         inner.state = PeerState::Configured;
         drop(inner);
+        outbox.watch(controller);
+        tokio::spawn(self.clone().guard_lease(c.run.clone(), lease_rx));
         info!(run = %c.run, producers = c.producers.len(), consumers = c.consumers.len(), sut = %crate::driver::mqtt::redact(&c.spec.sut), "configuring");
         let (engine, c, outbox) = (self.clone(), c.clone(), outbox.clone());
-        match driver {
-            AnyDriver::Mqtt(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
-            AnyDriver::Amqp(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
-            AnyDriver::Kafka(d) => tokio::spawn(engine.run(d, c, control_template, reply, outbox)),
-        };
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            let run = c.run.clone();
+            match driver {
+                AnyDriver::Mqtt(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
+                AnyDriver::Amqp(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
+                AnyDriver::Kafka(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
+            }
+            outbox.unwatch(&controller);
+            let mut inner = engine.lock();
+            if inner.run.as_ref().is_some_and(|r| r.id == run) {
+                inner.run = None;
+                inner.state = PeerState::Idle;
+            }
+        });
         None
+    }
+
+    /// Ends the run when its lease runs out; returns when the run is over.
+    async fn guard_lease(self, run: RunId, mut lease: watch::Receiver<tokio::time::Instant>) {
+        loop {
+            let until = *lease.borrow_and_update();
+            tokio::select! {
+                changed = lease.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep_until(until) => {
+                    let inner = self.lock();
+                    let Some(active) = inner.run.as_ref().filter(|r| r.id == run) else { return };
+                    if *active.lease_until.borrow() <= tokio::time::Instant::now() {
+                        active.end(format!(
+                            "its controller {} has not renewed the run's lease for {:?}",
+                            active.controller, active.lease
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The controller still owns the run: extend the lease.
+    pub fn renew(&self, r: &Renew, from: &PeerId) {
+        let inner = self.lock();
+        if let Some(run) = inner
+            .run
+            .as_ref()
+            .filter(|a| a.id == r.run && a.controller == *from)
+        {
+            run.lease_until
+                .send_replace(tokio::time::Instant::now() + run.lease);
+        }
+    }
+
+    /// A watched controller's liveness changed: a run it owns ends when it goes offline.
+    pub fn on_controller(&self, controller: &PeerId, online: bool) {
+        if online {
+            return;
+        }
+        let inner = self.lock();
+        if let Some(run) = inner.run.as_ref().filter(|a| a.controller == *controller) {
+            run.end(format!("its controller {controller} went offline"));
+        }
     }
 
     /// Connects the tasks, answers the configure, then aggregates until every task ended.
@@ -217,7 +334,8 @@ impl Engine {
             CancellationToken,
         ),
         reply: ReplyTo,
-        outbox: Outbox,
+        outbox: &Outbox,
+        ended_because: &Mutex<Option<String>>,
     ) {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let control = Control {
@@ -237,9 +355,6 @@ impl Engine {
                         format!("cannot start data-plane threads: {e}"),
                     ),
                 );
-                let mut inner = self.lock();
-                inner.run = None;
-                inner.state = PeerState::Idle;
                 return;
             }
         };
@@ -264,6 +379,7 @@ impl Engine {
                 driver.clone(),
                 k.clone(),
                 c.spec.clone(),
+                c.producer_skew_us.clone(),
                 tx,
                 control.clone(),
             ));
@@ -280,7 +396,10 @@ impl Engine {
             }
             Ok(())
         };
-        let outcome = tokio::time::timeout(CONFIGURE_TIMEOUT, all_ready).await;
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(CONFIGURE_TIMEOUT, all_ready) => outcome,
+            _ = abort.cancelled() => Ok(Err(DriverError::Sut("the run was aborted while connecting".into()))),
+        };
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.reason()),
@@ -292,9 +411,6 @@ impl Engine {
             warn!(run = %c.run, %reason, "configure failed");
             abort.cancel();
             outbox.reply(&reply, error(ErrorCode::SutUnreachable, reason));
-            let mut inner = self.lock();
-            inner.run = None;
-            inner.state = PeerState::Idle;
             return;
         }
         outbox.reply(&reply, Body::Configured(Configured { run: c.run.clone() }));
@@ -368,11 +484,14 @@ impl Engine {
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
             .collect();
-        info!(run = %c.run, sent = total.counters.sent, received = total.counters.received, errors = total.counters.errors, "run finished");
+        let because = ended_because
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        info!(run = %c.run, sent = total.counters.sent, received = total.counters.received,
+            errors = total.counters.errors, lost_or_unsent = result.sent.iter().map(|s| s.unsent).sum::<u64>(),
+            ended_because = because.as_deref().unwrap_or("the controller stopped it"), "run finished");
         outbox.event("result", Body::RunResult(result), true);
-        let mut inner = self.lock();
-        inner.run = None;
-        inner.state = PeerState::Idle;
     }
 
     pub fn start(&self, s: &Start) -> Body {

@@ -2,7 +2,7 @@
 //! to the messages before it: a late message keeps its intended time, and the lag is
 //! recorded. The schedule never shifts.
 
-/// A producer's send schedule.
+/// A producer's send schedule. All arithmetic saturates: no spec value can make it wrap.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     start_ns: i64,
@@ -10,8 +10,8 @@ pub struct Schedule {
     interval_ns: f64,
     /// How many messages in total (from the count, or from duration x rate).
     limit: Option<u64>,
-    /// When sending stops (from the duration).
-    end_ns: Option<i64>,
+    /// When the send window ends: the duration, or `count / rate` after the start.
+    end_ns: i64,
 }
 
 impl Schedule {
@@ -28,11 +28,17 @@ impl Schedule {
             (Some(c), Some(d)) => Some(c.min(d)),
             (c, d) => c.or(d),
         };
+        let window_ns = match (duration_ns, count) {
+            (Some(d), _) => d,
+            // `as` saturates: an absurd count cannot wrap.
+            (None, Some(c)) if interval_ns > 0.0 => (c as f64 * interval_ns).ceil() as i64,
+            _ => i64::MAX,
+        };
         Self {
             start_ns,
             interval_ns,
             limit,
-            end_ns: duration_ns.map(|d| start_ns + d),
+            end_ns: start_ns.saturating_add(window_ns.max(0)),
         }
     }
 
@@ -43,35 +49,45 @@ impl Schedule {
     /// When message `seq` is due (paced schedules only).
     #[inline]
     pub fn intended_ns(&self, seq: u64) -> i64 {
-        self.start_ns + (seq as f64 * self.interval_ns) as i64
+        self.start_ns
+            .saturating_add((seq as f64 * self.interval_ns) as i64)
     }
 
-    /// Messages `0 .. due_until(now)` are due at `now`.
+    /// Messages `0 .. due_until(now)` are due at `now` (`u64::MAX` at full speed while
+    /// the window is open).
     #[inline]
     pub fn due_until(&self, now_ns: i64) -> u64 {
         if !self.paced() {
-            return if self.finished_at(now_ns, 0) {
-                0
-            } else {
-                u64::MAX
-            };
+            return if now_ns >= self.end_ns { 0 } else { u64::MAX };
         }
-        let elapsed = now_ns - self.start_ns;
+        let elapsed = now_ns.saturating_sub(self.start_ns);
         let due = if elapsed < 0 {
             0
         } else {
-            (elapsed as f64 / self.interval_ns) as u64 + 1
+            ((elapsed as f64 / self.interval_ns) as u64).saturating_add(1)
         };
         self.limit.map_or(due, |l| due.min(l))
     }
 
-    /// True when no message at or after `seq` will ever be due.
+    /// True when every message of the schedule has been sent (`seq` of them).
     #[inline]
-    pub fn finished_at(&self, now_ns: i64, seq: u64) -> bool {
-        if self.limit.is_some_and(|l| seq >= l) {
-            return true;
+    pub fn exhausted(&self, seq: u64) -> bool {
+        self.limit.is_some_and(|l| seq >= l)
+    }
+
+    /// When the send window ends; a producer stops sending then, whatever is left.
+    pub fn end_ns(&self) -> i64 {
+        self.end_ns
+    }
+
+    /// Messages due by `now` (at most the window's end) that were not sent, when `seq`
+    /// were. Always 0 at full speed: nothing is ever due there.
+    pub fn unsent(&self, now_ns: i64, seq: u64) -> u64 {
+        if !self.paced() {
+            return 0;
         }
-        !self.paced() && self.end_ns.is_some_and(|end| now_ns >= end)
+        self.due_until(now_ns.min(self.end_ns.saturating_sub(1)))
+            .saturating_sub(seq)
     }
 
     pub fn start_ns(&self) -> i64 {
@@ -96,19 +112,35 @@ mod tests {
         assert_eq!(s.intended_ns(50), S + 50_000_000);
         // 1000 messages in one second, never more.
         assert_eq!(s.due_until(S + 10_000_000_000), 1000);
-        assert!(s.finished_at(0, 1000));
-        assert!(!s.finished_at(0, 999));
+        assert!(s.exhausted(1000));
+        assert!(!s.exhausted(999));
+        assert_eq!(s.end_ns(), S + 1_000_000_000);
+        // At the end of the window, 600 of 1000 sent: 400 unsent; half-way, 100 behind.
+        assert_eq!(s.unsent(S + 5_000_000_000, 600), 400);
+        assert_eq!(s.unsent(S + 499_999_999, 400), 100);
     }
 
     #[test]
     fn count_and_max_rate() {
         let s = Schedule::new(S, 100.0, Some(10), None);
         assert_eq!(s.due_until(S + 10_000_000_000), 10);
+        // Ten messages at 100/s: the window is 100 ms.
+        assert_eq!(s.end_ns(), S + 100_000_000);
         let m = Schedule::new(S, 0.0, None, Some(1_000));
         assert!(!m.paced());
         assert_eq!(m.due_until(S), u64::MAX);
-        assert!(m.finished_at(S + 1_000, 12345));
-        assert!(!m.finished_at(S + 999, 12345));
+        assert_eq!(m.due_until(S + 1_000), 0);
+        assert_eq!(m.end_ns(), S + 1_000);
+        assert_eq!(m.unsent(S + 5_000, 7), 0);
+    }
+
+    #[test]
+    fn absurd_values_saturate() {
+        let s = Schedule::new(i64::MAX - 10, 1e-9, Some(u64::MAX), None);
+        assert_eq!(s.intended_ns(u64::MAX), i64::MAX);
+        assert_eq!(s.end_ns(), i64::MAX);
+        assert_eq!(s.due_until(i64::MIN), 0);
+        assert_eq!(s.due_until(i64::MAX), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::pacing::Schedule;
 use super::recorder::Recorder;
 use crate::driver::{Consumer, Driver, DriverError, Producer, TrySendError};
 use maestro_protocol::{
-    ConsumerPlan, Delivery, MessageSize, PayloadHeader, ProducerPlan, Sent, TestSpec,
+    ConsumerPlan, Delivery, MessageSize, PayloadHeader, ProducerPlan, Sent, TestSpec, UnixMicros,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -164,6 +164,8 @@ pub async fn producer<D: Driver>(
         }
     };
     let mut seq: u64 = 0;
+    let mut unsent: u64 = 0;
+    let mut stopped_at: Option<UnixMicros> = None;
     if let Some(start_ns) = start_ns {
         let schedule = Schedule::new(
             start_ns,
@@ -191,20 +193,21 @@ pub async fn producer<D: Driver>(
         }
         let mut clock = WallClock::default();
         let mut flusher = Flusher::new(&clock);
+        let window_end = schedule.end_ns();
+        let mut now = clock.now_ns();
         'run: loop {
             if control.stop.is_cancelled() || control.abort.is_cancelled() {
                 break;
             }
-            let now = clock.now_ns();
-            if schedule.finished_at(now, seq) {
-                break;
-            }
+            now = clock.now_ns();
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
             let due = if schedule.paced() {
                 schedule.due_until(now)
-            } else {
+            } else if now < window_end {
                 seq + BATCH
+            } else {
+                seq
             };
             let room = conn.room() as u64;
             let batch_end = due.min(seq + room);
@@ -235,6 +238,27 @@ pub async fn producer<D: Driver>(
                 }
             }
             flusher.due(now, &mut clock, &mut recorder, &control.reports);
+            // The window is over: what was due and not sent stays unsent.
+            if now >= window_end {
+                break;
+            }
+            let window_closes = wall_to_tokio(window_end);
+            if schedule.exhausted(seq) {
+                // Everything sent: keep the connection going until the window closes, so
+                // the window (not the last message) is the span the rate is measured over.
+                tokio::select! {
+                    biased;
+                    _ = control.abort.cancelled() => break,
+                    _ = control.stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(window_closes) => {}
+                    r = conn.drive() => if let Err(e) = r {
+                        recorder.counters.errors += 1;
+                        note_error(&mut errors, &e);
+                        tokio::time::sleep(RETRY).await;
+                    },
+                }
+                continue;
+            }
             if seq < due || !schedule.paced() {
                 // Behind, or at full speed: let the connection write until a batch fits.
                 let drained = async {
@@ -248,6 +272,8 @@ pub async fn producer<D: Driver>(
                 tokio::select! {
                     biased;
                     _ = control.abort.cancelled() => break,
+                    _ = control.stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(window_closes) => {}
                     r = drained => if let Err(e) = r {
                         recorder.counters.errors += 1;
                         note_error(&mut errors, &e);
@@ -269,6 +295,9 @@ pub async fn producer<D: Driver>(
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+        let stopped = clock.now_ns().max(now);
+        unsent = schedule.unsent(stopped, seq);
+        stopped_at = Some(UnixMicros(stopped.min(window_end) / 1_000));
         // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
         let _ = tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
@@ -291,7 +320,9 @@ pub async fn producer<D: Driver>(
             producer: plan.id,
             topic: plan.topic,
             sent: seq,
+            unsent,
             errors: errors.values().sum(),
+            stopped_at_us: stopped_at,
         }),
         deliveries: Vec::new(),
         errors,
@@ -311,18 +342,35 @@ struct Receiving {
     clock: WallClock,
     flusher: Flusher,
     warmup_ns: i64,
+    /// Per producer: how far this worker's clock is ahead of the producer's, µs.
+    skew_us: Vec<i64>,
+    /// Sequence numbers at or above this are not from this run.
+    max_sequence: u64,
     /// Known once the run starts; read from the watch (a lock) only until then.
     start_ns: Option<i64>,
     start: watch::Receiver<Option<i64>>,
     reports: mpsc::UnboundedSender<Report>,
 }
 
+/// Send times further than this from the receiver's clock cannot be from this run.
+const PLAUSIBLE_NS: i64 = 8 * 24 * 3600 * 1_000_000_000;
+
 impl Receiving {
+    /// False for headers no producer of this run can have written: a sequence number
+    /// beyond what the spec allows, or send times days away. Such messages are foreign.
+    #[inline]
+    fn plausible(&self, h: &PayloadHeader, now: i64) -> bool {
+        h.sequence < self.max_sequence
+            && now.saturating_sub(h.intended_ns).unsigned_abs() < PLAUSIBLE_NS as u64
+            && now.saturating_sub(h.actual_ns).unsigned_abs() < PLAUSIBLE_NS as u64
+    }
+
     #[inline]
     async fn on(&mut self, event: Result<Option<bytes::Bytes>, DriverError>) {
         let now = self.clock.now_ns();
         match event {
             Ok(Some(payload)) => match PayloadHeader::read(&payload) {
+                Ok(h) if !self.plausible(&h, now) => self.recorder.counters.foreign += 1,
                 Ok(h) => {
                     match self.accounting.record(h.producer, h.sequence) {
                         Seen::Duplicate => self.recorder.counters.duplicated += 1,
@@ -339,8 +387,18 @@ impl Receiving {
                     let measured = self
                         .start_ns
                         .is_some_and(|s| h.intended_ns >= s.saturating_add(self.warmup_ns));
-                    self.recorder
-                        .received(now - h.intended_ns, now - h.actual_ns, measured);
+                    // The producer's clock may differ from ours: correct by the skew the
+                    // controller measured (0 on one host).
+                    let skew_ns = self
+                        .skew_us
+                        .get(h.producer as usize)
+                        .map_or(0, |s| s.saturating_mul(1000));
+                    let at = now.saturating_sub(skew_ns);
+                    self.recorder.received(
+                        at.saturating_sub(h.intended_ns),
+                        at.saturating_sub(h.actual_ns),
+                        measured,
+                    );
                 }
                 Err(_) => self.recorder.counters.foreign += 1,
             },
@@ -361,6 +419,7 @@ pub async fn consumer<D: Driver>(
     driver: D,
     plan: ConsumerPlan,
     spec: TestSpec,
+    skew_us: Vec<i64>,
     ready: oneshot::Sender<Result<(), DriverError>>,
     control: Control,
 ) {
@@ -382,6 +441,8 @@ pub async fn consumer<D: Driver>(
         flusher: Flusher::new(&clock),
         clock,
         warmup_ns: spec.warmup_ms as i64 * 1_000_000,
+        skew_us,
+        max_sequence: spec.max_sequence(),
         start_ns: None,
         start: control.start.clone(),
         reports: control.reports.clone(),
