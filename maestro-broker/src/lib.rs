@@ -85,7 +85,53 @@ pub enum BrokerError {
     NoConnections,
     #[error("cannot start the broker thread: {0}")]
     Thread(std::io::Error),
+    #[error("the control broker stopped serving: {0}")]
+    Stopped(String),
 }
+
+impl BrokerError {
+    /// The process exit code for this error: 3 when the broker cannot listen or start,
+    /// 70 when it stopped while serving.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BrokerError::Stopped(_) => 70,
+            _ => 3,
+        }
+    }
+}
+
+/// Runs `body` on a named thread; the receiver learns why the thread ended (it returned,
+/// or panicked), so a broker whose thread dies is never left serving nothing.
+fn spawn_watched(
+    name: &str,
+    body: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<String>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+            let reason = match outcome {
+                Ok(Ok(())) => "rumqttd's server threads ended".to_owned(),
+                Ok(Err(e)) => format!("rumqttd failed: {e}"),
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    format!("rumqttd panicked: {message}")
+                }
+            };
+            let _ = tx.send(reason);
+        })?;
+    Ok(rx)
+}
+
+/// How often a serving broker checks that it still completes an MQTT handshake.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// Failed health checks in a row after which the broker gives up.
+const HEALTH_FAILURES: u32 = 3;
 
 /// Reads an auth file: one `username:password` per line; blank lines and lines starting
 /// with `#` are ignored. The password is everything after the first `:`.
@@ -161,6 +207,8 @@ pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
 #[derive(Debug)]
 pub struct RunningBroker {
     pub addr: SocketAddr,
+    stopped: tokio::sync::oneshot::Receiver<String>,
+    config: BrokerConfig,
 }
 
 /// Starts the broker on its own thread and returns once it completes an MQTT handshake.
@@ -180,26 +228,57 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
         tracing::warn!(error = %e, "could not raise the open-files limit");
     }
     let rumqttd_config = rumqttd_config(config);
-    std::thread::Builder::new()
-        .name("control-broker".to_owned())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(rumqttd_config);
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "control broker stopped");
-            }
-        })
-        .map_err(BrokerError::Thread)?;
+    let mut stopped = spawn_watched("control-broker", move || {
+        let mut broker = rumqttd::Broker::new(rumqttd_config);
+        broker.start().map_err(|e| e.to_string())
+    })
+    .map_err(BrokerError::Thread)?;
     let probe = probe_mqtt(config);
-    tokio::time::timeout(READY_TIMEOUT, probe)
-        .await
-        .map_err(|_| BrokerError::NotReady {
+    tokio::select! {
+        ready = tokio::time::timeout(READY_TIMEOUT, probe) => ready.map_err(|_| BrokerError::NotReady {
             addr: config.listen,
             timeout: READY_TIMEOUT,
-        })?;
+        })?,
+        reason = &mut stopped => return Err(BrokerError::Stopped(reason.unwrap_or_default())),
+    }
     nodelay::set_on_listener(config.listen);
     Ok(RunningBroker {
         addr: config.listen,
+        stopped,
+        config: config.clone(),
     })
+}
+
+impl RunningBroker {
+    /// Returns when the broker stops serving: its thread ended, or its listener refused
+    /// [`HEALTH_FAILURES`] TCP connections in a row. (A TCP check, not an MQTT one, so a
+    /// broker at its connection limit is not mistaken for a dead one.) Never returns
+    /// while it is healthy.
+    pub async fn failed(&mut self) -> String {
+        let mut failures = 0;
+        let mut tick = tokio::time::interval(HEALTH_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                reason = &mut self.stopped => return reason.unwrap_or_else(|_| "the broker thread vanished".into()),
+                _ = tick.tick() => {
+                    let ok = matches!(
+                        tokio::time::timeout(HEALTH_EVERY * 2, tokio::net::TcpStream::connect(self.config.listen)).await,
+                        Ok(Ok(_))
+                    );
+                    if ok {
+                        failures = 0;
+                    } else {
+                        failures += 1;
+                        tracing::warn!(failures, "the control broker's listener did not accept a health-check connection");
+                        if failures >= HEALTH_FAILURES {
+                            return format!("its listener refused {failures} health-check connections in a row");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Waits until the broker answers an MQTT CONNECT (as one of its users, when it has any).
@@ -226,10 +305,16 @@ async fn probe_mqtt(config: &BrokerConfig) {
 
 /// Starts the broker, prints the ready line on stdout, and serves until `shutdown`.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), BrokerError> {
-    let broker = start(&config).await?;
+    let mut broker = start(&config).await?;
     println!("maestro-broker ready listen={}", broker.addr);
     info!(listen = %broker.addr, "control broker ready");
-    shutdown.cancelled().await;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        reason = broker.failed() => {
+            tracing::error!(%reason, "control broker stopped serving");
+            return Err(BrokerError::Stopped(reason));
+        }
+    }
     info!("control broker stopping");
     Ok(())
 }
@@ -356,5 +441,20 @@ mod tests {
         };
         let json = serde_json::to_string(&config).unwrap();
         assert!(json.contains("alice") && !json.contains("s3cret"), "{json}");
+    }
+}
+
+#[cfg(test)]
+mod watched_thread_tests {
+    use super::spawn_watched;
+
+    #[tokio::test]
+    async fn a_thread_that_ends_or_panics_is_reported() {
+        let ended = spawn_watched("t-ok", || Ok(())).unwrap();
+        assert!(ended.await.unwrap().contains("ended"));
+        let failed = spawn_watched("t-err", || Err("bind failed".into())).unwrap();
+        assert!(failed.await.unwrap().contains("bind failed"));
+        let panicked = spawn_watched("t-panic", || panic!("router gone")).unwrap();
+        assert!(panicked.await.unwrap().contains("router gone"));
     }
 }

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 /// The maestro control broker (MQTT 3.1.1). Workers, inspectors and the CLI meet here.
 ///
 /// Prints `maestro-broker ready listen=ADDR` on stdout once it accepts connections.
-/// Exit codes: 0 stopped by a signal, 2 usage error, 3 cannot listen or not ready.
+/// Exit codes: 0 stopped by a signal, 2 usage error, 3 cannot listen or not ready,
+/// 70 stopped serving (rumqttd's thread ended or health checks failed).
 #[derive(Debug, Parser)]
 #[command(name = "maestro-broker", version)]
 struct Args {
@@ -39,7 +40,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("maestro-broker: error: {e:#}");
-            ExitCode::from(3)
+            let code = e
+                .downcast_ref::<maestro_broker::BrokerError>()
+                .map_or(3, maestro_broker::BrokerError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

@@ -202,6 +202,15 @@ pub fn apply_clock_skews(shares: &mut BTreeMap<PeerId, Configure>, offsets: &BTr
     }
 }
 
+/// A ping's clock offset, or 0 when it is within the measurement's error bound (half the
+/// round trip): on one host, offsets are noise and correcting by them would add noise.
+pub fn significant_offset(offset_us: Option<i64>, rtt_us: i64) -> i64 {
+    match offset_us {
+        Some(o) if o.abs() > rtt_us / 2 => o,
+        _ => 0,
+    }
+}
+
 /// Stops whatever `participants` set up for `run` (after a failed or interrupted start).
 async fn release(controller: &mut Controller, run: &RunId, participants: &[PeerId]) {
     let stops = participants
@@ -285,10 +294,8 @@ pub async fn run_test(
     let clocks: BTreeMap<PeerId, (i64, i64)> = outcomes
         .iter()
         .map(|o| {
-            (
-                o.id.clone(),
-                (o.clock_offset_us.unwrap_or(0), o.rtt_us.unwrap_or(0)),
-            )
+            let rtt = o.rtt_us.unwrap_or(0).max(0);
+            (o.id.clone(), (significant_offset(o.clock_offset_us, rtt), rtt))
         })
         .collect();
     let mut workers: Vec<(PeerId, String)> =

@@ -173,7 +173,7 @@ fn auth_refuses_wrong_password_and_anonymous_and_accepts_the_right_one() {
     let dir = std::env::temp_dir().join(format!("maestro-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let users = dir.join("users");
-    std::fs::write(&users, "# test users\nalice:s3cret\n").unwrap();
+    std::fs::write(&users, "# test users\nalice:s3cret\ncarol:p+&%@:/w\n").unwrap();
     let broker = TestBroker::start(&["--auth-file", users.to_str().unwrap()]).unwrap();
     let cluster = unique_cluster();
     let c = cluster.to_string();
@@ -181,6 +181,10 @@ fn auth_refuses_wrong_password_and_anonymous_and_accepts_the_right_one() {
     let _w = spawn_peer("worker", &good, &cluster, &["--name", "authed"]).unwrap();
     let list = ping_until(&good, &c, 1);
     assert_eq!(list[0]["name"], "authed");
+    // A password with every URL-special character, percent-encoded in the URL.
+    let awkward = broker.url_as("carol", "p%2B%26%25%40%3A%2Fw");
+    let run = cli(&awkward, &c, &["ping", "--timeout", "3s", "-o", "json"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
 
     let run = cli(
         &broker.url_as("alice", "wrong"),

@@ -342,3 +342,140 @@ fn workers_reconnect_after_the_broker_restarts_mid_run() {
         u(&s, "errors")
     );
 }
+
+/// Offering far more than the SUT takes: the achieved rate is what was really sent over
+/// the real span (near the capacity), not the offer; the rest is `unsent`, and the run
+/// ends at its window, not long after.
+#[test]
+fn overload_reports_the_capacity_not_the_offer() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let url = mq.url("cap", "qos=1");
+    let shape = ["--producers", "1", "--consumers", "1", "--size", "100"];
+    let mut args = vec!["--rate", "0", "--duration", "3s"];
+    args.extend_from_slice(&shape);
+    let (run, max) = c.run_test(&url, &args);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let capacity = max["achieved_rate"].as_f64().unwrap();
+    assert!(capacity > 500.0, "{max:#}");
+    assert!(max["achieved_fraction"].is_null(), "{max:#}");
+
+    let offer = (capacity * 4.0).round();
+    let offer_arg = offer.to_string();
+    let mut args = vec!["--rate", offer_arg.as_str(), "--duration", "3s"];
+    args.extend_from_slice(&shape);
+    let began = Instant::now();
+    let (run, s) = c.run_test(&url, &args);
+    let took = began.elapsed();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let achieved = s["achieved_rate"].as_f64().unwrap();
+    assert!(
+        achieved < capacity * 1.6 && achieved > capacity * 0.4,
+        "achieved {achieved} should be near the capacity {capacity}, not the offer {offer}: {s:#}"
+    );
+    assert!(s["achieved_fraction"].as_f64().unwrap() < 0.5, "{s:#}");
+    let (sent, unsent) = (u(&s, "sent"), u(&s, "unsent"));
+    assert!(unsent > sent, "{s:#}");
+    // Everything the window had due is either sent or unsent.
+    assert_eq!(sent + unsent, (offer * 3.0) as u64, "{s:#}");
+    let measured = s["measured_s"].as_f64().unwrap();
+    assert!((2.9..=3.3).contains(&measured), "{s:#}");
+    // Window 3 s, then a drain (1 s quiet, at most 15 s), never 1.5 x window + 10 s.
+    assert!(took < Duration::from_secs(14), "the run took {took:?}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+}
+
+/// `kill -9` of the CLI mid-run: its last will tells the workers, which end the run and
+/// take a new one at once.
+#[test]
+fn killing_the_cli_mid_run_frees_the_workers() {
+    let c = Cluster::start(2);
+    let mq = Mosquitto::start().unwrap();
+    let url = mq.url("k9", "qos=1");
+    let results = c.results.to_str().unwrap().to_owned();
+    let broker = c.broker.url();
+    let mut cli = maestro_testkit::Proc::spawn(
+        "cli",
+        "maestro-cli",
+        &[
+            "-m", &broker, "--cluster", &c.cluster, "start", "--sut", &url, "--rate", "500",
+            "--duration", "60s", "--producers", "2", "--consumers", "2", "--results", &results,
+        ],
+    )
+    .unwrap();
+    let running = wait_for(Duration::from_secs(20), || {
+        let s = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
+        s.json().ok().is_some_and(|v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().filter(|w| w["state"] == "running").count() == 2)
+        })
+    });
+    assert!(running, "the run did not start: {}", cli.log_text());
+    cli.signal(signal::SIGKILL);
+    let killed = Instant::now();
+    let _ = cli.wait_exit(Duration::from_secs(5));
+    // A new run on the same workers succeeds within 10 s.
+    let mut attempts = 0;
+    let freed = wait_for(Duration::from_secs(10), || {
+        attempts += 1;
+        let (run, s) = c.run_test(
+            &url,
+            &["--rate", "1000", "--count", "500", "--producers", "2", "--consumers", "2"],
+        );
+        run.code == Some(0) && s["sent"] == 500
+    });
+    assert!(
+        freed,
+        "workers still busy 10 s after the CLI was killed ({attempts} attempts)"
+    );
+    eprintln!(
+        "a new run succeeded {:?} after kill -9 of the CLI ({attempts} attempts)",
+        killed.elapsed()
+    );
+    let log = std::fs::read_to_string(&c.workers[0].log).unwrap();
+    assert!(log.contains("went offline"), "{log}");
+    assert!(log.contains("run finished"), "{log}");
+}
+
+/// A CLI frozen mid-run (SIGSTOP: its connection stays open, no last will) stops renewing
+/// its lease, and the workers end the run by themselves.
+#[test]
+fn a_frozen_cli_loses_its_lease_and_the_workers_end_the_run() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let url = mq.url("frozen", "qos=0");
+    let broker = c.broker.url();
+    let results = c.results.to_str().unwrap().to_owned();
+    let cli = maestro_testkit::Proc::spawn(
+        "cli",
+        "maestro-cli",
+        &[
+            "-m", &broker, "--cluster", &c.cluster, "start", "--sut", &url, "--rate", "200",
+            "--duration", "120s", "--results", &results,
+        ],
+    )
+    .unwrap();
+    let state = || {
+        c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .json()
+            .ok()
+            .and_then(|v| v[0]["state"].as_str().map(str::to_owned))
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || state().as_deref() == Some("running")),
+        "the run did not start"
+    );
+    cli.signal(signal::SIGSTOP);
+    let frozen = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(12), || state().as_deref() == Some("idle")),
+        "the worker kept the run of a frozen controller"
+    );
+    eprintln!("the worker ended the run {:?} after the CLI froze", frozen.elapsed());
+    let log = std::fs::read_to_string(&c.workers[0].log).unwrap();
+    assert!(
+        log.contains("has not renewed") || log.contains("went offline"),
+        "{log}"
+    );
+    cli.signal(signal::SIGKILL);
+}

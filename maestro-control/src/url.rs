@@ -56,11 +56,11 @@ impl FromStr for ControlUrl {
         {
             return Err(UrlError::Extra { url: s.to_owned() });
         }
+        // Percent-decoding (RFC 3986), not form decoding: `+` stays a plus.
         let decode = |v: &str| {
-            ::url::form_urlencoded::parse(format!("x={v}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
         };
         let username = (!parsed.username().is_empty()).then(|| decode(parsed.username()));
         let password = parsed.password().map(decode);
@@ -109,6 +109,11 @@ mod tests {
         assert_eq!(u.username.as_deref(), Some("alice"));
         assert_eq!(u.password.as_deref(), Some("p@ss"));
         assert_eq!(u.to_string(), "mqtt://alice:***@10.0.0.1:2883");
+        // Every awkward character, percent-encoded, comes back as typed.
+        let u: ControlUrl = "mqtt://bob:a%2Bb%26c%25d%40e%3Af%2Fg@h".parse().unwrap();
+        assert_eq!(u.password.as_deref(), Some("a+b&c%d@e:f/g"));
+        let u: ControlUrl = "mqtt://bob:a+b@h".parse().unwrap();
+        assert_eq!(u.password.as_deref(), Some("a+b"), "a literal + is a plus");
     }
 
     #[test]

@@ -330,7 +330,7 @@ impl Driver for KafkaDriver {
             }
         }
         Ok(KafkaConsumer {
-            consumer,
+            consumer: Arc::new(consumer),
             first,
             next: Vec::new(),
         })
@@ -379,6 +379,13 @@ impl Producer for KafkaProducer {
         QUEUE.saturating_sub(self.producer.in_flight_count().max(0) as usize)
     }
 
+    /// librdkafka sends on its own threads: there is nothing to drive unless a delivery
+    /// failure waits to be reported. So a paced producer sleeps between messages
+    /// instead of spinning on `drive`.
+    fn needs_drive(&self) -> bool {
+        self.context.0.failed.load(Ordering::Relaxed) > self.reported_failures
+    }
+
     async fn drive(&mut self) -> Result<(), DriverError> {
         // librdkafka sends on its own threads; report failed deliveries, then give it time.
         let failed = self.context.0.failed.load(Ordering::Relaxed);
@@ -418,7 +425,8 @@ impl Producer for KafkaProducer {
 
 #[allow(missing_debug_implementations)]
 pub struct KafkaConsumer {
-    consumer: StreamConsumer,
+    /// Shared with blocking seeks, which run off the async threads.
+    consumer: Arc<StreamConsumer>,
     /// Per partition (indexed by partition number): the next offset expected, and how
     /// often the current gap was fetched again.
     next: Vec<Option<(i64, u32)>>,
@@ -434,6 +442,7 @@ impl Consumer for KafkaConsumer {
         match self.consumer.recv().await {
             Ok(m) => {
                 let (partition, offset) = (m.partition(), m.offset());
+                let payload = m.payload().map(Bytes::copy_from_slice);
                 let index = partition.max(0) as usize;
                 if self.next.len() <= index {
                     self.next.resize(index + 1, None);
@@ -450,21 +459,27 @@ impl Consumer for KafkaConsumer {
                     next.1 += 1;
                     let expected = next.0;
                     let topic = m.topic().to_owned();
-                    if self
-                        .consumer
-                        .seek(
+                    drop(m);
+                    // `seek` blocks for up to its timeout: never on an async thread.
+                    let consumer = self.consumer.clone();
+                    let sought = tokio::task::spawn_blocking(move || {
+                        consumer.seek(
                             &topic,
                             partition,
                             rdkafka::Offset::Offset(expected),
                             Duration::from_secs(1),
                         )
-                        .is_ok()
-                    {
+                    })
+                    .await;
+                    if matches!(sought, Ok(Ok(()))) {
                         return Ok(None);
                     }
+                    // The seek failed: take this message, and the hole stays a loss.
+                    self.next[index] = Some((offset + 1, 0));
+                    return Ok(payload);
                 }
                 self.next[index] = Some((offset + 1, 0));
-                Ok(m.payload().map(Bytes::copy_from_slice))
+                Ok(payload)
             }
             Err(e) => Err(DriverError::Sut(e.to_string())),
         }

@@ -60,6 +60,11 @@ pub trait Producer: Send + 'static {
     fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError>;
     /// How many more messages `try_send` takes now (so no payload is built in vain).
     fn room(&self) -> usize;
+    /// False when the client needs no driving while it waits for the next message (its
+    /// own threads do the I/O); the engine then only sleeps until the next send time.
+    fn needs_drive(&self) -> bool {
+        true
+    }
     /// Drives the connection (writes, acks, reconnects) until something happened.
     fn drive(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// True when nothing handed over is still waiting to be written or acknowledged.

@@ -177,11 +177,11 @@ async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
     .await;
 }
 
+/// Percent-decoding (RFC 3986), not form decoding: `+` in a password stays a plus.
 fn decode(v: &str) -> String {
-    url::form_urlencoded::parse(format!("x={v}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The URL with its password replaced by `***`.
@@ -368,6 +368,9 @@ mod tests {
         .unwrap();
         assert_eq!((d.host.as_str(), d.port), ("127.0.0.1", 1884));
         assert_eq!(d.credentials, Some(("u".into(), "p@w".into())));
+        let awkward =
+            MqttDriver::from_url("mqtt://u:a%2Bb%26c%25d%40e%3Af%2Fg@h", &run()).unwrap();
+        assert_eq!(awkward.credentials, Some(("u".into(), "a+b&c%d@e:f/g".into())));
         assert_eq!(d.qos, QoS::AtLeastOnce);
         assert!(d.retain);
         assert_eq!(d.keep_alive, Duration::from_secs(10));

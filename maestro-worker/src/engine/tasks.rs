@@ -251,7 +251,7 @@ pub async fn producer<D: Driver>(
                     _ = control.abort.cancelled() => break,
                     _ = control.stop.cancelled() => break,
                     _ = tokio::time::sleep_until(window_closes) => {}
-                    r = conn.drive() => if let Err(e) = r {
+                    r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                         recorder.counters.errors += 1;
                         note_error(&mut errors, &e);
                         tokio::time::sleep(RETRY).await;
@@ -287,7 +287,7 @@ pub async fn producer<D: Driver>(
                 biased;
                 _ = control.abort.cancelled() => break,
                 _ = control.stop.cancelled() => break,
-                r = conn.drive() => if let Err(e) = r {
+                r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                     recorder.counters.errors += 1;
                     note_error(&mut errors, &e);
                     tokio::time::sleep(RETRY).await;
@@ -384,9 +384,6 @@ impl Receiving {
                     if self.start_ns.is_none() {
                         self.start_ns = *self.start.borrow();
                     }
-                    let measured = self
-                        .start_ns
-                        .is_some_and(|s| h.intended_ns >= s.saturating_add(self.warmup_ns));
                     // The producer's clock may differ from ours: correct by the skew the
                     // controller measured (0 on one host).
                     let skew_ns = self
@@ -394,6 +391,9 @@ impl Receiving {
                         .get(h.producer as usize)
                         .map_or(0, |s| s.saturating_mul(1000));
                     let at = now.saturating_sub(skew_ns);
+                    let measured = self.start_ns.is_some_and(|s| {
+                        h.intended_ns.saturating_add(skew_ns) >= s.saturating_add(self.warmup_ns)
+                    });
                     self.recorder.received(
                         at.saturating_sub(h.intended_ns),
                         at.saturating_sub(h.actual_ns),
