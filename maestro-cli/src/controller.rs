@@ -340,10 +340,16 @@ impl Controller {
                     _ = tick.tick() => {}
                 }
                 for peer in &peers {
-                    let note = Note::new(me.clone(), Body::Renew(Renew { run: run.clone() }), now())
-                        .with_reply_to(&reply);
+                    let note =
+                        Note::new(me.clone(), Body::Renew(Renew { run: run.clone() }), now())
+                            .with_reply_to(&reply);
                     if client
-                        .try_publish(topics.request(&Target::Peer(peer.clone())), session::NOTE_QOS, false, encode(&note))
+                        .try_publish(
+                            topics.request(&Target::Peer(peer.clone())),
+                            session::NOTE_QOS,
+                            false,
+                            encode(&note),
+                        )
                         .is_err()
                     {
                         debug!(%peer, "lease renewal not queued");

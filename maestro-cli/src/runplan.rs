@@ -176,7 +176,10 @@ pub fn judge(s: &Summary, c: &Conditions) -> Vec<Verdict> {
     {
         let fraction = s.achieved_rate / s.offered_rate;
         check(
-            &format!("achieved/offered >= {limit}"),
+            &format!(
+                "min_achieved_fraction >= {limit} (achieved/offered {fraction:.3}, {} unsent)",
+                s.unsent
+            ),
             limit,
             fraction,
             fraction >= limit,

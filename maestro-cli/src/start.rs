@@ -182,7 +182,10 @@ fn empty(spec: &TestSpec, run: &RunId) -> Configure {
 
 /// Tells each worker with consumers how far its clock is ahead of each producer's
 /// worker (from the ping offsets), so cross-host latencies are corrected.
-pub fn apply_clock_skews(shares: &mut BTreeMap<PeerId, Configure>, offsets: &BTreeMap<PeerId, i64>) {
+pub fn apply_clock_skews(
+    shares: &mut BTreeMap<PeerId, Configure>,
+    offsets: &BTreeMap<PeerId, i64>,
+) {
     let producers = shares.values().next().map_or(0, |c| c.spec.producers) as usize;
     let mut producer_offset = vec![0i64; producers];
     for (worker, c) in shares.iter() {
@@ -295,11 +298,13 @@ pub async fn run_test(
         .iter()
         .map(|o| {
             let rtt = o.rtt_us.unwrap_or(0).max(0);
-            (o.id.clone(), (significant_offset(o.clock_offset_us, rtt), rtt))
+            (
+                o.id.clone(),
+                (significant_offset(o.clock_offset_us, rtt), rtt),
+            )
         })
         .collect();
-    let mut workers: Vec<(PeerId, String)> =
-        outcomes.into_iter().map(|o| (o.id, o.name)).collect();
+    let mut workers: Vec<(PeerId, String)> = outcomes.into_iter().map(|o| (o.id, o.name)).collect();
     workers.sort_by(|a, b| a.1.cmp(&b.1));
     if workers.is_empty() {
         let whom = options
@@ -475,7 +480,6 @@ pub async fn run_test(
         }
     };
     tracing::info!(run = %run, reason = stop_reason, "stopping");
-
 
     // 4. Stop, drain, collect every live worker's result.
     let never = CancellationToken::new();

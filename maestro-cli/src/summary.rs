@@ -314,7 +314,10 @@ pub fn summarize(
     }
 }
 
-fn clock_summary(collected: &Collected, workers: &[(PeerId, String, usize, usize)]) -> ClockSummary {
+fn clock_summary(
+    collected: &Collected,
+    workers: &[(PeerId, String, usize, usize)],
+) -> ClockSummary {
     let mut out = ClockSummary::default();
     let producing: Vec<&(i64, i64)> = workers
         .iter()

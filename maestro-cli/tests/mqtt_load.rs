@@ -45,11 +45,16 @@ fn embedded_rumqttd_sut_counts_exactly_with_fan_out() {
             assert!(s[h][p].is_u64(), "{h}.{p} in {s:#}");
         }
     }
-    assert!(u(&s["response_time_us"], "count") == 18000);
+    assert_eq!(u(&s["response_time_us"], "count"), 18000, "{s:#}");
+    // The rate is measured over the real send span, which is the 3 s window.
+    let measured = s["measured_s"].as_f64().unwrap();
+    assert!((2.95..=3.2).contains(&measured), "{s:#}");
+    let achieved = s["achieved_rate"].as_f64().unwrap();
     assert!(
-        (s["achieved_rate"].as_f64().unwrap() - 2000.0).abs() < 20.0,
+        (achieved - 6000.0 / measured).abs() < 1.0 && (1850.0..=2050.0).contains(&achieved),
         "{s:#}"
     );
+    assert_eq!(u(&s, "unsent"), 0, "{s:#}");
     // The results folder.
     let folder = c.results.join(s["run_id"].as_str().unwrap());
     for file in [
@@ -398,8 +403,23 @@ fn killing_the_cli_mid_run_frees_the_workers() {
         "cli",
         "maestro-cli",
         &[
-            "-m", &broker, "--cluster", &c.cluster, "start", "--sut", &url, "--rate", "500",
-            "--duration", "60s", "--producers", "2", "--consumers", "2", "--results", &results,
+            "-m",
+            &broker,
+            "--cluster",
+            &c.cluster,
+            "start",
+            "--sut",
+            &url,
+            "--rate",
+            "500",
+            "--duration",
+            "60s",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--results",
+            &results,
         ],
     )
     .unwrap();
@@ -418,11 +438,27 @@ fn killing_the_cli_mid_run_frees_the_workers() {
     let mut attempts = 0;
     let freed = wait_for(Duration::from_secs(10), || {
         attempts += 1;
-        let (run, s) = c.run_test(
-            &url,
-            &["--rate", "1000", "--count", "500", "--producers", "2", "--consumers", "2"],
+        let run = c.cli(
+            &[
+                "start",
+                "--sut",
+                &url,
+                "--results",
+                &results,
+                "-o",
+                "json",
+                "--rate",
+                "1000",
+                "--count",
+                "500",
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+            ],
+            Duration::from_secs(30),
         );
-        run.code == Some(0) && s["sent"] == 500
+        run.code == Some(0) && run.json().is_ok_and(|s| s["sent"] == 500)
     });
     assert!(
         freed,
@@ -450,8 +486,19 @@ fn a_frozen_cli_loses_its_lease_and_the_workers_end_the_run() {
         "cli",
         "maestro-cli",
         &[
-            "-m", &broker, "--cluster", &c.cluster, "start", "--sut", &url, "--rate", "200",
-            "--duration", "120s", "--results", &results,
+            "-m",
+            &broker,
+            "--cluster",
+            &c.cluster,
+            "start",
+            "--sut",
+            &url,
+            "--rate",
+            "200",
+            "--duration",
+            "120s",
+            "--results",
+            &results,
         ],
     )
     .unwrap();
@@ -462,20 +509,134 @@ fn a_frozen_cli_loses_its_lease_and_the_workers_end_the_run() {
             .and_then(|v| v[0]["state"].as_str().map(str::to_owned))
     };
     assert!(
-        wait_for(Duration::from_secs(20), || state().as_deref() == Some("running")),
+        wait_for(Duration::from_secs(20), || state().as_deref()
+            == Some("running")),
         "the run did not start"
     );
     cli.signal(signal::SIGSTOP);
     let frozen = Instant::now();
     assert!(
-        wait_for(Duration::from_secs(12), || state().as_deref() == Some("idle")),
+        wait_for(Duration::from_secs(12), || state().as_deref()
+            == Some("idle")),
         "the worker kept the run of a frozen controller"
     );
-    eprintln!("the worker ended the run {:?} after the CLI froze", frozen.elapsed());
+    eprintln!(
+        "the worker ended the run {:?} after the CLI froze",
+        frozen.elapsed()
+    );
     let log = std::fs::read_to_string(&c.workers[0].log).unwrap();
     assert!(
         log.contains("has not renewed") || log.contains("went offline"),
         "{log}"
     );
     cli.signal(signal::SIGKILL);
+}
+
+/// Response time of a run whose producers and consumers sit on different workers: two
+/// workers with one clock, and two where one runs 300 ms ahead (libfaketime). The ping
+/// offsets correct cross-worker latencies, so the p99 stays within a few ms.
+#[test]
+fn clock_offsets_correct_cross_worker_latency() {
+    const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} missing: apt-get install faketime (.ci/test does)"
+    );
+    let mq = Mosquitto::start().unwrap();
+    let url = mq.url("clock", "qos=1");
+    let run = |shift: &str| -> Value {
+        let broker = TestBroker::start(&[]).unwrap();
+        let cluster = maestro_testkit::unique_cluster();
+        let c = cluster.to_string();
+        let b = broker.url();
+        let args =
+            |name: &'static str| vec!["-m", b.as_str(), "--cluster", c.as_str(), "--name", name];
+        let _w0 = maestro_testkit::Proc::spawn("worker", "maestro-worker", &args("w0")).unwrap();
+        let env = [
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME", shift),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ];
+        let _w1 =
+            maestro_testkit::Proc::spawn_with_env("worker", "maestro-worker", &args("w1"), &env)
+                .unwrap();
+        let results = std::env::temp_dir().join(format!("maestro-results-{c}"));
+        assert!(wait_for(Duration::from_secs(15), || {
+            maestro_testkit::run_cli(
+                &[
+                    "-m",
+                    &b,
+                    "--cluster",
+                    &c,
+                    "ping",
+                    "-o",
+                    "json",
+                    "--timeout",
+                    "2s",
+                ],
+                Duration::from_secs(10),
+            )
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v.as_array().map(Vec::len))
+                == Some(2)
+        }));
+        let out = maestro_testkit::run_cli(
+            &[
+                "-m",
+                &b,
+                "--cluster",
+                &c,
+                "start",
+                "--sut",
+                &url,
+                "--rate",
+                "1000",
+                "--duration",
+                "3s",
+                "--producers",
+                "2",
+                "--consumers",
+                "2",
+                "--results",
+                results.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let _ = std::fs::remove_dir_all(&results);
+        out.json().unwrap()
+    };
+    let same = run("+0");
+    let shifted = run("+0.3");
+    let p99 = |s: &Value| s["response_time_us"]["p99"].as_i64().unwrap();
+    eprintln!(
+        "response-time p99: one clock {} µs, one worker 300 ms ahead {} µs; correction used {} µs ± {} µs",
+        p99(&same),
+        p99(&shifted),
+        shifted["clock"]["max_offset_us"],
+        shifted["clock"]["error_bound_us"]
+    );
+    let used = shifted["clock"]["max_offset_us"].as_i64().unwrap();
+    assert!((295_000..=305_000).contains(&used), "{shifted:#}");
+    assert!(
+        shifted["clock"]["error_bound_us"].as_i64().unwrap() < 5_000,
+        "{shifted:#}"
+    );
+    assert!(
+        (p99(&shifted) - p99(&same)).abs() < 5_000,
+        "p99 {} vs {} µs: {shifted:#}",
+        p99(&shifted),
+        p99(&same)
+    );
+    // 1000/s for 3 s, and both consumers get every message; every one of them is timed.
+    assert_eq!(u(&shifted, "received"), 6_000, "{shifted:#}");
+    assert_eq!(
+        u(&shifted["response_time_us"], "count"),
+        6_000,
+        "{shifted:#}"
+    );
 }

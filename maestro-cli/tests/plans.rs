@@ -306,11 +306,16 @@ fn the_html_report_has_every_chart_and_the_verdict_table() {
         .text()
         .collect::<String>();
     assert_eq!(status, "FAILED");
-    assert!(
-        !html.contains("<script") && !html.contains("http://")
-            || html.contains("xmlns=\"http://www.w3.org/2000/svg\""),
-        "self-contained"
-    );
+    // Self-contained: no scripts, and no address it would fetch (the SVG namespace is a
+    // name, not a fetch, so it is the only http:// allowed).
+    assert!(!html.contains("<script"), "a script in the report");
+    let fetched = html
+        .replace("xmlns=\"http://www.w3.org/2000/svg\"", "")
+        .matches("http://")
+        .count()
+        + html.matches("https://").count()
+        + html.matches(" src=").count();
+    assert_eq!(fetched, 0, "the report refers to outside resources");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -442,5 +447,60 @@ fn every_example_plan_is_valid_and_payload_files_are_checked() {
     let (folder, _) = plan_summary(&results);
     let plan: String = std::fs::read_to_string(folder.join("plan.toml")).unwrap();
     assert!(plan.contains("payload_file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plan whose SUT cannot keep up with its rate fails `min_achieved_fraction`, naming
+/// the fraction it reached.
+#[test]
+fn an_unreachable_rate_fails_min_achieved_fraction_naming_it() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let dir = temp_dir("fraction");
+    let plan = format!(
+        r#"[plan]
+name = "too-fast"
+[sut]
+url = "{}"
+[workload]
+topics = 1
+producers_per_topic = 1
+subscriptions_per_topic = 1
+message_size = 100
+[conditions]
+min_achieved_fraction = 0.9
+[[phase]]
+kind = "fixed"
+rate = 5000000
+duration = "2s"
+"#,
+        mq.url("fraction", "qos=1")
+    );
+    let path = dir.join("too-fast.toml");
+    std::fs::write(&path, plan).unwrap();
+    let results = dir.join("results");
+    let run = c.cli(
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("min_achieved_fraction >= 0.9")
+            && run.stderr.contains("achieved/offered 0.0"),
+        "{}",
+        run.stderr
+    );
+    let (_, s) = plan_summary(&results);
+    let summary = &s["phases"][0]["probes"][0]["summary"];
+    assert!(summary["unsent"].as_u64().unwrap() > 0, "{summary:#}");
+    assert!(
+        summary["achieved_fraction"].as_f64().unwrap() < 0.9,
+        "{summary:#}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

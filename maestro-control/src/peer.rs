@@ -91,7 +91,9 @@ impl Outbox {
 
     pub fn unwatch(&self, controller: &PeerId) {
         if lock(&self.watched).remove(controller) {
-            let _ = self.client.try_unsubscribe(self.topics.controller(controller));
+            let _ = self
+                .client
+                .try_unsubscribe(self.topics.controller(controller));
         }
     }
 
@@ -237,13 +239,19 @@ pub async fn run(
                 if refused > 0 {
                     peer.refused_subscriptions += 1;
                     if peer.refused_subscriptions == 1 {
-                        warn!(refused, "the control broker refused subscriptions; retrying until it grants them");
+                        warn!(
+                            refused,
+                            "the control broker refused subscriptions; retrying until it grants them"
+                        );
                     } else {
                         debug!(refused, "subscriptions refused again; retrying");
                     }
                     resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_AFTER);
                 } else if peer.refused_subscriptions > 0 {
-                    info!(attempts = peer.refused_subscriptions + 1, "subscriptions granted");
+                    info!(
+                        attempts = peer.refused_subscriptions + 1,
+                        "subscriptions granted"
+                    );
                     peer.refused_subscriptions = 0;
                 }
             }
@@ -330,11 +338,9 @@ impl<H: Handler> PeerLoop<H> {
             .into_iter()
             .map(|t| rumqttc::SubscribeFilter::new(t, session::NOTE_QOS))
             .collect();
-        filters.extend(
-            lock(&self.watched)
-                .iter()
-                .map(|c| rumqttc::SubscribeFilter::new(self.topics.controller(c), session::PRESENCE_QOS)),
-        );
+        filters.extend(lock(&self.watched).iter().map(|c| {
+            rumqttc::SubscribeFilter::new(self.topics.controller(c), session::PRESENCE_QOS)
+        }));
         if let Err(e) = self.client.try_subscribe_many(filters) {
             warn!(error = %e, "could not queue the request subscriptions");
         }

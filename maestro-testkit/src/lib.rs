@@ -64,7 +64,8 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// The path of one of the workspace's binaries; fails clearly when it was not built.
+/// The path of one of the workspace's binaries; fails clearly when it was not built, or
+/// when it is older than the workspace's sources (a test must never run stale code).
 pub fn binary(name: &str) -> Result<PathBuf> {
     let path = bin_dir().join(name);
     if !path.exists() {
@@ -73,7 +74,67 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             path.display()
         );
     }
+    let built = std::fs::metadata(&path)?.modified()?;
+    if let Some((newest, file)) = newest_source(name)
+        && built < newest
+    {
+        bail!(
+            "{} is older than {}: it was built from other code; run cargo build --workspace",
+            path.display(),
+            file.display()
+        );
+    }
     Ok(path)
+}
+
+/// The workspace crates a binary is built from.
+fn sources_of(binary: &str) -> &'static [&'static str] {
+    const COMMON: [&str; 2] = ["protocol", "maestro-control"];
+    match binary {
+        "maestro-broker" => &[COMMON[0], COMMON[1], "maestro-broker"],
+        "maestro-worker" => &[COMMON[0], COMMON[1], "maestro-worker"],
+        "maestro-inspector" => &[COMMON[0], COMMON[1], "maestro-inspector"],
+        _ => &[
+            COMMON[0],
+            COMMON[1],
+            "maestro-broker",
+            "maestro-worker",
+            "maestro-inspector",
+            "maestro-cli",
+        ],
+    }
+}
+
+/// The most recently changed source file (Rust files and manifests) of the crates
+/// `binary` is built from.
+fn newest_source(binary: &str) -> Option<(std::time::SystemTime, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    let mut consider = |p: PathBuf| {
+        if let Ok(t) = std::fs::metadata(&p).and_then(|m| m.modified())
+            && newest.as_ref().is_none_or(|(n, _)| t > *n)
+        {
+            newest = Some((t, p));
+        }
+    };
+    for krate in sources_of(binary).iter().map(|c| root.join(c)) {
+        // Only `src`: test and bench code does not go into the binaries.
+        consider(krate.join("Cargo.toml"));
+        let mut dirs = vec![krate.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    consider(p);
+                }
+            }
+        }
+    }
+    newest
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.

@@ -145,13 +145,19 @@ pub enum SpecError {
         value: String,
         limit: String,
     },
-    #[error("rate {0} msg/s is below the smallest rate of {MIN_RATE} msg/s (0 = as fast as possible)")]
+    #[error(
+        "rate {0} msg/s is below the smallest rate of {MIN_RATE} msg/s (0 = as fast as possible)"
+    )]
     RateTooSmall(f64),
     #[error(
         "sending {count} messages at {rate} msg/s would take {} (more than the limit of {})",
         humanize_secs(*window_s), humanize_secs(MAX_DURATION_MS as f64 / 1000.0)
     )]
-    WindowTooLong { count: u64, rate: f64, window_s: f64 },
+    WindowTooLong {
+        count: u64,
+        rate: f64,
+        window_s: f64,
+    },
 }
 
 /// The largest total rate a spec may ask for, in messages per second.
@@ -300,12 +306,11 @@ impl TestSpec {
         match (self.count, self.duration_ms) {
             (Some(c), _) => c,
             (None, Some(d)) => {
-                let rate = if self.rate > 0.0 {
-                    self.rate
-                } else {
-                    MAX_RATE
-                };
-                ((d as f64 / 1000.0) * rate).ceil().min(u64::MAX as f64 / 2.0) as u64 + 1
+                let rate = if self.rate > 0.0 { self.rate } else { MAX_RATE };
+                ((d as f64 / 1000.0) * rate)
+                    .ceil()
+                    .min(u64::MAX as f64 / 2.0) as u64
+                    + 1
             }
             (None, None) => 0,
         }

@@ -368,9 +368,11 @@ mod tests {
         .unwrap();
         assert_eq!((d.host.as_str(), d.port), ("127.0.0.1", 1884));
         assert_eq!(d.credentials, Some(("u".into(), "p@w".into())));
-        let awkward =
-            MqttDriver::from_url("mqtt://u:a%2Bb%26c%25d%40e%3Af%2Fg@h", &run()).unwrap();
-        assert_eq!(awkward.credentials, Some(("u".into(), "a+b&c%d@e:f/g".into())));
+        let awkward = MqttDriver::from_url("mqtt://u:a%2Bb%26c%25d%40e%3Af%2Fg@h", &run()).unwrap();
+        assert_eq!(
+            awkward.credentials,
+            Some(("u".into(), "a+b&c%d@e:f/g".into()))
+        );
         assert_eq!(d.qos, QoS::AtLeastOnce);
         assert!(d.retain);
         assert_eq!(d.keep_alive, Duration::from_secs(10));

@@ -18,8 +18,8 @@ use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
 use maestro_protocol::{
-    Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, RunId,
-    Renew, RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
+    Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
+    RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
 use recorder::Recorder;
 use std::collections::BTreeMap;
@@ -201,7 +201,10 @@ impl Engine {
         if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
             return Some(error(
                 ErrorCode::InvalidSpec,
-                format!("lease of {} ms is outside {MIN_LEASE:?}..={MAX_LEASE:?}", c.lease_ms),
+                format!(
+                    "lease of {} ms is outside {MIN_LEASE:?}..={MAX_LEASE:?}",
+                    c.lease_ms
+                ),
             ));
         }
         if !c.consumers.is_empty() && c.producer_skew_us.len() != c.spec.producers as usize {
@@ -264,9 +267,24 @@ impl Engine {
         tokio::spawn(async move {
             let run = c.run.clone();
             match driver {
-                AnyDriver::Mqtt(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
-                AnyDriver::Amqp(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
-                AnyDriver::Kafka(d) => engine.clone().run(d, c, control_template, reply, &outbox, &ended_because).await,
+                AnyDriver::Mqtt(d) => {
+                    engine
+                        .clone()
+                        .run(d, c, control_template, reply, &outbox, &ended_because)
+                        .await
+                }
+                AnyDriver::Amqp(d) => {
+                    engine
+                        .clone()
+                        .run(d, c, control_template, reply, &outbox, &ended_because)
+                        .await
+                }
+                AnyDriver::Kafka(d) => {
+                    engine
+                        .clone()
+                        .run(d, c, control_template, reply, &outbox, &ended_because)
+                        .await
+                }
             }
             outbox.unwatch(&controller);
             let mut inner = engine.lock();
