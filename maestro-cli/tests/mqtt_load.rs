@@ -125,8 +125,12 @@ fn coordinated_omission_a_stalled_broker_shows_in_response_time_not_service_time
         &mq.url("co", "qos=1"),
         &["--rate", "2000", "--duration", "10s"],
     );
-    // In the middle of the run, freeze the broker for one second.
-    std::thread::sleep(Duration::from_secs(5));
+    // In the middle of the run (4 s after it started), freeze the broker for one second.
+    assert!(
+        c.wait_until_running(1, Duration::from_secs(20)),
+        "never running"
+    );
+    std::thread::sleep(Duration::from_secs(4));
     mq.proc.signal(signal::SIGSTOP);
     std::thread::sleep(Duration::from_secs(1));
     mq.proc.signal(signal::SIGCONT);
@@ -203,6 +207,11 @@ fn a_worker_killed_mid_run_degrades_the_run_without_hanging_it() {
             "--consumers",
             "2",
         ],
+    );
+    // Two seconds into the run, one worker dies.
+    assert!(
+        c.wait_until_running(2, Duration::from_secs(20)),
+        "never running"
     );
     std::thread::sleep(Duration::from_secs(2));
     let victim = c.workers.remove(1);

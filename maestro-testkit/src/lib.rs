@@ -653,6 +653,20 @@ impl Cluster {
         run_cli(&all, timeout).expect("test setup")
     }
 
+    /// Waits until `n` workers report the state `running` (a run has started on them).
+    pub fn wait_until_running(&self, n: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || {
+            self.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+                .json()
+                .ok()
+                .and_then(|v| {
+                    v.as_array()
+                        .map(|a| a.iter().filter(|w| w["state"] == "running").count())
+                })
+                == Some(n)
+        })
+    }
+
     /// `maestro-cli start ... -o json` in the background (owned arguments).
     pub fn run_in_background(&self, sut: &str, args: &[&str]) -> std::thread::JoinHandle<CliRun> {
         let mut all: Vec<String> = vec![
