@@ -105,7 +105,7 @@ fn sources_of(binary: &str) -> &'static [&'static str] {
     }
 }
 
-/// The most recently changed source file (Rust files and manifests) of the crates
+/// The most recently changed Rust source file (under `src`) of the crates
 /// `binary` is built from.
 fn newest_source(binary: &str) -> Option<(std::time::SystemTime, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,7 +121,6 @@ fn newest_source(binary: &str) -> Option<(std::time::SystemTime, PathBuf)> {
     };
     for krate in sources_of(binary).iter().map(|c| root.join(c)) {
         // Only `src`: test and bench code does not go into the binaries.
-        consider(krate.join("Cargo.toml"));
         let mut dirs = vec![krate.join("src")];
         while let Some(dir) = dirs.pop() {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
