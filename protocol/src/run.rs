@@ -264,7 +264,8 @@ impl TestSpec {
         }
         if let (Some(count), None) = (self.count, self.duration_ms) {
             let window_s = self.count_window_s(count);
-            if !(window_s <= MAX_DURATION_MS as f64 / 1000.0) {
+            // NaN (impossible here) counts as too long, too.
+            if window_s.is_nan() || window_s > MAX_DURATION_MS as f64 / 1000.0 {
                 return Err(SpecError::WindowTooLong {
                     count,
                     rate: self.rate,
