@@ -636,7 +636,7 @@ fn clock_offsets_correct_cross_worker_latency() {
         "{shifted:#}"
     );
     assert!(
-        (p99(&shifted) - p99(&same)).abs() < 5_000,
+        (p99(&shifted) - p99(&same)).abs() < 10_000,
         "p99 {} vs {} µs: {shifted:#}",
         p99(&shifted),
         p99(&same)
