@@ -407,18 +407,9 @@ fn killing_the_cli_mid_run_frees_the_workers() {
     let mq = Mosquitto::start().unwrap();
     let url = mq.url("k9", "qos=1");
     let results = c.results.to_str().unwrap().to_owned();
-    let broker = c.broker.url();
-    let mut cli = maestro_testkit::Proc::spawn(
-        "cli",
-        "maestro-cli",
+    let mut cli = c.spawn_start(
+        &url,
         &[
-            "-m",
-            &broker,
-            "--cluster",
-            &c.cluster,
-            "start",
-            "--sut",
-            &url,
             "--rate",
             "500",
             "--duration",
@@ -427,18 +418,9 @@ fn killing_the_cli_mid_run_frees_the_workers() {
             "2",
             "--consumers",
             "2",
-            "--results",
-            &results,
         ],
-    )
-    .unwrap();
-    let running = wait_for(Duration::from_secs(20), || {
-        let s = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
-        s.json().ok().is_some_and(|v| {
-            v.as_array()
-                .is_some_and(|a| a.iter().filter(|w| w["state"] == "running").count() == 2)
-        })
-    });
+    );
+    let running = c.wait_until_running(2, Duration::from_secs(20));
     assert!(running, "the run did not start: {}", cli.log_text());
     cli.signal(signal::SIGKILL);
     let killed = Instant::now();
@@ -489,28 +471,7 @@ fn a_frozen_cli_loses_its_lease_and_the_workers_end_the_run() {
     let c = Cluster::start(1);
     let mq = Mosquitto::start().unwrap();
     let url = mq.url("frozen", "qos=0");
-    let broker = c.broker.url();
-    let results = c.results.to_str().unwrap().to_owned();
-    let cli = maestro_testkit::Proc::spawn(
-        "cli",
-        "maestro-cli",
-        &[
-            "-m",
-            &broker,
-            "--cluster",
-            &c.cluster,
-            "start",
-            "--sut",
-            &url,
-            "--rate",
-            "200",
-            "--duration",
-            "120s",
-            "--results",
-            &results,
-        ],
-    )
-    .unwrap();
+    let cli = c.spawn_start(&url, &["--rate", "200", "--duration", "120s"]);
     let state = || {
         c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
             .json()

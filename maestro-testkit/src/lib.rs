@@ -666,6 +666,27 @@ impl Cluster {
         })
     }
 
+    /// `maestro-cli start --sut SUT ARGS` as a child process this test can signal.
+    pub fn spawn_start(&self, sut: &str, args: &[&str]) -> Proc {
+        let (broker, results) = (
+            self.broker.url(),
+            self.results.to_str().expect("test setup"),
+        );
+        let mut all = vec![
+            "-m",
+            &broker,
+            "--cluster",
+            &self.cluster,
+            "start",
+            "--sut",
+            sut,
+            "--results",
+            results,
+        ];
+        all.extend_from_slice(args);
+        Proc::spawn("cli", "maestro-cli", &all).expect("test setup")
+    }
+
     /// `maestro-cli start ... -o json` in the background (owned arguments).
     pub fn run_in_background(&self, sut: &str, args: &[&str]) -> std::thread::JoinHandle<CliRun> {
         let mut all: Vec<String> = vec![
