@@ -14,6 +14,7 @@ pub mod quickstart;
 pub mod report;
 pub mod runplan;
 pub mod start;
+pub mod stream;
 pub mod summary;
 
 pub use cli::{Cli, Outcome, run};

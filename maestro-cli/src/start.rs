@@ -10,6 +10,7 @@
 //!    summary, and write the results folder.
 
 use crate::controller::{ControlError, Controller, Incoming};
+use crate::stream::{self, LiveResults};
 use crate::summary::{self, Collected, Summary};
 use maestro_protocol::{
     Body, Configure, ConsumerPlan, ErrorCode, MessageSize, Note, NoteId, PeerId, Ping,
@@ -422,6 +423,20 @@ pub async fn run_test(
     } else {
         f64::from(spec.consumers) / f64::from(spec.topics)
     };
+    let folder = options.results.join(run.as_str());
+    let live = LiveResults::create(folder.clone(), start_at.0, names.clone()).map_err(|source| {
+        StartError::Results {
+            path: folder.clone(),
+            source,
+        }
+    });
+    let live = match live {
+        Ok(l) => l,
+        Err(e) => {
+            release(controller, &run, &participants).await;
+            return Err(e);
+        }
+    };
     let mut watch = Watch {
         run: &run,
         names: &names,
@@ -431,6 +446,8 @@ pub async fn run_test(
         sent_total: 0,
         received_total: 0,
         collected,
+        stream: live,
+        stream_error: None,
     };
     for note in std::mem::take(&mut backlog) {
         watch.on_note(note);
@@ -468,13 +485,8 @@ pub async fn run_test(
             if options.progress {
                 let outstanding =
                     (watch.sent_total as f64 * fanout) as i64 - watch.received_total as i64;
-                if let Some(line) = summary::progress_line(
-                    &watch.collected.stats,
-                    start_at.0,
-                    maestro_control::now().0,
-                    outstanding,
-                ) {
-                    eprintln!("{line}");
+                if let Some(row) = watch.stream.last_row() {
+                    eprintln!("{}", stream::progress_line(&row, outstanding));
                 }
             }
         }
@@ -501,7 +513,17 @@ pub async fn run_test(
             incoming => watch.on(incoming, "before sending its result"),
         }
     }
+    let mut stream = watch.stream;
+    let written = match watch.stream_error.take() {
+        Some(e) => Err(e),
+        None => stream.finish(),
+    };
+    written.map_err(|source| StartError::Results {
+        path: folder.clone(),
+        source,
+    })?;
     let mut collected = watch.collected;
+    collected.degraded.extend(stream.unreadable.iter().map(|e| format!("unreadable stats: {e}")));
     for note in watch.results {
         if let Body::RunResult(r) = note.body {
             collected.results.insert(note.sender.id.clone(), r);
@@ -529,17 +551,11 @@ pub async fn run_test(
         &worker_rows,
         &collected,
     );
-    let folder = summary::write_results(
-        &options.results,
-        &summary,
-        &spec,
-        &collected,
-        &names,
-        start_at.0,
-    )
-    .map_err(|source| StartError::Results {
-        path: options.results.clone(),
-        source,
+    summary::write_results(&folder, &summary, &spec).map_err(|source| {
+        StartError::Results {
+            path: folder.clone(),
+            source,
+        }
     })?;
     Ok(Finished { summary, folder })
 }
@@ -556,6 +572,10 @@ struct Watch<'a> {
     sent_total: u64,
     received_total: u64,
     collected: Collected,
+    /// The time series and interval logs, written as the stats arrive.
+    stream: LiveResults,
+    /// The first error writing them (the run goes on; it is reported at the end).
+    stream_error: Option<std::io::Error>,
 }
 
 impl Watch<'_> {
@@ -566,11 +586,9 @@ impl Watch<'_> {
                     .insert(note.sender.id.clone(), s.active_producers);
                 self.sent_total += s.counters.sent;
                 self.received_total += s.counters.received;
-                self.collected
-                    .stats
-                    .entry(note.sender.id.clone())
-                    .or_default()
-                    .push(s.clone());
+                if let Err(e) = self.stream.add(&note.sender.id, s, &self.live) {
+                    self.stream_error.get_or_insert(e);
+                }
             }
             Body::RunResult(r) if r.run == *self.run => self.results.push(note),
             _ => {}

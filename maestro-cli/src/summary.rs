@@ -3,10 +3,10 @@
 
 use hdrhistogram::Histogram;
 use maestro_protocol::histogram::{self, latency_histogram};
-use maestro_protocol::{Counters, ErrorCount, PeerId, RunId, RunResult, RunStats, TestSpec};
+use maestro_protocol::{Counters, ErrorCount, PeerId, RunId, RunResult, TestSpec};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Percentiles of one latency, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -157,7 +157,6 @@ impl Summary {
 #[derive(Debug, Default)]
 pub struct Collected {
     pub results: BTreeMap<PeerId, RunResult>,
-    pub stats: BTreeMap<PeerId, Vec<RunStats>>,
     pub degraded: Vec<String>,
     pub interrupted: bool,
     /// Each worker's clock offset and ping round trip, µs (ahead of the controller).
@@ -349,99 +348,14 @@ fn clock_summary(
     out
 }
 
-/// One second of the run, merged over workers.
-#[derive(Debug, Default)]
-struct Second {
-    counters: Counters,
-    latencies: Latencies,
-}
-
-/// Merges interval stats into seconds since `start_us` (by each interval's end).
-fn seconds(stats: &BTreeMap<PeerId, Vec<RunStats>>, start_us: i64) -> BTreeMap<i64, Second> {
-    let mut out: BTreeMap<i64, Second> = BTreeMap::new();
-    for s in stats.values().flatten() {
-        let second = ((s.interval_end_us.0 - start_us).max(0) + 999_999) / 1_000_000;
-        let bucket = out.entry(second).or_default();
-        bucket.counters.add(&s.counters);
-        let _ = bucket.latencies.add(&s.histograms);
-    }
-    out
-}
-
-/// The time series: one CSV row per second.
-pub fn timeseries_csv(stats: &BTreeMap<PeerId, Vec<RunStats>>, start_us: i64) -> String {
-    let mut csv = String::from(
-        "second,sent,received,errors,duplicated,out_of_order,response_time_p50_us,response_time_p99_us,response_time_max_us,service_time_p50_us,service_time_p99_us,send_lag_p99_us\n",
-    );
-    for (second, b) in seconds(stats, start_us) {
-        let r = Percentiles::of(&b.latencies.response);
-        let s = Percentiles::of(&b.latencies.service);
-        let l = Percentiles::of(&b.latencies.lag);
-        csv.push_str(&format!(
-            "{second},{},{},{},{},{},{},{},{},{},{},{}\n",
-            b.counters.sent,
-            b.counters.received,
-            b.counters.errors,
-            b.counters.duplicated,
-            b.counters.out_of_order,
-            r.p50,
-            r.p99,
-            r.max,
-            s.p50,
-            s.p99,
-            l.p99
-        ));
-    }
-    csv
-}
-
-/// The progress line for the latest second.
-pub fn progress_line(
-    stats: &BTreeMap<PeerId, Vec<RunStats>>,
-    start_us: i64,
-    now_us: i64,
-    outstanding: i64,
-) -> Option<String> {
-    let secs = seconds(stats, start_us);
-    let current = (now_us - start_us) / 1_000_000;
-    let (second, b) = secs.range(..=current).next_back()?;
-    let r = Percentiles::of(&b.latencies.response);
-    Some(format!(
-        "[{second:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  lost/in-flight {}",
-        b.counters.sent,
-        b.counters.received,
-        crate::report::micros(r.p50 as i64),
-        crate::report::micros(r.p99 as i64),
-        b.counters.errors,
-        outstanding.max(0),
-    ))
-}
-
-/// Writes `results/<run-id>/`: summary.json, spec.json, timeseries.csv and one interval
-/// histogram log per worker. Returns the folder.
-pub fn write_results(
-    dir: &Path,
-    summary: &Summary,
-    spec: &TestSpec,
-    collected: &Collected,
-    names: &BTreeMap<PeerId, String>,
-    start_us: i64,
-) -> std::io::Result<PathBuf> {
-    let folder = dir.join(summary.run_id.as_str());
-    std::fs::create_dir_all(&folder)?;
+/// Writes `summary.json` and `spec.json` into the run's folder (the time series and the
+/// interval logs are streamed there during the run, see [`crate::stream`]).
+pub fn write_results(folder: &Path, summary: &Summary, spec: &TestSpec) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
     let json = |v: &dyn erased::Json| v.to_pretty();
     std::fs::write(folder.join("summary.json"), json(summary))?;
     std::fs::write(folder.join("spec.json"), json(spec))?;
-    std::fs::write(
-        folder.join("timeseries.csv"),
-        timeseries_csv(&collected.stats, start_us),
-    )?;
-    for (id, stats) in &collected.stats {
-        let name = names.get(id).map_or(id.as_str(), String::as_str);
-        let file = sanitize(name) + ".hlog";
-        std::fs::write(folder.join(file), hlog(stats, start_us)?)?;
-    }
-    Ok(folder)
+    Ok(())
 }
 
 mod erased {
@@ -455,50 +369,6 @@ mod erased {
             s
         }
     }
-}
-
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// A standard HdrHistogram interval log: per interval, three tagged histograms.
-fn hlog(stats: &[RunStats], start_us: i64) -> std::io::Result<Vec<u8>> {
-    use hdrhistogram::serialization::V2DeflateSerializer;
-    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-    use std::time::{Duration, UNIX_EPOCH};
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let base = UNIX_EPOCH + Duration::from_micros(start_us.max(0) as u64);
-    let mut writer = IntervalLogWriterBuilder::new()
-        .add_comment("maestro interval histograms, values in microseconds; tags: response_time_us, service_time_us, send_lag_us")
-        .with_start_time(base)
-        .with_base_time(base)
-        .begin_log_with(&mut out, &mut serializer)?;
-    for s in stats {
-        let start = Duration::from_micros((s.interval_start_us.0 - start_us).max(0) as u64);
-        let length =
-            Duration::from_micros((s.interval_end_us.0 - s.interval_start_us.0).max(0) as u64);
-        for (tag, encoded) in [
-            ("response_time_us", &s.histograms.response_time_us),
-            ("service_time_us", &s.histograms.service_time_us),
-            ("send_lag_us", &s.histograms.send_lag_us),
-        ] {
-            let h = histogram::decode(encoded).map_err(std::io::Error::other)?;
-            writer
-                .write_histogram(&h, start, length, Tag::new(tag))
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        }
-    }
-    drop(writer);
-    Ok(out)
 }
 
 #[cfg(test)]

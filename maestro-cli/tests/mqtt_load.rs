@@ -115,6 +115,39 @@ fn mosquitto_and_an_independent_subscriber_agree_with_the_summary() {
         sub.count()
     );
     assert_eq!(sub.count(), u(&s, "sent"));
+    // The time series counts every event in the run second it happened: the open-loop
+    // schedule puts exactly 3,000 sends in each of the 3 seconds (a send due just before
+    // a boundary may go out just after it), the first second included, and the
+    // rows add up to the totals.
+    let folder = c.results.join(s["run_id"].as_str().unwrap());
+    let rows = timeseries(&folder);
+    eprintln!("timeseries (second, sent, received): {rows:?}");
+    let sent: Vec<u64> = rows.iter().map(|r| r.1).collect();
+    assert_eq!(rows.iter().map(|r| r.1).sum::<u64>(), 9000, "{rows:?}");
+    assert_eq!(rows.iter().map(|r| r.2).sum::<u64>(), 18000, "{rows:?}");
+    assert_eq!(rows[0].0, 0, "seconds count from 0: {rows:?}");
+    assert!(
+        sent.len() >= 3 && sent[..3].iter().all(|n| n.abs_diff(3000) <= 15),
+        "3,000 sends in each second: {rows:?}"
+    );
+    assert!(sent[3..].iter().all(|n| *n <= 15), "{rows:?}");
+    // Received within 1 % of 6,000 in each full second (latency moves a few over a boundary).
+    assert!(
+        rows[..3].iter().all(|r| r.2.abs_diff(6000) <= 60),
+        "{rows:?}"
+    );
+}
+
+/// `timeseries.csv` rows as (second, sent, received).
+fn timeseries(folder: &std::path::Path) -> Vec<(u64, u64, u64)> {
+    let csv = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<u64> = l.split(',').take(3).map(|v| v.parse().unwrap()).collect();
+            (f[0], f[1], f[2])
+        })
+        .collect()
 }
 
 #[test]

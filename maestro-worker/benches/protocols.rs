@@ -11,7 +11,7 @@
 //!    of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -110,24 +110,32 @@ fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
         let id = RunId::new(name).unwrap();
         run_pair(make(&id), sut, rate, D)
     };
-    let (sent, rec) = run(&format!("{label}-max"), 0.0);
-    let max = rec.counters.received as f64 / D.as_secs_f64();
-    println!(
-        "{label} reliable: maximum sustained end-to-end rate {max:.0} msg/s ({sent} sent, {} received, 1 producer, 1 consumer); response p50 {} us p99 {} us at full speed",
-        rec.counters.received,
-        rec.response.value_at_quantile(0.5),
-        rec.response.value_at_quantile(0.99)
+    let line = |what: String, o: &Outcome| {
+        let r = &o.recorder;
+        println!(
+            "{label} reliable {what}: sent {}, received {} ({} distinct), lost {}, duplicated {}, errors {:?}; response p50 {} us p99 {} us max {} us; service p99 {} us; send lag p99 {} us",
+            o.sent,
+            r.counters.received,
+            o.unique,
+            o.lost(),
+            r.counters.duplicated,
+            o.errors,
+            r.response.value_at_quantile(0.5),
+            r.response.value_at_quantile(0.99),
+            r.response.max(),
+            r.service.value_at_quantile(0.99),
+            r.lag.value_at_quantile(0.99),
+        );
+    };
+    let full = run(&format!("{label}-max"), 0.0);
+    let max = full.recorder.counters.received as f64 / D.as_secs_f64();
+    line(
+        format!("at full speed (maximum sustained end-to-end {max:.0} msg/s, 1 producer, 1 consumer)"),
+        &full,
     );
     for (pct, frac) in [(50, 0.5), (90, 0.9)] {
-        let (sent, rec) = run(&format!("{label}-{pct}"), max * frac);
-        println!(
-            "{label} reliable at {pct} % ({:.0} msg/s): response p50 {} us p99 {} us max {} us; sent {sent}, received {}",
-            max * frac,
-            rec.response.value_at_quantile(0.5),
-            rec.response.value_at_quantile(0.99),
-            rec.response.max(),
-            rec.counters.received
-        );
+        let o = run(&format!("{label}-{pct}"), max * frac);
+        line(format!("at {pct} % ({:.0} msg/s)", max * frac), &o);
     }
 }
 
@@ -136,19 +144,23 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let want = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let want = |name: &str| {
+        which.is_empty() || which.iter().all(|w| w == "e2e") || which.iter().any(|w| w == name)
+    };
+    // `e2e`: only the end-to-end measurements.
+    let ratios = !which.iter().any(|w| w == "e2e");
     if want("amqp") {
         let rabbit = ScriptedSut::rabbitmq().unwrap();
         let url = rabbit.url.clone();
         println!("RabbitMQ at {url}; {SIZE}-byte messages, {D:?} per measurement");
-        ratio_rounds("AMQP publish (no confirms)", 0.9, |r| {
+        if ratios { ratio_rounds("AMQP publish (no confirms)", 0.9, |r| {
             let (u, q) = (url.clone(), format!("bench-min-{r}"));
             let (n_min, cpu_min) = cpu(|| on_thread(move || minimal_lapin(u, q)).join().unwrap().0);
             let id = RunId::new(format!("pub{r}")).unwrap();
             let driver = AmqpDriver::from_url(&url, &id).unwrap();
             let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &url, 0.0, D));
             (n_min, cpu_min, n_ours, cpu_ours)
-        });
+        }); }
         let sut = format!("{url}?confirms=true&ack=manual");
         reliable_e2e("AMQP", &sut, |id| AmqpDriver::from_url(&sut, id).unwrap());
     }
@@ -157,7 +169,7 @@ fn main() {
         let url = tansu.url.clone();
         let bootstrap = url.trim_start_matches("kafka://").to_owned();
         println!("tansu at {url}; {SIZE}-byte messages, {D:?} per measurement");
-        ratio_rounds("Kafka produce (acks=all)", 0.9, |r| {
+        if ratios { ratio_rounds("Kafka produce (acks=all)", 0.9, |r| {
             let topic = format!("bench-min-{r}");
             let (n_min, cpu_min) = cpu(|| minimal_rdkafka(&bootstrap, &topic));
             let id = RunId::new(format!("pub{r}")).unwrap();
@@ -165,7 +177,7 @@ fn main() {
             let driver = KafkaDriver::from_url(&sut, &id, 1).unwrap();
             let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
             (n_min, cpu_min, n_ours, cpu_ours)
-        });
+        }); }
         let sut = format!("{url}/e2e?acks=all");
         reliable_e2e("Kafka", &sut, |id| {
             KafkaDriver::from_url(&sut, id, 1).unwrap()

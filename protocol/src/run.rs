@@ -437,10 +437,15 @@ pub struct EncodedHistograms {
     pub send_lag_us: String,
 }
 
-/// A worker's stats for one interval (about a second), published as an event.
+/// A worker's stats for one second of the run, published as an event. Seconds are
+/// aligned to the run's start on the worker's clock: second `k` covers
+/// `[start + k s, start + (k + 1) s)`, and every event is counted in the second it happened
+/// (producers by send time, consumers by receive time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStats {
     pub run: RunId,
+    /// The run second this note covers (0 is the first second after the start).
+    pub second: u32,
     pub interval_start_us: crate::UnixMicros,
     pub interval_end_us: crate::UnixMicros,
     pub counters: Counters,

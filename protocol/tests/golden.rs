@@ -155,6 +155,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                 Role::Worker,
                 Body::RunStats(RunStats {
                     run: run_id(),
+                    second: 1,
                     interval_start_us: UnixMicros(1_700_000_001_000_000),
                     interval_end_us: UnixMicros(1_700_000_002_000_000),
                     counters: counters(),

@@ -241,11 +241,12 @@ fn run_body() -> impl Strategy<Value = Body> {
             micros(),
             counters(),
             histograms(),
-            any::<(u32, u32)>()
+            any::<(u32, u32, u32)>()
         )
-            .prop_map(|(run, a, b, counters, histograms, (ap, ac))| {
+            .prop_map(|(run, a, b, counters, histograms, (second, ap, ac))| {
                 Body::RunStats(RunStats {
                     run,
+                    second,
                     interval_start_us: a,
                     interval_end_us: b,
                     counters,

@@ -87,25 +87,48 @@ pub fn engine() -> Engine {
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
             reports: tx,
+            pool: Default::default(),
         },
         reports,
     }
 }
 
-/// Drains an engine's reports: (merged recorder, messages the producer sent).
-pub fn drain(e: &mut Engine) -> (Recorder, u64) {
-    let mut total = Recorder::default();
-    let mut sent = 0;
+/// What one engine run produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Every task's recorder, merged.
+    pub recorder: Recorder,
+    /// Messages the producers sent (their sequence numbers).
+    pub sent: u64,
+    /// Distinct messages the consumers received, by their accounting.
+    pub unique: u64,
+    /// Errors the tasks reported, with their messages.
+    pub errors: Vec<String>,
+}
+
+impl Outcome {
+    /// Sent but never received (one subscription).
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.unique)
+    }
+}
+
+/// Drains an engine's reports.
+pub fn drain(e: &mut Engine) -> Outcome {
+    let mut out = Outcome::default();
     while let Ok(r) = e.reports.try_recv() {
         match r {
-            Report::Interval(r) => total.merge(&r),
+            Report::Interval { recorder, .. } => out.recorder.merge(&recorder),
             Report::Final(f) => {
-                total.merge(&f.recorder);
-                sent += f.sent.map_or(0, |s| s.sent);
+                out.recorder.merge(&f.recorder);
+                out.sent += f.sent.map_or(0, |s| s.sent);
+                out.unique += f.deliveries.iter().map(|d| d.unique).sum::<u64>();
+                out.errors
+                    .extend(f.errors.iter().map(|(m, n)| format!("{m} x{n}")));
             }
         }
     }
-    (total, sent)
+    out
 }
 
 /// Runs the engine's producer task for `duration` (rate 0: as fast as it goes) on its own
@@ -132,8 +155,8 @@ pub fn run_producer<D: maestro_worker::driver::Driver>(
     ready_rx.blocking_recv().unwrap().unwrap();
     e.start.send_replace(Some(now_ns() + 50_000_000));
     let ((), cpu) = handle.join().unwrap();
-    let (rec, sent) = drain(&mut e);
-    (sent, cpu, rec)
+    let out = drain(&mut e);
+    (out.sent, cpu, out.recorder)
 }
 
 /// Three rounds of (baseline messages, baseline CPU-s, maestro messages, maestro CPU-s);
@@ -161,13 +184,13 @@ pub fn ratio_rounds(
 }
 
 /// Runs one producer and one consumer task (one subscription) on two threads for
-/// `duration`; returns (sent, recorder with the consumer's latencies and counts).
+/// `duration`; returns what they recorded and counted.
 pub fn run_pair<D: maestro_worker::driver::Driver>(
     driver: D,
     sut: &str,
     rate: f64,
     duration: Duration,
-) -> (u64, Recorder) {
+) -> Outcome {
     use maestro_protocol::{ConsumerPlan, ProducerPlan};
     use maestro_worker::engine::tasks::{self, now_ns};
     let mut e = engine();
@@ -196,6 +219,5 @@ pub fn run_pair<D: maestro_worker::driver::Driver>(
     prod.join().unwrap();
     e.control.stop.cancel();
     cons.join().unwrap();
-    let (rec, sent) = drain(&mut e);
-    (sent, rec)
+    drain(&mut e)
 }

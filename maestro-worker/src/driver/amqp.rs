@@ -390,7 +390,7 @@ pub struct AmqpProducer {
     routing_key: String,
     properties: BasicProperties,
     /// Messages handed over, not yet published.
-    queue: VecDeque<Vec<u8>>,
+    queue: VecDeque<Bytes>,
     publishing: Option<Publishing>,
     /// Publishes waiting for their confirm (confirm mode only).
     confirms: VecDeque<lapin::PublisherConfirm>,
@@ -409,7 +409,7 @@ impl AmqpProducer {
 
 impl Producer for AmqpProducer {
     #[inline]
-    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
         if self.queue.len() >= QUEUE {
             return Err(TrySendError::Full);
         }
@@ -441,7 +441,7 @@ impl Producer for AmqpProducer {
             usize::MAX
         };
         if self.publishing.is_none() && !self.queue.is_empty() && room > 0 {
-            let batch: Vec<Vec<u8>> = self.queue.drain(..self.queue.len().min(room)).collect();
+            let batch: Vec<Bytes> = self.queue.drain(..self.queue.len().min(room)).collect();
             let (channel, exchange, key) = (
                 channel.clone(),
                 self.exchange.clone(),

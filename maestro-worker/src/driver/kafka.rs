@@ -351,7 +351,7 @@ pub struct KafkaProducer {
 
 impl Producer for KafkaProducer {
     #[inline]
-    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+    fn try_send(&mut self, payload: bytes::Bytes) -> Result<(), TrySendError> {
         let key = self.rng.u64(..).to_le_bytes();
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&self.topic).payload(&payload[..]);

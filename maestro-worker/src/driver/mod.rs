@@ -56,8 +56,9 @@ pub enum TrySendError {
 }
 
 pub trait Producer: Send + 'static {
-    /// Hands one message to the client without waiting.
-    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError>;
+    /// Hands one message to the client without waiting. `Bytes` so that bodies can share
+    /// one buffer (no allocation per message).
+    fn try_send(&mut self, payload: bytes::Bytes) -> Result<(), TrySendError>;
     /// How many more messages `try_send` takes now (so no payload is built in vain).
     fn room(&self) -> usize;
     /// False when the client needs no driving while it waits for the next message (its

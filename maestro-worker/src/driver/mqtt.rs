@@ -277,18 +277,22 @@ pub struct MqttProducer {
 
 impl Producer for MqttProducer {
     #[inline]
-    fn try_send(&mut self, payload: Vec<u8>) -> Result<(), TrySendError> {
+    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
+        use futures_util::FutureExt;
+        // rumqttc's `try_publish` copies the payload into a Vec; `publish_bytes` keeps the
+        // `Bytes`. Its send completes at once while the request queue has room (`room`
+        // keeps it so); when it does not, the message is dropped unsent, as Full.
         match self
             .client
-            .try_publish(self.topic.as_str(), self.qos, self.retain, payload)
+            .publish_bytes(self.topic.as_str(), self.qos, self.retain, payload)
+            .now_or_never()
         {
-            Ok(()) => {
+            Some(Ok(())) => {
                 self.queued += 1;
                 Ok(())
             }
-            // The event loop lives in this struct, so the queue cannot be closed: only full.
-            Err(ClientError::TryRequest(_)) => Err(TrySendError::Full),
-            Err(e) => Err(TrySendError::Closed(e.to_string())),
+            None | Some(Err(ClientError::TryRequest(_))) => Err(TrySendError::Full),
+            Some(Err(e)) => Err(TrySendError::Closed(e.to_string())),
         }
     }
 

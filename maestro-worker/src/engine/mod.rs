@@ -21,7 +21,7 @@ use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
     RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
-use recorder::Recorder;
+use recorder::{Recorder, RecorderPool};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -356,11 +356,14 @@ impl Engine {
         ended_because: &Mutex<Option<String>>,
     ) {
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let pool = RecorderPool::default();
+        let start_rx = start.clone();
         let control = Control {
             start,
             stop,
             abort: abort.clone(),
             reports: reports_tx,
+            pool: pool.clone(),
         };
         let mut ready = Vec::new();
         let handles = match self.data_plane.get_or_init(DataPlane::per_core) {
@@ -435,11 +438,10 @@ impl Engine {
         info!(run = %c.run, "configured");
 
         // Aggregate until every task has sent its final report.
+        let mut seconds = Seconds::new(c.run.clone(), pool);
         let total_producers = c.producers.len() as u32;
         let total_consumers = c.consumers.len() as u32;
         let (mut done_producers, mut done_consumers) = (0u32, 0u32);
-        let mut interval = Recorder::default();
-        let mut total = Recorder::default();
         let mut result = RunResult {
             run: c.run.clone(),
             worker: self.worker.clone(),
@@ -451,30 +453,14 @@ impl Engine {
             errors: Vec::new(),
         };
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut interval_start = maestro_control::now();
-        let publish_stats = |interval: &mut Recorder, start: &mut UnixMicros, ap: u32, ac: u32| {
-            let end = maestro_control::now();
-            let stats = RunStats {
-                run: c.run.clone(),
-                interval_start_us: *start,
-                interval_end_us: end,
-                counters: interval.counters,
-                histograms: interval.encode(),
-                active_producers: ap,
-                active_consumers: ac,
-            };
-            *interval = Recorder::default();
-            *start = end;
-            outbox.event("stats", Body::RunStats(stats), false);
-        };
         while done_producers < total_producers || done_consumers < total_consumers {
             tokio::select! {
                 report = reports.recv() => match report {
-                    Some(Report::Interval(r)) => interval.merge(&r),
+                    Some(Report::Interval { second, recorder }) => seconds.add(second, recorder),
                     Some(Report::Final(f)) => {
-                        interval.merge(&f.recorder);
+                        seconds.add(f.second, f.recorder);
                         if f.producer { done_producers += 1 } else { done_consumers += 1 }
                         result.sent.extend(f.sent);
                         result.deliveries.extend(f.deliveries);
@@ -485,17 +471,20 @@ impl Engine {
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let ready = self.lock().state != PeerState::Configured;
-                    if ready {
-                        total.merge(&interval);
-                        publish_stats(&mut interval, &mut interval_start,
-                            total_producers - done_producers, total_consumers - done_consumers);
+                    if let Some(start_ns) = *start_rx.borrow() {
+                        let active = (total_producers - done_producers, total_consumers - done_consumers);
+                        for stats in seconds.due(start_ns, tasks::now_ns(), active) {
+                            outbox.event("stats", Body::RunStats(stats), false);
+                        }
                     }
                 }
             }
         }
-        total.merge(&interval);
-        publish_stats(&mut interval, &mut interval_start, 0, 0);
+        let start_ns = (*start_rx.borrow()).unwrap_or_else(tasks::now_ns);
+        for stats in seconds.finish(start_ns) {
+            outbox.event("stats", Body::RunStats(stats), false);
+        }
+        let total = seconds.total;
         result.counters = total.counters;
         result.histograms = total.encode();
         result.errors = errors
@@ -540,5 +529,145 @@ impl Engine {
         }
         // Idempotent: stopping a run that already ended is fine.
         Body::Stopping(Stopping { run: s.run.clone() })
+    }
+}
+
+/// How long after a run second ends the worker waits for late shipments of it (tasks ship
+/// at the first event after a slot ends, or at the slot's end when idle) before it
+/// publishes that second.
+pub const SECOND_GRACE: Duration = Duration::from_millis(250);
+
+/// The aggregator's run seconds: what tasks shipped, by the run second it happened in,
+/// published once each second is over (plus [`SECOND_GRACE`]). A shipment for a second
+/// already published (a task that was silent for longer than the grace) is counted in the
+/// oldest unpublished second. Recorders are reused through the run's pool.
+#[derive(Debug)]
+struct Seconds {
+    run: RunId,
+    pool: RecorderPool,
+    /// The oldest second not yet published.
+    next: u32,
+    pending: BTreeMap<u32, Recorder>,
+    /// Everything published so far.
+    total: Recorder,
+}
+
+impl Seconds {
+    fn new(run: RunId, pool: RecorderPool) -> Self {
+        Self {
+            run,
+            pool,
+            next: 0,
+            pending: BTreeMap::new(),
+            total: Recorder::default(),
+        }
+    }
+
+    fn add(&mut self, second: u32, recorder: Recorder) {
+        let second = second.max(self.next);
+        let pool = &self.pool;
+        self.pending
+            .entry(second)
+            .or_insert_with(|| pool.take())
+            .merge(&recorder);
+        self.pool.give(recorder);
+    }
+
+    /// The stats of second `k`, and forgets it.
+    fn publish(&mut self, k: u32, start_ns: i64, (ap, ac): (u32, u32)) -> RunStats {
+        let start_us = start_ns / 1_000 + i64::from(k) * 1_000_000;
+        let bucket = self.pending.remove(&k).unwrap_or_else(|| self.pool.take());
+        self.total.merge(&bucket);
+        let stats = RunStats {
+            run: self.run.clone(),
+            second: k,
+            interval_start_us: UnixMicros(start_us),
+            interval_end_us: UnixMicros(start_us + 1_000_000),
+            counters: bucket.counters,
+            histograms: bucket.encode(),
+            active_producers: ap,
+            active_consumers: ac,
+        };
+        self.pool.give(bucket);
+        self.next = k.saturating_add(1);
+        stats
+    }
+
+    /// The seconds that ended (plus the grace) by `now_ns`.
+    fn due(&mut self, start_ns: i64, now_ns: i64, active: (u32, u32)) -> Vec<RunStats> {
+        let mut out = Vec::new();
+        let grace = SECOND_GRACE.as_nanos() as i64;
+        while start_ns + (i64::from(self.next) + 1) * 1_000_000_000 + grace <= now_ns {
+            let k = self.next;
+            out.push(self.publish(k, start_ns, active));
+        }
+        out
+    }
+
+    /// Every task has ended: publishes what is left, the last one with nothing active.
+    fn finish(&mut self, start_ns: i64) -> Vec<RunStats> {
+        let last = self
+            .pending
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.next)
+            .max(self.next);
+        (self.next..=last)
+            .map(|k| self.publish(k, start_ns, (0, 0)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod seconds_tests {
+    use super::*;
+
+    fn sent(n: u64) -> Recorder {
+        let mut r = Recorder::default();
+        for _ in 0..n {
+            r.sent(1_000, true);
+        }
+        r
+    }
+
+    #[test]
+    fn events_land_in_their_own_second_and_late_ones_in_the_oldest_open() {
+        let run = RunId::new("r").unwrap_or_else(|_| unreachable!());
+        let mut s = Seconds::new(run, RecorderPool::default());
+        let start = 1_000_000_000_000;
+        s.add(0, sent(3));
+        s.add(1, sent(5));
+        s.add(0, sent(2));
+        // 1.2 s in: second 0 is not over plus the grace yet.
+        assert!(s.due(start, start + 1_200_000_000, (1, 1)).is_empty());
+        let out = s.due(start, start + 1_300_000_000, (1, 1));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].second, out[0].counters.sent), (0, 5));
+        assert_eq!(out[0].interval_start_us.0, start / 1000);
+        assert_eq!(out[0].interval_end_us.0, start / 1000 + 1_000_000);
+        // Late: second 0 is published, so it counts in second 1.
+        s.add(0, sent(1));
+        let out = s.finish(start);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].second, out[0].counters.sent), (1, 6));
+        assert_eq!((out[0].active_producers, out[0].active_consumers), (0, 0));
+        assert_eq!(s.total.counters.sent, 11);
+    }
+
+    #[test]
+    fn a_quiet_second_is_published_empty_and_finish_always_says_done() {
+        let run = RunId::new("r").unwrap_or_else(|_| unreachable!());
+        let mut s = Seconds::new(run, RecorderPool::default());
+        let start = 0;
+        s.add(2, sent(1));
+        let out = s.due(start, 3_300_000_000, (1, 0));
+        assert_eq!(
+            out.iter().map(|o| (o.second, o.counters.sent)).collect::<Vec<_>>(),
+            [(0, 0), (1, 0), (2, 1)]
+        );
+        let out = s.finish(start);
+        assert_eq!(out.len(), 1, "the last note says nothing is active");
+        assert_eq!((out[0].second, out[0].active_producers), (3, 0));
     }
 }

@@ -4,7 +4,7 @@
 use super::accounting::{Accounting, Seen};
 use super::clock::WallClock;
 use super::pacing::Schedule;
-use super::recorder::Recorder;
+use super::recorder::{Recorder, RecorderPool};
 use crate::driver::{Consumer, Driver, DriverError, Producer, TrySendError};
 use maestro_protocol::{
     ConsumerPlan, Delivery, MessageSize, PayloadHeader, ProducerPlan, Sent, TestSpec, UnixMicros,
@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How often a task ships what it recorded.
+/// How often a task ships what it recorded: slots of this length, aligned to the run's
+/// start, so that five slots make one run second and no slot straddles two seconds.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const SLOT_NS: i64 = FLUSH_EVERY.as_nanos() as i64;
 /// After a stop, a consumer ends once nothing arrived for this long...
 pub const DRAIN_QUIET: Duration = Duration::from_millis(1000);
 /// ...or at the latest after this long.
@@ -31,15 +33,17 @@ pub use super::clock::system_now_ns as now_ns;
 /// What tasks send to the worker's aggregator.
 #[derive(Debug)]
 pub enum Report {
-    /// Recorded since the previous report.
-    Interval(Recorder),
+    /// Recorded in one slot of run second `second` (nothing of any other second).
+    Interval { second: u32, recorder: Recorder },
     /// The task's last report.
     Final(Final),
 }
 
 #[derive(Debug, Default)]
 pub struct Final {
+    /// What was recorded since the last interval report, all in run second `second`.
     pub recorder: Recorder,
+    pub second: u32,
     pub sent: Option<Sent>,
     pub deliveries: Vec<Delivery>,
     pub errors: BTreeMap<String, u64>,
@@ -56,35 +60,86 @@ pub struct Control {
     /// Give up at once (worker shutting down, configure failed).
     pub abort: CancellationToken,
     pub reports: mpsc::UnboundedSender<Report>,
+    /// Spare recorders: a flush takes one instead of allocating.
+    pub pool: RecorderPool,
 }
 
-/// Ships a task's recorder every [`FLUSH_EVERY`], timed by the task's own clock reading
-/// (no extra clock read per message), and re-anchors that clock each time.
+/// Ships a task's recorder at the end of each [`FLUSH_EVERY`] slot of the run (slots are
+/// aligned to the start), timed by the task's own clock readings (no extra clock read per
+/// message), and re-anchors that clock each time. It is asked before each event is
+/// recorded, so a shipment holds events of one slot, tagged with their run second.
+#[derive(Debug)]
 struct Flusher {
-    next_ns: i64,
+    start_ns: Option<i64>,
+    /// The end of the slot whose events the recorder holds.
+    slot_end_ns: i64,
+    /// The run second of that slot.
+    second: u32,
+}
+
+/// The run second of `t` (0 before the start).
+#[inline]
+pub fn run_second(start_ns: i64, t_ns: i64) -> u32 {
+    u32::try_from(t_ns.saturating_sub(start_ns).max(0) / 1_000_000_000).unwrap_or(u32::MAX)
 }
 
 impl Flusher {
-    fn new(clock: &WallClock) -> Self {
-        Self {
-            next_ns: clock.now_ns() + FLUSH_EVERY.as_nanos() as i64,
+    fn new(start_ns: Option<i64>, now_ns: i64) -> Self {
+        let mut f = Self {
+            start_ns,
+            slot_end_ns: 0,
+            second: 0,
+        };
+        f.enter(now_ns);
+        f
+    }
+
+    /// Moves to the slot that holds `now_ns`.
+    fn enter(&mut self, now_ns: i64) {
+        match self.start_ns {
+            Some(start) => {
+                let since = now_ns.saturating_sub(start).max(0);
+                self.slot_end_ns = start.saturating_add((since / SLOT_NS + 1) * SLOT_NS);
+                self.second = run_second(start, now_ns);
+            }
+            None => {
+                self.slot_end_ns = now_ns.saturating_add(SLOT_NS);
+                self.second = 0;
+            }
         }
     }
 
+    /// The run's start became known: slots align to it from now on.
+    fn align(&mut self, start_ns: i64, now_ns: i64) {
+        self.start_ns = Some(start_ns);
+        self.enter(now_ns);
+    }
+
+    /// When the current slot ends (the latest moment its events should be shipped).
+    fn deadline_ns(&self) -> i64 {
+        self.slot_end_ns
+    }
+
+    /// Call before recording an event at `now_ns`: when the slot is over, ships what the
+    /// recorder holds (tagged with its second) and moves on to the slot of `now_ns`.
     #[inline]
-    fn due(
-        &mut self,
-        now_ns: i64,
-        clock: &mut WallClock,
-        recorder: &mut Recorder,
-        reports: &mpsc::UnboundedSender<Report>,
-    ) {
-        if now_ns < self.next_ns {
+    fn due(&mut self, now_ns: i64, clock: &mut WallClock, recorder: &mut Recorder, to: &Control) {
+        if now_ns < self.slot_end_ns {
             return;
         }
+        self.ship(clock, recorder, to);
+        self.enter(now_ns);
+    }
+
+    fn ship(&mut self, clock: &mut WallClock, recorder: &mut Recorder, to: &Control) {
         clock.anchor();
-        self.next_ns = clock.now_ns() + FLUSH_EVERY.as_nanos() as i64;
-        let _ = reports.send(Report::Interval(recorder.take()));
+        if !recorder.is_empty() {
+            let full = std::mem::replace(recorder, to.pool.take());
+            let _ = to.reports.send(Report::Interval {
+                second: self.second,
+                recorder: full,
+            });
+        }
     }
 }
 
@@ -94,12 +149,19 @@ fn note_error(errors: &mut BTreeMap<String, u64>, e: &DriverError) {
     }
 }
 
-/// Makes message bodies: a filler template, sized per message.
+/// Makes message bodies: a filler template, sized per message, written into a shared
+/// buffer that is cut into messages (`Bytes` are reference counted), so a producer
+/// allocates once per [`ARENA`] bytes, not once per message. A buffer is reused in place
+/// once every message cut from it is gone.
 struct Bodies {
     template: Vec<u8>,
     size: MessageSize,
     rng: fastrand::Rng,
+    arena: bytes::BytesMut,
 }
+
+/// The size of the buffer messages are cut from.
+const ARENA: usize = 64 * 1024;
 
 impl Bodies {
     /// Messages are `payload` (repeated to the size; letters by default) with their
@@ -113,11 +175,12 @@ impl Bodies {
             template: filler.iter().copied().cycle().take(max as usize).collect(),
             size,
             rng: fastrand::Rng::with_seed(seed),
+            arena: bytes::BytesMut::new(),
         }
     }
 
     #[inline]
-    fn make(&mut self, header: &PayloadHeader) -> Vec<u8> {
+    fn make(&mut self, header: &PayloadHeader) -> bytes::Bytes {
         let len = match self.size {
             MessageSize::Fixed(n) => n,
             MessageSize::Around(_) => {
@@ -125,9 +188,13 @@ impl Bodies {
                 self.rng.u32(lo..=hi)
             }
         } as usize;
-        let mut body = self.template[..len].to_vec();
-        header.write(&mut body);
-        body
+        if self.arena.capacity() < len {
+            // Reclaims the buffer in place when no message of it is alive any more.
+            self.arena.reserve(ARENA.max(len));
+        }
+        self.arena.extend_from_slice(&self.template[..len]);
+        header.write(&mut self.arena[..]);
+        self.arena.split().freeze()
     }
 }
 
@@ -149,8 +216,9 @@ pub async fn producer<D: Driver>(
             return;
         }
     };
-    let mut recorder = Recorder::default();
+    let mut recorder = control.pool.take();
     let mut errors = BTreeMap::new();
+    let mut second = 0;
     // Keep the connection alive until the start (or the end).
     let start_ns = loop {
         if let Some(t) = *control.start.borrow() {
@@ -192,7 +260,7 @@ pub async fn producer<D: Driver>(
             }
         }
         let mut clock = WallClock::default();
-        let mut flusher = Flusher::new(&clock);
+        let mut flusher = Flusher::new(Some(start_ns), clock.now_ns());
         let window_end = schedule.end_ns();
         let mut now = clock.now_ns();
         'run: loop {
@@ -200,6 +268,7 @@ pub async fn producer<D: Driver>(
                 break;
             }
             now = clock.now_ns();
+            flusher.due(now, &mut clock, &mut recorder, &control);
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
             let due = if schedule.paced() {
@@ -213,6 +282,7 @@ pub async fn producer<D: Driver>(
             let batch_end = due.min(seq + room);
             while seq < batch_end {
                 let actual = clock.now_ns();
+                flusher.due(actual, &mut clock, &mut recorder, &control);
                 let intended = if schedule.paced() {
                     schedule.intended_ns(seq)
                 } else {
@@ -237,12 +307,18 @@ pub async fn producer<D: Driver>(
                     }
                 }
             }
-            flusher.due(now, &mut clock, &mut recorder, &control.reports);
             // The window is over: what was due and not sent stays unsent.
             if now >= window_end {
                 break;
             }
             let window_closes = wall_to_tokio(window_end);
+            // Wake at the end of the slot too when something waits to be shipped, so a
+            // slow producer's events reach their second in time.
+            let flush_at = if recorder.is_empty() {
+                window_closes
+            } else {
+                wall_to_tokio(flusher.deadline_ns()).min(window_closes)
+            };
             if schedule.exhausted(seq) {
                 // Everything sent: keep the connection going until the window closes, so
                 // the window (not the last message) is the span the rate is measured over.
@@ -250,7 +326,7 @@ pub async fn producer<D: Driver>(
                     biased;
                     _ = control.abort.cancelled() => break,
                     _ = control.stop.cancelled() => break,
-                    _ = tokio::time::sleep_until(window_closes) => {}
+                    _ = tokio::time::sleep_until(flush_at) => {}
                     r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                         recorder.counters.errors += 1;
                         note_error(&mut errors, &e);
@@ -282,7 +358,7 @@ pub async fn producer<D: Driver>(
                 }
                 continue;
             }
-            let wake = wall_to_tokio(schedule.intended_ns(seq));
+            let wake = wall_to_tokio(schedule.intended_ns(seq)).min(flush_at);
             tokio::select! {
                 biased;
                 _ = control.abort.cancelled() => break,
@@ -296,6 +372,9 @@ pub async fn producer<D: Driver>(
             }
         }
         let stopped = clock.now_ns().max(now);
+        // What the drain records (errors) belongs to the second the producer stopped in.
+        flusher.due(stopped, &mut clock, &mut recorder, &control);
+        second = flusher.second;
         unsent = schedule.unsent(stopped, seq);
         stopped_at = Some(UnixMicros(stopped.min(window_end) / 1_000));
         // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
@@ -316,6 +395,7 @@ pub async fn producer<D: Driver>(
     }
     let _ = control.reports.send(Report::Final(Final {
         recorder,
+        second,
         sent: Some(Sent {
             producer: plan.id,
             topic: plan.topic,
@@ -349,7 +429,7 @@ struct Receiving {
     /// Known once the run starts; read from the watch (a lock) only until then.
     start_ns: Option<i64>,
     start: watch::Receiver<Option<i64>>,
-    reports: mpsc::UnboundedSender<Report>,
+    control: Control,
 }
 
 /// Send times further than this from the receiver's clock cannot be from this run.
@@ -368,6 +448,14 @@ impl Receiving {
     #[inline]
     async fn on(&mut self, event: Result<Option<bytes::Bytes>, DriverError>) {
         let now = self.clock.now_ns();
+        if self.start_ns.is_none() {
+            self.start_ns = *self.start.borrow();
+            if let Some(start) = self.start_ns {
+                self.flusher.align(start, now);
+            }
+        }
+        self.flusher
+            .due(now, &mut self.clock, &mut self.recorder, &self.control);
         match event {
             Ok(Some(payload)) => match PayloadHeader::read(&payload) {
                 Ok(h) if !self.plausible(&h, now) => self.recorder.counters.foreign += 1,
@@ -380,9 +468,6 @@ impl Receiving {
                             return;
                         }
                         Seen::New => {}
-                    }
-                    if self.start_ns.is_none() {
-                        self.start_ns = *self.start.borrow();
                     }
                     // The producer's clock may differ from ours: correct by the skew the
                     // controller measured (0 on one host).
@@ -409,8 +494,6 @@ impl Receiving {
                 tokio::time::sleep(RETRY).await;
             }
         }
-        self.flusher
-            .due(now, &mut self.clock, &mut self.recorder, &self.reports);
     }
 }
 
@@ -435,17 +518,17 @@ pub async fn consumer<D: Driver>(
     };
     let clock = WallClock::default();
     let mut rx = Receiving {
-        recorder: Recorder::default(),
+        recorder: control.pool.take(),
         accounting: Accounting::new(plan.id, spec.producers),
         errors: BTreeMap::new(),
-        flusher: Flusher::new(&clock),
+        flusher: Flusher::new(None, clock.now_ns()),
         clock,
         warmup_ns: spec.warmup_ms as i64 * 1_000_000,
         skew_us,
         max_sequence: spec.max_sequence(),
         start_ns: None,
         start: control.start.clone(),
-        reports: control.reports.clone(),
+        control: control.clone(),
     };
     // Receive in batches; look at stop and abort between batches (and while waiting).
     let stopped = loop {
@@ -484,6 +567,7 @@ pub async fn consumer<D: Driver>(
     }
     let _ = control.reports.send(Report::Final(Final {
         recorder: rx.recorder,
+        second: rx.flusher.second,
         sent: None,
         deliveries: rx.accounting.deliveries(),
         errors: rx.errors,
@@ -510,6 +594,10 @@ mod tests {
         // The file's bytes keep their offsets; the header replaces the first 32.
         assert_eq!(&body[32..], b"zxyzxyzx");
         assert_eq!(PayloadHeader::read(&body).unwrap(), header);
+        // Bodies are cut from one buffer: the next starts where the last ended.
+        let next = b.make(&header);
+        assert_eq!(next.as_ptr() as usize, body.as_ptr() as usize + 40);
+        assert_eq!(PayloadHeader::read(&next).unwrap(), header);
         let mut letters = Bodies::new(MessageSize::Around(100), None, 1);
         for _ in 0..50 {
             let len = letters.make(&header).len();

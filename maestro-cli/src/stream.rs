@@ -1,0 +1,331 @@
+//! A run's per-second results, streamed to its folder while the run goes on, so the
+//! controller's memory does not grow with the length of a run: each worker's stats note
+//! goes to that worker's HdrHistogram interval log at once, and is merged into its run
+//! second; a second is written to `timeseries.csv` (and forgotten) as soon as every live
+//! worker has published it. Only the seconds not yet written are held.
+
+use crate::summary::{Latencies, Percentiles};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use maestro_protocol::histogram;
+use maestro_protocol::{Counters, PeerId, RunStats};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// The header of `timeseries.csv`.
+pub const TIMESERIES_HEADER: &str = "second,sent,received,errors,duplicated,out_of_order,response_time_p50_us,response_time_p99_us,response_time_max_us,service_time_p50_us,service_time_p99_us,send_lag_p99_us";
+
+/// A second is written at the latest once a worker is this many seconds past it, even if
+/// another live worker has not published it (a worker that stalls does not hold memory).
+const MAX_OPEN: u32 = 5;
+
+/// One run second, merged over workers.
+#[derive(Debug, Default)]
+struct Second {
+    counters: Counters,
+    latencies: Latencies,
+}
+
+/// One worker's interval log.
+struct Hlog {
+    file: BufWriter<File>,
+    serializer: V2DeflateSerializer,
+}
+
+impl std::fmt::Debug for Hlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hlog")
+    }
+}
+
+/// The latest written second, for the progress line.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    pub second: u32,
+    pub counters: Counters,
+    pub response: Percentiles,
+}
+
+/// The streaming half of a results folder.
+#[derive(Debug)]
+pub struct LiveResults {
+    folder: PathBuf,
+    /// The run's start (controller clock), the base time of the interval logs.
+    start_us: i64,
+    names: BTreeMap<PeerId, String>,
+    hlogs: BTreeMap<PeerId, Hlog>,
+    csv: BufWriter<File>,
+    open: BTreeMap<u32, Second>,
+    /// Seconds below this are written.
+    written_below: u32,
+    /// The latest second each worker published.
+    latest: BTreeMap<PeerId, u32>,
+    last_row: Option<Row>,
+    /// Stats notes that could not be read (a histogram that does not decode).
+    pub unreadable: Vec<String>,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{}: {e}", path.display()))
+}
+
+/// A file name made of a worker's name.
+pub fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl LiveResults {
+    /// Creates `folder` with the header of `timeseries.csv`.
+    pub fn create(
+        folder: PathBuf,
+        start_us: i64,
+        names: BTreeMap<PeerId, String>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
+        let path = folder.join("timeseries.csv");
+        let mut csv = BufWriter::new(File::create(&path).map_err(|e| io_err(&path, e))?);
+        writeln!(csv, "{TIMESERIES_HEADER}")?;
+        Ok(Self {
+            folder,
+            start_us,
+            names,
+            hlogs: BTreeMap::new(),
+            csv,
+            open: BTreeMap::new(),
+            written_below: 0,
+            latest: BTreeMap::new(),
+            last_row: None,
+            unreadable: Vec::new(),
+        })
+    }
+
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The latest second written to the time series.
+    pub fn last_row(&self) -> Option<Row> {
+        self.last_row
+    }
+
+    fn hlog(&mut self, worker: &PeerId) -> std::io::Result<&mut Hlog> {
+        if !self.hlogs.contains_key(worker) {
+            let name = self
+                .names
+                .get(worker)
+                .map_or(worker.as_str(), String::as_str);
+            let path = self.folder.join(sanitize(name) + ".hlog");
+            let mut file = BufWriter::new(File::create(&path).map_err(|e| io_err(&path, e))?);
+            let mut serializer = V2DeflateSerializer::new();
+            let base = UNIX_EPOCH + Duration::from_micros(self.start_us.max(0) as u64);
+            IntervalLogWriterBuilder::new()
+                .add_comment("maestro interval histograms, values in microseconds; tags: response_time_us, service_time_us, send_lag_us")
+                .with_start_time(base)
+                .with_base_time(base)
+                .begin_log_with(&mut file, &mut serializer)?;
+            self.hlogs
+                .insert(worker.clone(), Hlog { file, serializer });
+        }
+        self.hlogs
+            .get_mut(worker)
+            .ok_or_else(|| std::io::Error::other("interval log vanished"))
+    }
+
+    /// Takes one worker's stats note: appends it to the worker's interval log, merges it
+    /// into its second, and writes every second that the `live` workers have all
+    /// published.
+    pub fn add(&mut self, worker: &PeerId, s: &RunStats, live: &[PeerId]) -> std::io::Result<()> {
+        let start = Duration::from_secs(u64::from(s.second));
+        let length = Duration::from_secs(1);
+        let mut decoded = Vec::with_capacity(3);
+        for (tag, encoded) in [
+            ("response_time_us", &s.histograms.response_time_us),
+            ("service_time_us", &s.histograms.service_time_us),
+            ("send_lag_us", &s.histograms.send_lag_us),
+        ] {
+            match histogram::decode(encoded) {
+                Ok(h) => decoded.push((tag, h)),
+                Err(e) => {
+                    self.unreadable
+                        .push(format!("worker {worker}: second {}: {tag}: {e}", s.second));
+                    return Ok(());
+                }
+            }
+        }
+        let log = self.hlog(worker)?;
+        let mut writer =
+            IntervalLogWriterBuilder::new().begin_log_with(&mut log.file, &mut log.serializer)?;
+        for (tag, h) in &decoded {
+            writer
+                .write_histogram(h, start, length, Tag::new(tag))
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+        // A second already written takes late numbers into the oldest open one.
+        let second = s.second.max(self.written_below);
+        let bucket = self.open.entry(second).or_default();
+        bucket.counters.add(&s.counters);
+        for ((_, h), into) in decoded.iter().zip([
+            &mut bucket.latencies.response,
+            &mut bucket.latencies.service,
+            &mut bucket.latencies.lag,
+        ]) {
+            // Same bounds everywhere: adding cannot fail.
+            let _ = into.add(h);
+        }
+        let latest = self.latest.entry(worker.clone()).or_default();
+        *latest = (*latest).max(s.second);
+        self.write_complete(live)
+    }
+
+    /// Writes the seconds every live worker has published (or that one worker is far past).
+    fn write_complete(&mut self, live: &[PeerId]) -> std::io::Result<()> {
+        let newest = self.latest.values().copied().max().unwrap_or(0);
+        let all = live
+            .iter()
+            .map(|w| self.latest.get(w).copied())
+            .try_fold(u32::MAX, |m, l| l.map(|l| m.min(l)));
+        while let Some((&k, _)) = self.open.first_key_value() {
+            let complete = all.is_some_and(|all| k <= all) || k.saturating_add(MAX_OPEN) <= newest;
+            if !complete {
+                break;
+            }
+            self.write_first()?;
+        }
+        Ok(())
+    }
+
+    fn write_first(&mut self) -> std::io::Result<()> {
+        let Some((k, b)) = self.open.pop_first() else {
+            return Ok(());
+        };
+        let r = Percentiles::of(&b.latencies.response);
+        let s = Percentiles::of(&b.latencies.service);
+        let l = Percentiles::of(&b.latencies.lag);
+        writeln!(
+            self.csv,
+            "{k},{},{},{},{},{},{},{},{},{},{},{}",
+            b.counters.sent,
+            b.counters.received,
+            b.counters.errors,
+            b.counters.duplicated,
+            b.counters.out_of_order,
+            r.p50,
+            r.p99,
+            r.max,
+            s.p50,
+            s.p99,
+            l.p99
+        )?;
+        self.written_below = k.saturating_add(1);
+        self.last_row = Some(Row {
+            second: k,
+            counters: b.counters,
+            response: r,
+        });
+        Ok(())
+    }
+
+    /// The run is over: writes what is left and flushes every file.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        while !self.open.is_empty() {
+            self.write_first()?;
+        }
+        self.csv.flush()?;
+        for log in self.hlogs.values_mut() {
+            log.file.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Seconds held in memory (not yet written).
+    pub fn held(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// The progress line for the latest written second.
+pub fn progress_line(row: &Row, outstanding: i64) -> String {
+    format!(
+        "[{:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  lost/in-flight {}",
+        row.second,
+        row.counters.sent,
+        row.counters.received,
+        crate::report::micros(row.response.p50 as i64),
+        crate::report::micros(row.response.p99 as i64),
+        row.counters.errors,
+        outstanding.max(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maestro_protocol::{EncodedHistograms, RunId, UnixMicros};
+
+    fn stats(second: u32, sent: u64, latency_us: u64) -> RunStats {
+        let mut h = maestro_protocol::histogram::latency_histogram();
+        h.saturating_record(latency_us);
+        let e = maestro_protocol::histogram::encode(&h);
+        RunStats {
+            run: RunId::new("r").unwrap_or_else(|_| unreachable!()),
+            second,
+            interval_start_us: UnixMicros(0),
+            interval_end_us: UnixMicros(0),
+            counters: Counters {
+                sent,
+                received: sent,
+                ..Counters::default()
+            },
+            histograms: EncodedHistograms {
+                response_time_us: e.clone(),
+                service_time_us: e.clone(),
+                send_lag_us: e,
+            },
+            active_producers: 1,
+            active_consumers: 1,
+        }
+    }
+
+    #[test]
+    fn seconds_are_written_once_every_live_worker_published_them() {
+        let dir = std::env::temp_dir().join(format!("maestro-stream-{}", std::process::id()));
+        let (a, b) = (
+            PeerId::new("a").unwrap_or_else(|_| unreachable!()),
+            PeerId::new("b").unwrap_or_else(|_| unreachable!()),
+        );
+        let live = [a.clone(), b.clone()];
+        let mut out = LiveResults::create(dir.clone(), 0, BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&a, &stats(0, 10, 100), &live).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&a, &stats(1, 11, 100), &live).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.held(), 2, "b has not published second 0");
+        out.add(&b, &stats(0, 5, 300), &live).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.held(), 1);
+        let row = out.last_row().unwrap_or_else(|| panic!("a row"));
+        assert_eq!((row.second, row.counters.sent), (0, 15));
+        // Late numbers for a written second count in the oldest open one.
+        out.add(&b, &stats(0, 1, 300), &live).unwrap_or_else(|e| panic!("{e}"));
+        // A worker gone from the live set is no longer waited for.
+        out.add(&a, &stats(2, 1, 100), &[a.clone()]).unwrap_or_else(|e| panic!("{e}"));
+        out.finish().unwrap_or_else(|e| panic!("{e}"));
+        let csv = std::fs::read_to_string(dir.join("timeseries.csv")).unwrap_or_default();
+        let rows: Vec<&str> = csv.lines().skip(1).collect();
+        assert_eq!(rows.len(), 3, "{csv}");
+        assert!(rows[0].starts_with("0,15,15,"), "{csv}");
+        assert!(rows[1].starts_with("1,12,12,"), "{csv}");
+        assert!(rows[2].starts_with("2,1,1,"), "{csv}");
+        let hlog = std::fs::read_to_string(dir.join("a.hlog")).unwrap_or_default();
+        assert_eq!(hlog.matches("Tag=response_time_us,").count(), 3, "{hlog}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
