@@ -532,17 +532,21 @@ pub struct AmqpConsumer {
 }
 
 impl AmqpConsumer {
+    /// Acknowledges every delivery so far (one `multiple` ack). Cancel-safe: the acker is
+    /// kept until the ack completes, and lapin queues the ack before its first await and
+    /// refuses to send it twice (a retried ack of a used acker is a no-op).
     async fn ack_pending(&mut self) {
-        if let Some(acker) = self.last.take() {
+        if let Some(acker) = self.last.as_ref() {
             let _ = acker.ack(BasicAckOptions { multiple: true }).await;
         }
+        self.last = None;
         self.unacked = 0;
     }
 }
 
 impl Consumer for AmqpConsumer {
     async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
-        let Some(consumer) = self.consumer.as_mut() else {
+        if self.consumer.is_none() {
             let (conn, channel, consumer) = self.driver.open_consumer(&self.plan).await?;
             self.conn = Some(conn);
             self.channel = Some(channel);
@@ -550,15 +554,22 @@ impl Consumer for AmqpConsumer {
             self.unacked = 0;
             self.last = None;
             return Ok(None);
+        }
+        // A full ack batch is acknowledged before the next delivery is taken, never
+        // between taking a delivery and returning it: the engine may cancel `recv` (at a
+        // stop), and a delivery taken but not returned would be neither counted nor lost.
+        // (It was: a reliable run once received 111,903 of 111,904 messages.)
+        if self.unacked >= self.driver.ack_batch {
+            self.ack_pending().await;
+        }
+        let Some(consumer) = self.consumer.as_mut() else {
+            return Ok(None);
         };
         match consumer.next().await {
             Some(Ok(delivery)) => {
                 if self.driver.ack == Ack::Manual {
                     self.unacked += 1;
                     self.last = Some(delivery.acker);
-                    if self.unacked >= self.driver.ack_batch {
-                        self.ack_pending().await;
-                    }
                 }
                 Ok(Some(Bytes::from(delivery.data)))
             }

@@ -80,7 +80,9 @@ pub trait Producer: Send + 'static {
 }
 
 pub trait Consumer: Send + 'static {
-    /// Waits for the next event: a message payload, or `None` for anything else.
+    /// Waits for the next event: a message payload, or `None` for anything else. Must be
+    /// cancel-safe: the engine drops it at a stop or a timeout, and a message taken from
+    /// the client must never be dropped before it is returned.
     fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, DriverError>> + Send;
     fn close(self) -> impl Future<Output = ()> + Send;
 }
