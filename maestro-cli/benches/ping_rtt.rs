@@ -143,7 +143,7 @@ async fn bench(n: usize, o: &Options) -> anyhow::Result<()> {
         }
         round_time.record(took.as_micros() as u64)?;
         missing += n - ex.replies.len();
-        for outcome in maestro_cli::report::outcomes(&ex) {
+        for outcome in maestro_controller::outcome::outcomes(&ex) {
             if let Some(r) = outcome.rtt_us {
                 rtt.record(r.max(1) as u64)?;
             }

@@ -1,9 +1,11 @@
 //! The command line: clap types and [`run`], which tests call in process.
 
-use crate::controller::{ControlError, Controller};
 use crate::exit;
-use crate::report::{self, PeerOutcome, PeerStatus};
+use crate::report;
 use maestro_control::ControlArgs;
+use maestro_controller::outcome::{self, PeerOutcome, PeerStatus};
+use maestro_controller::run::{Finished, RunError, RunOptions, run_test};
+use maestro_controller::{ControlError, Controller};
 use maestro_protocol::{
     Body, Halt, PeerId, Ping, PresenceStatus, Role, Segment, StatsRequest, Target,
 };
@@ -44,7 +46,7 @@ pub enum Command {
     /// Run a test across the cluster's workers and write its results folder.
     Start(crate::start::StartArgs),
     /// Run a test plan (TOML): phases, conditions, results, JUnit.
-    Run(crate::runplan::RunArgs),
+    Run(crate::run::RunArgs),
     /// Rebuild report.html in a plan's results folder.
     Report(ReportArgs),
     /// Compare two plan results folders; exit 1 when NEW is worse than BASE.
@@ -139,17 +141,19 @@ pub enum CliError {
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error(transparent)]
-    Start(#[from] crate::start::StartError),
+    Start(#[from] RunError),
     #[error("embedded control broker: {0}")]
     Broker(#[from] maestro_broker::BrokerError),
     #[error(transparent)]
     Args(#[from] maestro_control::ArgsError),
     #[error("invalid plan: {0}")]
-    Plan(#[from] crate::plan::PlanError),
+    Plan(#[from] maestro_controller::plan::PlanError),
     #[error("cannot write {0}: {1}")]
     Io(std::path::PathBuf, std::io::Error),
     #[error(transparent)]
-    Report(#[from] crate::html::ReportError),
+    Results(#[from] maestro_report::ResultsError),
+    #[error(transparent)]
+    PlanRun(#[from] maestro_controller::plans::PlanRunError),
     #[error("embedded peers did not all answer within {0:?}")]
     EmbeddedPeers(Duration),
 }
@@ -162,19 +166,42 @@ impl CliError {
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
             CliError::Io(..) => exit::INTERNAL,
-            CliError::Report(_) => exit::USAGE,
-            CliError::Start(e) => {
-                use crate::start::StartError as S;
+            CliError::Results(e) => results_code(e),
+            CliError::Start(e) => run_code(e),
+            CliError::PlanRun(e) => {
+                use maestro_controller::plans::PlanRunError as P;
                 match e {
-                    S::Control(ControlError::Interrupted) => exit::INTERRUPTED,
-                    S::Control(_) => exit::CLUSTER_UNREACHABLE,
-                    S::Spec(_) => exit::USAGE,
-                    S::Sut { .. } => exit::SUT_UNREACHABLE,
-                    S::NoWorkers(_) | S::Workers(_) => exit::PEERS_MISSING,
-                    S::Results { .. } => exit::INTERNAL,
+                    P::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+                    P::Control(_) => exit::CLUSTER_UNREACHABLE,
+                    P::Run(e) => run_code(e),
+                    P::Plan(_) => exit::USAGE,
+                    P::Results(e) => results_code(e),
+                    P::Io(..) => exit::INTERNAL,
+                    P::NotEnoughWorkers { .. } => exit::PEERS_MISSING,
                 }
             }
         }
+    }
+}
+
+/// Reading a results folder that is not one is a usage error; failing to write is internal.
+fn results_code(e: &maestro_report::ResultsError) -> u8 {
+    use maestro_report::ResultsError as R;
+    match e {
+        R::Read(..) | R::Field { .. } | R::Schema { .. } => exit::USAGE,
+        R::Write(..) => exit::INTERNAL,
+    }
+}
+
+fn run_code(e: &RunError) -> u8 {
+    match e {
+        RunError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+        RunError::Control(_) => exit::CLUSTER_UNREACHABLE,
+        RunError::Spec(_) => exit::USAGE,
+        RunError::Sut { .. } => exit::SUT_UNREACHABLE,
+        RunError::NoWorkers(_) | RunError::Workers(_) => exit::PEERS_MISSING,
+        RunError::Results { .. } => exit::INTERNAL,
+        RunError::Report(e) => results_code(e),
     }
 }
 
@@ -206,10 +233,10 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Start(s) => return start(&cli.control, cli.output, s, &shutdown).await,
         Command::Stop(s) => return stop(&cli.control, cli.output, s, &shutdown).await,
         Command::Run(r) => {
-            return crate::runplan::run(&cli.control, cli.output, r, &shutdown).await;
+            return crate::run::run(&cli.control, cli.output, r, &shutdown).await;
         }
         Command::Report(r) => {
-            let path = crate::html::write(&r.folder)?;
+            let path = maestro_report::html::write(&r.folder)?;
             return Ok(Outcome {
                 stdout: format!("wrote {}", path.display()),
                 code: exit::OK,
@@ -254,7 +281,7 @@ pub(crate) fn outcome(
     cluster: &str,
     timeout: Duration,
 ) -> Outcome {
-    let peers = report::outcomes(exchange);
+    let peers = outcome::outcomes(exchange);
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&peers).unwrap_or_default(),
         Output::Table => match kind {
@@ -337,19 +364,19 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
     let mut controller = connect(control, args.timeout, shutdown).await?;
-    let options = crate::start::RunOptions {
+    let options = RunOptions {
         group: args.group.clone(),
         results: args.results.clone(),
         timeout: args.timeout,
         progress: output == Output::Table,
     };
-    let finished = crate::start::run_test(&mut controller, args.spec(), &options, shutdown).await?;
+    let finished = run_test(&mut controller, args.spec(), &options, shutdown).await?;
     controller.close().await;
     Ok(finished_outcome(&finished, output))
 }
 
 /// Output and exit code of a finished run.
-pub(crate) fn finished_outcome(f: &crate::start::Finished, output: Output) -> Outcome {
+pub(crate) fn finished_outcome(f: &Finished, output: Output) -> Outcome {
     let s = &f.summary;
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(s).unwrap_or_default(),

@@ -1,24 +1,20 @@
-//! `maestro-cli` owns the controller: it finds the cluster's peers by their presence on the
-//! control broker and sends them requests (ping, stats, halt), waiting for exactly the
-//! peers that are there, with a deadline, and naming the ones that did not answer.
-//!
-//! Exit codes are in [`exit`].
+//! `maestro-cli` is the command line of the controller: arguments (clap), dispatch,
+//! rendering (tables for people, JSON for machines) and exit codes ([`exit`]). What it
+//! runs lives in `maestro-controller` (runs, plans, the control client) and
+//! `maestro-report` (results folder, report, JUnit, compare). It also owns the local
+//! cluster of `quickstart` and `--local` ([`local`]), which composes the broker, worker
+//! and inspector libraries in this process.
 
 pub mod cli;
 pub mod compare;
-pub mod controller;
-pub mod html;
 pub mod local;
-pub mod plan;
 pub mod quickstart;
 pub mod report;
-pub mod runplan;
+pub mod run;
 pub mod start;
-pub mod stream;
-pub mod summary;
 
 pub use cli::{Cli, Outcome, run};
-pub use controller::{ControlError, Controller, Exchange};
+pub use maestro_controller::{ControlError, Controller, Exchange};
 
 /// The CLI's exit codes.
 pub mod exit {

@@ -3,8 +3,8 @@
 //! peer with its own MQTT connection). Used by `quickstart` and `run --local`.
 
 use crate::cli::CliError;
-use crate::controller::Controller;
 use maestro_control::{ControlArgs, ControlUrl, PeerArgs};
+use maestro_controller::Controller;
 use maestro_protocol::{Body, ClusterId, Ping, Role, Segment, Target};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

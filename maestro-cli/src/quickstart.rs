@@ -67,7 +67,11 @@ pub async fn run(
 
     let sut_url = format!("mqtt://{sut}/quickstart?qos=1");
     let spec = maestro_protocol::TestSpec {
-        sut: sut_url.clone(),
+        sut: sut_url
+            .parse()
+            .map_err(|e: maestro_protocol::SutUrlError| {
+                maestro_controller::run::RunError::Spec(e.to_string())
+            })?,
         rate: args.rate,
         duration_ms: Some(args.duration.as_millis() as u64),
         count: None,
@@ -88,13 +92,14 @@ pub async fn run(
     if output == Output::Table {
         eprintln!("{command}");
     }
-    let options = crate::start::RunOptions {
+    let options = maestro_controller::run::RunOptions {
         group: None,
         results: args.results.clone(),
         timeout: TIMEOUT,
         progress: output == Output::Table,
     };
-    let finished = crate::start::run_test(&mut controller, spec, &options, shutdown).await?;
+    let finished =
+        maestro_controller::run::run_test(&mut controller, spec, &options, shutdown).await?;
     let run = crate::cli::finished_outcome(&finished, output);
     text.push(format!("{command}\n{}\n", run.stdout));
     json.insert(

@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use clap::Parser;
-use maestro_cli::{Cli, report::PeerStatus};
+use maestro_cli::Cli;
 use maestro_control::{PeerArgs, PeerConfig};
+use maestro_controller::outcome::PeerStatus;
 use maestro_protocol::Role;
 use maestro_testkit::{free_port, unique_cluster};
 use std::time::Duration;
@@ -118,7 +119,7 @@ async fn ask(
     to: &maestro_protocol::PeerId,
     body: maestro_protocol::Body,
 ) -> maestro_protocol::Body {
-    use maestro_cli::controller::Incoming;
+    use maestro_controller::Incoming;
     let request = controller
         .send(&maestro_protocol::Target::Peer(to.clone()), body)
         .await
@@ -181,7 +182,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
     }
     let w = worker_id.expect("worker answered");
     let spec = TestSpec {
-        sut: format!("mqtt://127.0.0.1:{sut_port}/life"),
+        sut: format!("mqtt://127.0.0.1:{sut_port}/life").parse().unwrap(),
         rate: 200.0,
         duration_ms: Some(60_000),
         count: None,
@@ -272,7 +273,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
             .await
             .unwrap()
         {
-            Some(maestro_cli::controller::Incoming::Event(n)) => {
+            Some(maestro_controller::Incoming::Event(n)) => {
                 if let Body::RunResult(r) = n.body {
                     break r;
                 }

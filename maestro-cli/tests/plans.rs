@@ -4,6 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
+use maestro_report::{
+    ClockSummary, Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
+    SCHEMA_VERSION, Thresholds,
+};
 use maestro_testkit::{Cluster, Mosquitto, run_cli};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -319,45 +323,111 @@ fn the_html_report_has_every_chart_and_the_verdict_table() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A plan results folder with one fixed phase of the given p99 (µs), rate and loss.
+/// A plan results folder with one fixed phase of the given p99 (µs), rate and loss,
+/// written through the results model (as `maestro-cli run` writes it).
 fn fake_results(
     dir: &Path,
     name: &str,
     p99_us: u64,
     rate: f64,
     lost: u64,
-    plan_toml: &str,
+    compare: Thresholds,
 ) -> PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
-    let summary = serde_json::json!({
-        "plan": "p", "passed": true, "phases": [{
-            "index": 1, "kind": "fixed", "judged": true, "passed": true, "knee_rate": null, "reasons": [],
-            "probes": [{ "rate": rate, "passed": true, "verdicts": [], "summary": {
-                "achieved_rate": rate, "lost": lost,
-                "response_time_us": { "p50": 1000, "p90": 2000, "p99": p99_us, "p999": p99_us * 2, "p9999": p99_us * 3, "max": p99_us * 4, "count": 1 }
-            }}]
-        }]
-    });
-    std::fs::write(folder.join("summary.json"), summary.to_string()).unwrap();
-    std::fs::write(folder.join("plan.toml"), plan_toml).unwrap();
+    let summary = RunSummary {
+        schema_version: SCHEMA_VERSION,
+        run_id: format!("{name}-run"),
+        sut: "mqtt://h/x?qos=1".into(),
+        started_at: "2026-11-28T00:00:00Z".into(),
+        measured_s: 10.0,
+        sent: (rate * 10.0) as u64,
+        unsent: 0,
+        received: (rate * 10.0) as u64 - lost,
+        lost,
+        duplicated: 0,
+        out_of_order: 0,
+        errors: 0,
+        foreign: 0,
+        offered_rate: rate,
+        achieved_rate: rate,
+        achieved_fraction: Some(1.0),
+        receive_rate: rate,
+        degraded: false,
+        degraded_reasons: vec![],
+        interrupted: false,
+        response_time_us: Percentiles {
+            count: 1,
+            p50: 1000,
+            p90: 2000,
+            p99: p99_us,
+            p999: p99_us * 2,
+            p9999: p99_us * 3,
+            max: p99_us * 4,
+        },
+        service_time_us: Percentiles::default(),
+        send_lag_us: Percentiles::default(),
+        clock: ClockSummary::default(),
+        workers: vec![],
+        error_messages: vec![],
+    };
+    let plan = PlanResult {
+        schema_version: SCHEMA_VERSION,
+        plan: "p".into(),
+        description: String::new(),
+        tags: vec![],
+        run_id: name.into(),
+        started_at: "2026-11-28T00:00:00Z".into(),
+        passed: true,
+        phases: vec![PhaseResult {
+            index: 1,
+            kind: PhaseKind::Fixed,
+            judged: true,
+            passed: true,
+            probes: vec![Probe {
+                rate,
+                passed: true,
+                verdicts: vec![],
+                summary,
+            }],
+            knee_rate: None,
+            reasons: vec![],
+        }],
+        environment: Environment {
+            schema_version: SCHEMA_VERSION,
+            maestro_version: "0.1.0".into(),
+            control_url: "mqtt://127.0.0.1:1883".into(),
+            cluster: "default".into(),
+            local: false,
+            sut: "mqtt://h/x?qos=1".into(),
+            sut_name: String::new(),
+            sut_version: String::new(),
+            workers: vec![],
+        },
+        compare,
+    };
+    maestro_report::folder::write(&folder.join("summary.json"), &plan).unwrap();
     folder
 }
 
 #[test]
 fn compare_fails_when_new_is_worse_beyond_the_thresholds() {
     let dir = temp_dir("compare");
-    let base = fake_results(&dir, "base", 10_000, 5000.0, 0, "");
-    let same = fake_results(&dir, "same", 10_500, 4900.0, 0, "");
-    let worse = fake_results(&dir, "worse", 13_000, 5000.0, 0, "");
-    let lossy = fake_results(&dir, "lossy", 10_000, 5000.0, 3, "");
+    let none = Thresholds::default();
+    let base = fake_results(&dir, "base", 10_000, 5000.0, 0, none);
+    let same = fake_results(&dir, "same", 10_500, 4900.0, 0, none);
+    let worse = fake_results(&dir, "worse", 13_000, 5000.0, 0, none);
+    let lossy = fake_results(&dir, "lossy", 10_000, 5000.0, 3, none);
     let lenient = fake_results(
         &dir,
         "lenient",
         13_000,
         5000.0,
         0,
-        "[compare]\nmax_latency_increase_pct = 50.0\n",
+        Thresholds {
+            max_latency_increase_pct: Some(50.0),
+            ..none
+        },
     );
     let cmp = |a: &Path, b: &Path, extra: &[&str]| {
         let mut args = vec!["compare", a.to_str().unwrap(), b.to_str().unwrap()];
@@ -387,6 +457,40 @@ fn compare_fails_when_new_is_worse_beyond_the_thresholds() {
     let run = cmp(&base, &lossy, &[]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stderr.contains("lost 0.000 -> 3.000"), "{}", run.stderr);
+
+    // A results file with a missing field is an error naming the file and the field,
+    // never a 0 that passes the gate.
+    let broken = fake_results(&dir, "broken", 13_000, 5000.0, 0, none);
+    let path = broken.join("summary.json");
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["phases"][0]["probes"][0]["summary"]
+        .as_object_mut()
+        .unwrap()
+        .remove("response_time_us");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let run = cmp(&base, &broken, &[]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("broken/summary.json")
+            && run.stderr.contains("phases[0].probes[0].summary")
+            && run.stderr.contains("missing field `response_time_us`"),
+        "{}",
+        run.stderr
+    );
+    // A renamed field too.
+    let renamed = fake_results(&dir, "renamed", 10_000, 5000.0, 0, none);
+    let path = renamed.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"lost\"", "\"lost_messages\"");
+    std::fs::write(&path, text).unwrap();
+    let run = cmp(&renamed, &base, &[]);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("missing field `lost`"),
+        "{}",
+        run.stderr
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -113,7 +113,7 @@ fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
     let line = |what: String, o: &Outcome| {
         let r = &o.recorder;
         println!(
-            "{label} reliable {what}: sent {}, received {} ({} distinct), lost {}, duplicated {}, errors {:?}; response p50 {} us p99 {} us max {} us; service p99 {} us; send lag p99 {} us",
+            "{label} reliable {what}: sent {}, received {} ({} distinct), lost {}, duplicated {}, errors {:?}; response p50 {} us p99 {} us max {} us; service p99 {} us; send lag p99 {} us; response p99 by second (ms) {:?}, from second 2 on {:.1} ms",
             o.sent,
             r.counters.received,
             o.unique,
@@ -125,12 +125,16 @@ fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
             r.response.max(),
             r.service.value_at_quantile(0.99),
             r.lag.value_at_quantile(0.99),
+            o.p99_by_second_ms(),
+            o.p99_from_second_ms(2),
         );
     };
     let full = run(&format!("{label}-max"), 0.0);
     let max = full.recorder.counters.received as f64 / D.as_secs_f64();
     line(
-        format!("at full speed (maximum sustained end-to-end {max:.0} msg/s, 1 producer, 1 consumer)"),
+        format!(
+            "at full speed (maximum sustained end-to-end {max:.0} msg/s, 1 producer, 1 consumer)"
+        ),
         &full,
     );
     for (pct, frac) in [(50, 0.5), (90, 0.9)] {
@@ -153,14 +157,17 @@ fn main() {
         let rabbit = ScriptedSut::rabbitmq().unwrap();
         let url = rabbit.url.clone();
         println!("RabbitMQ at {url}; {SIZE}-byte messages, {D:?} per measurement");
-        if ratios { ratio_rounds("AMQP publish (no confirms)", 0.9, |r| {
-            let (u, q) = (url.clone(), format!("bench-min-{r}"));
-            let (n_min, cpu_min) = cpu(|| on_thread(move || minimal_lapin(u, q)).join().unwrap().0);
-            let id = RunId::new(format!("pub{r}")).unwrap();
-            let driver = AmqpDriver::from_url(&url, &id).unwrap();
-            let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &url, 0.0, D));
-            (n_min, cpu_min, n_ours, cpu_ours)
-        }); }
+        if ratios {
+            ratio_rounds("AMQP publish (no confirms)", 0.9, |r| {
+                let (u, q) = (url.clone(), format!("bench-min-{r}"));
+                let (n_min, cpu_min) =
+                    cpu(|| on_thread(move || minimal_lapin(u, q)).join().unwrap().0);
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let driver = AmqpDriver::from_url(&url, &id).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &url, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
         let sut = format!("{url}?confirms=true&ack=manual");
         reliable_e2e("AMQP", &sut, |id| AmqpDriver::from_url(&sut, id).unwrap());
     }
@@ -169,15 +176,17 @@ fn main() {
         let url = tansu.url.clone();
         let bootstrap = url.trim_start_matches("kafka://").to_owned();
         println!("tansu at {url}; {SIZE}-byte messages, {D:?} per measurement");
-        if ratios { ratio_rounds("Kafka produce (acks=all)", 0.9, |r| {
-            let topic = format!("bench-min-{r}");
-            let (n_min, cpu_min) = cpu(|| minimal_rdkafka(&bootstrap, &topic));
-            let id = RunId::new(format!("pub{r}")).unwrap();
-            let sut = format!("{url}/bench?acks=all");
-            let driver = KafkaDriver::from_url(&sut, &id, 1).unwrap();
-            let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
-            (n_min, cpu_min, n_ours, cpu_ours)
-        }); }
+        if ratios {
+            ratio_rounds("Kafka produce (acks=all)", 0.9, |r| {
+                let topic = format!("bench-min-{r}");
+                let (n_min, cpu_min) = cpu(|| minimal_rdkafka(&bootstrap, &topic));
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let sut = format!("{url}/bench?acks=all");
+                let driver = KafkaDriver::from_url(&sut, &id, 1).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
         let sut = format!("{url}/e2e?acks=all");
         reliable_e2e("Kafka", &sut, |id| {
             KafkaDriver::from_url(&sut, id, 1).unwrap()

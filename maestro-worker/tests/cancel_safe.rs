@@ -82,6 +82,12 @@ fn a_cancelled_amqp_recv_never_drops_a_delivery() {
         (received, cancelled)
     });
     eprintln!("received {received} of {N}; {cancelled} recv calls cancelled");
-    assert!(cancelled > 0, "no recv was cancelled: the test proved nothing");
-    assert_eq!(received, N, "{cancelled} cancelled recv calls lost messages");
+    assert!(
+        cancelled > 0,
+        "no recv was cancelled: the test proved nothing"
+    );
+    assert_eq!(
+        received, N,
+        "{cancelled} cancelled recv calls lost messages"
+    );
 }

@@ -27,7 +27,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
     )
         .prop_map(
             |(rate, (duration_ms, count), size, producers, consumers, topics)| TestSpec {
-                sut: "mqtt://127.0.0.1:1/x".into(),
+                sut: "mqtt://127.0.0.1:1/x".parse().unwrap(),
                 rate,
                 duration_ms,
                 count,
@@ -89,7 +89,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
         .prop_map(
             |(rate, (duration_ms, count), warmup_ms, size, producers, consumers, topics)| {
                 TestSpec {
-                    sut: "mqtt://127.0.0.1:1/x".into(),
+                    sut: "mqtt://127.0.0.1:1/x".parse().unwrap(),
                     rate,
                     duration_ms,
                     count,

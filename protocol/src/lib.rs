@@ -1,6 +1,7 @@
 //! `maestro-protocol` owns the language the cluster speaks on the control broker: the note
 //! envelope and its typed bodies, the topic tree, the codec (with its error classification
-//! for bad input), identities and timestamps.
+//! for bad input), identities and timestamps, the test spec and result types, and the
+//! system under test's URL as a typed value ([`SutUrl`]).
 //!
 //! It does no I/O: no sockets, no MQTT client, no runtime. Every other crate depends on it;
 //! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
@@ -11,6 +12,7 @@ pub mod ids;
 pub mod note;
 pub mod payload;
 pub mod run;
+pub mod sut;
 pub mod time;
 pub mod topic;
 
@@ -19,6 +21,7 @@ pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
 pub use run::*;
+pub use sut::{Scheme, SutOptions, SutUrl, SutUrlError};
 pub use time::{ClockSample, UnixMicros};
 pub use topic::{Target, Topics};
 

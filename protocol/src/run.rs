@@ -101,8 +101,9 @@ impl fmt::Display for MessageSize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestSpec {
-    /// The system under test, with protocol options as query parameters.
-    pub sut: String,
+    /// The system under test, with protocol options as query parameters (on the wire:
+    /// the URL string; parsed once, when the spec is read).
+    pub sut: crate::SutUrl,
     /// Total messages per second over all producers; 0 means as fast as possible.
     pub rate: f64,
     /// How long producers send, in ms (exactly one of `duration_ms` and `count`).
@@ -174,6 +175,10 @@ pub const MAX_CLIENTS: u32 = 1_000_000;
 pub const MAX_TOPICS: u32 = 100_000;
 /// The largest message, in bytes.
 pub const MAX_SIZE: u32 = 16 * 1024 * 1024;
+/// After a stop, a worker's producers write out what they queued and its consumers drain
+/// for at most this long before the worker sends its result: how long a controller waits
+/// for results beyond its step timeout.
+pub const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn humanize_secs(s: f64) -> String {
     if s.is_finite() && s < 1e12 {
@@ -511,7 +516,7 @@ mod tests {
 
     fn spec() -> TestSpec {
         TestSpec {
-            sut: "mqtt://127.0.0.1:1884/bench".into(),
+            sut: "mqtt://127.0.0.1:1884/bench".parse().unwrap(),
             rate: 1000.0,
             duration_ms: Some(10_000),
             count: None,

@@ -240,7 +240,7 @@ fn configure() -> Configure {
     Configure {
         run: run_id(),
         spec: TestSpec {
-            sut: "mqtt://127.0.0.1:1884/bench?qos=1".into(),
+            sut: "mqtt://127.0.0.1:1884/bench?qos=1".parse().unwrap(),
             rate: 10000.0,
             duration_ms: Some(30_000),
             count: None,

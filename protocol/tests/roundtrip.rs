@@ -137,9 +137,17 @@ fn histograms() -> impl Strategy<Value = EncodedHistograms> {
     })
 }
 
+fn sut() -> impl Strategy<Value = SutUrl> {
+    prop::string::string_regex(
+        "(mqtt://[a-z]{1,8}(:[1-9][0-9]{0,3})?(/[a-z]{1,5})?(\\?qos=[012])?)|(amqp://u:p@[a-z]{1,8}/%2f\\?confirms=true)|(kafka://[a-z]{1,5}:9092,[a-z]{1,5}/[a-z]{1,5}\\?acks=1)",
+    )
+    .unwrap()
+    .prop_map(|s| s.parse().unwrap())
+}
+
 fn spec() -> impl Strategy<Value = TestSpec> {
     (
-        any::<String>(),
+        sut(),
         0.0..1e9f64,
         prop::option::of(any::<u64>()),
         prop::option::of(any::<u64>()),

@@ -58,7 +58,7 @@ where
 
 pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
     TestSpec {
-        sut: sut.into(),
+        sut: sut.parse().unwrap(),
         rate,
         duration_ms: Some(duration.as_millis() as u64),
         count: None,
@@ -104,9 +104,29 @@ pub struct Outcome {
     pub unique: u64,
     /// Errors the tasks reported, with their messages.
     pub errors: Vec<String>,
+    /// Response time by run second (where the latency was).
+    pub per_second: std::collections::BTreeMap<u32, Recorder>,
 }
 
 impl Outcome {
+    /// Response-time p99 of each run second, in ms.
+    pub fn p99_by_second_ms(&self) -> Vec<f64> {
+        self.per_second
+            .values()
+            .map(|r| (r.response.value_at_quantile(0.99) as f64 / 100.0).round() / 10.0)
+            .collect()
+    }
+
+    /// Response-time p99 in ms over the run seconds from `from` on (the run without its
+    /// first seconds).
+    pub fn p99_from_second_ms(&self, from: u32) -> f64 {
+        let mut merged = Recorder::default();
+        for (_, r) in self.per_second.range(from..) {
+            merged.merge(r);
+        }
+        merged.response.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
     /// Sent but never received (one subscription).
     pub fn lost(&self) -> u64 {
         self.sent.saturating_sub(self.unique)
@@ -118,9 +138,16 @@ pub fn drain(e: &mut Engine) -> Outcome {
     let mut out = Outcome::default();
     while let Ok(r) = e.reports.try_recv() {
         match r {
-            Report::Interval { recorder, .. } => out.recorder.merge(&recorder),
+            Report::Interval { second, recorder } => {
+                out.recorder.merge(&recorder);
+                out.per_second.entry(second).or_default().merge(&recorder);
+            }
             Report::Final(f) => {
                 out.recorder.merge(&f.recorder);
+                out.per_second
+                    .entry(f.second)
+                    .or_default()
+                    .merge(&f.recorder);
                 out.sent += f.sent.map_or(0, |s| s.sent);
                 out.unique += f.deliveries.iter().map(|d| d.unique).sum::<u64>();
                 out.errors

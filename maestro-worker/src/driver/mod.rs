@@ -6,28 +6,17 @@ pub mod amqp;
 pub mod kafka;
 pub mod mqtt;
 
-/// Checks a SUT URL and says whether consumers of one topic compete for its messages
-/// (true for one queue or consumer group per topic) or each get every message (MQTT).
-pub fn consumers_compete(sut: &str, run: &maestro_protocol::RunId) -> Result<bool, DriverError> {
-    match sut.split("://").next().unwrap_or_default() {
-        "mqtt" => mqtt::MqttDriver::from_url(sut, run).map(|_| false),
-        "amqp" => amqp::AmqpDriver::from_url(sut, run).map(|d| d.consumers_compete()),
-        "kafka" => kafka::KafkaDriver::from_url(sut, run, 1).map(|_| true),
-        other => Err(DriverError::Url {
-            url: mqtt::redact(sut),
-            reason: format!("scheme {other:?} is not supported (supported: mqtt, amqp, kafka)"),
-        }),
-    }
-}
-
 use bytes::Bytes;
 use maestro_protocol::{ConsumerPlan, ProducerPlan};
 use std::future::Future;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DriverError {
+    #[error(transparent)]
+    Url(#[from] maestro_protocol::SutUrlError),
+    /// A setting the client library refuses (a librdkafka property).
     #[error("SUT URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
+    Setting { url: String, reason: String },
     #[error("cannot reach the SUT at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("{0}")]
@@ -38,9 +27,10 @@ impl DriverError {
     /// The reason alone, without the URL (for messages that name the URL already).
     pub fn reason(&self) -> String {
         match self {
-            DriverError::Unreachable { reason, .. } | DriverError::Url { reason, .. } => {
+            DriverError::Unreachable { reason, .. } | DriverError::Setting { reason, .. } => {
                 reason.clone()
             }
+            DriverError::Url(e) => e.to_string(),
             DriverError::Sut(reason) => reason.clone(),
         }
     }

@@ -17,6 +17,7 @@ use crate::driver::kafka::KafkaDriver;
 use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
+use maestro_protocol::SutOptions;
 use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
     RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
@@ -217,29 +218,17 @@ impl Engine {
                 ),
             ));
         }
-        let scheme = c.spec.sut.split("://").next().unwrap_or_default();
-        let invalid = |e: DriverError| Some(error(ErrorCode::InvalidSpec, e.to_string()));
-        let driver = match scheme {
-            "mqtt" => match MqttDriver::from_url(&c.spec.sut, &c.run) {
-                Ok(d) => AnyDriver::Mqtt(d),
-                Err(e) => return invalid(e),
-            },
-            "amqp" => match AmqpDriver::from_url(&c.spec.sut, &c.run) {
-                Ok(d) => AnyDriver::Amqp(d),
-                Err(e) => return invalid(e),
-            },
-            "kafka" => {
+        // One match per protocol: the URL was parsed once, into typed options.
+        let sut = &c.spec.sut;
+        let driver = match &sut.options {
+            SutOptions::Mqtt(o) => AnyDriver::Mqtt(MqttDriver::new(sut, o, &c.run)),
+            SutOptions::Amqp(o) => AnyDriver::Amqp(AmqpDriver::new(sut, o, &c.run)),
+            SutOptions::Kafka(o) => {
                 let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
-                match KafkaDriver::from_url(&c.spec.sut, &c.run, per_topic) {
+                match KafkaDriver::new(sut, o, &c.run, per_topic) {
                     Ok(d) => AnyDriver::Kafka(d),
-                    Err(e) => return invalid(e),
+                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
                 }
-            }
-            other => {
-                return Some(error(
-                    ErrorCode::InvalidSpec,
-                    format!("SUT scheme {other:?} is not supported (supported: mqtt, amqp, kafka)"),
-                ));
             }
         };
         let (start, _) = watch::channel(None);
@@ -261,7 +250,7 @@ impl Engine {
         drop(inner);
         outbox.watch(controller);
         tokio::spawn(self.clone().guard_lease(c.run.clone(), lease_rx));
-        info!(run = %c.run, producers = c.producers.len(), consumers = c.consumers.len(), sut = %crate::driver::mqtt::redact(&c.spec.sut), "configuring");
+        info!(run = %c.run, producers = c.producers.len(), consumers = c.consumers.len(), sut = %c.spec.sut, "configuring");
         let (engine, c, outbox) = (self.clone(), c.clone(), outbox.clone());
         let controller = controller.clone();
         tokio::spawn(async move {
@@ -663,7 +652,9 @@ mod seconds_tests {
         s.add(2, sent(1));
         let out = s.due(start, 3_300_000_000, (1, 0));
         assert_eq!(
-            out.iter().map(|o| (o.second, o.counters.sent)).collect::<Vec<_>>(),
+            out.iter()
+                .map(|o| (o.second, o.counters.sent))
+                .collect::<Vec<_>>(),
             [(0, 0), (1, 0), (2, 1)]
         );
         let out = s.finish(start);

@@ -20,8 +20,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const SLOT_NS: i64 = FLUSH_EVERY.as_nanos() as i64;
 /// After a stop, a consumer ends once nothing arrived for this long...
 pub const DRAIN_QUIET: Duration = Duration::from_millis(1000);
-/// ...or at the latest after this long.
-pub const DRAIN_MAX: Duration = Duration::from_secs(15);
+/// ...or at the latest after this long (the protocol's promise to the controller).
+pub use maestro_protocol::DRAIN_MAX;
 /// How long a failed connection waits before the driver tries again.
 const RETRY: Duration = Duration::from_millis(200);
 /// Messages handed over at a time when sending as fast as possible.

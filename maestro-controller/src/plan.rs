@@ -50,7 +50,8 @@
 //!
 //! Between phases the plan may pause: `cooldown = "2s"` under `[plan]`.
 
-use maestro_protocol::{MessageSize, TestSpec};
+use maestro_protocol::{MessageSize, Scheme, SutUrl, TestSpec};
+use maestro_report::PhaseKind;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -154,18 +155,10 @@ pub enum SizeValue {
     Text(String),
 }
 
-/// How much worse a new run may be than its baseline before `compare` fails.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CompareThresholds {
-    /// Response-time p50 and p99 may grow by this many percent (default 10).
-    pub max_latency_increase_pct: Option<f64>,
-    /// The achieved rate (fixed phases) or the knee (ramp, max-rate) may drop by this
-    /// many percent (default 5).
-    pub max_rate_decrease_pct: Option<f64>,
-    /// Lost messages may grow by this many (default 0).
-    pub max_lost_increase: Option<u64>,
-}
+/// How much worse a new run may be than its baseline before `compare` fails: the results
+/// model's thresholds, so that the plan's `[compare]` table and the results folder share
+/// one type.
+pub use maestro_report::Thresholds as CompareThresholds;
 
 /// Pass/fail conditions. Every field is optional; a phase's own conditions override the
 /// plan's field by field.
@@ -258,13 +251,13 @@ fn default_precision() -> f64 {
 }
 
 impl Phase {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> PhaseKind {
         match self {
-            Phase::Warmup { .. } => "warmup",
-            Phase::Drain { .. } => "drain",
-            Phase::Fixed { .. } => "fixed",
-            Phase::Ramp { .. } => "ramp",
-            Phase::MaxRate { .. } => "max-rate",
+            Phase::Warmup { .. } => PhaseKind::Warmup,
+            Phase::Drain { .. } => PhaseKind::Drain,
+            Phase::Fixed { .. } => PhaseKind::Fixed,
+            Phase::Ramp { .. } => PhaseKind::Ramp,
+            Phase::MaxRate { .. } => PhaseKind::MaxRate,
         }
     }
 
@@ -553,18 +546,16 @@ impl LoadedPlan {
         if p.plan.name.trim().is_empty() {
             return Err(self.error(0..0, "plan.name", "must not be empty"));
         }
-        let url = &p.sut.url;
-        let scheme = url.get_ref().split("://").next().unwrap_or_default();
-        if !["mqtt", "amqp", "kafka"].contains(&scheme) {
-            return Err(self.error(
-                url.span(),
-                "sut.url",
-                format!(
-                    "{:?}: the scheme must be mqtt, amqp or kafka",
-                    url.get_ref()
-                ),
-            ));
-        }
+        // The plan's own URL first (the workload's options are checked below, each at
+        // its own line), then the URL with them.
+        let scheme = self
+            .plan
+            .sut
+            .url
+            .get_ref()
+            .parse::<SutUrl>()
+            .map_err(|e| self.error(p.sut.url.span(), "sut.url", e.to_string()))?
+            .scheme();
         let w = p.workload.get_ref();
         let ws = p.workload.span();
         for (field, value) in [
@@ -582,15 +573,15 @@ impl LoadedPlan {
             }
         }
         // What each protocol can express (see ARCHITECTURE.md, subscriptions).
-        if scheme == "mqtt" && w.consumers_per_subscription > 1 {
+        if scheme == Scheme::Mqtt && w.consumers_per_subscription > 1 {
             return Err(self.error(self.key_span(ws.clone(), "consumers_per_subscription"), "workload.consumers_per_subscription",
                 "MQTT subscribers each get every message: use subscriptions_per_topic for more consumers"));
         }
-        if scheme != "mqtt" && w.subscriptions_per_topic > 1 {
+        if scheme != Scheme::Mqtt && w.subscriptions_per_topic > 1 {
             return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",
                 "AMQP and Kafka runs have one queue or consumer group per topic: use consumers_per_subscription"));
         }
-        if w.partitions_per_topic.is_some() && scheme != "kafka" {
+        if w.partitions_per_topic.is_some() && scheme != Scheme::Kafka {
             return Err(self.error(
                 self.key_span(ws.clone(), "partitions_per_topic"),
                 "workload.partitions_per_topic",
@@ -598,7 +589,7 @@ impl LoadedPlan {
             ));
         }
         if let Some(k) = &w.key_distribution
-            && (scheme != "kafka" || !["none", "round_robin", "random"].contains(&k.as_str()))
+            && (scheme != Scheme::Kafka || !["none", "round_robin", "random"].contains(&k.as_str()))
         {
             return Err(self.error(
                 self.key_span(ws.clone(), "key_distribution"),
@@ -606,6 +597,7 @@ impl LoadedPlan {
                 format!("{k:?}: Kafka only, one of none, round_robin, random"),
             ));
         }
+        let sut = self.sut(None)?;
         let size = self.size().map_err(|reason| {
             self.error(
                 self.key_span(ws.clone(), "message_size"),
@@ -720,7 +712,7 @@ impl LoadedPlan {
                 }
             }
             // The spec each step builds must be valid (size vs header, warm-up vs duration).
-            let spec = self.spec(phase, 1.0, Some(Duration::from_secs(3600)), None);
+            let spec = self.spec(&sut, 1.0, Some(Duration::from_secs(3600)), None);
             if let Err(e) = spec.validate() {
                 return Err(self.error(span.clone(), &field("kind"), e.to_string()));
             }
@@ -737,8 +729,16 @@ impl LoadedPlan {
     }
 
     /// The SUT URL with the workload's protocol options added (and `embedded` replaced
-    /// by `embedded_host` when running locally).
-    pub fn sut_url(&self, embedded_host: Option<&str>) -> String {
+    /// by `embedded_host` when running locally), parsed; an error points at `sut.url`.
+    pub fn sut(&self, embedded_host: Option<&str>) -> Result<SutUrl, PlanError> {
+        self.sut_text(embedded_host)
+            .parse()
+            .map_err(|e: maestro_protocol::SutUrlError| {
+                self.error(self.plan.sut.url.span(), "sut.url", e.to_string())
+            })
+    }
+
+    fn sut_text(&self, embedded_host: Option<&str>) -> String {
         let mut url = self.plan.sut.url.get_ref().clone();
         if let Some(host) = embedded_host {
             url = url.replacen("://embedded", &format!("://{host}"), 1);
@@ -761,14 +761,14 @@ impl LoadedPlan {
     /// The test spec of one run at `rate`, for `duration` or `count` messages.
     pub fn spec(
         &self,
-        _phase: &Phase,
+        sut: &SutUrl,
         rate: f64,
         duration: Option<Duration>,
         count: Option<u64>,
     ) -> TestSpec {
         let w = self.plan.workload.get_ref();
         TestSpec {
-            sut: self.sut_url(None),
+            sut: sut.clone(),
             rate,
             duration_ms: duration.map(|d| d.as_millis() as u64),
             count,
@@ -781,9 +781,14 @@ impl LoadedPlan {
         }
     }
 
+    /// The plan's `[compare]` thresholds (none set: the defaults apply).
+    pub fn compare_thresholds(&self) -> CompareThresholds {
+        self.plan.compare.unwrap_or_default()
+    }
+
     /// The conditions a phase is judged by: the plan's, overridden by the phase's, and
-    /// no loss by default when the SUT URL asks for a reliable mode.
-    pub fn conditions(&self, phase: &Phase) -> Conditions {
+    /// no loss by default when the SUT's options make it reliable.
+    pub fn conditions(&self, phase: &Phase, sut: &SutUrl) -> Conditions {
         let base = self
             .plan
             .conditions
@@ -791,19 +796,11 @@ impl LoadedPlan {
             .map(|c| c.get_ref().clone())
             .unwrap_or_default();
         let mut c = base.overridden_by(phase.conditions());
-        if c.max_lost.is_none() && reliable(self.plan.sut.url.get_ref()) {
+        if c.max_lost.is_none() && sut.reliable() {
             c.max_lost = Some(0);
         }
         c
     }
-}
-
-/// True when the URL asks for delivery guarantees (QoS 1/2, confirms, acks=all).
-pub fn reliable(url: &str) -> bool {
-    url.contains("qos=1")
-        || url.contains("qos=2")
-        || url.contains("confirms=true")
-        || (url.starts_with("kafka://") && !url.contains("acks=0") && !url.contains("acks=1"))
 }
 
 #[cfg(test)]
@@ -851,12 +848,15 @@ ceiling = 100000
         let p = LoadedPlan::parse("good.toml", GOOD.into()).unwrap();
         assert_eq!(p.plan.phases.len(), 3);
         let fixed = &p.phases[1];
-        let spec = p.spec(fixed, 1000.0, Some(Duration::from_secs(5)), None);
+        let sut = p.sut(None).unwrap();
+        let spec = p.spec(&sut, 1000.0, Some(Duration::from_secs(5)), None);
         assert_eq!((spec.producers, spec.consumers, spec.topics), (4, 4, 2));
         assert_eq!(spec.size, MessageSize::Around(300));
-        let c = p.conditions(fixed);
+        let c = p.conditions(fixed, &sut);
         assert_eq!(c.response_time_p99_ms, Some(50.0), "phase overrides plan");
         assert_eq!(c.max_lost, Some(0), "QoS 1 means no loss by default");
+        let qos0 = "mqtt://h/x".parse().unwrap();
+        assert_eq!(p.conditions(fixed, &qos0).max_lost, None, "QoS 0 may lose");
     }
 
     fn error(text: &str) -> PlanError {

@@ -1,157 +1,11 @@
-//! A run's results: the merged numbers (`summary.json`), the per-second time series, the
-//! per-worker interval histogram logs, and the files of a results folder.
+//! A run's numbers from what its workers reported: delivery accounting (loss over
+//! subscriptions), merged latency histograms, the measured send span and rates, and the
+//! clock corrections; as a [`RunSummary`] of the results model.
 
-use hdrhistogram::Histogram;
-use maestro_protocol::histogram::{self, latency_histogram};
 use maestro_protocol::{Counters, ErrorCount, PeerId, RunId, RunResult, TestSpec};
-use serde::Serialize;
+use maestro_report::timeseries::Latencies;
+use maestro_report::{ClockSummary, Percentiles, RunSummary, SCHEMA_VERSION, WorkerSummary};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-
-/// Percentiles of one latency, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub p9999: u64,
-    pub max: u64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        Self {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            p9999: h.value_at_quantile(0.9999),
-            max: h.max(),
-        }
-    }
-}
-
-/// Three merged latency histograms.
-#[derive(Debug, Clone)]
-pub struct Latencies {
-    pub response: Histogram<u64>,
-    pub service: Histogram<u64>,
-    pub lag: Histogram<u64>,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Self {
-            response: latency_histogram(),
-            service: latency_histogram(),
-            lag: latency_histogram(),
-        }
-    }
-}
-
-impl Latencies {
-    /// Adds encoded histograms; a histogram that does not decode is reported.
-    pub fn add(&mut self, h: &maestro_protocol::EncodedHistograms) -> Result<(), String> {
-        for (into, from) in [
-            (&mut self.response, &h.response_time_us),
-            (&mut self.service, &h.service_time_us),
-            (&mut self.lag, &h.send_lag_us),
-        ] {
-            let decoded = histogram::decode(from).map_err(|e| e.to_string())?;
-            into.add(&decoded).map_err(|e| format!("{e:?}"))?;
-        }
-        Ok(())
-    }
-}
-
-/// One worker's part, as the summary shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerSummary {
-    pub id: PeerId,
-    pub name: String,
-    pub producers: usize,
-    pub consumers: usize,
-    pub sent: u64,
-    pub received: u64,
-    pub errors: u64,
-    /// False when the worker never delivered its result (it disconnected).
-    pub reported: bool,
-}
-
-/// How the workers' clocks were reconciled (from the controller's ping before the run).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClockSummary {
-    /// Each participating worker's clock offset (how far ahead of the controller), µs.
-    pub offsets_us: BTreeMap<String, i64>,
-    /// The largest correction applied between a producer's and a consumer's worker, µs.
-    pub max_offset_us: i64,
-    /// The error bound of that correction (half of each worker's ping round trip), µs.
-    pub error_bound_us: i64,
-}
-
-/// `summary.json`: stable field names; latencies in microseconds.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub run_id: RunId,
-    pub sut: String,
-    pub started_at: String,
-    /// The measured send span in seconds: from the end of the warm-up until the producers
-    /// stopped (the end of their window, or earlier when stopped).
-    pub measured_s: f64,
-    pub sent: u64,
-    /// Messages the schedule had due by the end of the window that were never sent.
-    pub unsent: u64,
-    pub received: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub out_of_order: u64,
-    pub errors: u64,
-    /// Messages that were not maestro messages (another publisher on the same topics).
-    pub foreign: u64,
-    /// The rate asked for (messages/s over all producers); 0 = as fast as possible.
-    pub offered_rate: f64,
-    /// Messages sent per second over the measured send span.
-    pub achieved_rate: f64,
-    /// achieved_rate / offered_rate; null when the offer was "as fast as possible".
-    pub achieved_fraction: Option<f64>,
-    /// Messages received per second in the measured window (all consumers).
-    pub receive_rate: f64,
-    pub degraded: bool,
-    pub degraded_reasons: Vec<String>,
-    pub interrupted: bool,
-    pub response_time_us: Percentiles,
-    pub service_time_us: Percentiles,
-    pub send_lag_us: Percentiles,
-    pub clock: ClockSummary,
-    pub workers: Vec<WorkerSummary>,
-    pub error_messages: Vec<ErrorCount>,
-}
-
-/// Below this fraction of the offered rate, the summary says the SUT (or the load
-/// generator) did not keep up.
-pub const SHORTFALL: f64 = 0.95;
-
-impl Summary {
-    /// A plain sentence when the achieved rate fell short of the offer.
-    pub fn shortfall(&self) -> Option<String> {
-        let f = self.achieved_fraction?;
-        (f < SHORTFALL).then(|| {
-            format!(
-                "achieved {:.1}/s is {:.1} % of the offered {:.1}/s: the SUT did not keep up ({} messages due were never sent)",
-                self.achieved_rate,
-                f * 100.0,
-                self.offered_rate,
-                self.unsent
-            )
-        })
-    }
-}
 
 /// Everything a run collected.
 #[derive(Debug, Default)]
@@ -224,7 +78,7 @@ pub fn summarize(
     measure_from_us: i64,
     workers: &[(PeerId, String, usize, usize)],
     collected: &Collected,
-) -> Summary {
+) -> RunSummary {
     let mut total = Counters::default();
     let mut latencies = Latencies::default();
     let mut degraded = collected.degraded.clone();
@@ -243,7 +97,7 @@ pub fn summarize(
         .map(|(id, name, p, c)| {
             let r = collected.results.get(id);
             WorkerSummary {
-                id: id.clone(),
+                id: id.to_string(),
                 name: name.clone(),
                 producers: *p,
                 consumers: *c,
@@ -255,7 +109,7 @@ pub fn summarize(
         })
         .collect();
     for w in &worker_summaries {
-        if !w.reported && !degraded.iter().any(|d| d.contains(w.id.as_str())) {
+        if !w.reported && !degraded.iter().any(|d| d.contains(&w.id)) {
             degraded.push(format!("worker {} ({}) sent no result", w.name, w.id));
         }
     }
@@ -281,9 +135,10 @@ pub fn summarize(
             0.0
         }
     };
-    Summary {
-        run_id: run.clone(),
-        sut: maestro_worker::driver::mqtt::redact(&spec.sut),
+    RunSummary {
+        schema_version: SCHEMA_VERSION,
+        run_id: run.to_string(),
+        sut: spec.sut.redacted(),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         measured_s,
         sent: total.sent,
@@ -346,29 +201,6 @@ fn clock_summary(
         }
     }
     out
-}
-
-/// Writes `summary.json` and `spec.json` into the run's folder (the time series and the
-/// interval logs are streamed there during the run, see [`crate::stream`]).
-pub fn write_results(folder: &Path, summary: &Summary, spec: &TestSpec) -> std::io::Result<()> {
-    std::fs::create_dir_all(folder)?;
-    let json = |v: &dyn erased::Json| v.to_pretty();
-    std::fs::write(folder.join("summary.json"), json(summary))?;
-    std::fs::write(folder.join("spec.json"), json(spec))?;
-    Ok(())
-}
-
-mod erased {
-    pub trait Json {
-        fn to_pretty(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_pretty(&self) -> String {
-            let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
-            s.push('\n');
-            s
-        }
-    }
 }
 
 #[cfg(test)]

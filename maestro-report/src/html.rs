@@ -8,20 +8,12 @@
 //! The charts are drawn here: plotting crates lay out text with system fonts, and a report
 //! must open anywhere, offline.
 
+use crate::folder::{self, ResultsError};
+use crate::model::{PlanResult, SHORTFALL};
+use crate::timeseries::read_timeseries;
 use html_escape::encode_text as esc;
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("cannot read {0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    #[error("{0} is not a plan summary: {1}")]
-    Summary(PathBuf, String),
-    #[error("cannot write {0}: {1}")]
-    Write(PathBuf, std::io::Error),
-}
 
 const COLORS: &[&str] = &[
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
@@ -169,72 +161,27 @@ fn short(v: f64) -> String {
     }
 }
 
-/// One probe's time series: (second, sent, received, p50 µs, p99 µs) per row.
-fn timeseries(path: &Path) -> Vec<[f64; 5]> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(s), Some(sent), Some(recv), Some(p50), Some(p99)) = (
-        col("second"),
-        col("sent"),
-        col("received"),
-        col("response_time_p50_us"),
-        col("response_time_p99_us"),
-    ) else {
-        return Vec::new();
-    };
-    lines
-        .filter_map(|l| {
-            let f: Vec<f64> = l.split(',').map(|v| v.parse().unwrap_or(0.0)).collect();
-            Some([
-                *f.get(s)?,
-                *f.get(sent)?,
-                *f.get(recv)?,
-                *f.get(p50)?,
-                *f.get(p99)?,
-            ])
-        })
-        .collect()
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0)
-}
-
-/// Builds the report from a plan results folder.
-pub fn render(folder: &Path) -> Result<String, ReportError> {
-    let path = folder.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ReportError::Read(path.clone(), e))?;
-    let plan: Value = serde_json::from_str(&text)
-        .map_err(|e| ReportError::Summary(path.clone(), e.to_string()))?;
-    let phases = plan["phases"]
-        .as_array()
-        .ok_or_else(|| ReportError::Summary(path.clone(), "no phases".into()))?;
+/// Builds the report from a plan results folder (its typed files only).
+pub fn render(folder: &Path) -> Result<String, ResultsError> {
+    let plan: PlanResult = folder::read_plan(folder)?;
+    let phases = &plan.phases;
 
     // Time series over the whole plan, probe after probe.
     let (mut sent, mut received, mut p50, mut p99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut offset = 0.0;
     for phase in phases {
-        let dir = folder.join(format!(
-            "{:02}-{}",
-            phase["index"].as_u64().unwrap_or(0),
-            phase["kind"].as_str().unwrap_or("")
-        ));
-        for probe in phase["probes"].as_array().into_iter().flatten() {
-            let run = probe["summary"]["run_id"].as_str().unwrap_or("");
-            let rows = timeseries(&dir.join(run).join("timeseries.csv"));
+        let dir = folder.join(phase.folder_name());
+        for probe in &phase.probes {
+            let rows = read_timeseries(&dir.join(&probe.summary.run_id).join("timeseries.csv"))?;
             let mut last = 0.0f64;
             for r in &rows {
-                let x = offset + r[0];
-                sent.push((x, r[1]));
-                received.push((x, r[2]));
-                p50.push((x, r[3] / 1000.0));
-                p99.push((x, r[4] / 1000.0));
-                last = last.max(r[0]);
+                let x = offset + f64::from(r.second);
+                sent.push((x, r.sent as f64));
+                received.push((x, r.received as f64));
+                p50.push((x, r.response_time_p50_us as f64 / 1000.0));
+                p99.push((x, r.response_time_p99_us as f64 / 1000.0));
+                last = last.max(f64::from(r.second));
             }
             offset += last + 1.0;
         }
@@ -279,18 +226,16 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-    let keys = ["p50", "p90", "p99", "p999", "p9999", "max"];
     let dist: Vec<Series> = phases
         .iter()
         .filter_map(|p| {
-            let probe = p["probes"].as_array()?.last()?;
-            let r = &probe["summary"]["response_time_us"];
+            let r = &p.probes.last()?.summary.response_time_us;
             Some(Series {
-                name: format!("{} {}", p["index"], p["kind"].as_str().unwrap_or("")),
-                points: keys
+                name: format!("{} {}", p.index, p.kind),
+                points: [r.p50, r.p90, r.p99, r.p999, r.p9999, r.max]
                     .iter()
                     .enumerate()
-                    .map(|(i, k)| (i as f64, f(&r[*k]) / 1000.0))
+                    .map(|(i, v)| (i as f64, *v as f64 / 1000.0))
                     .collect(),
             })
         })
@@ -307,22 +252,21 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
     // Ramp and search curves: rate vs p99, probes sorted by rate.
     let curves: Vec<Series> = phases
         .iter()
-        .filter(|p| matches!(p["kind"].as_str(), Some("ramp" | "max-rate")))
+        .filter(|p| p.kind.searches())
         .map(|p| {
-            let mut points: Vec<(f64, f64)> = p["probes"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let mut points: Vec<(f64, f64)> = p
+                .probes
+                .iter()
                 .map(|probe| {
                     (
-                        f(&probe["rate"]),
-                        f(&probe["summary"]["response_time_us"]["p99"]) / 1000.0,
+                        probe.rate,
+                        probe.summary.response_time_us.p99 as f64 / 1000.0,
                     )
                 })
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series {
-                name: format!("{} {}", p["index"], p["kind"].as_str().unwrap_or("")),
+                name: format!("{} {}", p.index, p.kind),
                 points,
             }
         })
@@ -338,27 +282,22 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
 
     // Verdicts.
     let mut verdicts = String::new();
-    for p in phases.iter().filter(|p| p["judged"] == true) {
-        for probe in p["probes"].as_array().into_iter().flatten() {
-            for v in probe["verdicts"].as_array().into_iter().flatten() {
-                let passed = v["passed"] == true;
+    for p in phases.iter().filter(|p| p.judged) {
+        for probe in &p.probes {
+            for v in &probe.verdicts {
                 let _ = write!(
                     verdicts,
                     r#"<tr class="{c}"><td>{i} {k}</td><td>{rate:.0}</td><td>{cond}</td><td>{actual:.3}</td><td>{res}</td></tr>"#,
-                    c = if passed { "pass" } else { "fail" },
-                    i = p["index"],
-                    k = esc(p["kind"].as_str().unwrap_or("")),
-                    rate = f(&probe["rate"]),
-                    cond = esc(v["condition"].as_str().unwrap_or("")),
-                    actual = f(&v["actual"]),
-                    res = if passed {
+                    c = if v.passed { "pass" } else { "fail" },
+                    i = p.index,
+                    k = p.kind,
+                    rate = probe.rate,
+                    cond = esc(&v.condition),
+                    actual = v.actual,
+                    res = if v.passed {
                         "pass".to_owned()
                     } else {
-                        format!(
-                            "FAIL: {} (actual {:.3})",
-                            esc(v["condition"].as_str().unwrap_or("")),
-                            f(&v["actual"])
-                        )
+                        format!("FAIL: {} (actual {:.3})", esc(&v.condition), v.actual)
                     },
                 );
             }
@@ -367,20 +306,20 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
     // Per worker, per probe.
     let mut workers = String::new();
     for p in phases {
-        for probe in p["probes"].as_array().into_iter().flatten() {
-            for w in probe["summary"]["workers"].as_array().into_iter().flatten() {
+        for probe in &p.probes {
+            for w in &probe.summary.workers {
                 let _ = write!(
                     workers,
                     "<tr><td>{i} {k}</td><td>{rate:.0}</td><td>{n}</td><td>{pr}</td><td>{co}</td><td>{s}</td><td>{r}</td><td>{e}</td></tr>",
-                    i = p["index"],
-                    k = esc(p["kind"].as_str().unwrap_or("")),
-                    rate = f(&probe["rate"]),
-                    n = esc(w["name"].as_str().unwrap_or("")),
-                    pr = w["producers"],
-                    co = w["consumers"],
-                    s = w["sent"],
-                    r = w["received"],
-                    e = w["errors"],
+                    i = p.index,
+                    k = p.kind,
+                    rate = probe.rate,
+                    n = esc(&w.name),
+                    pr = w.producers,
+                    co = w.consumers,
+                    s = w.sent,
+                    r = w.received,
+                    e = w.errors,
                 );
             }
         }
@@ -388,30 +327,26 @@ pub fn render(folder: &Path) -> Result<String, ReportError> {
     // Probes whose achieved rate fell short of the offer, said plainly.
     let mut shortfalls = String::new();
     for p in phases {
-        for probe in p["probes"].as_array().into_iter().flatten() {
-            let s = &probe["summary"];
-            if let Some(fraction) = s["achieved_fraction"].as_f64()
-                && fraction < crate::summary::SHORTFALL
+        for probe in &p.probes {
+            let s = &probe.summary;
+            if let Some(fraction) = s.achieved_fraction
+                && fraction < SHORTFALL
             {
                 let _ = write!(
                     shortfalls,
                     r#"<p class="shortfall">Phase {i} {k} at {rate:.0} msg/s: achieved {a:.1} msg/s, {pct:.1} % of the offered rate; {u} messages due were never sent. The SUT did not keep up.</p>"#,
-                    i = p["index"],
-                    k = esc(p["kind"].as_str().unwrap_or("")),
-                    rate = f(&probe["rate"]),
-                    a = f(&s["achieved_rate"]),
+                    i = p.index,
+                    k = p.kind,
+                    rate = probe.rate,
+                    a = s.achieved_rate,
                     pct = fraction * 100.0,
-                    u = s["unsent"],
+                    u = s.unsent,
                 );
             }
         }
     }
-    let env = &plan["environment"];
-    let status = if plan["passed"] == true {
-        "PASSED"
-    } else {
-        "FAILED"
-    };
+    let env = &plan.environment;
+    let status = if plan.passed { "PASSED" } else { "FAILED" };
     let mut html = String::new();
     let _ = write!(
         html,
@@ -429,23 +364,23 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
 <h2>Verdicts</h2><table id="verdicts"><thead><tr><th>phase</th><th>rate</th><th>condition</th><th>actual</th><th>result</th></tr></thead><tbody>{verdicts}</tbody></table>
 <h2>Workers</h2><table id="workers"><thead><tr><th>phase</th><th>rate</th><th>worker</th><th>producers</th><th>consumers</th><th>sent</th><th>received</th><th>errors</th></tr></thead><tbody>{workers}</tbody></table>
 </body></html>"#,
-        name = esc(plan["plan"].as_str().unwrap_or("")),
-        desc = esc(plan["description"].as_str().unwrap_or("")),
-        run = esc(plan["run_id"].as_str().unwrap_or("")),
-        started = esc(plan["started_at"].as_str().unwrap_or("")),
-        sut = esc(env["sut"].as_str().unwrap_or("")),
-        sut_name = esc(env["sut_name"].as_str().unwrap_or("")),
-        sut_version = esc(env["sut_version"].as_str().unwrap_or("")),
-        nw = env["workers"].as_array().map_or(0, Vec::len),
-        ver = esc(env["maestro_version"].as_str().unwrap_or("")),
+        name = esc(&plan.plan),
+        desc = esc(&plan.description),
+        run = esc(&plan.run_id),
+        started = esc(&plan.started_at),
+        sut = esc(&env.sut),
+        sut_name = esc(&env.sut_name),
+        sut_version = esc(&env.sut_version),
+        nw = env.workers.len(),
+        ver = esc(&env.maestro_version),
     );
     Ok(html)
 }
 
 /// Writes `report.html` into the results folder and returns its path.
-pub fn write(folder: &Path) -> Result<PathBuf, ReportError> {
+pub fn write(folder: &Path) -> Result<PathBuf, ResultsError> {
     let html = render(folder)?;
     let path = folder.join("report.html");
-    std::fs::write(&path, html).map_err(|e| ReportError::Write(path.clone(), e))?;
+    std::fs::write(&path, html).map_err(|e| ResultsError::Write(path.clone(), e))?;
     Ok(path)
 }

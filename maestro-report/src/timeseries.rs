@@ -1,22 +1,108 @@
-//! A run's per-second results, streamed to its folder while the run goes on, so the
+//! A run's per-second results (`timeseries.csv` and the interval logs), streamed to its folder while the run goes on, so the
 //! controller's memory does not grow with the length of a run: each worker's stats note
 //! goes to that worker's HdrHistogram interval log at once, and is merged into its run
 //! second; a second is written to `timeseries.csv` (and forgotten) as soon as every live
 //! worker has published it. Only the seconds not yet written are held.
 
-use crate::summary::{Latencies, Percentiles};
+use crate::folder::ResultsError;
+use crate::model::Percentiles;
+use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use maestro_protocol::histogram;
-use maestro_protocol::{Counters, PeerId, RunStats};
+use maestro_protocol::histogram::{self, latency_histogram};
+use maestro_protocol::{Counters, EncodedHistograms, PeerId, RunStats};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// The header of `timeseries.csv`.
-pub const TIMESERIES_HEADER: &str = "second,sent,received,errors,duplicated,out_of_order,response_time_p50_us,response_time_p99_us,response_time_max_us,service_time_p50_us,service_time_p99_us,send_lag_p99_us";
+/// One row of `timeseries.csv`: one run second, merged over workers (written and read
+/// through this type only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondRow {
+    /// The run second (0 is the first second after the start).
+    pub second: u32,
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub response_time_p50_us: u64,
+    pub response_time_p99_us: u64,
+    pub response_time_max_us: u64,
+    pub service_time_p50_us: u64,
+    pub service_time_p99_us: u64,
+    pub send_lag_p99_us: u64,
+}
+
+/// Reads `timeseries.csv`; a bad row is an error naming the file, the line and the field.
+pub fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| csv_error(path, e))?;
+    reader
+        .deserialize()
+        .map(|row| row.map_err(|e| csv_error(path, e)))
+        .collect()
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> ResultsError {
+    if e.is_io_error() {
+        let reason = e.to_string();
+        return match e.into_kind() {
+            csv::ErrorKind::Io(io) => ResultsError::Read(path.into(), io),
+            _ => ResultsError::Read(path.into(), std::io::Error::other(reason)),
+        };
+    }
+    let field = match e.kind() {
+        csv::ErrorKind::Deserialize { pos, err } => format!(
+            "line {}{}",
+            pos.as_ref().map_or(0, csv::Position::line),
+            err.field()
+                .map(|f| format!(", field {f}"))
+                .unwrap_or_default()
+        ),
+        _ => "(row)".into(),
+    };
+    ResultsError::Field {
+        path: path.into(),
+        field,
+        reason: e.to_string(),
+    }
+}
+
+/// Three latency histograms, merged losslessly (percentiles are never averaged).
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub response: Histogram<u64>,
+    pub service: Histogram<u64>,
+    pub lag: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self {
+            response: latency_histogram(),
+            service: latency_histogram(),
+            lag: latency_histogram(),
+        }
+    }
+}
+
+impl Latencies {
+    /// Adds encoded histograms; a histogram that does not decode is reported.
+    pub fn add(&mut self, h: &EncodedHistograms) -> Result<(), String> {
+        for (into, from) in [
+            (&mut self.response, &h.response_time_us),
+            (&mut self.service, &h.service_time_us),
+            (&mut self.lag, &h.send_lag_us),
+        ] {
+            let decoded = histogram::decode(from).map_err(|e| e.to_string())?;
+            into.add(&decoded).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
+    }
+}
 
 /// A second is written at the latest once a worker is this many seconds past it, even if
 /// another live worker has not published it (a worker that stalls does not hold memory).
@@ -57,7 +143,7 @@ pub struct LiveResults {
     start_us: i64,
     names: BTreeMap<PeerId, String>,
     hlogs: BTreeMap<PeerId, Hlog>,
-    csv: BufWriter<File>,
+    csv: csv::Writer<BufWriter<File>>,
     open: BTreeMap<u32, Second>,
     /// Seconds below this are written.
     written_below: u32,
@@ -94,8 +180,9 @@ impl LiveResults {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&folder).map_err(|e| io_err(&folder, e))?;
         let path = folder.join("timeseries.csv");
-        let mut csv = BufWriter::new(File::create(&path).map_err(|e| io_err(&path, e))?);
-        writeln!(csv, "{TIMESERIES_HEADER}")?;
+        let csv = csv::Writer::from_writer(BufWriter::new(
+            File::create(&path).map_err(|e| io_err(&path, e))?,
+        ));
         Ok(Self {
             folder,
             start_us,
@@ -134,8 +221,7 @@ impl LiveResults {
                 .with_start_time(base)
                 .with_base_time(base)
                 .begin_log_with(&mut file, &mut serializer)?;
-            self.hlogs
-                .insert(worker.clone(), Hlog { file, serializer });
+            self.hlogs.insert(worker.clone(), Hlog { file, serializer });
         }
         self.hlogs
             .get_mut(worker)
@@ -212,21 +298,22 @@ impl LiveResults {
         let r = Percentiles::of(&b.latencies.response);
         let s = Percentiles::of(&b.latencies.service);
         let l = Percentiles::of(&b.latencies.lag);
-        writeln!(
-            self.csv,
-            "{k},{},{},{},{},{},{},{},{},{},{},{}",
-            b.counters.sent,
-            b.counters.received,
-            b.counters.errors,
-            b.counters.duplicated,
-            b.counters.out_of_order,
-            r.p50,
-            r.p99,
-            r.max,
-            s.p50,
-            s.p99,
-            l.p99
-        )?;
+        self.csv
+            .serialize(SecondRow {
+                second: k,
+                sent: b.counters.sent,
+                received: b.counters.received,
+                errors: b.counters.errors,
+                duplicated: b.counters.duplicated,
+                out_of_order: b.counters.out_of_order,
+                response_time_p50_us: r.p50,
+                response_time_p99_us: r.p99,
+                response_time_max_us: r.max,
+                service_time_p50_us: s.p50,
+                service_time_p99_us: s.p99,
+                send_lag_p99_us: l.p99,
+            })
+            .map_err(std::io::Error::other)?;
         self.written_below = k.saturating_add(1);
         self.last_row = Some(Row {
             second: k,
@@ -261,8 +348,8 @@ pub fn progress_line(row: &Row, outstanding: i64) -> String {
         row.second,
         row.counters.sent,
         row.counters.received,
-        crate::report::micros(row.response.p50 as i64),
-        crate::report::micros(row.response.p99 as i64),
+        crate::format::micros(row.response.p50 as i64),
+        crate::format::micros(row.response.p99 as i64),
         row.counters.errors,
         outstanding.max(0),
     )
@@ -305,25 +392,38 @@ mod tests {
             PeerId::new("b").unwrap_or_else(|_| unreachable!()),
         );
         let live = [a.clone(), b.clone()];
-        let mut out = LiveResults::create(dir.clone(), 0, BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
-        out.add(&a, &stats(0, 10, 100), &live).unwrap_or_else(|e| panic!("{e}"));
-        out.add(&a, &stats(1, 11, 100), &live).unwrap_or_else(|e| panic!("{e}"));
+        let mut out =
+            LiveResults::create(dir.clone(), 0, BTreeMap::new()).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&a, &stats(0, 10, 100), &live)
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.add(&a, &stats(1, 11, 100), &live)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.held(), 2, "b has not published second 0");
-        out.add(&b, &stats(0, 5, 300), &live).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&b, &stats(0, 5, 300), &live)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.held(), 1);
         let row = out.last_row().unwrap_or_else(|| panic!("a row"));
         assert_eq!((row.second, row.counters.sent), (0, 15));
         // Late numbers for a written second count in the oldest open one.
-        out.add(&b, &stats(0, 1, 300), &live).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&b, &stats(0, 1, 300), &live)
+            .unwrap_or_else(|e| panic!("{e}"));
         // A worker gone from the live set is no longer waited for.
-        out.add(&a, &stats(2, 1, 100), &[a.clone()]).unwrap_or_else(|e| panic!("{e}"));
+        out.add(&a, &stats(2, 1, 100), std::slice::from_ref(&a))
+            .unwrap_or_else(|e| panic!("{e}"));
         out.finish().unwrap_or_else(|e| panic!("{e}"));
-        let csv = std::fs::read_to_string(dir.join("timeseries.csv")).unwrap_or_default();
-        let rows: Vec<&str> = csv.lines().skip(1).collect();
-        assert_eq!(rows.len(), 3, "{csv}");
-        assert!(rows[0].starts_with("0,15,15,"), "{csv}");
-        assert!(rows[1].starts_with("1,12,12,"), "{csv}");
-        assert!(rows[2].starts_with("2,1,1,"), "{csv}");
+        let rows = read_timeseries(&dir.join("timeseries.csv")).unwrap_or_else(|e| panic!("{e}"));
+        let counts: Vec<(u32, u64, u64)> = rows
+            .iter()
+            .map(|r| (r.second, r.sent, r.received))
+            .collect();
+        assert_eq!(counts, [(0, 15, 15), (1, 12, 12), (2, 1, 1)]);
+        assert_eq!(rows[0].response_time_max_us, 300);
+        // A bad row is an error that names the file and the field.
+        std::fs::write(dir.join("bad.csv"), "second,sent\n0,many\n").unwrap_or_default();
+        let e = read_timeseries(&dir.join("bad.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.csv"), "{e}");
         let hlog = std::fs::read_to_string(dir.join("a.hlog")).unwrap_or_default();
         assert_eq!(hlog.matches("Tag=response_time_us,").count(), 3, "{hlog}");
         let _ = std::fs::remove_dir_all(dir);

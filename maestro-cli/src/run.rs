@@ -1,0 +1,206 @@
+//! `maestro-cli run PLAN`: loads and checks a plan, connects (or starts a local cluster),
+//! runs it with `maestro_controller::plans::run_plan`, then writes JUnit and the HTML
+//! report and renders the result.
+//!
+//! ```text
+//! results/<plan>-<run-id>/
+//!   plan.toml           the plan as run
+//!   environment.json    versions, control broker, SUT, workers with host and clock offset
+//!   summary.json        every phase: probes (rate, summary, verdicts), knee, pass/fail
+//!   00-warmup/<run-id>/ 01-fixed/<run-id>/ ...   each run's own results (see `start`)
+//!   junit.xml, report.html
+//! ```
+//!
+//! Exit codes: 0 every condition passed; 1 a condition failed; 2 the plan is invalid;
+//! 3 the cluster is unreachable; 4 not enough workers; 5 the SUT is unreachable.
+
+use crate::cli::{CliError, Outcome, Output};
+use crate::exit;
+use maestro_control::ControlArgs;
+use maestro_controller::plan::{LoadedPlan, PlanError};
+use maestro_controller::plans::{PlanOptions, run_plan};
+use maestro_controller::{ControlError, Controller};
+use maestro_protocol::{Segment, SutUrl};
+use maestro_report::PlanResult;
+use maestro_report::format::micros;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The plan file (TOML).
+    pub plan: PathBuf,
+    /// Run on this machine: an embedded control broker, in-process workers, and an
+    /// embedded MQTT broker when the plan's SUT is mqtt://embedded/...
+    #[arg(long, env = "MAESTRO_LOCAL")]
+    pub local: bool,
+    /// In-process workers for --local.
+    #[arg(long, env = "MAESTRO_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// Use this SUT URL instead of the plan's.
+    #[arg(long, env = "MAESTRO_SUT")]
+    pub sut: Option<SutUrl>,
+    /// Also write JUnit XML here (one test case per phase and condition).
+    #[arg(long, env = "MAESTRO_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// Where results folders go.
+    #[arg(long, env = "MAESTRO_RESULTS", default_value = "results")]
+    pub results: PathBuf,
+    /// Only the workers of this group.
+    #[arg(long, env = "MAESTRO_GROUP")]
+    pub group: Option<Segment>,
+    /// How long to wait for workers at each step.
+    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Only check the plan, then exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs a plan (or only checks it).
+pub async fn run(
+    control: &ControlArgs,
+    output: Output,
+    args: RunArgs,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, CliError> {
+    let plan = LoadedPlan::load(&args.plan)?;
+    if args.check {
+        return Ok(Outcome {
+            stdout: format!(
+                "{}: plan {:?} is valid ({} phases)",
+                args.plan.display(),
+                plan.plan.plan.name,
+                plan.phases.len()
+            ),
+            code: exit::OK,
+            problem: None,
+            peers: Vec::new(),
+        });
+    }
+    let embedded = plan.plan.sut.url.get_ref().contains("://embedded");
+    let control_url = control.url.to_string();
+    let (local, mut controller) = if args.local {
+        let (local, controller) =
+            crate::local::LocalCluster::start("local", args.workers, embedded, shutdown).await?;
+        (Some(local), controller)
+    } else {
+        let controller = tokio::select! {
+            _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+            c = Controller::connect(&control.url, &control.cluster, args.timeout) => c?,
+        };
+        (None, controller)
+    };
+    let sut = match (&args.sut, local.as_ref().and_then(|l| l.sut)) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => plan.sut(Some(&addr.to_string()))?,
+        (None, None) => plan.sut(None)?,
+    };
+    if sut.host().name == "embedded" {
+        return Err(CliError::Plan(PlanError {
+            file: args.plan.display().to_string(),
+            line: 0,
+            field: "sut.url".into(),
+            reason: "mqtt://embedded/... needs --local".into(),
+        }));
+    }
+    let options = PlanOptions {
+        sut,
+        results: args.results.clone(),
+        group: args.group.clone(),
+        timeout: args.timeout,
+        progress: output == Output::Table,
+        local: local.is_some(),
+        control_url,
+        cluster: control.cluster.to_string(),
+    };
+    let result = run_plan(&mut controller, &plan, &options, shutdown).await;
+    controller.close().await;
+    if let Some(local) = local {
+        local.abort().await;
+    }
+    let (result, folder) = result?;
+    let junit = maestro_report::junit::junit_xml(&result);
+    std::fs::write(folder.join("junit.xml"), &junit)
+        .map_err(|e| CliError::Io(folder.join("junit.xml"), e))?;
+    if let Some(path) = &args.junit {
+        std::fs::write(path, &junit).map_err(|e| CliError::Io(path.clone(), e))?;
+    }
+    maestro_report::html::write(&folder)?;
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(&result).unwrap_or_default(),
+        Output::Table => plan_table(&result, &folder),
+    };
+    let failed: Vec<String> = result
+        .phases
+        .iter()
+        .filter(|p| p.judged && !p.passed)
+        .flat_map(|p| {
+            p.reasons
+                .iter()
+                .map(move |r| format!("phase {} ({}): {r}", p.index, p.kind))
+        })
+        .collect();
+    Ok(Outcome {
+        stdout,
+        code: if result.passed {
+            exit::OK
+        } else {
+            exit::CONDITION_FAILED
+        },
+        problem: (!failed.is_empty())
+            .then(|| format!("conditions failed:\n  {}", failed.join("\n  "))),
+        peers: Vec::new(),
+    })
+}
+
+fn plan_table(result: &PlanResult, folder: &Path) -> String {
+    let mut lines = vec![format!(
+        "plan {}  {}",
+        result.plan,
+        if result.passed { "PASSED" } else { "FAILED" }
+    )];
+    for p in &result.phases {
+        let status = if !p.judged {
+            "ran"
+        } else if p.passed {
+            "passed"
+        } else {
+            "FAILED"
+        };
+        let knee = p
+            .knee_rate
+            .map(|k| format!("  knee {k:.0} msg/s"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "  phase {} {:<8} {status}  {} probe(s){knee}",
+            p.index,
+            p.kind,
+            p.probes.len()
+        ));
+        for probe in &p.probes {
+            let s = &probe.summary;
+            lines.push(format!(
+                "    {:>9.0} msg/s  {}  achieved {:.0}/s  p99 {}  lost {}  errors {}",
+                probe.rate,
+                if !p.judged {
+                    "    "
+                } else if probe.passed {
+                    "pass"
+                } else {
+                    "FAIL"
+                },
+                s.achieved_rate,
+                micros(s.response_time_us.p99 as i64),
+                s.lost,
+                s.errors
+            ));
+        }
+        for r in &p.reasons {
+            lines.push(format!("    {r}"));
+        }
+    }
+    lines.push(format!("results in {}", folder.display()));
+    lines.join("\n")
+}

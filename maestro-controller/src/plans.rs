@@ -1,0 +1,461 @@
+//! `maestro-cli run PLAN`: runs a test plan's phases in order, judges each measured phase
+//! by its conditions, and writes one results folder for the whole plan:
+//!
+//! ```text
+//! results/<plan>-<run-id>/
+//!   plan.toml           the plan as run
+//!   environment.json    versions, control broker, SUT, workers with host and clock offset
+//!   summary.json        every phase: probes (rate, summary, verdicts), knee, pass/fail
+//!   00-warmup/<run-id>/ 01-fixed/<run-id>/ ...   each run's own results (see `start`)
+//!   junit.xml           with --junit (also written where --junit points)
+//! ```
+//!
+//! Exit codes: 0 every condition passed; 1 a condition failed; 2 the plan is invalid;
+//! 3 the cluster is unreachable; 4 not enough workers; 5 the SUT is unreachable.
+
+use crate::client::{ControlError, Controller};
+use crate::outcome::{self, PeerStatus};
+use crate::plan::{Conditions, LoadedPlan, Phase, PlanError};
+use crate::run::{RunError, RunOptions, run_test};
+use maestro_protocol::{Body, Ping, Role, Segment, SutUrl, Target};
+use maestro_report::format::micros;
+use maestro_report::{
+    Environment, PhaseResult, PlanResult, Probe, ResultsError, RunSummary, SCHEMA_VERSION, Verdict,
+    WorkerInfo,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanRunError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("invalid plan: {0}")]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("cannot write {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the plan needs {needed} workers{whom}, {found} answered")]
+    NotEnoughWorkers {
+        needed: usize,
+        found: usize,
+        whom: String,
+    },
+}
+
+/// How a plan is run, beyond the plan itself.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The SUT every phase runs against (the plan's, or another).
+    pub sut: SutUrl,
+    /// Where the plan's results folder goes.
+    pub results: PathBuf,
+    pub group: Option<Segment>,
+    /// How long to wait for workers at each step.
+    pub timeout: Duration,
+    /// Progress lines on stderr.
+    pub progress: bool,
+    /// Whether the cluster is this process's own (`--local`).
+    pub local: bool,
+    /// The control broker's URL (redacted) and the cluster, for `environment.json`.
+    pub control_url: String,
+    pub cluster: String,
+}
+
+/// Probes a max-rate search may make at most.
+const MAX_PROBES: usize = 24;
+
+/// Checks a run against conditions. A degraded run always fails.
+pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    let mut check = |condition: &str, limit: f64, actual: f64, passed: bool| {
+        v.push(Verdict {
+            condition: condition.to_owned(),
+            limit,
+            actual,
+            passed,
+        });
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    let r = &s.response_time_us;
+    for (name, limit, actual) in [
+        ("response_time_p50_ms", c.response_time_p50_ms, ms(r.p50)),
+        ("response_time_p90_ms", c.response_time_p90_ms, ms(r.p90)),
+        ("response_time_p99_ms", c.response_time_p99_ms, ms(r.p99)),
+        ("response_time_p999_ms", c.response_time_p999_ms, ms(r.p999)),
+        ("response_time_max_ms", c.response_time_max_ms, ms(r.max)),
+    ] {
+        if let Some(limit) = limit {
+            check(
+                &format!("{name} <= {limit}"),
+                limit,
+                actual,
+                actual <= limit,
+            );
+        }
+    }
+    if let Some(limit) = c.max_lost {
+        check(
+            &format!("lost <= {limit}"),
+            limit as f64,
+            s.lost as f64,
+            s.lost <= limit,
+        );
+    }
+    if let Some(limit) = c.max_error_rate {
+        let rate = s.errors as f64 / s.sent.max(1) as f64;
+        check(
+            &format!("error_rate <= {limit}"),
+            limit,
+            rate,
+            rate <= limit,
+        );
+    }
+    if let Some(limit) = c.min_achieved_fraction
+        && s.offered_rate > 0.0
+    {
+        let fraction = s.achieved_rate / s.offered_rate;
+        check(
+            &format!(
+                "min_achieved_fraction >= {limit} (achieved/offered {fraction:.3}, {} unsent)",
+                s.unsent
+            ),
+            limit,
+            fraction,
+            fraction >= limit,
+        );
+    }
+    check(
+        "not degraded",
+        0.0,
+        f64::from(u8::from(s.degraded)),
+        !s.degraded,
+    );
+    v
+}
+
+fn reasons(verdicts: &[Verdict], rate: f64) -> Vec<String> {
+    verdicts
+        .iter()
+        .filter(|v| !v.passed)
+        .map(|v| {
+            format!(
+                "at {rate:.0} msg/s: {} failed (actual {:.3})",
+                v.condition, v.actual
+            )
+        })
+        .collect()
+}
+
+struct Runner<'a> {
+    controller: &'a mut Controller,
+    plan: &'a LoadedPlan,
+    sut: SutUrl,
+    options: RunOptions,
+    shutdown: &'a CancellationToken,
+}
+
+impl Runner<'_> {
+    async fn probe(
+        &mut self,
+        phase: &Phase,
+        rate: f64,
+        duration: Option<Duration>,
+        count: Option<u64>,
+        dir: &Path,
+    ) -> Result<Probe, PlanRunError> {
+        let spec = self.plan.spec(&self.sut, rate, duration, count);
+        let options = RunOptions {
+            results: dir.to_owned(),
+            ..self.options.clone()
+        };
+        if self.options.progress {
+            eprintln!("-- {} at {rate:.0} msg/s", phase.kind());
+        }
+        let finished = run_test(self.controller, spec, &options, self.shutdown).await?;
+        let conditions = self.plan.conditions(phase, &self.sut);
+        let verdicts = judge(&finished.summary, &conditions);
+        let passed = verdicts.iter().all(|v| v.passed);
+        if self.options.progress {
+            let s = &finished.summary;
+            eprintln!(
+                "   {} achieved {:.0}/s  p50 {}  p99 {}  lost {}  errors {}",
+                match (phase, passed) {
+                    (Phase::Warmup { .. }, _) => "done",
+                    (_, true) => "PASS",
+                    (_, false) => "FAIL",
+                },
+                s.achieved_rate,
+                micros(s.response_time_us.p50 as i64),
+                micros(s.response_time_us.p99 as i64),
+                s.lost,
+                s.errors
+            );
+        }
+        Ok(Probe {
+            rate,
+            passed,
+            verdicts,
+            summary: finished.summary,
+        })
+    }
+
+    async fn phase(
+        &mut self,
+        index: usize,
+        phase: &Phase,
+        dir: &Path,
+    ) -> Result<PhaseResult, PlanRunError> {
+        let mut result = PhaseResult {
+            index,
+            kind: phase.kind(),
+            judged: !matches!(phase, Phase::Warmup { .. } | Phase::Drain { .. }),
+            passed: true,
+            probes: Vec::new(),
+            knee_rate: None,
+            reasons: Vec::new(),
+        };
+        match phase {
+            Phase::Drain { duration } => {
+                if self.options.progress {
+                    eprintln!(
+                        "-- drain: {} without load",
+                        humantime::format_duration(*duration)
+                    );
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+                    _ = tokio::time::sleep(*duration) => {}
+                }
+            }
+            Phase::Warmup { rate, duration } => {
+                let p = self.probe(phase, *rate, Some(*duration), None, dir).await?;
+                result.probes.push(p);
+            }
+            Phase::Fixed {
+                rate,
+                duration,
+                count,
+                ..
+            } => {
+                let p = self.probe(phase, *rate, *duration, *count, dir).await?;
+                result.passed = p.passed;
+                result.reasons = reasons(&p.verdicts, p.rate);
+                result.probes.push(p);
+            }
+            Phase::Ramp {
+                start_rate,
+                step,
+                step_duration,
+                ceiling,
+                ..
+            } => {
+                let mut rate = *start_rate;
+                while rate <= *ceiling + f64::EPSILON {
+                    let p = self
+                        .probe(phase, rate, Some(*step_duration), None, dir)
+                        .await?;
+                    let passed = p.passed;
+                    if passed {
+                        result.knee_rate = Some(rate);
+                    } else {
+                        result.reasons = reasons(&p.verdicts, rate);
+                    }
+                    result.probes.push(p);
+                    if !passed {
+                        break;
+                    }
+                    rate += step;
+                }
+                // A ramp fails when it fails before its ceiling.
+                result.passed = result.reasons.is_empty();
+            }
+            Phase::MaxRate {
+                start_rate,
+                step_duration,
+                ceiling,
+                precision,
+                ..
+            } => {
+                let (mut pass, mut fail): (Option<f64>, Option<f64>) = (None, None);
+                let mut rate = *start_rate;
+                // Step up: double until a probe fails or the ceiling passes.
+                while result.probes.len() < MAX_PROBES {
+                    let p = self
+                        .probe(phase, rate, Some(*step_duration), None, dir)
+                        .await?;
+                    let ok = p.passed;
+                    if !ok {
+                        result.reasons = reasons(&p.verdicts, rate);
+                    }
+                    result.probes.push(p);
+                    if ok {
+                        pass = Some(rate);
+                        if rate >= *ceiling {
+                            break;
+                        }
+                        rate = (rate * 2.0).min(*ceiling);
+                    } else {
+                        fail = Some(rate);
+                        break;
+                    }
+                }
+                // Bisect between the last pass and the first failure.
+                while let (Some(p), Some(f)) = (pass, fail) {
+                    if (f - p) / p <= *precision || result.probes.len() >= MAX_PROBES {
+                        break;
+                    }
+                    let mid = (p + f) / 2.0;
+                    let probe = self
+                        .probe(phase, mid, Some(*step_duration), None, dir)
+                        .await?;
+                    if probe.passed {
+                        pass = Some(mid);
+                    } else {
+                        fail = Some(mid);
+                    }
+                    result.probes.push(probe);
+                }
+                result.knee_rate = pass;
+                result.passed = pass.is_some();
+                if pass.is_some() {
+                    result.reasons.clear();
+                }
+            }
+        }
+        Ok(result)
+    }
+}
+
+/// Runs a plan's phases in order, judges each measured one, and writes the plan's results
+/// folder (plan, environment, summaries; not the report or JUnit, see `maestro-report`).
+pub async fn run_plan(
+    controller: &mut Controller,
+    plan: &LoadedPlan,
+    options: &PlanOptions,
+    shutdown: &CancellationToken,
+) -> Result<(PlanResult, PathBuf), PlanRunError> {
+    let run_id = crate::run::new_run_id();
+    let name: String = plan
+        .plan
+        .plan
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let folder = options.results.join(format!("{name}-{run_id}"));
+    std::fs::create_dir_all(&folder).map_err(|e| PlanRunError::Io(folder.clone(), e))?;
+    std::fs::write(folder.join("plan.toml"), &plan.text)
+        .map_err(|e| PlanRunError::Io(folder.clone(), e))?;
+    let environment = environment(controller, plan, options, shutdown).await?;
+    maestro_report::folder::write(&folder.join("environment.json"), &environment)?;
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut runner = Runner {
+        controller,
+        plan,
+        sut: options.sut.clone(),
+        options: RunOptions {
+            group: options.group.clone(),
+            results: folder.clone(),
+            timeout: options.timeout,
+            progress: options.progress,
+        },
+        shutdown,
+    };
+    let mut phases = Vec::new();
+    for (i, phase) in plan.phases.iter().enumerate() {
+        if i > 0
+            && let Some(pause) = plan.plan.plan.cooldown
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        let dir = folder.join(format!("{i:02}-{}", phase.kind()));
+        let result = runner.phase(i, phase, &dir).await?;
+        if !result.probes.is_empty() {
+            maestro_report::folder::write_phase(&dir, &result)?;
+        }
+        phases.push(result);
+    }
+    let result = PlanResult {
+        schema_version: SCHEMA_VERSION,
+        plan: plan.plan.plan.name.clone(),
+        description: plan.plan.plan.description.clone(),
+        tags: plan.plan.plan.tags.clone(),
+        run_id: run_id.to_string(),
+        started_at,
+        passed: phases.iter().filter(|p| p.judged).all(|p| p.passed),
+        phases,
+        environment,
+        compare: plan.compare_thresholds(),
+    };
+    maestro_report::folder::write(&folder.join("summary.json"), &result)?;
+    Ok((result, folder))
+}
+
+async fn environment(
+    controller: &mut Controller,
+    plan: &LoadedPlan,
+    options: &PlanOptions,
+    shutdown: &CancellationToken,
+) -> Result<Environment, PlanRunError> {
+    let target = match &options.group {
+        Some(g) => Target::Group(g.clone()),
+        None => Target::Role(Role::Worker),
+    };
+    let ping = controller
+        .request(&target, Body::Ping(Ping {}), options.timeout, shutdown)
+        .await?;
+    let workers: Vec<WorkerInfo> = outcome::outcomes(&ping)
+        .into_iter()
+        .filter(|o| o.role == Role::Worker && o.status == PeerStatus::Ok)
+        .map(|o| WorkerInfo {
+            id: o.id.to_string(),
+            name: o.name,
+            host: o.host,
+            version: o.version,
+            rtt_us: o.rtt_us,
+            clock_offset_us: o.clock_offset_us,
+        })
+        .collect();
+    let needed = plan.plan.plan.workers as usize;
+    if workers.len() < needed {
+        let whom = options
+            .group
+            .as_ref()
+            .map(|g| format!(" in group {g}"))
+            .unwrap_or_default();
+        return Err(PlanRunError::NotEnoughWorkers {
+            needed,
+            found: workers.len(),
+            whom,
+        });
+    }
+    Ok(Environment {
+        schema_version: SCHEMA_VERSION,
+        maestro_version: env!("CARGO_PKG_VERSION").to_owned(),
+        control_url: if options.local {
+            "embedded".into()
+        } else {
+            options.control_url.clone()
+        },
+        cluster: options.cluster.clone(),
+        local: options.local,
+        sut: options.sut.redacted(),
+        sut_name: plan.plan.plan.sut_name.clone(),
+        sut_version: plan.plan.plan.sut_version.clone(),
+        workers,
+    })
+}

@@ -1,0 +1,535 @@
+//! One test across the cluster's workers: the I/O shell around the run's state machine
+//! ([`crate::lifecycle`]).
+//!
+//! 1. Find the workers (ping, with clock offsets), split producers and consumers over them
+//!    round robin ([`split`]), and send each its share (`configure`). Every worker
+//!    connects to the SUT and subscribes; a SUT that cannot be reached fails here, fast.
+//! 2. `start` with one common start time a little ahead, on each worker's own clock.
+//! 3. Stream the per-second stats to the results folder and a progress line; stop when
+//!    every producer is done (or on Ctrl-C, `maestro-cli stop`, or the deadline).
+//! 4. Collect every live worker's result, compute the summary, write the results folder.
+
+use crate::client::{ControlError, Controller, Incoming, LEASE};
+use crate::lifecycle::{Action, Failure, Input, Run};
+use crate::outcome::{self, PeerStatus};
+use crate::summary::{self, Collected};
+use maestro_protocol::{
+    Body, Configure, ConsumerPlan, NoteId, PeerId, Ping, PresenceStatus, ProducerPlan, Role, RunId,
+    Segment, Start, Stop, Target, TestSpec, UnixMicros,
+};
+use maestro_report::RunSummary;
+use maestro_report::timeseries::{self, LiveResults};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("invalid test: {0}")]
+    Spec(String),
+    #[error("the SUT {sut} cannot be reached: {reason}")]
+    Sut { sut: String, reason: String },
+    #[error("no workers{0} answered; start some with maestro-worker")]
+    NoWorkers(String),
+    #[error("workers not ready: {0}")]
+    Workers(String),
+    #[error("cannot write results to {path}: {source}")]
+    Results {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Report(#[from] maestro_report::ResultsError),
+}
+
+/// How a run is carried out, beyond its spec.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub group: Option<Segment>,
+    pub results: PathBuf,
+    pub timeout: Duration,
+    /// Print a progress line every second (stderr).
+    pub progress: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub summary: RunSummary,
+    pub folder: PathBuf,
+}
+
+/// A run id that sorts by time: `20261121T222509Z-3f2a`.
+pub fn new_run_id() -> RunId {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "");
+    let suffix: String = NoteId::random().to_string().chars().take(4).collect();
+    RunId::new(format!("{stamp}-{suffix}")).unwrap_or_else(|_| unreachable!("valid id"))
+}
+
+/// Splits a spec over workers: producer i and consumer j go to workers round robin, to
+/// topics round robin; rates and counts are split evenly (counts exactly). When the
+/// protocol's consumers of a topic `compete` (one AMQP queue, one Kafka group per topic),
+/// they share one subscription; otherwise each consumer is its own (fan-out).
+pub fn split(
+    spec: &TestSpec,
+    run: &RunId,
+    workers: &[PeerId],
+    compete: bool,
+) -> BTreeMap<PeerId, Configure> {
+    let mut out: BTreeMap<PeerId, Configure> = BTreeMap::new();
+    let n = workers.len().max(1);
+    for i in 0..spec.producers {
+        let w = &workers[i as usize % n];
+        let count = spec.count.map(|c| {
+            let base = c / u64::from(spec.producers);
+            base + u64::from(u64::from(i) < c % u64::from(spec.producers))
+        });
+        out.entry(w.clone())
+            .or_insert_with(|| empty(spec, run))
+            .producers
+            .push(ProducerPlan {
+                id: i,
+                topic: i % spec.topics,
+                rate: spec.rate / f64::from(spec.producers),
+                count,
+            });
+    }
+    for j in 0..spec.consumers {
+        let w = &workers[j as usize % n];
+        out.entry(w.clone())
+            .or_insert_with(|| empty(spec, run))
+            .consumers
+            .push(ConsumerPlan {
+                id: j,
+                topic: j % spec.topics,
+                subscription: if compete { j % spec.topics } else { j },
+            });
+    }
+    out
+}
+
+fn empty(spec: &TestSpec, run: &RunId) -> Configure {
+    Configure {
+        run: run.clone(),
+        spec: spec.clone(),
+        producers: Vec::new(),
+        consumers: Vec::new(),
+        lease_ms: LEASE.as_millis() as u64,
+        producer_skew_us: Vec::new(),
+    }
+}
+
+/// Tells each worker with consumers how far its clock is ahead of each producer's
+/// worker (from the ping offsets), so cross-host latencies are corrected.
+pub fn apply_clock_skews(
+    shares: &mut BTreeMap<PeerId, Configure>,
+    offsets: &BTreeMap<PeerId, i64>,
+) {
+    let producers = shares.values().next().map_or(0, |c| c.spec.producers) as usize;
+    let mut producer_offset = vec![0i64; producers];
+    for (worker, c) in shares.iter() {
+        let offset = offsets.get(worker).copied().unwrap_or(0);
+        for p in &c.producers {
+            if let Some(slot) = producer_offset.get_mut(p.id as usize) {
+                *slot = offset;
+            }
+        }
+    }
+    for (worker, c) in shares.iter_mut() {
+        if c.consumers.is_empty() {
+            continue;
+        }
+        let own = offsets.get(worker).copied().unwrap_or(0);
+        c.producer_skew_us = producer_offset.iter().map(|p| own - p).collect();
+    }
+}
+
+/// A ping's clock offset, or 0 when it is within the measurement's error bound (half the
+/// round trip): on one host, offsets are noise and correcting by them would add noise.
+pub fn significant_offset(offset_us: Option<i64>, rtt_us: i64) -> i64 {
+    match offset_us {
+        Some(o) if o.abs() > rtt_us / 2 => o,
+        _ => 0,
+    }
+}
+
+/// How far ahead of the `start` notes the common start is.
+const START_AHEAD_US: i64 = 300_000;
+
+/// Producers stop at the end of their window by themselves; the controller stops a run
+/// this long after the window if a worker still reports active producers.
+pub const END_GRACE: Duration = Duration::from_secs(5);
+
+/// Stops whatever `participants` set up for `run` (after a failed or interrupted start).
+async fn release(controller: &mut Controller, run: &RunId, participants: &[PeerId]) {
+    for id in participants {
+        let _ = controller
+            .send(
+                &Target::Peer(id.clone()),
+                Body::Stop(Stop { run: run.clone() }),
+            )
+            .await;
+    }
+}
+
+/// The workers that answer a ping: (id, name) sorted by name, with each one's clock
+/// offset (0 when within its error bound) and round trip, µs.
+async fn workers(
+    controller: &mut Controller,
+    group: Option<&Segment>,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(Vec<(PeerId, String)>, BTreeMap<PeerId, (i64, i64)>), RunError> {
+    let target = match group {
+        Some(g) => Target::Group(g.clone()),
+        None => Target::Role(Role::Worker),
+    };
+    let ping = controller
+        .request(&target, Body::Ping(Ping {}), timeout, shutdown)
+        .await?;
+    let ok: Vec<_> = outcome::outcomes(&ping)
+        .into_iter()
+        .filter(|o| o.status == PeerStatus::Ok && o.role == Role::Worker)
+        .collect();
+    let clocks = ok
+        .iter()
+        .map(|o| {
+            let rtt = o.rtt_us.unwrap_or(0).max(0);
+            (
+                o.id.clone(),
+                (significant_offset(o.clock_offset_us, rtt), rtt),
+            )
+        })
+        .collect();
+    let mut named: Vec<(PeerId, String)> = ok.into_iter().map(|o| (o.id, o.name)).collect();
+    named.sort_by(|a, b| a.1.cmp(&b.1));
+    if named.is_empty() {
+        let whom = group.map(|g| format!(" in group {g}")).unwrap_or_default();
+        return Err(RunError::NoWorkers(whom));
+    }
+    Ok((named, clocks))
+}
+
+/// Runs one test and writes its results folder.
+pub async fn run_test(
+    controller: &mut Controller,
+    spec: TestSpec,
+    options: &RunOptions,
+    shutdown: &CancellationToken,
+) -> Result<Finished, RunError> {
+    spec.validate().map_err(|e| RunError::Spec(e.to_string()))?;
+    let run = new_run_id();
+    let compete = spec.sut.consumers_compete();
+    let (named, clocks) = workers(
+        controller,
+        options.group.as_ref(),
+        options.timeout,
+        shutdown,
+    )
+    .await?;
+    let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
+    let mut shares = split(&spec, &run, &ids, compete);
+    let offsets: BTreeMap<PeerId, i64> = clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
+    apply_clock_skews(&mut shares, &offsets);
+    let names: BTreeMap<PeerId, String> = named.into_iter().collect();
+    let participants: Vec<PeerId> = shares.keys().cloned().collect();
+    tracing::info!(run = %run, workers = participants.len(), "configuring");
+    // The run is ours while this lives: workers end it when renewals stop.
+    let _lease = controller.lease(&run, &participants);
+    let (mut machine, first) = Run::new(
+        &participants
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    names[id].clone(),
+                    !shares[id].producers.is_empty(),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+
+    // The common start, set when `start` is sent: far enough ahead for every worker to
+    // get the note; each worker gets it on its own clock.
+    let mut start_at = UnixMicros(0);
+    let mut started_at = SystemTime::now();
+    let folder = options.results.join(run.as_str());
+    let mut stream: Option<LiveResults> = None;
+    let mut stream_error: Option<std::io::Error> = None;
+    let mut pending: HashMap<NoteId, PeerId> = HashMap::new();
+    let mut action = Some(first);
+    let mut deadline = Instant::now() + options.timeout;
+    let mut next_progress = Instant::now() + Duration::from_secs(1);
+    let (mut sent_total, mut received_total) = (0u64, 0u64);
+    // Copies each message should reach: one per subscription.
+    let fanout = if compete {
+        f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
+    } else {
+        f64::from(spec.consumers) / f64::from(spec.topics)
+    };
+    let mut interrupt = shutdown.clone();
+    let never = CancellationToken::new();
+    let mut running = false;
+    loop {
+        // Carry out what the machine asked for.
+        while let Some(a) = action.take() {
+            match a {
+                Action::Configure | Action::Start => {
+                    let start = matches!(a, Action::Start);
+                    if start {
+                        start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
+                        started_at =
+                            SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
+                        stream = Some(
+                            LiveResults::create(folder.clone(), start_at.0, names.clone())
+                                .map_err(|source| RunError::Results {
+                                    path: folder.clone(),
+                                    source,
+                                })?,
+                        );
+                    }
+                    pending.clear();
+                    for (id, share) in &shares {
+                        let body = if start {
+                            Body::Start(Start {
+                                run: run.clone(),
+                                start_at_us: UnixMicros(
+                                    start_at.0 + offsets.get(id).copied().unwrap_or(0),
+                                ),
+                            })
+                        } else {
+                            Body::Configure(share.clone())
+                        };
+                        let note = controller.send(&Target::Peer(id.clone()), body).await?;
+                        pending.insert(note.id, id.clone());
+                    }
+                    deadline = Instant::now() + options.timeout;
+                }
+                Action::Stop(live) => {
+                    tracing::info!(run = %run, reason = machine.stop_reason().unwrap_or(""), "stopping");
+                    pending.clear();
+                    for id in live {
+                        controller
+                            .send(&Target::Peer(id), Body::Stop(Stop { run: run.clone() }))
+                            .await?;
+                    }
+                    deadline = Instant::now() + maestro_protocol::DRAIN_MAX + options.timeout;
+                    // From here, a Ctrl-C only makes the shell's second-signal handler exit.
+                    interrupt = never.clone();
+                }
+                Action::Fail(failure) => {
+                    release(controller, &run, &participants).await;
+                    return Err(match failure {
+                        Failure::Sut(reason) => RunError::Sut {
+                            sut: spec.sut.redacted(),
+                            reason,
+                        },
+                        Failure::Spec(reason) => RunError::Spec(reason),
+                        Failure::Workers(w) => RunError::Workers(w.join("; ")),
+                        Failure::Interrupted => ControlError::Interrupted.into(),
+                    });
+                }
+                Action::Finish => {
+                    let mut stream = stream.take().ok_or_else(|| {
+                        RunError::Workers("the run finished before it started".into())
+                    })?;
+                    let written = match stream_error.take() {
+                        Some(e) => Err(e),
+                        None => stream.finish(),
+                    };
+                    written.map_err(|source| RunError::Results {
+                        path: folder.clone(),
+                        source,
+                    })?;
+                    let mut collected = Collected {
+                        clocks,
+                        results: machine.take_results(),
+                        degraded: machine.degraded().to_vec(),
+                        interrupted: machine.interrupted(),
+                    };
+                    collected.degraded.extend(
+                        stream
+                            .unreadable
+                            .iter()
+                            .map(|e| format!("unreadable stats: {e}")),
+                    );
+                    // The numbers: rates over the real send span, from the end of the warm-up.
+                    let measure_from_us = start_at.0 + spec.warmup_ms as i64 * 1000;
+                    let rows: Vec<(PeerId, String, usize, usize)> = participants
+                        .iter()
+                        .map(|id| {
+                            (
+                                id.clone(),
+                                names[id].clone(),
+                                shares[id].producers.len(),
+                                shares[id].consumers.len(),
+                            )
+                        })
+                        .collect();
+                    let summary = summary::summarize(
+                        &run,
+                        &spec,
+                        started_at,
+                        measure_from_us,
+                        &rows,
+                        &collected,
+                    );
+                    maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
+                    maestro_report::folder::write(&folder.join("spec.json"), &spec)?;
+                    return Ok(Finished { summary, folder });
+                }
+            }
+        }
+        // Wait for the next thing to happen (or the deadline, or a progress tick).
+        let until = if stream.is_some() {
+            next_progress.min(deadline)
+        } else {
+            deadline
+        };
+        let incoming = match controller.next(until, &interrupt).await {
+            Ok(i) => i,
+            Err(ControlError::Interrupted) => {
+                action = machine.on(Input::Interrupt);
+                continue;
+            }
+            Err(e) => {
+                if stream.is_none() {
+                    release(controller, &run, &participants).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let input = match incoming {
+            None if Instant::now() >= deadline => Some(Input::Deadline),
+            None => None,
+            Some(Incoming::Reply(note, _)) => note
+                .correlation_id
+                .and_then(|c| pending.remove(&c))
+                .map(|id| Input::Replied(id, Box::new(note.body))),
+            Some(Incoming::Presence(id, p)) => p
+                .is_none_or(|p| p.status == PresenceStatus::Offline)
+                .then_some(Input::Offline(id)),
+            Some(Incoming::Event(note)) => match note.body {
+                Body::RunStats(s) if s.run == run => {
+                    sent_total += s.counters.sent;
+                    received_total += s.counters.received;
+                    if let Some(out) = stream.as_mut() {
+                        let live: Vec<PeerId> = machine.live().cloned().collect();
+                        if let Err(e) = out.add(&note.sender.id, &s, &live) {
+                            stream_error.get_or_insert(e);
+                        }
+                    }
+                    Some(Input::ActiveProducers(note.sender.id, s.active_producers))
+                }
+                Body::RunResult(r) if r.run == run => {
+                    Some(Input::Result(note.sender.id, Box::new(r)))
+                }
+                _ => None,
+            },
+        };
+        if let Some(input) = input {
+            action = machine.on(input);
+        }
+        if machine.step() == crate::lifecycle::Step::Running && !running {
+            running = true;
+            if let Some(d) = run_deadline(&spec, start_at) {
+                deadline = d;
+            }
+        }
+        if Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            if options.progress
+                && let Some(row) = stream.as_ref().and_then(LiveResults::last_row)
+            {
+                let outstanding = (sent_total as f64 * fanout) as i64 - received_total as i64;
+                eprintln!("{}", timeseries::progress_line(&row, outstanding));
+            }
+        }
+    }
+}
+
+/// When a running run is stopped at the latest: the end of the send window plus
+/// [`END_GRACE`] (producers stop at their window's end by themselves).
+fn run_deadline(spec: &TestSpec, start_at: UnixMicros) -> Option<Instant> {
+    let end_us = start_at
+        .0
+        .checked_add(i64::try_from(spec.send_window().as_micros()).ok()?)?;
+    let from_now = end_us - maestro_control::now().0;
+    Some(Instant::now() + Duration::from_micros(from_now.max(0) as u64) + END_GRACE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maestro_protocol::MessageSize;
+
+    #[test]
+    fn split_is_round_robin_and_exact() {
+        let spec = TestSpec {
+            sut: "mqtt://h".parse().unwrap(),
+            rate: 1000.0,
+            duration_ms: None,
+            count: Some(10),
+            warmup_ms: 0,
+            size: MessageSize::Fixed(64),
+            producers: 3,
+            consumers: 4,
+            topics: 2,
+            payload: None,
+        };
+        let run = RunId::new("r").unwrap();
+        let w: Vec<PeerId> = ["a", "b"]
+            .iter()
+            .map(|s| PeerId::new(*s).unwrap())
+            .collect();
+        let s = split(&spec, &run, &w, false);
+        let a = &s[&w[0]];
+        let b = &s[&w[1]];
+        assert_eq!(a.producers.iter().map(|p| p.id).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(b.producers.iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
+        let counts: u64 = s
+            .values()
+            .flat_map(|c| &c.producers)
+            .filter_map(|p| p.count)
+            .sum();
+        assert_eq!(counts, 10);
+        assert_eq!(a.producers[0].count, Some(4));
+        assert_eq!(
+            a.consumers
+                .iter()
+                .map(|c| (c.id, c.topic))
+                .collect::<Vec<_>>(),
+            [(0, 0), (2, 0)]
+        );
+        assert_eq!(
+            b.consumers
+                .iter()
+                .map(|c| (c.id, c.topic))
+                .collect::<Vec<_>>(),
+            [(1, 1), (3, 1)]
+        );
+        assert!((a.producers[0].rate - 333.333).abs() < 0.01);
+        assert_eq!(
+            a.consumers
+                .iter()
+                .map(|c| c.subscription)
+                .collect::<Vec<_>>(),
+            [0, 2]
+        );
+        let s = split(&spec, &run, &w, true);
+        assert_eq!(
+            s[&w[0]]
+                .consumers
+                .iter()
+                .map(|c| c.subscription)
+                .collect::<Vec<_>>(),
+            [0, 0]
+        );
+    }
+}

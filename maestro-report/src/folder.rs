@@ -1,0 +1,176 @@
+//! Reading and writing the results folder's JSON files through the typed model.
+
+use crate::model::{Environment, PhaseResult, PlanResult, RunSummary, SCHEMA_VERSION};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    /// A missing, mistyped or impossible field; `field` is its path (`phases[0].kind`).
+    #[error("{path}: {field}: {reason}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: schema_version {found} is not {SCHEMA_VERSION} (written by another maestro version)"
+    )]
+    Schema { path: PathBuf, found: u32 },
+}
+
+/// A file of the results folder that carries a `schema_version`.
+pub trait Versioned {
+    fn schema_version(&self) -> u32;
+}
+
+impl Versioned for RunSummary {
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+impl Versioned for PlanResult {
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+impl Versioned for Environment {
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+/// Reads one JSON file as `T`: every field must be there with its type; the error names
+/// the file and the field.
+pub fn read<T: DeserializeOwned + Versioned>(path: &Path) -> Result<T, ResultsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ResultsError::Read(path.into(), e))?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        ResultsError::Field {
+            path: path.into(),
+            field: if field == "." { "(file)".into() } else { field },
+            reason: e.into_inner().to_string(),
+        }
+    })?;
+    if value.schema_version() != SCHEMA_VERSION {
+        return Err(ResultsError::Schema {
+            path: path.into(),
+            found: value.schema_version(),
+        });
+    }
+    Ok(value)
+}
+
+/// Writes `value` as pretty JSON (with a final newline).
+pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), ResultsError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| ResultsError::Field {
+        path: path.into(),
+        field: "(file)".into(),
+        reason: e.to_string(),
+    })?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| ResultsError::Write(path.into(), e))
+}
+
+/// A phase's `summary.json` has no version of its own: it is the plan's `phases[i]`.
+pub fn write_phase(folder: &Path, phase: &PhaseResult) -> Result<(), ResultsError> {
+    write(&folder.join("summary.json"), phase)
+}
+
+/// Reads a plan results folder's `summary.json`.
+pub fn read_plan(folder: &Path) -> Result<PlanResult, ResultsError> {
+    read(&folder.join("summary.json"))
+}
+
+/// Reads a run folder's `summary.json`.
+pub fn read_run(folder: &Path) -> Result<RunSummary, ResultsError> {
+    read(&folder.join("summary.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            schema_version: SCHEMA_VERSION,
+            run_id: "r1".into(),
+            sut: "mqtt://h".into(),
+            started_at: "2026-11-28T00:00:00Z".into(),
+            measured_s: 3.0,
+            sent: 10,
+            unsent: 0,
+            received: 10,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            errors: 0,
+            foreign: 0,
+            offered_rate: 10.0,
+            achieved_rate: 3.3,
+            achieved_fraction: Some(0.33),
+            receive_rate: 3.3,
+            degraded: false,
+            degraded_reasons: vec![],
+            interrupted: false,
+            response_time_us: Percentiles::default(),
+            service_time_us: Percentiles::default(),
+            send_lag_us: Percentiles::default(),
+            clock: ClockSummary::default(),
+            workers: vec![],
+            error_messages: vec![],
+        }
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("maestro-report-{name}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_summary_round_trips_through_its_file() {
+        let d = dir("round");
+        let path = d.join("summary.json");
+        write(&path, &summary()).unwrap();
+        let back: RunSummary = read(&path).unwrap();
+        assert_eq!(back, summary());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_missing_or_mistyped_field_names_the_file_and_field() {
+        let d = dir("bad");
+        let path = d.join("summary.json");
+        let mut v = serde_json::to_value(summary()).unwrap();
+        v.as_object_mut().unwrap().remove("lost");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = read::<RunSummary>(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("summary.json") && e.contains("missing field `lost`"),
+            "{e}"
+        );
+
+        let mut v = serde_json::to_value(summary()).unwrap();
+        v["response_time_us"]["p99"] = serde_json::json!("fast");
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = read::<RunSummary>(&path).unwrap_err().to_string();
+        assert!(e.contains("response_time_us.p99"), "{e}");
+
+        let mut v = serde_json::to_value(summary()).unwrap();
+        v["schema_version"] = serde_json::json!(99);
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = read::<RunSummary>(&path).unwrap_err().to_string();
+        assert!(e.contains("schema_version 99"), "{e}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,0 +1,20 @@
+//! `maestro-report` owns the results folder: its files as typed serde types
+//! ([`model`]), written and read only through them ([`folder`], with a
+//! `schema_version`, and errors that name the file and the field), the per-second time
+//! series and interval logs streamed during a run ([`timeseries`]), and what is built from
+//! a results folder alone: the HTML report ([`html`]), JUnit XML ([`junit`]) and the
+//! regression gate ([`compare`]).
+//!
+//! It must not touch the network or the control plane: it knows files, not peers. It
+//! computes no run's numbers either (the controller does); it stores and presents them.
+
+pub mod compare;
+pub mod folder;
+pub mod format;
+pub mod html;
+pub mod junit;
+pub mod model;
+pub mod timeseries;
+
+pub use folder::ResultsError;
+pub use model::*;

@@ -1,0 +1,279 @@
+//! The results folder's files as types: each is written and read through these, and only
+//! these. Every field is required when reading (a missing or mistyped one is an error that
+//! names the file and the field, never a silent 0); `schema_version` says which shape a
+//! file has.
+//!
+//! ```text
+//! results/<run-id>/                   one run (`maestro-cli start`)
+//!   summary.json                      RunSummary
+//!   spec.json                         the TestSpec as run
+//!   timeseries.csv                    one SecondRow per run second
+//!   <worker>.hlog                     HdrHistogram interval log per worker
+//! results/<plan>-<run-id>/            one plan (`maestro-cli run`)
+//!   plan.toml, environment.json       the plan as run; Environment
+//!   summary.json                      PlanResult
+//!   NN-<kind>/summary.json            PhaseResult
+//!   NN-<kind>/<run-id>/...            each probe's run folder, as above
+//!   junit.xml, report.html
+//! ```
+
+use maestro_protocol::ErrorCount;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The shape of the JSON files written by this build. A file with another version is
+/// refused with a message that names it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Percentiles of one latency, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub p9999: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            p9999: h.value_at_quantile(0.9999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One worker's part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    pub id: String,
+    pub name: String,
+    pub producers: usize,
+    pub consumers: usize,
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    /// False when the worker never delivered its result (it disconnected).
+    pub reported: bool,
+}
+
+/// How the workers' clocks were reconciled (from the controller's ping before the run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockSummary {
+    /// Each participating worker's clock offset (how far ahead of the controller), µs.
+    pub offsets_us: BTreeMap<String, i64>,
+    /// The largest correction applied between a producer's and a consumer's worker, µs.
+    pub max_offset_us: i64,
+    /// The error bound of that correction (half of each worker's ping round trip), µs.
+    pub error_bound_us: i64,
+}
+
+/// `summary.json` of one run; latencies in microseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub schema_version: u32,
+    pub run_id: String,
+    /// The SUT URL without its password.
+    pub sut: String,
+    pub started_at: String,
+    /// The measured send span in seconds: from the end of the warm-up until the producers
+    /// stopped (the end of their window, or earlier when stopped).
+    pub measured_s: f64,
+    pub sent: u64,
+    /// Messages the schedule had due by the end of the window that were never sent.
+    pub unsent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub errors: u64,
+    /// Messages that were not maestro messages of this run.
+    pub foreign: u64,
+    /// The rate asked for (messages/s over all producers); 0 = as fast as possible.
+    pub offered_rate: f64,
+    /// Messages sent per second over the measured send span.
+    pub achieved_rate: f64,
+    /// achieved_rate / offered_rate; null when the offer was "as fast as possible".
+    pub achieved_fraction: Option<f64>,
+    /// Messages received per second over the measured send span (all consumers).
+    pub receive_rate: f64,
+    pub degraded: bool,
+    pub degraded_reasons: Vec<String>,
+    pub interrupted: bool,
+    pub response_time_us: Percentiles,
+    pub service_time_us: Percentiles,
+    pub send_lag_us: Percentiles,
+    pub clock: ClockSummary,
+    pub workers: Vec<WorkerSummary>,
+    pub error_messages: Vec<ErrorCount>,
+}
+
+/// Below this fraction of the offered rate, the summary says the SUT (or the load
+/// generator) did not keep up.
+pub const SHORTFALL: f64 = 0.95;
+
+impl RunSummary {
+    /// A plain sentence when the achieved rate fell short of the offer.
+    pub fn shortfall(&self) -> Option<String> {
+        let f = self.achieved_fraction?;
+        (f < SHORTFALL).then(|| {
+            format!(
+                "achieved {:.1}/s is {:.1} % of the offered {:.1}/s: the SUT did not keep up ({} messages due were never sent)",
+                self.achieved_rate,
+                f * 100.0,
+                self.offered_rate,
+                self.unsent
+            )
+        })
+    }
+}
+
+/// One condition checked against one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub condition: String,
+    pub limit: f64,
+    pub actual: f64,
+    pub passed: bool,
+}
+
+/// One run of a phase at one rate, and how it was judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub rate: f64,
+    pub passed: bool,
+    pub verdicts: Vec<Verdict>,
+    pub summary: RunSummary,
+}
+
+/// The kinds of plan phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseKind {
+    Warmup,
+    Fixed,
+    Ramp,
+    MaxRate,
+    Drain,
+}
+
+impl PhaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseKind::Warmup => "warmup",
+            PhaseKind::Fixed => "fixed",
+            PhaseKind::Ramp => "ramp",
+            PhaseKind::MaxRate => "max-rate",
+            PhaseKind::Drain => "drain",
+        }
+    }
+
+    /// Ramp and max-rate phases search for a knee.
+    pub fn searches(self) -> bool {
+        matches!(self, PhaseKind::Ramp | PhaseKind::MaxRate)
+    }
+}
+
+impl std::fmt::Display for PhaseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `NN-<kind>/summary.json`: one phase of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    pub index: usize,
+    pub kind: PhaseKind,
+    /// Warm-up phases are never judged.
+    pub judged: bool,
+    pub passed: bool,
+    pub probes: Vec<Probe>,
+    /// Ramp: the highest passing step; max-rate: the highest passing rate found.
+    pub knee_rate: Option<f64>,
+    /// Why the phase failed, one line per failed condition.
+    pub reasons: Vec<String>,
+}
+
+impl PhaseResult {
+    /// The folder of this phase inside its plan's folder.
+    pub fn folder_name(&self) -> String {
+        format!("{:02}-{}", self.index, self.kind)
+    }
+
+    /// The probe a phase is judged and compared by: the knee's for searches, else the last.
+    pub fn deciding_probe(&self) -> Option<&Probe> {
+        let knee = if self.kind.searches() {
+            self.knee_rate
+                .and_then(|k| self.probes.iter().find(|p| p.rate == k))
+        } else {
+            None
+        };
+        knee.or(self.probes.last())
+    }
+}
+
+/// A worker as the controller saw it before a plan ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub version: String,
+    pub rtt_us: Option<i64>,
+    pub clock_offset_us: Option<i64>,
+}
+
+/// `environment.json`: where a plan ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub schema_version: u32,
+    pub maestro_version: String,
+    pub control_url: String,
+    pub cluster: String,
+    pub local: bool,
+    /// The SUT URL without its password.
+    pub sut: String,
+    pub sut_name: String,
+    pub sut_version: String,
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// The regression gate's thresholds (a plan's `[compare]`, or flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Response-time p50 and p99 may grow by this many percent (default 10).
+    pub max_latency_increase_pct: Option<f64>,
+    /// The achieved rate or knee may drop by this many percent (default 5).
+    pub max_rate_decrease_pct: Option<f64>,
+    /// Lost messages may grow by this many (default 0).
+    pub max_lost_increase: Option<u64>,
+}
+
+/// `summary.json` of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanResult {
+    pub schema_version: u32,
+    pub plan: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub run_id: String,
+    pub started_at: String,
+    pub passed: bool,
+    pub phases: Vec<PhaseResult>,
+    pub environment: Environment,
+    /// The plan's `[compare]` thresholds, for `compare`.
+    pub compare: Thresholds,
+}

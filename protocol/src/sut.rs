@@ -1,0 +1,846 @@
+//! The system under test's URL as one typed value, parsed once: the protocol (scheme),
+//! its hosts, credentials, and typed options per protocol. What the controller needs to
+//! know about a protocol (is it reliable, do consumers of a topic compete, how to show
+//! the URL without its password) is a property of this value, so the controller never
+//! calls driver code. On the wire (in a [`crate::TestSpec`]) it stays the URL string.
+//!
+//! ```text
+//! mqtt://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
+//! amqp://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
+//!        &confirms=&confirm_window=&mandatory=&prefetch=&ack=&ack_batch=&fanout=&keep=
+//! kafka://host[:port][,host[:port]...][/prefix]?partitions=&acks=&linger=&batch_size=&compression=
+//!        &group=&key=&<librdkafka.property>=
+//! ```
+//!
+//! Passwords are percent-decoded (`%2B` is `+`; a literal `+` stays a plus).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The protocol under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    Mqtt,
+    Amqp,
+    Kafka,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 3] = [Scheme::Mqtt, Scheme::Amqp, Scheme::Kafka];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Mqtt => "mqtt",
+            Scheme::Amqp => "amqp",
+            Scheme::Kafka => "kafka",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Scheme::Mqtt => 1883,
+            Scheme::Amqp => 5672,
+            Scheme::Kafka => 9092,
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A bad SUT URL; the message names the URL (password hidden) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SutUrlError {
+    #[error("SUT URL {url:?}: no scheme (expected mqtt://, amqp:// or kafka://)")]
+    NoScheme { url: String },
+    #[error("SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, amqp, kafka)")]
+    Scheme { url: String, scheme: String },
+    #[error("SUT URL {url:?}: no host")]
+    NoHost { url: String },
+    #[error("SUT URL {url:?}: port {port:?} is not a number from 1 to 65535")]
+    Port { url: String, port: String },
+    #[error("SUT URL {url:?}: {scheme} takes one host, not {hosts}")]
+    Hosts {
+        url: String,
+        scheme: Scheme,
+        hosts: usize,
+    },
+    #[error("SUT URL {url:?}: {what}")]
+    Path { url: String, what: String },
+    #[error("SUT URL {url:?}: {key}={value:?} {expected}")]
+    Value {
+        url: String,
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("SUT URL {url:?}: unknown parameter {key:?} (known: {known})")]
+    Unknown {
+        url: String,
+        key: String,
+        known: &'static str,
+    },
+}
+
+/// One host of the SUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// A name or an address (IPv6 without brackets).
+    pub name: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.contains(':') {
+            write!(f, "[{}]:{}", self.name, self.port)
+        } else {
+            write!(f, "{}:{}", self.name, self.port)
+        }
+    }
+}
+
+/// A user name and password, percent-decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({:?}, ***)", self.user)
+    }
+}
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// MQTT options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttOptions {
+    /// Topic `i` of a run is `<base_topic>/<run-id>/<i>` (default `maestro`).
+    pub base_topic: String,
+    pub qos: Qos,
+    pub retain: bool,
+    pub clean_session: bool,
+    pub keep_alive: Duration,
+    pub client_id_prefix: String,
+    /// Unacknowledged QoS 1/2 publishes in flight.
+    pub inflight: u16,
+}
+
+/// AMQP exchange types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+/// AMQP consumer acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    Auto,
+    Manual,
+}
+
+/// AMQP 0-9-1 options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpOptions {
+    /// The virtual host, percent-decoded (`/` when the URL has no path or `%2f`).
+    pub vhost: String,
+    /// Empty: the default exchange.
+    pub exchange: String,
+    pub exchange_type: ExchangeType,
+    pub routing_key: Option<String>,
+    /// Queues are `<queue>.<run-id>.<i>`.
+    pub queue: String,
+    pub durable: bool,
+    pub persistent: bool,
+    /// Publisher confirms, pipelined up to `confirm_window`.
+    pub confirms: bool,
+    pub confirm_window: u32,
+    pub mandatory: bool,
+    pub prefetch: u16,
+    pub ack: AckMode,
+    /// Manual acks: one `multiple` ack per this many deliveries (kept under half the
+    /// prefetch).
+    pub ack_batch: u32,
+    /// Every consumer gets its own queue (fan-out); otherwise consumers of a topic share
+    /// its queue.
+    pub fanout: bool,
+    /// Keep the run's queues and exchanges afterwards.
+    pub keep: bool,
+}
+
+/// Kafka producer acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+impl Acks {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
+/// Kafka compression codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// How Kafka records are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDistribution {
+    /// No key (the client's partitioner spreads them).
+    None,
+    /// Partitions in turn.
+    RoundRobin,
+    /// A random key per record.
+    Random,
+}
+
+/// Kafka options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOptions {
+    /// Topics are `<prefix>-<run-id>-<i>` (default `maestro`).
+    pub prefix: String,
+    /// Partitions of a topic the run creates; `None`: one per consumer of the topic.
+    pub partitions: Option<u32>,
+    pub acks: Acks,
+    pub linger_ms: u32,
+    pub batch_size: Option<u32>,
+    pub compression: Compression,
+    pub group: String,
+    pub key: KeyDistribution,
+    /// librdkafka properties given with their dots (`queue.buffering.max.ms=5`), passed
+    /// through as they are (librdkafka checks them when a worker connects).
+    pub properties: Vec<(String, String)>,
+}
+
+/// The options of one protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SutOptions {
+    Mqtt(MqttOptions),
+    Amqp(AmqpOptions),
+    Kafka(KafkaOptions),
+}
+
+/// A parsed SUT URL. `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SutUrl {
+    /// The URL as given (with its password): what goes on the wire.
+    raw: String,
+    pub hosts: Vec<Host>,
+    pub credentials: Option<Credentials>,
+    pub options: SutOptions,
+}
+
+fn decode(v: &str) -> String {
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The URL with its password replaced by `***` (works on any URL-like string, also one
+/// that does not parse).
+pub fn redact(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
+            None => raw.to_owned(),
+        },
+        None => raw.to_owned(),
+    }
+}
+
+/// Parses the options of one protocol; `url` is the redacted URL for messages.
+struct Parser {
+    url: String,
+}
+
+impl Parser {
+    fn value(&self, key: &str, value: &str, expected: &str) -> SutUrlError {
+        SutUrlError::Value {
+            url: self.url.clone(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
+
+    fn flag(&self, key: &str, v: &str) -> Result<bool, SutUrlError> {
+        match v {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(self.value(key, v, "is not true or false")),
+        }
+    }
+
+    fn number(&self, key: &str, v: &str, max: u64) -> Result<u64, SutUrlError> {
+        v.parse::<u64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| self.value(key, v, &format!("is not a number from 1 to {max}")))
+    }
+
+    fn mqtt(&self, path: &str, query: &[(String, String)]) -> Result<MqttOptions, SutUrlError> {
+        let base = decode(path.trim_matches('/'));
+        let mut o = MqttOptions {
+            base_topic: if base.is_empty() {
+                "maestro".into()
+            } else {
+                base
+            },
+            qos: Qos::AtMostOnce,
+            retain: false,
+            clean_session: true,
+            keep_alive: Duration::from_secs(30),
+            client_id_prefix: "maestro".into(),
+            inflight: 100,
+        };
+        if o.base_topic.contains(['+', '#']) {
+            return Err(SutUrlError::Path {
+                url: self.url.clone(),
+                what: format!("base topic {:?} contains a wildcard", o.base_topic),
+            });
+        }
+        for (key, v) in query {
+            let (key, v) = (key.as_str(), v.as_str());
+            match key {
+                "qos" => {
+                    o.qos = match v {
+                        "0" => Qos::AtMostOnce,
+                        "1" => Qos::AtLeastOnce,
+                        "2" => Qos::ExactlyOnce,
+                        _ => return Err(self.value(key, v, "is not 0, 1 or 2")),
+                    }
+                }
+                "retain" => o.retain = self.flag(key, v)?,
+                "clean_session" => o.clean_session = self.flag(key, v)?,
+                "keep_alive" => {
+                    o.keep_alive = humantime::parse_duration(v)
+                        .ok()
+                        .filter(|k| k.as_secs() >= 1 && k.as_secs() <= u16::MAX.into())
+                        .ok_or_else(|| self.value(key, v, "is not a duration of 1s..18h"))?
+                }
+                "client_id_prefix" => o.client_id_prefix = v.to_owned(),
+                "inflight" => o.inflight = self.number(key, v, u16::MAX.into())? as u16,
+                _ => {
+                    return Err(SutUrlError::Unknown {
+                        url: self.url.clone(),
+                        key: key.to_owned(),
+                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight",
+                    });
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    fn amqp(&self, path: &str, query: &[(String, String)]) -> Result<AmqpOptions, SutUrlError> {
+        let vhost = match path.strip_prefix('/').unwrap_or(path) {
+            "" => "/".to_owned(),
+            v => decode(v),
+        };
+        let mut o = AmqpOptions {
+            vhost,
+            exchange: String::new(),
+            exchange_type: ExchangeType::Direct,
+            routing_key: None,
+            queue: "maestro".into(),
+            durable: false,
+            persistent: false,
+            confirms: false,
+            confirm_window: 1000,
+            mandatory: false,
+            prefetch: 1000,
+            ack: AckMode::Auto,
+            ack_batch: 100,
+            fanout: false,
+            keep: false,
+        };
+        for (key, v) in query {
+            let (key, v) = (key.as_str(), v.as_str());
+            match key {
+                "exchange" => o.exchange = v.to_owned(),
+                "exchange_type" => {
+                    o.exchange_type = match v {
+                        "direct" => ExchangeType::Direct,
+                        "fanout" => ExchangeType::Fanout,
+                        "topic" => ExchangeType::Topic,
+                        "headers" => ExchangeType::Headers,
+                        _ => {
+                            return Err(self.value(
+                                key,
+                                v,
+                                "is not direct, fanout, topic or headers",
+                            ));
+                        }
+                    }
+                }
+                "routing_key" => o.routing_key = Some(v.to_owned()),
+                "queue" => o.queue = v.to_owned(),
+                "durable" => o.durable = self.flag(key, v)?,
+                "persistent" => o.persistent = self.flag(key, v)?,
+                "confirms" => o.confirms = self.flag(key, v)?,
+                "confirm_window" => o.confirm_window = self.number(key, v, 1_000_000)? as u32,
+                "mandatory" => o.mandatory = self.flag(key, v)?,
+                "prefetch" => o.prefetch = self.number(key, v, u16::MAX.into())? as u16,
+                "ack" => {
+                    o.ack = match v {
+                        "auto" => AckMode::Auto,
+                        "manual" => AckMode::Manual,
+                        _ => return Err(self.value(key, v, "is not auto or manual")),
+                    }
+                }
+                "ack_batch" => o.ack_batch = self.number(key, v, 1_000_000)? as u32,
+                "fanout" => o.fanout = self.flag(key, v)?,
+                "keep" => o.keep = self.flag(key, v)?,
+                _ => {
+                    return Err(SutUrlError::Unknown {
+                        url: self.url.clone(),
+                        key: key.to_owned(),
+                        known: "exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep",
+                    });
+                }
+            }
+        }
+        // The broker stops delivering at `prefetch` unacknowledged messages: ack well before.
+        o.ack_batch = o.ack_batch.min((u32::from(o.prefetch) / 2).max(1));
+        Ok(o)
+    }
+
+    fn kafka(&self, path: &str, query: &[(String, String)]) -> Result<KafkaOptions, SutUrlError> {
+        let prefix = path.trim_matches('/');
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(SutUrlError::Path {
+                url: self.url.clone(),
+                what: format!(
+                    "topic prefix {prefix:?} may only hold letters, digits, '.', '_', '-'"
+                ),
+            });
+        }
+        let mut o = KafkaOptions {
+            prefix: if prefix.is_empty() {
+                "maestro".into()
+            } else {
+                prefix.to_owned()
+            },
+            partitions: None,
+            acks: Acks::All,
+            linger_ms: 1,
+            batch_size: None,
+            compression: Compression::None,
+            group: "maestro".into(),
+            key: KeyDistribution::None,
+            properties: Vec::new(),
+        };
+        for (key, v) in query {
+            let (key, v) = (key.as_str(), v.as_str());
+            match key {
+                "partitions" => o.partitions = Some(self.number(key, v, i32::MAX as u64)? as u32),
+                "acks" => {
+                    o.acks = match v {
+                        "0" => Acks::None,
+                        "1" => Acks::Leader,
+                        "all" | "-1" => Acks::All,
+                        _ => return Err(self.value(key, v, "is not 0, 1 or all")),
+                    }
+                }
+                "linger" => {
+                    o.linger_ms = v
+                        .parse()
+                        .map_err(|_| self.value(key, v, "is not milliseconds"))?
+                }
+                "batch_size" => {
+                    o.batch_size = Some(v.parse().map_err(|_| self.value(key, v, "is not bytes"))?)
+                }
+                "compression" => {
+                    o.compression = match v {
+                        "none" => Compression::None,
+                        "gzip" => Compression::Gzip,
+                        "snappy" => Compression::Snappy,
+                        "lz4" => Compression::Lz4,
+                        "zstd" => Compression::Zstd,
+                        _ => {
+                            return Err(self.value(
+                                key,
+                                v,
+                                "is not none, gzip, snappy, lz4 or zstd",
+                            ));
+                        }
+                    }
+                }
+                "group" => o.group = v.to_owned(),
+                "key" => {
+                    o.key = match v {
+                        "none" => KeyDistribution::None,
+                        "round_robin" => KeyDistribution::RoundRobin,
+                        "random" => KeyDistribution::Random,
+                        _ => return Err(self.value(key, v, "is not none, round_robin or random")),
+                    }
+                }
+                k if k.contains('.') => o.properties.push((k.to_owned(), v.to_owned())),
+                _ => {
+                    return Err(SutUrlError::Unknown {
+                        url: self.url.clone(),
+                        key: key.to_owned(),
+                        known: "partitions, acks, linger, batch_size, compression, group, key, and librdkafka properties with dots",
+                    });
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn host(url: &str, scheme: Scheme, h: &str) -> Result<Host, SutUrlError> {
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (name, after) = rest.split_once(']').ok_or_else(|| SutUrlError::NoHost {
+            url: url.to_owned(),
+        })?;
+        (name, after.strip_prefix(':'))
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    if name.is_empty() {
+        return Err(SutUrlError::NoHost {
+            url: url.to_owned(),
+        });
+    }
+    let port = match port {
+        None => scheme.default_port(),
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| SutUrlError::Port {
+                url: url.to_owned(),
+                port: p.to_owned(),
+            })?,
+    };
+    Ok(Host {
+        name: name.to_owned(),
+        port,
+    })
+}
+
+impl SutUrl {
+    pub fn parse(raw: &str) -> Result<Self, SutUrlError> {
+        let url = redact(raw);
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err(SutUrlError::NoScheme { url });
+        };
+        let scheme = match scheme {
+            "mqtt" => Scheme::Mqtt,
+            "amqp" => Scheme::Amqp,
+            "kafka" => Scheme::Kafka,
+            other => {
+                return Err(SutUrlError::Scheme {
+                    url,
+                    scheme: other.to_owned(),
+                });
+            }
+        };
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match before_query.find('/') {
+            Some(i) => before_query.split_at(i),
+            None => (before_query, ""),
+        };
+        let (userinfo, hostlist) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let credentials = userinfo.map(|u| {
+            let (user, password) = u.split_once(':').unwrap_or((u, ""));
+            Credentials {
+                user: decode(user),
+                password: decode(password),
+            }
+        });
+        let hosts = hostlist
+            .split(',')
+            .map(|h| host(&url, scheme, h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if hosts.len() > 1 && scheme != Scheme::Kafka {
+            return Err(SutUrlError::Hosts {
+                url,
+                scheme,
+                hosts: hosts.len(),
+            });
+        }
+        let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let p = Parser { url };
+        let options = match scheme {
+            Scheme::Mqtt => SutOptions::Mqtt(p.mqtt(path, &query)?),
+            Scheme::Amqp => SutOptions::Amqp(p.amqp(path, &query)?),
+            Scheme::Kafka => SutOptions::Kafka(p.kafka(path, &query)?),
+        };
+        Ok(SutUrl {
+            raw: raw.to_owned(),
+            hosts,
+            credentials,
+            options,
+        })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        match self.options {
+            SutOptions::Mqtt(_) => Scheme::Mqtt,
+            SutOptions::Amqp(_) => Scheme::Amqp,
+            SutOptions::Kafka(_) => Scheme::Kafka,
+        }
+    }
+
+    /// The URL as given, password included (for the wire and the drivers only).
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The URL as given without its options (`?...`), password included: what a
+    /// client library connects to.
+    pub fn without_options(&self) -> &str {
+        self.raw.split_once('?').map_or(&self.raw, |(u, _)| u)
+    }
+
+    /// The URL with its password replaced by `***`, for messages and results.
+    pub fn redacted(&self) -> String {
+        redact(&self.raw)
+    }
+
+    /// The first host (MQTT and AMQP have exactly one).
+    pub fn host(&self) -> &Host {
+        // Parsing guarantees at least one host.
+        &self.hosts[0]
+    }
+
+    /// `host:port,host:port` (Kafka's bootstrap servers).
+    pub fn host_list(&self) -> String {
+        self.hosts
+            .iter()
+            .map(Host::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// True when the protocol options promise no loss in normal operation: MQTT QoS 1 or 2,
+    /// AMQP publisher confirms, Kafka acks=all. A plan's `max_lost` defaults to 0 for these.
+    pub fn reliable(&self) -> bool {
+        match &self.options {
+            SutOptions::Mqtt(o) => o.qos != Qos::AtMostOnce,
+            SutOptions::Amqp(o) => o.confirms,
+            SutOptions::Kafka(o) => o.acks == Acks::All,
+        }
+    }
+
+    /// True when the consumers of one topic share its messages (one AMQP queue, one Kafka
+    /// consumer group per topic); false when each consumer gets every message (MQTT
+    /// subscribers, AMQP `fanout=true`).
+    pub fn consumers_compete(&self) -> bool {
+        match &self.options {
+            SutOptions::Mqtt(_) => false,
+            SutOptions::Amqp(o) => !o.fanout,
+            SutOptions::Kafka(_) => true,
+        }
+    }
+}
+
+impl FromStr for SutUrl {
+    type Err = SutUrlError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SutUrl::parse(s)
+    }
+}
+
+impl fmt::Debug for SutUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SutUrl")
+            .field("url", &self.redacted())
+            .field("hosts", &self.hosts)
+            .field("credentials", &self.credentials)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Shows the URL without its password.
+impl fmt::Display for SutUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl serde::Serialize for SutUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SutUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        SutUrl::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> SutUrl {
+        SutUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn mqtt_options_credentials_and_redaction() {
+        let u = parse(
+            "mqtt://u:p%40w@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x",
+        );
+        assert_eq!(u.scheme(), Scheme::Mqtt);
+        assert_eq!(u.host().to_string(), "127.0.0.1:1884");
+        let c = u
+            .credentials
+            .clone()
+            .unwrap_or_else(|| panic!("credentials"));
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("u", "p@w"));
+        let SutOptions::Mqtt(o) = &u.options else {
+            panic!("mqtt")
+        };
+        assert_eq!(o.qos, Qos::AtLeastOnce);
+        assert!(o.retain);
+        assert_eq!(o.keep_alive, Duration::from_secs(10));
+        assert_eq!((o.inflight, o.base_topic.as_str()), (20, "bench"));
+        assert_eq!(
+            u.redacted(),
+            "mqtt://u:***@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x"
+        );
+        assert!(!format!("{u} {u:?}").contains("p%40w") && !format!("{u:?}").contains("p@w"));
+        assert!(u.reliable() && !u.consumers_compete());
+        let awkward = parse("mqtt://u:a%2Bb%26c%25d%40e%3Af%2Fg@h");
+        assert_eq!(
+            awkward.credentials.map(|c| c.password),
+            Some("a+b&c%d@e:f/g".into())
+        );
+        let plain = parse("mqtt://h");
+        assert_eq!(plain.host().port, 1883);
+        assert!(!plain.reliable());
+        let v6 = parse("mqtt://[::1]:1999/x");
+        assert_eq!((v6.host().name.as_str(), v6.host().port), ("::1", 1999));
+    }
+
+    #[test]
+    fn amqp_and_kafka_options() {
+        let a = parse(
+            "amqp://guest:guest@127.0.0.1:5673/%2f?confirms=true&ack=manual&prefetch=10&ack_batch=50&fanout=true",
+        );
+        let SutOptions::Amqp(o) = &a.options else {
+            panic!("amqp")
+        };
+        assert_eq!(o.vhost, "/");
+        assert_eq!((o.ack, o.ack_batch, o.prefetch), (AckMode::Manual, 5, 10));
+        assert!(a.reliable() && !a.consumers_compete());
+        assert_eq!(a.without_options(), "amqp://guest:guest@127.0.0.1:5673/%2f");
+        let k = parse(
+            "kafka://k1:9093,k2/bench?acks=1&partitions=3&queue.buffering.max.ms=5&key=random",
+        );
+        assert_eq!(k.host_list(), "k1:9093,k2:9092");
+        let SutOptions::Kafka(o) = &k.options else {
+            panic!("kafka")
+        };
+        assert_eq!(
+            (o.acks, o.partitions, o.key),
+            (Acks::Leader, Some(3), KeyDistribution::Random)
+        );
+        assert_eq!(
+            o.properties,
+            [("queue.buffering.max.ms".to_owned(), "5".to_owned())]
+        );
+        assert!(!k.reliable() && k.consumers_compete());
+        assert!(parse("kafka://h").reliable());
+    }
+
+    #[test]
+    fn bad_urls_name_what_is_wrong() {
+        for (url, needle) in [
+            ("mqtt://h?qos=3", "qos=\"3\" is not 0, 1 or 2"),
+            ("mqtt://h?colour=blue", "unknown parameter \"colour\""),
+            ("mqtt://h?retain=maybe", "retain=\"maybe\""),
+            ("http://h", "scheme \"http\" is not supported"),
+            ("h:1883", "no scheme"),
+            ("mqtt://h/a/+", "wildcard"),
+            ("mqtt://:pw@", "no host"),
+            ("mqtt://u:secret@h:99999", "port \"99999\""),
+            ("mqtt://a,b", "mqtt takes one host, not 2"),
+            (
+                "amqp://h?prefetch=0",
+                "prefetch=\"0\" is not a number from 1 to 65535",
+            ),
+            ("kafka://h/a b", "topic prefix"),
+            ("kafka://h?acks=2", "acks=\"2\""),
+        ] {
+            let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_wire_form_is_the_url_string() {
+        let u = parse("mqtt://u:pw@h:1/t?qos=2");
+        let json = serde_json::to_string(&u).unwrap_or_default();
+        assert_eq!(json, "\"mqtt://u:pw@h:1/t?qos=2\"");
+        let back: SutUrl = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, u);
+        let bad = serde_json::from_str::<SutUrl>("\"mqtt://h?qos=9\"").map(|_| ());
+        assert!(bad.unwrap_err().to_string().contains("qos"));
+    }
+}
