@@ -147,7 +147,7 @@ fn validation_errors_point_at_the_line_and_field() {
         (
             "producers_per_topic = 2",
             "producers_per_topic = 2\nproducer_per_topic = 3",
-            "producer_per_topic",
+            "workload.producer_per_topic",
         ),
         ("rate = 2000", "rate = \"lots\"", "phase[1].rate"),
         ("topics = 1", "topics = 0", "workload.topics"),

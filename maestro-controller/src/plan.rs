@@ -78,10 +78,9 @@ pub struct Plan {
     /// Regression thresholds for `maestro-cli compare` (command-line flags override them).
     #[serde(default)]
     pub compare: Option<CompareThresholds>,
-    /// Kept as raw tables until checked field by field (serde's tagged enums lose the
-    /// position of a bad field); see [`LoadedPlan::phases`].
-    #[serde(rename = "phase")]
-    pub phases: Vec<Spanned<toml::Table>>,
+    /// The phases as written, each field with its position; see [`RawPhase`].
+    #[serde(rename = "phase", default)]
+    pub phases: Vec<RawPhase>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -271,6 +270,163 @@ impl Phase {
     }
 }
 
+/// A duration written for people (`"10s"`, `"1m 30s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HumanDuration(#[serde(with = "duration")] pub Duration);
+
+/// One `[[phase]]` table as written: every field a phase of any kind takes, each with its
+/// position in the file. This is the phase schema, declared once: serde checks names and
+/// types against it (an unknown or mistyped field is an error at its own line, named by
+/// its path), and [`RawPhase::phase`] destructures it completely into the [`Phase`] that
+/// runs, so a field added here must be placed there (the compiler says so). serde's
+/// internally tagged enums cannot keep positions, hence this flat form.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhase {
+    pub kind: Spanned<PhaseKind>,
+    #[serde(default)]
+    pub rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub duration: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub count: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub start_rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub step: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub step_duration: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    pub ceiling: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub precision: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub conditions: Option<Spanned<Conditions>>,
+}
+
+/// Why a phase table does not make a phase: where, which field, what is wrong.
+type PhaseProblem = (std::ops::Range<usize>, &'static str, String);
+
+impl RawPhase {
+    /// Where the field is written (the kind's position for a missing one).
+    pub fn span_of<T>(&self, field: &Option<Spanned<T>>) -> std::ops::Range<usize> {
+        field
+            .as_ref()
+            .map_or_else(|| self.kind.span(), Spanned::span)
+    }
+
+    /// The phase this table describes; a field its kind does not take, or a missing one,
+    /// is a problem at that field.
+    pub fn phase(&self) -> Result<Phase, PhaseProblem> {
+        let RawPhase {
+            kind,
+            rate,
+            duration,
+            count,
+            start_rate,
+            step,
+            step_duration,
+            ceiling,
+            precision,
+            conditions,
+        } = self;
+        let kind_name = kind.get_ref().as_str();
+        let missing = |name: &'static str| -> PhaseProblem {
+            (
+                kind.span(),
+                name,
+                format!("missing for a {kind_name} phase"),
+            )
+        };
+        let need = |name: &'static str, v: &Option<Spanned<f64>>| {
+            v.as_ref()
+                .map(|v| *v.get_ref())
+                .ok_or_else(|| missing(name))
+        };
+        let need_duration = |name: &'static str, v: &Option<Spanned<HumanDuration>>| {
+            v.as_ref()
+                .map(|v| v.get_ref().0)
+                .ok_or_else(|| missing(name))
+        };
+        // Fields this kind does not take.
+        let unused: Vec<(&'static str, Option<std::ops::Range<usize>>)> = vec![
+            ("rate", rate.as_ref().map(Spanned::span)),
+            ("duration", duration.as_ref().map(Spanned::span)),
+            ("count", count.as_ref().map(Spanned::span)),
+            ("start_rate", start_rate.as_ref().map(Spanned::span)),
+            ("step", step.as_ref().map(Spanned::span)),
+            ("step_duration", step_duration.as_ref().map(Spanned::span)),
+            ("ceiling", ceiling.as_ref().map(Spanned::span)),
+            ("precision", precision.as_ref().map(Spanned::span)),
+            ("conditions", conditions.as_ref().map(Spanned::span)),
+        ];
+        let takes: &[&str] = match kind.get_ref() {
+            PhaseKind::Warmup => &["rate", "duration"],
+            PhaseKind::Drain => &["duration"],
+            PhaseKind::Fixed => &["rate", "duration", "count", "conditions"],
+            PhaseKind::Ramp => &[
+                "start_rate",
+                "step",
+                "step_duration",
+                "ceiling",
+                "conditions",
+            ],
+            PhaseKind::MaxRate => &[
+                "start_rate",
+                "step_duration",
+                "ceiling",
+                "precision",
+                "conditions",
+            ],
+        };
+        if let Some((name, Some(at))) = unused
+            .into_iter()
+            .find(|(n, at)| at.is_some() && !takes.contains(n))
+        {
+            return Err((
+                at,
+                name,
+                format!(
+                    "not a field of a {kind_name} phase (it takes: kind, {})",
+                    takes.join(", ")
+                ),
+            ));
+        }
+        let conditions = conditions.as_ref().map(|c| c.get_ref().clone());
+        Ok(match kind.get_ref() {
+            PhaseKind::Warmup => Phase::Warmup {
+                rate: need("rate", rate)?,
+                duration: need_duration("duration", duration)?,
+            },
+            PhaseKind::Drain => Phase::Drain {
+                duration: need_duration("duration", duration)?,
+            },
+            PhaseKind::Fixed => Phase::Fixed {
+                rate: need("rate", rate)?,
+                duration: duration.as_ref().map(|d| d.get_ref().0),
+                count: count.as_ref().map(|c| *c.get_ref()),
+                conditions,
+            },
+            PhaseKind::Ramp => Phase::Ramp {
+                start_rate: need("start_rate", start_rate)?,
+                step: need("step", step)?,
+                step_duration: need_duration("step_duration", step_duration)?,
+                ceiling: need("ceiling", ceiling)?,
+                conditions,
+            },
+            PhaseKind::MaxRate => Phase::MaxRate {
+                start_rate: need("start_rate", start_rate)?,
+                step_duration: need_duration("step_duration", step_duration)?,
+                ceiling: need("ceiling", ceiling)?,
+                precision: precision
+                    .as_ref()
+                    .map_or_else(default_precision, |p| *p.get_ref()),
+                conditions,
+            },
+        })
+    }
+}
+
 mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
@@ -317,41 +473,27 @@ pub struct LoadedPlan {
     pub payload: Option<String>,
 }
 
-/// The fields of each phase kind, and whether each is a number (`n`), a duration (`d`), an
-/// integer (`i`) or a table (`t`).
-const PHASE_FIELDS: &[(&str, &[(&str, char)])] = &[
-    ("warmup", &[("rate", 'n'), ("duration", 'd')]),
-    ("drain", &[("duration", 'd')]),
-    (
-        "fixed",
-        &[
-            ("rate", 'n'),
-            ("duration", 'd'),
-            ("count", 'i'),
-            ("conditions", 't'),
-        ],
-    ),
-    (
-        "ramp",
-        &[
-            ("start_rate", 'n'),
-            ("step", 'n'),
-            ("step_duration", 'd'),
-            ("ceiling", 'n'),
-            ("conditions", 't'),
-        ],
-    ),
-    (
-        "max-rate",
-        &[
-            ("start_rate", 'n'),
-            ("step_duration", 'd'),
-            ("ceiling", 'n'),
-            ("precision", 'n'),
-            ("conditions", 't'),
-        ],
-    ),
-];
+/// `workload.topics`, `phase[1].rate`: the path of a field, without the toml crate's
+/// private names for positions.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key } if key.starts_with("$__") => {}
+            Segment::Map { key } if out.rsplit('.').next() == Some(key.as_str()) => {}
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    if out.is_empty() { "(plan)".into() } else { out }
+}
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -371,14 +513,12 @@ impl LoadedPlan {
     }
 
     pub fn parse(file: &str, text: String) -> Result<Self, PlanError> {
-        let plan: Plan = toml::from_str(&text).map_err(|e| {
+        let de = toml::Deserializer::new(&text);
+        let plan: Plan = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = field_path(e.path());
+            let e = e.into_inner();
             let line = e.span().map_or(0, |s| line_of(&text, s.start));
             let message = e.message().to_owned();
-            // toml names the unknown or mistyped field in its message; keep it whole.
-            let field = message
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "(plan)".to_owned(), str::to_owned);
             PlanError {
                 file: file.to_owned(),
                 line,
@@ -423,7 +563,12 @@ impl LoadedPlan {
                 *pos += line.len() + 1;
                 Some((start, line))
             })
-            .find(|(_, line)| line.trim_start().starts_with(key))
+            .find(|(_, line)| {
+                // The key itself, not a longer one that starts with it (`step_duration`).
+                line.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            })
             .map_or(span, |(start, _)| start..start)
     }
 
@@ -458,80 +603,18 @@ impl LoadedPlan {
         ))
     }
 
-    /// Checks every phase's kind, fields and value types, then deserializes it.
+    /// The phases to run, from their tables as written.
     fn check_phases(&self) -> Result<Vec<Phase>, PlanError> {
-        let mut phases = Vec::new();
-        for (i, table) in self.plan.phases.iter().enumerate() {
-            let span = table.span();
-            let t = table.get_ref();
-            let at = |key: &str| self.key_span(span.clone(), key);
-            let kind = match t.get("kind") {
-                Some(toml::Value::String(k)) => k.as_str(),
-                Some(_) => {
-                    return Err(self.error(
-                        at("kind"),
-                        &format!("phase[{i}].kind"),
-                        "must be a string",
-                    ));
-                }
-                None => {
-                    return Err(self.error(
-                        span.clone(),
-                        &format!("phase[{i}].kind"),
-                        "missing: warmup, fixed, ramp or max-rate",
-                    ));
-                }
-            };
-            let Some((_, fields)) = PHASE_FIELDS.iter().find(|(k, _)| *k == kind) else {
-                return Err(self.error(
-                    at("kind"),
-                    &format!("phase[{i}].kind"),
-                    format!("{kind:?} is not warmup, fixed, ramp, max-rate or drain"),
-                ));
-            };
-            for (key, value) in t {
-                if key == "kind" {
-                    continue;
-                }
-                let field = format!("phase[{i}].{key}");
-                let Some((_, ty)) = fields.iter().find(|(k, _)| k == key) else {
-                    let known: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
-                    return Err(self.error(
-                        at(key),
-                        &field,
-                        format!(
-                            "unknown field for a {kind} phase (known: kind, {})",
-                            known.join(", ")
-                        ),
-                    ));
-                };
-                let ok = match ty {
-                    'n' => matches!(value, toml::Value::Integer(_) | toml::Value::Float(_)),
-                    'i' => matches!(value, toml::Value::Integer(n) if *n >= 0),
-                    'd' => {
-                        matches!(value, toml::Value::String(d) if humantime::parse_duration(d).is_ok())
-                    }
-                    _ => matches!(value, toml::Value::Table(_)),
-                };
-                if !ok {
-                    let wanted = match ty {
-                        'n' => "a number",
-                        'i' => "a whole number >= 0",
-                        'd' => "a duration like \"10s\"",
-                        _ => "a table of conditions",
-                    };
-                    return Err(self.error(at(key), &field, format!("{value} is not {wanted}")));
-                }
-            }
-            let phase: Phase =
-                toml::Value::Table(t.clone())
-                    .try_into()
-                    .map_err(|e: toml::de::Error| {
-                        self.error(span.clone(), &format!("phase[{i}]"), e.message().to_owned())
-                    })?;
-            phases.push(phase);
-        }
-        Ok(phases)
+        self.plan
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                raw.phase().map_err(|(at, name, reason)| {
+                    self.error(at, &format!("phase[{i}].{name}"), reason)
+                })
+            })
+            .collect()
     }
 
     fn validate(&self) -> Result<(), PlanError> {
@@ -609,33 +692,34 @@ impl LoadedPlan {
             return Err(self.error(0..0, "phase", "a plan needs at least one [[phase]]"));
         }
         for (i, (phase, raw)) in self.phases.iter().zip(&p.phases).enumerate() {
-            let span = raw.span();
+            let span = raw.kind.span();
             let field = |name: &str| format!("phase[{i}].{name}");
-            let positive = |name: &str, v: f64| -> Result<(), PlanError> {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(self.error(
-                        self.key_span(span.clone(), name),
-                        &field(name),
-                        format!("{v} must be a rate above 0"),
-                    ));
-                }
-                Ok(())
-            };
+            let positive =
+                |name: &str, v: f64, at: &Option<Spanned<f64>>| -> Result<(), PlanError> {
+                    if !(v.is_finite() && v > 0.0) {
+                        return Err(self.error(
+                            raw.span_of(at),
+                            &field(name),
+                            format!("{v} must be a rate above 0"),
+                        ));
+                    }
+                    Ok(())
+                };
             match phase {
                 Phase::Drain { duration } => {
                     if duration.is_zero() {
                         return Err(self.error(
-                            self.key_span(span.clone(), "duration"),
+                            raw.span_of(&raw.duration),
                             &field("duration"),
                             "must be longer than 0",
                         ));
                     }
                 }
                 Phase::Warmup { rate, duration } => {
-                    positive("rate", *rate)?;
+                    positive("rate", *rate, &raw.rate)?;
                     if duration.is_zero() {
                         return Err(self.error(
-                            self.key_span(span.clone(), "duration"),
+                            raw.span_of(&raw.duration),
                             &field("duration"),
                             "must be longer than 0",
                         ));
@@ -647,7 +731,7 @@ impl LoadedPlan {
                     count,
                     ..
                 } => {
-                    positive("rate", *rate)?;
+                    positive("rate", *rate, &raw.rate)?;
                     if duration.is_some() == count.is_some() {
                         return Err(self.error(
                             span.clone(),
@@ -663,18 +747,18 @@ impl LoadedPlan {
                     step_duration,
                     ..
                 } => {
-                    positive("start_rate", *start_rate)?;
-                    positive("step", *step)?;
+                    positive("start_rate", *start_rate, &raw.start_rate)?;
+                    positive("step", *step, &raw.step)?;
                     if ceiling < start_rate {
                         return Err(self.error(
-                            self.key_span(span.clone(), "ceiling"),
+                            raw.span_of(&raw.ceiling),
                             &field("ceiling"),
                             format!("{ceiling} is below start_rate {start_rate}"),
                         ));
                     }
                     if step_duration.is_zero() {
                         return Err(self.error(
-                            self.key_span(span.clone(), "step_duration"),
+                            raw.span_of(&raw.step_duration),
                             &field("step_duration"),
                             "must be longer than 0",
                         ));
@@ -687,24 +771,24 @@ impl LoadedPlan {
                     step_duration,
                     ..
                 } => {
-                    positive("start_rate", *start_rate)?;
+                    positive("start_rate", *start_rate, &raw.start_rate)?;
                     if ceiling < start_rate {
                         return Err(self.error(
-                            self.key_span(span.clone(), "ceiling"),
+                            raw.span_of(&raw.ceiling),
                             &field("ceiling"),
                             format!("{ceiling} is below start_rate {start_rate}"),
                         ));
                     }
                     if !(*precision > 0.0 && *precision < 1.0) {
                         return Err(self.error(
-                            self.key_span(span.clone(), "precision"),
+                            raw.span_of(&raw.precision),
                             &field("precision"),
                             format!("{precision} must be between 0 and 1 (a fraction)"),
                         ));
                     }
                     if step_duration.is_zero() {
                         return Err(self.error(
-                            self.key_span(span.clone(), "step_duration"),
+                            raw.span_of(&raw.step_duration),
                             &field("step_duration"),
                             "must be longer than 0",
                         ));
@@ -877,7 +961,7 @@ ceiling = 100000
         let e = error(&text);
         assert_eq!(
             (e.line, e.field.as_str()),
-            (line(&text, "topik"), "producers_per_topik"),
+            (line(&text, "topik"), "workload.producers_per_topik"),
             "{e}"
         );
         assert!(
@@ -915,5 +999,55 @@ ceiling = 100000
             "consumers_per_subscription = 2",
         ));
         assert!(e.reason.contains("MQTT"), "{e}");
+    }
+
+    #[test]
+    fn phase_errors_come_from_the_schema_with_their_own_line() {
+        let check = |text: &str, needle: &str, field: &str, reason: &str| {
+            let e = error(text);
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (line(text, needle), field),
+                "{e}"
+            );
+            assert!(e.reason.contains(reason), "{e}");
+        };
+        // A mistyped value: its path and its line.
+        let text = GOOD.replace("rate = 1000\n", "rate = \"fast\"\n");
+        check(&text, "\"fast\"", "phase[1].rate", "invalid type");
+        // An unknown field: named with its phase.
+        let text = GOOD.replace("duration = \"5s\"", "duration = \"5s\"\nstepp = 3");
+        check(&text, "stepp", "phase[1].stepp", "unknown field");
+        // A field of another kind.
+        let text = GOOD.replace("duration = \"5s\"", "duration = \"5s\"\nceiling = 9");
+        check(
+            &text,
+            "ceiling = 9",
+            "phase[1].ceiling",
+            "not a field of a fixed phase",
+        );
+        // A missing field: at the phase's kind.
+        let text = GOOD.replace("ceiling = 100000\n", "");
+        check(
+            &text,
+            "kind = \"max-rate\"",
+            "phase[2].ceiling",
+            "missing for a max-rate phase",
+        );
+        // `step` and `step_duration`: each error at its own key, never the other's.
+        let ramp = GOOD.replace(
+            "kind = \"max-rate\"\nstart_rate = 1000\nstep_duration = \"3s\"",
+            "kind = \"ramp\"\nstart_rate = 1000\nstep = 500\nstep_duration = \"0s\"",
+        );
+        check(
+            &ramp,
+            "step_duration = \"0s\"",
+            "phase[2].step_duration",
+            "longer than 0",
+        );
+        let ramp = ramp
+            .replace("step = 500", "step = -1")
+            .replace("step_duration = \"0s\"", "step_duration = \"2s\"");
+        check(&ramp, "step = -1", "phase[2].step", "above 0");
     }
 }
