@@ -4,6 +4,8 @@
 //!
 //! rumqttd has no shutdown API: once started, the broker lives on its own thread until the
 //! process exits.
+//!
+//! It must not read or interpret notes: it only carries them.
 
 use serde::Serialize;
 use std::collections::HashMap;

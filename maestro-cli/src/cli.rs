@@ -1,14 +1,12 @@
 //! The command line: clap types and [`run`], which tests call in process.
 
 use crate::exit;
-use crate::report;
+pub use crate::output::{CliError, MaestroCommand, Outcome, Output};
+use crate::report::{finished_outcome, outcome};
 use maestro_control::ControlArgs;
-use maestro_controller::outcome::{self, PeerOutcome, PeerStatus};
-use maestro_controller::run::{Finished, RunError, RunOptions, run_test};
+use maestro_controller::run::{RunOptions, run_test};
 use maestro_controller::{ControlError, Controller};
-use maestro_protocol::{
-    Body, Halt, PeerId, Ping, PresenceStatus, Role, Segment, StatsRequest, Target,
-};
+use maestro_protocol::{Body, PeerId, PresenceStatus, Role, Segment, StatsRequest, Target};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -27,12 +25,6 @@ pub struct Cli {
     pub output: Output,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -119,92 +111,6 @@ pub struct MaestroArgs {
     pub request: RequestArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MaestroCommand {
-    Ping,
-    Stats,
-    Halt,
-}
-
-/// What a command produced: text for stdout, an exit code, and a problem for stderr.
-#[derive(Debug)]
-pub struct Outcome {
-    pub stdout: String,
-    pub code: u8,
-    pub problem: Option<String>,
-    /// One entry per peer, for callers that want the data rather than the text.
-    pub peers: Vec<PeerOutcome>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    #[error(transparent)]
-    Start(#[from] RunError),
-    #[error("embedded control broker: {0}")]
-    Broker(#[from] maestro_broker::BrokerError),
-    #[error(transparent)]
-    Args(#[from] maestro_control::ArgsError),
-    #[error("invalid plan: {0}")]
-    Plan(#[from] maestro_controller::plan::PlanError),
-    #[error("cannot write {0}: {1}")]
-    Io(std::path::PathBuf, std::io::Error),
-    #[error(transparent)]
-    Results(#[from] maestro_report::ResultsError),
-    #[error(transparent)]
-    PlanRun(#[from] maestro_controller::plans::PlanRunError),
-    #[error("embedded peers did not all answer within {0:?}")]
-    EmbeddedPeers(Duration),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
-            CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
-            CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
-            CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
-            CliError::Io(..) => exit::INTERNAL,
-            CliError::Results(e) => results_code(e),
-            CliError::Start(e) => run_code(e),
-            CliError::PlanRun(e) => {
-                use maestro_controller::plans::PlanRunError as P;
-                match e {
-                    P::Control(ControlError::Interrupted) => exit::INTERRUPTED,
-                    P::Control(_) => exit::CLUSTER_UNREACHABLE,
-                    P::Run(e) => run_code(e),
-                    P::Plan(_) => exit::USAGE,
-                    P::Results(e) => results_code(e),
-                    P::Io(..) => exit::INTERNAL,
-                    P::NotEnoughWorkers { .. } => exit::PEERS_MISSING,
-                }
-            }
-        }
-    }
-}
-
-/// Reading a results folder that is not one is a usage error; failing to write is internal.
-fn results_code(e: &maestro_report::ResultsError) -> u8 {
-    use maestro_report::ResultsError as R;
-    match e {
-        R::Read(..) | R::Field { .. } | R::Schema { .. } => exit::USAGE,
-        R::Write(..) => exit::INTERNAL,
-    }
-}
-
-fn run_code(e: &RunError) -> u8 {
-    match e {
-        RunError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
-        RunError::Control(_) => exit::CLUSTER_UNREACHABLE,
-        RunError::Spec(_) => exit::USAGE,
-        RunError::Sut { .. } => exit::SUT_UNREACHABLE,
-        RunError::NoWorkers(_) | RunError::Workers(_) => exit::PEERS_MISSING,
-        RunError::Results { .. } => exit::INTERNAL,
-        RunError::Report(e) => results_code(e),
-    }
-}
-
 impl RequestArgs {
     fn target(&self) -> Target {
         if let Some(peer) = &self.peer {
@@ -273,90 +179,6 @@ async fn connect(
     }
 }
 
-/// Renders an exchange and judges it.
-pub(crate) fn outcome(
-    kind: MaestroCommand,
-    exchange: &crate::Exchange,
-    output: Output,
-    cluster: &str,
-    timeout: Duration,
-) -> Outcome {
-    let peers = outcome::outcomes(exchange);
-    let stdout = match output {
-        Output::Json => serde_json::to_string_pretty(&peers).unwrap_or_default(),
-        Output::Table => match kind {
-            MaestroCommand::Ping => report::ping_table(&peers),
-            MaestroCommand::Stats => report::stats_table(&peers),
-            MaestroCommand::Halt => report::halt_table(&peers),
-        },
-    };
-    let (code, problem) = judge(&peers, cluster, &exchange.target, timeout);
-    Outcome {
-        stdout,
-        code,
-        problem,
-        peers,
-    }
-}
-
-impl MaestroCommand {
-    pub(crate) fn body(self) -> Body {
-        match self {
-            MaestroCommand::Ping => Body::Ping(Ping {}),
-            MaestroCommand::Stats => Body::StatsRequest(StatsRequest {}),
-            MaestroCommand::Halt => Body::Halt(Halt {}),
-        }
-    }
-}
-
-/// Exit code and message: every peer must have answered.
-fn judge(
-    peers: &[PeerOutcome],
-    cluster: &str,
-    target: &Target,
-    timeout: Duration,
-) -> (u8, Option<String>) {
-    if peers.is_empty() {
-        let whom = match target {
-            Target::All => String::new(),
-            Target::Role(r) => format!(" with role {r}"),
-            Target::Group(g) => format!(" in group {g}"),
-            Target::Peer(p) => format!(" with id {p}"),
-        };
-        return (
-            exit::PEERS_MISSING,
-            Some(format!("no peers{whom} in cluster {cluster:?}")),
-        );
-    }
-    let missing: Vec<String> = peers
-        .iter()
-        .filter(|p| p.status != PeerStatus::Ok)
-        .map(|p| {
-            let why = match p.status {
-                PeerStatus::NoReply => {
-                    format!("no reply within {}", humantime::format_duration(timeout))
-                }
-                PeerStatus::Offline => "offline (disconnected abnormally)".into(),
-                PeerStatus::Error => p.error.clone().unwrap_or_default(),
-                PeerStatus::Ok => unreachable!(),
-            };
-            format!("  {} {} ({}, id {}): {why}", p.role, p.name, p.host, p.id)
-        })
-        .collect();
-    if missing.is_empty() {
-        return (exit::OK, None);
-    }
-    (
-        exit::PEERS_MISSING,
-        Some(format!(
-            "{} of {} peers did not answer:\n{}",
-            missing.len(),
-            peers.len(),
-            missing.join("\n")
-        )),
-    )
-}
-
 async fn start(
     control: &ControlArgs,
     output: Output,
@@ -373,34 +195,6 @@ async fn start(
     let finished = run_test(&mut controller, args.spec(), &options, shutdown).await?;
     controller.close().await;
     Ok(finished_outcome(&finished, output))
-}
-
-/// Output and exit code of a finished run.
-pub(crate) fn finished_outcome(f: &Finished, output: Output) -> Outcome {
-    let s = &f.summary;
-    let stdout = match output {
-        Output::Json => serde_json::to_string_pretty(s).unwrap_or_default(),
-        Output::Table => crate::start::summary_table(s, &f.folder),
-    };
-    let (code, problem) = if s.interrupted {
-        (
-            exit::INTERRUPTED,
-            Some("interrupted; partial results written".to_owned()),
-        )
-    } else if s.degraded {
-        (
-            exit::PEERS_MISSING,
-            Some(format!("run degraded: {}", s.degraded_reasons.join("; "))),
-        )
-    } else {
-        (exit::OK, None)
-    };
-    Outcome {
-        stdout,
-        code,
-        problem,
-        peers: Vec::new(),
-    }
 }
 
 async fn stop(

@@ -2,8 +2,8 @@
 //! comparison reads both folders through the results model (a missing or mistyped field
 //! is an error naming the file and field, never a 0) and is `maestro_report::compare`.
 
-use crate::cli::{CliError, Outcome, Output};
 use crate::exit;
+use crate::output::{CliError, Outcome, Output};
 use maestro_report::Thresholds;
 use maestro_report::compare::{Limits, compare as deltas_of};
 use maestro_report::folder::read_plan;

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod compare;
 pub mod local;
+pub mod output;
 pub mod quickstart;
 pub mod report;
 pub mod run;

@@ -2,7 +2,7 @@
 //! MQTT broker as the system under test, in-process workers and an inspector (each a real
 //! peer with its own MQTT connection). Used by `quickstart` and `run --local`.
 
-use crate::cli::CliError;
+use crate::output::CliError;
 use maestro_control::{ControlArgs, ControlUrl, PeerArgs};
 use maestro_controller::Controller;
 use maestro_protocol::{Body, ClusterId, Ping, Role, Segment, Target};

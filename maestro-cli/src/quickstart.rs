@@ -4,9 +4,10 @@
 //! MQTT connection); then ping, a short load test with its summary and results folder,
 //! and halt, as a user would run them against a real cluster.
 
-use crate::cli::{CliError, MaestroCommand, Outcome, Output, outcome};
 use crate::exit;
 use crate::local::TIMEOUT;
+use crate::output::{CliError, MaestroCommand, Outcome, Output};
+use crate::report::outcome;
 use maestro_protocol::Target;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -100,7 +101,7 @@ pub async fn run(
     };
     let finished =
         maestro_controller::run::run_test(&mut controller, spec, &options, shutdown).await?;
-    let run = crate::cli::finished_outcome(&finished, output);
+    let run = crate::report::finished_outcome(&finished, output);
     text.push(format!("{command}\n{}\n", run.stdout));
     json.insert(
         "summary".into(),

@@ -1,7 +1,13 @@
-//! Peer outcomes as tables for people (`-o json` prints them as they are).
+//! Rendering: peer outcomes as tables (`-o json` prints them as they are), and the
+//! outcome (text, exit code, problem) of a request or a finished run.
 
-use maestro_controller::outcome::{PeerOutcome, PeerStatus, StatsFields};
+use crate::exit;
+use crate::output::{MaestroCommand, Outcome, Output};
+use maestro_controller::outcome::{self, PeerOutcome, PeerStatus, StatsFields};
+use maestro_controller::run::Finished;
+use maestro_protocol::{Body, Halt, Ping, StatsRequest, Target};
 use maestro_report::format::micros;
+use std::time::Duration;
 
 fn status_text(o: &PeerOutcome) -> String {
     match o.status {
@@ -117,4 +123,116 @@ pub fn halt_table(outcomes: &[PeerOutcome]) -> String {
             ]
         }),
     )
+}
+
+/// Renders an exchange and judges it.
+pub(crate) fn outcome(
+    kind: MaestroCommand,
+    exchange: &maestro_controller::Exchange,
+    output: Output,
+    cluster: &str,
+    timeout: Duration,
+) -> Outcome {
+    let peers = outcome::outcomes(exchange);
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(&peers).unwrap_or_default(),
+        Output::Table => match kind {
+            MaestroCommand::Ping => ping_table(&peers),
+            MaestroCommand::Stats => stats_table(&peers),
+            MaestroCommand::Halt => halt_table(&peers),
+        },
+    };
+    let (code, problem) = judge(&peers, cluster, &exchange.target, timeout);
+    Outcome {
+        stdout,
+        code,
+        problem,
+        peers,
+    }
+}
+
+impl MaestroCommand {
+    pub(crate) fn body(self) -> Body {
+        match self {
+            MaestroCommand::Ping => Body::Ping(Ping {}),
+            MaestroCommand::Stats => Body::StatsRequest(StatsRequest {}),
+            MaestroCommand::Halt => Body::Halt(Halt {}),
+        }
+    }
+}
+
+/// Exit code and message: every peer must have answered.
+fn judge(
+    peers: &[PeerOutcome],
+    cluster: &str,
+    target: &Target,
+    timeout: Duration,
+) -> (u8, Option<String>) {
+    if peers.is_empty() {
+        let whom = match target {
+            Target::All => String::new(),
+            Target::Role(r) => format!(" with role {r}"),
+            Target::Group(g) => format!(" in group {g}"),
+            Target::Peer(p) => format!(" with id {p}"),
+        };
+        return (
+            exit::PEERS_MISSING,
+            Some(format!("no peers{whom} in cluster {cluster:?}")),
+        );
+    }
+    let missing: Vec<String> = peers
+        .iter()
+        .filter(|p| p.status != PeerStatus::Ok)
+        .map(|p| {
+            let why = match p.status {
+                PeerStatus::NoReply => {
+                    format!("no reply within {}", humantime::format_duration(timeout))
+                }
+                PeerStatus::Offline => "offline (disconnected abnormally)".into(),
+                PeerStatus::Error => p.error.clone().unwrap_or_default(),
+                PeerStatus::Ok => unreachable!(),
+            };
+            format!("  {} {} ({}, id {}): {why}", p.role, p.name, p.host, p.id)
+        })
+        .collect();
+    if missing.is_empty() {
+        return (exit::OK, None);
+    }
+    (
+        exit::PEERS_MISSING,
+        Some(format!(
+            "{} of {} peers did not answer:\n{}",
+            missing.len(),
+            peers.len(),
+            missing.join("\n")
+        )),
+    )
+}
+
+/// Output and exit code of a finished run.
+pub(crate) fn finished_outcome(f: &Finished, output: Output) -> Outcome {
+    let s = &f.summary;
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(s).unwrap_or_default(),
+        Output::Table => crate::start::summary_table(s, &f.folder),
+    };
+    let (code, problem) = if s.interrupted {
+        (
+            exit::INTERRUPTED,
+            Some("interrupted; partial results written".to_owned()),
+        )
+    } else if s.degraded {
+        (
+            exit::PEERS_MISSING,
+            Some(format!("run degraded: {}", s.degraded_reasons.join("; "))),
+        )
+    } else {
+        (exit::OK, None)
+    };
+    Outcome {
+        stdout,
+        code,
+        problem,
+        peers: Vec::new(),
+    }
 }

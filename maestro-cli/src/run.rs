@@ -14,8 +14,8 @@
 //! Exit codes: 0 every condition passed; 1 a condition failed; 2 the plan is invalid;
 //! 3 the cluster is unreachable; 4 not enough workers; 5 the SUT is unreachable.
 
-use crate::cli::{CliError, Outcome, Output};
 use crate::exit;
+use crate::output::{CliError, Outcome, Output};
 use maestro_control::ControlArgs;
 use maestro_controller::plan::{LoadedPlan, PlanError};
 use maestro_controller::plans::{PlanOptions, run_plan};

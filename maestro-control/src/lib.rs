@@ -4,6 +4,9 @@
 //! announces presence and answers ping, stats and halt.
 //!
 //! Control traffic runs on its own connection and never shares it with load.
+//!
+//! It must not know about runs, plans or results: those are the worker's and the
+//! controller's.
 
 pub mod args;
 pub mod peer;

@@ -1,6 +1,8 @@
 //! `maestro-testkit` (not published) owns what the tests and benchmarks share: free ports,
 //! unique cluster ids, the real binaries as children that are killed on drop, waiting for
 //! a printed ready line, and `wait_for(condition)` instead of sleeps.
+//!
+//! It must never be a dependency of anything but tests and benchmarks.
 
 use anyhow::{Context, Result, bail};
 use maestro_protocol::ClusterId;

@@ -1,6 +1,10 @@
 //! `maestro-worker` owns the worker daemon: it joins the cluster on the control broker,
 //! answers control notes, and runs its share of a test: the load engine ([`engine`]) with
 //! the protocol-under-test drivers ([`driver`]).
+//!
+//! It must not know about controllers beyond the notes it receives: what a run is comes
+//! in `configure` (a `TestSpec` with its typed SUT URL), and everything goes back as
+//! notes. Nothing else calls its drivers or engine.
 
 pub mod driver;
 pub mod engine;
