@@ -226,6 +226,17 @@ mod tests {
         }
     }
 
+    fn sent(producer: u32, topic: u32, sent: u64) -> Sent {
+        Sent {
+            producer,
+            topic,
+            sent,
+            unsent: 0,
+            errors: 0,
+            stopped_at_us: None,
+        }
+    }
+
     #[test]
     fn loss_is_exact_with_fan_out_across_workers() {
         // Topic 0: producers 0 (w1, 100 sent) and 1 (w2, 50 sent); consumers 0 (w1) and 1 (w2)
@@ -242,14 +253,7 @@ mod tests {
             PeerId::new("w1").unwrap(),
             result(
                 "w1",
-                vec![Sent {
-                    producer: 0,
-                    topic: 0,
-                    sent: 100,
-                    unsent: 0,
-                    errors: 0,
-                    stopped_at_us: None,
-                }],
+                vec![sent(0, 0, 100)],
                 vec![d(0, 0, 100), d(0, 1, 50)],
                 vec![ConsumerPlan {
                     id: 0,
@@ -262,14 +266,7 @@ mod tests {
             PeerId::new("w2").unwrap(),
             result(
                 "w2",
-                vec![Sent {
-                    producer: 1,
-                    topic: 0,
-                    sent: 50,
-                    unsent: 0,
-                    errors: 0,
-                    stopped_at_us: None,
-                }],
+                vec![sent(1, 0, 50)],
                 vec![d(1, 0, 100), d(1, 1, 47)],
                 vec![ConsumerPlan {
                     id: 1,
@@ -280,26 +277,12 @@ mod tests {
         );
         assert_eq!(lost(&results), 3);
         // Competing consumers: both in subscription 0 share the 150 messages.
-        let d = |consumer, producer, unique| Delivery {
-            consumer,
-            producer,
-            unique,
-            duplicated: 0,
-            out_of_order: 0,
-        };
         let mut competing = BTreeMap::new();
         competing.insert(
             PeerId::new("w1").unwrap(),
             result(
                 "w1",
-                vec![Sent {
-                    producer: 0,
-                    topic: 0,
-                    sent: 150,
-                    unsent: 0,
-                    errors: 0,
-                    stopped_at_us: None,
-                }],
+                vec![sent(0, 0, 150)],
                 vec![d(0, 0, 80), d(1, 0, 68)],
                 vec![
                     ConsumerPlan {
