@@ -555,6 +555,19 @@ fn host(url: &str, scheme: Scheme, h: &str) -> Result<Host, SutUrlError> {
             url: url.to_owned(),
         });
     }
+    let bracketed = h.starts_with('[');
+    let valid = if bracketed {
+        name.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        name.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    };
+    if !valid {
+        return Err(SutUrlError::Path {
+            url: url.to_owned(),
+            what: format!("host {name:?} is not a host name or an IP address"),
+        });
+    }
     let port = match port {
         None => scheme.default_port(),
         Some(p) => p
@@ -820,6 +833,8 @@ mod tests {
             ("mqtt://:pw@", "no host"),
             ("mqtt://u:secret@h:99999", "port \"99999\""),
             ("mqtt://a,b", "mqtt takes one host, not 2"),
+            ("mqtt://exa mple", "host \"exa mple\" is not a host name"),
+            ("mqtt://[::zz]:1", "is not a host name or an IP address"),
             (
                 "amqp://h?prefetch=0",
                 "prefetch=\"0\" is not a number from 1 to 65535",
