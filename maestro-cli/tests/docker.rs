@@ -1,0 +1,349 @@
+//! The docker-compose deployment on a real Docker Engine, the way a user runs it:
+//! `docker-compose/build`, `up` with 3 workers and Mosquitto, `maestro-cli ping` and
+//! `start` from the host through the published port, faults (a killed worker, a restarted
+//! SUT, a worker cut off the network), and `down` leaving nothing behind.
+//!
+//! Docker is required: a missing engine fails this test loudly, it is never skipped.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{free_port, run_cli, wait_for};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sh(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is Docker installed?)"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A compose project of its own (name, published port), taken down on drop.
+struct Deployment {
+    project: String,
+    port: u16,
+}
+
+impl Deployment {
+    fn compose(&self, args: &[&str]) -> Output {
+        let port = self.port.to_string();
+        Command::new("docker-compose")
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                "docker-compose/docker-compose.yml",
+                "--profile",
+                "mqtt",
+            ])
+            .args(args)
+            .env("MAESTRO_PORT", &port)
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run docker-compose: {e}"))
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn cli(&self, args: &[&str], timeout: Duration) -> maestro_testkit::CliRun {
+        let url = self.url();
+        let mut all = vec!["-m", url.as_str()];
+        all.extend_from_slice(args);
+        run_cli(&all, timeout).unwrap()
+    }
+
+    /// Peers by role and status, from `ping -o json`.
+    fn ping(&self) -> Vec<(String, String, String)> {
+        let run = self.cli(
+            &["ping", "-o", "json", "--timeout", "3s"],
+            Duration::from_secs(20),
+        );
+        run.json()
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (
+                    p["role"].as_str().unwrap_or("").to_owned(),
+                    p["host"].as_str().unwrap_or("").to_owned(),
+                    p["status"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn workers_ok(&self) -> usize {
+        self.ping()
+            .iter()
+            .filter(|p| p.0 == "worker" && p.2 == "ok")
+            .count()
+    }
+
+    /// Container ids of a service.
+    fn containers(&self, service: &str) -> Vec<String> {
+        let o = self.compose(&["ps", "-q", service]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `maestro-cli start ... -o json` in the background.
+    fn start(&self, args: &[&str]) -> std::thread::JoinHandle<(Option<i32>, Value, String)> {
+        let mut all: Vec<String> = vec!["-m".into(), self.url(), "start".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(["-o".into(), "json".into()]);
+        std::thread::spawn(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let run = run_cli(&refs, Duration::from_secs(120)).unwrap();
+            let summary = run.json().unwrap_or(Value::Null);
+            (run.code, summary, run.stderr)
+        })
+    }
+
+    /// Labels of what is left of this project: containers, networks, volumes.
+    fn leftovers(&self) -> Vec<String> {
+        let label = format!("label=com.docker.compose.project={}", self.project);
+        let mut left = Vec::new();
+        for kind in [
+            &["ps", "-a", "-q", "--filter"][..],
+            &["network", "ls", "-q", "--filter"][..],
+            &["volume", "ls", "-q", "--filter"][..],
+        ] {
+            let mut args = kind.to_vec();
+            args.push(&label);
+            let o = sh("docker", &args);
+            left.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| format!("{} {l}", kind[0])),
+            );
+        }
+        left
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--remove-orphans", "--timeout", "2"]);
+    }
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+#[test]
+fn docker_compose_cluster_runs_tests_and_survives_faults() {
+    let began = Instant::now();
+    let build = sh("docker-compose/build", &[]);
+    assert!(build.status.success(), "build failed: {}", text(&build));
+    let built = began.elapsed();
+
+    let d = Deployment {
+        project: format!("maestrotest{}", std::process::id()),
+        port: free_port(),
+    };
+    let up = d.compose(&["up", "-d", "--scale", "worker=3"]);
+    assert!(up.status.success(), "up failed: {}", text(&up));
+
+    // ping from the host, through the published port: exactly 3 workers and the inspector.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let peers = d.ping();
+            peers
+                .iter()
+                .filter(|p| p.0 == "worker" && p.2 == "ok")
+                .count()
+                == 3
+                && peers
+                    .iter()
+                    .filter(|p| p.0 == "inspector" && p.2 == "ok")
+                    .count()
+                    == 1
+        }),
+        "not 3 workers and 1 inspector: {:?}",
+        d.ping()
+    );
+    // Each worker is named after its container.
+    let hosts: Vec<String> = d.ping().into_iter().map(|p| p.1).collect();
+    for id in d.containers("worker") {
+        assert!(
+            hosts.iter().any(|h| id.starts_with(h.as_str())),
+            "{id} not in {hosts:?}"
+        );
+    }
+
+    // A 10 s QoS 1 run against the mosquitto service loses nothing.
+    let (code, s, err) = d
+        .start(&[
+            "--sut",
+            "mqtt://mosquitto:1883/demo?qos=1",
+            "--rate",
+            "1200",
+            "--duration",
+            "10s",
+            "--producers",
+            "3",
+            "--consumers",
+            "3",
+        ])
+        .join()
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}\n{s:#}");
+    // 3 producers at 400/s for 10 s; every one of 3 subscribers gets every message.
+    assert_eq!(u(&s, "sent"), 12_000, "{s:#}");
+    assert_eq!(u(&s, "received"), 36_000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+
+    // docker kill of one worker mid-run: offline, the run degraded (exit 4), the other
+    // workers' numbers kept.
+    let run = d.start(&[
+        "--sut",
+        "mqtt://mosquitto:1883/kill?qos=1",
+        "--rate",
+        "600",
+        "--duration",
+        "8s",
+        "--producers",
+        "3",
+        "--consumers",
+        "3",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let victim = d.containers("worker").remove(0);
+    let kill = sh("docker", &["kill", &victim]);
+    assert!(kill.status.success(), "{}", text(&kill));
+    let (code, s, err) = run.join().unwrap();
+    assert_eq!(code, Some(4), "{err}\n{s:#}");
+    assert_eq!(s["degraded"], true, "{s:#}");
+    let reported: Vec<&Value> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["reported"] == true)
+        .collect();
+    assert_eq!(reported.len(), 2, "{s:#}");
+    assert!(reported.iter().all(|w| u(w, "sent") > 0), "{s:#}");
+    // Started again, the worker announces itself again (a `docker kill` counts as a manual
+    // stop, so the restart policy leaves it down).
+    let again = sh("docker", &["start", &victim]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        wait_for(Duration::from_secs(60), || d.workers_ok() == 3),
+        "{:?}",
+        d.ping()
+    );
+
+    // A restart of mosquitto mid-run: errors are counted and the workers reconnect.
+    let run = d.start(&[
+        "--sut",
+        "mqtt://mosquitto:1883/restart?qos=1",
+        "--rate",
+        "600",
+        "--duration",
+        "8s",
+        "--producers",
+        "3",
+        "--consumers",
+        "3",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let restart = d.compose(&["restart", "--timeout", "1", "mosquitto"]);
+    assert!(restart.status.success(), "{}", text(&restart));
+    let (code, s, err) = run.join().unwrap();
+    assert_eq!(code, Some(4), "{err}\n{s:#}");
+    assert!(u(&s, "errors") > 0, "{s:#}");
+    assert!(u(&s, "sent") > 0, "{s:#}");
+    let (code, s, err) = d
+        .start(&[
+            "--sut",
+            "mqtt://mosquitto:1883/after?qos=1",
+            "--rate",
+            "300",
+            "--duration",
+            "3s",
+            "--producers",
+            "3",
+            "--consumers",
+            "3",
+        ])
+        .join()
+        .unwrap();
+    assert_eq!(code, Some(0), "the workers reconnected: {err}\n{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+
+    // A worker cut off the network is reported: `no_reply` at once, `offline` once the
+    // broker gives up on it (rumqttd restarts a client's keep-alive timer whenever it
+    // writes to it, so pings can keep it from doing so; ARCHITECTURE.md).
+    let cut = d.containers("worker").remove(0);
+    let network = format!("{}_default", d.project);
+    let disconnect = sh("docker", &["network", "disconnect", &network, &cut]);
+    assert!(disconnect.status.success(), "{}", text(&disconnect));
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            let peers = d.ping();
+            peers
+                .iter()
+                .any(|p| p.0 == "worker" && (p.2 == "offline" || p.2 == "no_reply"))
+                && peers
+                    .iter()
+                    .filter(|p| p.0 == "worker" && p.2 == "ok")
+                    .count()
+                    == 2
+        }),
+        "{:?}",
+        d.ping()
+    );
+
+    // A run then uses the workers that answer, and loses nothing.
+    let (code, s, err) = d
+        .start(&[
+            "--sut",
+            "mqtt://mosquitto:1883/cut?qos=1",
+            "--rate",
+            "300",
+            "--duration",
+            "3s",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+        ])
+        .join()
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}\n{s:#}");
+    assert_eq!(s["workers"].as_array().map(Vec::len), Some(2), "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+
+    // down leaves no container, network or volume.
+    let down = d.compose(&["down", "-v", "--timeout", "2"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(d.leftovers(), Vec::<String>::new());
+    eprintln!(
+        "docker-compose test: {:.0} s in all ({:.0} s building the image)",
+        began.elapsed().as_secs_f64(),
+        built.as_secs_f64()
+    );
+}
