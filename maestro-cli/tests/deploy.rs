@@ -1,0 +1,169 @@
+//! The deployment files that cannot run here: the Kubernetes kustomization is rendered and
+//! every manifest validated against the Kubernetes schemas (strict), its plans are checked
+//! by `maestro-cli run --check`, and the systemd units pass `systemd-analyze verify`. Each
+//! check is shown to fail on a broken copy, so none of them can pass vacuously.
+//!
+//! Needs `kubectl` (for `kubectl kustomize`), PyPI's `kubernetes-validate` and
+//! `systemd-analyze`; `.ci/test` installs what is missing. A missing tool fails the test.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::run_cli;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (.ci/test installs it)"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("maestro-deploy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn kubernetes_manifests_render_and_validate_against_the_schemas() {
+    let dir = temp_dir("k8s");
+    let rendered = run("kubectl", &["kustomize", "deploy/kubernetes"]);
+    assert!(rendered.status.success(), "{}", text(&rendered));
+    let yaml = String::from_utf8(rendered.stdout).unwrap();
+    let mut kinds: Vec<&str> = yaml
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "Deployment",
+            "Job",
+            "PersistentVolumeClaim",
+            "Service"
+        ],
+        "{yaml}"
+    );
+    let good = dir.join("maestro.yaml");
+    std::fs::write(&good, &yaml).unwrap();
+    let valid = run(
+        "kubernetes-validate",
+        &["--strict", "--quiet", good.to_str().unwrap()],
+    );
+    assert!(valid.status.success(), "{}", text(&valid));
+
+    // The validator does reject a broken manifest (a string where a count belongs).
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, yaml.replacen("replicas: 3", "replicas: \"three\"", 1)).unwrap();
+    let invalid = run(
+        "kubernetes-validate",
+        &["--strict", "--quiet", bad.to_str().unwrap()],
+    );
+    assert!(!invalid.status.success(), "{}", text(&invalid));
+    assert!(
+        String::from_utf8_lossy(&invalid.stdout).contains("spec.replicas")
+            || String::from_utf8_lossy(&invalid.stderr).contains("spec.replicas"),
+        "{}",
+        text(&invalid)
+    );
+
+    // The Job runs a plan the ConfigMap holds, and that plan is valid.
+    assert!(yaml.contains("/plans/mqtt-smoke.toml"), "{yaml}");
+    for entry in std::fs::read_dir(repo().join("deploy/kubernetes/plans")).unwrap() {
+        let path = entry.unwrap().path();
+        let check = run_cli(
+            &["run", path.to_str().unwrap(), "--check"],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(check.code, Some(0), "{}: {check:?}", path.display());
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            yaml.contains(&format!("{name}: |")),
+            "{name} not in the ConfigMap"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The units with their binaries pointed at the workspace's build (verify checks that
+/// `ExecStart` is executable).
+fn units_in(dir: &Path) -> Vec<PathBuf> {
+    let bin = maestro_testkit::bin_dir();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo().join("deploy/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "service") {
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("/usr/local/bin/", &format!("{}/", bin.display()));
+            let to = dir.join(path.file_name().unwrap());
+            std::fs::write(&to, text).unwrap();
+            out.push(to);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let dir = temp_dir("systemd");
+    let units = units_in(&dir);
+    let names: Vec<String> = units
+        .iter()
+        .map(|u| u.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "maestro-broker.service",
+            "maestro-inspector.service",
+            "maestro-worker.service"
+        ]
+    );
+    for unit in &units {
+        let v = run("systemd-analyze", &["verify", unit.to_str().unwrap()]);
+        // verify only warns about bad values: any output is a failure.
+        assert!(
+            v.status.success() && v.stdout.is_empty() && v.stderr.is_empty(),
+            "{}: {}",
+            unit.display(),
+            text(&v)
+        );
+    }
+    // A broken unit is noticed.
+    let bad = dir.join("broken.service");
+    let text_bad = std::fs::read_to_string(&units[2])
+        .unwrap()
+        .replace("Restart=on-failure", "Restart=whenever");
+    std::fs::write(&bad, text_bad).unwrap();
+    let v = run("systemd-analyze", &["verify", bad.to_str().unwrap()]);
+    assert!(
+        !v.status.success() || !v.stderr.is_empty(),
+        "a broken unit passed: {}",
+        text(&v)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
