@@ -246,6 +246,15 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         .collect();
     assert_eq!(reported.len(), 2, "{s:#}");
     assert!(reported.iter().all(|w| u(w, "sent") > 0), "{s:#}");
+    // The killed worker shows offline (its last will fired).
+    let short: String = victim.chars().take(12).collect();
+    assert!(
+        d.ping()
+            .iter()
+            .any(|p| p.0 == "worker" && p.1 == short && p.2 == "offline"),
+        "{short} not offline: {:?}",
+        d.ping()
+    );
     // Started again, the worker announces itself again (a `docker kill` counts as a manual
     // stop, so the restart policy leaves it down).
     let again = sh("docker", &["start", &victim]);

@@ -73,6 +73,8 @@ struct Flusher {
     start_ns: Option<i64>,
     /// The end of the slot whose events the recorder holds.
     slot_end_ns: i64,
+    /// The same moment on tokio's clock (to sleep until it), set once per slot.
+    slot_end_at: tokio::time::Instant,
     /// The run second of that slot.
     second: u32,
 }
@@ -88,6 +90,7 @@ impl Flusher {
         let mut f = Self {
             start_ns,
             slot_end_ns: 0,
+            slot_end_at: tokio::time::Instant::now(),
             second: 0,
         };
         f.enter(now_ns);
@@ -96,6 +99,12 @@ impl Flusher {
 
     /// Moves to the slot that holds `now_ns`.
     fn enter(&mut self, now_ns: i64) {
+        self.place(now_ns);
+        let ahead = self.slot_end_ns.saturating_sub(now_ns).max(0) as u64;
+        self.slot_end_at = tokio::time::Instant::now() + Duration::from_nanos(ahead);
+    }
+
+    fn place(&mut self, now_ns: i64) {
         match self.start_ns {
             Some(start) => {
                 let since = now_ns.saturating_sub(start).max(0);
@@ -129,6 +138,19 @@ impl Flusher {
         }
         self.ship(clock, recorder, to);
         self.enter(now_ns);
+    }
+
+    /// The slot is over by tokio's clock while no event came: ships what the recorder holds
+    /// (a quiet task's last events must reach their second in time) and moves on.
+    fn flush_idle(
+        &mut self,
+        now_ns: i64,
+        clock: &mut WallClock,
+        recorder: &mut Recorder,
+        to: &Control,
+    ) {
+        self.ship(clock, recorder, to);
+        self.enter(now_ns.max(self.slot_end_ns));
     }
 
     fn ship(&mut self, clock: &mut WallClock, recorder: &mut Recorder, to: &Control) {
@@ -432,6 +454,19 @@ struct Receiving {
     control: Control,
 }
 
+impl Receiving {
+    /// When what the recorder holds must be shipped if no event comes first.
+    fn flush_at(&self) -> Option<tokio::time::Instant> {
+        (!self.recorder.is_empty()).then_some(self.flusher.slot_end_at)
+    }
+
+    fn flush_idle(&mut self) {
+        let now = self.clock.now_ns();
+        self.flusher
+            .flush_idle(now, &mut self.clock, &mut self.recorder, &self.control);
+    }
+}
+
 /// Send times further than this from the receiver's clock cannot be from this run.
 const PLAUSIBLE_NS: i64 = 8 * 24 * 3600 * 1_000_000_000;
 
@@ -534,7 +569,18 @@ pub async fn consumer<D: Driver>(
     let stopped = loop {
         let batch = async {
             for _ in 0..RECV_BATCH {
-                let event = conn.recv().await;
+                // While the recorder holds events, wait no longer than its slot's end
+                // (recv is cancel-safe; a timer is only registered when recv must wait).
+                let event = match rx.flush_at() {
+                    Some(at) => match tokio::time::timeout_at(at, conn.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            rx.flush_idle();
+                            continue;
+                        }
+                    },
+                    None => conn.recv().await,
+                };
                 rx.on(event).await;
             }
         };
@@ -553,6 +599,7 @@ pub async fn consumer<D: Driver>(
                 biased;
                 _ = control.abort.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep_until(rx.flusher.slot_end_at), if !rx.recorder.is_empty() => rx.flush_idle(),
                 r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
                     // The SUT is failing: nothing more will drain.
                     Ok(Err(e)) => {
