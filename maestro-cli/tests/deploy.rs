@@ -8,31 +8,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::run_cli;
+use maestro_testkit::{output_text, repo_root, run_cli, tool};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (.ci/test installs it)"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("maestro-deploy-{name}-{}", std::process::id()));
@@ -44,8 +22,8 @@ fn temp_dir(name: &str) -> PathBuf {
 #[test]
 fn kubernetes_manifests_render_and_validate_against_the_schemas() {
     let dir = temp_dir("k8s");
-    let rendered = run("kubectl", &["kustomize", "deploy/kubernetes"]);
-    assert!(rendered.status.success(), "{}", text(&rendered));
+    let rendered = tool("kubectl", &["kustomize", "deploy/kubernetes"]);
+    assert!(rendered.status.success(), "{}", output_text(&rendered));
     let yaml = String::from_utf8(rendered.stdout).unwrap();
     let mut kinds: Vec<&str> = yaml
         .lines()
@@ -67,30 +45,30 @@ fn kubernetes_manifests_render_and_validate_against_the_schemas() {
     );
     let good = dir.join("maestro.yaml");
     std::fs::write(&good, &yaml).unwrap();
-    let valid = run(
+    let valid = tool(
         "kubernetes-validate",
         &["--strict", "--quiet", good.to_str().unwrap()],
     );
-    assert!(valid.status.success(), "{}", text(&valid));
+    assert!(valid.status.success(), "{}", output_text(&valid));
 
     // The validator does reject a broken manifest (a string where a count belongs).
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, yaml.replacen("replicas: 3", "replicas: \"three\"", 1)).unwrap();
-    let invalid = run(
+    let invalid = tool(
         "kubernetes-validate",
         &["--strict", "--quiet", bad.to_str().unwrap()],
     );
-    assert!(!invalid.status.success(), "{}", text(&invalid));
+    assert!(!invalid.status.success(), "{}", output_text(&invalid));
     assert!(
         String::from_utf8_lossy(&invalid.stdout).contains("spec.replicas")
             || String::from_utf8_lossy(&invalid.stderr).contains("spec.replicas"),
         "{}",
-        text(&invalid)
+        output_text(&invalid)
     );
 
     // The Job runs a plan the ConfigMap holds, and that plan is valid.
     assert!(yaml.contains("/plans/mqtt-smoke.toml"), "{yaml}");
-    for entry in std::fs::read_dir(repo().join("deploy/kubernetes/plans")).unwrap() {
+    for entry in std::fs::read_dir(repo_root().join("deploy/kubernetes/plans")).unwrap() {
         let path = entry.unwrap().path();
         let check = run_cli(
             &["run", path.to_str().unwrap(), "--check"],
@@ -112,7 +90,7 @@ fn kubernetes_manifests_render_and_validate_against_the_schemas() {
 fn units_in(dir: &Path) -> Vec<PathBuf> {
     let bin = maestro_testkit::bin_dir();
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(repo().join("deploy/systemd")).unwrap() {
+    for entry in std::fs::read_dir(repo_root().join("deploy/systemd")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "service") {
             let text = std::fs::read_to_string(&path)
@@ -144,13 +122,13 @@ fn systemd_units_pass_systemd_analyze_verify() {
         ]
     );
     for unit in &units {
-        let v = run("systemd-analyze", &["verify", unit.to_str().unwrap()]);
+        let v = tool("systemd-analyze", &["verify", unit.to_str().unwrap()]);
         // verify only warns about bad values: any output is a failure.
         assert!(
             v.status.success() && v.stdout.is_empty() && v.stderr.is_empty(),
             "{}: {}",
             unit.display(),
-            text(&v)
+            output_text(&v)
         );
     }
     // A broken unit is noticed.
@@ -159,11 +137,11 @@ fn systemd_units_pass_systemd_analyze_verify() {
         .unwrap()
         .replace("Restart=on-failure", "Restart=whenever");
     std::fs::write(&bad, text_bad).unwrap();
-    let v = run("systemd-analyze", &["verify", bad.to_str().unwrap()]);
+    let v = tool("systemd-analyze", &["verify", bad.to_str().unwrap()]);
     assert!(
         !v.status.success() || !v.stderr.is_empty(),
         "a broken unit passed: {}",
-        text(&v)
+        output_text(&v)
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,32 +7,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{free_port, run_cli, wait_for};
+use maestro_testkit::{free_port, output_text, repo_root, run_cli, tool, wait_for};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sh(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (is Docker installed?)"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A compose project of its own (name, published port), taken down on drop.
 struct Deployment {
@@ -54,7 +32,7 @@ impl Deployment {
             ])
             .args(args)
             .env("MAESTRO_PORT", &port)
-            .current_dir(repo())
+            .current_dir(repo_root())
             .output()
             .unwrap_or_else(|e| panic!("cannot run docker-compose: {e}"))
     }
@@ -120,6 +98,31 @@ impl Deployment {
         })
     }
 
+    /// A QoS 1 run against the mosquitto service: `clients` producers and as many
+    /// consumers, on topic base `topic`.
+    fn mqtt_run(
+        &self,
+        topic: &str,
+        rate: u32,
+        duration: &str,
+        clients: u32,
+    ) -> std::thread::JoinHandle<(Option<i32>, Value, String)> {
+        let sut = format!("mqtt://mosquitto:1883/{topic}?qos=1");
+        let (rate, clients) = (rate.to_string(), clients.to_string());
+        self.start(&[
+            "--sut",
+            &sut,
+            "--rate",
+            &rate,
+            "--duration",
+            duration,
+            "--producers",
+            &clients,
+            "--consumers",
+            &clients,
+        ])
+    }
+
     /// Labels of what is left of this project: containers, networks, volumes.
     fn leftovers(&self) -> Vec<String> {
         let label = format!("label=com.docker.compose.project={}", self.project);
@@ -131,7 +134,7 @@ impl Deployment {
         ] {
             let mut args = kind.to_vec();
             args.push(&label);
-            let o = sh("docker", &args);
+            let o = tool("docker", &args);
             left.extend(
                 String::from_utf8_lossy(&o.stdout)
                     .lines()
@@ -157,8 +160,12 @@ fn u(v: &Value, field: &str) -> u64 {
 #[test]
 fn docker_compose_cluster_runs_tests_and_survives_faults() {
     let began = Instant::now();
-    let build = sh("docker-compose/build", &[]);
-    assert!(build.status.success(), "build failed: {}", text(&build));
+    let build = tool("docker-compose/build", &[]);
+    assert!(
+        build.status.success(),
+        "build failed: {}",
+        output_text(&build)
+    );
     let built = began.elapsed();
 
     let d = Deployment {
@@ -166,7 +173,7 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         port: free_port(),
     };
     let up = d.compose(&["up", "-d", "--scale", "worker=3"]);
-    assert!(up.status.success(), "up failed: {}", text(&up));
+    assert!(up.status.success(), "up failed: {}", output_text(&up));
 
     // ping from the host, through the published port: exactly 3 workers and the inspector.
     assert!(
@@ -196,21 +203,7 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     }
 
     // A 10 s QoS 1 run against the mosquitto service loses nothing.
-    let (code, s, err) = d
-        .start(&[
-            "--sut",
-            "mqtt://mosquitto:1883/demo?qos=1",
-            "--rate",
-            "1200",
-            "--duration",
-            "10s",
-            "--producers",
-            "3",
-            "--consumers",
-            "3",
-        ])
-        .join()
-        .unwrap();
+    let (code, s, err) = d.mqtt_run("demo", 1200, "10s", 3).join().unwrap();
     assert_eq!(code, Some(0), "{err}\n{s:#}");
     // 3 producers at 400/s for 10 s; every one of 3 subscribers gets every message.
     assert_eq!(u(&s, "sent"), 12_000, "{s:#}");
@@ -219,22 +212,11 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
 
     // docker kill of one worker mid-run: offline, the run degraded (exit 4), the other
     // workers' numbers kept.
-    let run = d.start(&[
-        "--sut",
-        "mqtt://mosquitto:1883/kill?qos=1",
-        "--rate",
-        "600",
-        "--duration",
-        "8s",
-        "--producers",
-        "3",
-        "--consumers",
-        "3",
-    ]);
+    let run = d.mqtt_run("kill", 600, "8s", 3);
     std::thread::sleep(Duration::from_secs(3));
     let victim = d.containers("worker").remove(0);
-    let kill = sh("docker", &["kill", &victim]);
-    assert!(kill.status.success(), "{}", text(&kill));
+    let kill = tool("docker", &["kill", &victim]);
+    assert!(kill.status.success(), "{}", output_text(&kill));
     let (code, s, err) = run.join().unwrap();
     assert_eq!(code, Some(4), "{err}\n{s:#}");
     assert_eq!(s["degraded"], true, "{s:#}");
@@ -257,8 +239,8 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     );
     // Started again, the worker announces itself again (a `docker kill` counts as a manual
     // stop, so the restart policy leaves it down).
-    let again = sh("docker", &["start", &victim]);
-    assert!(again.status.success(), "{}", text(&again));
+    let again = tool("docker", &["start", &victim]);
+    assert!(again.status.success(), "{}", output_text(&again));
     assert!(
         wait_for(Duration::from_secs(60), || d.workers_ok() == 3),
         "{:?}",
@@ -266,40 +248,15 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     );
 
     // A restart of mosquitto mid-run: errors are counted and the workers reconnect.
-    let run = d.start(&[
-        "--sut",
-        "mqtt://mosquitto:1883/restart?qos=1",
-        "--rate",
-        "600",
-        "--duration",
-        "8s",
-        "--producers",
-        "3",
-        "--consumers",
-        "3",
-    ]);
+    let run = d.mqtt_run("restart", 600, "8s", 3);
     std::thread::sleep(Duration::from_secs(3));
     let restart = d.compose(&["restart", "--timeout", "1", "mosquitto"]);
-    assert!(restart.status.success(), "{}", text(&restart));
+    assert!(restart.status.success(), "{}", output_text(&restart));
     let (code, s, err) = run.join().unwrap();
     assert_eq!(code, Some(4), "{err}\n{s:#}");
     assert!(u(&s, "errors") > 0, "{s:#}");
     assert!(u(&s, "sent") > 0, "{s:#}");
-    let (code, s, err) = d
-        .start(&[
-            "--sut",
-            "mqtt://mosquitto:1883/after?qos=1",
-            "--rate",
-            "300",
-            "--duration",
-            "3s",
-            "--producers",
-            "3",
-            "--consumers",
-            "3",
-        ])
-        .join()
-        .unwrap();
+    let (code, s, err) = d.mqtt_run("after", 300, "3s", 3).join().unwrap();
     assert_eq!(code, Some(0), "the workers reconnected: {err}\n{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
 
@@ -308,8 +265,8 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     // writes to it, so pings can keep it from doing so; ARCHITECTURE.md).
     let cut = d.containers("worker").remove(0);
     let network = format!("{}_default", d.project);
-    let disconnect = sh("docker", &["network", "disconnect", &network, &cut]);
-    assert!(disconnect.status.success(), "{}", text(&disconnect));
+    let disconnect = tool("docker", &["network", "disconnect", &network, &cut]);
+    assert!(disconnect.status.success(), "{}", output_text(&disconnect));
     assert!(
         wait_for(Duration::from_secs(30), || {
             let peers = d.ping();
@@ -327,28 +284,14 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     );
 
     // A run then uses the workers that answer, and loses nothing.
-    let (code, s, err) = d
-        .start(&[
-            "--sut",
-            "mqtt://mosquitto:1883/cut?qos=1",
-            "--rate",
-            "300",
-            "--duration",
-            "3s",
-            "--producers",
-            "2",
-            "--consumers",
-            "2",
-        ])
-        .join()
-        .unwrap();
+    let (code, s, err) = d.mqtt_run("cut", 300, "3s", 2).join().unwrap();
     assert_eq!(code, Some(0), "{err}\n{s:#}");
     assert_eq!(s["workers"].as_array().map(Vec::len), Some(2), "{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
 
     // down leaves no container, network or volume.
     let down = d.compose(&["down", "-v", "--timeout", "2"]);
-    assert!(down.status.success(), "{}", text(&down));
+    assert!(down.status.success(), "{}", output_text(&down));
     assert_eq!(d.leftovers(), Vec::<String>::new());
     eprintln!(
         "docker-compose test: {:.0} s in all ({:.0} s building the image)",

@@ -55,6 +55,31 @@ fn uuid_hex() -> String {
     .collect()
 }
 
+/// The workspace's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a tool (docker, kubectl, ...) in the workspace's root and returns its output; a
+/// tool that cannot be started fails the test with its name.
+pub fn tool(program: &str, args: &[&str]) -> std::process::Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (.ci/test installs it)"))
+}
+
+/// A tool's exit code, stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`),
 /// found from the running test or benchmark executable.
 pub fn bin_dir() -> PathBuf {
