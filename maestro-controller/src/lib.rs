@@ -2,7 +2,7 @@
 //! peer outcomes of a request ([`outcome`]), a run's lifecycle as a pure state machine
 //! ([`lifecycle`]) driven by its I/O shell ([`run`]), the numbers of a run ([`summary`]),
 //! test plans (model and validation in [`plan`]; phases, ramp and max-rate search,
-//! verdicts in [`plans`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
+//! verdicts in [`plans`], the searches as pure state machines in [`search`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
 //! all call this one API.
 //!
 //! It talks to workers only through notes on the control broker, and never calls driver
@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod plan;
 pub mod plans;
 pub mod run;
+pub mod search;
 pub mod summary;
 
 pub use client::{ControlError, Controller, Exchange, Incoming};

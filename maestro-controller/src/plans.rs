@@ -17,6 +17,7 @@ use crate::client::{ControlError, Controller};
 use crate::outcome::{self, PeerStatus};
 use crate::plan::{Conditions, LoadedPlan, Phase, PlanError};
 use crate::run::{RunError, RunOptions, run_test};
+use crate::search::{self, Search};
 use maestro_protocol::{Body, Ping, Role, Segment, SutUrl, Target};
 use maestro_report::format::micros;
 use maestro_report::{
@@ -65,9 +66,6 @@ pub struct PlanOptions {
     pub control_url: String,
     pub cluster: String,
 }
-
-/// Probes a max-rate search may make at most.
-const MAX_PROBES: usize = 24;
 
 /// Checks a run against conditions. A degraded run always fails.
 pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
@@ -160,6 +158,30 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// Probes what the search asks for until it is over; keeps every probe, the knee, and
+    /// the reasons of the last failing probe.
+    async fn search(
+        &mut self,
+        phase: &Phase,
+        search: &mut impl Search,
+        step_duration: Duration,
+        dir: &Path,
+        result: &mut PhaseResult,
+    ) -> Result<(), PlanRunError> {
+        while let Some(rate) = search.next_rate() {
+            let p = self
+                .probe(phase, rate, Some(step_duration), None, dir)
+                .await?;
+            if !p.passed {
+                result.reasons = reasons(&p.verdicts, rate);
+            }
+            search.record(rate, p.passed);
+            result.probes.push(p);
+        }
+        result.knee_rate = search.knee();
+        Ok(())
+    }
+
     async fn probe(
         &mut self,
         phase: &Phase,
@@ -254,25 +276,11 @@ impl Runner<'_> {
                 ceiling,
                 ..
             } => {
-                let mut rate = *start_rate;
-                while rate <= *ceiling + f64::EPSILON {
-                    let p = self
-                        .probe(phase, rate, Some(*step_duration), None, dir)
-                        .await?;
-                    let passed = p.passed;
-                    if passed {
-                        result.knee_rate = Some(rate);
-                    } else {
-                        result.reasons = reasons(&p.verdicts, rate);
-                    }
-                    result.probes.push(p);
-                    if !passed {
-                        break;
-                    }
-                    rate += step;
-                }
-                // A ramp fails when it fails before its ceiling.
-                result.passed = result.reasons.is_empty();
+                let mut ramp = search::Ramp::new(*start_rate, *step, *ceiling);
+                self.search(phase, &mut ramp, *step_duration, dir, &mut result)
+                    .await?;
+                // A ramp fails when a step fails before its ceiling.
+                result.passed = !ramp.failed();
             }
             Phase::MaxRate {
                 start_rate,
@@ -281,48 +289,11 @@ impl Runner<'_> {
                 precision,
                 ..
             } => {
-                let (mut pass, mut fail): (Option<f64>, Option<f64>) = (None, None);
-                let mut rate = *start_rate;
-                // Step up: double until a probe fails or the ceiling passes.
-                while result.probes.len() < MAX_PROBES {
-                    let p = self
-                        .probe(phase, rate, Some(*step_duration), None, dir)
-                        .await?;
-                    let ok = p.passed;
-                    if !ok {
-                        result.reasons = reasons(&p.verdicts, rate);
-                    }
-                    result.probes.push(p);
-                    if ok {
-                        pass = Some(rate);
-                        if rate >= *ceiling {
-                            break;
-                        }
-                        rate = (rate * 2.0).min(*ceiling);
-                    } else {
-                        fail = Some(rate);
-                        break;
-                    }
-                }
-                // Bisect between the last pass and the first failure.
-                while let (Some(p), Some(f)) = (pass, fail) {
-                    if (f - p) / p <= *precision || result.probes.len() >= MAX_PROBES {
-                        break;
-                    }
-                    let mid = (p + f) / 2.0;
-                    let probe = self
-                        .probe(phase, mid, Some(*step_duration), None, dir)
-                        .await?;
-                    if probe.passed {
-                        pass = Some(mid);
-                    } else {
-                        fail = Some(mid);
-                    }
-                    result.probes.push(probe);
-                }
-                result.knee_rate = pass;
-                result.passed = pass.is_some();
-                if pass.is_some() {
+                let mut max = search::MaxRate::new(*start_rate, *ceiling, *precision);
+                self.search(phase, &mut max, *step_duration, dir, &mut result)
+                    .await?;
+                result.passed = result.knee_rate.is_some();
+                if result.passed {
                     result.reasons.clear();
                 }
             }
