@@ -53,6 +53,30 @@ pub enum Command {
     /// Try it with nothing installed: an embedded control broker, in-process workers and
     /// an inspector on this machine; ping, stats and halt them.
     Quickstart(crate::quickstart::QuickstartArgs),
+    /// Lab certificates for TLS.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CertsCommand {
+    /// Write ca.pem, ca.key, server.pem and server.key into DIR: a lab CA and a server
+    /// certificate it signed, for localhost, 127.0.0.1 and every --san.
+    Init {
+        /// Where the files go (made if missing).
+        dir: std::path::PathBuf,
+        /// Another name (host name or IP address) the server certificate covers.
+        #[arg(long = "san", env = "MAESTRO_SAN", value_delimiter = ',')]
+        sans: Vec<String>,
+        /// Replace files that exist.
+        #[arg(long, env = "MAESTRO_FORCE")]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -151,6 +175,12 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
             });
         }
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
+        Command::Certs(CertsArgs {
+            command: CertsCommand::Init { dir, sans, force },
+        }) => {
+            let written = maestro_controller::certs::init(&dir, &sans, force)?;
+            return Ok(crate::report::certs_outcome(&written, cli.output));
+        }
     };
     let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;
     let target = args.target();

@@ -48,6 +48,8 @@ pub enum CliError {
     Results(#[from] maestro_report::ResultsError),
     #[error(transparent)]
     PlanRun(#[from] maestro_controller::plans::PlanRunError),
+    #[error(transparent)]
+    Certs(#[from] maestro_controller::certs::CertsError),
     #[error("embedded peers did not all answer within {0:?}")]
     EmbeddedPeers(Duration),
 }
@@ -61,6 +63,13 @@ impl CliError {
             CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
             CliError::Io(..) => exit::INTERNAL,
             CliError::Results(e) => results_code(e),
+            CliError::Certs(e) => {
+                use maestro_controller::certs::CertsError as C;
+                match e {
+                    C::Name { .. } | C::Exists(_) => exit::USAGE,
+                    C::Make(_) | C::Write(..) => exit::INTERNAL,
+                }
+            }
             CliError::Start(e) => run_code(e),
             CliError::PlanRun(e) => {
                 use maestro_controller::plans::PlanRunError as P;

@@ -236,3 +236,24 @@ pub(crate) fn finished_outcome(f: &Finished, output: Output) -> Outcome {
         peers: Vec::new(),
     }
 }
+
+/// What `certs init` wrote.
+pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Output) -> Outcome {
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(w).unwrap_or_default(),
+        Output::Table => format!(
+            "CA certificate      {}\nCA key              {}\nserver certificate  {}  ({})\nserver key          {}",
+            w.ca.display(),
+            w.ca_key.display(),
+            w.server.display(),
+            w.names.join(", "),
+            w.server_key.display()
+        ),
+    };
+    Outcome {
+        stdout,
+        code: exit::OK,
+        problem: None,
+        peers: Vec::new(),
+    }
+}

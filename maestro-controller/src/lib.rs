@@ -2,7 +2,8 @@
 //! peer outcomes of a request ([`outcome`]), a run's lifecycle as a pure state machine
 //! ([`lifecycle`]) driven by its I/O shell ([`run`]), the numbers of a run ([`summary`]),
 //! test plans (model and validation in [`plan`]; phases, ramp and max-rate search,
-//! verdicts in [`plans`], the searches as pure state machines in [`search`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
+//! verdicts in [`plans`], the searches as pure state machines in [`search`]), and lab
+//! certificates ([`certs`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
 //! all call this one API.
 //!
 //! It talks to workers only through notes on the control broker, and never calls driver
@@ -10,6 +11,7 @@
 //! URL ([`maestro_protocol::SutUrl`]). Results are written through `maestro-report`'s
 //! model. It prints nothing but progress lines (when asked); rendering is the CLI's.
 
+pub mod certs;
 pub mod client;
 pub mod lifecycle;
 pub mod outcome;

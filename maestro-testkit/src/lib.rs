@@ -390,6 +390,12 @@ impl Mosquitto {
         Self::start_on(free_port())
     }
 
+    /// Mosquitto with more configuration lines after its listener (for example `cafile`,
+    /// `certfile` and `keyfile`, which make that listener TLS).
+    pub fn start_with(extra: &str) -> Result<Self> {
+        Self::start_configured(free_port(), extra)
+    }
+
     /// Kills this Mosquitto and starts a new one on the same port (a broker restart).
     pub fn restart(&mut self) -> Result<()> {
         self.proc.signal(libc::SIGKILL);
@@ -401,6 +407,10 @@ impl Mosquitto {
     }
 
     fn start_on(port: u16) -> Result<Self> {
+        Self::start_configured(port, "")
+    }
+
+    fn start_configured(port: u16, extra: &str) -> Result<Self> {
         let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .map(PathBuf::from)
@@ -412,7 +422,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n{extra}\n"
             ),
         )?;
         let log = dir.join("mosquitto.log");
