@@ -76,6 +76,20 @@ impl Deployment {
             .count()
     }
 
+    /// Waits until `n` workers report a run in progress (the run has started on them).
+    fn wait_running(&self, n: usize) -> bool {
+        wait_for(Duration::from_secs(30), || {
+            self.cli(&["stats", "-o", "json"], Duration::from_secs(20))
+                .json()
+                .ok()
+                .and_then(|v| {
+                    v.as_array()
+                        .map(|a| a.iter().filter(|w| w["state"] == "running").count())
+                })
+                == Some(n)
+        })
+    }
+
     /// Container ids of a service.
     fn containers(&self, service: &str) -> Vec<String> {
         let o = self.compose(&["ps", "-q", service]);
@@ -213,7 +227,7 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     // docker kill of one worker mid-run: offline, the run degraded (exit 4), the other
     // workers' numbers kept.
     let run = d.mqtt_run("kill", 600, "8s", 3);
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.wait_running(3), "the run never started");
     let victim = d.containers("worker").remove(0);
     let kill = tool("docker", &["kill", &victim]);
     assert!(kill.status.success(), "{}", output_text(&kill));
@@ -249,7 +263,7 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
 
     // A restart of mosquitto mid-run: errors are counted and the workers reconnect.
     let run = d.mqtt_run("restart", 600, "8s", 3);
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.wait_running(3), "the run never started");
     let restart = d.compose(&["restart", "--timeout", "1", "mosquitto"]);
     assert!(restart.status.success(), "{}", output_text(&restart));
     let (code, s, err) = run.join().unwrap();

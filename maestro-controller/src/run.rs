@@ -286,13 +286,17 @@ pub async fn run_test(
                         start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
                         started_at =
                             SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
-                        stream = Some(
-                            LiveResults::create(folder.clone(), start_at.0, names.clone())
-                                .map_err(|source| RunError::Results {
+                        match LiveResults::create(folder.clone(), start_at.0, names.clone()) {
+                            Ok(live) => stream = Some(live),
+                            Err(source) => {
+                                // Configured workers are released, not left to their lease.
+                                release(controller, &run, &participants).await;
+                                return Err(RunError::Results {
                                     path: folder.clone(),
                                     source,
-                                })?,
-                        );
+                                });
+                            }
+                        }
                     }
                     pending.clear();
                     for (id, share) in &shares {
