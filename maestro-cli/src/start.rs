@@ -102,6 +102,13 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
         format!("service time   {}", p(&s.service_time_us)),
         format!("send lag       {}", p(&s.send_lag_us)),
     ];
+    if let Some(h) = &s.tls_handshake_us {
+        lines.push(format!(
+            "TLS handshake  {}  ({} connections)",
+            p(h),
+            h.count
+        ));
+    }
     if let Some(shortfall) = s.shortfall() {
         lines.push(format!("BELOW OFFER: {shortfall}"));
     }

@@ -367,6 +367,7 @@ fn fake_results(
         },
         service_time_us: Percentiles::default(),
         send_lag_us: Percentiles::default(),
+        tls_handshake_us: None,
         clock: ClockSummary::default(),
         workers: vec![],
         error_messages: vec![],

@@ -390,6 +390,7 @@ mod tests {
             deliveries: vec![],
             consumers: vec![],
             errors: vec![],
+            tls_handshake_us: None,
         })
     }
 

@@ -83,8 +83,23 @@ pub fn summarize(
     let mut latencies = Latencies::default();
     let mut degraded = collected.degraded.clone();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut handshakes: Option<hdrhistogram::Histogram<u64>> = None;
     for (id, r) in &collected.results {
         total.add(&r.counters);
+        if let Some(encoded) = &r.tls_handshake_us {
+            match maestro_protocol::histogram::decode(encoded) {
+                Ok(h) => {
+                    let merged = handshakes
+                        .get_or_insert_with(maestro_protocol::histogram::latency_histogram);
+                    if merged.add(&h).is_err() {
+                        degraded.push(format!("worker {id}: TLS handshake histogram out of range"));
+                    }
+                }
+                Err(e) => degraded.push(format!(
+                    "worker {id}: unreadable TLS handshake histogram: {e}"
+                )),
+            }
+        }
         if let Err(e) = latencies.add(&r.histograms) {
             degraded.push(format!("worker {id}: unreadable histograms: {e}"));
         }
@@ -159,6 +174,7 @@ pub fn summarize(
         response_time_us: Percentiles::of(&latencies.response),
         service_time_us: Percentiles::of(&latencies.service),
         send_lag_us: Percentiles::of(&latencies.lag),
+        tls_handshake_us: handshakes.as_ref().map(Percentiles::of),
         clock: clock_summary(collected, workers),
         workers: worker_summaries,
         error_messages: errors
@@ -223,6 +239,7 @@ mod tests {
             deliveries,
             consumers,
             errors: vec![],
+            tls_handshake_us: None,
         }
     }
 

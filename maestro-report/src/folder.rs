@@ -125,6 +125,7 @@ mod tests {
             response_time_us: Percentiles::default(),
             service_time_us: Percentiles::default(),
             send_lag_us: Percentiles::default(),
+            tls_handshake_us: None,
             clock: ClockSummary::default(),
             workers: vec![],
             error_messages: vec![],

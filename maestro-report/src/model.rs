@@ -114,6 +114,10 @@ pub struct RunSummary {
     pub response_time_us: Percentiles,
     pub service_time_us: Percentiles,
     pub send_lag_us: Percentiles,
+    /// TLS handshake times of the connections to the SUT; absent without TLS (and for
+    /// Kafka, whose client does its handshakes out of sight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_us: Option<Percentiles>,
     pub clock: ClockSummary,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,

@@ -21,7 +21,7 @@ pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
 pub use run::*;
-pub use sut::{Scheme, SutOptions, SutUrl, SutUrlError};
+pub use sut::{Scheme, SutOptions, SutUrl, SutUrlError, TlsOptions};
 pub use time::{ClockSample, UnixMicros};
 pub use topic::{Target, Topics};
 

@@ -502,6 +502,10 @@ pub struct RunResult {
     pub consumers: Vec<ConsumerPlan>,
     /// Distinct errors seen, with how often (at most a few).
     pub errors: Vec<ErrorCount>,
+    /// TLS handshake times of this worker's connections to the SUT (encoded like the
+    /// latency histograms); absent without TLS or when the client library hides them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_us: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,12 +5,20 @@
 //! calls driver code. On the wire (in a [`crate::TestSpec`]) it stays the URL string.
 //!
 //! ```text
-//! mqtt://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
-//! amqp://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
+//! mqtt[s]://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
+//! amqp[s]://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
 //!        &confirms=&confirm_window=&mandatory=&prefetch=&ack=&ack_batch=&fanout=&keep=
 //! kafka://host[:port][,host[:port]...][/prefix]?partitions=&acks=&linger=&batch_size=&compression=
 //!        &group=&key=&<librdkafka.property>=
 //! ```
+//!
+//! TLS: `mqtts://` (port 8883) and `amqps://` (port 5671) take `ca=` (PEM file of the CAs to
+//! trust), `cert=` and `key=` (one client certificate for every client), `insecure=true`
+//! (accept any server certificate: lab only), `sni=` (the name the server certificate must
+//! carry, when the host is an address), and `client_ca=` with `client_ca_key=` (a CA and
+//! its key: every client gets its own certificate, CN = its client id). Kafka uses TLS with
+//! `security.protocol=ssl` or `sasl_ssl` and librdkafka's `ssl.*` properties; `client_ca=`
+//! and `client_ca_key=` work there too. Files are read on the worker's host.
 //!
 //! Passwords are percent-decoded (`%2B` is `+`; a literal `+` stays a plus).
 
@@ -37,11 +45,13 @@ impl Scheme {
         }
     }
 
-    fn default_port(self) -> u16 {
-        match self {
-            Scheme::Mqtt => 1883,
-            Scheme::Amqp => 5672,
-            Scheme::Kafka => 9092,
+    fn default_port(self, tls: bool) -> u16 {
+        match (self, tls) {
+            (Scheme::Mqtt, false) => 1883,
+            (Scheme::Mqtt, true) => 8883,
+            (Scheme::Amqp, false) => 5672,
+            (Scheme::Amqp, true) => 5671,
+            (Scheme::Kafka, _) => 9092,
         }
     }
 }
@@ -55,9 +65,13 @@ impl fmt::Display for Scheme {
 /// A bad SUT URL; the message names the URL (password hidden) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SutUrlError {
-    #[error("SUT URL {url:?}: no scheme (expected mqtt://, amqp:// or kafka://)")]
+    #[error(
+        "SUT URL {url:?}: no scheme (expected mqtt://, mqtts://, amqp://, amqps:// or kafka://)"
+    )]
     NoScheme { url: String },
-    #[error("SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, amqp, kafka)")]
+    #[error(
+        "SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, mqtts, amqp, amqps, kafka)"
+    )]
     Scheme { url: String, scheme: String },
     #[error("SUT URL {url:?}: no host")]
     NoHost { url: String },
@@ -78,6 +92,8 @@ pub enum SutUrlError {
         value: String,
         expected: String,
     },
+    #[error("SUT URL {url:?}: {what}")]
+    Tls { url: String, what: String },
     #[error("SUT URL {url:?}: unknown parameter {key:?} (known: {known})")]
     Unknown {
         url: String,
@@ -253,6 +269,31 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
 }
 
+/// TLS to the SUT. Paths are files on the worker's host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CAs to trust (default: the system's roots).
+    pub ca: Option<String>,
+    /// One client certificate (PEM) and its key, for every client.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Accept any server certificate (lab certificates; never in production).
+    pub insecure: bool,
+    /// The name the server certificate must carry, when the URL's host is an address.
+    pub sni: Option<String>,
+    /// A CA certificate and its key: every client gets its own certificate, CN = its
+    /// client id, made before the run starts.
+    pub client_ca: Option<String>,
+    pub client_ca_key: Option<String>,
+}
+
+impl TlsOptions {
+    /// True when every client gets a certificate of its own.
+    pub fn per_client(&self) -> bool {
+        self.client_ca.is_some()
+    }
+}
+
 /// The options of one protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SutOptions {
@@ -269,6 +310,8 @@ pub struct SutUrl {
     pub hosts: Vec<Host>,
     pub credentials: Option<Credentials>,
     pub options: SutOptions,
+    /// TLS to the SUT (`mqtts://`, `amqps://`, Kafka `security.protocol=ssl|sasl_ssl`).
+    pub tls: Option<Box<TlsOptions>>,
 }
 
 fn decode(v: &str) -> String {
@@ -324,6 +367,89 @@ impl Parser {
             .ok_or_else(|| self.value(key, v, &format!("is not a number from 1 to {max}")))
     }
 
+    fn tls_error(&self, what: impl Into<String>) -> SutUrlError {
+        SutUrlError::Tls {
+            url: self.url.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// Takes the TLS parameters out of `query`. `keys` are the ones this protocol takes
+    /// in its URL; `tls` says whether the URL asked for TLS.
+    fn tls(
+        &self,
+        scheme: Scheme,
+        tls: bool,
+        keys: &[&str],
+        query: &mut Vec<(String, String)>,
+    ) -> Result<Option<Box<TlsOptions>>, SutUrlError> {
+        let mut o = TlsOptions::default();
+        let mut given = Vec::new();
+        let mut rest = Vec::with_capacity(query.len());
+        for (key, v) in query.drain(..) {
+            if !keys.contains(&key.as_str()) {
+                rest.push((key, v));
+                continue;
+            }
+            let file = |v: &str| {
+                if v.is_empty() {
+                    Err(self.value(&key, v, "is not a file name"))
+                } else {
+                    Ok(Some(v.to_owned()))
+                }
+            };
+            match key.as_str() {
+                "ca" => o.ca = file(&v)?,
+                "cert" => o.cert = file(&v)?,
+                "key" => o.key = file(&v)?,
+                "insecure" => o.insecure = self.flag(&key, &v)?,
+                "sni" => {
+                    if v.is_empty()
+                        || !v
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+                    {
+                        return Err(self.value(&key, &v, "is not a host name"));
+                    }
+                    o.sni = Some(v.clone())
+                }
+                "client_ca" => o.client_ca = file(&v)?,
+                "client_ca_key" => o.client_ca_key = file(&v)?,
+                _ => {}
+            }
+            given.push(key);
+        }
+        *query = rest;
+        if !tls {
+            return match given.first() {
+                None => Ok(None),
+                Some(k) if scheme == Scheme::Kafka => Err(self.tls_error(format!(
+                    "{k}= needs TLS: add security.protocol=ssl (or sasl_ssl)"
+                ))),
+                Some(k) => Err(self.tls_error(format!(
+                    "{k}= needs TLS: use {scheme}s:// instead of {scheme}://"
+                ))),
+            };
+        }
+        if o.cert.is_some() != o.key.is_some() {
+            return Err(self.tls_error("cert= and key= go together"));
+        }
+        if o.client_ca.is_some() != o.client_ca_key.is_some() {
+            return Err(self.tls_error("client_ca= and client_ca_key= go together"));
+        }
+        if o.cert.is_some() && o.client_ca.is_some() {
+            return Err(self.tls_error(
+                "cert= (one certificate for all clients) and client_ca= (one per client) exclude each other",
+            ));
+        }
+        if o.insecure && (o.ca.is_some() || o.sni.is_some()) {
+            return Err(self.tls_error(
+                "insecure=true checks no server certificate: ca= and sni= would be ignored",
+            ));
+        }
+        Ok(Some(Box::new(o)))
+    }
+
     fn mqtt(&self, path: &str, query: &[(String, String)]) -> Result<MqttOptions, SutUrlError> {
         let base = decode(path.trim_matches('/'));
         let mut o = MqttOptions {
@@ -370,7 +496,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight",
+                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight, and with mqtts:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
                     });
                 }
             }
@@ -441,7 +567,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep",
+                        known: "exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep, and with amqps:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
                     });
                 }
             }
@@ -529,7 +655,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "partitions, acks, linger, batch_size, compression, group, key, and librdkafka properties with dots",
+                        known: "partitions, acks, linger, batch_size, compression, group, key, client_ca, client_ca_key, and librdkafka properties with dots",
                     });
                 }
             }
@@ -538,7 +664,7 @@ impl Parser {
     }
 }
 
-fn host(url: &str, scheme: Scheme, h: &str) -> Result<Host, SutUrlError> {
+fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlError> {
     let (name, port) = if let Some(rest) = h.strip_prefix('[') {
         let (name, after) = rest.split_once(']').ok_or_else(|| SutUrlError::NoHost {
             url: url.to_owned(),
@@ -569,7 +695,7 @@ fn host(url: &str, scheme: Scheme, h: &str) -> Result<Host, SutUrlError> {
         });
     }
     let port = match port {
-        None => scheme.default_port(),
+        None => scheme.default_port(tls),
         Some(p) => p
             .parse::<u16>()
             .ok()
@@ -591,10 +717,12 @@ impl SutUrl {
         let Some((scheme, rest)) = raw.split_once("://") else {
             return Err(SutUrlError::NoScheme { url });
         };
-        let scheme = match scheme {
-            "mqtt" => Scheme::Mqtt,
-            "amqp" => Scheme::Amqp,
-            "kafka" => Scheme::Kafka,
+        let (scheme, tls_scheme) = match scheme {
+            "mqtt" => (Scheme::Mqtt, false),
+            "mqtts" => (Scheme::Mqtt, true),
+            "amqp" => (Scheme::Amqp, false),
+            "amqps" => (Scheme::Amqp, true),
+            "kafka" => (Scheme::Kafka, false),
             other => {
                 return Err(SutUrlError::Scheme {
                     url,
@@ -620,7 +748,7 @@ impl SutUrl {
         });
         let hosts = hostlist
             .split(',')
-            .map(|h| host(&url, scheme, h))
+            .map(|h| host(&url, scheme, tls_scheme, h))
             .collect::<Result<Vec<_>, _>>()?;
         if hosts.len() > 1 && scheme != Scheme::Kafka {
             return Err(SutUrlError::Hosts {
@@ -629,10 +757,35 @@ impl SutUrl {
                 hosts: hosts.len(),
             });
         }
-        let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        let mut query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         let p = Parser { url };
+        let tls = match scheme {
+            Scheme::Kafka => {
+                let protocol = query
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "security.protocol")
+                    .map(|(_, v)| v.to_ascii_lowercase());
+                let ssl = matches!(protocol.as_deref(), Some("ssl" | "sasl_ssl"));
+                p.tls(scheme, ssl, &["client_ca", "client_ca_key"], &mut query)?
+            }
+            _ => p.tls(
+                scheme,
+                tls_scheme,
+                &[
+                    "ca",
+                    "cert",
+                    "key",
+                    "insecure",
+                    "sni",
+                    "client_ca",
+                    "client_ca_key",
+                ],
+                &mut query,
+            )?,
+        };
         let options = match scheme {
             Scheme::Mqtt => SutOptions::Mqtt(p.mqtt(path, &query)?),
             Scheme::Amqp => SutOptions::Amqp(p.amqp(path, &query)?),
@@ -643,6 +796,7 @@ impl SutUrl {
             hosts,
             credentials,
             options,
+            tls,
         })
     }
 
@@ -721,6 +875,7 @@ impl fmt::Debug for SutUrl {
             .field("hosts", &self.hosts)
             .field("credentials", &self.credentials)
             .field("options", &self.options)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -845,6 +1000,62 @@ mod tests {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
             assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_options() {
+        let m = parse("mqtts://h?ca=/x/ca.pem&sni=broker.lab&qos=1");
+        assert_eq!(m.host().port, 8883);
+        assert_eq!(m.scheme(), Scheme::Mqtt);
+        let t = m.tls.clone().unwrap_or_default();
+        assert_eq!(
+            (t.ca.as_deref(), t.sni.as_deref(), t.insecure),
+            (Some("/x/ca.pem"), Some("broker.lab"), false)
+        );
+        assert!(m.reliable());
+        assert!(parse("mqtt://h").tls.is_none());
+        let a = parse("amqps://h?insecure=true&client_ca=ca.pem&client_ca_key=ca.key");
+        assert_eq!(a.host().port, 5671);
+        assert!(a.tls.as_ref().is_some_and(|t| t.insecure && t.per_client()));
+        let k = parse(
+            "kafka://h?security.protocol=SSL&ssl.ca.location=ca.pem&client_ca=c&client_ca_key=k&key=random",
+        );
+        assert!(k.tls.as_ref().is_some_and(|t| t.per_client()));
+        let SutOptions::Kafka(o) = &k.options else {
+            panic!("kafka")
+        };
+        assert_eq!(o.key, KeyDistribution::Random);
+        assert_eq!(o.properties.len(), 2);
+        assert!(parse("kafka://h?security.protocol=sasl_ssl").tls.is_some());
+        assert!(parse("kafka://h").tls.is_none());
+        for (url, needle) in [
+            (
+                "mqtt://h?ca=x",
+                "ca= needs TLS: use mqtts:// instead of mqtt://",
+            ),
+            ("amqp://h?insecure=true", "use amqps://"),
+            (
+                "kafka://h?client_ca=c&client_ca_key=k",
+                "security.protocol=ssl",
+            ),
+            ("mqtts://h?cert=c", "cert= and key= go together"),
+            (
+                "mqtts://h?client_ca=c",
+                "client_ca= and client_ca_key= go together",
+            ),
+            (
+                "mqtts://h?cert=c&key=k&client_ca=a&client_ca_key=b",
+                "exclude each other",
+            ),
+            ("mqtts://h?insecure=true&ca=x", "would be ignored"),
+            ("mqtts://h?insecure=perhaps", "insecure=\"perhaps\""),
+            ("mqtts://h?sni=a%20b", "sni=\"a b\" is not a host name"),
+            ("mqtts://h?ca=", "ca=\"\" is not a file name"),
+            ("kafkas://h", "scheme \"kafkas\" is not supported"),
+        ] {
+            let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{url}: {e}");
         }
     }
 

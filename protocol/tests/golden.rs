@@ -199,6 +199,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                         message: "connection reset".into(),
                         count: 1,
                     }],
+                    tls_handshake_us: None,
                 }),
             ),
         ),

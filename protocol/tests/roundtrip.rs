@@ -287,6 +287,7 @@ fn run_body() -> impl Strategy<Value = Body> {
                             .into_iter()
                             .map(|(message, count)| ErrorCount { message, count })
                             .collect(),
+                        tls_handshake_us: None,
                     })
                 }
             ),

@@ -1,6 +1,10 @@
 //! AMQP 0-9-1 with lapin.
 //!
-//! `amqp://[user:pass@]host[:port][/vhost][?options]`; vhost `%2f` (the default) is `/`.
+//! `amqp[s]://[user:pass@]host[:port][/vhost][?options]`; vhost `%2f` (the default) is `/`.
+//! `amqps://` connects with TLS ([`super::tls`]): the driver makes the TCP connection and
+//! the handshake itself (timed) and hands the stream to lapin. Each connection is named
+//! `maestro-<run>-p<i>` or `-c<i>` (its client id, and the CN of its own certificate with
+//! `client_ca=`).
 //! Options:
 //! - `exchange` (default: the default exchange, routing by queue name), `exchange_type`
 //!   (direct, fanout, topic, headers; default direct), `routing_key` (default: the topic);
@@ -17,6 +21,7 @@
 //! Topic `i` of a run is queue `<queue>.<run-id>.<i>` (or routing key `<run-id>.<i>`
 //! on a named exchange).
 
+use super::tls::TlsClient;
 use super::{Consumer, Driver, DriverError, Producer, TrySendError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -32,7 +37,8 @@ use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A batch of publishes under way. Kept in the producer so that a `drive` cancelled
 /// half-way resumes it instead of publishing the batch again.
@@ -63,17 +69,29 @@ pub struct AmqpDriver {
     ack_batch: u32,
     fanout: bool,
     keep: bool,
+    /// TLS (`amqps://`), built once for all connections of the run.
+    tls: Option<Arc<TlsClient>>,
 }
 
 impl AmqpDriver {
-    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]).
-    pub fn new(url: &SutUrl, o: &AmqpOptions, run: &RunId) -> Self {
+    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]). Fails when
+    /// the TLS files cannot be read.
+    pub fn new(url: &SutUrl, o: &AmqpOptions, run: &RunId) -> Result<Self, DriverError> {
         let exchange = if o.fanout && o.exchange.is_empty() {
             format!("maestro.{run}")
         } else {
             o.exchange.clone()
         };
-        AmqpDriver {
+        let tls = match &url.tls {
+            Some(t) => Some(Arc::new(TlsClient::new(t, &url.host().name).map_err(
+                |e| DriverError::Tls {
+                    url: url.redacted(),
+                    reason: e.to_string(),
+                },
+            )?)),
+            None => None,
+        };
+        Ok(AmqpDriver {
             connect_url: url.without_options().to_owned(),
             url: url.redacted(),
             run: run.clone(),
@@ -96,14 +114,15 @@ impl AmqpDriver {
             ack_batch: o.ack_batch,
             fanout: o.fanout,
             keep: o.keep,
-        }
+            tls,
+        })
     }
 
     /// A driver for an AMQP URL (tests and benchmarks).
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Amqp(o) => Ok(Self::new(&url, o, run)),
+            SutOptions::Amqp(o) => Self::new(&url, o, run),
             _ => Err(DriverError::Sut(format!("{url} is not an AMQP URL"))),
         }
     }
@@ -143,11 +162,54 @@ impl AmqpDriver {
         }
     }
 
-    async fn channel(&self) -> Result<(Connection, Channel), DriverError> {
+    /// Connects over TLS: TCP, then the handshake (timed), then AMQP over that stream.
+    async fn connect_tls(
+        &self,
+        tls: &TlsClient,
+        client: &str,
+        properties: ConnectionProperties,
+    ) -> Result<Connection, DriverError> {
+        let uri: lapin::uri::AMQPUri = self
+            .connect_url
+            .parse()
+            .map_err(|e: String| self.unreachable(e))?;
+        let config = tls.config_for(client).map_err(|e| DriverError::Tls {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        let connector = lapin::tcp::RustlsConnector::from(config);
+        let server_name = tls.server_name.clone();
+        let handshakes = tls.handshakes.clone();
+        let runtime = lapin::runtime::default_runtime().map_err(|e| self.unreachable(e))?;
+        Connection::connector(
+            uri,
+            runtime,
+            async move |uri, runtime| {
+                let addrs: Vec<std::net::SocketAddr> =
+                    tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
+                        .await?
+                        .collect();
+                let tcp = lapin::tcp::AsyncTcpStream::connect(&runtime, addrs).await?;
+                let began = Instant::now();
+                let stream = tcp.into_rustls(&connector, &server_name).await?;
+                handshakes.record(began.elapsed());
+                Ok(stream)
+            },
+            properties,
+        )
+        .await
+        .map_err(|e| self.unreachable(super::tls::explain(&e)))
+    }
+
+    async fn channel(&self, client: &str) -> Result<(Connection, Channel), DriverError> {
         let connect = async {
-            let conn = Connection::connect(&self.connect_url, ConnectionProperties::default())
-                .await
-                .map_err(|e| self.unreachable(e))?;
+            let properties = ConnectionProperties::default().with_connection_name(client.into());
+            let conn = match &self.tls {
+                Some(tls) => self.connect_tls(tls, client, properties).await?,
+                None => Connection::connect(&self.connect_url, properties)
+                    .await
+                    .map_err(|e| self.unreachable(e))?,
+            };
             let channel = conn
                 .create_channel()
                 .await
@@ -232,7 +294,9 @@ impl AmqpDriver {
         &self,
         plan: &ProducerPlan,
     ) -> Result<(Connection, Channel), DriverError> {
-        let (conn, channel) = self.channel().await?;
+        let (conn, channel) = self
+            .channel(&format!("maestro-{}-p{}", self.run, plan.id))
+            .await?;
         self.declare(&channel, plan.topic).await?;
         if self.confirms {
             channel
@@ -247,7 +311,9 @@ impl AmqpDriver {
         &self,
         plan: &ConsumerPlan,
     ) -> Result<(Connection, Channel, lapin::Consumer), DriverError> {
-        let (conn, channel) = self.channel().await?;
+        let (conn, channel) = self
+            .channel(&format!("maestro-{}-c{}", self.run, plan.id))
+            .await?;
         let sut = |e: lapin::Error| self.unreachable(e);
         self.declare(&channel, plan.topic).await?;
         let queue = self.consumer_queue(plan);
@@ -287,6 +353,10 @@ impl AmqpDriver {
 impl Driver for AmqpDriver {
     type Producer = AmqpProducer;
     type Consumer = AmqpConsumer;
+
+    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.tls.as_ref().map(|t| t.handshakes.snapshot())
+    }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<AmqpProducer, DriverError> {
         let (conn, channel) = self.open_producer(plan).await?;

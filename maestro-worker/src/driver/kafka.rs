@@ -9,11 +9,18 @@
 //!   partition `i mod partitions`, random sets a random key;
 //! - any librdkafka property, written with its dots (for example
 //!   `queue.buffering.max.messages=200000`); it goes to producers and consumers alike.
+//!   TLS: `security.protocol=ssl` (or `sasl_ssl`) with `ssl.ca.location=`,
+//!   `ssl.certificate.location=`, `ssl.key.location=`, ...; with `client_ca=` and
+//!   `client_ca_key=` every client (producer, consumer, and the admin client that creates
+//!   topics) gets its own certificate, CN = its `client.id` (`maestro-<run>-p<i>`,
+//!   `-c<i>`, `-admin`), passed as `ssl.certificate.pem`/`ssl.key.pem`. librdkafka makes
+//!   its TLS handshakes inside its own threads, so they are not timed.
 //!
 //! Topic `i` of a run is `<prefix>-<run-id>-<i>`; it is created with the requested
 //! partitions when missing, and used as it is when it exists. Consumers of one
 //! subscription form one consumer group and read from the earliest offset.
 
+use super::tls::ClientCa;
 use super::{Consumer, Driver, DriverError, Producer, TrySendError};
 use bytes::Bytes;
 use maestro_protocol::sut::{Compression, KafkaOptions, KeyDistribution};
@@ -52,6 +59,8 @@ pub struct KafkaDriver {
     /// librdkafka properties for producers and consumers.
     properties: Vec<(String, String)>,
     producer_properties: Vec<(String, String)>,
+    /// Signs a certificate per client (`client_ca=`).
+    client_ca: Option<Arc<ClientCa>>,
 }
 
 impl KafkaDriver {
@@ -89,8 +98,17 @@ impl KafkaDriver {
             keys: o.key,
             properties: o.properties.clone(),
             producer_properties,
+            client_ca: match url.tls.as_deref() {
+                Some(t) => ClientCa::from_options(t)
+                    .map_err(|e| DriverError::Tls {
+                        url: url.redacted(),
+                        reason: e.to_string(),
+                    })?
+                    .map(Arc::new),
+                None => None,
+            },
         };
-        d.config(&[])
+        d.config("check", &[])?
             .create::<AdminClient<DefaultClientContext>>()
             .map_err(|e| DriverError::Setting {
                 url: d.url.clone(),
@@ -112,15 +130,26 @@ impl KafkaDriver {
         format!("{}-{}-{i}", self.prefix, self.run)
     }
 
-    fn config(&self, extra: &[(String, String)]) -> ClientConfig {
+    /// The librdkafka configuration of one client, `role` being `admin`, `p<i>` or `c<i>`.
+    fn config(&self, role: &str, extra: &[(String, String)]) -> Result<ClientConfig, DriverError> {
+        let client_id = format!("maestro-{}-{role}", self.run);
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
             .set("socket.nagle.disable", "true")
+            .set("client.id", &client_id)
             .set("log_level", "3");
         for (k, v) in self.properties.iter().chain(extra) {
             c.set(k, v);
         }
-        c
+        if let Some(ca) = &self.client_ca {
+            let pem = ca.issue(&client_id).map_err(|e| DriverError::Tls {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
+            c.set("ssl.certificate.pem", pem.cert)
+                .set("ssl.key.pem", pem.key);
+        }
+        Ok(c)
     }
 
     fn unreachable(&self, reason: impl ToString) -> DriverError {
@@ -132,8 +161,10 @@ impl KafkaDriver {
 
     /// Creates the topic when missing; an existing topic is used as it is.
     async fn ensure_topic(&self, topic: &str) -> Result<(), DriverError> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.config(&[]).create().map_err(|e| self.unreachable(e))?;
+        let admin: AdminClient<DefaultClientContext> = self
+            .config("admin", &[])?
+            .create()
+            .map_err(|e| self.unreachable(e))?;
         let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
         let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
         let results = tokio::time::timeout(CONNECT_TIMEOUT, admin.create_topics([&new], &options))
@@ -189,7 +220,7 @@ impl Driver for KafkaDriver {
         self.ensure_topic(&topic).await?;
         let context = CountingContext::default();
         let producer: ThreadedProducer<CountingContext> = self
-            .config(&self.producer_properties)
+            .config(&format!("p{}", plan.id), &self.producer_properties)?
             .create_with_context(context.clone())
             .map_err(|e| self.unreachable(e))?;
         // Fail fast when the broker does not answer (metadata round trip).
@@ -233,7 +264,7 @@ impl Driver for KafkaDriver {
             ("fetch.wait.max.ms".to_owned(), "10".to_owned()),
         ];
         let consumer: StreamConsumer = self
-            .config(&extra)
+            .config(&format!("c{}", plan.id), &extra)?
             .create()
             .map_err(|e| self.unreachable(e))?;
         consumer

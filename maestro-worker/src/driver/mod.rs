@@ -5,6 +5,7 @@
 pub mod amqp;
 pub mod kafka;
 pub mod mqtt;
+pub mod tls;
 
 use bytes::Bytes;
 use maestro_protocol::{ConsumerPlan, ProducerPlan};
@@ -19,6 +20,8 @@ pub enum DriverError {
     Setting { url: String, reason: String },
     #[error("cannot reach the SUT at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    #[error("SUT URL {url:?}: {reason}")]
+    Tls { url: String, reason: String },
     #[error("{0}")]
     Sut(String),
 }
@@ -27,9 +30,9 @@ impl DriverError {
     /// The reason alone, without the URL (for messages that name the URL already).
     pub fn reason(&self) -> String {
         match self {
-            DriverError::Unreachable { reason, .. } | DriverError::Setting { reason, .. } => {
-                reason.clone()
-            }
+            DriverError::Unreachable { reason, .. }
+            | DriverError::Setting { reason, .. }
+            | DriverError::Tls { reason, .. } => reason.clone(),
             DriverError::Url(e) => e.to_string(),
             DriverError::Sut(reason) => reason.clone(),
         }
@@ -80,6 +83,11 @@ pub trait Consumer: Send + 'static {
 pub trait Driver: Clone + Send + Sync + 'static {
     type Producer: Producer;
     type Consumer: Consumer;
+    /// The TLS handshake times of this run's connections so far (µs); `None` without TLS
+    /// or when the client library does its handshakes out of sight (librdkafka).
+    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        None
+    }
     /// Connects a producer (returns once the SUT accepted the connection).
     fn producer(
         &self,

@@ -1,19 +1,23 @@
 //! MQTT (3.1.1) with rumqttc.
 //!
-//! `mqtt://[user:pass@]host[:port][/base-topic][?options]`, options:
+//! `mqtt[s]://[user:pass@]host[:port][/base-topic][?options]`, options:
 //! `qos` (0, 1, 2; default 0), `retain` (default false), `clean_session` (default true),
 //! `keep_alive` (default 30s), `client_id_prefix` (default `maestro`), `inflight`
 //! (QoS 1/2 window, default 100). Topic `i` of a run is `<base-topic>/<run-id>/<i>`
-//! (base default `maestro`).
+//! (base default `maestro`). `mqtts://` connects with TLS ([`super::tls`]); the handshake
+//! of each connection is timed from inside rustls, since rumqttc makes the TCP
+//! connection, the TLS handshake and the MQTT CONNECT in one call.
 
+use super::tls::{TlsClient, timed};
 use super::{Consumer, Driver, DriverError, Producer, TrySendError};
 use bytes::Bytes;
 use maestro_protocol::sut::{MqttOptions as Options, Qos};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use rumqttc::{
     AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Packet, QoS,
+    Packet, QoS, TlsConfiguration, Transport,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long connecting and subscribing may take.
@@ -36,13 +40,25 @@ pub struct MqttDriver {
     keep_alive: Duration,
     client_id_prefix: String,
     inflight: u16,
+    /// TLS (`mqtts://`), built once for all clients of the run.
+    tls: Option<Arc<TlsClient>>,
 }
 
 impl MqttDriver {
-    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]).
-    pub fn new(url: &SutUrl, o: &Options, run: &RunId) -> Self {
+    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]). Fails when
+    /// the TLS files cannot be read.
+    pub fn new(url: &SutUrl, o: &Options, run: &RunId) -> Result<Self, DriverError> {
         let host = url.host();
-        MqttDriver {
+        let tls = match &url.tls {
+            Some(t) => Some(Arc::new(TlsClient::new(t, &host.name).map_err(|e| {
+                DriverError::Tls {
+                    url: url.redacted(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        Ok(MqttDriver {
             url: url.redacted(),
             host: host.name.clone(),
             port: host.port,
@@ -62,14 +78,15 @@ impl MqttDriver {
             keep_alive: o.keep_alive,
             client_id_prefix: o.client_id_prefix.clone(),
             inflight: o.inflight,
-        }
+            tls,
+        })
     }
 
     /// A driver for an MQTT URL (tests and benchmarks).
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw).map_err(DriverError::from)?;
         match &url.options {
-            SutOptions::Mqtt(o) => Ok(Self::new(&url, o, run)),
+            SutOptions::Mqtt(o) => Self::new(&url, o, run),
             _ => Err(DriverError::Sut(format!("{url} is not an MQTT URL"))),
         }
     }
@@ -79,8 +96,18 @@ impl MqttDriver {
         format!("{}/{}/{}", self.base, self.run, i)
     }
 
-    fn options(&self, client_id: String) -> MqttOptions {
+    fn options(&self, client_id: String) -> Result<MqttOptions, DriverError> {
+        let transport = match &self.tls {
+            Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.config_for(&client_id).map_err(|e| DriverError::Tls {
+                    url: self.url.clone(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => Transport::tcp(),
+        };
         let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
+        o.set_transport(transport);
         o.set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
             .set_inflight(self.inflight)
@@ -88,11 +115,11 @@ impl MqttDriver {
         if let Some((u, p)) = &self.credentials {
             o.set_credentials(u.clone(), p.clone());
         }
-        o
+        Ok(o)
     }
 
     async fn connect(&self, client_id: String) -> Result<(AsyncClient, EventLoop), DriverError> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(client_id), QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(self.options(client_id)?, QUEUE);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         net.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
@@ -101,7 +128,12 @@ impl MqttDriver {
             url: self.url.clone(),
             reason,
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll()).await {
+        let (first, handshake) =
+            timed(tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll())).await;
+        if let (Some(tls), Some(took)) = (&self.tls, handshake) {
+            tls.handshakes.record(took);
+        }
+        match first {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok((client, eventloop)),
             Ok(Ok(other)) => Err(unreachable(format!("unexpected first packet {other:?}"))),
             Ok(Err(e)) => Err(unreachable(describe(&e))),
@@ -135,6 +167,7 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection: {code:?}")
         }
+        ConnectionError::Tls(tls) => super::tls::explain(tls),
         other => other.to_string(),
     }
 }
@@ -142,6 +175,10 @@ fn describe(e: &ConnectionError) -> String {
 impl Driver for MqttDriver {
     type Producer = MqttProducer;
     type Consumer = MqttConsumer;
+
+    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.tls.as_ref().map(|t| t.handshakes.snapshot())
+    }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<MqttProducer, DriverError> {
         let id = format!("{}-{}-p{}", self.client_id_prefix, self.run, plan.id);

@@ -221,8 +221,14 @@ impl Engine {
         // One match per protocol: the URL was parsed once, into typed options.
         let sut = &c.spec.sut;
         let driver = match &sut.options {
-            SutOptions::Mqtt(o) => AnyDriver::Mqtt(MqttDriver::new(sut, o, &c.run)),
-            SutOptions::Amqp(o) => AnyDriver::Amqp(AmqpDriver::new(sut, o, &c.run)),
+            SutOptions::Mqtt(o) => match MqttDriver::new(sut, o, &c.run) {
+                Ok(d) => AnyDriver::Mqtt(d),
+                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+            },
+            SutOptions::Amqp(o) => match AmqpDriver::new(sut, o, &c.run) {
+                Ok(d) => AnyDriver::Amqp(d),
+                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+            },
             SutOptions::Kafka(o) => {
                 let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
                 match KafkaDriver::new(sut, o, &c.run, per_topic) {
@@ -440,6 +446,7 @@ impl Engine {
             deliveries: Vec::new(),
             consumers: c.consumers.clone(),
             errors: Vec::new(),
+            tls_handshake_us: None,
         };
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -476,6 +483,9 @@ impl Engine {
         let total = seconds.total;
         result.counters = total.counters;
         result.histograms = total.encode();
+        result.tls_handshake_us = driver
+            .tls_handshakes()
+            .map(|h| maestro_protocol::histogram::encode(&h));
         result.errors = errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
