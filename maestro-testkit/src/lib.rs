@@ -544,25 +544,42 @@ pub struct ScriptedSut {
     dir: PathBuf,
     /// The SUT's base URL, for example `amqp://guest:guest@127.0.0.1:PORT/%2f`.
     pub url: String,
+    /// Its TLS listener's URL, when started with certificates (RabbitMQ).
+    pub tls_url: Option<String>,
     pub pid: u32,
 }
 
 impl ScriptedSut {
     pub fn rabbitmq() -> Result<Self> {
-        Self::start("rabbitmq")
+        Self::start("rabbitmq", None)
     }
 
     pub fn tansu() -> Result<Self> {
-        Self::start("tansu")
+        Self::start("tansu", None)
     }
 
-    fn start(name: &str) -> Result<Self> {
+    /// RabbitMQ with a TLS listener that requires client certificates; `certs` holds
+    /// `ca.pem`, `server.pem` and `server.key`.
+    pub fn rabbitmq_tls(certs: &Path) -> Result<Self> {
+        Self::start("rabbitmq", Some(certs))
+    }
+
+    /// tansu behind stunnel (TLS, client certificates required); `url` is stunnel's.
+    pub fn tansu_tls(certs: &Path) -> Result<Self> {
+        Self::start("tansu", Some(certs))
+    }
+
+    fn start(name: &str, tls: Option<&Path>) -> Result<Self> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../scripts/sut")
             .join(name);
         let dir = std::env::temp_dir().join(format!("maestro-{name}-{}", uuid_hex()));
         std::fs::create_dir_all(&dir)?;
-        let out = Command::new(&script)
+        let mut command = Command::new(&script);
+        if let Some(certs) = tls {
+            command.env("MAESTRO_SUT_TLS", certs);
+        }
+        let out = command
             .arg("start")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -582,15 +599,19 @@ impl ScriptedSut {
             })?;
         let mut parts = line.split_whitespace().skip(1);
         let url = parts.next().context("no URL")?.to_owned();
-        let pid = parts
-            .next()
-            .and_then(|p| p.strip_prefix("pid="))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
+        let (mut pid, mut tls_url) = (0, None);
+        for part in parts {
+            if let Some(p) = part.strip_prefix("pid=") {
+                pid = p.parse().unwrap_or(0);
+            } else if let Some(u) = part.strip_prefix("tls=") {
+                tls_url = Some(u.to_owned());
+            }
+        }
         Ok(Self {
             script,
             dir,
             url,
+            tls_url,
             pid,
         })
     }

@@ -167,8 +167,7 @@ fn describe(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection: {code:?}")
         }
-        ConnectionError::Tls(tls) => super::tls::explain(tls),
-        other => other.to_string(),
+        other => super::tls::explain(other),
     }
 }
 

@@ -94,14 +94,32 @@ fn setup(e: impl fmt::Display) -> TlsError {
 pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
+        // io::Error's `source` skips the error it wraps: look inside it first.
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            cause = Some(inner);
+            continue;
+        }
         if let Some(tls) = c.downcast_ref::<rustls::Error>() {
             return match tls {
                 rustls::Error::InvalidCertificate(why) => format!(
                     "the server's TLS certificate is not trusted ({why:?}): give ca=FILE with the CA that signed it, sni=NAME when the host is an address, or insecure=true in a lab"
                 ),
-                rustls::Error::AlertReceived(alert) => format!(
-                    "the server ended the TLS handshake with alert {alert:?} (does it want a client certificate: cert=/key= or client_ca=/client_ca_key=?)"
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+                    "the server requires a client certificate: give cert= and key=, or client_ca= and client_ca_key=".to_owned()
+                }
+                rustls::Error::AlertReceived(
+                    alert @ (rustls::AlertDescription::BadCertificate
+                    | rustls::AlertDescription::UnknownCA
+                    | rustls::AlertDescription::CertificateUnknown),
+                ) => format!(
+                    "the server refused the client certificate (TLS alert {alert:?}): is it signed by a CA the server trusts?"
                 ),
+                rustls::Error::AlertReceived(alert) => {
+                    format!("the server ended the TLS session with alert {alert:?}")
+                }
                 other => format!("TLS: {other}"),
             };
         }

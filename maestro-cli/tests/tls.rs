@@ -1,0 +1,257 @@
+//! TLS to the system under test, against real brokers and the real binaries: Mosquitto
+//! with mutual TLS (one certificate per client, the broker takes each certificate's CN as
+//! the user name), RabbitMQ with a TLS listener that requires client certificates, and
+//! the Kafka-compatible broker behind stunnel. A server certificate the workers do not
+//! trust fails the start with exit 5 and says why.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, Mosquitto, ScriptedSut, run_cli};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `maestro-cli certs init` into a fresh folder, removed on drop.
+struct Lab(PathBuf);
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "maestro-tls-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let run = run_cli(
+            &["certs", "init", dir.to_str().unwrap()],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(run.code, Some(0), "{run:?}");
+        // Brokers started as root drop to their own user, which must read the key.
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["server.key", "ca.key"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Lab(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+
+    fn dir(&self) -> &Path {
+        &self.0
+    }
+
+    /// `ca=` and the client CA parameters of this lab.
+    fn per_client(&self) -> String {
+        format!(
+            "ca={}&client_ca={}&client_ca_key={}",
+            self.file("ca.pem"),
+            self.file("ca.pem"),
+            self.file("ca.key")
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+/// Mosquitto whose listener wants a client certificate signed by the lab CA and takes
+/// its CN as the user name.
+fn mutual_tls_mosquitto(lab: &Lab) -> Mosquitto {
+    Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\nlog_dest stderr\nlog_type all\nconnection_messages true",
+        lab.file("ca.pem"),
+        lab.file("server.pem"),
+        lab.file("server.key")
+    ))
+    .unwrap()
+}
+
+/// A short run that is expected to fail.
+fn start(c: &Cluster, sut: &str) -> maestro_testkit::CliRun {
+    c.cli(
+        &[
+            "start",
+            "--sut",
+            sut,
+            "--count",
+            "10",
+            "--results",
+            c.results.to_str().unwrap(),
+        ],
+        Duration::from_secs(90),
+    )
+}
+
+fn run_args(count: &str) -> Vec<&str> {
+    vec![
+        "--rate",
+        "1000",
+        "--count",
+        count,
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--size",
+        "200",
+    ]
+}
+
+#[test]
+fn mqtts_gives_every_client_its_own_certificate() {
+    let lab = Lab::new("mqtt");
+    let mq = mutual_tls_mosquitto(&lab);
+    let c = Cluster::start(2);
+    let sut = format!(
+        "mqtts://localhost:{}/tls?qos=1&{}",
+        mq.port,
+        lab.per_client()
+    );
+    let (run, s) = c.run_test(&sut, &run_args("2000"));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 2000, "{s:#}");
+    // Two subscribers each get every message.
+    assert_eq!(u(&s, "received"), 4000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert_eq!(s["degraded"], false, "{s:#}");
+    // Four connections, each handshake timed.
+    let hs = &s["tls_handshake_us"];
+    assert_eq!(u(hs, "count"), 4, "{s:#}");
+    assert!(u(hs, "p50") > 0 && u(hs, "max") < 10_000_000, "{s:#}");
+
+    // The broker saw one distinct user name per client: the CN of its own certificate.
+    let log = mq.proc.log_text();
+    let users: BTreeSet<String> = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(", u'"))
+        .filter_map(|l| {
+            l.split(", u'")
+                .nth(1)?
+                .split('\'')
+                .next()
+                .map(str::to_owned)
+        })
+        .filter(|u| u.starts_with("maestro-"))
+        .collect();
+    assert_eq!(users.len(), 4, "{users:?}\n{log}");
+    for role in ["-p0", "-p1", "-c0", "-c1"] {
+        assert!(users.iter().any(|u| u.ends_with(role)), "{role}: {users:?}");
+    }
+}
+
+#[test]
+fn an_untrusted_server_certificate_fails_the_start() {
+    let lab = Lab::new("trusted");
+    let other = Lab::new("other");
+    let mq = mutual_tls_mosquitto(&lab);
+    let c = Cluster::start(1);
+    // The workers trust another CA.
+    let sut = format!(
+        "mqtts://localhost:{}/tls?ca={}&client_ca={}&client_ca_key={}",
+        mq.port,
+        other.file("ca.pem"),
+        lab.file("ca.pem"),
+        lab.file("ca.key")
+    );
+    let run = start(&c, &sut);
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(
+        run.stderr.contains("certificate is not trusted"),
+        "{}",
+        run.stderr
+    );
+
+    // Trusted server, but no client certificate: the broker ends the handshake.
+    let sut = format!(
+        "mqtts://localhost:{}/tls?ca={}",
+        mq.port,
+        lab.file("ca.pem")
+    );
+    let run = start(&c, &sut);
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(
+        run.stderr.contains("requires a client certificate"),
+        "{}",
+        run.stderr
+    );
+
+    // A missing CA file is named.
+    let sut = format!("mqtts://localhost:{}/tls?ca=/no/such/ca.pem", mq.port);
+    let run = start(&c, &sut);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("/no/such/ca.pem"), "{}", run.stderr);
+}
+
+#[test]
+fn amqps_to_rabbitmq_with_client_certificates() {
+    let lab = Lab::new("amqp");
+    let rabbit = ScriptedSut::rabbitmq_tls(lab.dir()).unwrap();
+    let tls_url = rabbit.tls_url.clone().expect("a TLS listener");
+    let c = Cluster::start(2);
+    let sut = format!("{tls_url}?confirms=true&{}", lab.per_client());
+    // Connections stay open for the whole run: list them while it runs.
+    let handle = c.run_in_background(&sut, &["--rate", "500", "--duration", "4s"]);
+    if !c.wait_until_running(1, Duration::from_secs(30)) {
+        panic!("the run did not start: {:?}", handle.join());
+    }
+    let subjects = rabbit
+        .rabbitmqctl(&["list_connections", "name", "peer_cert_subject"])
+        .unwrap();
+    let run = handle.join().unwrap();
+    let s = run.json().unwrap_or_else(|e| panic!("{e}\n{run:?}"));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(u(&s, "sent") > 1000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert_eq!(u(&s, "received"), u(&s, "sent"), "{s:#}");
+    assert_eq!(u(&s["tls_handshake_us"], "count"), 2, "{s:#}");
+    // RabbitMQ saw each connection's own certificate.
+    let cns: BTreeSet<&str> = subjects
+        .lines()
+        .filter_map(|l| l.split("CN=").nth(1))
+        .map(|cn| cn.split([',', '\t', ' ']).next().unwrap_or(cn))
+        .filter(|cn| cn.starts_with("maestro-"))
+        .collect();
+    assert_eq!(cns.len(), 2, "{subjects}");
+}
+
+#[test]
+fn kafka_over_tls_through_stunnel() {
+    let lab = Lab::new("kafka");
+    let kafka = ScriptedSut::tansu_tls(lab.dir()).unwrap();
+    let c = Cluster::start(2);
+    let sut = format!(
+        "{}/tls?security.protocol=ssl&ssl.ca.location={}&client_ca={}&client_ca_key={}",
+        kafka.url,
+        lab.file("ca.pem"),
+        lab.file("ca.pem"),
+        lab.file("ca.key")
+    );
+    let (run, s) = c.run_test(&sut, &run_args("2000"));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 2000, "{s:#}");
+    assert_eq!(u(&s, "received"), 2000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+
+    // stunnel requires a client certificate: without one, nothing gets through.
+    let bare = format!(
+        "{}/tls?security.protocol=ssl&ssl.ca.location={}",
+        kafka.url,
+        lab.file("ca.pem")
+    );
+    let run = start(&c, &bare);
+    assert_eq!(run.code, Some(5), "{run:?}");
+}
