@@ -6,6 +6,13 @@
 //! process exits.
 //!
 //! It must not read or interpret notes: it only carries them.
+//!
+//! With TLS ([`tls`]) the broker terminates TLS itself and relays to rumqttd on a private
+//! loopback port.
+
+pub mod tls;
+
+pub use tls::BrokerTls;
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -37,6 +44,8 @@ pub struct BrokerConfig {
     pub max_payload_bytes: usize,
     /// How long a client has to send CONNECT after the TCP handshake.
     pub connect_timeout_ms: u16,
+    /// TLS on the listener (`None`: plain MQTT).
+    pub tls: Option<BrokerTls>,
 }
 
 fn users_only<S: serde::Serializer>(
@@ -59,6 +68,7 @@ impl Default for BrokerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             connect_timeout_ms: 5_000,
+            tls: None,
         }
     }
 }
@@ -83,6 +93,8 @@ pub enum BrokerError {
         line: usize,
         reason: &'static str,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] maestro_control::tls::TlsError),
     #[error("max connections must be at least 1")]
     NoConnections,
     #[error("cannot start the broker thread: {0}")]
@@ -173,8 +185,8 @@ pub fn load_users(path: &Path) -> Result<HashMap<String, String>, BrokerError> {
     Ok(users)
 }
 
-/// The rumqttd configuration for `config`: one MQTT 3.1.1 listener.
-pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
+/// The rumqttd configuration for `config`: one MQTT 3.1.1 listener on `listen`.
+pub fn rumqttd_config(config: &BrokerConfig, listen: SocketAddr) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms,
         max_payload_size: config.max_payload_bytes,
@@ -185,7 +197,7 @@ pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
     };
     let server = rumqttd::ServerSettings {
         name: "control".to_owned(),
-        listen: config.listen,
+        listen,
         tls: None,
         next_connection_delay_ms: 0,
         connections,
@@ -211,6 +223,8 @@ pub struct RunningBroker {
     pub addr: SocketAddr,
     stopped: tokio::sync::oneshot::Receiver<String>,
     config: BrokerConfig,
+    /// Stops the TLS terminator (when there is one) when the broker is dropped.
+    _tls: Option<tokio_util::sync::DropGuard>,
 }
 
 /// Starts the broker on its own thread and returns once it completes an MQTT handshake.
@@ -218,24 +232,39 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
     if config.max_connections == 0 {
         return Err(BrokerError::NoConnections);
     }
-    // rumqttd only logs a bind failure; find out first so the caller gets a clear error.
-    drop(
-        TcpListener::bind(config.listen).map_err(|source| BrokerError::Listen {
-            addr: config.listen,
-            source,
-        })?,
-    );
+    let listen_error = |source| BrokerError::Listen {
+        addr: config.listen,
+        source,
+    };
+    // With TLS, this process holds the public listener and rumqttd a private one.
+    let (inner, terminator) = match &config.tls {
+        Some(tls) => {
+            let server = tls.server_config()?;
+            let public = TcpListener::bind(config.listen).map_err(listen_error)?;
+            public.set_nonblocking(true).map_err(listen_error)?;
+            let private = TcpListener::bind(("127.0.0.1", 0)).map_err(listen_error)?;
+            let inner = private.local_addr().map_err(listen_error)?;
+            drop(private);
+            (inner, Some((public, server)))
+        }
+        None => {
+            // rumqttd only logs a bind failure; find out first so the caller gets a
+            // clear error.
+            drop(TcpListener::bind(config.listen).map_err(listen_error)?);
+            (config.listen, None)
+        }
+    };
     // Many clients need many descriptors: raise the soft limit to the hard one.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-files limit");
     }
-    let rumqttd_config = rumqttd_config(config);
+    let rumqttd_config = rumqttd_config(config, inner);
     let mut stopped = spawn_watched("control-broker", move || {
         let mut broker = rumqttd::Broker::new(rumqttd_config);
         broker.start().map_err(|e| e.to_string())
     })
     .map_err(BrokerError::Thread)?;
-    let probe = probe_mqtt(config);
+    let probe = probe_mqtt(config, inner);
     tokio::select! {
         ready = tokio::time::timeout(READY_TIMEOUT, probe) => ready.map_err(|_| BrokerError::NotReady {
             addr: config.listen,
@@ -243,11 +272,21 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
         })?,
         reason = &mut stopped => return Err(BrokerError::Stopped(reason.unwrap_or_default())),
     }
-    nodelay::set_on_listener(config.listen);
+    nodelay::set_on_listener(inner);
+    let guard = match terminator {
+        Some((public, server)) => {
+            let public = tokio::net::TcpListener::from_std(public).map_err(listen_error)?;
+            let stop = CancellationToken::new();
+            tokio::spawn(tls::terminate(public, server, inner, stop.clone()));
+            Some(stop.drop_guard())
+        }
+        None => None,
+    };
     Ok(RunningBroker {
         addr: config.listen,
         stopped,
         config: config.clone(),
+        _tls: guard,
     })
 }
 
@@ -283,11 +322,12 @@ impl RunningBroker {
     }
 }
 
-/// Waits until the broker answers an MQTT CONNECT (as one of its users, when it has any).
-async fn probe_mqtt(config: &BrokerConfig) {
+/// Waits until rumqttd, listening on `addr`, answers an MQTT CONNECT (as one of its users,
+/// when it has any).
+async fn probe_mqtt(config: &BrokerConfig, addr: SocketAddr) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
-    let host = config.listen.ip().to_string();
-    let port = config.listen.port();
+    let host = addr.ip().to_string();
+    let port = addr.port();
     loop {
         let mut options = MqttOptions::new("maestro-broker-ready-probe", host.clone(), port);
         options.set_keep_alive(Duration::from_secs(5));
@@ -308,8 +348,16 @@ async fn probe_mqtt(config: &BrokerConfig) {
 /// Starts the broker, prints the ready line on stdout, and serves until `shutdown`.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), BrokerError> {
     let mut broker = start(&config).await?;
-    println!("maestro-broker ready listen={}", broker.addr);
-    info!(listen = %broker.addr, "control broker ready");
+    let scheme = if config.tls.is_some() {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
+    println!(
+        "maestro-broker ready listen={} url={scheme}://{}",
+        broker.addr, broker.addr
+    );
+    info!(listen = %broker.addr, tls = config.tls.is_some(), client_certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "control broker ready");
     tokio::select! {
         _ = shutdown.cancelled() => {}
         reason = broker.failed() => {

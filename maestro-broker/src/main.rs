@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 /// The maestro control broker (MQTT 3.1.1). Workers, inspectors and the CLI meet here.
 ///
-/// Prints `maestro-broker ready listen=ADDR` on stdout once it accepts connections.
+/// Prints `maestro-broker ready listen=ADDR url=mqtt[s]://ADDR` on stdout once it accepts
+/// connections.
 /// Exit codes: 0 stopped by a signal, 2 usage error, 3 cannot listen or not ready,
 /// 70 stopped serving (rumqttd's thread ended or health checks failed).
 #[derive(Debug, Parser)]
@@ -25,6 +26,30 @@ struct Args {
     /// Largest number of concurrent connections.
     #[arg(long, env = "MAESTRO_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Server certificate (PEM): the listener speaks TLS (mqtts://).
+    #[arg(
+        long,
+        env = "MAESTRO_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "MAESTRO_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// CA certificate (PEM): every client must present a certificate it signed.
+    #[arg(
+        long,
+        env = "MAESTRO_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    client_ca: Option<PathBuf>,
     /// Largest publish payload, in bytes.
     #[arg(long, env = "MAESTRO_MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     max_payload: usize,
@@ -60,6 +85,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         auth_file: args.auth_file,
         max_connections: args.max_connections,
         max_payload_bytes: args.max_payload,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(maestro_broker::BrokerTls {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            }),
+            _ => None,
+        },
         ..Default::default()
     };
     if args.print_config {

@@ -203,9 +203,12 @@ async fn connect(
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Controller, CliError> {
+    let url = control
+        .endpoint()
+        .map_err(maestro_control::ArgsError::from)?;
     tokio::select! {
         _ = shutdown.cancelled() => Err(ControlError::Interrupted.into()),
-        c = Controller::connect(&control.url, &control.cluster, timeout) => Ok(c?),
+        c = Controller::connect(&url, &control.cluster, timeout) => Ok(c?),
     }
 }
 

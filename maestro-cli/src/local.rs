@@ -65,6 +65,8 @@ impl LocalCluster {
             port: listen.port(),
             username: None,
             password: None,
+            secure: false,
+            tls: None,
         };
         let cluster = ClusterId::new(cluster).unwrap_or_default();
         let peers = CancellationToken::new();
@@ -73,6 +75,9 @@ impl LocalCluster {
             control: ControlArgs {
                 url: url.clone(),
                 cluster: cluster.clone(),
+                ca: None,
+                cert: None,
+                key: None,
             },
             name: Some(name),
             group: Segment::new("all").unwrap_or_else(|_| unreachable!()),

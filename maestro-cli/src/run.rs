@@ -86,9 +86,12 @@ pub async fn run(
             crate::local::LocalCluster::start("local", args.workers, embedded, shutdown).await?;
         (Some(local), controller)
     } else {
+        let url = control
+            .endpoint()
+            .map_err(maestro_control::ArgsError::from)?;
         let controller = tokio::select! {
             _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-            c = Controller::connect(&control.url, &control.cluster, args.timeout) => c?,
+            c = Controller::connect(&url, &control.cluster, args.timeout) => c?,
         };
         (None, controller)
     };

@@ -3,9 +3,10 @@
 
 use crate::peer::{PeerConfig, PeerError};
 use crate::session::now;
-use crate::url::{ControlUrl, DEFAULT_CONTROL_URL};
+use crate::url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};
 use maestro_protocol::{ClusterId, PeerId, PeerInfo, Role, Segment, SegmentError};
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -13,9 +14,32 @@ use tokio_util::sync::CancellationToken;
 /// Where the control broker is and which cluster to join.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlArgs {
-    /// Control broker URL; credentials go in it: mqtt://user:pass@host:port
+    /// Control broker URL; credentials go in it: mqtt://user:pass@host:port (mqtts:// for
+    /// TLS, default port 8883)
     #[arg(short = 'm', long = "maestro-url", env = "MAESTRO_URL", default_value = DEFAULT_CONTROL_URL, global = true)]
     pub url: ControlUrl,
+    /// CA certificate (PEM) to trust for an mqtts:// control broker [default: the
+    /// system's CAs]
+    #[arg(long, env = "MAESTRO_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for an mqtts:// control broker that wants one
+    #[arg(
+        long,
+        env = "MAESTRO_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "key"
+    )]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM)
+    #[arg(
+        long,
+        env = "MAESTRO_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    pub key: Option<PathBuf>,
     /// Cluster namespace on the control broker.
     #[arg(
         long,
@@ -49,12 +73,23 @@ pub struct PeerArgs {
     pub keep_alive: Duration,
 }
 
+impl ControlArgs {
+    /// The control URL with its TLS settings, built once (files read now).
+    pub fn endpoint(&self) -> Result<ControlUrl, UrlError> {
+        self.url
+            .clone()
+            .with_tls(self.ca.clone(), self.cert.clone(), self.key.clone())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
     #[error("keep-alive {0:?} must be whole seconds from 1 s to 65535 s")]
     KeepAlive(Duration),
     #[error(transparent)]
     Segment(#[from] SegmentError),
+    #[error(transparent)]
+    Url(#[from] UrlError),
 }
 
 impl PeerArgs {
@@ -70,7 +105,7 @@ impl PeerArgs {
         let pid = std::process::id();
         let name = self.name.unwrap_or_else(|| format!("{role}-{pid}@{host}"));
         Ok(PeerConfig {
-            url: self.control.url,
+            url: self.control.endpoint()?,
             cluster: self.control.cluster,
             info: PeerInfo {
                 id: PeerId::random(role.as_str()),

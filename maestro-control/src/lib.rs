@@ -12,10 +12,11 @@ pub mod args;
 pub mod peer;
 pub mod process;
 pub mod session;
+pub mod tls;
 pub mod url;
 
 pub use args::{ArgsError, ControlArgs, PeerArgs, daemon_main};
 pub use peer::{Handler, IdleHandler, Outbox, PeerConfig, PeerError, ReplyTo};
 pub use process::{cancel_on_signals, init_tracing, run_until_signal};
 pub use session::{MAX_PACKET_BYTES, NOTE_QOS, PRESENCE_QOS, backoff, now, open};
-pub use url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};
+pub use url::{ControlTls, ControlUrl, DEFAULT_CONTROL_URL, UrlError};

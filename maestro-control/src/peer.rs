@@ -145,6 +145,8 @@ pub enum PeerError {
     KeepAlive(Duration),
     #[error("cannot start the peer: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Url(#[from] crate::url::UrlError),
 }
 
 /// Runs a peer until `shutdown` is cancelled or a halt note arrives (which cancels it).
@@ -181,7 +183,7 @@ pub async fn run(
         session::PRESENCE_QOS,
         true,
     );
-    let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will));
+    let (client, mut eventloop) = session::open(&config.url, &info.id, keep_alive, Some(will))?;
     let watched = Arc::new(Mutex::new(BTreeSet::new()));
     handler.attach(Outbox {
         client: client.clone(),
@@ -273,7 +275,8 @@ pub async fn run(
                 connected = false;
                 if unreachable_since.is_none() {
                     unreachable_since = Some(Instant::now());
-                    warn!(url = %config.url, %error,
+                    let reason = crate::tls::explain(&error);
+                    warn!(url = %config.url, %reason,
                         "control broker unreachable; retrying with backoff");
                 } else {
                     debug!(url = %config.url, %error, "control broker still unreachable");

@@ -1,9 +1,11 @@
 //! MQTT sessions on the control broker: one place that sets TCP_NODELAY, keep-alive,
 //! packet limits and credentials, plus the reconnect backoff and the wall clock.
 
-use crate::url::ControlUrl;
+use crate::url::{ControlUrl, UrlError};
 use maestro_protocol::{PeerId, UnixMicros};
-use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS};
+use rumqttc::{
+    AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest MQTT packet a control client sends or accepts. Above the broker's default
@@ -24,14 +26,18 @@ pub const PRESENCE_QOS: QoS = QoS::AtLeastOnce;
 /// Requests the client may queue before the event loop sends them.
 const REQUEST_CAPACITY: usize = 1024;
 
-/// Opens an MQTT session (not yet connected: the event loop connects when polled).
+/// Opens an MQTT session (not yet connected: the event loop connects when polled). Fails
+/// only when an `mqtts://` URL has no usable TLS settings.
 pub fn open(
     url: &ControlUrl,
     client_id: &PeerId,
     keep_alive: Duration,
     last_will: Option<LastWill>,
-) -> (AsyncClient, EventLoop) {
+) -> Result<(AsyncClient, EventLoop), UrlError> {
     let mut options = MqttOptions::new(client_id.as_str(), url.host.clone(), url.port);
+    if let Some(config) = url.tls_config()? {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+    }
     options
         .set_keep_alive(keep_alive.max(Duration::from_secs(1)))
         .set_clean_session(true)
@@ -48,7 +54,7 @@ pub fn open(
     network.set_tcp_nodelay(true);
     network.set_connection_timeout(5);
     eventloop.set_network_options(network);
-    (client, eventloop)
+    Ok((client, eventloop))
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s, with jitter so a fleet of peers does not

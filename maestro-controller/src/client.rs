@@ -26,9 +26,9 @@ pub const PRESENCE_SETTLE: Duration = Duration::from_millis(150);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot reach the control broker at {url}: {reason}")]
-    Unreachable { url: ControlUrl, reason: String },
+    Unreachable { url: Box<ControlUrl>, reason: String },
     #[error("lost the connection to the control broker at {url}: {reason}")]
-    Lost { url: ControlUrl, reason: String },
+    Lost { url: Box<ControlUrl>, reason: String },
     #[error("interrupted")]
     Interrupted,
 }
@@ -119,7 +119,11 @@ impl Controller {
             session::PRESENCE_QOS,
             false,
         );
-        let (client, eventloop) = session::open(url, &id, Duration::from_secs(5), Some(will));
+        let (client, eventloop) = session::open(url, &id, Duration::from_secs(5), Some(will))
+            .map_err(|e| ControlError::Unreachable {
+                url: Box::new(url.clone()),
+                reason: e.to_string(),
+            })?;
         let (ready_tx, ready_rx) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(4096);
         let stop = CancellationToken::new();
@@ -135,7 +139,7 @@ impl Controller {
             liveness.clone(),
         ));
         let unreachable = |reason: String| ControlError::Unreachable {
-            url: url.clone(),
+            url: Box::new(url.clone()),
             reason,
         };
         match tokio::time::timeout(timeout, ready_rx).await {
@@ -396,7 +400,7 @@ impl Controller {
 
     fn lost(&self, reason: String) -> ControlError {
         ControlError::Lost {
-            url: self.url.clone(),
+            url: Box::new(self.url.clone()),
             reason,
         }
     }
@@ -578,6 +582,11 @@ fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<
 
 /// Says why a connection failed in words a user can act on.
 fn describe(error: &ConnectionError, url: &ControlUrl) -> String {
+    // A TLS failure (untrusted certificate, missing client certificate) says so.
+    let tls = maestro_control::tls::explain(error);
+    if tls != error.to_string() {
+        return tls;
+    }
     match error {
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused (is maestro-broker running there?)".into()
@@ -589,7 +598,7 @@ fn describe(error: &ConnectionError, url: &ControlUrl) -> String {
             let hint = if url.username.is_some() {
                 "wrong username or password?"
             } else {
-                "does the broker require a username and password? put them in the URL"
+                "does the broker require a username and password (put them in the URL), or TLS (use mqtts://)?"
             };
             format!("the broker closed the connection during the MQTT handshake ({hint}): {error}")
         }

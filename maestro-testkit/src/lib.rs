@@ -291,6 +291,8 @@ impl Drop for Proc {
 pub struct TestBroker {
     pub proc: Proc,
     pub port: u16,
+    /// Started with `--tls-cert`: its URL is `mqtts://`.
+    pub secure: bool,
 }
 
 impl TestBroker {
@@ -304,17 +306,26 @@ impl TestBroker {
         args.extend_from_slice(extra);
         let mut proc = Proc::spawn("broker", "maestro-broker", &args)?;
         proc.wait_for_line("maestro-broker ready", Duration::from_secs(20))?;
-        Ok(Self { proc, port })
+        let secure = extra.contains(&"--tls-cert");
+        Ok(Self { proc, port, secure })
     }
 
-    /// `mqtt://127.0.0.1:PORT`.
+    fn scheme(&self) -> &'static str {
+        if self.secure { "mqtts" } else { "mqtt" }
+    }
+
+    /// `mqtt://127.0.0.1:PORT` (`mqtts://` with TLS).
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.port)
     }
 
     /// The URL with credentials.
     pub fn url_as(&self, user: &str, password: &str) -> String {
-        format!("mqtt://{user}:{password}@127.0.0.1:{}", self.port)
+        format!(
+            "{}://{user}:{password}@127.0.0.1:{}",
+            self.scheme(),
+            self.port
+        )
     }
 }
 

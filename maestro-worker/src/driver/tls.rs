@@ -19,113 +19,18 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Why TLS could not be set up; the message names the file or the setting.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {what} {path:?}: {reason}")]
-    File {
-        what: &'static str,
-        path: String,
-        reason: String,
-    },
-    #[error("{what} {path:?} holds no {expected}")]
-    Empty {
-        what: &'static str,
-        path: String,
-        expected: &'static str,
-    },
-    #[error("{0:?} is not a valid TLS server name")]
-    ServerName(String),
-    #[error("TLS setup: {0}")]
-    Setup(String),
-    #[error("cannot make a certificate for client {client:?}: {reason}")]
-    ClientCert { client: String, reason: String },
-}
-
-fn read(what: &'static str, path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError::File {
-        what,
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn certificates(what: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(what, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::File {
-            what,
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty {
-            what,
-            path: path.to_owned(),
-            expected: "PEM certificate",
-        });
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read("key", path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::File {
-        what: "key",
-        path: path.to_owned(),
-        reason: format!("no PEM private key: {e}"),
-    })
-}
+pub use maestro_control::tls::{TlsError, explain};
+use maestro_control::tls::{certificates, private_key, read};
 
 fn setup(e: impl fmt::Display) -> TlsError {
     TlsError::Setup(e.to_string())
-}
-
-/// A plain sentence for a failed handshake: says when the server's certificate is not
-/// trusted, or the server refused the client's certificate.
-pub fn explain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        // io::Error's `source` skips the error it wraps: look inside it first.
-        if let Some(inner) = c
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            cause = Some(inner);
-            continue;
-        }
-        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-            return match tls {
-                rustls::Error::InvalidCertificate(why) => format!(
-                    "the server's TLS certificate is not trusted ({why:?}): give ca=FILE with the CA that signed it, sni=NAME when the host is an address, or insecure=true in a lab"
-                ),
-                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
-                    "the server requires a client certificate: give cert= and key=, or client_ca= and client_ca_key=".to_owned()
-                }
-                rustls::Error::AlertReceived(
-                    alert @ (rustls::AlertDescription::BadCertificate
-                    | rustls::AlertDescription::UnknownCA
-                    | rustls::AlertDescription::CertificateUnknown),
-                ) => format!(
-                    "the server refused the client certificate (TLS alert {alert:?}): is it signed by a CA the server trusts?"
-                ),
-                rustls::Error::AlertReceived(alert) => {
-                    format!("the server ended the TLS session with alert {alert:?}")
-                }
-                other => format!("TLS: {other}"),
-            };
-        }
-        cause = c.source();
-    }
-    e.to_string()
 }
 
 /// The TLS handshake times of one run's clients, in µs.
@@ -374,34 +279,14 @@ impl TlsClient {
     /// Reads the files `o` names and builds what every client shares. `host` is the
     /// URL's host (the server name unless `sni=` gives one).
     pub fn new(o: &TlsOptions, host: &str) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = maestro_control::tls::provider();
         let server_name = o.sni.clone().unwrap_or_else(|| host.to_owned());
         let name = ServerName::try_from(server_name.clone())
             .map_err(|_| TlsError::ServerName(server_name.clone()))?;
         let webpki = if o.insecure {
             None
         } else {
-            let mut roots = RootCertStore::empty();
-            match &o.ca {
-                Some(path) => {
-                    for cert in certificates("CA file", path)? {
-                        roots.add(cert).map_err(|e| TlsError::File {
-                            what: "CA file",
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    }
-                }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    roots.add_parsable_certificates(found.certs);
-                    if roots.is_empty() {
-                        return Err(TlsError::Setup(
-                            "no system CA certificates found: give ca=FILE".into(),
-                        ));
-                    }
-                }
-            }
+            let roots = maestro_control::tls::roots(o.ca.as_deref())?;
             Some(
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
