@@ -187,14 +187,19 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
     let exchange = controller
         .request(&target, kind.body(), args.timeout, &shutdown)
         .await?;
+    let security = crate::report::Security::of(&controller);
     controller.close().await;
-    Ok(outcome(
+    let mut outcome = outcome(
         kind,
         &exchange,
         cli.output,
         cli.control.cluster.as_str(),
         args.timeout,
-    ))
+    );
+    if kind == MaestroCommand::Ping {
+        security.annotate(&mut outcome, cli.output);
+    }
+    Ok(outcome)
 }
 
 /// Connects to the control broker, unless interrupted first.
@@ -206,9 +211,10 @@ async fn connect(
     let url = control
         .endpoint()
         .map_err(maestro_control::ArgsError::from)?;
+    let signer = control.signer()?;
     tokio::select! {
         _ = shutdown.cancelled() => Err(ControlError::Interrupted.into()),
-        c = Controller::connect(&url, &control.cluster, timeout) => Ok(c?),
+        c = Controller::connect_signed(&url, &control.cluster, signer, timeout) => Ok(c?),
     }
 }
 

@@ -78,6 +78,7 @@ impl LocalCluster {
                 ca: None,
                 cert: None,
                 key: None,
+                cluster_key_file: None,
             },
             name: Some(name),
             group: Segment::new("all").unwrap_or_else(|_| unreachable!()),

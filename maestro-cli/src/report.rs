@@ -151,6 +151,80 @@ pub(crate) fn outcome(
     }
 }
 
+/// How the control plane is protected, as this controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Security {
+    pub tls: bool,
+    pub client_certificate: bool,
+    pub signed: bool,
+    /// The control URL's host is a loopback address (or `localhost`).
+    pub loopback: bool,
+    /// Notes ignored for a missing or wrong signature.
+    pub ignored: u64,
+    pub host: String,
+}
+
+impl Security {
+    pub fn of(c: &maestro_controller::Controller) -> Self {
+        let url = c.url();
+        let loopback = url.host == "localhost"
+            || url
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        Security {
+            tls: url.secure,
+            client_certificate: url.tls.as_ref().is_some_and(|t| t.client_certificate()),
+            signed: c.signs(),
+            loopback,
+            ignored: c.ignored_notes(),
+            host: format!("{}:{}", url.host, url.port),
+        }
+    }
+
+    /// `TLS on, client certificate off, signed notes on`.
+    pub fn line(&self) -> String {
+        let on = |b: bool| if b { "on" } else { "off" };
+        format!(
+            "security: TLS {}, client certificate {}, signed notes {}",
+            on(self.tls),
+            on(self.client_certificate),
+            on(self.signed)
+        )
+    }
+
+    /// Warnings: an open control plane beyond loopback, and notes ignored as unsigned.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.tls && !self.signed && !self.loopback {
+            w.push(format!(
+                "warning: the control plane at {} has no TLS and no signed notes: anyone who can reach it can command these workers (use mqtts:// with maestro-broker --client-ca, or --cluster-key-file on every peer and controller)",
+                self.host
+            ));
+        }
+        if self.ignored > 0 {
+            w.push(format!(
+                "warning: {} notes were ignored for a missing or wrong signature (peers without this cluster key?)",
+                self.ignored
+            ));
+        }
+        w
+    }
+
+    /// Adds the security line (tables) and the warnings (stderr) to a ping's outcome.
+    pub fn annotate(&self, outcome: &mut Outcome, output: Output) {
+        if output == Output::Table {
+            outcome.stdout = format!("{}\n{}", outcome.stdout, self.line());
+        }
+        let warnings = self.warnings();
+        if !warnings.is_empty() {
+            let mut lines: Vec<String> = outcome.problem.take().into_iter().collect();
+            lines.extend(warnings);
+            outcome.problem = Some(lines.join("\n"));
+        }
+    }
+}
+
 impl MaestroCommand {
     pub(crate) fn body(self) -> Body {
         match self {
@@ -242,12 +316,13 @@ pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Outp
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(w).unwrap_or_default(),
         Output::Table => format!(
-            "CA certificate      {}\nCA key              {}\nserver certificate  {}  ({})\nserver key          {}",
+            "CA certificate      {}\nCA key              {}\nserver certificate  {}  ({})\nserver key          {}\ncluster key         {}",
             w.ca.display(),
             w.ca_key.display(),
             w.server.display(),
             w.names.join(", "),
-            w.server_key.display()
+            w.server_key.display(),
+            w.cluster_key.display()
         ),
     };
     Outcome {
@@ -255,5 +330,41 @@ pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Outp
         code: exit::OK,
         problem: None,
         peers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_warns_only_when_open_beyond_loopback() {
+        let open = Security {
+            tls: false,
+            client_certificate: false,
+            signed: false,
+            loopback: false,
+            ignored: 0,
+            host: "10.0.0.5:1883".into(),
+        };
+        assert_eq!(open.warnings().len(), 1);
+        assert!(open.warnings()[0].contains("10.0.0.5:1883"));
+        assert_eq!(
+            open.line(),
+            "security: TLS off, client certificate off, signed notes off"
+        );
+        let local = Security {
+            loopback: true,
+            ..open.clone()
+        };
+        assert!(local.warnings().is_empty());
+        let signed = Security {
+            signed: true,
+            ignored: 3,
+            ..open
+        };
+        let w = signed.warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("3 notes were ignored"), "{w:?}");
     }
 }

@@ -89,9 +89,10 @@ pub async fn run(
         let url = control
             .endpoint()
             .map_err(maestro_control::ArgsError::from)?;
+        let signer = control.signer()?;
         let controller = tokio::select! {
             _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
-            c = Controller::connect(&url, &control.cluster, args.timeout) => c?,
+            c = Controller::connect_signed(&url, &control.cluster, signer, args.timeout) => c?,
         };
         (None, controller)
     };

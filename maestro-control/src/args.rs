@@ -2,8 +2,9 @@
 //! a `MAESTRO_<FLAG>` environment variable), and the common `main` of the daemons.
 
 use crate::peer::{PeerConfig, PeerError};
-use crate::session::now;
+use crate::session::{Signer, now};
 use crate::url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};
+use maestro_protocol::signing::ClusterKey;
 use maestro_protocol::{ClusterId, PeerId, PeerInfo, Role, Segment, SegmentError};
 use std::future::Future;
 use std::path::PathBuf;
@@ -40,6 +41,16 @@ pub struct ControlArgs {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
+    /// The cluster's shared secret: notes are signed with it (HMAC-SHA256), and unsigned,
+    /// wrongly signed, replayed or stale requests are refused. Every peer and controller
+    /// of the cluster needs the same file (`maestro-cli certs init` writes one).
+    #[arg(
+        long,
+        env = "MAESTRO_CLUSTER_KEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub cluster_key_file: Option<PathBuf>,
     /// Cluster namespace on the control broker.
     #[arg(
         long,
@@ -80,6 +91,22 @@ impl ControlArgs {
             .clone()
             .with_tls(self.ca.clone(), self.cert.clone(), self.key.clone())
     }
+
+    /// The signer of this process's notes: with the cluster key, when a file is given.
+    pub fn signer(&self) -> Result<Signer, ArgsError> {
+        let Some(path) = &self.cluster_key_file else {
+            return Ok(Signer::default());
+        };
+        let secret = std::fs::read(path).map_err(|e| ArgsError::KeyFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let key = ClusterKey::from_secret(&secret).map_err(|e| ArgsError::KeyFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Signer::new(Some(std::sync::Arc::new(key))))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +117,8 @@ pub enum ArgsError {
     Segment(#[from] SegmentError),
     #[error(transparent)]
     Url(#[from] UrlError),
+    #[error("cluster key file {path:?}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
 }
 
 impl PeerArgs {
@@ -105,6 +134,7 @@ impl PeerArgs {
         let pid = std::process::id();
         let name = self.name.unwrap_or_else(|| format!("{role}-{pid}@{host}"));
         Ok(PeerConfig {
+            signer: self.control.signer()?,
             url: self.control.endpoint()?,
             cluster: self.control.cluster,
             info: PeerInfo {

@@ -9,9 +9,10 @@
 
 use crate::session::{self, now};
 use crate::url::ControlUrl;
+use maestro_protocol::signing::{ReplayGuard, SignatureError};
 use maestro_protocol::{
     Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, NoteId, PeerId, PeerInfo,
-    PeerState, Pong, Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode, encode,
+    PeerState, Pong, Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode,
 };
 use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish};
 use std::collections::{BTreeSet, HashSet};
@@ -33,6 +34,9 @@ pub struct PeerConfig {
     pub url: ControlUrl,
     pub cluster: ClusterId,
     pub info: PeerInfo,
+    /// Signs this peer's notes and makes it refuse unsigned requests
+    /// (`--cluster-key-file`).
+    pub signer: session::Signer,
 }
 
 impl PeerConfig {
@@ -57,6 +61,7 @@ pub struct Outbox {
     topics: Topics,
     /// Controllers whose liveness this peer watches (subscribed again on reconnect).
     watched: Arc<Mutex<BTreeSet<PeerId>>>,
+    signer: session::Signer,
 }
 
 impl Outbox {
@@ -98,7 +103,10 @@ impl Outbox {
     }
 
     fn publish(&self, topic: &str, note: &Note, qos: rumqttc::QoS) {
-        if let Err(e) = self.client.try_publish(topic, qos, false, encode(note)) {
+        if let Err(e) = self
+            .client
+            .try_publish(topic, qos, false, self.signer.encode(note))
+        {
             warn!(topic, kind = note.body.kind(), error = %e, "note dropped: control client queue full");
         }
     }
@@ -167,8 +175,9 @@ pub async fn run(
         role: info.role,
         name: info.name.clone(),
     };
+    let signer = config.signer.clone();
     let presence = |status| {
-        encode(&Note::new(
+        signer.encode(&Note::new(
             sender.clone(),
             Body::Presence(Presence {
                 status,
@@ -190,6 +199,7 @@ pub async fn run(
         sender: sender.clone(),
         topics: topics.clone(),
         watched: watched.clone(),
+        signer: signer.clone(),
     });
     let mut peer = PeerLoop {
         handler,
@@ -206,6 +216,9 @@ pub async fn run(
         shutdown: shutdown.clone(),
         watched,
         refused_subscriptions: 0,
+        signer: signer.clone(),
+        replays: ReplayGuard::default(),
+        refused_notes: 0,
     };
     let mut backoff = session::backoff();
     let mut unreachable_since: Option<Instant> = None;
@@ -330,6 +343,11 @@ struct PeerLoop<H> {
     watched: Arc<Mutex<BTreeSet<PeerId>>>,
     /// Subscription attempts refused in a row.
     refused_subscriptions: u32,
+    signer: session::Signer,
+    /// Refuses replayed and stale requests (signed clusters).
+    replays: ReplayGuard,
+    /// Notes refused as unsigned, wrongly signed, replayed or stale.
+    refused_notes: u64,
 }
 
 impl<H: Handler> PeerLoop<H> {
@@ -366,6 +384,17 @@ impl<H: Handler> PeerLoop<H> {
             Ok(note) => note,
             Err(failure) => return self.on_bad_note(&publish, failure),
         };
+        let is_controller = self.topics.controller_peer(&publish.topic).is_some();
+        if let Err(why) = self.signer.verify(&publish.payload).and_then(|()| {
+            // A controller's presence is retained: it may be old, and is seen again.
+            if is_controller || !self.signer.is_on() {
+                Ok(())
+            } else {
+                self.replays.check(note.id, note.sent_at_us, received_at)
+            }
+        }) {
+            return self.refuse(&publish, &note, why, is_controller);
+        }
         if let Some(controller) = self.topics.controller_peer(&publish.topic) {
             if let Body::Presence(p) = &note.body
                 && p.peer.id == controller
@@ -420,6 +449,36 @@ impl<H: Handler> PeerLoop<H> {
         }
     }
 
+    /// Refuses a note that failed the signature checks: counts it, logs it, and answers a
+    /// request with an error note (a controller's presence is only ignored).
+    fn refuse(&mut self, publish: &Publish, note: &Note, why: SignatureError, quiet: bool) {
+        self.refused_notes += 1;
+        if self.refused_notes == 1 || self.refused_notes.is_power_of_two() {
+            warn!(topic = %publish.topic, kind = note.body.kind(), from = %note.sender.id,
+                reason = %why, total_refused = self.refused_notes, "note refused");
+        } else {
+            debug!(reason = %why, total_refused = self.refused_notes, "note refused");
+        }
+        if quiet {
+            return;
+        }
+        if let Some(reply_to) = note
+            .reply_to
+            .as_deref()
+            .filter(|t| self.topics.is_reply_topic(t))
+        {
+            let reply_to = reply_to.to_owned();
+            self.reply(
+                note,
+                &reply_to,
+                Body::Error(ErrorNote {
+                    code: ErrorCode::Unauthenticated,
+                    message: format!("refused by {}: {why}", self.info.name),
+                }),
+            );
+        }
+    }
+
     fn stats(&self) -> Stats {
         Stats {
             peer: self.info.clone(),
@@ -429,6 +488,8 @@ impl<H: Handler> PeerLoop<H> {
             reconnects: self.connections.saturating_sub(1),
             notes_received: self.notes_received,
             bad_notes: self.bad_notes,
+            refused_notes: self.refused_notes,
+            signed: self.signer.is_on(),
             run: self.handler.run(),
         }
     }
@@ -468,9 +529,9 @@ impl<H: Handler> PeerLoop<H> {
     }
 
     fn publish(&mut self, topic: &str, note: &Note) {
-        if let Err(e) = self
-            .client
-            .try_publish(topic, session::NOTE_QOS, false, encode(note))
+        if let Err(e) =
+            self.client
+                .try_publish(topic, session::NOTE_QOS, false, self.signer.encode(note))
         {
             warn!(topic, error = %e, "reply dropped: control client queue full");
         }

@@ -2,10 +2,12 @@
 //! packet limits and credentials, plus the reconnect backoff and the wall clock.
 
 use crate::url::{ControlUrl, UrlError};
-use maestro_protocol::{PeerId, UnixMicros};
+use maestro_protocol::signing::{ClusterKey, SignatureError};
+use maestro_protocol::{Note, PeerId, UnixMicros, encode};
 use rumqttc::{
     AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport,
 };
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest MQTT packet a control client sends or accepts. Above the broker's default
@@ -55,6 +57,38 @@ pub fn open(
     network.set_connection_timeout(5);
     eventloop.set_network_options(network);
     Ok((client, eventloop))
+}
+
+/// Signs what this process publishes and checks what it receives, when the cluster has a
+/// key (`--cluster-key-file`); without one it encodes plainly and accepts everything.
+#[derive(Debug, Clone, Default)]
+pub struct Signer(Option<Arc<ClusterKey>>);
+
+impl Signer {
+    pub fn new(key: Option<Arc<ClusterKey>>) -> Self {
+        Signer(key)
+    }
+
+    /// True when notes are signed and checked.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The note's bytes, signed when there is a key.
+    pub fn encode(&self, note: &Note) -> Vec<u8> {
+        match &self.0 {
+            Some(key) => key.seal(encode(note)),
+            None => encode(note),
+        }
+    }
+
+    /// Checks a received payload's signature (always fine without a key).
+    pub fn verify(&self, payload: &[u8]) -> Result<(), SignatureError> {
+        match &self.0 {
+            Some(key) => key.open(payload).map(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s, with jitter so a fleet of peers does not

@@ -1,7 +1,9 @@
 //! Lab certificates (`maestro-cli certs init DIR`): a certificate authority and a server
 //! certificate signed by it, so that TLS with a lab broker takes two commands (make the
 //! files, point the broker at them). The server certificate covers `localhost`,
-//! `127.0.0.1` and any names given. Keys are ECDSA P-256 (rcgen), written owner-only.
+//! `127.0.0.1` and any names given, and may also serve as a client certificate (it has
+//! both TLS usages). Keys are ECDSA P-256 (rcgen), written owner-only. It also writes
+//! `cluster.key`, a random secret for signed notes (`--cluster-key-file`).
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -28,6 +30,8 @@ pub struct Written {
     pub ca_key: PathBuf,
     pub server: PathBuf,
     pub server_key: PathBuf,
+    /// A random cluster key (64 hex digits) for `--cluster-key-file`.
+    pub cluster_key: PathBuf,
     /// The names the server certificate covers.
     pub names: Vec<String>,
 }
@@ -44,6 +48,7 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, 
         ca_key: dir.join("ca.key"),
         server: dir.join("server.pem"),
         server_key: dir.join("server.key"),
+        cluster_key: dir.join("cluster.key"),
         names: ["localhost".to_owned(), "127.0.0.1".to_owned()]
             .into_iter()
             .chain(extra_names.iter().cloned())
@@ -58,6 +63,7 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, 
         &written.ca_key,
         &written.server,
         &written.server_key,
+        &written.cluster_key,
     ];
     if !force && let Some(existing) = files.iter().find(|f| f.exists()) {
         return Err(CertsError::Exists((*existing).clone()));
@@ -97,6 +103,13 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, 
     write(&written.ca_key, &ca_key_pem, true)?;
     write(&written.server, &server_cert.pem(), false)?;
     write(&written.server_key, &server_key.serialize_pem(), true)?;
+    // Two v4 UUIDs: 244 random bits from the system's generator.
+    let secret = format!(
+        "{}{}\n",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write(&written.cluster_key, &secret, true)?;
     Ok(written)
 }
 
@@ -158,7 +171,10 @@ mod tests {
             assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
         }
         use std::os::unix::fs::PermissionsExt;
-        for key in [&w.ca_key, &w.server_key] {
+        let secret = std::fs::read_to_string(&w.cluster_key).unwrap();
+        assert_eq!(secret.trim().len(), 64, "{secret}");
+        assert!(maestro_protocol::signing::ClusterKey::from_secret(secret.as_bytes()).is_ok());
+        for key in [&w.ca_key, &w.server_key, &w.cluster_key] {
             let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }

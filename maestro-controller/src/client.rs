@@ -5,13 +5,16 @@
 //! A request waits for exactly the peers that presence says are online (and match the
 //! target), until a deadline; it never waits "until replies stop coming".
 
+use maestro_control::session::Signer;
 use maestro_control::{ControlUrl, now, session};
 use maestro_protocol::{
     Body, ClusterId, Note, PeerId, PeerInfo, Presence, PresenceStatus, Renew, Role, RunId, Sender,
-    Target, Topics, UnixMicros, decode, encode,
+    Target, Topics, UnixMicros, decode,
 };
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -26,9 +29,15 @@ pub const PRESENCE_SETTLE: Duration = Duration::from_millis(150);
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("cannot reach the control broker at {url}: {reason}")]
-    Unreachable { url: Box<ControlUrl>, reason: String },
+    Unreachable {
+        url: Box<ControlUrl>,
+        reason: String,
+    },
     #[error("lost the connection to the control broker at {url}: {reason}")]
-    Lost { url: Box<ControlUrl>, reason: String },
+    Lost {
+        url: Box<ControlUrl>,
+        reason: String,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -70,6 +79,9 @@ pub struct Controller {
     subscribed_at: Instant,
     stop: CancellationToken,
     pump: Option<JoinHandle<()>>,
+    signer: Signer,
+    /// Presence, replies and events ignored for a missing or wrong signature.
+    ignored: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for ControlEvent {
@@ -103,6 +115,17 @@ impl Controller {
         cluster: &ClusterId,
         timeout: Duration,
     ) -> Result<Self, ControlError> {
+        Self::connect_signed(url, cluster, Signer::default(), timeout).await
+    }
+
+    /// [`Controller::connect`] in a cluster whose notes are signed: this controller signs
+    /// what it sends and ignores presence, replies and events not signed with the key.
+    pub async fn connect_signed(
+        url: &ControlUrl,
+        cluster: &ClusterId,
+        signer: Signer,
+        timeout: Duration,
+    ) -> Result<Self, ControlError> {
         let id = PeerId::random("cli");
         let topics = Topics::new(cluster);
         let reply_topic = topics.reply(&id);
@@ -111,7 +134,8 @@ impl Controller {
             role: Role::Controller,
             name: format!("maestro-cli@{}", std::process::id()),
         };
-        let liveness = Liveness::new(&topics, &me);
+        let liveness = Liveness::new(&topics, &me, signer.clone());
+        let ignored = Arc::new(AtomicU64::new(0));
         // Workers in this controller's runs watch this: a run never outlives its controller.
         let will = rumqttc::LastWill::new(
             liveness.topic.clone(),
@@ -137,6 +161,7 @@ impl Controller {
             events_tx,
             stop.clone(),
             liveness.clone(),
+            (signer.clone(), ignored.clone()),
         ));
         let unreachable = |reason: String| ControlError::Unreachable {
             url: Box::new(url.clone()),
@@ -164,7 +189,24 @@ impl Controller {
             subscribed_at: Instant::now(),
             stop,
             pump: Some(pump),
+            signer,
+            ignored,
         })
+    }
+
+    /// True when this controller signs its notes and checks its peers'.
+    pub fn signs(&self) -> bool {
+        self.signer.is_on()
+    }
+
+    /// Notes from peers ignored so far for a missing or wrong signature.
+    pub fn ignored_notes(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
+    }
+
+    /// The control URL this controller is connected to.
+    pub fn url(&self) -> &ControlUrl {
+        &self.url
     }
 
     pub fn topics(&self) -> &Topics {
@@ -272,7 +314,7 @@ impl Controller {
                 self.topics.request(target),
                 session::NOTE_QOS,
                 false,
-                encode(&request),
+                self.signer.encode(&request),
             )
             .await
             .map_err(|e| self.lost(e.to_string()))?;
@@ -328,11 +370,12 @@ impl Controller {
     /// controller that stops (killed, frozen, cut off) stops renewing.
     pub fn lease(&self, run: &RunId, peers: &[PeerId]) -> LeaseGuard {
         let stop = self.stop.child_token();
-        let (client, topics, me, reply) = (
+        let (client, topics, me, reply, signer) = (
             self.client.clone(),
             self.topics.clone(),
             self.me.clone(),
             self.reply_topic.clone(),
+            self.signer.clone(),
         );
         let (run, peers) = (run.clone(), peers.to_vec());
         let guard = stop.clone();
@@ -352,7 +395,7 @@ impl Controller {
                             topics.request(&Target::Peer(peer.clone())),
                             session::NOTE_QOS,
                             false,
-                            encode(&note),
+                            signer.encode(&note),
                         )
                         .is_err()
                     {
@@ -427,11 +470,13 @@ struct Liveness {
     topic: String,
     sender: Sender,
     info: PeerInfo,
+    signer: Signer,
 }
 
 impl Liveness {
-    fn new(topics: &Topics, me: &Sender) -> Self {
+    fn new(topics: &Topics, me: &Sender, signer: Signer) -> Self {
         Self {
+            signer,
             topic: topics.controller(&me.id),
             sender: me.clone(),
             info: PeerInfo {
@@ -452,7 +497,7 @@ impl Liveness {
     }
 
     fn note(&self, status: PresenceStatus) -> Vec<u8> {
-        encode(&Note::new(
+        self.signer.encode(&Note::new(
             self.sender.clone(),
             Body::Presence(Presence {
                 status,
@@ -480,6 +525,7 @@ async fn pump(
     events: mpsc::Sender<ControlEvent>,
     stop: CancellationToken,
     liveness: Liveness,
+    (signer, ignored): (Signer, Arc<AtomicU64>),
 ) {
     let mut ready = Some(ready);
     loop {
@@ -515,7 +561,20 @@ async fn pump(
                 }
                 None
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => classify(&topics, &reply_topic, &p),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                match signer.verify(&p.payload) {
+                    // An empty retained payload clears a presence: nothing to sign.
+                    Err(why) if !p.payload.is_empty() => {
+                        let n = ignored.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n == 1 || n.is_power_of_two() {
+                            tracing::warn!(topic = %p.topic, reason = %why, total_ignored = n,
+                                "note ignored (peers without this cluster key?)");
+                        }
+                        None
+                    }
+                    _ => classify(&topics, &reply_topic, &p),
+                }
+            }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
             Ok(_) => None,
             Err(e) => {

@@ -51,8 +51,10 @@ pub fn encode(note: &Note) -> Vec<u8> {
     serde_json::to_vec(note).unwrap_or_else(|e| panic!("note failed to serialize: {e}"))
 }
 
-/// Parses bytes as a note of a supported version and a known type.
-pub fn decode(bytes: &[u8]) -> Result<Note, DecodeFailure> {
+/// Parses bytes as a note of a supported version and a known type. A signature trailer
+/// ([`crate::signing`]) is skipped: checking it is the receiver's business.
+pub fn decode(payload: &[u8]) -> Result<Note, DecodeFailure> {
+    let (bytes, _signature) = crate::signing::split(payload);
     // Fast path: a valid note is parsed once. Anything else takes the slow path below,
     // which parses leniently to classify the failure and recover the reply address.
     if bytes.len() <= MAX_NOTE_BYTES

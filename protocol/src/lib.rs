@@ -12,6 +12,7 @@ pub mod ids;
 pub mod note;
 pub mod payload;
 pub mod run;
+pub mod signing;
 pub mod sut;
 pub mod time;
 pub mod topic;

@@ -250,6 +250,10 @@ pub struct Stats {
     pub notes_received: u64,
     /// Notes that could not be handled (malformed, unknown type, newer version, oversize).
     pub bad_notes: u64,
+    /// Notes refused as unsigned, wrongly signed, replayed or stale (signed clusters).
+    pub refused_notes: u64,
+    /// The peer signs its notes and refuses unsigned requests.
+    pub signed: bool,
     /// The run the peer is configured for or running, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<crate::run::RunId>,
@@ -283,6 +287,9 @@ pub enum ErrorCode {
     SutUnreachable,
     /// A start or stop for a run this worker was not configured for.
     UnknownRun,
+    /// A request that is unsigned, wrongly signed, replayed or stale, in a cluster that
+    /// requires signed notes.
+    Unauthenticated,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,8 @@ fn samples() -> Vec<(&'static str, Note)> {
                     reconnects: 1,
                     notes_received: 7,
                     bad_notes: 2,
+                    refused_notes: 1,
+                    signed: true,
                     run: Some(run_id()),
                 }),
             ),

@@ -70,7 +70,8 @@ fn body() -> impl Strategy<Value = Body> {
         Just(ErrorCode::Busy),
         Just(ErrorCode::InvalidSpec),
         Just(ErrorCode::SutUnreachable),
-        Just(ErrorCode::UnknownRun)
+        Just(ErrorCode::UnknownRun),
+        Just(ErrorCode::Unauthenticated)
     ];
     prop_oneof![
         (peer_info(), any::<bool>()).prop_map(|(peer, online)| Body::Presence(Presence {
@@ -104,6 +105,8 @@ fn body() -> impl Strategy<Value = Body> {
                 reconnects: rc,
                 notes_received: nr,
                 bad_notes: bad,
+                refused_notes: bad / 2,
+                signed: bad % 2 == 0,
                 run: None
             })),
         Just(Body::Halt(Halt {})),
@@ -332,6 +335,15 @@ proptest! {
         let bytes = encode(&note);
         prop_assume!(bytes.len() <= MAX_NOTE_BYTES);
         prop_assert_eq!(decode(&bytes).unwrap(), note);
+    }
+
+    #[test]
+    fn signed_notes_decode_and_verify(note in note()) {
+        let key = maestro_protocol::signing::ClusterKey::from_secret(b"a cluster key of 32 bytes, ok!!!").unwrap();
+        let sealed = key.seal(encode(&note));
+        prop_assume!(sealed.len() <= MAX_NOTE_BYTES);
+        prop_assert_eq!(decode(&sealed).unwrap(), note);
+        prop_assert!(key.open(&sealed).is_ok());
     }
 
     #[test]
