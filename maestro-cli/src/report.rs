@@ -82,6 +82,8 @@ pub fn stats_table(outcomes: &[PeerOutcome]) -> String {
             "Uptime",
             "Notes",
             "Bad Notes",
+            "Refused",
+            "Signed",
             "Reconnects",
             "Status",
         ],
@@ -102,6 +104,9 @@ pub fn stats_table(outcomes: &[PeerOutcome]) -> String {
                 .unwrap_or("-".into()),
                 num(|s| s.notes_received),
                 num(|s| s.bad_notes),
+                num(|s| s.refused_notes),
+                s.map(|s| if s.signed { "yes" } else { "no" }.to_owned())
+                    .unwrap_or("-".into()),
                 num(|s| s.reconnects),
                 status_text(o),
             ]

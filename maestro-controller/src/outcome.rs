@@ -51,6 +51,10 @@ pub struct StatsFields {
     pub reconnects: u64,
     pub notes_received: u64,
     pub bad_notes: u64,
+    /// Notes refused as unsigned, wrongly signed, replayed or stale.
+    pub refused_notes: u64,
+    /// The peer signs its notes and refuses unsigned requests.
+    pub signed: bool,
 }
 
 impl PeerOutcome {
@@ -121,6 +125,8 @@ pub fn outcomes(exchange: &Exchange) -> Vec<PeerOutcome> {
                     reconnects: s.reconnects,
                     notes_received: s.notes_received,
                     bad_notes: s.bad_notes,
+                    refused_notes: s.refused_notes,
+                    signed: s.signed,
                 })
             }
             Body::Error(e) => {

@@ -1,0 +1,458 @@
+//! A control plane that obeys only its own controllers, with the real binaries: signed
+//! notes refuse unsigned, wrongly signed and replayed pings; a TLS control broker with a
+//! client CA refuses clients without a certificate; and a whole run over a TLS control
+//! plane with signed notes and a TLS system under test loses nothing.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{
+    CliRun, Mosquitto, TestBroker, run_cli, spawn_peer, unique_cluster, wait_for,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Lab files from `maestro-cli certs init`, removed on drop.
+struct Lab(PathBuf);
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "maestro-sec-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let run = run_cli(&["certs", "init", dir.to_str().unwrap()], T).unwrap();
+        assert_eq!(run.code, Some(0), "{run:?}");
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["server.key", "ca.key"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        Lab(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cli(url: &str, cluster: &str, extra: &[&str], args: &[&str]) -> CliRun {
+    let mut all = vec!["-m", url, "--cluster", cluster];
+    all.extend_from_slice(extra);
+    all.extend_from_slice(args);
+    run_cli(&all, T).unwrap()
+}
+
+fn peers(run: &CliRun) -> Vec<Value> {
+    run.json()
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Captures the payloads published on `filter` (a plain control broker) in a thread.
+fn capture(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut options =
+        rumqttc::MqttOptions::new(format!("spy-{}", fastrand::u32(..)), "127.0.0.1", port);
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut connection) = rumqttc::Client::new(options, 64);
+    client.subscribe(filter, rumqttc::QoS::AtMostOnce).unwrap();
+    std::thread::spawn(move || {
+        for event in connection.iter() {
+            match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        drop(client);
+    });
+    rx
+}
+
+fn publish_raw(port: u16, topic: &str, payload: Vec<u8>) {
+    let options =
+        rumqttc::MqttOptions::new(format!("replayer-{}", fastrand::u32(..)), "127.0.0.1", port);
+    let (client, mut connection) = rumqttc::Client::new(options, 8);
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+        .unwrap();
+    for event in connection.iter() {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = event {
+            break;
+        }
+        if event.is_err() {
+            break;
+        }
+    }
+    let _ = client.disconnect();
+}
+
+#[test]
+fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
+    let lab = Lab::new("sign");
+    let other = Lab::new("other");
+    let broker = TestBroker::start(&[]).unwrap();
+    let url = broker.url();
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let key = lab.file("cluster.key");
+    let signed = ["--cluster-key-file", key.as_str()];
+    let _worker = spawn_peer(
+        "worker",
+        &url,
+        &cluster,
+        &["--name", "w0", "--cluster-key-file", &key],
+    )
+    .unwrap();
+
+    // The right key: the worker answers, and ping says notes are signed.
+    let ok = wait_for(T, || {
+        let run = cli(
+            &url,
+            &c,
+            &signed,
+            &["ping", "-o", "json", "--timeout", "2s"],
+        );
+        peers(&run).first().is_some_and(|p| p["status"] == "ok")
+    });
+    assert!(ok, "the worker never answered a signed ping");
+    let table = cli(&url, &c, &signed, &["ping", "--timeout", "2s"]);
+    assert!(table.stdout.contains("signed notes on"), "{}", table.stdout);
+
+    // Unsigned: refused with an error note that says why.
+    let run = cli(&url, &c, &[], &["ping", "-o", "json", "--timeout", "2s"]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    let p = peers(&run);
+    assert_eq!(p.len(), 1, "{run:?}");
+    assert_eq!(p[0]["status"], "error", "{run:?}");
+    assert!(
+        p[0]["error"].as_str().unwrap_or("").contains("not signed"),
+        "{run:?}"
+    );
+
+    // Another cluster's key: refused; its (signed) refusal is ignored by that controller,
+    // which says it ignored notes.
+    let wrong = other.file("cluster.key");
+    let run = cli(
+        &url,
+        &c,
+        &["--cluster-key-file", &wrong],
+        &["ping", "--timeout", "2s"],
+    );
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("ignored"), "{run:?}");
+
+    // Replayed: a signed ping captured on the wire and published again.
+    let spy = capture(broker.port, &format!("maestro/v1/{c}/#"));
+    std::thread::sleep(Duration::from_millis(300)); // the spy's subscription
+    let run = cli(&url, &c, &signed, &["ping", "--timeout", "2s"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let mut ping = None;
+    while let Ok((topic, payload)) = spy.recv_timeout(Duration::from_secs(5)) {
+        if topic.contains("/req/") && String::from_utf8_lossy(&payload).contains("\"ping\"") {
+            ping = Some((topic, payload));
+            break;
+        }
+    }
+    let (topic, payload) = ping.expect("the spy saw the signed ping");
+    assert!(String::from_utf8_lossy(&payload).contains("#hmac-sha256:"));
+    publish_raw(broker.port, &topic, payload);
+    let replayed = wait_for(Duration::from_secs(10), || {
+        while let Ok((topic, payload)) = spy.recv_timeout(Duration::from_millis(200)) {
+            let text = String::from_utf8_lossy(&payload);
+            if topic.contains("/reply/") && text.contains("replayed") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(replayed, "the worker did not refuse the replayed ping");
+
+    // The worker counted every refusal.
+    let stats = cli(
+        &url,
+        &c,
+        &signed,
+        &["stats", "-o", "json", "--timeout", "2s"],
+    );
+    let p = peers(&stats);
+    let refused = p[0]["refused_notes"].as_u64().unwrap_or(0);
+    assert!(refused >= 3, "{stats:?}");
+    assert_eq!(p[0]["signed"], true, "{stats:?}");
+}
+
+fn tls_broker(lab: &Lab) -> TestBroker {
+    TestBroker::start(&[
+        "--tls-cert",
+        &lab.file("server.pem"),
+        "--tls-key",
+        &lab.file("server.key"),
+        "--client-ca",
+        &lab.file("ca.pem"),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn a_tls_control_broker_with_a_client_ca_refuses_clients_without_certificates() {
+    let lab = Lab::new("ctl");
+    let broker = tls_broker(&lab);
+    let url = broker.url();
+    assert!(url.starts_with("mqtts://"), "{url}");
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let tls = [
+        "--ca",
+        &lab.file("ca.pem"),
+        "--cert",
+        &lab.file("server.pem"),
+        "--key",
+        &lab.file("server.key"),
+    ];
+    let _worker = spawn_peer(
+        "worker",
+        &url,
+        &cluster,
+        &[&["--name", "w0"][..], &tls].concat(),
+    )
+    .unwrap();
+    let ok = wait_for(T, || {
+        let run = cli(&url, &c, &tls, &["ping", "-o", "json", "--timeout", "2s"]);
+        peers(&run).first().is_some_and(|p| p["status"] == "ok")
+    });
+    assert!(ok, "the worker never answered over TLS");
+    let table = cli(&url, &c, &tls, &["ping", "--timeout", "2s"]);
+    assert!(
+        table
+            .stdout
+            .contains("security: TLS on, client certificate on, signed notes off"),
+        "{}",
+        table.stdout
+    );
+
+    // Trusting the CA is not enough: no client certificate, no connection.
+    let run = cli(
+        &url,
+        &c,
+        &["--ca", &lab.file("ca.pem")],
+        &["ping", "--timeout", "2s"],
+    );
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(
+        run.stderr.contains("requires a client certificate"),
+        "{}",
+        run.stderr
+    );
+    // Plain MQTT to the TLS port gets nowhere either.
+    let plain = url.replace("mqtts://", "mqtt://");
+    let run = cli(&plain, &c, &[], &["ping", "--timeout", "2s"]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    // TLS flags with a plain URL are a usage error, not silently ignored.
+    let run = cli(
+        &plain,
+        &c,
+        &["--ca", &lab.file("ca.pem")],
+        &["ping", "--timeout", "2s"],
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--ca needs an mqtts://"), "{run:?}");
+}
+
+#[test]
+fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
+    let lab = Lab::new("full");
+    let broker = tls_broker(&lab);
+    let url = broker.url();
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let key = lab.file("cluster.key");
+    let control = [
+        "--ca",
+        &lab.file("ca.pem"),
+        "--cert",
+        &lab.file("server.pem"),
+        "--key",
+        &lab.file("server.key"),
+        "--cluster-key-file",
+        &key,
+    ];
+    let _workers: Vec<_> = (0..2)
+        .map(|i| {
+            let name = format!("w{i}");
+            spawn_peer(
+                "worker",
+                &url,
+                &cluster,
+                &[&["--name", name.as_str()][..], &control].concat(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let ready = wait_for(T, || {
+        let run = cli(
+            &url,
+            &c,
+            &control,
+            &["ping", "-o", "json", "--timeout", "2s"],
+        );
+        peers(&run).iter().filter(|p| p["status"] == "ok").count() == 2
+    });
+    assert!(ready, "workers did not come up over TLS");
+    let mq = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true",
+        lab.file("ca.pem"),
+        lab.file("server.pem"),
+        lab.file("server.key")
+    ))
+    .unwrap();
+    let sut = format!(
+        "mqtts://localhost:{}/full?qos=1&ca={}&client_ca={}&client_ca_key={}",
+        mq.port,
+        lab.file("ca.pem"),
+        lab.file("ca.pem"),
+        lab.file("ca.key")
+    );
+    let results = std::env::temp_dir().join(format!("maestro-sec-results-{c}"));
+    let run = cli(
+        &url,
+        &c,
+        &control,
+        &[
+            "start",
+            "--sut",
+            &sut,
+            "--rate",
+            "2000",
+            "--count",
+            "4000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--results",
+            results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    assert_eq!(s["sent"], 4000, "{s:#}");
+    assert_eq!(s["received"], 8000, "{s:#}");
+    assert_eq!(s["lost"], 0, "{s:#}");
+    assert_eq!(s["duplicated"], 0, "{s:#}");
+    assert_eq!(s["degraded"], false, "{s:#}");
+    assert_eq!(s["tls_handshake_us"]["count"], 4, "{s:#}");
+}
+
+#[test]
+fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
+    let lab = Lab::new("acl");
+    let passwords = lab.0.join("passwords");
+    let pw = passwords.to_str().unwrap();
+    for (i, (user, password)) in [
+        ("maestro-peer", "peer-pw"),
+        ("maestro-controller", "ctl-pw"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        args.extend([pw, user, password]);
+        let out = maestro_testkit::tool("mosquitto_passwd", &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            maestro_testkit::output_text(&out)
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let acl = maestro_testkit::repo_root().join("deploy/mosquitto/maestro.acl");
+    let control = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {pw}\nacl_file {}",
+        acl.display()
+    ))
+    .unwrap();
+    let at =
+        |user: &str, password: &str| format!("mqtt://{user}:{password}@127.0.0.1:{}", control.port);
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let key = lab.file("cluster.key");
+    let signed = ["--cluster-key-file", key.as_str()];
+    let _worker = spawn_peer(
+        "worker",
+        &at("maestro-peer", "peer-pw"),
+        &cluster,
+        &["--name", "w0", "--cluster-key-file", &key],
+    )
+    .unwrap();
+    let controller = at("maestro-controller", "ctl-pw");
+    let ok = wait_for(T, || {
+        let run = cli(
+            &controller,
+            &c,
+            &signed,
+            &["ping", "-o", "json", "--timeout", "2s"],
+        );
+        peers(&run).first().is_some_and(|p| p["status"] == "ok")
+    });
+    assert!(ok, "the worker never answered through Mosquitto's ACL");
+
+    // A whole run: configure, start, stats, results all pass the ACL.
+    let sut = Mosquitto::start().unwrap();
+    let results = std::env::temp_dir().join(format!("maestro-acl-results-{c}"));
+    let run = cli(
+        &controller,
+        &c,
+        &signed,
+        &[
+            "start",
+            "--sut",
+            &sut.url("acl", "qos=1"),
+            "--count",
+            "500",
+            "--rate",
+            "1000",
+            "--results",
+            results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    assert_eq!(
+        (s["sent"].as_u64(), s["lost"].as_u64()),
+        (Some(500), Some(0)),
+        "{s:#}"
+    );
+
+    // The peer account cannot act as a controller: it reads no presence.
+    let run = cli(
+        &at("maestro-peer", "peer-pw"),
+        &c,
+        &signed,
+        &["ping", "--timeout", "2s"],
+    );
+    assert_eq!(run.code, Some(4), "{run:?}");
+}
