@@ -23,7 +23,7 @@ use maestro_worker::engine::accounting::Accounting;
 use maestro_worker::engine::clock::WallClock;
 use maestro_worker::engine::recorder::Recorder;
 use maestro_worker::engine::tasks::{self, now_ns};
-use rumqttc::{AsyncClient, Event, MqttOptions, NetworkOptions, Outgoing, Packet, QoS};
+use rumqttc::{Event, Packet, QoS};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,58 +33,12 @@ use tokio::sync::oneshot;
 mod common;
 use common::*;
 
-fn client(port: u16, id: &str) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_keep_alive(Duration::from_secs(30));
-    let (c, mut e) = AsyncClient::new(o, 1024);
-    let mut n = NetworkOptions::new();
-    n.set_tcp_nodelay(true);
-    e.set_network_options(n);
-    (c, e)
-}
-
-/// The minimal rumqttc publisher: one task publishing, one polling, one thread. It reuses
-/// one payload (`Bytes` are reference counted), so it allocates nothing per message: the
-/// strongest baseline a publish loop can have.
-async fn minimal_publisher(port: u16, topic: String, duration: Duration) -> u64 {
-    let (client, mut eventloop) = client(port, "bench-minimal-pub");
-    loop {
-        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
-            break;
-        }
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
-    let publisher = tokio::spawn(async move {
-        while !s.load(Ordering::Relaxed) {
-            if client
-                .publish_bytes(topic.as_str(), QoS::AtMostOnce, false, payload.clone())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let end = Instant::now() + duration;
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        if let Ok(Event::Outgoing(Outgoing::Publish(_))) = eventloop.poll().await {
-            sent += 1;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    publisher.abort();
-    sent
-}
-
 fn bench_publish(mq: &Mosquitto) {
     let d = Duration::from_secs(5);
     let port = mq.port;
     ratio_rounds("publish QoS0", 0.85, |round| {
         let (sent_min, cpu_min) =
-            on_thread(move || minimal_publisher(port, "bench/minimal".into(), d))
+            on_thread(move || minimal_publisher(port, None, "bench/minimal".into(), d))
                 .join()
                 .unwrap();
         let run = RunId::new(format!("pub{round}")).unwrap();
@@ -154,7 +108,7 @@ fn bench_pacing(mq: &Mosquitto) {
     let done = Arc::new(AtomicBool::new(false));
     let (c2, s2, d2) = (counts.clone(), start_ns.clone(), done.clone());
     let sub = on_thread(move || async move {
-        let (client, mut eventloop) = client(port, "bench-pacing-sub");
+        let (client, mut eventloop) = client(port, None, "bench-pacing-sub");
         client
             .subscribe("pacing/pace/0", QoS::AtMostOnce)
             .await
@@ -229,7 +183,7 @@ fn bench_e2e(mq: &Mosquitto) {
         let topic = format!("e2e/minimal{round}");
         let t2 = topic.clone();
         let sub = on_thread(move || async move {
-            let (client, mut eventloop) = client(port, "bench-e2e-sub");
+            let (client, mut eventloop) = client(port, None, "bench-e2e-sub");
             client.subscribe(t2, QoS::AtMostOnce).await.unwrap();
             while !s2.load(Ordering::Relaxed) {
                 if let Ok(Ok(Event::Incoming(Packet::Publish(_)))) =
@@ -241,7 +195,7 @@ fn bench_e2e(mq: &Mosquitto) {
         });
         std::thread::sleep(Duration::from_millis(300));
         let before = received.load(Ordering::Relaxed);
-        on_thread(move || minimal_publisher(port, topic, d))
+        on_thread(move || minimal_publisher(port, None, topic, d))
             .join()
             .unwrap();
         std::thread::sleep(Duration::from_millis(500));

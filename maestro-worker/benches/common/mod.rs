@@ -248,3 +248,74 @@ pub fn run_pair<D: maestro_worker::driver::Driver>(
     cons.join().unwrap();
     drain(&mut e)
 }
+
+/// A rumqttc client of the benchmark's own, on `127.0.0.1:port`; with `tls`, over TLS
+/// (the host name `localhost`, which lab certificates cover).
+pub fn client(
+    port: u16,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    id: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let host = if tls.is_some() {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
+    let mut o = rumqttc::MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    if let Some(config) = tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        ));
+    }
+    let (c, mut e) = rumqttc::AsyncClient::new(o, 1024);
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    e.set_network_options(n);
+    (c, e)
+}
+
+/// The minimal rumqttc publisher: one task publishing, one polling, one thread. It reuses
+/// one payload (`Bytes` are reference counted), so it allocates nothing per message: the
+/// strongest baseline a publish loop can have.
+pub async fn minimal_publisher(
+    port: u16,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    topic: String,
+    duration: Duration,
+) -> u64 {
+    use rumqttc::{Event, Outgoing, Packet, QoS};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let (client, mut eventloop) = client(port, tls, "bench-minimal-pub");
+    loop {
+        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
+            break;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
+    let publisher = tokio::spawn(async move {
+        while !s.load(Ordering::Relaxed) {
+            if client
+                .publish_bytes(topic.as_str(), QoS::AtMostOnce, false, payload.clone())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let end = Instant::now() + duration;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        if let Ok(Event::Outgoing(Outgoing::Publish(_))) = eventloop.poll().await {
+            sent += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    publisher.abort();
+    sent
+}
