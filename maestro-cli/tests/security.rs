@@ -6,49 +6,31 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_testkit::{
-    CliRun, Mosquitto, TestBroker, run_cli, spawn_peer, unique_cluster, wait_for,
+    CliRun, Lab, Mosquitto, TestBroker, run_cli, spawn_peer, unique_cluster, wait_for,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Lab files from `maestro-cli certs init`, removed on drop.
-struct Lab(PathBuf);
-
-impl Lab {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "maestro-sec-{tag}-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        let run = run_cli(&["certs", "init", dir.to_str().unwrap()], T).unwrap();
-        assert_eq!(run.code, Some(0), "{run:?}");
-        use std::os::unix::fs::PermissionsExt;
-        for f in ["server.key", "ca.key"] {
-            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        Lab(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn cli(url: &str, cluster: &str, extra: &[&str], args: &[&str]) -> CliRun {
     let mut all = vec!["-m", url, "--cluster", cluster];
     all.extend_from_slice(extra);
     all.extend_from_slice(args);
     run_cli(&all, T).unwrap()
+}
+
+/// Pings until `n` peers answer ok.
+fn wait_until_answering(url: &str, cluster: &str, extra: &[&str], n: usize) -> bool {
+    wait_for(T, || {
+        let run = cli(
+            url,
+            cluster,
+            extra,
+            &["ping", "-o", "json", "--timeout", "2s"],
+        );
+        peers(&run).iter().filter(|p| p["status"] == "ok").count() == n
+    })
 }
 
 fn peers(run: &CliRun) -> Vec<Value> {
@@ -103,8 +85,8 @@ fn publish_raw(port: u16, topic: &str, payload: Vec<u8>) {
 
 #[test]
 fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
-    let lab = Lab::new("sign");
-    let other = Lab::new("other");
+    let lab = Lab::new("sign").unwrap();
+    let other = Lab::new("other").unwrap();
     let broker = TestBroker::start(&[]).unwrap();
     let url = broker.url();
     let cluster = unique_cluster();
@@ -120,15 +102,7 @@ fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
     .unwrap();
 
     // The right key: the worker answers, and ping says notes are signed.
-    let ok = wait_for(T, || {
-        let run = cli(
-            &url,
-            &c,
-            &signed,
-            &["ping", "-o", "json", "--timeout", "2s"],
-        );
-        peers(&run).first().is_some_and(|p| p["status"] == "ok")
-    });
+    let ok = wait_until_answering(&url, &c, &signed, 1);
     assert!(ok, "the worker never answered a signed ping");
     let table = cli(&url, &c, &signed, &["ping", "--timeout", "2s"]);
     assert!(table.stdout.contains("signed notes on"), "{}", table.stdout);
@@ -209,7 +183,7 @@ fn tls_broker(lab: &Lab) -> TestBroker {
 
 #[test]
 fn a_tls_control_broker_with_a_client_ca_refuses_clients_without_certificates() {
-    let lab = Lab::new("ctl");
+    let lab = Lab::new("ctl").unwrap();
     let broker = tls_broker(&lab);
     let url = broker.url();
     assert!(url.starts_with("mqtts://"), "{url}");
@@ -230,10 +204,7 @@ fn a_tls_control_broker_with_a_client_ca_refuses_clients_without_certificates() 
         &[&["--name", "w0"][..], &tls].concat(),
     )
     .unwrap();
-    let ok = wait_for(T, || {
-        let run = cli(&url, &c, &tls, &["ping", "-o", "json", "--timeout", "2s"]);
-        peers(&run).first().is_some_and(|p| p["status"] == "ok")
-    });
+    let ok = wait_until_answering(&url, &c, &tls, 1);
     assert!(ok, "the worker never answered over TLS");
     let table = cli(&url, &c, &tls, &["ping", "--timeout", "2s"]);
     assert!(
@@ -274,7 +245,7 @@ fn a_tls_control_broker_with_a_client_ca_refuses_clients_without_certificates() 
 
 #[test]
 fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
-    let lab = Lab::new("full");
+    let lab = Lab::new("full").unwrap();
     let broker = tls_broker(&lab);
     let url = broker.url();
     let cluster = unique_cluster();
@@ -302,15 +273,7 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
             .unwrap()
         })
         .collect();
-    let ready = wait_for(T, || {
-        let run = cli(
-            &url,
-            &c,
-            &control,
-            &["ping", "-o", "json", "--timeout", "2s"],
-        );
-        peers(&run).iter().filter(|p| p["status"] == "ok").count() == 2
-    });
+    let ready = wait_until_answering(&url, &c, &control, 2);
     assert!(ready, "workers did not come up over TLS");
     let mq = Mosquitto::start_with(&format!(
         "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true",
@@ -362,8 +325,8 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
 
 #[test]
 fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
-    let lab = Lab::new("acl");
-    let passwords = lab.0.join("passwords");
+    let lab = Lab::new("acl").unwrap();
+    let passwords = lab.dir.join("passwords");
     let pw = passwords.to_str().unwrap();
     for (i, (user, password)) in [
         ("maestro-peer", "peer-pw"),
@@ -406,15 +369,7 @@ fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
     )
     .unwrap();
     let controller = at("maestro-controller", "ctl-pw");
-    let ok = wait_for(T, || {
-        let run = cli(
-            &controller,
-            &c,
-            &signed,
-            &["ping", "-o", "json", "--timeout", "2s"],
-        );
-        peers(&run).first().is_some_and(|p| p["status"] == "ok")
-    });
+    let ok = wait_until_answering(&controller, &c, &signed, 1);
     assert!(ok, "the worker never answered through Mosquitto's ACL");
 
     // A whole run: configure, start, stats, results all pass the ACL.

@@ -6,61 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{Cluster, Mosquitto, ScriptedSut, run_cli};
+use maestro_testkit::{Cluster, Lab, Mosquitto, ScriptedSut};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// `maestro-cli certs init` into a fresh folder, removed on drop.
-struct Lab(PathBuf);
-
-impl Lab {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "maestro-tls-{tag}-{}-{}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
-        let run = run_cli(
-            &["certs", "init", dir.to_str().unwrap()],
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        assert_eq!(run.code, Some(0), "{run:?}");
-        // Brokers started as root drop to their own user, which must read the key.
-        use std::os::unix::fs::PermissionsExt;
-        for f in ["server.key", "ca.key"] {
-            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
-        }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Lab(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-
-    fn dir(&self) -> &Path {
-        &self.0
-    }
-
-    /// `ca=` and the client CA parameters of this lab.
-    fn per_client(&self) -> String {
-        format!(
-            "ca={}&client_ca={}&client_ca_key={}",
-            self.file("ca.pem"),
-            self.file("ca.pem"),
-            self.file("ca.key")
-        )
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn u(v: &Value, field: &str) -> u64 {
     v[field]
@@ -113,7 +62,7 @@ fn run_args(count: &str) -> Vec<&str> {
 
 #[test]
 fn mqtts_gives_every_client_its_own_certificate() {
-    let lab = Lab::new("mqtt");
+    let lab = Lab::new("mqtt").unwrap();
     let mq = mutual_tls_mosquitto(&lab);
     let c = Cluster::start(2);
     let sut = format!(
@@ -155,8 +104,8 @@ fn mqtts_gives_every_client_its_own_certificate() {
 
 #[test]
 fn an_untrusted_server_certificate_fails_the_start() {
-    let lab = Lab::new("trusted");
-    let other = Lab::new("other");
+    let lab = Lab::new("trusted").unwrap();
+    let other = Lab::new("other").unwrap();
     let mq = mutual_tls_mosquitto(&lab);
     let c = Cluster::start(1);
     // The workers trust another CA.
@@ -198,8 +147,8 @@ fn an_untrusted_server_certificate_fails_the_start() {
 
 #[test]
 fn amqps_to_rabbitmq_with_client_certificates() {
-    let lab = Lab::new("amqp");
-    let rabbit = ScriptedSut::rabbitmq_tls(lab.dir()).unwrap();
+    let lab = Lab::new("amqp").unwrap();
+    let rabbit = ScriptedSut::rabbitmq_tls(&lab.dir).unwrap();
     let tls_url = rabbit.tls_url.clone().expect("a TLS listener");
     let c = Cluster::start(2);
     let sut = format!("{tls_url}?confirms=true&{}", lab.per_client());
@@ -230,8 +179,8 @@ fn amqps_to_rabbitmq_with_client_certificates() {
 
 #[test]
 fn kafka_over_tls_through_stunnel() {
-    let lab = Lab::new("kafka");
-    let kafka = ScriptedSut::tansu_tls(lab.dir()).unwrap();
+    let lab = Lab::new("kafka").unwrap();
+    let kafka = ScriptedSut::tansu_tls(&lab.dir).unwrap();
     let c = Cluster::start(2);
     let sut = format!(
         "{}/tls?security.protocol=ssl&ssl.ca.location={}&client_ca={}&client_ca_key={}",

@@ -802,3 +802,51 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.results);
     }
 }
+
+/// Lab certificates from `maestro-cli certs init` (CA, server certificate, cluster key) in
+/// a fresh folder, removed on drop. The keys are made readable to brokers that drop to
+/// their own user.
+#[derive(Debug)]
+pub struct Lab {
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("maestro-lab-{tag}-{}", uuid_hex()));
+        let out = run_cli(
+            &["certs", "init", dir.to_str().context("temp dir")?],
+            Duration::from_secs(20),
+        )?;
+        if out.code != Some(0) {
+            bail!("certs init failed: {out:?}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["server.key", "ca.key"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Lab { dir })
+    }
+
+    /// The path of one of its files, as a string for arguments and URLs.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// SUT URL parameters: trust the lab CA, and a certificate per client signed by it.
+    pub fn per_client(&self) -> String {
+        format!(
+            "ca={}&client_ca={}&client_ca_key={}",
+            self.file("ca.pem"),
+            self.file("ca.pem"),
+            self.file("ca.key")
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
