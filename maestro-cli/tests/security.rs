@@ -20,6 +20,25 @@ fn cli(url: &str, cluster: &str, extra: &[&str], args: &[&str]) -> CliRun {
     run_cli(&all, T).unwrap()
 }
 
+/// `maestro-cli start --sut SUT ARGS -o json` with its own results folder (removed);
+/// asserts exit 0 and returns the summary.
+fn start_json(url: &str, cluster: &str, extra: &[&str], sut: &str, args: &[&str]) -> Value {
+    let results = std::env::temp_dir().join(format!("maestro-sec-results-{cluster}"));
+    let mut all = vec![
+        "start",
+        "--sut",
+        sut,
+        "--results",
+        results.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let run = cli(url, cluster, extra, &all);
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    run.json().unwrap()
+}
+
 /// Pings until `n` peers answer ok.
 fn wait_until_answering(url: &str, cluster: &str, extra: &[&str], n: usize) -> bool {
     wait_for(T, || {
@@ -289,15 +308,12 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
         lab.file("ca.pem"),
         lab.file("ca.key")
     );
-    let results = std::env::temp_dir().join(format!("maestro-sec-results-{c}"));
-    let run = cli(
+    let s = start_json(
         &url,
         &c,
         &control,
+        &sut,
         &[
-            "start",
-            "--sut",
-            &sut,
             "--rate",
             "2000",
             "--count",
@@ -306,15 +322,8 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
             "2",
             "--consumers",
             "2",
-            "--results",
-            results.to_str().unwrap(),
-            "-o",
-            "json",
         ],
     );
-    let _ = std::fs::remove_dir_all(&results);
-    assert_eq!(run.code, Some(0), "{run:?}");
-    let s = run.json().unwrap();
     assert_eq!(s["sent"], 4000, "{s:#}");
     assert_eq!(s["received"], 8000, "{s:#}");
     assert_eq!(s["lost"], 0, "{s:#}");
@@ -374,28 +383,13 @@ fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
 
     // A whole run: configure, start, stats, results all pass the ACL.
     let sut = Mosquitto::start().unwrap();
-    let results = std::env::temp_dir().join(format!("maestro-acl-results-{c}"));
-    let run = cli(
+    let s = start_json(
         &controller,
         &c,
         &signed,
-        &[
-            "start",
-            "--sut",
-            &sut.url("acl", "qos=1"),
-            "--count",
-            "500",
-            "--rate",
-            "1000",
-            "--results",
-            results.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
+        &sut.url("acl", "qos=1"),
+        &["--count", "500", "--rate", "1000"],
     );
-    let _ = std::fs::remove_dir_all(&results);
-    assert_eq!(run.code, Some(0), "{run:?}");
-    let s = run.json().unwrap();
     assert_eq!(
         (s["sent"].as_u64(), s["lost"].as_u64()),
         (Some(500), Some(0)),
