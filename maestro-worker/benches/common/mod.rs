@@ -143,11 +143,6 @@ pub fn drain(e: &mut Engine) -> Outcome {
                 out.per_second.entry(second).or_default().merge(&recorder);
             }
             Report::Final(f) => {
-                out.recorder.merge(&f.recorder);
-                out.per_second
-                    .entry(f.second)
-                    .or_default()
-                    .merge(&f.recorder);
                 out.sent += f.sent.map_or(0, |s| s.sent);
                 out.unique += f.deliveries.iter().map(|d| d.unique).sum::<u64>();
                 out.errors

@@ -456,7 +456,6 @@ impl Engine {
                 report = reports.recv() => match report {
                     Some(Report::Interval { second, recorder }) => seconds.add(second, recorder),
                     Some(Report::Final(f)) => {
-                        seconds.add(f.second, f.recorder);
                         if f.producer { done_producers += 1 } else { done_consumers += 1 }
                         result.sent.extend(f.sent);
                         result.deliveries.extend(f.deliveries);

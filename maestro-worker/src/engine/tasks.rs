@@ -1,10 +1,11 @@
-//! The producer and consumer tasks. Each owns its connection and its recorder; it talks to
-//! the rest of the worker only a few times a second (snapshots) and once at the end.
+//! The producer and consumer tasks. Each owns its connection; they record into their
+//! thread's recorder ([`super::recorder::thread`]), which goes to the rest of the worker a
+//! few times a second (snapshots); each task reports once more at the end.
 
 use super::accounting::{Accounting, Seen};
 use super::clock::WallClock;
 use super::pacing::Schedule;
-use super::recorder::{Recorder, RecorderPool};
+use super::recorder::{Recorder, RecorderPool, thread};
 use crate::driver::{Consumer, Driver, DriverError, Producer, TrySendError};
 use maestro_protocol::{
     ConsumerPlan, Delivery, MessageSize, PayloadHeader, ProducerPlan, Sent, TestSpec, UnixMicros,
@@ -30,20 +31,19 @@ const BATCH: u64 = 64;
 /// The system wall clock in ns since the Unix epoch (off the hot path).
 pub use super::clock::system_now_ns as now_ns;
 
-/// What tasks send to the worker's aggregator.
+/// What tasks send to the worker's aggregator. Intervals are the common report: kept
+/// unboxed (no allocation per shipment).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Report {
     /// Recorded in one slot of run second `second` (nothing of any other second).
     Interval { second: u32, recorder: Recorder },
-    /// The task's last report.
+    /// The task's last report (what it recorded went out before, as intervals).
     Final(Final),
 }
 
 #[derive(Debug, Default)]
 pub struct Final {
-    /// What was recorded since the last interval report, all in run second `second`.
-    pub recorder: Recorder,
-    pub second: u32,
     pub sent: Option<Sent>,
     pub deliveries: Vec<Delivery>,
     pub errors: BTreeMap<String, u64>,
@@ -60,23 +60,33 @@ pub struct Control {
     /// Give up at once (worker shutting down, configure failed).
     pub abort: CancellationToken,
     pub reports: mpsc::UnboundedSender<Report>,
-    /// Spare recorders: a flush takes one instead of allocating.
+    /// Spare recorders: a flush takes one instead of allocating. Its id tells this run's
+    /// thread recorders from another's.
     pub pool: RecorderPool,
 }
 
-/// Ships a task's recorder at the end of each [`FLUSH_EVERY`] slot of the run (slots are
-/// aligned to the start), timed by the task's own clock readings (no extra clock read per
-/// message), and re-anchors that clock each time. It is asked before each event is
-/// recorded, so a shipment holds events of one slot, tagged with their run second.
+impl thread::Ship for Control {
+    fn ship(&self, second: u32, recorder: Recorder) {
+        let _ = self.reports.send(Report::Interval { second, recorder });
+    }
+}
+
+/// A task's view of the [`FLUSH_EVERY`] slots of the run (aligned to the start): it
+/// records the task's events into its thread's recorder under the slot of the task's own
+/// clock readings (no extra clock read per message), has that recorder shipped once the
+/// slot is over (by an event of a later slot, or by a wake-up at the slot's end when the
+/// task recorded in it), and re-anchors the clock each slot.
 #[derive(Debug)]
 struct Flusher {
     start_ns: Option<i64>,
-    /// The end of the slot whose events the recorder holds.
+    /// The end of the task's current slot.
     slot_end_ns: i64,
     /// The same moment on tokio's clock (to sleep until it), set once per slot.
     slot_end_at: tokio::time::Instant,
     /// The run second of that slot.
     second: u32,
+    /// The task recorded something in the current slot (so it wakes at its end).
+    pending: bool,
 }
 
 /// The run second of `t` (0 before the start).
@@ -92,6 +102,7 @@ impl Flusher {
             slot_end_ns: 0,
             slot_end_at: tokio::time::Instant::now(),
             second: 0,
+            pending: false,
         };
         f.enter(now_ns);
         f
@@ -99,6 +110,7 @@ impl Flusher {
 
     /// Moves to the slot that holds `now_ns`.
     fn enter(&mut self, now_ns: i64) {
+        self.pending = false;
         self.place(now_ns);
         let ahead = self.slot_end_ns.saturating_sub(now_ns).max(0) as u64;
         self.slot_end_at = tokio::time::Instant::now() + Duration::from_nanos(ahead);
@@ -129,39 +141,39 @@ impl Flusher {
         self.slot_end_ns
     }
 
-    /// Call before recording an event at `now_ns`: when the slot is over, ships what the
-    /// recorder holds (tagged with its second) and moves on to the slot of `now_ns`.
+    /// Call before recording an event at `now_ns`: when the slot is over, ships the
+    /// thread's recorder if it holds a slot over by now, and moves on to the slot of
+    /// `now_ns`.
     #[inline]
-    fn due(&mut self, now_ns: i64, clock: &mut WallClock, recorder: &mut Recorder, to: &Control) {
+    fn due(&mut self, now_ns: i64, clock: &mut WallClock, to: &Control) {
         if now_ns < self.slot_end_ns {
             return;
         }
-        self.ship(clock, recorder, to);
+        clock.anchor();
+        thread::ship_ended(&to.pool, now_ns, to);
         self.enter(now_ns);
     }
 
-    /// The slot is over by tokio's clock while no event came: ships what the recorder holds
+    /// The slot is over by tokio's clock while no event came: ships the thread's recorder
     /// (a quiet task's last events must reach their second in time) and moves on.
-    fn flush_idle(
-        &mut self,
-        now_ns: i64,
-        clock: &mut WallClock,
-        recorder: &mut Recorder,
-        to: &Control,
-    ) {
-        self.ship(clock, recorder, to);
-        self.enter(now_ns.max(self.slot_end_ns));
+    fn flush_idle(&mut self, now_ns: i64, clock: &mut WallClock, to: &Control) {
+        let at = now_ns.max(self.slot_end_ns);
+        clock.anchor();
+        thread::ship_ended(&to.pool, at, to);
+        self.enter(at);
     }
 
-    fn ship(&mut self, clock: &mut WallClock, recorder: &mut Recorder, to: &Control) {
-        clock.anchor();
-        if !recorder.is_empty() {
-            let full = std::mem::replace(recorder, to.pool.take());
-            let _ = to.reports.send(Report::Interval {
-                second: self.second,
-                recorder: full,
-            });
-        }
+    /// Records into the thread's recorder, under this task's current slot.
+    #[inline]
+    fn record<T>(&mut self, to: &Control, f: impl FnOnce(&mut Recorder) -> T) -> T {
+        self.pending = true;
+        thread::record(&to.pool, self.slot_end_ns, self.second, to, f)
+    }
+
+    /// The task ends: ships what the thread's recorder holds.
+    fn finish(&mut self, to: &Control) {
+        thread::ship_all(&to.pool, to);
+        self.pending = false;
     }
 }
 
@@ -180,16 +192,28 @@ struct Bodies {
     size: MessageSize,
     rng: fastrand::Rng,
     arena: bytes::BytesMut,
+    /// How much buffer to reserve at a time.
+    arena_size: usize,
 }
 
-/// The size of the buffer messages are cut from.
+/// The most buffer messages are cut from at a time (a fast producer's).
 const ARENA: usize = 64 * 1024;
 
 impl Bodies {
     /// Messages are `payload` (repeated to the size; letters by default) with their
     /// first 32 bytes replaced by the header.
-    fn new(size: MessageSize, payload: Option<Vec<u8>>, seed: u64) -> Self {
+    /// `rate`: this producer's messages per second (0: as fast as it goes). A slow
+    /// producer's buffer holds a few messages, not [`ARENA`] bytes: a fleet of thousands of
+    /// one-message-a-second producers must not hold 64 KiB each.
+    fn new(size: MessageSize, payload: Option<Vec<u8>>, seed: u64, rate: f64) -> Self {
         let (_, max) = size.bounds();
+        // About 50 ms of messages, at least four, at most ARENA.
+        let per_50ms = if rate > 0.0 {
+            (rate * f64::from(max) / 20.0) as usize
+        } else {
+            ARENA
+        };
+        let arena_size = per_50ms.clamp(4 * max as usize, ARENA.max(max as usize));
         let filler = payload
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| (b'a'..=b'z').collect());
@@ -198,6 +222,7 @@ impl Bodies {
             size,
             rng: fastrand::Rng::with_seed(seed),
             arena: bytes::BytesMut::new(),
+            arena_size,
         }
     }
 
@@ -212,7 +237,7 @@ impl Bodies {
         } as usize;
         if self.arena.capacity() < len {
             // Reclaims the buffer in place when no message of it is alive any more.
-            self.arena.reserve(ARENA.max(len));
+            self.arena.reserve(self.arena_size.max(len));
         }
         self.arena.extend_from_slice(&self.template[..len]);
         header.write(&mut self.arena[..]);
@@ -238,9 +263,7 @@ pub async fn producer<D: Driver>(
             return;
         }
     };
-    let mut recorder = control.pool.take();
     let mut errors = BTreeMap::new();
-    let mut second = 0;
     // Keep the connection alive until the start (or the end).
     let start_ns = loop {
         if let Some(t) = *control.start.borrow() {
@@ -264,7 +287,12 @@ pub async fn producer<D: Driver>(
             spec.duration_ms.map(|d| d as i64 * 1_000_000),
         );
         let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
-        let mut bodies = Bodies::new(spec.size, spec.payload_bytes(), u64::from(plan.id) + 1);
+        let mut bodies = Bodies::new(
+            spec.size,
+            spec.payload_bytes(),
+            u64::from(plan.id) + 1,
+            plan.rate,
+        );
         let wall_to_tokio = |ns: i64| {
             let d = ns - now_ns();
             tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
@@ -290,7 +318,7 @@ pub async fn producer<D: Driver>(
                 break;
             }
             now = clock.now_ns();
-            flusher.due(now, &mut clock, &mut recorder, &control);
+            flusher.due(now, &mut clock, &control);
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
             let due = if schedule.paced() {
@@ -304,7 +332,7 @@ pub async fn producer<D: Driver>(
             let batch_end = due.min(seq + room);
             while seq < batch_end {
                 let actual = clock.now_ns();
-                flusher.due(actual, &mut clock, &mut recorder, &control);
+                flusher.due(actual, &mut clock, &control);
                 let intended = if schedule.paced() {
                     schedule.intended_ns(seq)
                 } else {
@@ -318,13 +346,15 @@ pub async fn producer<D: Driver>(
                 };
                 match conn.try_send(bodies.make(&header)) {
                     Ok(()) => {
-                        recorder.sent(actual - intended, intended >= warmup_end);
+                        flusher.record(&control, |r| {
+                            r.sent(actual - intended, intended >= warmup_end)
+                        });
                         seq += 1;
                     }
                     Err(TrySendError::Full) => break,
                     Err(TrySendError::Closed(reason)) => {
                         note_error(&mut errors, &DriverError::Sut(reason));
-                        recorder.counters.errors += 1;
+                        flusher.record(&control, |r| r.counters.errors += 1);
                         break 'run;
                     }
                 }
@@ -336,7 +366,7 @@ pub async fn producer<D: Driver>(
             let window_closes = wall_to_tokio(window_end);
             // Wake at the end of the slot too when something waits to be shipped, so a
             // slow producer's events reach their second in time.
-            let flush_at = if recorder.is_empty() {
+            let flush_at = if !flusher.pending {
                 window_closes
             } else {
                 wall_to_tokio(flusher.deadline_ns()).min(window_closes)
@@ -350,7 +380,7 @@ pub async fn producer<D: Driver>(
                     _ = control.stop.cancelled() => break,
                     _ = tokio::time::sleep_until(flush_at) => {}
                     r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
-                        recorder.counters.errors += 1;
+                        flusher.record(&control, |r| r.counters.errors += 1);
                         note_error(&mut errors, &e);
                         tokio::time::sleep(RETRY).await;
                     },
@@ -373,7 +403,7 @@ pub async fn producer<D: Driver>(
                     _ = control.stop.cancelled() => break,
                     _ = tokio::time::sleep_until(window_closes) => {}
                     r = drained => if let Err(e) = r {
-                        recorder.counters.errors += 1;
+                        flusher.record(&control, |r| r.counters.errors += 1);
                         note_error(&mut errors, &e);
                         tokio::time::sleep(RETRY).await;
                     },
@@ -386,7 +416,7 @@ pub async fn producer<D: Driver>(
                 _ = control.abort.cancelled() => break,
                 _ = control.stop.cancelled() => break,
                 r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
-                    recorder.counters.errors += 1;
+                    flusher.record(&control, |r| r.counters.errors += 1);
                     note_error(&mut errors, &e);
                     tokio::time::sleep(RETRY).await;
                 },
@@ -395,15 +425,14 @@ pub async fn producer<D: Driver>(
         }
         let stopped = clock.now_ns().max(now);
         // What the drain records (errors) belongs to the second the producer stopped in.
-        flusher.due(stopped, &mut clock, &mut recorder, &control);
-        second = flusher.second;
+        flusher.due(stopped, &mut clock, &control);
         unsent = schedule.unsent(stopped, seq);
         stopped_at = Some(UnixMicros(stopped.min(window_end) / 1_000));
         // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
         let _ = tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
                 if let Err(e) = conn.drive().await {
-                    recorder.counters.errors += 1;
+                    flusher.record(&control, |r| r.counters.errors += 1);
                     note_error(&mut errors, &e);
                     break;
                 }
@@ -411,13 +440,12 @@ pub async fn producer<D: Driver>(
         })
         .await;
         if let Some(e) = conn.unreported_errors() {
-            recorder.counters.errors += 1;
+            flusher.record(&control, |r| r.counters.errors += 1);
             note_error(&mut errors, &e);
         }
+        flusher.finish(&control);
     }
     let _ = control.reports.send(Report::Final(Final {
-        recorder,
-        second,
         sent: Some(Sent {
             producer: plan.id,
             topic: plan.topic,
@@ -438,7 +466,6 @@ const RECV_BATCH: usize = 256;
 
 /// A consumer's measurement state.
 struct Receiving {
-    recorder: Recorder,
     accounting: Accounting,
     errors: BTreeMap<String, u64>,
     clock: WallClock,
@@ -455,15 +482,19 @@ struct Receiving {
 }
 
 impl Receiving {
-    /// When what the recorder holds must be shipped if no event comes first.
+    /// When what this task recorded must be shipped if no event comes first.
     fn flush_at(&self) -> Option<tokio::time::Instant> {
-        (!self.recorder.is_empty()).then_some(self.flusher.slot_end_at)
+        self.flusher.pending.then_some(self.flusher.slot_end_at)
     }
 
     fn flush_idle(&mut self) {
         let now = self.clock.now_ns();
-        self.flusher
-            .flush_idle(now, &mut self.clock, &mut self.recorder, &self.control);
+        self.flusher.flush_idle(now, &mut self.clock, &self.control);
+    }
+
+    #[inline]
+    fn record<T>(&mut self, f: impl FnOnce(&mut Recorder) -> T) -> T {
+        self.flusher.record(&self.control, f)
     }
 }
 
@@ -489,17 +520,16 @@ impl Receiving {
                 self.flusher.align(start, now);
             }
         }
-        self.flusher
-            .due(now, &mut self.clock, &mut self.recorder, &self.control);
+        self.flusher.due(now, &mut self.clock, &self.control);
         match event {
             Ok(Some(payload)) => match PayloadHeader::read(&payload) {
-                Ok(h) if !self.plausible(&h, now) => self.recorder.counters.foreign += 1,
+                Ok(h) if !self.plausible(&h, now) => self.record(|r| r.counters.foreign += 1),
                 Ok(h) => {
                     match self.accounting.record(h.producer, h.sequence) {
-                        Seen::Duplicate => self.recorder.counters.duplicated += 1,
-                        Seen::OutOfOrder => self.recorder.counters.out_of_order += 1,
+                        Seen::Duplicate => self.record(|r| r.counters.duplicated += 1),
+                        Seen::OutOfOrder => self.record(|r| r.counters.out_of_order += 1),
                         Seen::Foreign => {
-                            self.recorder.counters.foreign += 1;
+                            self.record(|r| r.counters.foreign += 1);
                             return;
                         }
                         Seen::New => {}
@@ -514,17 +544,19 @@ impl Receiving {
                     let measured = self.start_ns.is_some_and(|s| {
                         h.intended_ns.saturating_add(skew_ns) >= s.saturating_add(self.warmup_ns)
                     });
-                    self.recorder.received(
-                        at.saturating_sub(h.intended_ns),
-                        at.saturating_sub(h.actual_ns),
-                        measured,
-                    );
+                    self.record(|r| {
+                        r.received(
+                            at.saturating_sub(h.intended_ns),
+                            at.saturating_sub(h.actual_ns),
+                            measured,
+                        )
+                    });
                 }
-                Err(_) => self.recorder.counters.foreign += 1,
+                Err(_) => self.record(|r| r.counters.foreign += 1),
             },
             Ok(None) => {}
             Err(e) => {
-                self.recorder.counters.errors += 1;
+                self.record(|r| r.counters.errors += 1);
                 note_error(&mut self.errors, &e);
                 tokio::time::sleep(RETRY).await;
             }
@@ -553,7 +585,6 @@ pub async fn consumer<D: Driver>(
     };
     let clock = WallClock::default();
     let mut rx = Receiving {
-        recorder: control.pool.take(),
         accounting: Accounting::new(plan.id, spec.producers),
         errors: BTreeMap::new(),
         flusher: Flusher::new(None, clock.now_ns()),
@@ -599,7 +630,7 @@ pub async fn consumer<D: Driver>(
                 biased;
                 _ = control.abort.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = tokio::time::sleep_until(rx.flusher.slot_end_at), if !rx.recorder.is_empty() => rx.flush_idle(),
+                _ = tokio::time::sleep_until(rx.flusher.slot_end_at), if rx.flusher.pending => rx.flush_idle(),
                 r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
                     // The SUT is failing: nothing more will drain.
                     Ok(Err(e)) => {
@@ -612,9 +643,8 @@ pub async fn consumer<D: Driver>(
             }
         }
     }
+    rx.flusher.finish(&control);
     let _ = control.reports.send(Report::Final(Final {
-        recorder: rx.recorder,
-        second: rx.flusher.second,
         sent: None,
         deliveries: rx.accounting.deliveries(),
         errors: rx.errors,
@@ -635,7 +665,7 @@ mod tests {
             intended_ns: 3,
             actual_ns: 4,
         };
-        let mut b = Bodies::new(MessageSize::Fixed(40), Some(b"xyz".to_vec()), 1);
+        let mut b = Bodies::new(MessageSize::Fixed(40), Some(b"xyz".to_vec()), 1, 0.0);
         let body = b.make(&header);
         assert_eq!(body.len(), 40);
         // The file's bytes keep their offsets; the header replaces the first 32.
@@ -645,10 +675,17 @@ mod tests {
         let next = b.make(&header);
         assert_eq!(next.as_ptr() as usize, body.as_ptr() as usize + 40);
         assert_eq!(PayloadHeader::read(&next).unwrap(), header);
-        let mut letters = Bodies::new(MessageSize::Around(100), None, 1);
+        let mut letters = Bodies::new(MessageSize::Around(100), None, 1, 0.0);
         for _ in 0..50 {
             let len = letters.make(&header).len();
             assert!((50..=150).contains(&len), "{len}");
         }
+        // A slow producer reserves a few messages at a time, a fast one 64 KiB.
+        let mut slow = Bodies::new(MessageSize::Fixed(100), None, 1, 1.0);
+        slow.make(&header);
+        assert!(slow.arena.capacity() < 1_000, "{}", slow.arena.capacity());
+        let mut fast = Bodies::new(MessageSize::Fixed(100), None, 1, 100_000.0);
+        fast.make(&header);
+        assert!(fast.arena.capacity() > 60_000, "{}", fast.arena.capacity());
     }
 }
