@@ -375,6 +375,12 @@ impl Engine {
             }
         };
         let threads = handles.len();
+        // One ticker per data-plane thread ships its recorder at each slot's end.
+        let tickers = CancellationToken::new();
+        let _stop_tickers = tickers.clone().drop_guard();
+        for h in &handles {
+            h.spawn(tasks::ticker(control.clone(), tickers.clone()));
+        }
         let mut next = 0;
         for p in &c.producers {
             let (tx, rx) = oneshot::channel();

@@ -74,19 +74,15 @@ impl thread::Ship for Control {
 /// A task's view of the [`FLUSH_EVERY`] slots of the run (aligned to the start): it
 /// records the task's events into its thread's recorder under the slot of the task's own
 /// clock readings (no extra clock read per message), has that recorder shipped once the
-/// slot is over (by an event of a later slot, or by a wake-up at the slot's end when the
-/// task recorded in it), and re-anchors the clock each slot.
+/// slot is over (by an event of a later slot; a quiet thread's by its [`ticker`]), and
+/// re-anchors the clock each slot.
 #[derive(Debug)]
 struct Flusher {
     start_ns: Option<i64>,
     /// The end of the task's current slot.
     slot_end_ns: i64,
-    /// The same moment on tokio's clock (to sleep until it), set once per slot.
-    slot_end_at: tokio::time::Instant,
     /// The run second of that slot.
     second: u32,
-    /// The task recorded something in the current slot (so it wakes at its end).
-    pending: bool,
 }
 
 /// The run second of `t` (0 before the start).
@@ -100,9 +96,7 @@ impl Flusher {
         let mut f = Self {
             start_ns,
             slot_end_ns: 0,
-            slot_end_at: tokio::time::Instant::now(),
             second: 0,
-            pending: false,
         };
         f.enter(now_ns);
         f
@@ -110,10 +104,7 @@ impl Flusher {
 
     /// Moves to the slot that holds `now_ns`.
     fn enter(&mut self, now_ns: i64) {
-        self.pending = false;
         self.place(now_ns);
-        let ahead = self.slot_end_ns.saturating_sub(now_ns).max(0) as u64;
-        self.slot_end_at = tokio::time::Instant::now() + Duration::from_nanos(ahead);
     }
 
     fn place(&mut self, now_ns: i64) {
@@ -136,11 +127,6 @@ impl Flusher {
         self.enter(now_ns);
     }
 
-    /// When the current slot ends (the latest moment its events should be shipped).
-    fn deadline_ns(&self) -> i64 {
-        self.slot_end_ns
-    }
-
     /// Call before recording an event at `now_ns`: when the slot is over, ships the
     /// thread's recorder if it holds a slot over by now, and moves on to the slot of
     /// `now_ns`.
@@ -154,26 +140,70 @@ impl Flusher {
         self.enter(now_ns);
     }
 
-    /// The slot is over by tokio's clock while no event came: ships the thread's recorder
-    /// (a quiet task's last events must reach their second in time) and moves on.
-    fn flush_idle(&mut self, now_ns: i64, clock: &mut WallClock, to: &Control) {
-        let at = now_ns.max(self.slot_end_ns);
-        clock.anchor();
-        thread::ship_ended(&to.pool, at, to);
-        self.enter(at);
-    }
-
     /// Records into the thread's recorder, under this task's current slot.
     #[inline]
     fn record<T>(&mut self, to: &Control, f: impl FnOnce(&mut Recorder) -> T) -> T {
-        self.pending = true;
         thread::record(&to.pool, self.slot_end_ns, self.second, to, f)
     }
 
     /// The task ends: ships what the thread's recorder holds.
     fn finish(&mut self, to: &Control) {
         thread::ship_all(&to.pool, to);
-        self.pending = false;
+    }
+}
+
+/// Where a ticker ships: the run's reports, held weakly, so that the aggregator still sees
+/// the channel close once every task is gone.
+struct WeakReports(mpsc::WeakUnboundedSender<Report>);
+
+impl thread::Ship for WeakReports {
+    fn ship(&self, second: u32, recorder: Recorder) {
+        if let Some(tx) = self.0.upgrade() {
+            let _ = tx.send(Report::Interval { second, recorder });
+        }
+    }
+}
+
+/// Ships this thread's recorder at the end of every slot of the run, so that a thread whose
+/// tasks went quiet still delivers each second in time and no task wakes up for it. One
+/// per data-plane thread per run, until `done` (or every task of the run is gone).
+pub async fn ticker(control: Control, done: CancellationToken) {
+    let Control {
+        mut start,
+        abort,
+        reports,
+        pool,
+        ..
+    } = control;
+    let to = WeakReports(reports.downgrade());
+    drop(reports);
+    let start_ns = loop {
+        if let Some(t) = *start.borrow_and_update() {
+            break t;
+        }
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = abort.cancelled() => return,
+            changed = start.changed() => if changed.is_err() { return },
+        }
+    };
+    // A little after each slot's end, so the slot's last events are in.
+    const AFTER: i64 = 1_000_000;
+    loop {
+        let now = now_ns();
+        let since = now.saturating_sub(start_ns).max(0);
+        let slot_end = start_ns.saturating_add((since / SLOT_NS + 1) * SLOT_NS);
+        let wait = Duration::from_nanos((slot_end + AFTER - now).max(0) as u64);
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = abort.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {
+                if to.0.upgrade().is_none() {
+                    return;
+                }
+                thread::ship_ended(&pool, now_ns(), &to);
+            }
+        }
     }
 }
 
@@ -364,13 +394,6 @@ pub async fn producer<D: Driver>(
                 break;
             }
             let window_closes = wall_to_tokio(window_end);
-            // Wake at the end of the slot too when something waits to be shipped, so a
-            // slow producer's events reach their second in time.
-            let flush_at = if !flusher.pending {
-                window_closes
-            } else {
-                wall_to_tokio(flusher.deadline_ns()).min(window_closes)
-            };
             if schedule.exhausted(seq) {
                 // Everything sent: keep the connection going until the window closes, so
                 // the window (not the last message) is the span the rate is measured over.
@@ -378,7 +401,7 @@ pub async fn producer<D: Driver>(
                     biased;
                     _ = control.abort.cancelled() => break,
                     _ = control.stop.cancelled() => break,
-                    _ = tokio::time::sleep_until(flush_at) => {}
+                    _ = tokio::time::sleep_until(window_closes) => {}
                     r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                         flusher.record(&control, |r| r.counters.errors += 1);
                         note_error(&mut errors, &e);
@@ -410,7 +433,7 @@ pub async fn producer<D: Driver>(
                 }
                 continue;
             }
-            let wake = wall_to_tokio(schedule.intended_ns(seq)).min(flush_at);
+            let wake = wall_to_tokio(schedule.intended_ns(seq)).min(window_closes);
             tokio::select! {
                 biased;
                 _ = control.abort.cancelled() => break,
@@ -482,16 +505,6 @@ struct Receiving {
 }
 
 impl Receiving {
-    /// When what this task recorded must be shipped if no event comes first.
-    fn flush_at(&self) -> Option<tokio::time::Instant> {
-        self.flusher.pending.then_some(self.flusher.slot_end_at)
-    }
-
-    fn flush_idle(&mut self) {
-        let now = self.clock.now_ns();
-        self.flusher.flush_idle(now, &mut self.clock, &self.control);
-    }
-
     #[inline]
     fn record<T>(&mut self, f: impl FnOnce(&mut Recorder) -> T) -> T {
         self.flusher.record(&self.control, f)
@@ -600,18 +613,7 @@ pub async fn consumer<D: Driver>(
     let stopped = loop {
         let batch = async {
             for _ in 0..RECV_BATCH {
-                // While the recorder holds events, wait no longer than its slot's end
-                // (recv is cancel-safe; a timer is only registered when recv must wait).
-                let event = match rx.flush_at() {
-                    Some(at) => match tokio::time::timeout_at(at, conn.recv()).await {
-                        Ok(event) => event,
-                        Err(_) => {
-                            rx.flush_idle();
-                            continue;
-                        }
-                    },
-                    None => conn.recv().await,
-                };
+                let event = conn.recv().await;
                 rx.on(event).await;
             }
         };
@@ -630,7 +632,6 @@ pub async fn consumer<D: Driver>(
                 biased;
                 _ = control.abort.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = tokio::time::sleep_until(rx.flusher.slot_end_at), if rx.flusher.pending => rx.flush_idle(),
                 r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
                     // The SUT is failing: nothing more will drain.
                     Ok(Err(e)) => {
