@@ -283,7 +283,10 @@ pub async fn producer<D: Driver>(
     ready: oneshot::Sender<Result<(), DriverError>>,
     mut control: Control,
 ) {
-    let mut conn = match driver.producer(&plan).await {
+    // Phases that run once (connecting, waiting for the start, the final drain) are boxed:
+    // their futures then take heap only while they run, instead of space in every
+    // producer's task for its whole life (a fleet holds thousands of them).
+    let mut conn = match Box::pin(driver.producer(&plan)).await {
         Ok(c) => {
             let _ = ready.send(Ok(()));
             c
@@ -295,17 +298,20 @@ pub async fn producer<D: Driver>(
     };
     let mut errors = BTreeMap::new();
     // Keep the connection alive until the start (or the end).
-    let start_ns = loop {
-        if let Some(t) = *control.start.borrow() {
-            break Some(t);
+    let start_ns = Box::pin(async {
+        loop {
+            if let Some(t) = *control.start.borrow() {
+                break Some(t);
+            }
+            tokio::select! {
+                _ = control.abort.cancelled() => break None,
+                _ = control.stop.cancelled() => break None,
+                changed = control.start.changed() => if changed.is_err() { break None },
+                r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); tokio::time::sleep(RETRY).await; },
+            }
         }
-        tokio::select! {
-            _ = control.abort.cancelled() => break None,
-            _ = control.stop.cancelled() => break None,
-            changed = control.start.changed() => if changed.is_err() { break None },
-            r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); tokio::time::sleep(RETRY).await; },
-        }
-    };
+    })
+    .await;
     let mut seq: u64 = 0;
     let mut unsent: u64 = 0;
     let mut stopped_at: Option<UnixMicros> = None;
@@ -328,17 +334,20 @@ pub async fn producer<D: Driver>(
             tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
         };
         // Wait for the start without busy-looping (and keep the connection alive).
-        loop {
-            if now_ns() >= start_ns {
-                break;
+        Box::pin(async {
+            loop {
+                if now_ns() >= start_ns {
+                    break;
+                }
+                tokio::select! {
+                    _ = control.abort.cancelled() => break,
+                    _ = control.stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(wall_to_tokio(start_ns)) => {}
+                    r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); },
+                }
             }
-            tokio::select! {
-                _ = control.abort.cancelled() => break,
-                _ = control.stop.cancelled() => break,
-                _ = tokio::time::sleep_until(wall_to_tokio(start_ns)) => {}
-                r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); },
-            }
-        }
+        })
+        .await;
         let mut clock = WallClock::default();
         let mut flusher = Flusher::new(Some(start_ns), clock.now_ns());
         let window_end = schedule.end_ns();
@@ -452,7 +461,7 @@ pub async fn producer<D: Driver>(
         unsent = schedule.unsent(stopped, seq);
         stopped_at = Some(UnixMicros(stopped.min(window_end) / 1_000));
         // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
-        let _ = tokio::time::timeout(DRAIN_MAX, async {
+        let _ = Box::pin(tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
                 if let Err(e) = conn.drive().await {
                     flusher.record(&control, |r| r.counters.errors += 1);
@@ -460,7 +469,7 @@ pub async fn producer<D: Driver>(
                     break;
                 }
             }
-        })
+        }))
         .await;
         if let Some(e) = conn.unreported_errors() {
             flusher.record(&control, |r| r.counters.errors += 1);
@@ -481,7 +490,7 @@ pub async fn producer<D: Driver>(
         errors,
         producer: true,
     }));
-    conn.close().await;
+    Box::pin(conn.close()).await;
 }
 
 /// Messages a consumer takes between two looks at its stop and abort signals.
@@ -586,7 +595,7 @@ pub async fn consumer<D: Driver>(
     ready: oneshot::Sender<Result<(), DriverError>>,
     control: Control,
 ) {
-    let mut conn = match driver.consumer(&plan).await {
+    let mut conn = match Box::pin(driver.consumer(&plan)).await {
         Ok(c) => {
             let _ = ready.send(Ok(()));
             c
@@ -651,7 +660,7 @@ pub async fn consumer<D: Driver>(
         errors: rx.errors,
         producer: false,
     }));
-    conn.close().await;
+    Box::pin(conn.close()).await;
 }
 
 #[cfg(test)]
@@ -688,5 +697,49 @@ mod tests {
         let mut fast = Bodies::new(MessageSize::Fixed(100), None, 1, 100_000.0);
         fast.make(&header);
         assert!(fast.arena.capacity() > 60_000, "{}", fast.arena.capacity());
+    }
+}
+
+#[cfg(test)]
+mod task_size {
+    /// A fleet holds thousands of producer tasks: each one's future is its memory for the
+    /// whole run (it was 9 KiB before the once-only phases were boxed).
+    #[test]
+    fn a_producer_task_stays_small() {
+        use crate::driver::mqtt::MqttDriver;
+        let run = maestro_protocol::RunId::new("r").unwrap_or_else(|e| panic!("{e}"));
+        let driver =
+            MqttDriver::from_url("mqtt://127.0.0.1:1/x", &run).unwrap_or_else(|e| panic!("{e}"));
+        let (reports, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_tx, start) = tokio::sync::watch::channel(None);
+        let control = super::Control {
+            start,
+            stop: Default::default(),
+            abort: Default::default(),
+            reports,
+            pool: Default::default(),
+        };
+        let plan = maestro_protocol::ProducerPlan {
+            id: 0,
+            topic: 0,
+            rate: 1.0,
+            count: None,
+        };
+        let spec = maestro_protocol::TestSpec {
+            sut: "mqtt://h".parse().unwrap_or_else(|e| panic!("{e}")),
+            rate: 1.0,
+            duration_ms: Some(1000),
+            count: None,
+            warmup_ms: 0,
+            size: maestro_protocol::MessageSize::Fixed(100),
+            producers: 1,
+            consumers: 0,
+            topics: 1,
+            payload: None,
+        };
+        let (ready, _) = tokio::sync::oneshot::channel();
+        let task = super::producer(driver, plan, spec, ready, control);
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 6 * 1024, "a producer task takes {size} bytes");
     }
 }
