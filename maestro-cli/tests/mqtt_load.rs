@@ -138,6 +138,40 @@ fn mosquitto_and_an_independent_subscriber_agree_with_the_summary() {
     );
 }
 
+#[test]
+fn slow_producers_send_spread_over_their_interval_not_in_lockstep() {
+    // 50 producers, one message every 5 s each (10/s in all), for 10 s: without spread
+    // phases every producer would send in seconds 0 and 5 only (50 each, 5x the mean).
+    let c = Cluster::start(2);
+    let mq = Mosquitto::start().unwrap();
+    let (run, s) = c.run_test(
+        &mq.url("spread", "qos=1"),
+        &[
+            "--rate",
+            "10",
+            "--duration",
+            "10s",
+            "--producers",
+            "50",
+            "--consumers",
+            "1",
+            "--size",
+            "100",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 100, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    let rows = timeseries(&c.results.join(s["run_id"].as_str().unwrap()));
+    let sent: Vec<u64> = rows.iter().take(10).map(|r| r.1).collect();
+    let mean = 100.0 / 10.0;
+    assert!(
+        sent.iter().all(|n| (*n as f64) <= 2.0 * mean),
+        "no second above twice the mean of {mean}: {rows:?}"
+    );
+    assert!(sent.iter().all(|n| *n >= 5), "every second sends: {rows:?}");
+}
+
 /// `timeseries.csv` rows as (second, sent, received).
 fn timeseries(folder: &std::path::Path) -> Vec<(u64, u64, u64)> {
     let csv = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();

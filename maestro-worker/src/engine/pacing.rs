@@ -1,6 +1,9 @@
-//! Open-loop pacing. Message `i` of a producer is due at `t0 + i / rate`, whatever happened
-//! to the messages before it: a late message keeps its intended time, and the lag is
-//! recorded. The schedule never shifts.
+//! Open-loop pacing. Message `i` of a producer is due at `t0 + phase + i / rate`, whatever
+//! happened to the messages before it: a late message keeps its intended time, and the
+//! lag is recorded. The schedule never shifts. Producers' phases are spread evenly over
+//! one interval (producer `p` of `P` starts `p / P` of an interval late), so slow
+//! producers (one message every 30 s) never send in lockstep; every producer's window
+//! still starts and ends with the run's.
 
 /// A producer's send schedule. All arithmetic saturates: no spec value can make it wrap.
 #[derive(Debug, Clone)]
@@ -40,6 +43,24 @@ impl Schedule {
             limit,
             end_ns: start_ns.saturating_add(window_ns.max(0)),
         }
+    }
+
+    /// The same schedule with its first message `fraction` (0 ≤ f < 1) of an interval
+    /// after the start; the window stays the run's.
+    pub fn with_phase(mut self, fraction: f64) -> Self {
+        if !self.paced() || !(0.0..1.0).contains(&fraction) {
+            return self;
+        }
+        let phase = (fraction * self.interval_ns) as i64;
+        self.start_ns = self.start_ns.saturating_add(phase);
+        // Only messages whose intended time falls inside the window.
+        if let Some(limit) = self.limit {
+            let fits = ((self.end_ns.saturating_sub(self.start_ns)) as f64 / self.interval_ns)
+                .ceil()
+                .max(0.0) as u64;
+            self.limit = Some(limit.min(fits));
+        }
+        self
     }
 
     pub fn paced(&self) -> bool {
@@ -132,6 +153,41 @@ mod tests {
         assert_eq!(m.due_until(S + 1_000), 0);
         assert_eq!(m.end_ns(), S + 1_000);
         assert_eq!(m.unsent(S + 5_000, 7), 0);
+    }
+
+    #[test]
+    fn phases_spread_producers_over_one_interval() {
+        // Four producers, one message every 4 s each, for 8 s: one a second in all.
+        let sends: Vec<i64> = (0..4)
+            .flat_map(|p| {
+                let s = Schedule::new(S, 0.25, None, Some(8 * S)).with_phase(p as f64 / 4.0);
+                (0..s.due_until(i64::MAX)).map(move |i| s.intended_ns(i))
+            })
+            .collect();
+        let mut per_second = [0; 8];
+        for t in &sends {
+            per_second[((t - S) / S) as usize] += 1;
+        }
+        assert_eq!(per_second, [1; 8]);
+        // The window is the run's; a count still fits in it.
+        let s = Schedule::new(S, 100.0, Some(10), None).with_phase(0.9);
+        assert_eq!(s.end_ns(), S + 100_000_000);
+        assert_eq!(s.intended_ns(0), S + 9_000_000);
+        assert_eq!(s.due_until(i64::MAX), 10);
+        assert!(s.intended_ns(9) < s.end_ns());
+        // Out of range or unpaced: unchanged.
+        assert_eq!(
+            Schedule::new(S, 0.0, None, Some(S))
+                .with_phase(0.5)
+                .end_ns(),
+            2 * S
+        );
+        assert_eq!(
+            Schedule::new(S, 1.0, None, Some(S))
+                .with_phase(1.5)
+                .intended_ns(0),
+            S
+        );
     }
 
     #[test]

@@ -321,7 +321,8 @@ pub async fn producer<D: Driver>(
             plan.rate,
             plan.count,
             spec.duration_ms.map(|d| d as i64 * 1_000_000),
-        );
+        )
+        .with_phase(f64::from(plan.id) / f64::from(spec.producers.max(1)));
         let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
         let mut bodies = Bodies::new(
             spec.size,
