@@ -172,6 +172,70 @@ fn slow_producers_send_spread_over_their_interval_not_in_lockstep() {
     assert!(sent.iter().all(|n| *n >= 5), "every second sends: {rows:?}");
 }
 
+#[test]
+fn a_worker_says_when_its_open_files_limit_caps_its_share() {
+    let broker = maestro_testkit::TestBroker::start(&[]).unwrap();
+    let cluster = maestro_testkit::unique_cluster();
+    let c = cluster.to_string();
+    let url = broker.url();
+    let _worker = maestro_testkit::Proc::spawn_with_open_files(
+        "worker",
+        "maestro-worker",
+        &["-m", &url, "--cluster", &c, "--name", "small"],
+        200,
+    )
+    .unwrap();
+    let mq = Mosquitto::start().unwrap();
+    let sut = mq.url("limit", "");
+    let results = std::env::temp_dir().join(format!("maestro-limit-{c}"));
+    let run_with = |producers: &str| {
+        maestro_testkit::run_cli(
+            &[
+                "-m",
+                &url,
+                "--cluster",
+                &c,
+                "start",
+                "--sut",
+                &sut,
+                "--producers",
+                producers,
+                "--consumers",
+                "0",
+                "--rate",
+                "100",
+                "--duration",
+                "1s",
+                "--results",
+                results.to_str().unwrap(),
+            ],
+            Duration::from_secs(60),
+        )
+        .unwrap()
+    };
+    assert!(wait_for(Duration::from_secs(15), || {
+        maestro_testkit::run_cli(
+            &["-m", &url, "--cluster", &c, "ping"],
+            Duration::from_secs(10),
+        )
+        .is_ok_and(|r| r.code == Some(0))
+    }));
+    // 300 connections do not fit 200 files: refused before connecting, with the numbers.
+    let run = run_with("300");
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("open-files limit is 200"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("at most 136 clients"), "{}", run.stderr);
+    // 100 do.
+    let run = run_with("100");
+    let _ = std::fs::remove_dir_all(&results);
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
 /// `timeseries.csv` rows as (second, sent, received).
 fn timeseries(folder: &std::path::Path) -> Vec<(u64, u64, u64)> {
     let csv = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();

@@ -199,9 +199,39 @@ impl Proc {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Self> {
+        Self::spawn_command(
+            name,
+            binary_name,
+            Command::new(binary(binary_name)?),
+            args,
+            env,
+        )
+    }
+
+    /// Starts `binary` with its open-files limit (soft and hard) set to `files`
+    /// (util-linux's `prlimit`).
+    pub fn spawn_with_open_files(
+        name: &str,
+        binary_name: &str,
+        args: &[&str],
+        files: u64,
+    ) -> Result<Self> {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={files}:{files}"))
+            .arg(binary(binary_name)?);
+        Self::spawn_command(name, binary_name, command, args, &[])
+    }
+
+    fn spawn_command(
+        name: &str,
+        binary_name: &str,
+        mut command: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("maestro-test-{name}-{}.log", uuid_hex()));
         let stderr = std::fs::File::create(&log).context("creating a log file")?;
-        let mut command = Command::new(binary(binary_name)?);
         command
             .args(args)
             .stdin(Stdio::null())

@@ -61,6 +61,10 @@ impl Handler for WorkerHandler {
 
 /// Runs the worker until `shutdown` is cancelled or a halt note arrives.
 pub async fn run(config: PeerConfig, shutdown: CancellationToken) -> Result<(), PeerError> {
+    tracing::info!(
+        open_files = engine::open_files_limit(),
+        "open-files limit (one per SUT connection)"
+    );
     let engine = Engine::new(config.info.id.clone(), shutdown.child_token());
     let handler = WorkerHandler {
         engine,

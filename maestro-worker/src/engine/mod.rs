@@ -41,6 +41,41 @@ enum AnyDriver {
     Kafka(KafkaDriver),
 }
 
+/// File descriptors a worker keeps for itself (control connection, data-plane threads,
+/// results, logs).
+const SPARE_FILES: u64 = 64;
+
+/// Raises this process's open-files soft limit to the hard limit (once, at start), and
+/// returns the soft limit.
+pub fn open_files_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|_| {
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        })
+    })
+}
+
+/// Checks that this worker's share of a run fits its open-files limit: one descriptor per
+/// MQTT or AMQP connection, about three per Kafka client (librdkafka connects to the
+/// bootstrap and the partition leaders).
+fn fits_open_files(c: &Configure) -> Result<(), String> {
+    let clients = (c.producers.len() + c.consumers.len()) as u64;
+    let per_client = match c.spec.sut.scheme() {
+        maestro_protocol::Scheme::Kafka => 3,
+        _ => 1,
+    };
+    let limit = open_files_limit();
+    let needed = clients * per_client + SPARE_FILES;
+    if needed > limit {
+        let fits = limit.saturating_sub(SPARE_FILES) / per_client;
+        return Err(format!(
+            "this worker's share is {clients} clients ({needed} open files with its own), but its open-files limit is {limit} (the hard limit: the worker raised its soft limit to it): it holds at most {fits} clients; use more workers, or raise the limit (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit nofile=)"
+        ));
+    }
+    Ok(())
+}
+
 /// Threads that run producers and consumers, one single-threaded runtime each.
 #[derive(Debug)]
 pub struct DataPlane {
@@ -217,6 +252,11 @@ impl Engine {
                     c.spec.producers
                 ),
             ));
+        }
+        // Every connection takes a file descriptor: say so before connecting, not with
+        // "too many open files" half-way through.
+        if let Err(message) = fits_open_files(c) {
+            return Some(error(ErrorCode::InvalidSpec, message));
         }
         // One match per protocol: the URL was parsed once, into typed options.
         let sut = &c.spec.sut;
