@@ -82,6 +82,7 @@ pub async fn run(
         consumers: u32::from(args.workers),
         topics: 1,
         payload: None,
+        connect_rate: None,
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

@@ -40,6 +40,10 @@ pub struct StartArgs {
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
+    /// Connections opened per second across the cluster while configuring (the hatch
+    /// rate) [default: every client at once]
+    #[arg(long, env = "MAESTRO_CONNECT_RATE")]
+    pub connect_rate: Option<f64>,
     /// Where results folders go.
     #[arg(long, env = "MAESTRO_RESULTS", default_value = "results")]
     pub results: PathBuf,
@@ -65,6 +69,7 @@ impl StartArgs {
             consumers: self.consumers,
             topics: self.topics,
             payload: None,
+            connect_rate: self.connect_rate,
         }
     }
 }

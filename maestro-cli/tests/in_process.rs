@@ -192,6 +192,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         consumers: 1,
         topics: 1,
         payload: None,
+        connect_rate: None,
     };
     let configure = |run: &str| {
         Body::Configure(Configure {

@@ -236,6 +236,57 @@ fn a_worker_says_when_its_open_files_limit_caps_its_share() {
     assert_eq!(run.code, Some(0), "{run:?}");
 }
 
+#[test]
+fn clients_connect_at_the_asked_rate() {
+    // 600 clients over 2 workers at 200 connections per second: a 3 s ramp.
+    let c = Cluster::start(2);
+    let mq = Mosquitto::start_with("log_dest stderr\nconnection_messages true").unwrap();
+    let (run, s) = c.run_test(
+        &mq.url("ramp", ""),
+        &[
+            "--producers",
+            "600",
+            "--consumers",
+            "0",
+            "--connect-rate",
+            "200",
+            "--rate",
+            "600",
+            "--duration",
+            "1s",
+            "--size",
+            "64",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 600, "{s:#}");
+    // Mosquitto's log stamps each new connection with its second.
+    let mut per_second: std::collections::BTreeMap<u64, u64> = Default::default();
+    for line in mq.proc.log_text().lines() {
+        if line.contains("New client connected") && line.contains(" as maestro-") {
+            let second: u64 = line.split(':').next().unwrap().trim().parse().unwrap();
+            *per_second.entry(second).or_default() += 1;
+        }
+    }
+    let counts: Vec<u64> = per_second.values().copied().collect();
+    assert_eq!(counts.iter().sum::<u64>(), 600, "{per_second:?}");
+    let (first, last) = (
+        *per_second.keys().next().unwrap(),
+        *per_second.keys().last().unwrap(),
+    );
+    assert!(
+        (2..=4).contains(&(last - first)),
+        "a 3 s ramp: {per_second:?}"
+    );
+    // Every full second (not the first or the last) within 10 % of 200.
+    let full = &counts[1..counts.len() - 1];
+    assert!(!full.is_empty(), "{per_second:?}");
+    assert!(
+        full.iter().all(|n| n.abs_diff(200) <= 20),
+        "connections per second: {per_second:?}"
+    );
+}
+
 /// `timeseries.csv` rows as (second, sent, received).
 fn timeseries(folder: &std::path::Path) -> Vec<(u64, u64, u64)> {
     let csv = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();

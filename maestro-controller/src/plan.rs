@@ -862,6 +862,7 @@ impl LoadedPlan {
             consumers: w.topics * w.subscriptions_per_topic * w.consumers_per_subscription,
             topics: w.topics,
             payload: self.payload.clone(),
+            connect_rate: None,
         }
     }
 

@@ -313,7 +313,13 @@ pub async fn run_test(
                         let note = controller.send(&Target::Peer(id.clone()), body).await?;
                         pending.insert(note.id, id.clone());
                     }
-                    deadline = Instant::now() + options.timeout;
+                    // Configuring at a connect rate takes as long as the ramp.
+                    let ramp = if start {
+                        Duration::ZERO
+                    } else {
+                        spec.connect_span()
+                    };
+                    deadline = Instant::now() + options.timeout + ramp;
                 }
                 Action::Stop(live) => {
                     tracing::info!(run = %run, reason = machine.stop_reason().unwrap_or(""), "stopping");
@@ -486,6 +492,7 @@ mod tests {
             consumers: 4,
             topics: 2,
             payload: None,
+            connect_rate: None,
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]

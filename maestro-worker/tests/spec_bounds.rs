@@ -37,6 +37,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 consumers,
                 topics,
                 payload: None,
+                connect_rate: None,
             },
         )
 }
@@ -99,6 +100,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     consumers,
                     topics,
                     payload: None,
+                    connect_rate: None,
                 }
             },
         )

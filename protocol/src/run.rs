@@ -120,7 +120,14 @@ pub struct TestSpec {
     /// replaced by the header (default: letters). From a plan's `payload_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
+    /// Connections opened per second across the cluster while configuring (the hatch
+    /// rate); `None`: every client connects at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_rate: Option<f64>,
 }
+
+/// The highest connect rate a spec may ask for (connections per second, cluster-wide).
+pub const MAX_CONNECT_RATE: f64 = 1_000_000.0;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
@@ -128,6 +135,10 @@ pub enum SpecError {
     Size(String),
     #[error("message size {size} is below the {HEADER_LEN}-byte maestro header")]
     SizeTooSmall { size: String },
+    #[error(
+        "connect rate {0} must be a number of connections per second above 0 and at most {MAX_CONNECT_RATE}"
+    )]
+    ConnectRate(f64),
     #[error("rate {0} must be a finite number >= 0 (0 = as fast as possible)")]
     Rate(f64),
     #[error("give exactly one of duration and count")]
@@ -189,6 +200,16 @@ fn humanize_secs(s: f64) -> String {
 }
 
 impl TestSpec {
+    /// How long connecting `clients` takes at the connect rate (zero without one).
+    pub fn connect_span(&self) -> std::time::Duration {
+        match self.connect_rate {
+            Some(r) if r > 0.0 => std::time::Duration::from_secs_f64(
+                f64::from(self.producers.saturating_add(self.consumers)) / r,
+            ),
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         let too_large = |what, value: &dyn fmt::Display, limit: &dyn fmt::Display| {
             Err(SpecError::TooLarge {
@@ -208,6 +229,11 @@ impl TestSpec {
         }
         if !self.rate.is_finite() || self.rate < 0.0 {
             return Err(SpecError::Rate(self.rate));
+        }
+        if let Some(r) = self.connect_rate
+            && !(r.is_finite() && r > 0.0 && r <= MAX_CONNECT_RATE)
+        {
+            return Err(SpecError::ConnectRate(r));
         }
         if self.rate > MAX_RATE {
             return too_large("rate", &self.rate, &MAX_RATE);
@@ -530,6 +556,7 @@ mod tests {
             consumers: 2,
             topics: 1,
             payload: None,
+            connect_rate: None,
         }
     }
 
@@ -560,6 +587,13 @@ mod tests {
         assert!(bad(|s| s.rate = -1.0).contains("-1"));
         assert!(bad(|s| s.count = Some(5)).contains("exactly one"));
         assert!(bad(|s| s.warmup_ms = 10_000).contains("warm-up"));
+        assert!(bad(|s| s.connect_rate = Some(0.0)).contains("connect rate 0"));
+        assert!(bad(|s| s.connect_rate = Some(f64::NAN)).contains("connect rate"));
+        let mut ramped = spec();
+        ramped.connect_rate = Some(2.0);
+        assert!(ramped.validate().is_ok());
+        // 2 producers and 2 consumers at 2 a second: 2 s of connecting.
+        assert_eq!(ramped.connect_span(), std::time::Duration::from_secs(2));
         assert!(bad(|s| s.producers = 0).contains("producers"));
         assert!(
             bad(|s| {

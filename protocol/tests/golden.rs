@@ -253,6 +253,7 @@ fn configure() -> Configure {
             consumers: 4,
             topics: 2,
             payload: None,
+            connect_rate: None,
         },
         producers: vec![ProducerPlan {
             id: 0,

@@ -174,6 +174,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 consumers: c,
                 topics: t,
                 payload: None,
+                connect_rate: None,
             },
         )
 }

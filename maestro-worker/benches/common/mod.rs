@@ -68,6 +68,7 @@ pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
         consumers: 1,
         topics: 1,
         payload: None,
+        connect_rate: None,
     }
 }
 

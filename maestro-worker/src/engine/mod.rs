@@ -76,6 +76,50 @@ fn fits_open_files(c: &Configure) -> Result<(), String> {
     Ok(())
 }
 
+/// The connect ramp of this worker's clients: with a cluster-wide connect rate `R` over
+/// `N` clients, this worker's `n` connect at `R * n / N` per second (all workers together
+/// at `R`), client `k` at `k * N / (R * n)` seconds after configure began.
+#[derive(Debug, Clone, Copy)]
+struct Ramp {
+    began: tokio::time::Instant,
+    /// Seconds between two of this worker's connections; 0: all at once.
+    every_s: f64,
+}
+
+impl Ramp {
+    fn new(spec: &maestro_protocol::TestSpec, here: usize) -> Self {
+        let total = f64::from(spec.producers.saturating_add(spec.consumers)).max(1.0);
+        let every_s = match spec.connect_rate {
+            Some(r) if r > 0.0 && here > 0 => total / (r * here as f64),
+            _ => 0.0,
+        };
+        Ramp {
+            began: tokio::time::Instant::now(),
+            every_s,
+        }
+    }
+
+    /// `task` (client `k` of this worker), started at its turn unless aborted first.
+    fn connect_at<F: std::future::Future<Output = ()> + Send + 'static>(
+        self,
+        k: usize,
+        abort: &CancellationToken,
+        task: F,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let at = self.began + Duration::from_secs_f64(self.every_s * k as f64);
+        let abort = abort.clone();
+        async move {
+            if self.every_s > 0.0 {
+                tokio::select! {
+                    _ = abort.cancelled() => return,
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            task.await;
+        }
+    }
+}
+
 /// Threads that run producers and consumers, one single-threaded runtime each.
 #[derive(Debug)]
 pub struct DataPlane {
@@ -421,30 +465,33 @@ impl Engine {
         for h in &handles {
             h.spawn(tasks::ticker(control.clone(), tickers.clone()));
         }
+        let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
         let mut next = 0;
         for p in &c.producers {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            handles[next % threads].spawn(tasks::producer(
+            let task = tasks::producer(
                 driver.clone(),
                 p.clone(),
                 c.spec.clone(),
                 tx,
                 control.clone(),
-            ));
+            );
+            handles[next % threads].spawn(ramp.connect_at(next, &abort, task));
             next += 1;
         }
         for k in &c.consumers {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
-            handles[next % threads].spawn(tasks::consumer(
+            let task = tasks::consumer(
                 driver.clone(),
                 k.clone(),
                 c.spec.clone(),
                 c.producer_skew_us.clone(),
                 tx,
                 control.clone(),
-            ));
+            );
+            handles[next % threads].spawn(ramp.connect_at(next, &abort, task));
             next += 1;
         }
         drop(control);
@@ -458,15 +505,16 @@ impl Engine {
             }
             Ok(())
         };
+        let configure_timeout = CONFIGURE_TIMEOUT + c.spec.connect_span();
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(CONFIGURE_TIMEOUT, all_ready) => outcome,
+            outcome = tokio::time::timeout(configure_timeout, all_ready) => outcome,
             _ = abort.cancelled() => Ok(Err(DriverError::Sut("the run was aborted while connecting".into()))),
         };
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.reason()),
             Err(_) => Some(format!(
-                "not every connection to the SUT was ready within {CONFIGURE_TIMEOUT:?}"
+                "not every connection to the SUT was ready within {configure_timeout:?}"
             )),
         };
         if let Some(reason) = failure {

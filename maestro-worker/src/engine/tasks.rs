@@ -737,6 +737,7 @@ mod task_size {
             consumers: 0,
             topics: 1,
             payload: None,
+            connect_rate: None,
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let task = super::producer(driver, plan, spec, ready, control);
