@@ -246,6 +246,7 @@ mod tests {
     fn sent(producer: u32, topic: u32, sent: u64) -> Sent {
         Sent {
             producer,
+            producers: 1,
             topic,
             sent,
             unsent: 0,
@@ -261,6 +262,7 @@ mod tests {
         let d = |consumer, producer, unique| Delivery {
             consumer,
             producer,
+            producers: 1,
             unique,
             duplicated: 0,
             out_of_order: 0,

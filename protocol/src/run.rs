@@ -487,21 +487,29 @@ pub struct RunStats {
     pub active_consumers: u32,
 }
 
-/// What one consumer received from one producer.
+/// What one consumer received: from one producer, or summed over `producers` of them
+/// (a worker sums its rows per consumer, so a result stays small with many producers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
     pub consumer: u32,
+    /// The producer, or the first of those summed.
     pub producer: u32,
+    /// How many producers this row sums.
+    pub producers: u32,
     /// Distinct sequence numbers received.
     pub unique: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
 }
 
-/// What one producer sent.
+/// What one producer sent, or `producers` of them summed (a worker sums its rows per
+/// topic, so a result stays small with many producers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sent {
+    /// The producer, or the first of those summed.
     pub producer: u32,
+    /// How many producers this row sums.
+    pub producers: u32,
     pub topic: u32,
     /// Messages handed to the SUT client (sequence numbers 0 ..< sent).
     pub sent: u64,
@@ -510,8 +518,49 @@ pub struct Sent {
     pub unsent: u64,
     pub errors: u64,
     /// When the producer stopped sending (its clock): the end of its window, or earlier
-    /// when stopped. `None` when it never started.
+    /// when stopped; the latest of those summed. `None` when none started.
     pub stopped_at_us: Option<crate::UnixMicros>,
+}
+
+impl Sent {
+    /// Sums rows per topic (in topic order).
+    pub fn per_topic(rows: &[Sent]) -> Vec<Sent> {
+        let mut by_topic: std::collections::BTreeMap<u32, Sent> = Default::default();
+        for r in rows {
+            by_topic
+                .entry(r.topic)
+                .and_modify(|t| {
+                    t.producer = t.producer.min(r.producer);
+                    t.producers += r.producers;
+                    t.sent += r.sent;
+                    t.unsent += r.unsent;
+                    t.errors += r.errors;
+                    t.stopped_at_us = t.stopped_at_us.max(r.stopped_at_us);
+                })
+                .or_insert(*r);
+        }
+        by_topic.into_values().collect()
+    }
+}
+
+impl Delivery {
+    /// Sums rows per consumer (in consumer order).
+    pub fn per_consumer(rows: &[Delivery]) -> Vec<Delivery> {
+        let mut by_consumer: std::collections::BTreeMap<u32, Delivery> = Default::default();
+        for r in rows {
+            by_consumer
+                .entry(r.consumer)
+                .and_modify(|t| {
+                    t.producer = t.producer.min(r.producer);
+                    t.producers += r.producers;
+                    t.unique += r.unique;
+                    t.duplicated += r.duplicated;
+                    t.out_of_order += r.out_of_order;
+                })
+                .or_insert(*r);
+        }
+        by_consumer.into_values().collect()
+    }
 }
 
 /// A worker's final result for a run, published as an event once its consumers drained.
@@ -558,6 +607,46 @@ mod tests {
             payload: None,
             connect_rate: None,
         }
+    }
+
+    #[test]
+    fn rows_sum_per_topic_and_per_consumer() {
+        let sent = |producer, topic, n, stop| Sent {
+            producer,
+            producers: 1,
+            topic,
+            sent: n,
+            unsent: 1,
+            errors: 0,
+            stopped_at_us: stop,
+        };
+        let rows = [
+            sent(4, 1, 10, Some(crate::UnixMicros(5))),
+            sent(2, 0, 7, None),
+            sent(1, 1, 5, Some(crate::UnixMicros(9))),
+        ];
+        let t = Sent::per_topic(&rows);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].topic, t[0].producers, t[0].sent), (0, 1, 7));
+        assert_eq!(
+            (t[1].producer, t[1].producers, t[1].sent, t[1].unsent),
+            (1, 2, 15, 2)
+        );
+        assert_eq!(t[1].stopped_at_us, Some(crate::UnixMicros(9)));
+        let d = |consumer, producer, unique| Delivery {
+            consumer,
+            producer,
+            producers: 1,
+            unique,
+            duplicated: 1,
+            out_of_order: 0,
+        };
+        let c = Delivery::per_consumer(&[d(0, 3, 5), d(1, 0, 2), d(0, 1, 4)]);
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            (c[0].producer, c[0].producers, c[0].unique, c[0].duplicated),
+            (1, 2, 9, 2)
+        );
     }
 
     #[test]

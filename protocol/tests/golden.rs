@@ -179,6 +179,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                     histograms: histograms(),
                     sent: vec![Sent {
                         producer: 0,
+                        producers: 1,
                         topic: 0,
                         sent: 1000,
                         unsent: 5,
@@ -188,6 +189,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                     deliveries: vec![Delivery {
                         consumer: 0,
                         producer: 0,
+                        producers: 1,
                         unique: 999,
                         duplicated: 1,
                         out_of_order: 2,

@@ -203,6 +203,7 @@ fn run_body() -> impl Strategy<Value = Body> {
     let delivery = prop::array::uniform5(any::<u32>()).prop_map(|d| Delivery {
         consumer: d[0],
         producer: d[1],
+        producers: d[1] % 7 + 1,
         unique: d[2].into(),
         duplicated: d[3].into(),
         out_of_order: d[4].into(),
@@ -214,6 +215,7 @@ fn run_body() -> impl Strategy<Value = Body> {
     )
         .prop_map(|(d, unsent, stopped_at_us)| Sent {
             producer: d[0],
+            producers: d[0] % 5 + 1,
             topic: d[1],
             sent: d[2].into(),
             unsent,

@@ -80,6 +80,7 @@ impl Accounting {
             .map(|(p, t)| Delivery {
                 consumer: self.consumer,
                 producer: p as u32,
+                producers: 1,
                 unique: t.contiguous + t.seen.len(),
                 duplicated: t.duplicated,
                 out_of_order: t.out_of_order,
@@ -122,6 +123,7 @@ mod tests {
             Delivery {
                 consumer: 3,
                 producer: 0,
+                producers: 1,
                 unique: 6,
                 duplicated: 1,
                 out_of_order: 1

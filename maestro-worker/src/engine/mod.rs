@@ -17,11 +17,11 @@ use crate::driver::kafka::KafkaDriver;
 use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
-use maestro_protocol::SutOptions;
 use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
     RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
+use maestro_protocol::{Delivery, Sent, SutOptions};
 use recorder::{Recorder, RecorderPool};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -576,6 +576,10 @@ impl Engine {
         let total = seconds.total;
         result.counters = total.counters;
         result.histograms = total.encode();
+        // One row per topic and per consumer, not per producer: a worker with 15,000
+        // producers must still fit its result in one note.
+        result.sent = Sent::per_topic(&result.sent);
+        result.deliveries = Delivery::per_consumer(&result.deliveries);
         result.tls_handshake_us = driver
             .tls_handshakes()
             .map(|h| maestro_protocol::histogram::encode(&h));

@@ -481,6 +481,7 @@ pub async fn producer<D: Driver>(
     let _ = control.reports.send(Report::Final(Final {
         sent: Some(Sent {
             producer: plan.id,
+            producers: 1,
             topic: plan.topic,
             sent: seq,
             unsent,
