@@ -256,6 +256,26 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         }
         other => panic!("{other:?}"),
     }
+    // Something is sent before the stop (a busy machine may not run the producer at
+    // once): the first run second's stats say so.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match controller
+            .next(deadline, &CancellationToken::new())
+            .await
+            .unwrap()
+        {
+            Some(maestro_controller::Incoming::Event(n)) => {
+                if let Body::RunStats(s) = n.body
+                    && s.counters.sent > 0
+                {
+                    break;
+                }
+            }
+            Some(_) => {}
+            None => panic!("no run stats with sends"),
+        }
+    }
     let stop = Body::Stop(Stop { run: a.clone() });
     assert_eq!(
         code(ask(&mut controller, &w, stop.clone()).await),
