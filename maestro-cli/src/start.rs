@@ -107,9 +107,19 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
         format!("service time   {}", p(&s.service_time_us)),
         format!("send lag       {}", p(&s.send_lag_us)),
     ];
-    if let Some(h) = &s.tls_handshake_us {
+    if let Some(h) = &s.connect_us {
         lines.push(format!(
-            "TLS handshake  {}  ({} connections)",
+            "connect        {}  ({} connections)",
+            p(h),
+            h.count
+        ));
+    }
+    if let Some(h) = &s.tls_handshake_us {
+        lines.push(format!("TLS handshake  {}", p(h)));
+    }
+    if let Some(h) = &s.subscribe_us {
+        lines.push(format!(
+            "subscribe      {}  ({} subscriptions)",
             p(h),
             h.count
         ));

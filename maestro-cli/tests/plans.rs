@@ -368,6 +368,8 @@ fn fake_results(
         service_time_us: Percentiles::default(),
         send_lag_us: Percentiles::default(),
         tls_handshake_us: None,
+        connect_us: None,
+        subscribe_us: None,
         clock: ClockSummary::default(),
         workers: vec![],
         error_messages: vec![],

@@ -77,10 +77,15 @@ fn mqtts_gives_every_client_its_own_certificate() {
     assert_eq!(u(&s, "received"), 4000, "{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
     assert_eq!(s["degraded"], false, "{s:#}");
-    // Four connections, each handshake timed.
+    // Four connections, each handshake timed; each connection to its CONNACK (which
+    // takes longer than the handshake alone), and the two subscriptions to their SUBACK.
     let hs = &s["tls_handshake_us"];
     assert_eq!(u(hs, "count"), 4, "{s:#}");
     assert!(u(hs, "p50") > 0 && u(hs, "max") < 10_000_000, "{s:#}");
+    let connect = &s["connect_us"];
+    assert_eq!(u(connect, "count"), 4, "{s:#}");
+    assert!(u(connect, "max") >= u(hs, "max"), "{s:#}");
+    assert_eq!(u(&s["subscribe_us"], "count"), 2, "{s:#}");
 
     // The broker saw one distinct user name per client: the CN of its own certificate.
     let log = mq.proc.log_text();
@@ -167,6 +172,7 @@ fn amqps_to_rabbitmq_with_client_certificates() {
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
     assert_eq!(u(&s, "received"), u(&s, "sent"), "{s:#}");
     assert_eq!(u(&s["tls_handshake_us"], "count"), 2, "{s:#}");
+    assert_eq!(u(&s["connect_us"], "count"), 2, "{s:#}");
     // RabbitMQ saw each connection's own certificate.
     let cns: BTreeSet<&str> = subjects
         .lines()

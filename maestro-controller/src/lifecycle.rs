@@ -391,6 +391,8 @@ mod tests {
             consumers: vec![],
             errors: vec![],
             tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
         })
     }
 

@@ -70,6 +70,30 @@ pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
         .sum()
 }
 
+/// One optional histogram of every result, merged (`None` when no worker had it); an
+/// unreadable one degrades the run, naming the worker.
+fn merged(
+    collected: &Collected,
+    what: &str,
+    field: impl Fn(&RunResult) -> &Option<String>,
+    degraded: &mut Vec<String>,
+) -> Option<hdrhistogram::Histogram<u64>> {
+    let mut out: Option<hdrhistogram::Histogram<u64>> = None;
+    for (id, r) in &collected.results {
+        let Some(encoded) = field(r) else { continue };
+        match maestro_protocol::histogram::decode(encoded) {
+            Ok(h) => {
+                let m = out.get_or_insert_with(maestro_protocol::histogram::latency_histogram);
+                if m.add(&h).is_err() {
+                    degraded.push(format!("worker {id}: {what} histogram out of range"));
+                }
+            }
+            Err(e) => degraded.push(format!("worker {id}: unreadable {what} histogram: {e}")),
+        }
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn summarize(
     run: &RunId,
@@ -83,23 +107,8 @@ pub fn summarize(
     let mut latencies = Latencies::default();
     let mut degraded = collected.degraded.clone();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut handshakes: Option<hdrhistogram::Histogram<u64>> = None;
     for (id, r) in &collected.results {
         total.add(&r.counters);
-        if let Some(encoded) = &r.tls_handshake_us {
-            match maestro_protocol::histogram::decode(encoded) {
-                Ok(h) => {
-                    let merged = handshakes
-                        .get_or_insert_with(maestro_protocol::histogram::latency_histogram);
-                    if merged.add(&h).is_err() {
-                        degraded.push(format!("worker {id}: TLS handshake histogram out of range"));
-                    }
-                }
-                Err(e) => degraded.push(format!(
-                    "worker {id}: unreadable TLS handshake histogram: {e}"
-                )),
-            }
-        }
         if let Err(e) = latencies.add(&r.histograms) {
             degraded.push(format!("worker {id}: unreadable histograms: {e}"));
         }
@@ -107,6 +116,16 @@ pub fn summarize(
             *errors.entry(e.message.clone()).or_default() += e.count;
         }
     }
+    let timings = [
+        merged(
+            collected,
+            "TLS handshake",
+            |r| &r.tls_handshake_us,
+            &mut degraded,
+        ),
+        merged(collected, "connect", |r| &r.connect_us, &mut degraded),
+        merged(collected, "subscribe", |r| &r.subscribe_us, &mut degraded),
+    ];
     let worker_summaries: Vec<WorkerSummary> = workers
         .iter()
         .map(|(id, name, p, c)| {
@@ -174,7 +193,9 @@ pub fn summarize(
         response_time_us: Percentiles::of(&latencies.response),
         service_time_us: Percentiles::of(&latencies.service),
         send_lag_us: Percentiles::of(&latencies.lag),
-        tls_handshake_us: handshakes.as_ref().map(Percentiles::of),
+        tls_handshake_us: timings[0].as_ref().map(Percentiles::of),
+        connect_us: timings[1].as_ref().map(Percentiles::of),
+        subscribe_us: timings[2].as_ref().map(Percentiles::of),
         clock: clock_summary(collected, workers),
         workers: worker_summaries,
         error_messages: errors
@@ -240,6 +261,8 @@ mod tests {
             consumers,
             errors: vec![],
             tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
         }
     }
 

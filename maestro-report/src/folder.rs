@@ -126,6 +126,8 @@ mod tests {
             service_time_us: Percentiles::default(),
             send_lag_us: Percentiles::default(),
             tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
             clock: ClockSummary::default(),
             workers: vec![],
             error_messages: vec![],

@@ -118,6 +118,13 @@ pub struct RunSummary {
     /// Kafka, whose client does its handshakes out of sight).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_us: Option<Percentiles>,
+    /// Time from starting a connection until the SUT accepted the session (MQTT CONNACK;
+    /// AMQP connection and channel open); absent when not measured (Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<Percentiles>,
+    /// Time from subscribing until the SUT confirmed it (MQTT SUBACK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_us: Option<Percentiles>,
     pub clock: ClockSummary,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,

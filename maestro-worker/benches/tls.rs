@@ -217,7 +217,8 @@ fn bench_connect(lab: &Lab) {
             let d = driver.clone();
             let (our_rate, our_cpu) = rate(move || maestro_connects(d));
             let handshakes = driver
-                .tls_handshakes()
+                .timings()
+                .tls_handshake
                 .map(|h| {
                     format!(
                         " | maestro's TLS handshakes p50 {} µs p99 {} µs ({})",

@@ -581,6 +581,14 @@ pub struct RunResult {
     /// latency histograms); absent without TLS or when the client library hides them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_us: Option<String>,
+    /// Time from starting a connection until the SUT accepted the session (MQTT CONNACK;
+    /// AMQP connection and channel open), encoded like the latency histograms; absent
+    /// when not measured (Kafka).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<String>,
+    /// Time from subscribing until the SUT confirmed it (MQTT SUBACK).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe_us: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

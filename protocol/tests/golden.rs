@@ -204,6 +204,8 @@ fn samples() -> Vec<(&'static str, Note)> {
                         count: 1,
                     }],
                     tls_handshake_us: None,
+                    connect_us: None,
+                    subscribe_us: None,
                 }),
             ),
         ),

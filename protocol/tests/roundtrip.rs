@@ -294,6 +294,8 @@ fn run_body() -> impl Strategy<Value = Body> {
                             .map(|(message, count)| ErrorCount { message, count })
                             .collect(),
                         tls_handshake_us: None,
+                        connect_us: None,
+                        subscribe_us: None,
                     })
                 }
             ),

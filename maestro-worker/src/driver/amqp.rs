@@ -22,7 +22,7 @@
 //! on a named exchange).
 
 use super::tls::TlsClient;
-use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use super::{Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -71,6 +71,8 @@ pub struct AmqpDriver {
     keep: bool,
     /// TLS (`amqps://`), built once for all connections of the run.
     tls: Option<Arc<TlsClient>>,
+    /// Time to an open connection and channel, of this run's connections.
+    connects: Durations,
 }
 
 impl AmqpDriver {
@@ -115,6 +117,7 @@ impl AmqpDriver {
             fanout: o.fanout,
             keep: o.keep,
             tls,
+            connects: Durations::default(),
         })
     }
 
@@ -202,6 +205,7 @@ impl AmqpDriver {
     }
 
     async fn channel(&self, client: &str) -> Result<(Connection, Channel), DriverError> {
+        let began = Instant::now();
         let connect = async {
             let properties = ConnectionProperties::default().with_connection_name(client.into());
             let conn = match &self.tls {
@@ -216,11 +220,13 @@ impl AmqpDriver {
                 .map_err(|e| self.unreachable(e))?;
             Ok::<_, DriverError>((conn, channel))
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| {
                 self.unreachable(format!("no AMQP handshake within {CONNECT_TIMEOUT:?}"))
-            })?
+            })??;
+        self.connects.record(began.elapsed());
+        Ok(opened)
     }
 
     /// Declares the exchange (if named) and, for the queue-per-topic layout, the topic's
@@ -354,8 +360,12 @@ impl Driver for AmqpDriver {
     type Producer = AmqpProducer;
     type Consumer = AmqpConsumer;
 
-    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
-        self.tls.as_ref().map(|t| t.handshakes.snapshot())
+    fn timings(&self) -> Timings {
+        Timings {
+            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
+            connect: self.connects.snapshot(),
+            subscribe: None,
+        }
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<AmqpProducer, DriverError> {

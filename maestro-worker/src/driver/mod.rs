@@ -8,8 +8,54 @@ pub mod mqtt;
 pub mod tls;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use maestro_protocol::{ConsumerPlan, ProducerPlan};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Durations of connection set-up (never the message path) of one run's clients, in µs;
+/// clones share the histogram.
+#[derive(Debug, Clone)]
+pub struct Durations(Arc<Mutex<Histogram<u64>>>);
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations(Arc::new(Mutex::new(
+            maestro_protocol::histogram::latency_histogram(),
+        )))
+    }
+}
+
+impl Durations {
+    pub fn record(&self, took: Duration) {
+        let us = (took.as_micros() as u64).clamp(1, maestro_protocol::histogram::MAX_US);
+        if let Ok(mut h) = self.0.lock() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// A copy of what was recorded so far; `None` when nothing was.
+    pub fn snapshot(&self) -> Option<Histogram<u64>> {
+        self.0
+            .lock()
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|h| h.clone())
+    }
+}
+
+/// How long a run's connections took to set up, per step (`None`: not measured).
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// The TLS handshake.
+    pub tls_handshake: Option<Histogram<u64>>,
+    /// From starting to connect until the SUT accepted the session (MQTT CONNACK; AMQP
+    /// connection and channel open): TCP, TLS and the protocol's handshake.
+    pub connect: Option<Histogram<u64>>,
+    /// From subscribing until the SUT confirmed it (MQTT SUBACK).
+    pub subscribe: Option<Histogram<u64>>,
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DriverError {
@@ -83,10 +129,10 @@ pub trait Consumer: Send + 'static {
 pub trait Driver: Clone + Send + Sync + 'static {
     type Producer: Producer;
     type Consumer: Consumer;
-    /// The TLS handshake times of this run's connections so far (µs); `None` without TLS
-    /// or when the client library does its handshakes out of sight (librdkafka).
-    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
-        None
+    /// How long this run's connections took to set up, so far; steps the client library
+    /// does out of sight (librdkafka's) are `None`.
+    fn timings(&self) -> Timings {
+        Timings::default()
     }
     /// Connects a producer (returns once the SUT accepted the connection).
     fn producer(

@@ -9,7 +9,7 @@
 //! connection, the TLS handshake and the MQTT CONNECT in one call.
 
 use super::tls::{TlsClient, timed};
-use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use super::{Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError};
 use bytes::Bytes;
 use maestro_protocol::sut::{MqttOptions as Options, Qos};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
@@ -42,6 +42,9 @@ pub struct MqttDriver {
     inflight: u16,
     /// TLS (`mqtts://`), built once for all clients of the run.
     tls: Option<Arc<TlsClient>>,
+    /// Time to CONNACK and to SUBACK of this run's clients.
+    connects: Durations,
+    subscribes: Durations,
 }
 
 impl MqttDriver {
@@ -79,6 +82,8 @@ impl MqttDriver {
             client_id_prefix: o.client_id_prefix.clone(),
             inflight: o.inflight,
             tls,
+            connects: Durations::default(),
+            subscribes: Durations::default(),
         })
     }
 
@@ -128,13 +133,17 @@ impl MqttDriver {
             url: self.url.clone(),
             reason,
         };
+        let began = std::time::Instant::now();
         let (first, handshake) =
             timed(tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll())).await;
         if let (Some(tls), Some(took)) = (&self.tls, handshake) {
             tls.handshakes.record(took);
         }
         match first {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok((client, eventloop)),
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                self.connects.record(began.elapsed());
+                Ok((client, eventloop))
+            }
             Ok(Ok(other)) => Err(unreachable(format!("unexpected first packet {other:?}"))),
             Ok(Err(e)) => Err(unreachable(describe(&e))),
             Err(_) => Err(unreachable(format!(
@@ -175,8 +184,12 @@ impl Driver for MqttDriver {
     type Producer = MqttProducer;
     type Consumer = MqttConsumer;
 
-    fn tls_handshakes(&self) -> Option<hdrhistogram::Histogram<u64>> {
-        self.tls.as_ref().map(|t| t.handshakes.snapshot())
+    fn timings(&self) -> Timings {
+        Timings {
+            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
+            connect: self.connects.snapshot(),
+            subscribe: self.subscribes.snapshot(),
+        }
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<MqttProducer, DriverError> {
@@ -200,6 +213,7 @@ impl Driver for MqttDriver {
             url: self.url.clone(),
             reason,
         };
+        let began = std::time::Instant::now();
         client
             .subscribe(topic.clone(), self.qos)
             .await
@@ -223,6 +237,7 @@ impl Driver for MqttDriver {
         tokio::time::timeout(CONNECT_TIMEOUT, subscribed)
             .await
             .map_err(|_| sut(format!("no SUBACK within {CONNECT_TIMEOUT:?}")))??;
+        self.subscribes.record(began.elapsed());
         Ok(MqttConsumer {
             client,
             eventloop,

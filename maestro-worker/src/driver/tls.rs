@@ -10,7 +10,6 @@
 //! Handshake times go into one histogram per run ([`Handshakes`]). Session resumption is
 //! off: every connection makes a full handshake, as a fleet of distinct devices does.
 
-use hdrhistogram::Histogram;
 use maestro_protocol::TlsOptions;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -23,7 +22,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use maestro_control::tls::{TlsError, explain};
@@ -34,34 +33,7 @@ fn setup(e: impl fmt::Display) -> TlsError {
 }
 
 /// The TLS handshake times of one run's clients, in µs.
-#[derive(Debug, Clone)]
-pub struct Handshakes(Arc<Mutex<Histogram<u64>>>);
-
-impl Default for Handshakes {
-    fn default() -> Self {
-        Handshakes(Arc::new(Mutex::new(
-            maestro_protocol::histogram::latency_histogram(),
-        )))
-    }
-}
-
-impl Handshakes {
-    /// Records one handshake (connection set-up, never the message path).
-    pub fn record(&self, took: Duration) {
-        let us = (took.as_micros() as u64).clamp(1, maestro_protocol::histogram::MAX_US);
-        if let Ok(mut h) = self.0.lock() {
-            let _ = h.record(us);
-        }
-    }
-
-    /// A copy of what was recorded so far.
-    pub fn snapshot(&self) -> Histogram<u64> {
-        self.0
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_else(|_| maestro_protocol::histogram::latency_histogram())
-    }
-}
+pub type Handshakes = super::Durations;
 
 // The start and end of the handshake a client is making, for client libraries that make
 // the TCP connection and the TLS handshake inside one call (rumqttc). rustls calls the

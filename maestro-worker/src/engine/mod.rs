@@ -541,6 +541,8 @@ impl Engine {
             consumers: c.consumers.clone(),
             errors: Vec::new(),
             tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
         };
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -580,9 +582,13 @@ impl Engine {
         // producers must still fit its result in one note.
         result.sent = Sent::per_topic(&result.sent);
         result.deliveries = Delivery::per_consumer(&result.deliveries);
-        result.tls_handshake_us = driver
-            .tls_handshakes()
-            .map(|h| maestro_protocol::histogram::encode(&h));
+        let timings = driver.timings();
+        let encode = |h: Option<hdrhistogram::Histogram<u64>>| {
+            h.map(|h| maestro_protocol::histogram::encode(&h))
+        };
+        result.tls_handshake_us = encode(timings.tls_handshake);
+        result.connect_us = encode(timings.connect);
+        result.subscribe_us = encode(timings.subscribe);
         result.errors = errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
