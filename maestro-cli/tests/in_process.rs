@@ -113,6 +113,30 @@ async fn two_controllers_ping_and_one_halts() {
         .unwrap();
 }
 
+/// The first event whose body `pick` takes, within the test's timeout.
+async fn event<Picked>(
+    controller: &mut maestro_cli::Controller,
+    what: &str,
+    pick: impl Fn(maestro_protocol::Body) -> Option<Picked>,
+) -> Picked {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match controller
+            .next(deadline, &CancellationToken::new())
+            .await
+            .unwrap()
+        {
+            Some(maestro_controller::Incoming::Event(n)) => {
+                if let Some(picked) = pick(n.body) {
+                    return picked;
+                }
+            }
+            Some(_) => {}
+            None => panic!("no {what}"),
+        }
+    }
+}
+
 /// Sends one request and waits for its reply.
 async fn ask(
     controller: &mut maestro_cli::Controller,
@@ -258,24 +282,11 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
     }
     // Something is sent before the stop (a busy machine may not run the producer at
     // once): the first run second's stats say so.
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        match controller
-            .next(deadline, &CancellationToken::new())
-            .await
-            .unwrap()
-        {
-            Some(maestro_controller::Incoming::Event(n)) => {
-                if let Body::RunStats(s) = n.body
-                    && s.counters.sent > 0
-                {
-                    break;
-                }
-            }
-            Some(_) => {}
-            None => panic!("no run stats with sends"),
-        }
-    }
+    event(&mut controller, "run stats with sends", |b| match b {
+        Body::RunStats(s) if s.counters.sent > 0 => Some(()),
+        _ => None,
+    })
+    .await;
     let stop = Body::Stop(Stop { run: a.clone() });
     assert_eq!(
         code(ask(&mut controller, &w, stop.clone()).await),
@@ -287,22 +298,11 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         "stop is idempotent"
     );
     // The result arrives, and the worker is idle again.
-    let deadline = tokio::time::Instant::now() + T;
-    let result = loop {
-        match controller
-            .next(deadline, &CancellationToken::new())
-            .await
-            .unwrap()
-        {
-            Some(maestro_controller::Incoming::Event(n)) => {
-                if let Body::RunResult(r) = n.body {
-                    break r;
-                }
-            }
-            Some(_) => {}
-            None => panic!("no result"),
-        }
-    };
+    let result = event(&mut controller, "result", |b| match b {
+        Body::RunResult(r) => Some(r),
+        _ => None,
+    })
+    .await;
     assert_eq!(result.run, a);
     assert!(result.counters.sent > 0);
     match ask(&mut controller, &w, Body::StatsRequest(StatsRequest {})).await {
