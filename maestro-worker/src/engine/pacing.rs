@@ -107,8 +107,14 @@ impl Schedule {
         if !self.paced() {
             return 0;
         }
-        self.due_until(now_ns.min(self.end_ns.saturating_sub(1)))
-            .saturating_sub(seq)
+        // Once the window is over, everything the schedule holds was due: the limit,
+        // exactly (not `due_until` of the window's last nanosecond, which float
+        // rounding can put one short at tens of millions of messages per second).
+        let due = match self.limit {
+            Some(limit) if now_ns >= self.end_ns => limit,
+            _ => self.due_until(now_ns.min(self.end_ns.saturating_sub(1))),
+        };
+        due.saturating_sub(seq)
     }
 
     pub fn start_ns(&self) -> i64 {
