@@ -59,9 +59,11 @@ fn peers(run: &CliRun) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Captures the payloads published on `filter` (a plain control broker) in a thread.
+/// Captures the payloads published on `filter` (a plain control broker) in a thread;
+/// returns once the broker acknowledged the subscription.
 fn capture(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8>)> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
     let mut options =
         rumqttc::MqttOptions::new(format!("spy-{}", fastrand::u32(..)), "127.0.0.1", port);
     options.set_max_packet_size(4 << 20, 4 << 20);
@@ -70,6 +72,9 @@ fn capture(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8
     std::thread::spawn(move || {
         for event in connection.iter() {
             match event {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                     if tx.send((p.topic.clone(), p.payload.to_vec())).is_err() {
                         break;
@@ -81,6 +86,9 @@ fn capture(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Vec<u8
         }
         drop(client);
     });
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the spy's subscription was acknowledged");
     rx
 }
 
@@ -151,7 +159,6 @@ fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
 
     // Replayed: a signed ping captured on the wire and published again.
     let spy = capture(broker.port, &format!("maestro/v1/{c}/#"));
-    std::thread::sleep(Duration::from_millis(300)); // the spy's subscription
     let run = cli(&url, &c, &signed, &["ping", "--timeout", "2s"]);
     assert_eq!(run.code, Some(0), "{run:?}");
     let mut ping = None;
