@@ -231,7 +231,8 @@ async fn start(
         timeout: args.timeout,
         progress: output == Output::Table,
     };
-    let finished = run_test(&mut controller, args.spec(), &options, shutdown).await?;
+    let spec = args.spec()?;
+    let finished = run_test(&mut controller, spec, &options, shutdown).await?;
     controller.close().await;
     Ok(finished_outcome(&finished, output))
 }

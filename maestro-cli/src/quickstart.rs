@@ -83,6 +83,7 @@ pub async fn run(
         topics: 1,
         payload: None,
         connect_rate: None,
+        fleet: None,
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

@@ -1,6 +1,7 @@
 //! `maestro-cli start`: the flags that make a test spec, and the summary as a table. The
 //! run itself is `maestro_controller::run::run_test`.
 
+use maestro_controller::run::RunError;
 use maestro_protocol::{MessageSize, Segment, SutUrl, TestSpec};
 use maestro_report::format::micros;
 use maestro_report::{Percentiles, RunSummary};
@@ -44,6 +45,46 @@ pub struct StartArgs {
     /// rate) [default: every client at once]
     #[arg(long, env = "MAESTRO_CONNECT_RATE")]
     pub connect_rate: Option<f64>,
+    /// A device fleet of this many MQTT clients (instead of --producers): each client is
+    /// one connection that publishes every --interval and may subscribe (--subscribe).
+    #[arg(long, env = "MAESTRO_CLIENTS", conflicts_with_all = ["producers", "rate"])]
+    pub clients: Option<u32>,
+    /// Time between two messages of one fleet client; clients' phases are spread evenly
+    /// over it.
+    #[arg(long, env = "MAESTRO_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s", requires = "clients")]
+    pub interval: Duration,
+    /// Moves each send time of a fleet client by up to this much at random, either way
+    /// (under half the interval).
+    #[arg(long, env = "MAESTRO_JITTER", value_parser = humantime::parse_duration, default_value = "0s", requires = "clients")]
+    pub jitter: Duration,
+    /// Client id template of a fleet client: {i} is its index, {run} the run id.
+    #[arg(
+        long,
+        env = "MAESTRO_CLIENT_ID",
+        default_value = "maestro-{run}-{i}",
+        requires = "clients"
+    )]
+    pub client_id: String,
+    /// Topic template a fleet client publishes to [default: <base topic>/{run}/fleet/{i}];
+    /// consumers subscribe to it with + in place of each level that holds {i}.
+    #[arg(long, env = "MAESTRO_TOPIC", requires = "clients")]
+    pub topic: Option<String>,
+    /// Topic template a fleet client subscribes to on its own connection.
+    #[arg(long, env = "MAESTRO_SUBSCRIBE", requires = "clients")]
+    pub subscribe: Option<String>,
+    /// JSON file a fleet client's messages are made from, with placeholders {i}, {run},
+    /// {seq}, {ts} and {maestro} (the timing data, inside a string; added to an object
+    /// that lacks it).
+    #[arg(
+        long,
+        env = "MAESTRO_PAYLOAD_TEMPLATE",
+        requires = "clients",
+        conflicts_with = "size"
+    )]
+    pub payload_template: Option<PathBuf>,
+    /// Each fleet client disconnects and reconnects this often (churn).
+    #[arg(long, env = "MAESTRO_CHURN", value_parser = humantime::parse_duration, requires = "clients")]
+    pub churn: Option<Duration>,
     /// Where results folders go.
     #[arg(long, env = "MAESTRO_RESULTS", default_value = "results")]
     pub results: PathBuf,
@@ -53,12 +94,14 @@ pub struct StartArgs {
 }
 
 impl StartArgs {
-    pub fn spec(&self) -> TestSpec {
+    /// The spec these flags ask for; a payload template file that cannot be read is a
+    /// usage error (the rest is checked by [`TestSpec::validate`]).
+    pub fn spec(&self) -> Result<TestSpec, RunError> {
         let duration = match (self.duration, self.count) {
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d,
         };
-        TestSpec {
+        let mut spec = TestSpec {
             sut: self.sut.clone(),
             rate: self.rate,
             duration_ms: duration.map(|d| d.as_millis() as u64),
@@ -70,7 +113,91 @@ impl StartArgs {
             topics: self.topics,
             payload: None,
             connect_rate: self.connect_rate,
+            fleet: None,
+        };
+        if let Some(clients) = self.clients {
+            let payload = match &self.payload_template {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    RunError::Spec(format!(
+                        "cannot read payload template {}: {e}",
+                        path.display()
+                    ))
+                })?),
+                None => None,
+            };
+            let fleet = Fleet {
+                clients,
+                interval: self.interval,
+                jitter: self.jitter,
+                client_id: self.client_id.clone(),
+                topic: self.topic.clone(),
+                subscribe: self.subscribe.clone(),
+                payload,
+                churn: self.churn,
+            };
+            fleet.apply(&mut spec)?;
         }
+        Ok(spec)
+    }
+}
+
+/// A fleet as asked for (on the command line or in a plan), before it is a spec.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub clients: u32,
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub client_id: String,
+    pub topic: Option<String>,
+    pub subscribe: Option<String>,
+    /// The payload template's text.
+    pub payload: Option<String>,
+    pub churn: Option<Duration>,
+}
+
+impl Fleet {
+    /// Makes `spec` this fleet: its producers are the clients, at one message per
+    /// interval each, on one topic family.
+    pub fn apply(&self, spec: &mut TestSpec) -> Result<(), RunError> {
+        use maestro_protocol::{FleetSpec, Template, TemplateKind};
+        let bad = |e: maestro_protocol::FleetError| RunError::Spec(e.to_string());
+        if self.interval.is_zero() {
+            return Err(RunError::Spec("interval must be above 0".into()));
+        }
+        let base = match &spec.sut.options {
+            maestro_protocol::SutOptions::Mqtt(o) => o.base_topic.clone(),
+            _ => "maestro".into(),
+        };
+        let topic = self
+            .topic
+            .clone()
+            .unwrap_or_else(|| format!("{base}/{{run}}/fleet/{{i}}"));
+        spec.producers = self.clients;
+        spec.topics = 1;
+        spec.rate = f64::from(self.clients) / self.interval.as_secs_f64();
+        if self.payload.is_some() {
+            // Messages are the rendered template: the size does not apply.
+            spec.size = MessageSize::Fixed(maestro_protocol::HEADER_LEN as u32);
+        }
+        spec.fleet = Some(FleetSpec {
+            client_id: Template::parse(TemplateKind::ClientId, &self.client_id).map_err(bad)?,
+            topic: Template::parse(TemplateKind::Topic, &topic).map_err(bad)?,
+            subscribe: self
+                .subscribe
+                .as_deref()
+                .map(|s| Template::parse(TemplateKind::Subscribe, s))
+                .transpose()
+                .map_err(bad)?,
+            payload: self
+                .payload
+                .as_deref()
+                .map(|p| Template::parse(TemplateKind::Payload, &FleetSpec::with_header(p)))
+                .transpose()
+                .map_err(bad)?,
+            jitter_ms: self.jitter.as_millis() as u64,
+            churn_ms: self.churn.map(|c| c.as_millis() as u64),
+        });
+        Ok(())
     }
 }
 

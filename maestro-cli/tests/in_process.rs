@@ -217,24 +217,24 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         topics: 1,
         payload: None,
         connect_rate: None,
+        fleet: None,
     };
     let configure = |run: &str| {
         Body::Configure(Configure {
             run: RunId::new(run).unwrap(),
             spec: spec.clone(),
-            producers: vec![ProducerPlan {
-                id: 0,
-                topic: 0,
-                rate: 200.0,
-                count: None,
-            }],
+            producers: IdRange {
+                first: 0,
+                stride: 1,
+                count: 1,
+            },
             consumers: vec![ConsumerPlan {
                 id: 0,
                 topic: 0,
                 subscription: 0,
             }],
             lease_ms: 5_000,
-            producer_skew_us: vec![0],
+            producer_skews: Vec::new(),
         })
     };
     let a = RunId::new("run-a").unwrap();

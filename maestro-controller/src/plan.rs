@@ -863,6 +863,7 @@ impl LoadedPlan {
             topics: w.topics,
             payload: self.payload.clone(),
             connect_rate: None,
+            fleet: None,
         }
     }
 

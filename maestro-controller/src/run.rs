@@ -14,8 +14,8 @@ use crate::lifecycle::{Action, Failure, Input, Run};
 use crate::outcome::{self, PeerStatus};
 use crate::summary::{self, Collected};
 use maestro_protocol::{
-    Body, Configure, ConsumerPlan, NoteId, PeerId, Ping, PresenceStatus, ProducerPlan, Role, RunId,
-    Segment, Start, Stop, Target, TestSpec, UnixMicros,
+    Body, Configure, ConsumerPlan, IdRange, NoteId, PeerId, Ping, PresenceStatus, ProducerSkew,
+    Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
 };
 use maestro_report::RunSummary;
 use maestro_report::timeseries::{self, LiveResults};
@@ -84,21 +84,13 @@ pub fn split(
 ) -> BTreeMap<PeerId, Configure> {
     let mut out: BTreeMap<PeerId, Configure> = BTreeMap::new();
     let n = workers.len().max(1);
-    for i in 0..spec.producers {
-        let w = &workers[i as usize % n];
-        let count = spec.count.map(|c| {
-            let base = c / u64::from(spec.producers);
-            base + u64::from(u64::from(i) < c % u64::from(spec.producers))
-        });
-        out.entry(w.clone())
-            .or_insert_with(|| empty(spec, run))
-            .producers
-            .push(ProducerPlan {
-                id: i,
-                topic: i % spec.topics,
-                rate: spec.rate / f64::from(spec.producers),
-                count,
-            });
+    for (w, worker) in workers.iter().enumerate() {
+        let range = IdRange::round_robin(spec.producers, w as u32, n as u32);
+        if !range.is_empty() {
+            out.entry(worker.clone())
+                .or_insert_with(|| empty(spec, run))
+                .producers = range;
+        }
     }
     for j in 0..spec.consumers {
         let w = &workers[j as usize % n];
@@ -118,10 +110,10 @@ fn empty(spec: &TestSpec, run: &RunId) -> Configure {
     Configure {
         run: run.clone(),
         spec: spec.clone(),
-        producers: Vec::new(),
+        producers: IdRange::EMPTY,
         consumers: Vec::new(),
         lease_ms: LEASE.as_millis() as u64,
-        producer_skew_us: Vec::new(),
+        producer_skews: Vec::new(),
     }
 }
 
@@ -131,22 +123,24 @@ pub fn apply_clock_skews(
     shares: &mut BTreeMap<PeerId, Configure>,
     offsets: &BTreeMap<PeerId, i64>,
 ) {
-    let producers = shares.values().next().map_or(0, |c| c.spec.producers) as usize;
-    let mut producer_offset = vec![0i64; producers];
-    for (worker, c) in shares.iter() {
-        let offset = offsets.get(worker).copied().unwrap_or(0);
-        for p in &c.producers {
-            if let Some(slot) = producer_offset.get_mut(p.id as usize) {
-                *slot = offset;
-            }
-        }
-    }
+    let producers: Vec<(IdRange, i64)> = shares
+        .iter()
+        .filter(|(_, c)| !c.producers.is_empty())
+        .map(|(w, c)| (c.producers, offsets.get(w).copied().unwrap_or(0)))
+        .collect();
     for (worker, c) in shares.iter_mut() {
         if c.consumers.is_empty() {
             continue;
         }
         let own = offsets.get(worker).copied().unwrap_or(0);
-        c.producer_skew_us = producer_offset.iter().map(|p| own - p).collect();
+        c.producer_skews = producers
+            .iter()
+            .filter(|(_, offset)| own != *offset)
+            .map(|(range, offset)| ProducerSkew {
+                producers: *range,
+                skew_us: own - offset,
+            })
+            .collect();
     }
 }
 
@@ -493,6 +487,7 @@ mod tests {
             topics: 2,
             payload: None,
             connect_rate: None,
+            fleet: None,
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]
@@ -502,15 +497,15 @@ mod tests {
         let s = split(&spec, &run, &w, false);
         let a = &s[&w[0]];
         let b = &s[&w[1]];
-        assert_eq!(a.producers.iter().map(|p| p.id).collect::<Vec<_>>(), [0, 2]);
-        assert_eq!(b.producers.iter().map(|p| p.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(a.producers.iter().collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(b.producers.iter().collect::<Vec<_>>(), [1]);
         let counts: u64 = s
             .values()
-            .flat_map(|c| &c.producers)
-            .filter_map(|p| p.count)
+            .flat_map(|c| c.producers.iter())
+            .filter_map(|p| spec.producer(p).count)
             .sum();
         assert_eq!(counts, 10);
-        assert_eq!(a.producers[0].count, Some(4));
+        assert_eq!(spec.producer(0).count, Some(4));
         assert_eq!(
             a.consumers
                 .iter()
@@ -525,7 +520,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(1, 1), (3, 1)]
         );
-        assert!((a.producers[0].rate - 333.333).abs() < 0.01);
+        assert!((spec.producer(0).rate - 333.333).abs() < 0.01);
         assert_eq!(
             a.consumers
                 .iter()

@@ -38,6 +38,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 topics,
                 payload: None,
                 connect_rate: None,
+                fleet: None,
             },
         )
 }
@@ -101,6 +102,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     topics,
                     payload: None,
                     connect_rate: None,
+                    fleet: None,
                 }
             },
         )

@@ -7,6 +7,7 @@
 //! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
 
 pub mod codec;
+pub mod fleet;
 pub mod histogram;
 pub mod ids;
 pub mod note;
@@ -18,6 +19,7 @@ pub mod time;
 pub mod topic;
 
 pub use codec::{DecodeError, DecodeFailure, MAX_NOTE_BYTES, decode, encode};
+pub use fleet::{FleetError, FleetSpec, Template, TemplateKind};
 pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};

@@ -87,6 +87,67 @@ impl PayloadHeader {
     }
 }
 
+/// Length of the header's text form (for text payloads such as JSON): `mq1` and the 28
+/// bytes after the binary header's first 4, in lowercase hex.
+pub const TEXT_LEN: usize = 3 + 56;
+const TEXT_MAGIC: &[u8; 3] = b"mq1";
+
+impl PayloadHeader {
+    /// Writes the header's text form into `out` (exactly [`TEXT_LEN`] bytes).
+    #[inline]
+    pub fn write_text(&self, out: &mut [u8; TEXT_LEN]) {
+        let mut bin = [0u8; HEADER_LEN];
+        self.write(&mut bin);
+        out[..3].copy_from_slice(TEXT_MAGIC);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (k, b) in bin[4..].iter().enumerate() {
+            out[3 + 2 * k] = HEX[usize::from(b >> 4)];
+            out[4 + 2 * k] = HEX[usize::from(b & 15)];
+        }
+    }
+
+    /// Reads the header at the start of `buf`, or else its text form anywhere in `buf`.
+    #[inline]
+    pub fn read_any(buf: &[u8]) -> Result<Self, PayloadError> {
+        match Self::read(buf) {
+            Err(PayloadError::BadMagic | PayloadError::TooShort(_)) => {
+                Self::find_text(buf).ok_or(PayloadError::BadMagic)
+            }
+            other => other,
+        }
+    }
+
+    /// The first valid text-form header in `buf`.
+    pub fn find_text(buf: &[u8]) -> Option<Self> {
+        let mut from = 0;
+        while from + TEXT_LEN <= buf.len() {
+            let at = from + buf[from..].windows(3).position(|w| w == TEXT_MAGIC)?;
+            if let Some(text) = buf.get(at..at + TEXT_LEN)
+                && let Some(h) = Self::parse_text(text)
+            {
+                return Some(h);
+            }
+            from = at + 1;
+        }
+        None
+    }
+
+    fn parse_text(text: &[u8]) -> Option<Self> {
+        let mut bin = [0u8; HEADER_LEN];
+        bin[0..2].copy_from_slice(&MAGIC);
+        bin[2] = VERSION;
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        for k in 0..28 {
+            bin[4 + k] = digit(text[3 + 2 * k])? << 4 | digit(text[4 + 2 * k])?;
+        }
+        Self::read(&bin).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +172,24 @@ mod tests {
         );
         buf[0] = b'X';
         assert_eq!(PayloadHeader::read(&buf), Err(PayloadError::BadMagic));
+    }
+
+    #[test]
+    fn the_text_form_is_found_inside_json() {
+        let h = PayloadHeader {
+            producer: 12,
+            sequence: 99,
+            intended_ns: 1_700_000_000_000_000_123,
+            actual_ns: 1_700_000_000_000_000_456,
+        };
+        let mut text = [0u8; TEXT_LEN];
+        h.write_text(&mut text);
+        let text = std::str::from_utf8(&text).unwrap();
+        let json = format!(r#"{{"id":"mq1x","maestro":"{text}","t":1}}"#);
+        assert_eq!(PayloadHeader::read_any(json.as_bytes()), Ok(h));
+        assert_eq!(
+            PayloadHeader::read_any(b"{\"no\":1}"),
+            Err(PayloadError::BadMagic)
+        );
     }
 }

@@ -124,6 +124,9 @@ pub struct TestSpec {
     /// rate); `None`: every client connects at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_rate: Option<f64>,
+    /// A device fleet (MQTT): the producers are its clients, named by templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::FleetSpec>,
 }
 
 /// The highest connect rate a spec may ask for (connections per second, cluster-wide).
@@ -157,6 +160,14 @@ pub enum SpecError {
         value: String,
         limit: String,
     },
+    #[error(transparent)]
+    Fleet(#[from] crate::FleetError),
+    #[error("a fleet is MQTT clients: its SUT URL must be mqtt:// or mqtts://, not {0}://")]
+    FleetProtocol(String),
+    #[error(
+        "a fleet's clients send at a rate (one message per interval each), not as fast as possible"
+    )]
+    FleetNeedsRate,
     #[error(
         "rate {0} msg/s is below the smallest rate of {MIN_RATE} msg/s (0 = as fast as possible)"
     )]
@@ -293,6 +304,15 @@ impl TestSpec {
         if self.topics == 0 {
             return Err(SpecError::Zero { what: "topics" });
         }
+        if let Some(fleet) = &self.fleet {
+            if !matches!(self.sut.options, crate::SutOptions::Mqtt(_)) {
+                return Err(SpecError::FleetProtocol(self.sut.scheme().to_string()));
+            }
+            if self.rate == 0.0 {
+                return Err(SpecError::FleetNeedsRate);
+            }
+            fleet.validate(self.producers, self.interval_ms())?;
+        }
         if let (Some(count), None) = (self.count, self.duration_ms) {
             let window_s = self.count_window_s(count);
             // NaN (impossible here) counts as too long, too.
@@ -305,6 +325,29 @@ impl TestSpec {
             }
         }
         Ok(())
+    }
+
+    /// Each producer's time between two messages, in ms (infinite at full speed).
+    pub fn interval_ms(&self) -> f64 {
+        if self.rate > 0.0 {
+            f64::from(self.producers.max(1)) * 1000.0 / self.rate
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// Producer `id`'s part of the run: its topic and its share of the rate and count
+    /// (counts split exactly: the first `count % producers` send one more).
+    pub fn producer(&self, id: u32) -> ProducerPlan {
+        let producers = u64::from(self.producers.max(1));
+        ProducerPlan {
+            id,
+            topic: id % self.topics.max(1),
+            rate: self.rate / producers as f64,
+            count: self
+                .count
+                .map(|c| c / producers + u64::from(u64::from(id) < c % producers)),
+        }
     }
 
     /// Seconds the busiest producer needs for its share of `count` at its share of the rate.
@@ -381,22 +424,86 @@ pub struct ConsumerPlan {
     pub subscription: u32,
 }
 
+/// Client ids `first`, `first + stride`, ... (`count` of them): a worker's share of a
+/// run's producers, so that a note never lists clients one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub first: u32,
+    pub stride: u32,
+    pub count: u32,
+}
+
+impl IdRange {
+    pub const EMPTY: IdRange = IdRange {
+        first: 0,
+        stride: 1,
+        count: 0,
+    };
+
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The ids, in order (ids past `u32::MAX` are not there).
+    pub fn iter(&self) -> impl Iterator<Item = u32> + use<> {
+        let IdRange {
+            first,
+            stride,
+            count,
+        } = *self;
+        (0..count).map_while(move |k| first.checked_add(k.checked_mul(stride.max(1))?))
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        let stride = self.stride.max(1);
+        id >= self.first
+            && (id - self.first) % stride == 0
+            && (id - self.first) / stride < self.count
+    }
+
+    /// The ids of worker `w` of `n` when ids `0 ..< total` go to workers round robin.
+    pub fn round_robin(total: u32, w: u32, n: u32) -> IdRange {
+        let n = n.max(1);
+        IdRange {
+            first: w,
+            stride: n,
+            count: if w < total {
+                (total - w).div_ceil(n)
+            } else {
+                0
+            },
+        }
+    }
+}
+
+/// How far a worker's clock is ahead of the clock of the worker that runs `producers`, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerSkew {
+    pub producers: IdRange,
+    pub skew_us: i64,
+}
+
 /// Everything one worker needs for a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Configure {
     pub run: RunId,
     pub spec: TestSpec,
-    pub producers: Vec<ProducerPlan>,
+    /// This worker's producers (each one's plan is [`TestSpec::producer`]).
+    pub producers: IdRange,
     pub consumers: Vec<ConsumerPlan>,
     /// The run belongs to the controller that sent this note. The worker ends the run
     /// when that controller's last will fires, or when it has not renewed the run
     /// ([`Renew`]) for this long.
     pub lease_ms: u64,
-    /// Clock correction per producer id, for this worker's consumers: how far this
-    /// worker's clock is ahead of the clock of the worker that runs the producer, in µs
-    /// (from the controller's ping). Latencies of that producer's messages are reduced by
-    /// it. Empty when this worker has no consumers.
-    pub producer_skew_us: Vec<i64>,
+    /// Clock correction per producer range, for this worker's consumers: how far this
+    /// worker's clock is ahead of the clock of the worker that runs those producers (from
+    /// the controller's ping). Latencies of their messages are reduced by it. Empty when
+    /// this worker has no consumers or every skew is 0.
+    pub producer_skews: Vec<ProducerSkew>,
 }
 
 /// The controller still owns the run; sent every second or so, never answered.
@@ -614,7 +721,24 @@ mod tests {
             topics: 1,
             payload: None,
             connect_rate: None,
+            fleet: None,
         }
+    }
+
+    #[test]
+    fn id_ranges_are_round_robin_shares() {
+        let shares: Vec<Vec<u32>> = (0..3)
+            .map(|w| IdRange::round_robin(8, w, 3).iter().collect())
+            .collect();
+        assert_eq!(shares, vec![vec![0, 3, 6], vec![1, 4, 7], vec![2, 5]]);
+        assert!(IdRange::round_robin(8, 1, 3).contains(7));
+        assert!(!IdRange::round_robin(8, 1, 3).contains(10));
+        assert!(IdRange::round_robin(2, 3, 4).is_empty());
+        let mut s = spec();
+        s.count = Some(5);
+        s.duration_ms = None;
+        assert_eq!(s.producer(0).count, Some(3));
+        assert_eq!(s.producer(1).count, Some(2));
     }
 
     #[test]

@@ -258,20 +258,27 @@ fn configure() -> Configure {
             topics: 2,
             payload: None,
             connect_rate: None,
+            fleet: None,
         },
-        producers: vec![ProducerPlan {
-            id: 0,
-            topic: 0,
-            rate: 2500.0,
-            count: None,
-        }],
+        producers: IdRange {
+            first: 0,
+            stride: 2,
+            count: 2,
+        },
         consumers: vec![ConsumerPlan {
             id: 1,
             topic: 1,
             subscription: 1,
         }],
         lease_ms: 5000,
-        producer_skew_us: vec![0, -300_000, 0, -300_000],
+        producer_skews: vec![ProducerSkew {
+            producers: IdRange {
+                first: 1,
+                stride: 2,
+                count: 2,
+            },
+            skew_us: -300_000,
+        }],
     }
 }
 

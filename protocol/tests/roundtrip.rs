@@ -175,23 +175,18 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 topics: t,
                 payload: None,
                 connect_rate: None,
+                fleet: None,
             },
         )
 }
 
 fn run_body() -> impl Strategy<Value = Body> {
-    let producer = (
-        any::<u32>(),
-        any::<u32>(),
-        0.0..1e9f64,
-        prop::option::of(any::<u64>()),
-    )
-        .prop_map(|(id, topic, rate, count)| ProducerPlan {
-            id,
-            topic,
-            rate,
-            count,
-        });
+    let range = prop::array::uniform3(any::<u32>()).prop_map(|d| IdRange {
+        first: d[0],
+        stride: d[1],
+        count: d[2],
+    });
+    let producer = range.clone();
     let consumer =
         (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(id, topic, subscription)| {
             ConsumerPlan {
@@ -226,20 +221,24 @@ fn run_body() -> impl Strategy<Value = Body> {
         (
             run_id(),
             spec(),
-            prop::collection::vec(producer, 0..3),
+            producer,
             prop::collection::vec(consumer.clone(), 0..3),
             any::<u64>(),
-            prop::collection::vec(any::<i64>(), 0..3)
+            prop::collection::vec(
+                (range, any::<i64>())
+                    .prop_map(|(producers, skew_us)| ProducerSkew { producers, skew_us }),
+                0..3
+            )
         )
             .prop_map(
-                |(run, spec, producers, consumers, lease_ms, producer_skew_us)| {
+                |(run, spec, producers, consumers, lease_ms, producer_skews)| {
                     Body::Configure(Configure {
                         run,
                         spec,
                         producers,
                         consumers,
                         lease_ms,
-                        producer_skew_us,
+                        producer_skews,
                     })
                 }
             ),

@@ -69,6 +69,7 @@ pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
         topics: 1,
         payload: None,
         connect_rate: None,
+        fleet: None,
     }
 }
 
@@ -228,7 +229,8 @@ pub fn run_pair<D: maestro_worker::driver::Driver>(
         topic: 0,
         subscription: 0,
     };
-    let cons = on_thread(move || tasks::consumer(cd, consumer, cs, Vec::new(), ctx, cc));
+    let cons =
+        on_thread(move || tasks::consumer(cd, consumer, cs, std::sync::Arc::from([]), ctx, cc));
     crx.blocking_recv().unwrap().unwrap();
     let plan = ProducerPlan {
         id: 0,

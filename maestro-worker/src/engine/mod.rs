@@ -287,12 +287,16 @@ impl Engine {
                 ),
             ));
         }
-        if !c.consumers.is_empty() && c.producer_skew_us.len() != c.spec.producers as usize {
+        if let Some(bad) = c
+            .producers
+            .iter()
+            .chain(c.producer_skews.iter().flat_map(|s| s.producers.iter()))
+            .find(|p| *p >= c.spec.producers)
+        {
             return Some(error(
                 ErrorCode::InvalidSpec,
                 format!(
-                    "producer_skew_us has {} entries for {} producers",
-                    c.producer_skew_us.len(),
+                    "producer {bad} is not one of the run's {} producers",
                     c.spec.producers
                 ),
             ));
@@ -467,12 +471,25 @@ impl Engine {
         }
         let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
         let mut next = 0;
-        for p in &c.producers {
+        // Per producer id: how far this worker's clock is ahead of its worker's (empty when
+        // all are 0), shared by this worker's consumers.
+        let skews: std::sync::Arc<[i64]> = if c.producer_skews.is_empty() {
+            std::sync::Arc::from([])
+        } else {
+            let mut dense = vec![0i64; c.spec.producers as usize];
+            for s in &c.producer_skews {
+                for p in s.producers.iter() {
+                    dense[p as usize] = s.skew_us;
+                }
+            }
+            dense.into()
+        };
+        for p in c.producers.iter() {
             let (tx, rx) = oneshot::channel();
             ready.push(rx);
             let task = tasks::producer(
                 driver.clone(),
-                p.clone(),
+                c.spec.producer(p),
                 c.spec.clone(),
                 tx,
                 control.clone(),
@@ -487,7 +504,7 @@ impl Engine {
                 driver.clone(),
                 k.clone(),
                 c.spec.clone(),
-                c.producer_skew_us.clone(),
+                skews.clone(),
                 tx,
                 control.clone(),
             );

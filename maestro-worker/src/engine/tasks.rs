@@ -506,7 +506,7 @@ struct Receiving {
     flusher: Flusher,
     warmup_ns: i64,
     /// Per producer: how far this worker's clock is ahead of the producer's, µs.
-    skew_us: Vec<i64>,
+    skew_us: std::sync::Arc<[i64]>,
     /// Sequence numbers at or above this are not from this run.
     max_sequence: u64,
     /// Known once the run starts; read from the watch (a lock) only until then.
@@ -593,7 +593,7 @@ pub async fn consumer<D: Driver>(
     driver: D,
     plan: ConsumerPlan,
     spec: TestSpec,
-    skew_us: Vec<i64>,
+    skew_us: std::sync::Arc<[i64]>,
     ready: oneshot::Sender<Result<(), DriverError>>,
     control: Control,
 ) {
@@ -739,6 +739,7 @@ mod task_size {
             topics: 1,
             payload: None,
             connect_rate: None,
+            fleet: None,
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let task = super::producer(driver, plan, spec, ready, control);
