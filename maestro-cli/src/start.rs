@@ -251,6 +251,33 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
             h.count
         ));
     }
+    if let Some(c) = &s.connections {
+        if let Some(h) = &c.tcp_connect_us {
+            lines.push(format!("TCP connect    {}", p(h)));
+        }
+        let failures = if c.failures.is_empty() {
+            "none".to_owned()
+        } else {
+            c.failures
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let ramp = c.ramp().map_or(String::new(), |(rate, span)| {
+            format!("  ramp {rate:.0}/s over {span} s (peak {}/s)", c.peak_per_s)
+        });
+        lines.push(format!(
+            "connections    opened {}  reconnects {}  dropped {}  churned {}  failed: {failures}{ramp}",
+            c.opened, c.reconnects, c.dropped, c.churned
+        ));
+        if c.received_by_clients > 0 {
+            lines.push(format!(
+                "clients' own subscriptions received {}",
+                c.received_by_clients
+            ));
+        }
+    }
     if let Some(shortfall) = s.shortfall() {
         lines.push(format!("BELOW OFFER: {shortfall}"));
     }

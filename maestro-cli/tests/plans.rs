@@ -370,6 +370,7 @@ fn fake_results(
         tls_handshake_us: None,
         connect_us: None,
         subscribe_us: None,
+        connections: None,
         clock: ClockSummary::default(),
         workers: vec![],
         error_messages: vec![],

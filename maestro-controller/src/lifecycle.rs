@@ -393,6 +393,7 @@ mod tests {
             tls_handshake_us: None,
             connect_us: None,
             subscribe_us: None,
+            connections: None,
         })
     }
 

@@ -94,6 +94,42 @@ fn merged(
     out
 }
 
+/// The workers' connection stats merged; `None` when no worker tracked connections.
+fn connection_summary(
+    collected: &Collected,
+    degraded: &mut Vec<String>,
+) -> Option<maestro_report::ConnectionSummary> {
+    let mut total: Option<maestro_protocol::ConnectionStats> = None;
+    let mut tcp: Option<hdrhistogram::Histogram<u64>> = None;
+    for (id, r) in &collected.results {
+        let Some(c) = &r.connections else { continue };
+        total.get_or_insert_with(Default::default).add(c);
+        if let Some(encoded) = &c.tcp_connect_us {
+            match maestro_protocol::histogram::decode(encoded) {
+                Ok(h) => {
+                    let m = tcp.get_or_insert_with(maestro_protocol::histogram::latency_histogram);
+                    let _ = m.add(&h);
+                }
+                Err(e) => degraded.push(format!(
+                    "worker {id}: unreadable TCP connect histogram: {e}"
+                )),
+            }
+        }
+    }
+    let t = total?;
+    Some(maestro_report::ConnectionSummary {
+        opened: t.opened,
+        reconnects: t.reconnects,
+        dropped: t.dropped,
+        churned: t.churned,
+        failures: t.failures,
+        received_by_clients: t.received_by_clients,
+        tcp_connect_us: tcp.as_ref().map(Percentiles::of),
+        peak_per_s: t.per_second.iter().map(|(_, n)| *n).max().unwrap_or(0),
+        per_second: t.per_second,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn summarize(
     run: &RunId,
@@ -153,6 +189,7 @@ pub fn summarize(
             total.errors
         ));
     }
+    let connections = connection_summary(collected, &mut degraded);
     let unique: BTreeSet<&String> = degraded.iter().collect();
     let degraded: Vec<String> = unique.into_iter().cloned().collect();
     let measured_s = send_span_s(collected, measure_from_us);
@@ -196,6 +233,7 @@ pub fn summarize(
         tls_handshake_us: timings[0].as_ref().map(Percentiles::of),
         connect_us: timings[1].as_ref().map(Percentiles::of),
         subscribe_us: timings[2].as_ref().map(Percentiles::of),
+        connections,
         clock: clock_summary(collected, workers),
         workers: worker_summaries,
         error_messages: errors
@@ -263,6 +301,7 @@ mod tests {
             tls_handshake_us: None,
             connect_us: None,
             subscribe_us: None,
+            connections: None,
         }
     }
 

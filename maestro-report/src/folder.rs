@@ -128,6 +128,7 @@ mod tests {
             tls_handshake_us: None,
             connect_us: None,
             subscribe_us: None,
+            connections: None,
             clock: ClockSummary::default(),
             workers: vec![],
             error_messages: vec![],

@@ -125,9 +125,48 @@ pub struct RunSummary {
     /// Time from subscribing until the SUT confirmed it (MQTT SUBACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribe_us: Option<Percentiles>,
+    /// Connections opened, lost and failed, and the connect ramp (fleets' own clients;
+    /// absent for drivers that do not track them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionSummary>,
     pub clock: ClockSummary,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,
+}
+
+/// What the run's clients did with their connections, over all workers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionSummary {
+    /// Connections opened, first ones and again.
+    pub opened: u64,
+    /// Of those, opened again after a drop or by churn.
+    pub reconnects: u64,
+    /// Connections the SUT or the network closed.
+    pub dropped: u64,
+    /// Closed and reopened on purpose (churn).
+    pub churned: u64,
+    /// Failed attempts by reason: refused, timeout, auth, tls, closed, other.
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Messages that arrived on the clients' own subscriptions.
+    pub received_by_clients: u64,
+    /// Time to establish the TCP connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_connect_us: Option<Percentiles>,
+    /// Connections completed per wall-clock second, `(Unix second, count)` in order.
+    pub per_second: Vec<(i64, u32)>,
+    /// The most connections completed in one second.
+    pub peak_per_s: u32,
+}
+
+impl ConnectionSummary {
+    /// Mean connections per second over the seconds from the first to the last one with
+    /// connections, and that span in seconds.
+    pub fn ramp(&self) -> Option<(f64, i64)> {
+        let (first, last) = (self.per_second.first()?.0, self.per_second.last()?.0);
+        let span = last - first + 1;
+        let total: u64 = self.per_second.iter().map(|(_, n)| u64::from(*n)).sum();
+        Some((total as f64 / span as f64, span))
+    }
 }
 
 /// Below this fraction of the offered rate, the summary says the SUT (or the load

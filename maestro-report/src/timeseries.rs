@@ -35,6 +35,15 @@ pub struct SecondRow {
     pub service_time_p50_us: u64,
     pub service_time_p99_us: u64,
     pub send_lag_p99_us: u64,
+    /// Clients connected to the SUT at the end of the second, connections opened and
+    /// connection attempts failed during it; empty when the driver does not track
+    /// connections (only fleets' own clients do).
+    #[serde(default)]
+    pub connected: Option<u32>,
+    #[serde(default)]
+    pub connections_opened: Option<u32>,
+    #[serde(default)]
+    pub connect_failures: Option<u32>,
 }
 
 /// Reads `timeseries.csv`; a bad row is an error naming the file, the line and the field.
@@ -113,6 +122,7 @@ const MAX_OPEN: u32 = 5;
 struct Second {
     counters: Counters,
     latencies: Latencies,
+    connections: Option<maestro_protocol::SecondConnections>,
 }
 
 /// One worker's interval log.
@@ -261,6 +271,18 @@ impl LiveResults {
         let second = s.second.max(self.written_below);
         let bucket = self.open.entry(second).or_default();
         bucket.counters.add(&s.counters);
+        if let Some(c) = s.connections {
+            let into = bucket
+                .connections
+                .get_or_insert(maestro_protocol::SecondConnections {
+                    connected: 0,
+                    opened: 0,
+                    failed: 0,
+                });
+            into.connected = into.connected.saturating_add(c.connected);
+            into.opened = into.opened.saturating_add(c.opened);
+            into.failed = into.failed.saturating_add(c.failed);
+        }
         for ((_, h), into) in decoded.iter().zip([
             &mut bucket.latencies.response,
             &mut bucket.latencies.service,
@@ -312,6 +334,9 @@ impl LiveResults {
                 service_time_p50_us: s.p50,
                 service_time_p99_us: s.p99,
                 send_lag_p99_us: l.p99,
+                connected: b.connections.map(|c| c.connected),
+                connections_opened: b.connections.map(|c| c.opened),
+                connect_failures: b.connections.map(|c| c.failed),
             })
             .map_err(std::io::Error::other)?;
         self.written_below = k.saturating_add(1);
@@ -381,6 +406,11 @@ mod tests {
             },
             active_producers: 1,
             active_consumers: 1,
+            connections: (second == 1).then_some(maestro_protocol::SecondConnections {
+                connected: 5,
+                opened: 2,
+                failed: 1,
+            }),
         }
     }
 

@@ -222,11 +222,7 @@ impl Template {
         let mut levels = vec![false];
         for p in self.pieces() {
             match p {
-                Piece::Text(t) => {
-                    for _ in t.matches('/') {
-                        levels.push(false);
-                    }
-                }
+                Piece::Text(t) => levels.extend(std::iter::repeat_n(false, t.matches('/').count())),
                 Piece::Index => {
                     if let Some(last) = levels.last_mut() {
                         *last = true;

@@ -461,7 +461,7 @@ impl IdRange {
     pub fn contains(&self, id: u32) -> bool {
         let stride = self.stride.max(1);
         id >= self.first
-            && (id - self.first) % stride == 0
+            && (id - self.first).is_multiple_of(stride)
             && (id - self.first) / stride < self.count
     }
 
@@ -592,6 +592,66 @@ pub struct RunStats {
     pub active_producers: u32,
     /// Consumers of this worker still receiving.
     pub active_consumers: u32,
+    /// This worker's clients connected to the SUT at the end of the second, and
+    /// connections it opened during the second (absent when the driver does not track
+    /// connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<SecondConnections>,
+}
+
+/// A worker's connections to the SUT in one run second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondConnections {
+    /// Open at the end of the second.
+    pub connected: u32,
+    /// Opened during the second (first connections, reconnects, churn).
+    pub opened: u32,
+    /// Connection attempts that failed during the second.
+    pub failed: u32,
+}
+
+/// How a worker's connections to the SUT went over a whole run (drivers that make their
+/// own connections: fleets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Connections opened, first ones and again.
+    pub opened: u64,
+    /// Of those, opened again after a drop or by churn.
+    pub reconnects: u64,
+    /// Connections the SUT (or the network) closed.
+    pub dropped: u64,
+    /// Closed and reopened on purpose (churn).
+    pub churned: u64,
+    /// Failed attempts by reason (refused, timeout, auth, tls, closed, other).
+    pub failures: std::collections::BTreeMap<String, u64>,
+    /// Connections completed per wall-clock second: `(Unix second, count)` in time order,
+    /// over the whole run (the connect ramp, reconnects, churn).
+    pub per_second: Vec<(i64, u32)>,
+    /// Messages that arrived on clients' own subscriptions.
+    pub received_by_clients: u64,
+    /// Time from starting a TCP connection until it was established (encoded like the
+    /// latency histograms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_connect_us: Option<String>,
+}
+
+impl ConnectionStats {
+    pub fn add(&mut self, o: &ConnectionStats) {
+        self.opened += o.opened;
+        self.reconnects += o.reconnects;
+        self.dropped += o.dropped;
+        self.churned += o.churned;
+        for (k, v) in &o.failures {
+            *self.failures.entry(k.clone()).or_default() += v;
+        }
+        let mut merged: std::collections::BTreeMap<i64, u32> =
+            self.per_second.iter().copied().collect();
+        for (k, v) in &o.per_second {
+            *merged.entry(*k).or_default() += v;
+        }
+        self.per_second = merged.into_iter().collect();
+        self.received_by_clients += o.received_by_clients;
+    }
 }
 
 /// What one consumer received: from one producer, or summed over `producers` of them
@@ -696,6 +756,9 @@ pub struct RunResult {
     /// Time from subscribing until the SUT confirmed it (MQTT SUBACK).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribe_us: Option<String>,
+    /// Connections opened, lost and failed (fleets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<ConnectionStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

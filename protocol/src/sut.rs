@@ -153,6 +153,35 @@ pub struct MqttOptions {
     pub client_id_prefix: String,
     /// Unacknowledged QoS 1/2 publishes in flight.
     pub inflight: u16,
+    /// Local addresses clients connect from, round robin (`source_ips=127.0.0.2-127.0.0.9`;
+    /// empty: the system picks).
+    pub source_ips: Vec<std::net::IpAddr>,
+}
+
+/// The most source addresses a URL may list.
+pub const MAX_SOURCE_IPS: usize = 4096;
+
+/// `a-b` ranges (IPv4) and single addresses, comma-separated.
+fn source_ips(v: &str) -> Option<Vec<std::net::IpAddr>> {
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: std::net::Ipv4Addr = a.trim().parse().ok()?;
+                let b: std::net::Ipv4Addr = b.trim().parse().ok()?;
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || (b - a) as usize >= MAX_SOURCE_IPS {
+                    return None;
+                }
+                out.extend((a..=b).map(|ip| std::net::IpAddr::V4(ip.into())));
+            }
+            None => out.push(part.parse().ok()?),
+        }
+        if out.len() > MAX_SOURCE_IPS {
+            return None;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// AMQP exchange types.
@@ -464,6 +493,7 @@ impl Parser {
             keep_alive: Duration::from_secs(30),
             client_id_prefix: "maestro".into(),
             inflight: 100,
+            source_ips: Vec::new(),
         };
         if o.base_topic.contains(['+', '#']) {
             return Err(SutUrlError::Path {
@@ -492,11 +522,20 @@ impl Parser {
                 }
                 "client_id_prefix" => o.client_id_prefix = v.to_owned(),
                 "inflight" => o.inflight = self.number(key, v, u16::MAX.into())? as u16,
+                "source_ips" => {
+                    o.source_ips = source_ips(v).ok_or_else(|| {
+                        self.value(
+                            key,
+                            v,
+                            "is not a list of addresses and ranges (127.0.0.2-127.0.0.9) of at most 4096",
+                        )
+                    })?
+                }
                 _ => {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight, and with mqtts:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
+                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight, source_ips, and with mqtts:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
                     });
                 }
             }
@@ -750,7 +789,7 @@ impl SutUrl {
             .split(',')
             .map(|h| host(&url, scheme, tls_scheme, h))
             .collect::<Result<Vec<_>, _>>()?;
-        if hosts.len() > 1 && scheme != Scheme::Kafka {
+        if hosts.len() > 1 && !matches!(scheme, Scheme::Kafka | Scheme::Mqtt) {
             return Err(SutUrlError::Hosts {
                 url,
                 scheme,
@@ -977,6 +1016,17 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_takes_nodes_and_source_addresses() {
+        let u = parse("mqtt://127.0.0.1:1883,127.0.0.1:1884/t?source_ips=127.0.0.2-127.0.0.4,::1");
+        assert_eq!(u.hosts.len(), 2);
+        let SutOptions::Mqtt(o) = &u.options else {
+            panic!("not mqtt")
+        };
+        let ips: Vec<String> = o.source_ips.iter().map(|i| i.to_string()).collect();
+        assert_eq!(ips, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "::1"]);
+    }
+
+    #[test]
     fn bad_urls_name_what_is_wrong() {
         for (url, needle) in [
             ("mqtt://h?qos=3", "qos=\"3\" is not 0, 1 or 2"),
@@ -987,7 +1037,9 @@ mod tests {
             ("mqtt://h/a/+", "wildcard"),
             ("mqtt://:pw@", "no host"),
             ("mqtt://u:secret@h:99999", "port \"99999\""),
-            ("mqtt://a,b", "mqtt takes one host, not 2"),
+            ("amqp://a,b", "amqp takes one host, not 2"),
+            ("mqtt://h?source_ips=127.0.0.9-127.0.0.2", "source_ips"),
+            ("mqtt://h?source_ips=10.0.0.0-10.1.0.0", "at most 4096"),
             ("mqtt://exa mple", "host \"exa mple\" is not a host name"),
             ("mqtt://[::zz]:1", "is not a host name or an IP address"),
             (

@@ -266,6 +266,11 @@ fn run_body() -> impl Strategy<Value = Body> {
                     histograms,
                     active_producers: ap,
                     active_consumers: ac,
+                    connections: (second % 2 == 0).then_some(SecondConnections {
+                        connected: ap,
+                        opened: ac,
+                        failed: second,
+                    }),
                 })
             }),
         (
@@ -280,6 +285,7 @@ fn run_body() -> impl Strategy<Value = Body> {
         )
             .prop_map(
                 |(run, worker, counters, histograms, sent, deliveries, consumers, errors)| {
+                    let errors_len = errors.len();
                     Body::RunResult(RunResult {
                         run,
                         worker: PeerId::new(worker).unwrap(),
@@ -295,6 +301,13 @@ fn run_body() -> impl Strategy<Value = Body> {
                         tls_handshake_us: None,
                         connect_us: None,
                         subscribe_us: None,
+                        connections: (errors_len % 2 == 0).then(|| ConnectionStats {
+                            opened: 3,
+                            reconnects: 1,
+                            failures: [("refused".to_owned(), 2)].into(),
+                            per_second: vec![(1_700_000_000, 3)],
+                            ..Default::default()
+                        }),
                     })
                 }
             ),

@@ -90,6 +90,7 @@ pub fn engine() -> Engine {
             abort: CancellationToken::new(),
             reports: tx,
             pool: Default::default(),
+            run: "bench".into(),
         },
         reports,
     }

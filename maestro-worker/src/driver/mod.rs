@@ -3,6 +3,7 @@
 //! and dispatched statically (no boxing on the hot path).
 
 pub mod amqp;
+pub mod fleet;
 pub mod kafka;
 pub mod mqtt;
 pub mod tls;
@@ -42,6 +43,117 @@ impl Durations {
             .ok()
             .filter(|h| !h.is_empty())
             .map(|h| h.clone())
+    }
+}
+
+/// Why a connection attempt failed, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConnectFailure {
+    /// Nothing listens there (TCP RST).
+    Refused,
+    /// No answer in time (TCP, TLS or the protocol's handshake).
+    Timeout,
+    /// The broker refused the credentials or the client (MQTT CONNACK code).
+    Auth,
+    /// The TLS handshake failed.
+    Tls,
+    /// The connection closed during the handshake.
+    Closed,
+    /// Anything else (unreachable network, no source address, a protocol error).
+    Other,
+}
+
+impl ConnectFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Auth => "auth",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Closed => "closed",
+            ConnectFailure::Other => "other",
+        }
+    }
+}
+
+/// What a run's own-connection clients (a fleet) did with their connections: counted at
+/// each connect, drop and failure (never per message), read by the aggregator each second.
+#[derive(Debug, Default)]
+pub struct ConnectionTracker {
+    connected: std::sync::atomic::AtomicI64,
+    opened: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    stats: Mutex<maestro_protocol::ConnectionStats>,
+    per_second: Mutex<std::collections::BTreeMap<i64, u32>>,
+    pub tcp_connect: Durations,
+}
+
+impl ConnectionTracker {
+    /// A connection opened (`again`: after a drop or churn).
+    pub fn opened(&self, again: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.connected.fetch_add(1, Relaxed);
+        self.opened.fetch_add(1, Relaxed);
+        let second = crate::engine::tasks::now_ns().div_euclid(1_000_000_000);
+        if let Ok(mut s) = self.stats.lock() {
+            s.opened += 1;
+            s.reconnects += u64::from(again);
+        }
+        if let Ok(mut p) = self.per_second.lock() {
+            *p.entry(second).or_default() += 1;
+        }
+    }
+
+    /// A connection closed: by the SUT or the network (`dropped`), by churn, or at the end.
+    pub fn closed(&self, dropped: bool, churned: bool) {
+        self.connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut s) = self.stats.lock() {
+            s.dropped += u64::from(dropped);
+            s.churned += u64::from(churned);
+        }
+    }
+
+    pub fn failed(&self, why: ConnectFailure) {
+        self.failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut s) = self.stats.lock() {
+            *s.failures.entry(why.as_str().to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Messages that arrived on a client's own subscription (added at its close).
+    pub fn received(&self, n: u64) {
+        if n > 0
+            && let Ok(mut s) = self.stats.lock()
+        {
+            s.received_by_clients += n;
+        }
+    }
+
+    /// Connected now, opened so far, failed so far.
+    pub fn gauges(&self) -> (u32, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            u32::try_from(self.connected.load(Relaxed).max(0)).unwrap_or(u32::MAX),
+            self.opened.load(Relaxed),
+            self.failed.load(Relaxed),
+        )
+    }
+
+    /// The run's totals, with the TCP connect histogram.
+    pub fn stats(&self) -> maestro_protocol::ConnectionStats {
+        let mut s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
+        s.per_second = self
+            .per_second
+            .lock()
+            .map(|p| p.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        s.tcp_connect_us = self
+            .tcp_connect
+            .snapshot()
+            .map(|h| maestro_protocol::histogram::encode(&h));
+        s
     }
 }
 
@@ -133,6 +245,10 @@ pub trait Driver: Clone + Send + Sync + 'static {
     /// does out of sight (librdkafka's) are `None`.
     fn timings(&self) -> Timings {
         Timings::default()
+    }
+    /// Connections opened, dropped and failed, when the driver makes its own (fleets).
+    fn connections(&self) -> Option<Arc<ConnectionTracker>> {
+        None
     }
     /// Connects a producer (returns once the SUT accepted the connection).
     fn producer(

@@ -13,6 +13,7 @@ pub mod recorder;
 pub mod tasks;
 
 use crate::driver::amqp::AmqpDriver;
+use crate::driver::fleet::FleetDriver;
 use crate::driver::kafka::KafkaDriver;
 use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
@@ -37,6 +38,7 @@ const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The drivers, chosen by the SUT URL's scheme.
 enum AnyDriver {
     Mqtt(MqttDriver),
+    Fleet(FleetDriver),
     Amqp(AmqpDriver),
     Kafka(KafkaDriver),
 }
@@ -309,6 +311,12 @@ impl Engine {
         // One match per protocol: the URL was parsed once, into typed options.
         let sut = &c.spec.sut;
         let driver = match &sut.options {
+            SutOptions::Mqtt(o) if crate::driver::fleet::wanted(&c.spec, o) => {
+                match FleetDriver::new(&c.spec, o, &c.run) {
+                    Ok(d) => AnyDriver::Fleet(d),
+                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+                }
+            }
             SutOptions::Mqtt(o) => match MqttDriver::new(sut, o, &c.run) {
                 Ok(d) => AnyDriver::Mqtt(d),
                 Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
@@ -351,6 +359,12 @@ impl Engine {
             let run = c.run.clone();
             match driver {
                 AnyDriver::Mqtt(d) => {
+                    engine
+                        .clone()
+                        .run(d, c, control_template, reply, &outbox, &ended_because)
+                        .await
+                }
+                AnyDriver::Fleet(d) => {
                     engine
                         .clone()
                         .run(d, c, control_template, reply, &outbox, &ended_because)
@@ -447,6 +461,7 @@ impl Engine {
             abort: abort.clone(),
             reports: reports_tx,
             pool: pool.clone(),
+            run: c.run.as_str().into(),
         };
         let mut ready = Vec::new();
         let handles = match self.data_plane.get_or_init(DataPlane::per_core) {
@@ -560,7 +575,11 @@ impl Engine {
             tls_handshake_us: None,
             connect_us: None,
             subscribe_us: None,
+            connections: None,
         };
+        let tracker = driver.connections();
+        // Connections opened and failed up to the last published second.
+        let mut counted = (0u64, 0u64);
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -581,7 +600,8 @@ impl Engine {
                 _ = tick.tick() => {
                     if let Some(start_ns) = *start_rx.borrow() {
                         let active = (total_producers - done_producers, total_consumers - done_consumers);
-                        for stats in seconds.due(start_ns, tasks::now_ns(), active) {
+                        for mut stats in seconds.due(start_ns, tasks::now_ns(), active) {
+                            stats.connections = tracker.as_ref().map(|t| second_connections(t, &mut counted));
                             outbox.event("stats", Body::RunStats(stats), false);
                         }
                     }
@@ -589,7 +609,10 @@ impl Engine {
             }
         }
         let start_ns = (*start_rx.borrow()).unwrap_or_else(tasks::now_ns);
-        for stats in seconds.finish(start_ns) {
+        for mut stats in seconds.finish(start_ns) {
+            stats.connections = tracker
+                .as_ref()
+                .map(|t| second_connections(t, &mut counted));
             outbox.event("stats", Body::RunStats(stats), false);
         }
         let total = seconds.total;
@@ -606,6 +629,7 @@ impl Engine {
         result.tls_handshake_us = encode(timings.tls_handshake);
         result.connect_us = encode(timings.connect);
         result.subscribe_us = encode(timings.subscribe);
+        result.connections = tracker.map(|t| t.stats());
         result.errors = errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
@@ -649,6 +673,25 @@ impl Engine {
         // Idempotent: stopping a run that already ended is fine.
         Body::Stopping(Stopping { run: s.run.clone() })
     }
+}
+
+/// A run second's connections: open now, and opened and failed since the last second
+/// (`counted` holds the totals up to then). The first second also counts the connect ramp
+/// before the start.
+fn second_connections(
+    t: &crate::driver::ConnectionTracker,
+    counted: &mut (u64, u64),
+) -> maestro_protocol::SecondConnections {
+    let (connected, opened, failed) = t.gauges();
+    let delta =
+        |now: u64, before: u64| u32::try_from(now.saturating_sub(before)).unwrap_or(u32::MAX);
+    let s = maestro_protocol::SecondConnections {
+        connected,
+        opened: delta(opened, counted.0),
+        failed: delta(failed, counted.1),
+    };
+    *counted = (opened, failed);
+    s
 }
 
 /// How long after a run second ends the worker waits for late shipments of it (tasks ship
@@ -706,6 +749,7 @@ impl Seconds {
             histograms: bucket.encode(),
             active_producers: ap,
             active_consumers: ac,
+            connections: None,
         };
         self.pool.give(bucket);
         self.next = k.saturating_add(1);

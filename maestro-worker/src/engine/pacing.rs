@@ -15,6 +15,21 @@ pub struct Schedule {
     limit: Option<u64>,
     /// When the send window ends: the duration, or `count / rate` after the start.
     end_ns: i64,
+    /// The run's start (before any phase): no message is due earlier.
+    window_start_ns: i64,
+    /// Each intended time moves by a fixed random amount in `-jitter_ns ..= jitter_ns`
+    /// (under half an interval, so messages keep their order).
+    jitter_ns: i64,
+    seed: u64,
+}
+
+/// A well-mixed 64-bit hash (splitmix64): each message's jitter, with no state.
+#[inline]
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Schedule {
@@ -42,7 +57,22 @@ impl Schedule {
             interval_ns,
             limit,
             end_ns: start_ns.saturating_add(window_ns.max(0)),
+            window_start_ns: start_ns,
+            jitter_ns: 0,
+            seed: 0,
         }
+    }
+
+    /// The same schedule with each intended time moved at random by up to `jitter_ns`
+    /// either way (kept under half an interval, and inside the window); `seed` makes one
+    /// producer's jitter differ from another's.
+    pub fn with_jitter(mut self, jitter_ns: i64, seed: u64) -> Self {
+        if self.paced() {
+            let max = ((self.interval_ns / 2.0) as i64 - 1).max(0);
+            self.jitter_ns = jitter_ns.clamp(0, max);
+            self.seed = mix(seed);
+        }
+        self
     }
 
     /// The same schedule with its first message `fraction` (0 ≤ f < 1) of an interval
@@ -70,8 +100,18 @@ impl Schedule {
     /// When message `seq` is due (paced schedules only).
     #[inline]
     pub fn intended_ns(&self, seq: u64) -> i64 {
-        self.start_ns
-            .saturating_add((seq as f64 * self.interval_ns) as i64)
+        let base = self
+            .start_ns
+            .saturating_add((seq as f64 * self.interval_ns) as i64);
+        if self.jitter_ns == 0 {
+            return base;
+        }
+        let span = 2 * self.jitter_ns as u64 + 1;
+        let offset = (mix(self.seed ^ seq) % span) as i64 - self.jitter_ns;
+        base.saturating_add(offset).clamp(
+            self.window_start_ns,
+            self.end_ns.saturating_sub(1).max(self.window_start_ns),
+        )
     }
 
     /// Messages `0 .. due_until(now)` are due at `now` (`u64::MAX` at full speed while
@@ -81,13 +121,25 @@ impl Schedule {
         if !self.paced() {
             return if now_ns >= self.end_ns { 0 } else { u64::MAX };
         }
-        let elapsed = now_ns.saturating_sub(self.start_ns);
-        let due = if elapsed < 0 {
-            0
-        } else {
-            ((elapsed as f64 / self.interval_ns) as u64).saturating_add(1)
+        let base_due = |now_ns: i64| {
+            let elapsed = now_ns.saturating_sub(self.start_ns);
+            let due = if elapsed < 0 {
+                0
+            } else {
+                ((elapsed as f64 / self.interval_ns) as u64).saturating_add(1)
+            };
+            self.limit.map_or(due, |l| due.min(l))
         };
-        self.limit.map_or(due, |l| due.min(l))
+        if self.jitter_ns == 0 {
+            return base_due(now_ns);
+        }
+        // Jittered times keep their order: count those due by `now` among the messages
+        // whose unjittered time is at most one jitter later.
+        let mut due = base_due(now_ns.saturating_add(self.jitter_ns));
+        while due > 0 && self.intended_ns(due - 1) > now_ns {
+            due -= 1;
+        }
+        due
     }
 
     /// True when every message of the schedule has been sent (`seq` of them).
@@ -127,6 +179,31 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn jitter_moves_each_message_within_bounds_and_keeps_order() {
+        // One message a second for 60 s, jitter ±300 ms.
+        let j = 300_000_000;
+        let s = Schedule::new(S, 1.0, None, Some(60 * S)).with_jitter(j, 7);
+        let plain = Schedule::new(S, 1.0, None, Some(60 * S));
+        let mut moved = 0;
+        for seq in 0..60 {
+            let (a, b) = (s.intended_ns(seq), plain.intended_ns(seq));
+            assert!(
+                (a - b).abs() <= j && (S..61 * S).contains(&a),
+                "{seq}: {a} {b}"
+            );
+            moved += i32::from(a != b);
+            if seq > 0 {
+                assert!(a > s.intended_ns(seq - 1));
+            }
+            // Due exactly from its jittered time on.
+            assert_eq!(s.due_until(a), seq + 1);
+            assert_eq!(s.due_until(a - 1), seq);
+        }
+        assert!(moved > 50, "{moved}");
+        assert_eq!(s.unsent(62 * S, 60), 0);
+    }
 
     #[test]
     fn open_loop_schedule_never_shifts() {

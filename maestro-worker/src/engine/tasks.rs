@@ -63,6 +63,8 @@ pub struct Control {
     /// Spare recorders: a flush takes one instead of allocating. Its id tells this run's
     /// thread recorders from another's.
     pub pool: RecorderPool,
+    /// The run (for `{run}` in a fleet's payload template).
+    pub run: std::sync::Arc<str>,
 }
 
 impl thread::Ship for Control {
@@ -218,12 +220,48 @@ fn note_error(errors: &mut BTreeMap<String, u64>, e: &DriverError) {
 /// allocates once per [`ARENA`] bytes, not once per message. A buffer is reused in place
 /// once every message cut from it is gone.
 struct Bodies {
+    /// A fleet's JSON template, for this client (else the filler is used).
+    text: Option<TextBody>,
     template: Vec<u8>,
     size: MessageSize,
     rng: fastrand::Rng,
     arena: bytes::BytesMut,
     /// How much buffer to reserve at a time.
     arena_size: usize,
+}
+
+/// A fleet's message template for one client: literal text and the per-message parts.
+struct TextBody {
+    literal: Vec<u8>,
+    parts: Vec<Part>,
+}
+
+enum Part {
+    Literal(std::ops::Range<usize>),
+    Sequence,
+    Timestamp,
+    Header,
+}
+
+impl TextBody {
+    #[inline]
+    fn write(&self, h: &PayloadHeader, out: &mut bytes::BytesMut) {
+        let mut num = itoa::Buffer::new();
+        for p in &self.parts {
+            match p {
+                Part::Literal(r) => out.extend_from_slice(&self.literal[r.clone()]),
+                Part::Sequence => out.extend_from_slice(num.format(h.sequence).as_bytes()),
+                Part::Timestamp => {
+                    out.extend_from_slice(num.format(h.intended_ns / 1_000_000).as_bytes())
+                }
+                Part::Header => {
+                    let mut text = [0u8; maestro_protocol::payload::TEXT_LEN];
+                    h.write_text(&mut text);
+                    out.extend_from_slice(&text);
+                }
+            }
+        }
+    }
 }
 
 /// The most buffer messages are cut from at a time (a fast producer's).
@@ -248,6 +286,7 @@ impl Bodies {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| (b'a'..=b'z').collect());
         Self {
+            text: None,
             template: filler.iter().copied().cycle().take(max as usize).collect(),
             size,
             rng: fastrand::Rng::with_seed(seed),
@@ -256,8 +295,48 @@ impl Bodies {
         }
     }
 
+    /// Bodies from a fleet's payload template, for client `index`: `{i}` and `{run}` are
+    /// filled in once, `{seq}`, `{ts}` and `{maestro}` per message.
+    fn from_template(t: &maestro_protocol::Template, run: &str, index: u32, rate: f64) -> Self {
+        use maestro_protocol::fleet::Piece;
+        let mut text = TextBody {
+            literal: Vec::new(),
+            parts: Vec::new(),
+        };
+        let lit = |text: &mut TextBody, s: &[u8]| {
+            let from = text.literal.len();
+            text.literal.extend_from_slice(s);
+            match text.parts.last_mut() {
+                Some(Part::Literal(r)) if r.end == from => r.end = text.literal.len(),
+                _ => text.parts.push(Part::Literal(from..text.literal.len())),
+            }
+        };
+        for p in t.pieces() {
+            match p {
+                Piece::Text(s) => lit(&mut text, s.as_bytes()),
+                Piece::Index => lit(&mut text, index.to_string().as_bytes()),
+                Piece::Run => lit(&mut text, run.as_bytes()),
+                Piece::Sequence => text.parts.push(Part::Sequence),
+                Piece::Timestamp => text.parts.push(Part::Timestamp),
+                Piece::Header => text.parts.push(Part::Header),
+            }
+        }
+        let approx = text.literal.len() + 80;
+        let mut b = Self::new(MessageSize::Fixed(approx as u32), None, 1, rate);
+        b.text = Some(text);
+        b
+    }
+
     #[inline]
     fn make(&mut self, header: &PayloadHeader) -> bytes::Bytes {
+        if let Some(text) = &self.text {
+            let need = text.literal.len() + 64;
+            if self.arena.capacity() < need {
+                self.arena.reserve(self.arena_size.max(need));
+            }
+            text.write(header, &mut self.arena);
+            return self.arena.split().freeze();
+        }
         let len = match self.size {
             MessageSize::Fixed(n) => n,
             MessageSize::Around(_) => {
@@ -322,14 +401,23 @@ pub async fn producer<D: Driver>(
             plan.count,
             spec.duration_ms.map(|d| d as i64 * 1_000_000),
         )
-        .with_phase(f64::from(plan.id) / f64::from(spec.producers.max(1)));
-        let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
-        let mut bodies = Bodies::new(
-            spec.size,
-            spec.payload_bytes(),
-            u64::from(plan.id) + 1,
-            plan.rate,
+        .with_phase(f64::from(plan.id) / f64::from(spec.producers.max(1)))
+        .with_jitter(
+            spec.fleet
+                .as_ref()
+                .map_or(0, |f| f.jitter_ms as i64 * 1_000_000),
+            u64::from(plan.id),
         );
+        let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
+        let mut bodies = match spec.fleet.as_ref().and_then(|f| f.payload.as_ref()) {
+            Some(t) => Bodies::from_template(t, &control.run, plan.id, plan.rate),
+            None => Bodies::new(
+                spec.size,
+                spec.payload_bytes(),
+                u64::from(plan.id) + 1,
+                plan.rate,
+            ),
+        };
         let wall_to_tokio = |ns: i64| {
             let d = ns - now_ns();
             tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
@@ -546,7 +634,7 @@ impl Receiving {
         }
         self.flusher.due(now, &mut self.clock, &self.control);
         match event {
-            Ok(Some(payload)) => match PayloadHeader::read(&payload) {
+            Ok(Some(payload)) => match PayloadHeader::read_any(&payload) {
                 Ok(h) if !self.plausible(&h, now) => self.record(|r| r.counters.foreign += 1),
                 Ok(h) => {
                     match self.accounting.record(h.producer, h.sequence) {
@@ -720,6 +808,7 @@ mod task_size {
             abort: Default::default(),
             reports,
             pool: Default::default(),
+            run: "r".into(),
         };
         let plan = maestro_protocol::ProducerPlan {
             id: 0,

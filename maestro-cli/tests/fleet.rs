@@ -1,0 +1,321 @@
+//! Device fleets against real Mosquittos: `start --clients` with templates, the connect
+//! ramp, spread sends, JSON payloads, reconnects after a broker restart, source
+//! addresses, several broker nodes, one certificate per client, and bad templates.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, Lab, Mosquitto};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+/// `timeseries.csv` of a run, as header -> column of values.
+fn columns(c: &Cluster, s: &Value) -> BTreeMap<String, Vec<String>> {
+    let folder = c.results.join(s["run_id"].as_str().unwrap());
+    let text = std::fs::read_to_string(folder.join("timeseries.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in lines {
+        for (h, v) in header.iter().zip(l.split(',')) {
+            out.entry(h.clone()).or_default().push(v.to_owned());
+        }
+    }
+    out
+}
+
+/// Client ids of the connections Mosquitto logged, by the address they came from.
+fn connections(mq: &Mosquitto) -> Vec<(String, String)> {
+    mq.proc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("New client connected from "))
+        .filter_map(|l| {
+            let rest = l.split("New client connected from ").nth(1)?;
+            let (from, rest) = rest.split_once(' ')?;
+            let id = rest.strip_prefix("as ")?.split([' ', ',']).next()?;
+            let ip = from.rsplit_once(':')?.0.to_owned();
+            Some((ip, id.to_owned()))
+        })
+        .collect()
+}
+
+fn logging_mosquitto(extra: &str) -> Mosquitto {
+    Mosquitto::start_with(&format!(
+        "log_dest stderr\nconnection_messages true\n{extra}"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_fleet_ramps_up_at_the_asked_rate_and_spreads_its_sends() {
+    // 600 clients on 2 workers, 200 connections a second (a 3 s ramp), one JSON message
+    // every 2 s each for 6 s: 1,800 messages, 300 a second.
+    let c = Cluster::start(2);
+    let mq = logging_mosquitto("");
+    let dir = c.results.join("templates");
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = dir.join("device.json");
+    std::fs::write(
+        &payload,
+        r#"{"device": "d{i}", "seq": {seq}, "ts": {ts}, "temp": 21.5}"#,
+    )
+    .unwrap();
+    let (run, s) = c.run_test(
+        &mq.url("", "qos=1"),
+        &[
+            "--clients",
+            "600",
+            "--connect-rate",
+            "200",
+            "--interval",
+            "2s",
+            "--jitter",
+            "200ms",
+            "--duration",
+            "6s",
+            "--client-id",
+            "dev-{i}",
+            "--topic",
+            "tenant/{run}/{i}/attrs",
+            "--payload-template",
+            payload.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 1800, "{s:#}");
+    assert_eq!(u(&s, "received"), 1800, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert_eq!(
+        u(&s, "foreign"),
+        0,
+        "JSON payloads carry their timing: {s:#}"
+    );
+
+    // The broker saw the templated client ids.
+    let ids: BTreeSet<String> = connections(&mq).into_iter().map(|(_, id)| id).collect();
+    for i in [0, 299, 599] {
+        assert!(ids.contains(&format!("dev-{i}")), "dev-{i}: {ids:?}");
+    }
+
+    // The ramp, from the workers' own connection records: every full second within
+    // 10 % of 200.
+    let conns = &s["connections"];
+    assert_eq!(u(conns, "opened"), 601, "600 clients and 1 consumer: {s:#}");
+    assert_eq!(u(conns, "reconnects"), 0, "{s:#}");
+    let per_second: Vec<u64> = conns["per_second"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .collect();
+    assert!((3..=5).contains(&per_second.len()), "{per_second:?}");
+    let full = &per_second[1..per_second.len() - 1];
+    assert!(
+        full.iter().all(|n| n.abs_diff(200) <= 20),
+        "connections per second: {per_second:?}"
+    );
+    assert!(u(&conns["tcp_connect_us"], "count") >= 601, "{s:#}");
+    assert!(u(&s["connect_us"], "count") >= 601, "{s:#}");
+
+    // Sends are spread: no second above twice the mean; the time series says how many
+    // clients were connected.
+    let cols = columns(&c, &s);
+    let sent: Vec<u64> = cols["sent"].iter().map(|v| v.parse().unwrap()).collect();
+    let mean = 1800.0 / 6.0;
+    assert!(
+        sent.iter().all(|n| (*n as f64) <= 2.0 * mean),
+        "sends per second: {sent:?}"
+    );
+    let connected: Vec<u64> = cols["connected"]
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(connected[0], 601, "{connected:?}");
+}
+
+#[test]
+fn fleet_clients_reconnect_after_a_broker_restart() {
+    let c = Cluster::start(1);
+    let mut mq = Mosquitto::start().unwrap();
+    let cli = c.run_in_background(
+        &mq.url("restart", "qos=1"),
+        &[
+            "--clients",
+            "50",
+            "--interval",
+            "500ms",
+            "--duration",
+            "10s",
+        ],
+    );
+    assert!(
+        c.wait_until_running(1, Duration::from_secs(30)),
+        "never running"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    mq.restart().unwrap();
+    let run = cli.join().unwrap();
+    let s = run.json().unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    let conns = &s["connections"];
+    // Every client and the consumer lost its connection once and came back.
+    assert!(u(conns, "dropped") >= 51, "{s:#}");
+    assert!(u(conns, "reconnects") >= 51, "{s:#}");
+    // Sending went on after the restart: the schedule's 1,000 messages were all sent
+    // (late ones with their lag), and most arrived.
+    assert_eq!(u(&s, "sent") + u(&s, "unsent"), 1000, "{s:#}");
+    assert!(u(&s, "sent") >= 950, "{s:#}");
+    assert!(u(&s, "received") > 600, "{s:#}");
+}
+
+#[test]
+fn clients_spread_over_source_addresses_and_broker_nodes() {
+    // Two Mosquittos bridged into one cluster: the second forwards everything to the
+    // first, so the consumer on node 0 sees every client's messages.
+    let a = logging_mosquitto("");
+    let b = logging_mosquitto(&format!(
+        "connection to-a\naddress 127.0.0.1:{}\ntopic fleet/# out 1\n",
+        a.port
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    let c = Cluster::start(1);
+    let sut = format!(
+        "mqtt://127.0.0.1:{},127.0.0.1:{}/x?qos=1&source_ips=127.0.0.2-127.0.0.5",
+        a.port, b.port
+    );
+    let (run, s) = c.run_test(
+        &sut,
+        &[
+            "--clients",
+            "40",
+            "--interval",
+            "1s",
+            "--duration",
+            "3s",
+            "--topic",
+            "fleet/{i}",
+            "--client-id",
+            "dev-{i}",
+            "--consumers",
+            "1",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 120, "{s:#}");
+    assert_eq!(u(&s, "received"), 120, "{s:#}");
+    let on_a = connections(&a);
+    let on_b = connections(&b);
+    let clients = |v: &[(String, String)]| {
+        v.iter()
+            .filter(|(_, id)| id.starts_with("dev-"))
+            .map(|(ip, _)| ip.clone())
+            .collect::<Vec<_>>()
+    };
+    // Half the clients on each node...
+    assert_eq!(clients(&on_a).len(), 20, "{on_a:?}");
+    assert_eq!(clients(&on_b).len(), 20, "{on_b:?}");
+    // ...from the four source addresses.
+    let ips: BTreeSet<String> = clients(&on_a).into_iter().chain(clients(&on_b)).collect();
+    let want: BTreeSet<String> = (2..=5).map(|k| format!("127.0.0.{k}")).collect();
+    assert_eq!(ips, want);
+}
+
+#[test]
+fn a_fleet_with_a_certificate_per_client_against_mosquitto_requiring_them() {
+    let lab = Lab::new("fleet").unwrap();
+    let mq = Mosquitto::start_with(&format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\nlog_dest stderr\nconnection_messages true",
+        lab.file("ca.pem"),
+        lab.file("server.pem"),
+        lab.file("server.key")
+    ))
+    .unwrap();
+    let c = Cluster::start(2);
+    let sut = format!(
+        "mqtts://localhost:{}/tls?qos=1&{}",
+        mq.port,
+        lab.per_client()
+    );
+    let (run, s) = c.run_test(
+        &sut,
+        &[
+            "--clients",
+            "100",
+            "--connect-rate",
+            "200",
+            "--interval",
+            "1s",
+            "--duration",
+            "2s",
+            "--client-id",
+            "meter-{i}",
+            "--subscribe",
+            "tls/cmd/{i}",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 200, "{s:#}");
+    assert_eq!(u(&s, "received"), 200, "{s:#}");
+    // 101 handshakes (100 clients and the consumer); each client subscribed on its own
+    // connection.
+    assert_eq!(u(&s["tls_handshake_us"], "count"), 101, "{s:#}");
+    assert_eq!(u(&s["subscribe_us"], "count"), 101, "{s:#}");
+    // The broker took each client's name from its own certificate.
+    let log = mq.proc.log_text();
+    let users: BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(", u'meter-"))
+        .filter_map(|l| l.split(", u'").nth(1)?.split('\'').next())
+        .collect();
+    assert_eq!(users.len(), 100, "{log}");
+}
+
+#[test]
+fn bad_templates_are_usage_errors_that_name_them() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let sut = mq.url("bad", "");
+    let bad_json = c.results.join("bad.json");
+    std::fs::create_dir_all(&c.results).unwrap();
+    std::fs::write(&bad_json, r#"{"t": {maestro}"#).unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--client-id", "dev"], "\"dev\""),
+        (&["--topic", "t/{id}"], "{id}"),
+        (&["--topic", "t/+/{i}"], "wildcard"),
+        (&["--subscribe", "cmd/{seq}"], "{seq}"),
+        (
+            &["--payload-template", bad_json.to_str().unwrap()],
+            "not valid JSON",
+        ),
+        (
+            &["--payload-template", "/nonexistent/x.json"],
+            "/nonexistent/x.json",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["start", "--sut", sut.as_str(), "--clients", "10"];
+        all.extend_from_slice(args);
+        let run = c.cli(&all, Duration::from_secs(30));
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    // A fleet is MQTT.
+    let run = c.cli(
+        &["start", "--sut", "amqp://127.0.0.1:1", "--clients", "2"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("mqtt://"), "{}", run.stderr);
+}

@@ -1,0 +1,851 @@
+//! MQTT 3.1.1 clients of our own, for device fleets: one task per client and one
+//! connection, no event loop or queue of a client library per connection.
+//!
+//! Used instead of rumqttc when the spec is a fleet, when the URL names several nodes
+//! (`mqtt://h1:1883,h2:1883/...`: clients go to them round robin by index), or when it
+//! gives `source_ips=` (clients connect from those local addresses round robin, past the
+//! 64k ports per destination; the socket is bound with `IP_BIND_ADDRESS_NO_PORT` so a
+//! port is shared per 4-tuple). Making the connection ourselves lets every step be timed
+//! on its own (TCP connect, TLS handshake, CONNACK, SUBACK) and every failure be counted
+//! by reason ([`ConnectFailure`]). A client dropped by the broker reconnects with
+//! exponential backoff (100 ms to 5 s, jittered) and resends what was not acknowledged;
+//! with churn, each client disconnects and reconnects every period.
+//!
+//! Packets are encoded with `rumqttc::mqttbytes` (PUBLISH by hand, into the connection's
+//! write buffer: no allocation per message).
+
+use super::tls::TlsClient;
+use super::{
+    ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError, Durations, Producer, Timings,
+    TrySendError,
+};
+use bytes::{BufMut, Bytes, BytesMut};
+use maestro_protocol::fleet::FleetSpec;
+use maestro_protocol::sut::{MqttOptions, Qos};
+use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutUrl, TestSpec};
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, PubRel, Subscribe,
+    SubscribeReasonCode,
+};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::either::Either;
+
+/// How long each step of connecting (TCP, TLS, CONNACK, SUBACK) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest packet read.
+const MAX_PACKET: usize = 16 << 20;
+/// Bytes a client buffers for writing before `try_send` reports `Full`.
+const WRITE_LIMIT: usize = 64 * 1024;
+/// Tries at the first connection before the client (and the configure) fails.
+const FIRST_TRIES: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
+#[derive(Debug)]
+struct Inner {
+    /// The URL without password, for messages.
+    url: String,
+    nodes: Vec<(String, u16)>,
+    source_ips: Vec<IpAddr>,
+    credentials: Option<(String, String)>,
+    qos: u8,
+    retain: bool,
+    clean_session: bool,
+    keep_alive: Duration,
+    inflight: usize,
+    run: RunId,
+    base: String,
+    client_id_prefix: String,
+    fleet: Option<FleetSpec>,
+    clients: u32,
+    tls: Option<Arc<TlsClient>>,
+    connects: Durations,
+    subscribes: Durations,
+    tracker: Arc<ConnectionTracker>,
+}
+
+/// The driver; clones share everything.
+#[derive(Debug, Clone)]
+pub struct FleetDriver(Arc<Inner>);
+
+/// True when a run with `spec` needs this driver rather than rumqttc's.
+pub fn wanted(spec: &TestSpec, o: &MqttOptions) -> bool {
+    spec.fleet.is_some() || spec.sut.hosts.len() > 1 || !o.source_ips.is_empty()
+}
+
+impl FleetDriver {
+    pub fn new(spec: &TestSpec, o: &MqttOptions, run: &RunId) -> Result<Self, DriverError> {
+        let url: &SutUrl = &spec.sut;
+        let tls = match &url.tls {
+            Some(t) => Some(Arc::new(TlsClient::new(t, &url.host().name).map_err(
+                |e| DriverError::Tls {
+                    url: url.redacted(),
+                    reason: e.to_string(),
+                },
+            )?)),
+            None => None,
+        };
+        Ok(FleetDriver(Arc::new(Inner {
+            url: url.redacted(),
+            nodes: url.hosts.iter().map(|h| (h.name.clone(), h.port)).collect(),
+            source_ips: o.source_ips.clone(),
+            credentials: url
+                .credentials
+                .as_ref()
+                .map(|c| (c.user.clone(), c.password.clone())),
+            qos: match o.qos {
+                Qos::AtMostOnce => 0,
+                Qos::AtLeastOnce => 1,
+                Qos::ExactlyOnce => 2,
+            },
+            retain: o.retain,
+            clean_session: o.clean_session,
+            keep_alive: o.keep_alive,
+            inflight: usize::from(o.inflight.max(1)),
+            run: run.clone(),
+            base: o.base_topic.clone(),
+            client_id_prefix: o.client_id_prefix.clone(),
+            fleet: spec.fleet.clone(),
+            clients: spec.producers,
+            tls,
+            connects: Durations::default(),
+            subscribes: Durations::default(),
+            tracker: Arc::default(),
+        })))
+    }
+
+    /// The topic consumer `plan` subscribes to: the fleet's topic with `+` for the client
+    /// index, or the run's topic of its index.
+    pub fn consumer_topic(&self, plan: &ConsumerPlan) -> String {
+        let d = &self.0;
+        match &d.fleet {
+            Some(f) => f.topic.wildcard(d.run.as_str()),
+            None => format!("{}/{}/{}", d.base, d.run, plan.topic),
+        }
+    }
+
+    fn identity(&self, index: u32, producer: bool) -> Identity {
+        let d = &self.0;
+        let run = d.run.as_str();
+        match (&d.fleet, producer) {
+            (Some(f), true) => Identity {
+                index,
+                client_id: f.client_id.render(index, run),
+                topic: f.topic.render(index, run),
+                subscribe: f.subscribe.as_ref().map(|s| s.render(index, run)),
+            },
+            (None, true) => Identity {
+                index,
+                client_id: format!("{}-{}-p{index}", d.client_id_prefix, run),
+                topic: format!("{}/{}/{}", d.base, run, index),
+                subscribe: None,
+            },
+            (_, false) => Identity {
+                index,
+                client_id: format!("{}-{}-c{index}", d.client_id_prefix, run),
+                topic: String::new(),
+                subscribe: None,
+            },
+        }
+    }
+
+    fn unreachable(&self, why: ConnectFailure, reason: String) -> DriverError {
+        DriverError::Unreachable {
+            url: self.0.url.clone(),
+            reason: format!("{reason} ({})", why.as_str()),
+        }
+    }
+
+    /// One attempt at a connection: TCP (from the client's source address), TLS, CONNECT,
+    /// and SUBSCRIBE when the client subscribes. Each step is timed and bounded.
+    async fn open(&self, who: &Identity) -> Result<Stream, (ConnectFailure, String)> {
+        let d = &self.0;
+        let began = Instant::now();
+        let (host, port) = &d.nodes[who.index as usize % d.nodes.len().max(1)];
+        // Round robin over the source addresses within each node's share, so that every
+        // node sees clients from every address.
+        let per_node = who.index as usize / d.nodes.len().max(1);
+        let source =
+            (!d.source_ips.is_empty()).then(|| d.source_ips[per_node % d.source_ips.len()]);
+        let addr = resolve(host, *port, source).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| (ConnectFailure::Other, format!("cannot make a socket: {e}")))?;
+        if let Some(ip) = source {
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| socket.bind(SocketAddr::new(ip, 0)))
+            .map_err(|e| {
+                (
+                    ConnectFailure::Other,
+                    format!("cannot bind source address {ip}: {e}"),
+                )
+            })?;
+        }
+        let _ = socket.set_nodelay(true);
+        let tcp = match tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr)).await {
+            Err(_) => {
+                return Err((
+                    ConnectFailure::Timeout,
+                    format!("no TCP connection to {addr} within {STEP_TIMEOUT:?}"),
+                ));
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err((
+                    ConnectFailure::Refused,
+                    format!("connection to {addr} refused"),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err((
+                    ConnectFailure::Other,
+                    format!("cannot connect to {addr}: {e}"),
+                ));
+            }
+            Ok(Ok(s)) => s,
+        };
+        d.tracker.tcp_connect.record(began.elapsed());
+        let mut stream: Stream = match &d.tls {
+            None => Either::Left(tcp),
+            Some(tls) => {
+                let config = tls
+                    .config_for(&who.client_id)
+                    .map_err(|e| (ConnectFailure::Tls, e.to_string()))?;
+                let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| (ConnectFailure::Tls, e.to_string()))?;
+                let at = Instant::now();
+                let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+                match tokio::time::timeout(STEP_TIMEOUT, connect).await {
+                    Err(_) => {
+                        return Err((
+                            ConnectFailure::Timeout,
+                            format!("no TLS handshake within {STEP_TIMEOUT:?}"),
+                        ));
+                    }
+                    Ok(Err(e)) => {
+                        return Err((ConnectFailure::Tls, format!("TLS handshake failed: {e}")));
+                    }
+                    Ok(Ok(s)) => {
+                        tls.handshakes.record(at.elapsed());
+                        Either::Right(Box::new(s))
+                    }
+                }
+            }
+        };
+        let mut connect = Connect::new(who.client_id.clone());
+        connect.keep_alive = u16::try_from(d.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = d.clean_session;
+        if let Some((u, p)) = &d.credentials {
+            connect.set_login(u.clone(), p.clone());
+        }
+        let mut buf = BytesMut::with_capacity(128);
+        write_packet(&Packet::Connect(connect), &mut buf);
+        let ack = step(async {
+            stream.write_all(&buf).await?;
+            read_one(&mut stream, &mut buf).await
+        })
+        .await?;
+        match ack {
+            Packet::ConnAck(ConnAck {
+                code: ConnectReturnCode::Success,
+                ..
+            }) => {}
+            Packet::ConnAck(ConnAck { code, .. }) => {
+                let why = match code {
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                        ConnectFailure::Auth
+                    }
+                    _ => ConnectFailure::Other,
+                };
+                return Err((why, format!("the broker refused the connection: {code:?}")));
+            }
+            other => {
+                return Err((
+                    ConnectFailure::Other,
+                    format!("expected CONNACK, got {other:?}"),
+                ));
+            }
+        }
+        d.connects.record(began.elapsed());
+        if let Some(filter) = &who.subscribe {
+            let at = Instant::now();
+            let qos = match d.qos {
+                0 => rumqttc::QoS::AtMostOnce,
+                1 => rumqttc::QoS::AtLeastOnce,
+                _ => rumqttc::QoS::ExactlyOnce,
+            };
+            let mut sub = Subscribe::new(filter.clone(), qos);
+            sub.pkid = 1;
+            buf.clear();
+            write_packet(&Packet::Subscribe(sub), &mut buf);
+            let ack = step(async {
+                stream.write_all(&buf).await?;
+                read_one(&mut stream, &mut buf).await
+            })
+            .await?;
+            match ack {
+                Packet::SubAck(a) if !a.return_codes.contains(&SubscribeReasonCode::Failure) => {
+                    d.subscribes.record(at.elapsed());
+                }
+                Packet::SubAck(_) => {
+                    return Err((
+                        ConnectFailure::Auth,
+                        format!("the broker refused the subscription to {filter}"),
+                    ));
+                }
+                other => {
+                    return Err((
+                        ConnectFailure::Other,
+                        format!("expected SUBACK, got {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    /// The first connection of a client: a few tries, then the run cannot have it.
+    async fn first(&self, who: Identity) -> Result<Client, DriverError> {
+        let mut last = None;
+        for attempt in 0..FIRST_TRIES {
+            match self.open(&who).await {
+                Ok(stream) => {
+                    self.0.tracker.opened(false);
+                    return Ok(Client::new(self.clone(), who, stream));
+                }
+                Err((why, reason)) => {
+                    self.0.tracker.failed(why);
+                    last = Some((why, reason));
+                    if attempt + 1 < FIRST_TRIES {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+            }
+        }
+        let (why, reason) = last.unwrap_or((ConnectFailure::Other, "no attempt".into()));
+        Err(self.unreachable(why, reason))
+    }
+}
+
+async fn resolve(
+    host: &str,
+    port: u16,
+    source: Option<IpAddr>,
+) -> Result<SocketAddr, (ConnectFailure, String)> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| (ConnectFailure::Other, format!("cannot resolve {host}: {e}")))?;
+    let mut first = None;
+    for a in addrs {
+        // Same family as the source address, when one is given.
+        if source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()) {
+            return Ok(a);
+        }
+        first.get_or_insert(a);
+    }
+    first.ok_or_else(|| (ConnectFailure::Other, format!("{host} has no address")))
+}
+
+/// One bounded step of the MQTT handshake.
+async fn step<T>(
+    f: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, (ConnectFailure, String)> {
+    match tokio::time::timeout(STEP_TIMEOUT, f).await {
+        Err(_) => Err((
+            ConnectFailure::Timeout,
+            format!("no answer from the broker within {STEP_TIMEOUT:?}"),
+        )),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err((
+            ConnectFailure::Closed,
+            "the broker closed the connection during the handshake".into(),
+        )),
+        Ok(Err(e)) => Err((ConnectFailure::Other, e.to_string())),
+        Ok(Ok(t)) => Ok(t),
+    }
+}
+
+/// Reads one packet (the handshake's answers); `buf` is reused.
+async fn read_one(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<Packet> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    loop {
+        match Packet::read(buf, MAX_PACKET) {
+            Ok(p) => return Ok(p),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Err(e) => return Err(std::io::Error::other(format!("bad MQTT packet: {e}"))),
+        }
+    }
+}
+
+fn write_packet(p: &Packet, buf: &mut BytesMut) {
+    // Only our own small packets are written this way: they always fit.
+    let _ = p.write(buf, MAX_PACKET);
+}
+
+/// PUBLISH, written by hand: no `String` for the topic per message.
+fn put_publish(
+    buf: &mut BytesMut,
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    pkid: u16,
+    payload: &[u8],
+) {
+    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    buf.reserve(len + 5);
+    buf.put_u8(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
+    let mut rest = len;
+    loop {
+        let mut byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if rest == 0 {
+            break;
+        }
+    }
+    buf.put_u16(topic.len() as u16);
+    buf.put_slice(topic.as_bytes());
+    if qos > 0 {
+        buf.put_u16(pkid);
+    }
+    buf.put_slice(payload);
+}
+
+/// Exponential backoff with jitter for attempt `n` (from 0).
+fn backoff(n: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << n.min(10))
+        .min(BACKOFF_MAX);
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+/// Who a connection is.
+#[derive(Debug)]
+struct Identity {
+    index: u32,
+    client_id: String,
+    topic: String,
+    subscribe: Option<String>,
+}
+
+/// One client's connection, reconnecting when it is lost.
+pub struct Client {
+    driver: FleetDriver,
+    who: Identity,
+    io: Option<Stream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    next_pkid: u16,
+    /// QoS 1/2 publishes not yet acknowledged, in order (resent after a reconnect).
+    inflight: VecDeque<(u16, Bytes)>,
+    ping_due: tokio::time::Instant,
+    awaiting_ping: bool,
+    /// The next reconnect attempt, while disconnected.
+    retry_at: tokio::time::Instant,
+    attempt: u32,
+    /// The next churn (disconnect and reconnect), when churning.
+    churn_at: Option<tokio::time::Instant>,
+    /// Messages that arrived on the client's own subscription.
+    received: u64,
+    /// Publishes a consumer took from the read buffer, in order.
+    incoming: VecDeque<Bytes>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("who", &self.who)
+            .field("connected", &self.io.is_some())
+            .finish()
+    }
+}
+
+/// What one turn of driving the socket did.
+enum Io {
+    Wrote,
+    Read,
+}
+
+impl Client {
+    fn new(driver: FleetDriver, who: Identity, io: Stream) -> Self {
+        let now = tokio::time::Instant::now();
+        let churn_at = driver.churn_after(who.index, true).map(|d| now + d);
+        let keep_alive = driver.0.keep_alive;
+        Client {
+            driver,
+            who,
+            io: Some(io),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            next_pkid: 0,
+            inflight: VecDeque::new(),
+            ping_due: now + keep_alive,
+            awaiting_ping: false,
+            retry_at: now,
+            attempt: 0,
+            churn_at,
+            received: 0,
+            incoming: VecDeque::new(),
+        }
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+        self.next_pkid
+    }
+
+    /// The connection is gone: count it, and try again soon.
+    fn lost(&mut self, reason: String) -> DriverError {
+        self.io = None;
+        self.rbuf.clear();
+        self.wbuf.clear();
+        self.awaiting_ping = false;
+        self.driver.0.tracker.closed(true, false);
+        self.retry_at = tokio::time::Instant::now() + backoff(0);
+        self.attempt = 1;
+        DriverError::Sut(format!("connection lost: {reason}"))
+    }
+
+    /// Reconnects (when the retry time came) and resends what was not acknowledged.
+    async fn reconnect(&mut self) -> Result<(), DriverError> {
+        tokio::time::sleep_until(self.retry_at).await;
+        match self.driver.open(&self.who).await {
+            Ok(io) => {
+                self.driver.0.tracker.opened(true);
+                self.io = Some(io);
+                self.attempt = 0;
+                let now = tokio::time::Instant::now();
+                self.ping_due = now + self.driver.0.keep_alive;
+                let d = &self.driver.0;
+                for (pkid, payload) in &self.inflight {
+                    put_publish(
+                        &mut self.wbuf,
+                        &self.who.topic,
+                        d.qos,
+                        d.retain,
+                        true,
+                        *pkid,
+                        payload,
+                    );
+                }
+                if self.churn_at.is_some() {
+                    self.churn_at = self
+                        .driver
+                        .churn_after(self.who.index, false)
+                        .map(|d| now + d);
+                }
+                Ok(())
+            }
+            Err((why, _)) => {
+                self.driver.0.tracker.failed(why);
+                self.retry_at = tokio::time::Instant::now() + backoff(self.attempt);
+                self.attempt = self.attempt.saturating_add(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles every whole packet in the read buffer; publishes are kept for a consumer
+    /// (`keep`) or counted.
+    fn handle(&mut self, keep: bool) -> Result<(), String> {
+        loop {
+            let packet = match Packet::read(&mut self.rbuf, MAX_PACKET) {
+                Ok(p) => p,
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => return Err(format!("bad MQTT packet from the broker: {e}")),
+            };
+            match packet {
+                Packet::PubAck(PubAck { pkid }) | Packet::PubComp(PubComp { pkid }) => {
+                    if let Some(k) = self.inflight.iter().position(|(p, _)| *p == pkid) {
+                        self.inflight.remove(k);
+                    }
+                }
+                Packet::PubRec(PubRec { pkid }) => {
+                    write_packet(&Packet::PubRel(PubRel::new(pkid)), &mut self.wbuf);
+                }
+                Packet::PubRel(PubRel { pkid, .. }) => {
+                    write_packet(&Packet::PubComp(PubComp { pkid }), &mut self.wbuf);
+                }
+                Packet::Publish(p) => {
+                    match p.qos {
+                        rumqttc::QoS::AtMostOnce => {}
+                        rumqttc::QoS::AtLeastOnce => {
+                            write_packet(&Packet::PubAck(PubAck::new(p.pkid)), &mut self.wbuf)
+                        }
+                        rumqttc::QoS::ExactlyOnce => {
+                            write_packet(&Packet::PubRec(PubRec::new(p.pkid)), &mut self.wbuf)
+                        }
+                    }
+                    if keep {
+                        self.incoming.push_back(p.payload);
+                    } else {
+                        self.received += 1;
+                    }
+                }
+                Packet::PingResp => self.awaiting_ping = false,
+                Packet::Disconnect => return Err("the broker sent DISCONNECT".into()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Drives the connection until something happened: bytes written or read (and
+    /// handled), a keep-alive ping, a churn, or a reconnect attempt.
+    async fn turn(&mut self, keep: bool) -> Result<(), DriverError> {
+        let Some(io) = self.io.as_mut() else {
+            return self.reconnect().await;
+        };
+        let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
+        let io_turn = std::future::poll_fn(|cx| {
+            if !wbuf.is_empty() {
+                match tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Io::Wrote)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(4096);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(Io::Read)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let churn_at = self.churn_at;
+        let event = tokio::select! {
+            r = io_turn => Some(r),
+            _ = tokio::time::sleep_until(self.ping_due) => None,
+            _ = async { tokio::time::sleep_until(churn_at.unwrap_or_else(tokio::time::Instant::now)).await }, if churn_at.is_some() => {
+                self.churn().await;
+                return Ok(());
+            }
+        };
+        match event {
+            Some(Ok(Io::Wrote)) => {
+                if !self.awaiting_ping {
+                    self.ping_due = tokio::time::Instant::now() + self.driver.0.keep_alive;
+                }
+                Ok(())
+            }
+            Some(Ok(Io::Read)) => self.handle(keep).map_err(|reason| self.lost(reason)),
+            Some(Err(e)) => Err(self.lost(e.to_string())),
+            None if self.awaiting_ping => Err(self.lost(format!(
+                "no PINGRESP within the keep-alive of {:?}",
+                self.driver.0.keep_alive
+            ))),
+            None => {
+                write_packet(&Packet::PingReq, &mut self.wbuf);
+                self.awaiting_ping = true;
+                self.ping_due = tokio::time::Instant::now() + self.driver.0.keep_alive;
+                Ok(())
+            }
+        }
+    }
+
+    /// Disconnects politely and reconnects at once (counted as churn).
+    async fn churn(&mut self) {
+        self.goodbye().await;
+        self.driver.0.tracker.closed(false, true);
+        self.retry_at = tokio::time::Instant::now();
+        self.churn_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+    }
+
+    /// Sends DISCONNECT and closes (briefly: at most 2 s).
+    async fn goodbye(&mut self) {
+        if let Some(mut io) = self.io.take() {
+            write_packet(&Packet::Disconnect, &mut self.wbuf);
+            let wbuf = std::mem::take(&mut self.wbuf);
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                io.write_all(&wbuf).await?;
+                io.shutdown().await
+            })
+            .await;
+        }
+        self.rbuf.clear();
+        self.wbuf.clear();
+    }
+
+    async fn end(mut self) {
+        let was_open = self.io.is_some();
+        self.goodbye().await;
+        let t = &self.driver.0.tracker;
+        if was_open {
+            t.closed(false, false);
+        }
+        t.received(self.received);
+    }
+}
+
+impl FleetDriver {
+    /// When client `index` churns next: its first churn is spread over one period by
+    /// index (so the fleet does not reconnect at once).
+    fn churn_after(&self, index: u32, first: bool) -> Option<Duration> {
+        let period = Duration::from_millis(self.0.fleet.as_ref()?.churn_ms?);
+        if first {
+            let clients = f64::from(self.0.clients.max(1));
+            Some(period + period.mul_f64(f64::from(index % self.0.clients.max(1)) / clients))
+        } else {
+            Some(period)
+        }
+    }
+}
+
+impl Producer for Client {
+    #[inline]
+    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
+        if self.io.is_none() || self.wbuf.len() >= WRITE_LIMIT {
+            return Err(TrySendError::Full);
+        }
+        let (qos, retain) = (self.driver.0.qos, self.driver.0.retain);
+        let pkid = if qos > 0 {
+            if self.inflight.len() >= self.driver.0.inflight {
+                return Err(TrySendError::Full);
+            }
+            self.pkid()
+        } else {
+            0
+        };
+        put_publish(
+            &mut self.wbuf,
+            &self.who.topic,
+            qos,
+            retain,
+            false,
+            pkid,
+            &payload,
+        );
+        if qos > 0 {
+            self.inflight.push_back((pkid, payload));
+        }
+        Ok(())
+    }
+
+    fn room(&self) -> usize {
+        if self.io.is_none() || self.wbuf.len() >= WRITE_LIMIT {
+            return 0;
+        }
+        if self.driver.0.qos > 0 {
+            self.driver.0.inflight.saturating_sub(self.inflight.len())
+        } else {
+            // Bytes left to buffer, over a small message: enough for a batch.
+            (WRITE_LIMIT - self.wbuf.len()) / 64 + 1
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), DriverError> {
+        self.turn(false).await
+    }
+
+    fn idle(&self) -> bool {
+        self.wbuf.is_empty() && self.inflight.is_empty()
+    }
+
+    async fn close(self) {
+        self.end().await
+    }
+}
+
+/// A consumer: a client that subscribes and hands over what arrives.
+#[derive(Debug)]
+pub struct FleetConsumer(Client);
+
+impl Consumer for FleetConsumer {
+    async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
+        loop {
+            // Taken from the buffer only here, so a cancelled `recv` loses nothing.
+            if let Some(p) = self.0.incoming.pop_front() {
+                return Ok(Some(p));
+            }
+            self.0.turn(true).await?;
+        }
+    }
+
+    async fn close(self) {
+        self.0.end().await
+    }
+}
+
+impl Driver for FleetDriver {
+    type Producer = Client;
+    type Consumer = FleetConsumer;
+
+    fn timings(&self) -> Timings {
+        Timings {
+            tls_handshake: self.0.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
+            connect: self.0.connects.snapshot(),
+            subscribe: self.0.subscribes.snapshot(),
+        }
+    }
+
+    fn connections(&self) -> Option<Arc<ConnectionTracker>> {
+        Some(self.0.tracker.clone())
+    }
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<Client, DriverError> {
+        self.first(self.identity(plan.id, true)).await
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<FleetConsumer, DriverError> {
+        let mut who = self.identity(plan.id, false);
+        who.subscribe = Some(self.consumer_topic(plan));
+        // Consumers are not fleet clients: they do not churn.
+        let mut c = self.first(who).await?;
+        c.churn_at = None;
+        Ok(FleetConsumer(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_is_encoded_as_mqttbytes_reads_it() {
+        let mut buf = BytesMut::new();
+        let body = vec![7u8; 300];
+        put_publish(&mut buf, "a/b", 1, false, true, 9, &body);
+        let Ok(Packet::Publish(p)) = Packet::read(&mut buf, MAX_PACKET) else {
+            panic!("not a publish")
+        };
+        assert_eq!((p.topic.as_str(), p.pkid, p.dup), ("a/b", 9, true));
+        assert_eq!(p.payload.len(), 300);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        assert!(backoff(0) <= BACKOFF_MIN.mul_f64(1.5));
+        assert!(backoff(20) <= BACKOFF_MAX.mul_f64(1.5));
+        assert!(backoff(20) >= BACKOFF_MAX.mul_f64(0.5));
+    }
+}
