@@ -125,7 +125,7 @@ impl StartArgs {
                 })?),
                 None => None,
             };
-            let fleet = Fleet {
+            let fleet = maestro_controller::fleet::Fleet {
                 clients,
                 interval: self.interval,
                 jitter: self.jitter,
@@ -138,66 +138,6 @@ impl StartArgs {
             fleet.apply(&mut spec)?;
         }
         Ok(spec)
-    }
-}
-
-/// A fleet as asked for (on the command line or in a plan), before it is a spec.
-#[derive(Debug, Clone)]
-pub struct Fleet {
-    pub clients: u32,
-    pub interval: Duration,
-    pub jitter: Duration,
-    pub client_id: String,
-    pub topic: Option<String>,
-    pub subscribe: Option<String>,
-    /// The payload template's text.
-    pub payload: Option<String>,
-    pub churn: Option<Duration>,
-}
-
-impl Fleet {
-    /// Makes `spec` this fleet: its producers are the clients, at one message per
-    /// interval each, on one topic family.
-    pub fn apply(&self, spec: &mut TestSpec) -> Result<(), RunError> {
-        use maestro_protocol::{FleetSpec, Template, TemplateKind};
-        let bad = |e: maestro_protocol::FleetError| RunError::Spec(e.to_string());
-        if self.interval.is_zero() {
-            return Err(RunError::Spec("interval must be above 0".into()));
-        }
-        let base = match &spec.sut.options {
-            maestro_protocol::SutOptions::Mqtt(o) => o.base_topic.clone(),
-            _ => "maestro".into(),
-        };
-        let topic = self
-            .topic
-            .clone()
-            .unwrap_or_else(|| format!("{base}/{{run}}/fleet/{{i}}"));
-        spec.producers = self.clients;
-        spec.topics = 1;
-        spec.rate = f64::from(self.clients) / self.interval.as_secs_f64();
-        if self.payload.is_some() {
-            // Messages are the rendered template: the size does not apply.
-            spec.size = MessageSize::Fixed(maestro_protocol::HEADER_LEN as u32);
-        }
-        spec.fleet = Some(FleetSpec {
-            client_id: Template::parse(TemplateKind::ClientId, &self.client_id).map_err(bad)?,
-            topic: Template::parse(TemplateKind::Topic, &topic).map_err(bad)?,
-            subscribe: self
-                .subscribe
-                .as_deref()
-                .map(|s| Template::parse(TemplateKind::Subscribe, s))
-                .transpose()
-                .map_err(bad)?,
-            payload: self
-                .payload
-                .as_deref()
-                .map(|p| Template::parse(TemplateKind::Payload, &FleetSpec::with_header(p)))
-                .transpose()
-                .map_err(bad)?,
-            jitter_ms: self.jitter.as_millis() as u64,
-            churn_ms: self.churn.map(|c| c.as_millis() as u64),
-        });
-        Ok(())
     }
 }
 

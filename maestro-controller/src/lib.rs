@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod fleet;
 pub mod lifecycle;
 pub mod outcome;
 pub mod plan;

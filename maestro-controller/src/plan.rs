@@ -81,6 +81,35 @@ pub struct Plan {
     /// The phases as written, each field with its position; see [`RawPhase`].
     #[serde(rename = "phase", default)]
     pub phases: Vec<RawPhase>,
+    /// A device fleet (MQTT) instead of the workload's producers: its clients send one
+    /// message per interval each, so its phases are `fixed` (or `warmup`) at that rate.
+    #[serde(default)]
+    pub fleet: Option<Spanned<FleetTable>>,
+}
+
+/// A plan's `[fleet]` table: the flags of `start --clients`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetTable {
+    pub clients: u32,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(default, with = "opt_duration")]
+    pub jitter: Option<Duration>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub subscribe: Option<String>,
+    /// A JSON file with placeholders, relative to the plan file.
+    #[serde(default)]
+    pub payload_template: Option<PathBuf>,
+    #[serde(default, with = "opt_duration")]
+    pub churn: Option<Duration>,
+    /// Clients connected per second across the cluster while configuring.
+    #[serde(default)]
+    pub connect_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -471,6 +500,12 @@ pub struct LoadedPlan {
     pub phases: Vec<Phase>,
     /// The payload file's bytes, base64.
     pub payload: Option<String>,
+    /// The `[fleet]` table, with its templates checked, and its spec part.
+    pub fleet: Option<(
+        crate::fleet::Fleet,
+        maestro_protocol::FleetSpec,
+        Option<f64>,
+    )>,
 }
 
 /// `workload.topics`, `phase[1].rate`: the path of a field, without the toml crate's
@@ -532,8 +567,10 @@ impl LoadedPlan {
             plan,
             phases: Vec::new(),
             payload: None,
+            fleet: None,
         };
         loaded.payload = loaded.read_payload()?;
+        loaded.fleet = loaded.read_fleet()?;
         loaded.phases = loaded.check_phases()?;
         loaded.validate()?;
         Ok(loaded)
@@ -601,6 +638,61 @@ impl LoadedPlan {
         Ok(Some(
             base64::engine::general_purpose::STANDARD.encode(bytes),
         ))
+    }
+
+    /// The `[fleet]` table as a fleet (reading its payload template relative to the plan).
+    #[allow(clippy::type_complexity)]
+    fn read_fleet(
+        &self,
+    ) -> Result<
+        Option<(
+            crate::fleet::Fleet,
+            maestro_protocol::FleetSpec,
+            Option<f64>,
+        )>,
+        PlanError,
+    > {
+        let Some(table) = &self.plan.fleet else {
+            return Ok(None);
+        };
+        let (t, span) = (table.get_ref(), table.span());
+        let payload = match &t.payload_template {
+            Some(file) => {
+                let path = self.path.parent().unwrap_or(Path::new(".")).join(file);
+                Some(std::fs::read_to_string(&path).map_err(|e| {
+                    self.error(
+                        self.key_span(span.clone(), "payload_template"),
+                        "fleet.payload_template",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?)
+            }
+            None => None,
+        };
+        let fleet = crate::fleet::Fleet {
+            clients: t.clients,
+            interval: t.interval,
+            jitter: t.jitter.unwrap_or_default(),
+            client_id: t
+                .client_id
+                .clone()
+                .unwrap_or_else(|| "maestro-{run}-{i}".into()),
+            topic: t.topic.clone(),
+            subscribe: t.subscribe.clone(),
+            payload,
+            churn: t.churn,
+        };
+        let sut = self
+            .plan
+            .sut
+            .url
+            .get_ref()
+            .parse::<SutUrl>()
+            .map_err(|e| self.error(self.plan.sut.url.span(), "sut.url", e.to_string()))?;
+        let built = fleet
+            .build(&sut)
+            .map_err(|e| self.error(span.clone(), "fleet", e.to_string()))?;
+        Ok(Some((fleet, built, t.connect_rate)))
     }
 
     /// The phases to run, from their tables as written.
@@ -795,6 +887,34 @@ impl LoadedPlan {
                     }
                 }
             }
+            if let Some((fleet, _, _)) = &self.fleet {
+                let rate = match phase {
+                    Phase::Fixed { rate, .. } | Phase::Warmup { rate, .. } => Some(*rate),
+                    _ => None,
+                };
+                match rate {
+                    None => {
+                        return Err(self.error(
+                            span.clone(),
+                            &field("kind"),
+                            "a fleet sends at one message per client per interval: its phases are fixed or warmup",
+                        ));
+                    }
+                    Some(r) if (r - fleet.rate()).abs() > fleet.rate() * 1e-3 => {
+                        return Err(self.error(
+                            raw.span_of(&raw.rate),
+                            &field("rate"),
+                            format!(
+                                "is {r}, but the fleet sends {} msg/s ({} clients, one message per {})",
+                                fleet.rate(),
+                                fleet.clients,
+                                humantime::format_duration(fleet.interval)
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
             // The spec each step builds must be valid (size vs header, warm-up vs duration).
             let spec = self.spec(&sut, 1.0, Some(Duration::from_secs(3600)), None);
             if let Err(e) = spec.validate() {
@@ -851,7 +971,7 @@ impl LoadedPlan {
         count: Option<u64>,
     ) -> TestSpec {
         let w = self.plan.workload.get_ref();
-        TestSpec {
+        let mut spec = TestSpec {
             sut: sut.clone(),
             rate,
             duration_ms: duration.map(|d| d.as_millis() as u64),
@@ -864,7 +984,12 @@ impl LoadedPlan {
             payload: self.payload.clone(),
             connect_rate: None,
             fleet: None,
+        };
+        if let Some((fleet, built, connect_rate)) = &self.fleet {
+            fleet.shape(&mut spec, built.clone());
+            spec.connect_rate = *connect_rate;
         }
+        spec
     }
 
     /// The plan's `[compare]` thresholds (none set: the defaults apply).
@@ -947,6 +1072,53 @@ ceiling = 100000
 
     fn error(text: &str) -> PlanError {
         LoadedPlan::parse("bad.toml", text.into()).unwrap_err()
+    }
+
+    const FLEET: &str = r#"
+[plan]
+name = "devices"
+
+[sut]
+url = "mqtt://127.0.0.1:1883/d?qos=1"
+
+[workload]
+
+[fleet]
+clients = 3000
+interval = "30s"
+jitter = "1s"
+client_id = "dev-{i}"
+topic = "tenant/{i}/attrs"
+connect_rate = 500
+
+[[phase]]
+kind = "fixed"
+rate = 100
+duration = "2m"
+"#;
+
+    #[test]
+    fn a_fleet_plan_makes_fleet_specs() {
+        let p = LoadedPlan::parse("fleet.toml", FLEET.into()).unwrap();
+        let sut = p.sut(None).unwrap();
+        let spec = p.spec(&sut, 100.0, Some(Duration::from_secs(120)), None);
+        assert_eq!((spec.producers, spec.topics, spec.rate), (3000, 1, 100.0));
+        assert_eq!(spec.connect_rate, Some(500.0));
+        let f = spec.fleet.as_ref().unwrap();
+        assert_eq!((f.client_id.as_str(), f.jitter_ms), ("dev-{i}", 1000));
+        spec.validate().unwrap();
+        // A phase rate other than clients / interval, a ramp, a bad template: errors
+        // that name the line and the field.
+        let e = error(&FLEET.replace("rate = 100", "rate = 200"));
+        assert!(e.to_string().contains("fleet sends 100 msg/s"), "{e}");
+        assert_eq!(e.line, line(FLEET, "rate = 100"));
+        let e = error(&FLEET.replace(
+            "kind = \"fixed\"\nrate = 100\nduration = \"2m\"",
+            "kind = \"ramp\"\nstart_rate = 10\nstep = 10\nstep_duration = \"5s\"\nceiling = 100",
+        ));
+        assert!(e.to_string().contains("fixed or warmup"), "{e}");
+        let e = error(&FLEET.replace("dev-{i}", "dev-{x}"));
+        assert!(e.to_string().contains("{x}") && e.field == "fleet", "{e}");
     }
 
     /// The 1-based line of the first line containing `needle`.
