@@ -205,7 +205,10 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
                 .join(", ")
         };
         let ramp = c.ramp().map_or(String::new(), |(rate, span)| {
-            format!("  ramp {rate:.0}/s over {span} s (peak {}/s)", c.peak_per_s)
+            format!(
+                "  ramp {rate:.0}/s (full seconds; {span} s touched, peak {}/s)",
+                c.peak_per_s
+            )
         });
         lines.push(format!(
             "connections    opened {}  reconnects {}  dropped {}  churned {}  failed: {failures}{ramp}",

@@ -319,3 +319,64 @@ fn bad_templates_are_usage_errors_that_name_them() {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("mqtt://"), "{}", run.stderr);
 }
+
+#[test]
+fn churning_clients_disconnect_and_reconnect_every_period() {
+    let c = Cluster::start(1);
+    let mq = logging_mosquitto("");
+    let (run, s) = c.run_test(
+        &mq.url("churn", "qos=1"),
+        &[
+            "--clients",
+            "20",
+            "--interval",
+            "500ms",
+            "--churn",
+            "1s",
+            "--duration",
+            "4s",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let conns = &s["connections"];
+    // Each client churns about once a second (its first churn spread over one period).
+    let churned = u(conns, "churned");
+    assert!((40..=100).contains(&churned), "{s:#}");
+    assert_eq!(u(conns, "reconnects"), churned, "{s:#}");
+    assert_eq!(u(conns, "dropped"), 0, "{s:#}");
+    // Nothing is lost across a churn: what was written goes out before DISCONNECT.
+    assert_eq!(u(&s, "sent"), 160, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    // The broker saw every reconnect.
+    let n = connections(&mq).len() as u64;
+    assert_eq!(n, 21 + churned, "{n}");
+}
+
+#[test]
+fn a_fleet_that_cannot_connect_says_why() {
+    let c = Cluster::start(1);
+    // A free port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &format!("mqtt://127.0.0.1:{port}/x"),
+            "--clients",
+            "3",
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(
+        run.stderr.contains("refused") && run.stderr.contains(&port.to_string()),
+        "{}",
+        run.stderr
+    );
+}

@@ -90,6 +90,40 @@ fn the_quick_plan_runs_locally_with_nothing_installed() {
 }
 
 #[test]
+fn the_fleet_plan_runs_locally_with_nothing_installed() {
+    let dir = temp_dir("fleet");
+    let results = dir.join("results");
+    let plan = plans_dir().join("fleet.toml");
+    let run = run_cli(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--local",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (_, s) = plan_summary(&results);
+    let summary = &s["phases"][0]["probes"][0]["summary"];
+    // 1,000 devices, one JSON message each every 2 s for 6 s, all accounted for.
+    assert_eq!(summary["sent"], 3000, "{s:#}");
+    assert_eq!(summary["lost"], 0, "{s:#}");
+    assert_eq!(summary["foreign"], 0, "{s:#}");
+    // 1,000 devices and the consumers connected, each device subscribed on its own
+    // connection.
+    let opened = summary["connections"]["opened"].as_u64().unwrap();
+    assert!(opened >= 1001, "{s:#}");
+    assert!(
+        summary["subscribe_us"]["count"].as_u64().unwrap() >= 1000,
+        "{s:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_failing_latency_condition_exits_1_and_says_why() {
     let dir = temp_dir("fail");
     let plan = std::fs::read_to_string(plans_dir().join("quick.toml"))

@@ -159,13 +159,23 @@ pub struct ConnectionSummary {
 }
 
 impl ConnectionSummary {
-    /// Mean connections per second over the seconds from the first to the last one with
-    /// connections, and that span in seconds.
+    /// The connect ramp: connections per second over its full seconds (the first and last
+    /// wall-clock seconds are partial; with fewer than 3 seconds, over all of them), and
+    /// how many wall-clock seconds it touched.
     pub fn ramp(&self) -> Option<(f64, i64)> {
         let (first, last) = (self.per_second.first()?.0, self.per_second.last()?.0);
         let span = last - first + 1;
-        let total: u64 = self.per_second.iter().map(|(_, n)| u64::from(*n)).sum();
-        Some((total as f64 / span as f64, span))
+        let by_second: std::collections::BTreeMap<i64, u32> =
+            self.per_second.iter().copied().collect();
+        let counts: Vec<u64> = (first..=last)
+            .map(|s| by_second.get(&s).map_or(0, |n| u64::from(*n)))
+            .collect();
+        let full = if counts.len() >= 3 {
+            &counts[1..counts.len() - 1]
+        } else {
+            &counts[..]
+        };
+        Some((full.iter().sum::<u64>() as f64 / full.len() as f64, span))
     }
 }
 
