@@ -106,7 +106,7 @@ fn the_fleet_plan_runs_locally_with_nothing_installed() {
     )
     .unwrap();
     assert_eq!(run.code, Some(0), "{run:?}");
-    let (_, s) = plan_summary(&results);
+    let (folder, s) = plan_summary(&results);
     let summary = &s["phases"][0]["probes"][0]["summary"];
     // 1,000 devices, one JSON message each every 2 s for 6 s, all accounted for.
     assert_eq!(summary["sent"], 3000, "{s:#}");
@@ -637,7 +637,7 @@ duration = "2s"
         "{}",
         run.stderr
     );
-    let (_, s) = plan_summary(&results);
+    let (folder, s) = plan_summary(&results);
     let summary = &s["phases"][0]["probes"][0]["summary"];
     assert!(summary["unsent"].as_u64().unwrap() > 0, "{summary:#}");
     assert!(

@@ -169,6 +169,7 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
     // Time series over the whole plan, probe after probe.
     let (mut sent, mut received, mut p50, mut p99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut connected, mut opened) = (Vec::new(), Vec::new());
     let mut offset = 0.0;
     for phase in phases {
         let dir = folder.join(phase.folder_name());
@@ -181,6 +182,10 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
                 received.push((x, r.received as f64));
                 p50.push((x, r.response_time_p50_us as f64 / 1000.0));
                 p99.push((x, r.response_time_p99_us as f64 / 1000.0));
+                if let (Some(c), Some(o)) = (r.connected, r.connections_opened) {
+                    connected.push((x, f64::from(c)));
+                    opened.push((x, f64::from(o)));
+                }
                 last = last.max(f64::from(r.second));
             }
             offset += last + 1.0;
@@ -220,6 +225,69 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
         ],
         None,
     );
+
+    // Connections (fleets): clients connected, and connections opened, per second; and
+    // per probe, how connecting went.
+    let mut connections = String::new();
+    if !connected.is_empty() {
+        connections.push_str("<h2>Connections</h2>");
+        connections.push_str(&line_chart(
+            "chart-connections",
+            "Clients connected and connections opened per second",
+            "seconds",
+            "clients",
+            &[
+                Series {
+                    name: "connected".into(),
+                    points: connected,
+                },
+                Series {
+                    name: "opened/s".into(),
+                    points: opened,
+                },
+            ],
+            None,
+        ));
+    }
+    let mut connection_rows = String::new();
+    for p in phases {
+        for probe in &p.probes {
+            let Some(c) = &probe.summary.connections else {
+                continue;
+            };
+            let failures: Vec<String> =
+                c.failures.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let ramp = c
+                .ramp()
+                .map_or(String::new(), |(rate, _)| format!("{rate:.0}/s"));
+            let _ = write!(
+                connection_rows,
+                "<tr><td>{i} {k}</td><td>{rate:.0}</td><td>{o}</td><td>{ramp}</td><td>{peak}/s</td><td>{re}</td><td>{d}</td><td>{ch}</td><td>{f}</td><td>{tcp}</td><td>{con}</td></tr>",
+                i = p.index,
+                k = p.kind,
+                rate = probe.rate,
+                o = c.opened,
+                peak = c.peak_per_s,
+                re = c.reconnects,
+                d = c.dropped,
+                ch = c.churned,
+                f = esc(&failures.join(", ")),
+                tcp = c
+                    .tcp_connect_us
+                    .map_or(String::new(), |t| crate::format::micros(t.p99 as i64)),
+                con = probe
+                    .summary
+                    .connect_us
+                    .map_or(String::new(), |t| crate::format::micros(t.p99 as i64)),
+            );
+        }
+    }
+    if !connection_rows.is_empty() {
+        let _ = write!(
+            connections,
+            r#"<table id="connections"><thead><tr><th>phase</th><th>rate</th><th>opened</th><th>ramp</th><th>peak</th><th>reconnects</th><th>dropped</th><th>churned</th><th>failed</th><th>TCP connect p99</th><th>to CONNACK p99</th></tr></thead><tbody>{connection_rows}</tbody></table>"#
+        );
+    }
 
     // Distribution per phase (its last probe).
     let labels: Vec<String> = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
@@ -360,7 +428,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
 <p>run <code>{run}</code>, started {started}; SUT <code>{sut}</code> ({sut_name} {sut_version}); {nw} workers; maestro {ver}</p>
 {shortfalls}<h2>Throughput</h2>{throughput}
 <h2>Response time</h2>{latency}{distribution}
-<h2>Ramp and search</h2>{curve}
+{connections}<h2>Ramp and search</h2>{curve}
 <h2>Verdicts</h2><table id="verdicts"><thead><tr><th>phase</th><th>rate</th><th>condition</th><th>actual</th><th>result</th></tr></thead><tbody>{verdicts}</tbody></table>
 <h2>Workers</h2><table id="workers"><thead><tr><th>phase</th><th>rate</th><th>worker</th><th>producers</th><th>consumers</th><th>sent</th><th>received</th><th>errors</th></tr></thead><tbody>{workers}</tbody></table>
 </body></html>"#,
