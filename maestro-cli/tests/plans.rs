@@ -120,6 +120,13 @@ fn the_fleet_plan_runs_locally_with_nothing_installed() {
         summary["subscribe_us"]["count"].as_u64().unwrap() >= 1000,
         "{s:#}"
     );
+    // The report shows the clients connected over time and how connecting went.
+    let html = std::fs::read_to_string(folder.join("report.html")).unwrap();
+    assert!(html.contains("chart-connections"), "no connections chart");
+    assert!(
+        html.contains(r#"<table id="connections">"#),
+        "no connections table"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -637,7 +644,7 @@ duration = "2s"
         "{}",
         run.stderr
     );
-    let (folder, s) = plan_summary(&results);
+    let (_, s) = plan_summary(&results);
     let summary = &s["phases"][0]["probes"][0]["summary"];
     assert!(summary["unsent"].as_u64().unwrap() > 0, "{summary:#}");
     assert!(
