@@ -380,3 +380,44 @@ fn a_fleet_that_cannot_connect_says_why() {
         run.stderr
     );
 }
+
+#[test]
+fn a_fleet_refused_by_the_broker_says_auth() {
+    // Mosquitto with a password file: the right password connects, a wrong one is an
+    // authentication failure, said as such.
+    let dir = std::env::temp_dir().join(format!("maestro-fleet-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passwords = dir.join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .args(["-b", "-c", passwords.to_str().unwrap(), "meter", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mq = Mosquitto::start_with(&format!(
+        "allow_anonymous false\npassword_file {}",
+        passwords.display()
+    ))
+    .unwrap();
+    let c = Cluster::start(1);
+    let url = |password: &str| format!("mqtt://meter:{password}@127.0.0.1:{}/auth", mq.port);
+    let args = ["--clients", "5", "--interval", "1s", "--duration", "1s"];
+    let (run, s) = c.run_test(&url("s3cret"), &args);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 5, "{s:#}");
+    let mut all = vec!["start", "--sut"];
+    let wrong = url("wrong");
+    all.push(&wrong);
+    all.extend_from_slice(&args);
+    let run = c.cli(&all, Duration::from_secs(60));
+    assert_eq!(run.code, Some(5), "{run:?}");
+    assert!(run.stderr.contains("(auth)"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("wrong"),
+        "the password stays secret: {}",
+        run.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -331,6 +331,10 @@ impl FleetDriver {
                 }
                 Err((why, reason)) => {
                     self.0.tracker.failed(why);
+                    // A refused login or a certificate nobody trusts stays so: no retry.
+                    if matches!(why, ConnectFailure::Auth | ConnectFailure::Tls) {
+                        return Err(self.unreachable(why, reason));
+                    }
                     last = Some((why, reason));
                     if attempt + 1 < FIRST_TRIES {
                         tokio::time::sleep(backoff(attempt)).await;
