@@ -11,9 +11,11 @@ use std::time::Duration;
 /// The flags of `maestro-cli start`; they build a [`TestSpec`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct StartArgs {
-    /// System under test, e.g. mqtt://127.0.0.1:1884/bench?qos=1
-    #[arg(long, env = "MAESTRO_SUT")]
-    pub sut: SutUrl,
+    /// System under test, e.g. mqtt://127.0.0.1:1884/bench?qos=1; repeat it for the nodes
+    /// of a cluster (URLs that differ only in host:port; MQTT clients go to them round
+    /// robin).
+    #[arg(long, env = "MAESTRO_SUT", required = true, value_delimiter = ' ')]
+    pub sut: Vec<SutUrl>,
     /// Total messages per second over all producers (0 = as fast as possible).
     #[arg(long, env = "MAESTRO_RATE", default_value_t = 1000.0)]
     pub rate: f64,
@@ -101,8 +103,9 @@ impl StartArgs {
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d,
         };
+        let sut = SutUrl::nodes(&self.sut).map_err(|e| RunError::Spec(e.to_string()))?;
         let mut spec = TestSpec {
-            sut: self.sut.clone(),
+            sut,
             rate: self.rate,
             duration_ms: duration.map(|d| d.as_millis() as u64),
             count: self.count,

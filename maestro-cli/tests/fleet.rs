@@ -190,13 +190,15 @@ fn clients_spread_over_source_addresses_and_broker_nodes() {
     ));
     std::thread::sleep(Duration::from_secs(1));
     let c = Cluster::start(1);
-    let sut = format!(
-        "mqtt://127.0.0.1:{},127.0.0.1:{}/x?qos=1&source_ips=127.0.0.2-127.0.0.5",
-        a.port, b.port
-    );
+    // Two URLs that differ only in the port: the nodes of one SUT.
+    let node =
+        |port: u16| format!("mqtt://127.0.0.1:{port}/x?qos=1&source_ips=127.0.0.2-127.0.0.5");
+    let second = node(b.port);
     let (run, s) = c.run_test(
-        &sut,
+        &node(a.port),
         &[
+            "--sut",
+            &second,
             "--clients",
             "40",
             "--interval",

@@ -751,6 +751,47 @@ fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlErr
 }
 
 impl SutUrl {
+    /// Several URLs of one SUT's nodes as one URL with their hosts in order (`--sut A
+    /// --sut B`): they must differ only in `host:port`.
+    pub fn nodes(urls: &[SutUrl]) -> Result<Self, SutUrlError> {
+        let Some(first) = urls.first() else {
+            return Err(SutUrlError::NoScheme { url: String::new() });
+        };
+        if urls.len() == 1 {
+            return Ok(first.clone());
+        }
+        // The raw URL split around its host list: scheme://[userinfo@] HOSTS /path?query.
+        fn parts(raw: &str) -> Option<(&str, &str, &str)> {
+            let (scheme, rest) = raw.split_once("://")?;
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            let (head, hosts) = match authority.rsplit_once('@') {
+                Some((user, hosts)) => (&raw[..scheme.len() + 3 + user.len() + 1], hosts),
+                None => (&raw[..scheme.len() + 3], authority),
+            };
+            Some((head, hosts, tail))
+        }
+        let (head, _, tail) = parts(&first.raw).ok_or_else(|| SutUrlError::NoScheme {
+            url: first.redacted(),
+        })?;
+        let mut hosts = Vec::new();
+        for u in urls {
+            match parts(&u.raw) {
+                Some((h, list, t)) if h == head && t == tail => hosts.push(list),
+                _ => {
+                    return Err(SutUrlError::Path {
+                        url: u.redacted(),
+                        what: format!(
+                            "differs from {} in more than host:port (several SUT URLs are the nodes of one SUT)",
+                            first.redacted()
+                        ),
+                    });
+                }
+            }
+        }
+        SutUrl::parse(&format!("{head}{}{tail}", hosts.join(",")))
+    }
+
     pub fn parse(raw: &str) -> Result<Self, SutUrlError> {
         let url = redact(raw);
         let Some((scheme, rest)) = raw.split_once("://") else {
@@ -1013,6 +1054,25 @@ mod tests {
         );
         assert!(!k.reliable() && k.consumers_compete());
         assert!(parse("kafka://h").reliable());
+    }
+
+    #[test]
+    fn several_urls_are_the_nodes_of_one_sut() {
+        let a = parse("mqtt://u:p@127.0.0.1:1883/t?qos=1");
+        let b = parse("mqtt://u:p@127.0.0.2:1884/t?qos=1");
+        let both = SutUrl::nodes(&[a.clone(), b]).unwrap();
+        assert_eq!(both.hosts.len(), 2);
+        assert_eq!(both.hosts[1].port, 1884);
+        assert_eq!(
+            both.redacted(),
+            "mqtt://u:***@127.0.0.1:1883,127.0.0.2:1884/t?qos=1"
+        );
+        let other = parse("mqtt://u:p@127.0.0.2:1884/t?qos=0");
+        let e = SutUrl::nodes(&[a, other]).unwrap_err().to_string();
+        assert!(
+            e.contains("more than host:port") && !e.contains(":p@"),
+            "{e}"
+        );
     }
 
     #[test]
