@@ -84,15 +84,7 @@ impl AmqpDriver {
         } else {
             o.exchange.clone()
         };
-        let tls = match &url.tls {
-            Some(t) => Some(Arc::new(TlsClient::new(t, &url.host().name).map_err(
-                |e| DriverError::Tls {
-                    url: url.redacted(),
-                    reason: e.to_string(),
-                },
-            )?)),
-            None => None,
-        };
+        let tls = TlsClient::for_url(url)?;
         Ok(AmqpDriver {
             connect_url: url.without_options().to_owned(),
             url: url.redacted(),

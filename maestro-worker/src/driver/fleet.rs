@@ -85,15 +85,7 @@ pub fn wanted(spec: &TestSpec, o: &MqttOptions) -> bool {
 impl FleetDriver {
     pub fn new(spec: &TestSpec, o: &MqttOptions, run: &RunId) -> Result<Self, DriverError> {
         let url: &SutUrl = &spec.sut;
-        let tls = match &url.tls {
-            Some(t) => Some(Arc::new(TlsClient::new(t, &url.host().name).map_err(
-                |e| DriverError::Tls {
-                    url: url.redacted(),
-                    reason: e.to_string(),
-                },
-            )?)),
-            None => None,
-        };
+        let tls = TlsClient::for_url(url)?;
         Ok(FleetDriver(Arc::new(Inner {
             url: url.redacted(),
             nodes: url.hosts.iter().map(|h| (h.name.clone(), h.port)).collect(),
@@ -255,13 +247,7 @@ impl FleetDriver {
             connect.set_login(u.clone(), p.clone());
         }
         let mut buf = BytesMut::with_capacity(128);
-        write_packet(&Packet::Connect(connect), &mut buf);
-        let ack = step(async {
-            stream.write_all(&buf).await?;
-            read_one(&mut stream, &mut buf).await
-        })
-        .await?;
-        match ack {
+        match ask(&mut stream, &mut buf, &Packet::Connect(connect)).await? {
             Packet::ConnAck(ConnAck {
                 code: ConnectReturnCode::Success,
                 ..
@@ -292,14 +278,7 @@ impl FleetDriver {
             };
             let mut sub = Subscribe::new(filter.clone(), qos);
             sub.pkid = 1;
-            buf.clear();
-            write_packet(&Packet::Subscribe(sub), &mut buf);
-            let ack = step(async {
-                stream.write_all(&buf).await?;
-                read_one(&mut stream, &mut buf).await
-            })
-            .await?;
-            match ack {
+            match ask(&mut stream, &mut buf, &Packet::Subscribe(sub)).await? {
                 Packet::SubAck(a) if !a.return_codes.contains(&SubscribeReasonCode::Failure) => {
                     d.subscribes.record(at.elapsed());
                 }
@@ -382,6 +361,21 @@ async fn step<T>(
         Ok(Err(e)) => Err((ConnectFailure::Other, e.to_string())),
         Ok(Ok(t)) => Ok(t),
     }
+}
+
+/// Sends one handshake packet and reads the answer, within [`STEP_TIMEOUT`].
+async fn ask(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    packet: &Packet,
+) -> Result<Packet, (ConnectFailure, String)> {
+    buf.clear();
+    write_packet(packet, buf);
+    step(async {
+        stream.write_all(buf).await?;
+        read_one(stream, buf).await
+    })
+    .await
 }
 
 /// Reads one packet (the handshake's answers); `buf` is reused.

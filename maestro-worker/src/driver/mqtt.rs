@@ -52,15 +52,7 @@ impl MqttDriver {
     /// the TLS files cannot be read.
     pub fn new(url: &SutUrl, o: &Options, run: &RunId) -> Result<Self, DriverError> {
         let host = url.host();
-        let tls = match &url.tls {
-            Some(t) => Some(Arc::new(TlsClient::new(t, &host.name).map_err(|e| {
-                DriverError::Tls {
-                    url: url.redacted(),
-                    reason: e.to_string(),
-                }
-            })?)),
-            None => None,
-        };
+        let tls = TlsClient::for_url(url)?;
         Ok(MqttDriver {
             url: url.redacted(),
             host: host.name.clone(),

@@ -248,6 +248,24 @@ pub struct TlsClient {
 }
 
 impl TlsClient {
+    /// The run's TLS for `url`'s clients: `None` without TLS; an error that names the URL
+    /// when its files cannot be read.
+    pub fn for_url(
+        url: &maestro_protocol::SutUrl,
+    ) -> Result<Option<Arc<Self>>, super::DriverError> {
+        url.tls
+            .as_ref()
+            .map(|t| {
+                TlsClient::new(t, &url.host().name)
+                    .map(Arc::new)
+                    .map_err(|e| super::DriverError::Tls {
+                        url: url.redacted(),
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
     /// Reads the files `o` names and builds what every client shares. `host` is the
     /// URL's host (the server name unless `sni=` gives one).
     pub fn new(o: &TlsOptions, host: &str) -> Result<Self, TlsError> {
