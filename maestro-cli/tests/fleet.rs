@@ -423,3 +423,21 @@ fn a_fleet_refused_by_the_broker_says_auth() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn quiet_clients_stay_connected_by_their_keep_alive() {
+    // One message every 3 s with a keep-alive of 1 s: Mosquitto drops a client that is
+    // silent for 1.5 keep-alives, so only the clients' PINGREQs keep them connected.
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let (run, s) = c.run_test(
+        &mq.url("quiet", "qos=1&keep_alive=1s"),
+        &["--clients", "10", "--interval", "3s", "--duration", "6s"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let conns = &s["connections"];
+    assert_eq!(u(conns, "dropped"), 0, "{s:#}");
+    assert_eq!(u(conns, "reconnects"), 0, "{s:#}");
+    assert_eq!(u(&s, "sent"), 20, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+}

@@ -460,8 +460,12 @@ pub struct Client {
     next_pkid: u16,
     /// QoS 1/2 publishes not yet acknowledged, in order (resent after a reconnect).
     inflight: VecDeque<(u16, Bytes)>,
-    ping_due: tokio::time::Instant,
-    awaiting_ping: bool,
+    /// Keep-alive: the last write, and when the unanswered PINGREQ went out.
+    last_write: tokio::time::Instant,
+    ping_sent: Option<tokio::time::Instant>,
+    /// One timer for keep-alive and churn, re-armed only when it fires (a new timer per
+    /// wake-up would register with the runtime's timer wheel each time).
+    timer: Pin<Box<tokio::time::Sleep>>,
     /// The next reconnect attempt, while disconnected.
     retry_at: tokio::time::Instant,
     attempt: u32,
@@ -501,8 +505,11 @@ impl Client {
             wbuf: BytesMut::new(),
             next_pkid: 0,
             inflight: VecDeque::new(),
-            ping_due: now + keep_alive,
-            awaiting_ping: false,
+            last_write: now,
+            ping_sent: None,
+            timer: Box::pin(tokio::time::sleep_until(
+                churn_at.map_or(now + keep_alive, |c| c.min(now + keep_alive)),
+            )),
             retry_at: now,
             attempt: 0,
             churn_at,
@@ -521,7 +528,7 @@ impl Client {
         self.io = None;
         self.rbuf.clear();
         self.wbuf.clear();
-        self.awaiting_ping = false;
+        self.ping_sent = None;
         self.driver.0.tracker.closed(true, false);
         self.retry_at = tokio::time::Instant::now() + backoff(0);
         self.attempt = 1;
@@ -537,7 +544,8 @@ impl Client {
                 self.io = Some(io);
                 self.attempt = 0;
                 let now = tokio::time::Instant::now();
-                self.ping_due = now + self.driver.0.keep_alive;
+                self.last_write = now;
+                self.ping_sent = None;
                 let d = &self.driver.0;
                 for (pkid, payload) in &self.inflight {
                     put_publish(
@@ -556,6 +564,7 @@ impl Client {
                         .churn_after(self.who.index, false)
                         .map(|d| now + d);
                 }
+                self.arm(now);
                 Ok(())
             }
             Err((why, _)) => {
@@ -604,7 +613,7 @@ impl Client {
                         self.received += 1;
                     }
                 }
-                Packet::PingResp => self.awaiting_ping = false,
+                Packet::PingResp => self.ping_sent = None,
                 Packet::Disconnect => return Err("the broker sent DISCONNECT".into()),
                 _ => {}
             }
@@ -639,35 +648,59 @@ impl Client {
                 Poll::Pending => Poll::Pending,
             }
         });
-        let churn_at = self.churn_at;
         let event = tokio::select! {
             r = io_turn => Some(r),
-            _ = tokio::time::sleep_until(self.ping_due) => None,
-            _ = async { tokio::time::sleep_until(churn_at.unwrap_or_else(tokio::time::Instant::now)).await }, if churn_at.is_some() => {
-                self.churn().await;
-                return Ok(());
-            }
+            _ = self.timer.as_mut() => None,
         };
         match event {
             Some(Ok(Io::Wrote)) => {
-                if !self.awaiting_ping {
-                    self.ping_due = tokio::time::Instant::now() + self.driver.0.keep_alive;
-                }
+                self.last_write = tokio::time::Instant::now();
                 Ok(())
             }
             Some(Ok(Io::Read)) => self.handle(keep).map_err(|reason| self.lost(reason)),
             Some(Err(e)) => Err(self.lost(e.to_string())),
-            None if self.awaiting_ping => Err(self.lost(format!(
-                "no PINGRESP within the keep-alive of {:?}",
-                self.driver.0.keep_alive
-            ))),
-            None => {
-                write_packet(&Packet::PingReq, &mut self.wbuf);
-                self.awaiting_ping = true;
-                self.ping_due = tokio::time::Instant::now() + self.driver.0.keep_alive;
-                Ok(())
-            }
+            None => self.on_timer().await,
         }
+    }
+
+    /// The timer fired: churn, a keep-alive ping, or a ping that got no answer; then it
+    /// is armed for what comes next.
+    async fn on_timer(&mut self) -> Result<(), DriverError> {
+        let now = tokio::time::Instant::now();
+        let keep_alive = self.driver.0.keep_alive;
+        if self.churn_at.is_some_and(|c| c <= now) {
+            self.churn().await;
+            self.arm(now);
+            return Ok(());
+        }
+        match self.ping_sent {
+            Some(sent) if now >= sent + keep_alive => {
+                let e = self.lost(format!(
+                    "no PINGRESP within the keep-alive of {keep_alive:?}"
+                ));
+                self.arm(now);
+                return Err(e);
+            }
+            None if now >= self.last_write + keep_alive => {
+                write_packet(&Packet::PingReq, &mut self.wbuf);
+                self.ping_sent = Some(now);
+            }
+            _ => {}
+        }
+        self.arm(now);
+        Ok(())
+    }
+
+    /// Arms the timer for the next keep-alive check or churn.
+    fn arm(&mut self, now: tokio::time::Instant) {
+        let keep_alive = self.driver.0.keep_alive;
+        let ping = match self.ping_sent {
+            Some(sent) => sent + keep_alive,
+            None => self.last_write + keep_alive,
+        }
+        .max(now + Duration::from_millis(10));
+        let at = self.churn_at.map_or(ping, |c| c.min(ping));
+        self.timer.as_mut().reset(at);
     }
 
     /// Disconnects politely and reconnects at once (counted as churn).

@@ -107,7 +107,13 @@ impl MqttDriver {
         o.set_transport(transport);
         o.set_keep_alive(self.keep_alive)
             .set_clean_session(self.clean_session)
-            .set_inflight(self.inflight)
+            // rumqttc keeps a slot per in-flight publish (about 7 KiB for 100); QoS 0 has
+            // nothing in flight, so a fleet of QoS 0 producers needs none.
+            .set_inflight(if self.qos == QoS::AtMostOnce {
+                1
+            } else {
+                self.inflight
+            })
             .set_max_packet_size(16 << 20, 16 << 20);
         if let Some((u, p)) = &self.credentials {
             o.set_credentials(u.clone(), p.clone());

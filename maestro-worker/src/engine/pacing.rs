@@ -23,6 +23,13 @@ pub struct Schedule {
     seed: u64,
 }
 
+/// How many messages `k = 0, 1, ...` have `k < x` (x: the window over the interval): the
+/// ceiling of `x`, less a rounding error (a window of exactly 2 intervals computed as
+/// 2.0000000000000004 holds 2 messages, not 3: the third would fall on its end).
+fn ceil_fit(x: f64) -> u64 {
+    (x * (1.0 - 1e-12)).ceil().max(0.0) as u64
+}
+
 /// A well-mixed 64-bit hash (splitmix64): each message's jitter, with no state.
 #[inline]
 fn mix(mut z: u64) -> u64 {
@@ -39,7 +46,7 @@ impl Schedule {
         let interval_ns = if rate > 0.0 { 1e9 / rate } else { 0.0 };
         let from_duration = match (duration_ns, rate > 0.0) {
             // Messages whose intended time falls inside the duration.
-            (Some(d), true) => Some((d as f64 * rate / 1e9).ceil() as u64),
+            (Some(d), true) => Some(ceil_fit(d as f64 * rate / 1e9)),
             _ => None,
         };
         let limit = match (count, from_duration) {
@@ -85,9 +92,8 @@ impl Schedule {
         self.start_ns = self.start_ns.saturating_add(phase);
         // Only messages whose intended time falls inside the window.
         if let Some(limit) = self.limit {
-            let fits = ((self.end_ns.saturating_sub(self.start_ns)) as f64 / self.interval_ns)
-                .ceil()
-                .max(0.0) as u64;
+            let fits =
+                ceil_fit((self.end_ns.saturating_sub(self.start_ns)) as f64 / self.interval_ns);
             self.limit = Some(limit.min(fits));
         }
         self
@@ -179,6 +185,16 @@ mod tests {
     use super::*;
 
     const S: i64 = 1_000_000_000;
+
+    #[test]
+    fn a_window_of_whole_intervals_holds_no_message_on_its_end() {
+        // 10 clients at 10/3 msg/s in total: one message each every 3 s, for 6 s.
+        let rate = (10.0 / 3.0) / 10.0;
+        for p in 0..10 {
+            let s = Schedule::new(S, rate, None, Some(6 * S)).with_phase(f64::from(p) / 10.0);
+            assert_eq!(s.unsent(8 * S, 0), 2, "producer {p}");
+        }
+    }
 
     #[test]
     fn jitter_moves_each_message_within_bounds_and_keeps_order() {

@@ -441,6 +441,17 @@ pub async fn producer<D: Driver>(
         let mut flusher = Flusher::new(Some(start_ns), clock.now_ns());
         let window_end = schedule.end_ns();
         let mut now = clock.now_ns();
+        // Stop or abort, waited for by one future for the whole send loop: a new one per
+        // wake-up would register with (and lock) the tokens' shared waiter lists each time,
+        // which thousands of slow producers pay for on every message.
+        let (stop, abort) = (control.stop.clone(), control.abort.clone());
+        let ended = async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = abort.cancelled() => {}
+            }
+        };
+        tokio::pin!(ended);
         'run: loop {
             if control.stop.is_cancelled() || control.abort.is_cancelled() {
                 break;
@@ -497,8 +508,7 @@ pub async fn producer<D: Driver>(
                 // the window (not the last message) is the span the rate is measured over.
                 tokio::select! {
                     biased;
-                    _ = control.abort.cancelled() => break,
-                    _ = control.stop.cancelled() => break,
+                    _ = &mut ended => break,
                     _ = tokio::time::sleep_until(window_closes) => {}
                     r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                         flusher.record(&control, |r| r.counters.errors += 1);
@@ -520,8 +530,7 @@ pub async fn producer<D: Driver>(
                 };
                 tokio::select! {
                     biased;
-                    _ = control.abort.cancelled() => break,
-                    _ = control.stop.cancelled() => break,
+                    _ = &mut ended => break,
                     _ = tokio::time::sleep_until(window_closes) => {}
                     r = drained => if let Err(e) = r {
                         flusher.record(&control, |r| r.counters.errors += 1);
@@ -534,8 +543,7 @@ pub async fn producer<D: Driver>(
             let wake = wall_to_tokio(schedule.intended_ns(seq)).min(window_closes);
             tokio::select! {
                 biased;
-                _ = control.abort.cancelled() => break,
-                _ = control.stop.cancelled() => break,
+                _ = &mut ended => break,
                 r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                     flusher.record(&control, |r| r.counters.errors += 1);
                     note_error(&mut errors, &e);
