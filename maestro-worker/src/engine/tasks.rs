@@ -452,6 +452,17 @@ pub async fn producer<D: Driver>(
             }
         };
         tokio::pin!(ended);
+        // One timer for the loop, moved only when its deadline changes (a new one per
+        // wake-up would register with the runtime's timer wheel each time).
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let arm = |timer: std::pin::Pin<&mut tokio::time::Sleep>, at: tokio::time::Instant| {
+            let d = timer.deadline();
+            // Clock readings move a wall-clock deadline by a few µs: not worth a move.
+            if timer.is_elapsed() || d.max(at) - d.min(at) > Duration::from_micros(50) {
+                timer.reset(at);
+            }
+        };
         'run: loop {
             if control.stop.is_cancelled() || control.abort.is_cancelled() {
                 break;
@@ -506,10 +517,11 @@ pub async fn producer<D: Driver>(
             if schedule.exhausted(seq) {
                 // Everything sent: keep the connection going until the window closes, so
                 // the window (not the last message) is the span the rate is measured over.
+                arm(timer.as_mut(), window_closes);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
-                    _ = tokio::time::sleep_until(window_closes) => {}
+                    _ = &mut timer => {}
                     r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
                         flusher.record(&control, |r| r.counters.errors += 1);
                         note_error(&mut errors, &e);
@@ -528,10 +540,11 @@ pub async fn producer<D: Driver>(
                         }
                     }
                 };
+                arm(timer.as_mut(), window_closes);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
-                    _ = tokio::time::sleep_until(window_closes) => {}
+                    _ = &mut timer => {}
                     r = drained => if let Err(e) = r {
                         flusher.record(&control, |r| r.counters.errors += 1);
                         note_error(&mut errors, &e);
@@ -541,6 +554,7 @@ pub async fn producer<D: Driver>(
                 continue;
             }
             let wake = wall_to_tokio(schedule.intended_ns(seq)).min(window_closes);
+            arm(timer.as_mut(), wake);
             tokio::select! {
                 biased;
                 _ = &mut ended => break,
@@ -549,7 +563,7 @@ pub async fn producer<D: Driver>(
                     note_error(&mut errors, &e);
                     tokio::time::sleep(RETRY).await;
                 },
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = &mut timer => {}
             }
         }
         let stopped = clock.now_ns().max(now);
