@@ -78,6 +78,27 @@ fn fits_open_files(c: &Configure) -> Result<(), String> {
     Ok(())
 }
 
+/// Messages per second (sent and received) a run gives one data-plane thread before it
+/// spreads over another: a tenth of what a thread handles (about 500,000 sends a second in
+/// the engine benchmark), so a run's threads are never its bottleneck.
+const EVENTS_PER_THREAD: f64 = 50_000.0;
+
+/// How many of `available` data-plane threads this worker's share of a run needs: one per
+/// [`EVENTS_PER_THREAD`] of its sends and receives (each consumer counted as receiving its
+/// whole topic), all of them at full speed. Spreading a light run over every core only
+/// adds wake-ups: 5,000 clients at one message a second each cost 1.25x the CPU of one
+/// thread on two threads.
+fn threads_for(c: &Configure, available: usize) -> usize {
+    let spec = &c.spec;
+    if spec.rate <= 0.0 {
+        return available.max(1);
+    }
+    let sends = spec.rate / f64::from(spec.producers.max(1)) * c.producers.len() as f64;
+    let receives = spec.rate / f64::from(spec.topics.max(1)) * c.consumers.len() as f64;
+    let needed = ((sends + receives) / EVENTS_PER_THREAD).ceil();
+    (needed as usize).clamp(1, available.max(1))
+}
+
 /// The connect ramp of this worker's clients: with a cluster-wide connect rate `R` over
 /// `N` clients, this worker's `n` connect at `R * n / N` per second (all workers together
 /// at `R`), client `k` at `k * N / (R * n)` seconds after configure began.
@@ -477,11 +498,15 @@ impl Engine {
                 return;
             }
         };
+        // As many data-plane threads as the run's message rate needs (all of them at full
+        // speed): a light run, a slow fleet, wakes one thread instead of every core.
+        let handles = &handles[..threads_for(&c, handles.len())];
         let threads = handles.len();
-        // One ticker per data-plane thread ships its recorder at each slot's end.
+        info!(run = %c.run, threads, "data-plane threads for this run");
+        // One ticker per data-plane thread of the run ships its recorder at each slot's end.
         let tickers = CancellationToken::new();
         let _stop_tickers = tickers.clone().drop_guard();
-        for h in &handles {
+        for h in handles {
             h.spawn(tasks::ticker(control.clone(), tickers.clone()));
         }
         let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
@@ -834,5 +859,53 @@ mod seconds_tests {
         let out = s.finish(start);
         assert_eq!(out.len(), 1, "the last note says nothing is active");
         assert_eq!((out[0].second, out[0].active_producers), (3, 0));
+    }
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use maestro_protocol::{Configure, IdRange, RunId};
+
+    fn configure(rate: f64, producers: u32, consumers: u32) -> Configure {
+        let spec = maestro_protocol::TestSpec {
+            sut: "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
+            rate,
+            duration_ms: Some(1000),
+            count: None,
+            warmup_ms: 0,
+            size: maestro_protocol::MessageSize::Fixed(100),
+            producers,
+            consumers,
+            topics: 1,
+            payload: None,
+            connect_rate: None,
+            fleet: None,
+        };
+        Configure {
+            run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),
+            producers: IdRange::round_robin(producers, 0, 1),
+            consumers: (0..consumers)
+                .map(|id| maestro_protocol::ConsumerPlan {
+                    id,
+                    topic: 0,
+                    subscription: id,
+                })
+                .collect(),
+            spec,
+            lease_ms: 5000,
+            producer_skews: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_takes_the_threads_its_rate_needs() {
+        // A slow fleet: 5,000 clients at one message a second, one thread.
+        assert_eq!(super::threads_for(&configure(5000.0, 5000, 0), 8), 1);
+        // 40,000 sent and 40,000 received a second: two.
+        assert_eq!(super::threads_for(&configure(40_000.0, 4, 1), 8), 2);
+        // Fan-out to 10 consumers of 100,000 msg/s: every thread there is.
+        assert_eq!(super::threads_for(&configure(100_000.0, 4, 10), 8), 8);
+        // As fast as possible: all of them.
+        assert_eq!(super::threads_for(&configure(0.0, 1, 1), 4), 4);
     }
 }
