@@ -134,18 +134,21 @@ impl FleetDriver {
                 client_id: f.client_id.render(index, run),
                 topic: f.topic.render(index, run),
                 subscribe: f.subscribe.as_ref().map(|s| s.render(index, run)),
+                churns: true,
             },
             (None, true) => Identity {
                 index,
                 client_id: format!("{}-{}-p{index}", d.client_id_prefix, run),
                 topic: format!("{}/{}/{}", d.base, run, index),
                 subscribe: None,
+                churns: false,
             },
             (_, false) => Identity {
                 index,
                 client_id: format!("{}-{}-c{index}", d.client_id_prefix, run),
                 topic: String::new(),
                 subscribe: None,
+                churns: false,
             },
         }
     }
@@ -448,6 +451,8 @@ struct Identity {
     client_id: String,
     topic: String,
     subscribe: Option<String>,
+    /// Fleet clients churn (when the fleet asks for it); consumers never do.
+    churns: bool,
 }
 
 /// One client's connection, reconnecting when it is lost.
@@ -495,7 +500,11 @@ enum Io {
 impl Client {
     fn new(driver: FleetDriver, who: Identity, io: Stream) -> Self {
         let now = tokio::time::Instant::now();
-        let churn_at = driver.churn_after(who.index, true).map(|d| now + d);
+        let churn_at = who
+            .churns
+            .then(|| driver.churn_after(who.index, true))
+            .flatten()
+            .map(|d| now + d);
         let keep_alive = driver.0.keep_alive;
         Client {
             driver,
@@ -558,7 +567,7 @@ impl Client {
                         payload,
                     );
                 }
-                if self.churn_at.is_some() {
+                if self.who.churns {
                     self.churn_at = self
                         .driver
                         .churn_after(self.who.index, false)
@@ -708,7 +717,8 @@ impl Client {
         self.goodbye().await;
         self.driver.0.tracker.closed(false, true);
         self.retry_at = tokio::time::Instant::now();
-        self.churn_at = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+        // The next churn is set when the connection is back.
+        self.churn_at = None;
     }
 
     /// Sends DISCONNECT and closes (briefly: at most 2 s).
@@ -849,10 +859,7 @@ impl Driver for FleetDriver {
     async fn consumer(&self, plan: &ConsumerPlan) -> Result<FleetConsumer, DriverError> {
         let mut who = self.identity(plan.id, false);
         who.subscribe = Some(self.consumer_topic(plan));
-        // Consumers are not fleet clients: they do not churn.
-        let mut c = self.first(who).await?;
-        c.churn_at = None;
-        Ok(FleetConsumer(c))
+        Ok(FleetConsumer(self.first(who).await?))
     }
 }
 
