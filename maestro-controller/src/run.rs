@@ -234,6 +234,19 @@ pub async fn run_test(
     let names: BTreeMap<PeerId, String> = named.into_iter().collect();
     let participants: Vec<PeerId> = shares.keys().cloned().collect();
     tracing::info!(run = %run, workers = participants.len(), "configuring");
+    if options.progress {
+        // Connecting can take long (a fleet at its connect rate): say what is going on.
+        let clients = u64::from(spec.producers) + u64::from(spec.consumers);
+        let ramp = spec.connect_span();
+        if ramp >= Duration::from_secs(2) {
+            eprintln!(
+                "connecting {clients} clients on {} workers at {}/s: about {}",
+                participants.len(),
+                spec.connect_rate.unwrap_or_default(),
+                humantime::format_duration(Duration::from_secs(ramp.as_secs()))
+            );
+        }
+    }
     // The run is ours while this lives: workers end it when renewals stop.
     let _lease = controller.lease(&run, &participants);
     let (mut machine, first) = Run::new(
