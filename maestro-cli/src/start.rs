@@ -49,7 +49,7 @@ pub struct StartArgs {
     pub connect_rate: Option<f64>,
     /// A device fleet of this many MQTT clients (instead of --producers): each client is
     /// one connection that publishes every --interval and may subscribe (--subscribe).
-    #[arg(long, env = "MAESTRO_CLIENTS", conflicts_with_all = ["producers", "rate"])]
+    #[arg(long, env = "MAESTRO_CLIENTS", conflicts_with_all = ["producers", "rate", "topics"])]
     pub clients: Option<u32>,
     /// Time between two messages of one fleet client; clients' phases are spread evenly
     /// over it.

@@ -94,6 +94,23 @@ fn merged(
     out
 }
 
+/// The rate the schedule offers: the asked rate, or for a count that does not split evenly
+/// over the producers, the count over the send window (the busiest producer's share sets
+/// the window; the others finish early), so such a run is not reported below its offer.
+fn offered_rate(spec: &TestSpec) -> f64 {
+    match spec.count {
+        Some(count) if spec.rate > 0.0 => {
+            let window = spec.send_window().as_secs_f64();
+            if window > 0.0 {
+                spec.rate.min(count as f64 / window)
+            } else {
+                spec.rate
+            }
+        }
+        _ => spec.rate,
+    }
+}
+
 /// The workers' connection stats merged; `None` when no worker tracked connections.
 fn connection_summary(
     collected: &Collected,
@@ -220,9 +237,10 @@ pub fn summarize(
         out_of_order: total.out_of_order,
         errors: total.errors,
         foreign: total.foreign,
-        offered_rate: spec.rate,
+        offered_rate: offered_rate(spec),
         achieved_rate: per_s(latencies.lag.len()),
-        achieved_fraction: (spec.rate > 0.0).then(|| per_s(latencies.lag.len()) / spec.rate),
+        achieved_fraction: (spec.rate > 0.0)
+            .then(|| per_s(latencies.lag.len()) / offered_rate(spec)),
         receive_rate: per_s(latencies.response.len()),
         degraded: !degraded.is_empty(),
         degraded_reasons: degraded,
@@ -380,5 +398,33 @@ mod tests {
             ),
         );
         assert_eq!(lost(&competing), 2);
+    }
+}
+
+#[cfg(test)]
+mod offer_tests {
+    #[test]
+    fn a_count_that_does_not_split_evenly_offers_less_than_the_rate() {
+        let mut spec = maestro_protocol::TestSpec {
+            sut: "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
+            rate: 20.0,
+            duration_ms: None,
+            count: Some(45),
+            warmup_ms: 0,
+            size: maestro_protocol::MessageSize::Fixed(100),
+            producers: 10,
+            consumers: 1,
+            topics: 1,
+            payload: None,
+            connect_rate: None,
+            fleet: None,
+        };
+        // The busiest 5 producers send 5 at 2/s: a 2.5 s window for 45 messages.
+        assert!((super::offered_rate(&spec) - 18.0).abs() < 1e-9);
+        spec.count = Some(50);
+        assert!((super::offered_rate(&spec) - 20.0).abs() < 1e-9);
+        spec.count = None;
+        spec.duration_ms = Some(1000);
+        assert_eq!(super::offered_rate(&spec), 20.0);
     }
 }
