@@ -234,6 +234,8 @@ struct Bodies {
 struct TextBody {
     literal: Vec<u8>,
     parts: Vec<Part>,
+    /// The longest a message can render to.
+    max_len: usize,
 }
 
 enum Part {
@@ -302,6 +304,7 @@ impl Bodies {
         let mut text = TextBody {
             literal: Vec::new(),
             parts: Vec::new(),
+            max_len: 0,
         };
         let lit = |text: &mut TextBody, s: &[u8]| {
             let from = text.literal.len();
@@ -321,8 +324,18 @@ impl Bodies {
                 Piece::Header => text.parts.push(Part::Header),
             }
         }
-        let approx = text.literal.len() + 80;
-        let mut b = Self::new(MessageSize::Fixed(approx as u32), None, 1, rate);
+        // Numbers take at most 20 digits, the header its text length.
+        text.max_len = text.literal.len()
+            + text
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Literal(_) => 0,
+                    Part::Sequence | Part::Timestamp => 20,
+                    Part::Header => maestro_protocol::payload::TEXT_LEN,
+                })
+                .sum::<usize>();
+        let mut b = Self::new(MessageSize::Fixed(text.max_len as u32), None, 1, rate);
         b.text = Some(text);
         b
     }
@@ -330,7 +343,7 @@ impl Bodies {
     #[inline]
     fn make(&mut self, header: &PayloadHeader) -> bytes::Bytes {
         if let Some(text) = &self.text {
-            let need = text.literal.len() + 64;
+            let need = text.max_len;
             if self.arena.capacity() < need {
                 self.arena.reserve(self.arena_size.max(need));
             }
@@ -809,6 +822,30 @@ mod tests {
         let mut fast = Bodies::new(MessageSize::Fixed(100), None, 1, 100_000.0);
         fast.make(&header);
         assert!(fast.arena.capacity() > 60_000, "{}", fast.arena.capacity());
+    }
+
+    #[test]
+    fn template_bodies_are_json_that_carries_the_header() {
+        let t = maestro_protocol::Template::parse(
+            maestro_protocol::TemplateKind::Payload,
+            r#"{"id": "d{i}", "run": "{run}", "seq": {seq}, "ts": {ts}, "m": "{maestro}"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let header = PayloadHeader {
+            producer: 7,
+            sequence: 12,
+            intended_ns: 1_700_000_000_123_000_000,
+            actual_ns: 1_700_000_000_124_000_000,
+        };
+        let mut b = Bodies::from_template(&t, "r1", 7, 1.0);
+        let body = b.make(&header);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["id"], "d7");
+        assert_eq!(v["run"], "r1");
+        assert_eq!(v["seq"], 12);
+        assert_eq!(v["ts"], 1_700_000_000_123u64);
+        assert_eq!(PayloadHeader::read_any(&body), Ok(header));
+        assert!(body.len() <= b.text.as_ref().map_or(0, |t| t.max_len));
     }
 }
 
