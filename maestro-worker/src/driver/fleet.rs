@@ -376,6 +376,7 @@ async fn ask(
     write_packet(packet, buf);
     step(async {
         stream.write_all(buf).await?;
+        stream.flush().await?;
         read_one(stream, buf).await
     })
     .await
@@ -646,6 +647,10 @@ impl Client {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 }
+            }
+            // TLS keeps records it could not write yet: push them out (a no-op for TCP).
+            if let Poll::Ready(Err(e)) = tokio::io::AsyncWrite::poll_flush(Pin::new(&mut *io), cx) {
+                return Poll::Ready(Err(e));
             }
             if rbuf.capacity() - rbuf.len() < 1024 {
                 rbuf.reserve(4096);
