@@ -25,6 +25,9 @@ use tracing::debug;
 /// never complete before this much time has passed since then, so that every presence
 /// has been seen.
 pub const PRESENCE_SETTLE: Duration = Duration::from_millis(150);
+/// How long a request waits for the reply of a peer that went offline while it was asked
+/// (its offline presence may overtake its reply).
+pub const GONE_REPLY_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -231,6 +234,10 @@ impl Controller {
         let request = self.send(target, body).await?;
         let mut replies = BTreeMap::new();
         let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
+        // Peers that went offline during the request, and when. A peer's offline presence
+        // and its reply travel on different topics and may arrive in either order (a
+        // halted peer replies, then leaves): its reply gets a moment to arrive.
+        let mut went_offline: BTreeMap<PeerId, tokio::time::Instant> = BTreeMap::new();
         loop {
             let now_t = tokio::time::Instant::now();
             let everyone_answered = self
@@ -239,14 +246,20 @@ impl Controller {
                 .filter(|p| p.status == maestro_protocol::PresenceStatus::Online)
                 .filter(|p| target.matches(&p.peer))
                 .all(|p| replies.contains_key(&p.peer.id));
-            if now_t >= settled && everyone_answered {
+            let gone_grace = went_offline
+                .iter()
+                .filter(|(id, _)| !replies.contains_key(*id))
+                .map(|(_, at)| *at + GONE_REPLY_GRACE)
+                .max()
+                .filter(|until| *until > now_t);
+            if now_t >= settled && everyone_answered && gone_grace.is_none() {
                 break;
             }
             // Before the presence has settled, wake up when it has.
             let wake = if now_t < settled {
                 settled.min(deadline)
             } else {
-                deadline
+                gone_grace.map_or(deadline, |g| g.min(deadline))
             };
             let event = tokio::select! {
                 _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
@@ -257,7 +270,19 @@ impl Controller {
                 event = self.events.recv() => event,
             };
             match event {
-                Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
+                Some(ControlEvent::Presence(id, p)) => {
+                    let was_online = self.presence.get(&id).is_some_and(|p| {
+                        p.status == maestro_protocol::PresenceStatus::Online
+                            && target.matches(&p.peer)
+                    });
+                    let now_offline = p
+                        .as_ref()
+                        .is_none_or(|p| p.status != maestro_protocol::PresenceStatus::Online);
+                    if was_online && now_offline {
+                        went_offline.insert(id.clone(), tokio::time::Instant::now());
+                    }
+                    self.on_presence(id, p)
+                }
                 Some(ControlEvent::Reply(note, at)) => {
                     if note.correlation_id == Some(request.id) {
                         replies.insert(note.sender.id.clone(), (note, at));

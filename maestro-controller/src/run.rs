@@ -239,9 +239,10 @@ pub async fn run_test(
         let clients = u64::from(spec.producers) + u64::from(spec.consumers);
         let ramp = spec.connect_span();
         if ramp >= Duration::from_secs(2) {
+            let workers = participants.len();
             eprintln!(
-                "connecting {clients} clients on {} workers at {}/s: about {}",
-                participants.len(),
+                "connecting {clients} clients on {workers} worker{} at {}/s: about {}",
+                if workers == 1 { "" } else { "s" },
                 spec.connect_rate.unwrap_or_default(),
                 humantime::format_duration(Duration::from_secs(ramp.as_secs()))
             );
