@@ -441,3 +441,31 @@ fn quiet_clients_stay_connected_by_their_keep_alive() {
     assert_eq!(u(&s, "sent"), 20, "{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
 }
+
+#[test]
+fn producers_over_source_addresses_reach_their_topics_consumers() {
+    // `source_ips=` puts plain producers on maestro's own clients too: 4 producers on 2
+    // topics, each consumer gets every message of its topic.
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let (run, s) = c.run_test(
+        &mq.url("src", "qos=1&source_ips=127.0.0.2-127.0.0.3"),
+        &[
+            "--producers",
+            "4",
+            "--consumers",
+            "2",
+            "--topics",
+            "2",
+            "--rate",
+            "200",
+            "--count",
+            "400",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "sent"), 400, "{s:#}");
+    assert_eq!(u(&s, "received"), 400, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert!(s["connections"]["opened"].as_u64().unwrap() >= 6, "{s:#}");
+}

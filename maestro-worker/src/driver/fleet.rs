@@ -125,31 +125,38 @@ impl FleetDriver {
         }
     }
 
-    fn identity(&self, index: u32, producer: bool) -> Identity {
+    /// A producer: a fleet client named by the templates, or a plain producer that
+    /// publishes to its topic index (`<base>/<run>/<topic>`, where consumers listen).
+    fn producer_identity(&self, plan: &ProducerPlan) -> Identity {
         let d = &self.0;
-        let run = d.run.as_str();
-        match (&d.fleet, producer) {
-            (Some(f), true) => Identity {
+        let (index, run) = (plan.id, d.run.as_str());
+        match &d.fleet {
+            Some(f) => Identity {
                 index,
                 client_id: f.client_id.render(index, run),
                 topic: f.topic.render(index, run),
                 subscribe: f.subscribe.as_ref().map(|s| s.render(index, run)),
                 churns: true,
             },
-            (None, true) => Identity {
+            None => Identity {
                 index,
                 client_id: format!("{}-{}-p{index}", d.client_id_prefix, run),
-                topic: format!("{}/{}/{}", d.base, run, index),
+                topic: format!("{}/{}/{}", d.base, run, plan.topic),
                 subscribe: None,
                 churns: false,
             },
-            (_, false) => Identity {
-                index,
-                client_id: format!("{}-{}-c{index}", d.client_id_prefix, run),
-                topic: String::new(),
-                subscribe: None,
-                churns: false,
-            },
+        }
+    }
+
+    /// A consumer: subscribes to [`Self::consumer_topic`], never churns.
+    fn consumer_identity(&self, plan: &ConsumerPlan) -> Identity {
+        let d = &self.0;
+        Identity {
+            index: plan.id,
+            client_id: format!("{}-{}-c{}", d.client_id_prefix, d.run, plan.id),
+            topic: String::new(),
+            subscribe: Some(self.consumer_topic(plan)),
+            churns: false,
         }
     }
 
@@ -858,13 +865,13 @@ impl Driver for FleetDriver {
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<Client, DriverError> {
-        self.first(self.identity(plan.id, true)).await
+        self.first(self.producer_identity(plan)).await
     }
 
     async fn consumer(&self, plan: &ConsumerPlan) -> Result<FleetConsumer, DriverError> {
-        let mut who = self.identity(plan.id, false);
-        who.subscribe = Some(self.consumer_topic(plan));
-        Ok(FleetConsumer(self.first(who).await?))
+        Ok(FleetConsumer(
+            self.first(self.consumer_identity(plan)).await?,
+        ))
     }
 }
 
