@@ -75,7 +75,7 @@ pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
 fn merged(
     collected: &Collected,
     what: &str,
-    field: impl Fn(&RunResult) -> &Option<String>,
+    field: impl Fn(&RunResult) -> Option<&String>,
     degraded: &mut Vec<String>,
 ) -> Option<hdrhistogram::Histogram<u64>> {
     let mut out: Option<hdrhistogram::Histogram<u64>> = None;
@@ -117,22 +117,19 @@ fn connection_summary(
     degraded: &mut Vec<String>,
 ) -> Option<maestro_report::ConnectionSummary> {
     let mut total: Option<maestro_protocol::ConnectionStats> = None;
-    let mut tcp: Option<hdrhistogram::Histogram<u64>> = None;
-    for (id, r) in &collected.results {
-        let Some(c) = &r.connections else { continue };
+    for c in collected
+        .results
+        .values()
+        .filter_map(|r| r.connections.as_ref())
+    {
         total.get_or_insert_with(Default::default).add(c);
-        if let Some(encoded) = &c.tcp_connect_us {
-            match maestro_protocol::histogram::decode(encoded) {
-                Ok(h) => {
-                    let m = tcp.get_or_insert_with(maestro_protocol::histogram::latency_histogram);
-                    let _ = m.add(&h);
-                }
-                Err(e) => degraded.push(format!(
-                    "worker {id}: unreadable TCP connect histogram: {e}"
-                )),
-            }
-        }
     }
+    let tcp = merged(
+        collected,
+        "TCP connect",
+        |r| r.connections.as_ref()?.tcp_connect_us.as_ref(),
+        degraded,
+    );
     let t = total?;
     Some(maestro_report::ConnectionSummary {
         opened: t.opened,
@@ -173,11 +170,21 @@ pub fn summarize(
         merged(
             collected,
             "TLS handshake",
-            |r| &r.tls_handshake_us,
+            |r| r.tls_handshake_us.as_ref(),
             &mut degraded,
         ),
-        merged(collected, "connect", |r| &r.connect_us, &mut degraded),
-        merged(collected, "subscribe", |r| &r.subscribe_us, &mut degraded),
+        merged(
+            collected,
+            "connect",
+            |r| r.connect_us.as_ref(),
+            &mut degraded,
+        ),
+        merged(
+            collected,
+            "subscribe",
+            |r| r.subscribe_us.as_ref(),
+            &mut degraded,
+        ),
     ];
     let worker_summaries: Vec<WorkerSummary> = workers
         .iter()

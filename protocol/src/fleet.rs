@@ -206,15 +206,12 @@ impl Template {
 
     /// A subscription that matches every client's topic: each level with `{i}` becomes `+`.
     pub fn wildcard(&self, run: &str) -> String {
-        let filled = self.render(u32::MAX, run);
-        let marker = u32::MAX.to_string();
-        filled
+        self.render(0, run)
             .split('/')
             .zip(self.level_has_index())
             .map(|(level, has)| if has { "+" } else { level })
             .collect::<Vec<_>>()
             .join("/")
-            .replace(&marker, "+")
     }
 
     fn level_has_index(&self) -> Vec<bool> {

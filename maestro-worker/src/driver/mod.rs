@@ -80,74 +80,78 @@ impl ConnectFailure {
 /// each connect, drop and failure (never per message), read by the aggregator each second.
 #[derive(Debug, Default)]
 pub struct ConnectionTracker {
-    connected: std::sync::atomic::AtomicI64,
-    opened: std::sync::atomic::AtomicU64,
-    failed: std::sync::atomic::AtomicU64,
-    stats: Mutex<maestro_protocol::ConnectionStats>,
-    per_second: Mutex<std::collections::BTreeMap<i64, u32>>,
+    counts: Mutex<Counts>,
     pub tcp_connect: Durations,
 }
 
+#[derive(Debug, Default)]
+struct Counts {
+    /// Open now.
+    connected: u32,
+    /// Failed attempts, all reasons.
+    failed: u64,
+    /// Totals for the result (`per_second` is kept in `by_second` until then).
+    stats: maestro_protocol::ConnectionStats,
+    by_second: std::collections::BTreeMap<i64, u32>,
+}
+
 impl ConnectionTracker {
+    fn with(&self, f: impl FnOnce(&mut Counts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
+    }
+
     /// A connection opened (`again`: after a drop or churn).
     pub fn opened(&self, again: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.connected.fetch_add(1, Relaxed);
-        self.opened.fetch_add(1, Relaxed);
         let second = crate::engine::tasks::now_ns().div_euclid(1_000_000_000);
-        if let Ok(mut s) = self.stats.lock() {
-            s.opened += 1;
-            s.reconnects += u64::from(again);
-        }
-        if let Ok(mut p) = self.per_second.lock() {
-            *p.entry(second).or_default() += 1;
-        }
+        self.with(|c| {
+            c.connected = c.connected.saturating_add(1);
+            c.stats.opened += 1;
+            c.stats.reconnects += u64::from(again);
+            *c.by_second.entry(second).or_default() += 1;
+        });
     }
 
     /// A connection closed: by the SUT or the network (`dropped`), by churn, or at the end.
     pub fn closed(&self, dropped: bool, churned: bool) {
-        self.connected
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut s) = self.stats.lock() {
-            s.dropped += u64::from(dropped);
-            s.churned += u64::from(churned);
-        }
+        self.with(|c| {
+            c.connected = c.connected.saturating_sub(1);
+            c.stats.dropped += u64::from(dropped);
+            c.stats.churned += u64::from(churned);
+        });
     }
 
     pub fn failed(&self, why: ConnectFailure) {
-        self.failed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut s) = self.stats.lock() {
-            *s.failures.entry(why.as_str().to_owned()).or_default() += 1;
-        }
+        self.with(|c| {
+            c.failed += 1;
+            *c.stats.failures.entry(why.as_str().to_owned()).or_default() += 1;
+        });
     }
 
     /// Messages that arrived on a client's own subscription (added at its close).
     pub fn received(&self, n: u64) {
-        if n > 0
-            && let Ok(mut s) = self.stats.lock()
-        {
-            s.received_by_clients += n;
-        }
+        self.with(|c| c.stats.received_by_clients += n);
     }
 
     /// Connected now, opened so far, failed so far.
     pub fn gauges(&self) -> (u32, u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            u32::try_from(self.connected.load(Relaxed).max(0)).unwrap_or(u32::MAX),
-            self.opened.load(Relaxed),
-            self.failed.load(Relaxed),
-        )
+        self.counts
+            .lock()
+            .map(|c| (c.connected, c.stats.opened, c.failed))
+            .unwrap_or_default()
     }
 
-    /// The run's totals, with the TCP connect histogram.
+    /// The run's totals, with the connections per second and the TCP connect histogram.
     pub fn stats(&self) -> maestro_protocol::ConnectionStats {
-        let mut s = self.stats.lock().map(|s| s.clone()).unwrap_or_default();
-        s.per_second = self
-            .per_second
+        let mut s = self
+            .counts
             .lock()
-            .map(|p| p.iter().map(|(k, v)| (*k, *v)).collect())
+            .map(|c| {
+                let mut s = c.stats.clone();
+                s.per_second = c.by_second.iter().map(|(k, v)| (*k, *v)).collect();
+                s
+            })
             .unwrap_or_default();
         s.tcp_connect_us = self
             .tcp_connect
