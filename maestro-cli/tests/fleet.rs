@@ -188,7 +188,15 @@ fn clients_spread_over_source_addresses_and_broker_nodes() {
         "connection to-a\naddress 127.0.0.1:{}\ntopic fleet/# out 1\n",
         a.port
     ));
-    std::thread::sleep(Duration::from_secs(1));
+    // The bridge is up once node 0 has seen its connection.
+    assert!(
+        maestro_testkit::wait_for(Duration::from_secs(10), || a
+            .proc
+            .log_text()
+            .contains(".to-a")),
+        "the bridge never connected: {}",
+        b.proc.log_text()
+    );
     let c = Cluster::start(1);
     // Two URLs that differ only in the port: the nodes of one SUT.
     let node =
@@ -387,8 +395,17 @@ fn a_fleet_that_cannot_connect_says_why() {
 fn a_fleet_refused_by_the_broker_says_auth() {
     // Mosquitto with a password file: the right password connects, a wrong one is an
     // authentication failure, said as such.
-    let dir = std::env::temp_dir().join(format!("maestro-fleet-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    /// Removed on drop, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("maestro-fleet-auth-{}", std::process::id())));
+    let dir = &dir.0;
+    std::fs::create_dir_all(dir).unwrap();
     let passwords = dir.join("passwords");
     let made = std::process::Command::new("mosquitto_passwd")
         .args(["-b", "-c", passwords.to_str().unwrap(), "meter", "s3cret"])
@@ -396,7 +413,7 @@ fn a_fleet_refused_by_the_broker_says_auth() {
         .unwrap();
     assert!(made.success());
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mq = Mosquitto::start_with(&format!(
         "allow_anonymous false\npassword_file {}",
@@ -421,7 +438,6 @@ fn a_fleet_refused_by_the_broker_says_auth() {
         "the password stays secret: {}",
         run.stderr
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
