@@ -84,6 +84,7 @@ pub async fn run(
         payload: None,
         connect_rate: None,
         fleet: None,
+        marks_ms: Vec::new(),
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

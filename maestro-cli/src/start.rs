@@ -117,6 +117,7 @@ impl StartArgs {
             payload: None,
             connect_rate: self.connect_rate,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {

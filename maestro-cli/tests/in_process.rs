@@ -218,6 +218,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         payload: None,
         connect_rate: None,
         fleet: None,
+        marks_ms: Vec::new(),
     };
     let configure = |run: &str| {
         Body::Configure(Configure {

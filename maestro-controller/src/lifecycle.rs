@@ -394,6 +394,7 @@ mod tests {
             connect_us: None,
             subscribe_us: None,
             connections: None,
+            segments: None,
         })
     }
 

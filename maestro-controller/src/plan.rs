@@ -984,6 +984,7 @@ impl LoadedPlan {
             payload: self.payload.clone(),
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         if let Some((fleet, built, connect_rate)) = &self.fleet {
             fleet.shape(&mut spec, built.clone());

@@ -502,6 +502,7 @@ mod tests {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]

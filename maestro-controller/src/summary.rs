@@ -327,6 +327,7 @@ mod tests {
             connect_us: None,
             subscribe_us: None,
             connections: None,
+            segments: None,
         }
     }
 
@@ -425,6 +426,7 @@ mod offer_tests {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         // The busiest 5 producers send 5 at 2/s: a 2.5 s window for 45 messages.
         assert!((super::offered_rate(&spec) - 18.0).abs() < 1e-9);

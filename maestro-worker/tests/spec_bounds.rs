@@ -39,6 +39,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 payload: None,
                 connect_rate: None,
                 fleet: None,
+                marks_ms: Vec::new(),
             },
         )
 }
@@ -103,6 +104,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     payload: None,
                     connect_rate: None,
                     fleet: None,
+                    marks_ms: Vec::new(),
                 }
             },
         )

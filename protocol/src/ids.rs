@@ -115,6 +115,11 @@ segment_newtype!(
     Segment,
     "name"
 );
+segment_newtype!(
+    /// The name of a fault action declared in an inspector's local file.
+    ActionName,
+    "fault action name"
+);
 
 impl PeerId {
     /// A fresh random id with a readable prefix, for example `worker-3f2a...`.

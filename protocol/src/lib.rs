@@ -7,9 +7,11 @@
 //! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
 
 pub mod codec;
+pub mod fault;
 pub mod fleet;
 pub mod histogram;
 pub mod ids;
+pub mod inspect;
 pub mod note;
 pub mod payload;
 pub mod run;
@@ -19,8 +21,11 @@ pub mod time;
 pub mod topic;
 
 pub use codec::{DecodeError, DecodeFailure, MAX_NOTE_BYTES, decode, encode};
+pub use fault::{FaultHealed, Inject, Injected};
 pub use fleet::{FleetError, FleetSpec, Template, TemplateKind};
-pub use ids::{ClusterId, NoteId, PeerId, Segment, SegmentError};
+pub use ids::{ActionName, ClusterId, NoteId, PeerId, Segment, SegmentError};
+pub use inspect::names as metric_names;
+pub use inspect::{Metric, MetricKind, SourceKind, SourceSample, SutStats};
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
 pub use run::*;

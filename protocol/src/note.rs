@@ -118,6 +118,13 @@ pub enum Body {
     RunStats(crate::run::RunStats),
     /// Event: a worker's final result for a run.
     RunResult(crate::run::RunResult),
+    /// Event: an inspector's reading of the SUT, once a second.
+    SutStats(crate::inspect::SutStats),
+    /// Request to an inspector: run one of its declared fault actions.
+    Inject(crate::fault::Inject),
+    Injected(crate::fault::Injected),
+    /// Event: an inspector healed a fault.
+    FaultHealed(crate::fault::FaultHealed),
 }
 
 impl Body {
@@ -140,6 +147,10 @@ impl Body {
         "renew",
         "run_stats",
         "run_result",
+        "sut_stats",
+        "inject",
+        "injected",
+        "fault_healed",
     ];
 
     /// The body's `type` tag.
@@ -162,6 +173,10 @@ impl Body {
             Body::Renew(_) => "renew",
             Body::RunStats(_) => "run_stats",
             Body::RunResult(_) => "run_result",
+            Body::SutStats(_) => "sut_stats",
+            Body::Inject(_) => "inject",
+            Body::Injected(_) => "injected",
+            Body::FaultHealed(_) => "fault_healed",
         }
     }
 }
@@ -290,6 +305,8 @@ pub enum ErrorCode {
     /// A request that is unsigned, wrongly signed, replayed or stale, in a cluster that
     /// requires signed notes.
     Unauthenticated,
+    /// A fault action this inspector has not declared in its local file.
+    UnknownAction,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

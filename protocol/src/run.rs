@@ -127,7 +127,15 @@ pub struct TestSpec {
     /// A device fleet (MQTT): the producers are its clients, named by templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::FleetSpec>,
+    /// Instants (ms after the start, ascending) that cut the run into segments by intended
+    /// send time, for example the edges of fault windows. Workers then count sends,
+    /// receptions and response times per segment ([`RunResult::segments`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub marks_ms: Vec<u64>,
 }
+
+/// The most marks a spec may have (two per fault).
+pub const MAX_MARKS: usize = 64;
 
 /// The highest connect rate a spec may ask for (connections per second, cluster-wide).
 pub const MAX_CONNECT_RATE: f64 = 1_000_000.0;
@@ -160,6 +168,8 @@ pub enum SpecError {
         value: String,
         limit: String,
     },
+    #[error("marks {0:?} must be ascending, distinct and within 7 days of the start")]
+    Marks(Vec<u64>),
     #[error(transparent)]
     Fleet(#[from] crate::FleetError),
     #[error("a fleet is MQTT clients: its SUT URL must be mqtt:// or mqtts://, not {0}://")]
@@ -303,6 +313,14 @@ impl TestSpec {
         }
         if self.topics == 0 {
             return Err(SpecError::Zero { what: "topics" });
+        }
+        if self.marks_ms.len() > MAX_MARKS {
+            return too_large("marks", &self.marks_ms.len(), &MAX_MARKS);
+        }
+        if self.marks_ms.windows(2).any(|w| w[0] >= w[1])
+            || self.marks_ms.last().is_some_and(|m| *m > MAX_DURATION_MS)
+        {
+            return Err(SpecError::Marks(self.marks_ms.clone()));
         }
         if let Some(fleet) = &self.fleet {
             if !matches!(self.sut.options, crate::SutOptions::Mqtt(_)) {
@@ -759,6 +777,42 @@ pub struct RunResult {
     /// Connections opened, lost and failed (fleets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<ConnectionStats>,
+    /// Counts per segment of the run, when the spec has marks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<SegmentTallies>,
+}
+
+/// What a worker counted per segment of a run: segment `k` holds the messages whose
+/// intended send time lies between mark `k - 1` and mark `k` (segment 0 starts with the
+/// run, the last one ends with it). Every vector has `marks + 1` entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentTallies {
+    /// Per topic: messages sent, by segment.
+    pub sent: Vec<TopicSegments>,
+    /// Per consumer: distinct and duplicated messages received, by segment.
+    pub received: Vec<ConsumerSegments>,
+    /// Response time per segment, over the worker's consumers (warm-up excluded;
+    /// encoded like the latency histograms).
+    pub response_time_us: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSegments {
+    pub topic: u32,
+    pub sent: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerSegments {
+    pub consumer: u32,
+    pub unique: Vec<u64>,
+    pub duplicated: Vec<u64>,
+}
+
+/// The segment of an instant `offset_ns` after the start, given marks in ms.
+#[inline]
+pub fn segment_of(marks_ms: &[u64], offset_ns: i64) -> usize {
+    marks_ms.partition_point(|m| (*m as i64).saturating_mul(1_000_000) <= offset_ns)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -785,7 +839,24 @@ mod tests {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         }
+    }
+
+    #[test]
+    fn marks_cut_the_run_into_segments() {
+        let marks = [2000, 4000];
+        assert_eq!(segment_of(&marks, -1), 0);
+        assert_eq!(segment_of(&marks, 1_999_999_999), 0);
+        assert_eq!(segment_of(&marks, 2_000_000_000), 1);
+        assert_eq!(segment_of(&marks, 3_999_999_999), 1);
+        assert_eq!(segment_of(&marks, 4_000_000_000), 2);
+        assert_eq!(segment_of(&[], 5), 0);
+        let mut s = spec();
+        s.marks_ms = vec![3000, 2000];
+        assert!(matches!(s.validate(), Err(SpecError::Marks(_))));
+        s.marks_ms = vec![2000, 3000];
+        assert_eq!(s.validate(), Ok(()));
     }
 
     #[test]

@@ -221,6 +221,94 @@ fn samples() -> Vec<(&'static str, Note)> {
                         received_by_clients: 0,
                         tcp_connect_us: None,
                     }),
+                    segments: Some(SegmentTallies {
+                        sent: vec![TopicSegments {
+                            topic: 0,
+                            sent: vec![300, 200, 500],
+                        }],
+                        received: vec![ConsumerSegments {
+                            consumer: 0,
+                            unique: vec![300, 199, 500],
+                            duplicated: vec![0, 1, 0],
+                        }],
+                        response_time_us: vec![
+                            sample_histogram(),
+                            sample_histogram(),
+                            sample_histogram(),
+                        ],
+                    }),
+                }),
+            ),
+        ),
+        (
+            "sut_stats",
+            note(
+                29,
+                Role::Inspector,
+                Body::SutStats(SutStats {
+                    at_us: UnixMicros(1_700_000_001_000_000),
+                    samples: vec![
+                        SourceSample {
+                            source: "mqtt-sys".into(),
+                            kind: SourceKind::MqttSys,
+                            error: None,
+                            metrics: vec![
+                                Metric::counter("messages_received", 12_345.0),
+                                Metric::gauge("clients_connected", 3.0),
+                            ],
+                        },
+                        SourceSample {
+                            source: "rabbitmq".into(),
+                            kind: SourceKind::Rabbitmq,
+                            error: None,
+                            metrics: vec![Metric::gauge("queue_depth", 40.0).labelled("orders")],
+                        },
+                        SourceSample {
+                            source: "kafka".into(),
+                            kind: SourceKind::Kafka,
+                            error: Some("connection refused".into()),
+                            metrics: Vec::new(),
+                        },
+                    ],
+                }),
+            ),
+        ),
+        (
+            "inject",
+            request(
+                30,
+                Body::Inject(Inject {
+                    run: run_id(),
+                    fault: 0,
+                    action: ActionName::new("pause-mosquitto").unwrap(),
+                    duration_ms: 2000,
+                }),
+            ),
+        ),
+        (
+            "injected",
+            reply(
+                31,
+                Body::Injected(Injected {
+                    run: run_id(),
+                    fault: 0,
+                    issued_at_us: UnixMicros(1_700_000_005_000_000),
+                    confirmed_at_us: Some(UnixMicros(1_700_000_005_000_900)),
+                    error: None,
+                }),
+            ),
+        ),
+        (
+            "fault_healed",
+            note(
+                32,
+                Role::Inspector,
+                Body::FaultHealed(FaultHealed {
+                    run: run_id(),
+                    fault: 0,
+                    action: ActionName::new("pause-mosquitto").unwrap(),
+                    healed_at_us: UnixMicros(1_700_000_007_000_000),
+                    error: None,
                 }),
             ),
         ),
@@ -274,6 +362,7 @@ fn configure() -> Configure {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         },
         producers: IdRange {
             first: 0,

@@ -176,6 +176,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 payload: None,
                 connect_rate: None,
                 fleet: None,
+                marks_ms: Vec::new(),
             },
         )
 }
@@ -308,9 +309,107 @@ fn run_body() -> impl Strategy<Value = Body> {
                             per_second: vec![(1_700_000_000, 3)],
                             ..Default::default()
                         }),
+                        segments: (errors_len % 3 == 1).then(|| SegmentTallies {
+                            sent: vec![TopicSegments {
+                                topic: 1,
+                                sent: vec![1, 2],
+                            }],
+                            received: vec![ConsumerSegments {
+                                consumer: 0,
+                                unique: vec![1, 1],
+                                duplicated: vec![0, 3],
+                            }],
+                            response_time_us: vec![String::new(), String::new()],
+                        }),
                     })
                 }
             ),
+        (
+            micros(),
+            prop::collection::vec(
+                (
+                    any::<String>(),
+                    prop::sample::select(SourceKind::ALL.to_vec()),
+                    prop::option::of(any::<String>()),
+                    prop::collection::vec(
+                        (
+                            any::<String>(),
+                            prop::option::of(any::<String>()),
+                            any::<bool>(),
+                            -1e15f64..1e15
+                        ),
+                        0..4
+                    ),
+                ),
+                0..3
+            ),
+        )
+            .prop_map(|(at_us, samples)| {
+                Body::SutStats(SutStats {
+                    at_us,
+                    samples: samples
+                        .into_iter()
+                        .map(|(source, kind, error, metrics)| SourceSample {
+                            source,
+                            kind,
+                            error,
+                            metrics: metrics
+                                .into_iter()
+                                .map(|(name, label, counter, value)| Metric {
+                                    name,
+                                    label,
+                                    kind: if counter {
+                                        MetricKind::Counter
+                                    } else {
+                                        MetricKind::Gauge
+                                    },
+                                    value,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            }),
+        (run_id(), any::<u32>(), segment(), any::<u64>()).prop_map(
+            |(run, fault, action, duration_ms)| Body::Inject(Inject {
+                run,
+                fault,
+                action: ActionName::new(action).unwrap(),
+                duration_ms,
+            })
+        ),
+        (
+            run_id(),
+            any::<u32>(),
+            micros(),
+            prop::option::of(micros()),
+            prop::option::of(any::<String>())
+        )
+            .prop_map(|(run, fault, issued_at_us, confirmed_at_us, error)| {
+                Body::Injected(Injected {
+                    run,
+                    fault,
+                    issued_at_us,
+                    confirmed_at_us,
+                    error,
+                })
+            }),
+        (
+            run_id(),
+            any::<u32>(),
+            segment(),
+            micros(),
+            prop::option::of(any::<String>())
+        )
+            .prop_map(|(run, fault, action, healed_at_us, error)| {
+                Body::FaultHealed(FaultHealed {
+                    run,
+                    fault,
+                    action: ActionName::new(action).unwrap(),
+                    healed_at_us,
+                    error,
+                })
+            }),
     ]
 }
 

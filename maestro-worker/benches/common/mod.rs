@@ -70,6 +70,7 @@ pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
         payload: None,
         connect_rate: None,
         fleet: None,
+        marks_ms: Vec::new(),
     }
 }
 

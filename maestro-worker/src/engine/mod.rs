@@ -22,7 +22,9 @@ use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
     RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
-use maestro_protocol::{Delivery, Sent, SutOptions};
+use maestro_protocol::{
+    ConsumerSegments, Delivery, SegmentTallies, Sent, SutOptions, TopicSegments,
+};
 use recorder::{Recorder, RecorderPool};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -601,7 +603,9 @@ impl Engine {
             connect_us: None,
             subscribe_us: None,
             connections: None,
+            segments: None,
         };
+        let mut segments = SegmentMerge::new(c.spec.marks_ms.len());
         let tracker = driver.connections();
         // Connections opened and failed up to the last published second.
         let mut counted = (0u64, 0u64);
@@ -616,6 +620,9 @@ impl Engine {
                         if f.producer { done_producers += 1 } else { done_consumers += 1 }
                         result.sent.extend(f.sent);
                         result.deliveries.extend(f.deliveries);
+                        if let (Some(m), Some((id, s))) = (segments.as_mut(), f.segments) {
+                            m.add(f.producer, id, s);
+                        }
                         for (e, n) in f.errors {
                             *errors.entry(e).or_default() += n;
                         }
@@ -655,6 +662,7 @@ impl Engine {
         result.connect_us = encode(timings.connect);
         result.subscribe_us = encode(timings.subscribe);
         result.connections = tracker.map(|t| t.stats());
+        result.segments = segments.map(SegmentMerge::finish);
         result.errors = errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
@@ -807,6 +815,69 @@ impl Seconds {
     }
 }
 
+/// Sums the tasks' per-segment tallies into a run result's [`SegmentTallies`].
+struct SegmentMerge {
+    sent: BTreeMap<u32, Vec<u64>>,
+    received: BTreeMap<u32, (Vec<u64>, Vec<u64>)>,
+    response: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+impl SegmentMerge {
+    /// `None` without marks.
+    fn new(marks: usize) -> Option<Self> {
+        (marks > 0).then(|| Self {
+            sent: BTreeMap::new(),
+            received: BTreeMap::new(),
+            response: (0..=marks)
+                .map(|_| maestro_protocol::histogram::latency_histogram())
+                .collect(),
+        })
+    }
+
+    fn add(&mut self, producer: bool, id: u32, s: tasks::Segments) {
+        let add = |into: &mut Vec<u64>, from: &[u64]| {
+            into.resize(from.len().max(into.len()), 0);
+            for (a, b) in into.iter_mut().zip(from) {
+                *a += b;
+            }
+        };
+        if producer {
+            add(self.sent.entry(id).or_default(), &s.sent);
+        } else {
+            let (unique, duplicated) = self.received.entry(id).or_default();
+            add(unique, &s.unique);
+            add(duplicated, &s.duplicated);
+            for (into, h) in self.response.iter_mut().zip(&s.response) {
+                let _ = into.add(h);
+            }
+        }
+    }
+
+    fn finish(self) -> SegmentTallies {
+        SegmentTallies {
+            sent: self
+                .sent
+                .into_iter()
+                .map(|(topic, sent)| TopicSegments { topic, sent })
+                .collect(),
+            received: self
+                .received
+                .into_iter()
+                .map(|(consumer, (unique, duplicated))| ConsumerSegments {
+                    consumer,
+                    unique,
+                    duplicated,
+                })
+                .collect(),
+            response_time_us: self
+                .response
+                .iter()
+                .map(maestro_protocol::histogram::encode)
+                .collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod seconds_tests {
     use super::*;
@@ -880,6 +951,7 @@ mod thread_tests {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         Configure {
             run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),

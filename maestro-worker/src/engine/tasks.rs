@@ -48,6 +48,62 @@ pub struct Final {
     pub deliveries: Vec<Delivery>,
     pub errors: BTreeMap<String, u64>,
     pub producer: bool,
+    /// Per-segment tallies (runs with marks): keyed by the producer's topic or the
+    /// consumer's id.
+    pub segments: Option<(u32, Segments)>,
+}
+
+/// One task's counts per segment of the run (by intended send time; see
+/// [`maestro_protocol::SegmentTallies`]). Only runs with marks keep them.
+#[derive(Debug, Clone)]
+pub struct Segments {
+    marks_ms: std::sync::Arc<[u64]>,
+    pub sent: Vec<u64>,
+    pub unique: Vec<u64>,
+    pub duplicated: Vec<u64>,
+    pub response: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+impl Segments {
+    /// `None` when the spec has no marks.
+    pub fn new(marks_ms: &[u64]) -> Option<Box<Self>> {
+        if marks_ms.is_empty() {
+            return None;
+        }
+        let n = marks_ms.len() + 1;
+        Some(Box::new(Self {
+            marks_ms: marks_ms.into(),
+            sent: vec![0; n],
+            unique: vec![0; n],
+            duplicated: vec![0; n],
+            response: Vec::new(),
+        }))
+    }
+
+    #[inline]
+    pub fn of(&self, offset_ns: i64) -> usize {
+        maestro_protocol::segment_of(&self.marks_ms, offset_ns)
+    }
+
+    /// A consumer received a message sent (intended) `offset_ns` after the start.
+    #[inline]
+    fn received(&mut self, offset_ns: i64, duplicate: bool, response_ns: Option<i64>) {
+        let k = self.of(offset_ns);
+        if duplicate {
+            self.duplicated[k] += 1;
+        } else {
+            self.unique[k] += 1;
+        }
+        if let Some(ns) = response_ns {
+            if self.response.is_empty() {
+                self.response = (0..self.sent.len())
+                    .map(|_| super::recorder::compact_latency_histogram())
+                    .collect();
+            }
+            let us = ((ns.max(0) / 1_000) as u64).min(maestro_protocol::histogram::MAX_US);
+            let _ = self.response[k].record(us);
+        }
+    }
 }
 
 /// How the engine steers one task.
@@ -407,6 +463,7 @@ pub async fn producer<D: Driver>(
     let mut seq: u64 = 0;
     let mut unsent: u64 = 0;
     let mut stopped_at: Option<UnixMicros> = None;
+    let mut segments = Segments::new(&spec.marks_ms);
     if let Some(start_ns) = start_ns {
         let schedule = Schedule::new(
             start_ns,
@@ -512,6 +569,10 @@ pub async fn producer<D: Driver>(
                         flusher.record(&control, |r| {
                             r.sent(actual - intended, intended >= warmup_end)
                         });
+                        if let Some(s) = segments.as_mut() {
+                            let k = s.of(intended - start_ns);
+                            s.sent[k] += 1;
+                        }
                         seq += 1;
                     }
                     Err(TrySendError::Full) => break,
@@ -614,6 +675,7 @@ pub async fn producer<D: Driver>(
         deliveries: Vec::new(),
         errors,
         producer: true,
+        segments: segments.map(|s| (plan.topic, *s)),
     }));
     Box::pin(conn.close()).await;
 }
@@ -636,6 +698,7 @@ struct Receiving {
     start_ns: Option<i64>,
     start: watch::Receiver<Option<i64>>,
     control: Control,
+    segments: Option<Box<Segments>>,
 }
 
 impl Receiving {
@@ -672,7 +735,8 @@ impl Receiving {
             Ok(Some(payload)) => match PayloadHeader::read_any(&payload) {
                 Ok(h) if !self.plausible(&h, now) => self.record(|r| r.counters.foreign += 1),
                 Ok(h) => {
-                    match self.accounting.record(h.producer, h.sequence) {
+                    let seen = self.accounting.record(h.producer, h.sequence);
+                    match seen {
                         Seen::Duplicate => self.record(|r| r.counters.duplicated += 1),
                         Seen::OutOfOrder => self.record(|r| r.counters.out_of_order += 1),
                         Seen::Foreign => {
@@ -698,6 +762,15 @@ impl Receiving {
                             measured,
                         )
                     });
+                    if let (Some(s), Some(start)) = (self.segments.as_mut(), self.start_ns) {
+                        let offset = h.intended_ns.saturating_add(skew_ns).saturating_sub(start);
+                        let response = at.saturating_sub(h.intended_ns);
+                        s.received(
+                            offset,
+                            seen == Seen::Duplicate,
+                            measured.then_some(response),
+                        );
+                    }
                 }
                 Err(_) => self.record(|r| r.counters.foreign += 1),
             },
@@ -742,6 +815,7 @@ pub async fn consumer<D: Driver>(
         start_ns: None,
         start: control.start.clone(),
         control: control.clone(),
+        segments: Segments::new(&spec.marks_ms),
     };
     // Receive in batches; look at stop and abort between batches (and while waiting).
     let stopped = loop {
@@ -784,6 +858,7 @@ pub async fn consumer<D: Driver>(
         deliveries: rx.accounting.deliveries(),
         errors: rx.errors,
         producer: false,
+        segments: rx.segments.map(|s| (plan.id, *s)),
     }));
     Box::pin(conn.close()).await;
 }
@@ -888,6 +963,7 @@ mod task_size {
             payload: None,
             connect_rate: None,
             fleet: None,
+            marks_ms: Vec::new(),
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let task = super::producer(driver, plan, spec, ready, control);
