@@ -1,17 +1,279 @@
-//! `maestro-inspector` owns the inspector daemon: it joins the cluster on the control broker
-//! and answers control notes. Polling the system under test for broker-side metrics plugs
-//! in here.
+//! `maestro-inspector` owns the SUT side of the cluster: it reads the system under test
+//! (Mosquitto `$SYS`, the RabbitMQ management API, Kafka offsets and lag, the host and a
+//! process; [`sources`]) and publishes a `sut_stats` event every second, and it runs the
+//! fault actions declared in its own local file ([`faults`]) when a controller names them.
 //!
-//! It must not act on the SUT beyond reading it, and talks to the others only through
-//! notes.
+//! It acts on the SUT only through those declared actions, heals every fault by itself
+//! (at the end of its duration, on a `stop` for its run, and on shutdown), and talks to
+//! the others only through notes.
 
-use maestro_control::{IdleHandler, PeerConfig, PeerError};
+pub mod faults;
+pub mod sources;
+
+use faults::FaultBook;
+use maestro_control::peer::{Outbox, ReplyTo};
+use maestro_control::{Handler, PeerConfig, PeerError};
+use maestro_protocol::{
+    Body, ErrorCode, ErrorNote, FaultHealed, Inject, Injected, Note, RunId, Stopping, SutStats,
+};
+use sources::{Source, SourceSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
-/// What this peer announces it can do.
-pub const CAPABILITIES: &[&str] = &["ping", "stats", "halt"];
+/// What this peer announces it can do (each declared fault action adds `fault:<name>`).
+pub const CAPABILITIES: &[&str] = &["ping", "stats", "halt", "sut_stats"];
+
+/// How often the inspector samples its sources.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the inspector waits for its tasks (heals first) when it stops.
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
+/// The inspector's configuration beyond its identity.
+#[derive(Debug, Clone, Default)]
+pub struct InspectorConfig {
+    pub sources: Vec<SourceSpec>,
+    pub faults: FaultBook,
+}
 
 /// Runs the inspector until `shutdown` is cancelled or a halt note arrives.
-pub async fn run(config: PeerConfig, shutdown: CancellationToken) -> Result<(), PeerError> {
-    maestro_control::peer::run(config, IdleHandler, shutdown).await
+pub async fn run(
+    mut config: PeerConfig,
+    inspector: InspectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), PeerError> {
+    for name in inspector.faults.actions.keys() {
+        config
+            .info
+            .capabilities
+            .push(maestro_protocol::fault::capability(name));
+    }
+    let tasks = TaskTracker::new();
+    // The peer's own token: a halt cancels it, and everything here stops with it.
+    let stop = shutdown.child_token();
+    info!(
+        sources = inspector.sources.len(),
+        faults = inspector.faults.actions.len(),
+        "inspector ready"
+    );
+    let handler = Inspector {
+        sources: Some(inspector.sources),
+        book: Arc::new(inspector.faults),
+        tasks: tasks.clone(),
+        stop: stop.clone(),
+        outbox: None,
+        runs: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let result = maestro_control::peer::run(config, handler, stop.clone()).await;
+    // Heal whatever is still injected, then wait for every task.
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(STOP_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("some inspector tasks did not finish in time");
+    }
+    result
+}
+
+/// A fault in progress: its reply (kept for a repeated request) and what heals it now.
+struct Active {
+    heal_now: CancellationToken,
+    injected: Option<Injected>,
+}
+
+struct Inspector {
+    sources: Option<Vec<SourceSpec>>,
+    book: Arc<FaultBook>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    outbox: Option<Outbox>,
+    /// Per run, its faults in progress.
+    runs: Arc<Mutex<HashMap<RunId, HashMap<u32, Active>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Handler for Inspector {
+    fn attach(&mut self, outbox: Outbox) {
+        let specs = self.sources.take().unwrap_or_default();
+        if !specs.is_empty() {
+            self.tasks.spawn(sample_loop(
+                specs,
+                outbox.clone(),
+                self.tasks.clone(),
+                self.stop.clone(),
+            ));
+        }
+        self.outbox = Some(outbox);
+    }
+
+    fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
+        match &note.body {
+            Body::Inject(i) => self.inject(i, reply),
+            Body::Stop(s) => {
+                // Heal this run's faults now.
+                if let Some(faults) = lock(&self.runs).get(&s.run) {
+                    for a in faults.values() {
+                        a.heal_now.cancel();
+                    }
+                }
+                Some(Body::Stopping(Stopping { run: s.run.clone() }))
+            }
+            other => Some(Body::Error(ErrorNote {
+                code: ErrorCode::Unsupported,
+                message: format!("an inspector does not handle {:?} notes", other.kind()),
+            })),
+        }
+    }
+}
+
+impl Inspector {
+    fn inject(&mut self, i: &Inject, reply: ReplyTo) -> Option<Body> {
+        let Some(action) = self.book.actions.get(&i.action).cloned() else {
+            let declared: Vec<&str> = self.book.actions.keys().map(|a| a.as_str()).collect();
+            warn!(action = %i.action, run = %i.run, "refused an undeclared fault action");
+            return Some(Body::Error(ErrorNote {
+                code: ErrorCode::UnknownAction,
+                message: format!(
+                    "this inspector has not declared the fault action {:?} (declared: {})",
+                    i.action.as_str(),
+                    if declared.is_empty() {
+                        "none; see --faults".to_owned()
+                    } else {
+                        declared.join(", ")
+                    }
+                ),
+            }));
+        };
+        let outbox = self.outbox.clone()?;
+        {
+            let mut runs = lock(&self.runs);
+            let faults = runs.entry(i.run.clone()).or_default();
+            if let Some(active) = faults.get(&i.fault) {
+                // A repeated request: the same answer, never a second injection.
+                return active.injected.clone().map(Body::Injected);
+            }
+            faults.insert(
+                i.fault,
+                Active {
+                    heal_now: self.stop.child_token(),
+                    injected: None,
+                },
+            );
+        }
+        let heal_now = lock(&self.runs)
+            .get(&i.run)
+            .and_then(|f| f.get(&i.fault))
+            .map(|a| a.heal_now.clone())
+            .unwrap_or_default();
+        let runs = self.runs.clone();
+        let i = i.clone();
+        self.tasks.spawn(async move {
+            let issued = maestro_control::now();
+            info!(action = %i.action, run = %i.run, fault = i.fault, duration_ms = i.duration_ms, "injecting");
+            let outcome = action.inject().await;
+            let injected = Injected {
+                run: i.run.clone(),
+                fault: i.fault,
+                issued_at_us: issued,
+                confirmed_at_us: outcome.confirmed,
+                error: outcome.heal.as_ref().err().cloned(),
+            };
+            if let Some(e) = &injected.error {
+                warn!(action = %i.action, error = %e, "fault injection failed");
+            }
+            if let Some(a) = lock(&runs).get_mut(&i.run).and_then(|f| f.get_mut(&i.fault)) {
+                a.injected = Some(injected.clone());
+            }
+            outbox.reply(&reply, Body::Injected(injected));
+            let Ok(injection) = outcome.heal else {
+                return;
+            };
+            let ends = tokio::time::Instant::now() + Duration::from_millis(i.duration_ms);
+            tokio::select! {
+                _ = tokio::time::sleep_until(ends) => {}
+                _ = heal_now.cancelled() => {}
+            }
+            let result = injection.heal().await;
+            let healed_at = maestro_control::now();
+            match &result {
+                Ok(()) => info!(action = %i.action, run = %i.run, fault = i.fault, "healed"),
+                Err(e) => warn!(action = %i.action, error = %e, "heal failed"),
+            }
+            outbox.event(
+                "fault",
+                Body::FaultHealed(FaultHealed {
+                    run: i.run.clone(),
+                    fault: i.fault,
+                    action: i.action.clone(),
+                    healed_at_us: healed_at,
+                    error: result.err(),
+                }),
+                true,
+            );
+            // Forget the run's record a while later (repeated requests stay answered).
+            let mut runs = lock(&runs);
+            if let Some(f) = runs.get_mut(&i.run) {
+                f.remove(&i.fault);
+                if f.is_empty() {
+                    runs.remove(&i.run);
+                }
+            }
+        });
+        None
+    }
+}
+
+/// Samples every source once a second and publishes the samples as one event.
+async fn sample_loop(
+    specs: Vec<SourceSpec>,
+    outbox: Outbox,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut sources: Vec<(SourceSpec, Source)> = specs
+        .iter()
+        .map(|s| (s.clone(), Source::open(s, &tasks, &stop)))
+        .collect();
+    // Ticks on whole wall-clock seconds, so samples line up across inspectors.
+    let now_us = maestro_control::now().0;
+    let to_next = 1_000_000 - now_us.rem_euclid(1_000_000);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_micros(to_next as u64),
+        SAMPLE_EVERY,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failing: HashMap<String, bool> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let at_us = maestro_control::now();
+        let samples = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = sources::sample_all(&mut sources) => s,
+        };
+        for s in &samples {
+            let was = failing
+                .insert(s.source.clone(), s.error.is_some())
+                .unwrap_or(false);
+            match (&s.error, was) {
+                (Some(e), false) => {
+                    warn!(source = %s.source, error = %e, "source not answering (a gap until it does)")
+                }
+                (None, true) => info!(source = %s.source, "source answering again"),
+                _ => {}
+            }
+        }
+        outbox.event("sut", Body::SutStats(SutStats { at_us, samples }), false);
+    }
 }

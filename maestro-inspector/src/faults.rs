@@ -1,0 +1,608 @@
+//! Fault actions: the only things this inspector does to the SUT, declared in its own
+//! local file (`--faults FILE`). A note names an action; it never carries a command.
+//!
+//! ```toml
+//! [[action]]
+//! name = "pause-broker"            # what plans call it
+//! kind = "pause"                   # SIGSTOP now, SIGCONT to heal
+//! target = "pidfile:/run/mosquitto.pid"   # or "pid:1234", "name:mosquitto"
+//!
+//! [[action]]
+//! name = "kill-broker"
+//! kind = "kill"                    # SIGKILL now; to heal, run `command`
+//! target = "pidfile:/run/mosquitto.pid"
+//! command = ["mosquitto", "-d", "-c", "/etc/mosquitto/test.conf"]
+//!
+//! [[action]]
+//! name = "bounce-broker"
+//! kind = "restart"                 # SIGTERM, wait for the exit, run `command` at once
+//! target = "pidfile:/run/mosquitto.pid"
+//! command = ["mosquitto", "-d", "-c", "/etc/mosquitto/test.conf"]
+//!
+//! [[action]]
+//! name = "slow-link"
+//! kind = "delay"                   # tc netem on a device, in a network namespace
+//! device = "veth-sut"
+//! netns = "sut"                    # optional
+//! delay = "100ms"
+//! jitter = "10ms"                  # optional
+//!
+//! [[action]]
+//! name = "lossy-link"
+//! kind = "loss"
+//! device = "veth-sut"
+//! percent = 5.0
+//!
+//! [[action]]
+//! name = "cut-broker"
+//! kind = "partition"               # iptables: drop TCP to and from the port
+//! port = 1883
+//!
+//! [[action]]
+//! name = "freeze-container"
+//! kind = "docker-pause"            # or docker-kill (healed by docker start),
+//! container = "maestro_mosquitto_1"   # docker-restart (a bounce)
+//! ```
+
+use maestro_protocol::ActionName;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a command of an action may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the inspector watches for an action to take effect.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FaultFileError {
+    #[error("cannot read the fault file {path:?}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("fault file {path:?}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    action: Vec<Declared>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declared {
+    name: ActionName,
+    kind: Kind,
+    target: Option<String>,
+    command: Option<Vec<String>>,
+    device: Option<String>,
+    netns: Option<String>,
+    #[serde(default, with = "humantime_opt")]
+    delay: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    jitter: Option<Duration>,
+    percent: Option<f64>,
+    port: Option<u16>,
+    container: Option<String>,
+}
+
+mod humantime_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Pause,
+    Kill,
+    Restart,
+    Delay,
+    Loss,
+    Partition,
+    DockerPause,
+    DockerKill,
+    DockerRestart,
+}
+
+/// Which process an action acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessTarget {
+    Pid(u32),
+    /// Read at each injection, so it follows restarts.
+    Pidfile(PathBuf),
+    /// The one process with this exact name.
+    Name(String),
+}
+
+/// A declared action, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Pause(ProcessTarget),
+    Kill(ProcessTarget, Vec<String>),
+    Restart(ProcessTarget, Vec<String>),
+    /// `tc ... netem` arguments after `netem`.
+    Netem {
+        netns: Option<String>,
+        device: String,
+        netem: Vec<String>,
+    },
+    Partition {
+        netns: Option<String>,
+        port: u16,
+    },
+    Docker {
+        kind: Kind,
+        container: String,
+    },
+}
+
+/// The actions of one fault file.
+#[derive(Debug, Clone, Default)]
+pub struct FaultBook {
+    pub actions: BTreeMap<ActionName, Action>,
+}
+
+impl FaultBook {
+    pub fn load(path: &Path) -> Result<Self, FaultFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FaultFileError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|reason| FaultFileError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut actions = BTreeMap::new();
+        for d in file.action {
+            let name = d.name.clone();
+            let action = check(d).map_err(|why| format!("action {name:?}: {why}"))?;
+            if actions.insert(name.clone(), action).is_some() {
+                return Err(format!("action {name:?} is declared twice"));
+            }
+        }
+        Ok(Self { actions })
+    }
+}
+
+fn check(d: Declared) -> Result<Action, String> {
+    let need = |v: Option<String>, what: &str| v.ok_or_else(|| format!("needs `{what}`"));
+    let target = |t: Option<String>| -> Result<ProcessTarget, String> {
+        let t = need(t, "target")?;
+        if let Some(p) = t.strip_prefix("pid:") {
+            return p
+                .parse()
+                .map(ProcessTarget::Pid)
+                .map_err(|_| format!("target {t:?}: pid is not a number"));
+        }
+        if let Some(p) = t.strip_prefix("pidfile:") {
+            return Ok(ProcessTarget::Pidfile(PathBuf::from(p)));
+        }
+        if let Some(n) = t.strip_prefix("name:") {
+            return Ok(ProcessTarget::Name(n.to_owned()));
+        }
+        Err(format!(
+            "target {t:?} must be pid:N, pidfile:PATH or name:NAME"
+        ))
+    };
+    let command = |c: Option<Vec<String>>| -> Result<Vec<String>, String> {
+        match c {
+            Some(c) if !c.is_empty() && !c[0].is_empty() => Ok(c),
+            _ => Err("needs `command`, the program and arguments that start it again".into()),
+        }
+    };
+    Ok(match d.kind {
+        Kind::Pause => Action::Pause(target(d.target)?),
+        Kind::Kill => Action::Kill(target(d.target)?, command(d.command)?),
+        Kind::Restart => Action::Restart(target(d.target)?, command(d.command)?),
+        Kind::Delay => {
+            let delay = d.delay.ok_or("needs `delay`, for example \"100ms\"")?;
+            let mut netem = vec!["delay".into(), format!("{}us", delay.as_micros())];
+            if let Some(j) = d.jitter {
+                netem.push(format!("{}us", j.as_micros()));
+            }
+            Action::Netem {
+                netns: d.netns,
+                device: need(d.device, "device")?,
+                netem,
+            }
+        }
+        Kind::Loss => {
+            let p = d.percent.ok_or("needs `percent`")?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(format!("percent {p} must be above 0 and at most 100"));
+            }
+            Action::Netem {
+                netns: d.netns,
+                device: need(d.device, "device")?,
+                netem: vec!["loss".into(), format!("{p}%")],
+            }
+        }
+        Kind::Partition => Action::Partition {
+            netns: d.netns,
+            port: d.port.ok_or("needs `port`")?,
+        },
+        Kind::DockerPause | Kind::DockerKill | Kind::DockerRestart => Action::Docker {
+            kind: d.kind,
+            container: need(d.container, "container")?,
+        },
+    })
+}
+
+/// What an injection left to heal.
+#[derive(Debug)]
+pub enum Injection {
+    Stopped(u32),
+    Killed(Vec<String>),
+    Nothing,
+    Commands(Vec<Vec<String>>),
+}
+
+/// The outcome of running an action: when it took effect, or why it failed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub confirmed: Option<maestro_protocol::UnixMicros>,
+    pub heal: Result<Injection, String>,
+}
+
+impl Action {
+    /// Runs the action and waits (briefly) to see it take effect.
+    pub async fn inject(&self) -> Outcome {
+        let result = self.run().await;
+        let confirmed = result.is_ok().then(maestro_control::now);
+        Outcome {
+            confirmed,
+            heal: result,
+        }
+    }
+
+    async fn run(&self) -> Result<Injection, String> {
+        match self {
+            Action::Pause(t) => {
+                let pid = t.resolve()?;
+                signal(pid, nix::sys::signal::Signal::SIGSTOP)?;
+                wait_until(|| proc_state(pid) == Some('T'), "the process to stop").await?;
+                Ok(Injection::Stopped(pid))
+            }
+            Action::Kill(t, command) => {
+                let pid = t.resolve()?;
+                signal(pid, nix::sys::signal::Signal::SIGKILL)?;
+                wait_until(|| !alive(pid), "the process to die").await?;
+                Ok(Injection::Killed(command.clone()))
+            }
+            Action::Restart(t, command) => {
+                let pid = t.resolve()?;
+                signal(pid, nix::sys::signal::Signal::SIGTERM)?;
+                if wait_until(|| !alive(pid), "the process to exit")
+                    .await
+                    .is_err()
+                {
+                    signal(pid, nix::sys::signal::Signal::SIGKILL)?;
+                    wait_until(|| !alive(pid), "the process to die").await?;
+                }
+                start(command).await?;
+                Ok(Injection::Nothing)
+            }
+            Action::Netem {
+                netns,
+                device,
+                netem,
+            } => {
+                let base = |verb: &str| {
+                    let mut c = in_netns(netns, &["tc", "qdisc", verb, "dev", device, "root"]);
+                    if verb == "add" {
+                        c.push("netem".into());
+                        c.extend(netem.iter().cloned());
+                    }
+                    c
+                };
+                run_command(&base("add")).await?;
+                Ok(Injection::Commands(vec![base("del")]))
+            }
+            Action::Partition { netns, port } => {
+                let port = port.to_string();
+                let rules = |verb: &str| {
+                    [("INPUT", "--dport"), ("OUTPUT", "--sport")].map(|(chain, dir)| {
+                        in_netns(
+                            netns,
+                            &[
+                                "iptables",
+                                verb,
+                                chain,
+                                "-p",
+                                "tcp",
+                                dir,
+                                &port,
+                                "-m",
+                                "comment",
+                                "--comment",
+                                "maestro-fault",
+                                "-j",
+                                "DROP",
+                            ],
+                        )
+                    })
+                };
+                let [a, b] = rules("-I");
+                run_command(&a).await?;
+                if let Err(e) = run_command(&b).await {
+                    let [undo, _] = rules("-D");
+                    let _ = run_command(&undo).await;
+                    return Err(e);
+                }
+                Ok(Injection::Commands(rules("-D").to_vec()))
+            }
+            Action::Docker { kind, container } => {
+                let docker = |verb: &str| vec!["docker".into(), verb.into(), container.clone()];
+                match kind {
+                    Kind::DockerPause => {
+                        run_command(&docker("pause")).await?;
+                        Ok(Injection::Commands(vec![docker("unpause")]))
+                    }
+                    Kind::DockerKill => {
+                        run_command(&docker("kill")).await?;
+                        Ok(Injection::Commands(vec![docker("start")]))
+                    }
+                    _ => {
+                        run_command(&docker("restart")).await?;
+                        Ok(Injection::Nothing)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Injection {
+    /// Undoes the injection.
+    pub async fn heal(self) -> Result<(), String> {
+        match self {
+            Injection::Stopped(pid) => {
+                signal(pid, nix::sys::signal::Signal::SIGCONT)?;
+                wait_until(
+                    || proc_state(pid).is_none_or(|s| s != 'T'),
+                    "the process to resume",
+                )
+                .await
+            }
+            Injection::Killed(command) => start(&command).await,
+            Injection::Nothing => Ok(()),
+            Injection::Commands(commands) => {
+                let mut first_error = None;
+                for c in commands {
+                    if let Err(e) = run_command(&c).await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+fn in_netns(netns: &Option<String>, args: &[&str]) -> Vec<String> {
+    let mut c: Vec<String> = match netns {
+        Some(ns) => vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
+        None => Vec::new(),
+    };
+    c.extend(args.iter().map(|a| (*a).to_owned()));
+    c
+}
+
+impl ProcessTarget {
+    fn resolve(&self) -> Result<u32, String> {
+        match self {
+            ProcessTarget::Pid(p) => Ok(*p),
+            ProcessTarget::Pidfile(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("pidfile {}: {e}", path.display()))?;
+                text.trim()
+                    .parse()
+                    .map_err(|_| format!("pidfile {} holds no pid", path.display()))
+            }
+            ProcessTarget::Name(name) => {
+                let mut sys = sysinfo::System::new();
+                sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+                let pids: Vec<u32> = sys
+                    .processes_by_exact_name(name.as_ref())
+                    .map(|p| p.pid().as_u32())
+                    .collect();
+                match pids.as_slice() {
+                    [pid] => Ok(*pid),
+                    [] => Err(format!("no process named {name:?}")),
+                    _ => Err(format!(
+                        "{} processes are named {name:?}: declare pid: or pidfile: instead",
+                        pids.len()
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) -> Result<(), String> {
+    let p = i32::try_from(pid).map_err(|_| format!("pid {pid} is out of range"))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), signal)
+        .map_err(|e| format!("{signal} to pid {pid}: {e}"))
+}
+
+/// The process's state letter from `/proc/PID/stat` (`T` stopped, `Z` zombie, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn alive(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool, what: &str) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < CONFIRM_WITHIN {
+        if done() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(format!("waited {CONFIRM_WITHIN:?} for {what}"))
+}
+
+/// Starts a process again: a command that daemonizes must exit 0; one that stays in the
+/// foreground must still be running after a moment (it is left running, detached).
+async fn start(command: &[String]) -> Result<(), String> {
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", command.join(" ")))?;
+    match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = e.read_to_string(&mut err).await;
+            }
+            Err(format!("{}: {status}: {}", command.join(" "), err.trim()))
+        }
+        Ok(Err(e)) => Err(format!("{}: {e}", command.join(" "))),
+        // Still running: a foreground server. Reap it in the background.
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn run_command(command: &[String]) -> Result<(), String> {
+    let output = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{}: no exit within {COMMAND_TIMEOUT:?}", command.join(" ")))?
+    .map_err(|e| format!("{}: {e}", command.join(" ")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}: {}",
+            command.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_file_declares_checked_actions() {
+        let book = FaultBook::parse(
+            r#"
+[[action]]
+name = "pause-broker"
+kind = "pause"
+target = "pidfile:/tmp/m.pid"
+
+[[action]]
+name = "slow"
+kind = "delay"
+device = "veth0"
+netns = "sut"
+delay = "100ms"
+jitter = "10ms"
+
+[[action]]
+name = "cut"
+kind = "partition"
+port = 1883
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(book.actions.len(), 3);
+        let slow = &book.actions[&ActionName::new("slow").unwrap_or_else(|e| panic!("{e}"))];
+        assert_eq!(
+            slow,
+            &Action::Netem {
+                netns: Some("sut".into()),
+                device: "veth0".into(),
+                netem: vec!["delay".into(), "100000us".into(), "10000us".into()],
+            }
+        );
+        for (text, says) in [
+            (
+                "[[action]]\nname = \"k\"\nkind = \"kill\"\ntarget = \"pid:1\"",
+                "needs `command`",
+            ),
+            (
+                "[[action]]\nname = \"p\"\nkind = \"pause\"\ntarget = \"1\"",
+                "must be pid:N",
+            ),
+            (
+                "[[action]]\nname = \"l\"\nkind = \"loss\"\ndevice = \"d\"\npercent = 0.0",
+                "percent 0",
+            ),
+            (
+                "[[action]]\nname = \"x\"\nkind = \"reboot\"",
+                "unknown variant `reboot`",
+            ),
+            (
+                "[[action]]\nname = \"a b\"\nkind = \"pause\"\ntarget = \"pid:1\"",
+                "fault action name",
+            ),
+            (
+                "[[action]]\nname = \"p\"\nkind = \"pause\"\ntarget = \"pid:1\"\nshell = \"rm\"",
+                "unknown field `shell`",
+            ),
+            (
+                "[[action]]\nname = \"p\"\nkind = \"pause\"\ntarget = \"pid:1\"\n[[action]]\nname = \"p\"\nkind = \"pause\"\ntarget = \"pid:2\"",
+                "declared twice",
+            ),
+        ] {
+            let e = FaultBook::parse(text).err().unwrap_or_default();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_stops_a_process_and_heal_resumes_it() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        let action = Action::Pause(ProcessTarget::Pid(pid));
+        let outcome = action.inject().await;
+        assert!(outcome.confirmed.is_some());
+        assert_eq!(proc_state(pid), Some('T'));
+        let heal = outcome.heal.unwrap_or_else(|e| panic!("{e}"));
+        heal.heal().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(proc_state(pid), Some('T'));
+        let _ = child.kill();
+        let _ = child.wait();
+        let gone = Action::Pause(ProcessTarget::Pid(pid)).inject().await;
+        assert!(gone.heal.is_err() && gone.confirmed.is_none());
+    }
+}
