@@ -93,7 +93,16 @@ impl LocalCluster {
         }
         let config = peer_args("inspector-1".into())
             .into_config(Role::Inspector, maestro_inspector::CAPABILITIES)?;
-        tasks.spawn(maestro_inspector::run(config, peers.child_token()));
+        // The local SUT runs on this host: the inspector reads the host.
+        let inspector = maestro_inspector::InspectorConfig {
+            sources: vec!["host".parse().unwrap_or_else(|_| unreachable!("a valid source"))],
+            ..Default::default()
+        };
+        tasks.spawn(maestro_inspector::run(
+            config,
+            inspector,
+            peers.child_token(),
+        ));
         let expected = usize::from(workers) + 1;
 
         let mut controller = Controller::connect(&url, &cluster, TIMEOUT).await?;

@@ -587,12 +587,20 @@ pub struct ScriptedSut {
     pub url: String,
     /// Its TLS listener's URL, when started with certificates (RabbitMQ).
     pub tls_url: Option<String>,
+    /// Its management API, when started with it (RabbitMQ):
+    /// `http://guest:guest@127.0.0.1:PORT`.
+    pub management_url: Option<String>,
     pub pid: u32,
 }
 
 impl ScriptedSut {
     pub fn rabbitmq() -> Result<Self> {
         Self::start("rabbitmq", None)
+    }
+
+    /// RabbitMQ with its management API (statistics every second).
+    pub fn rabbitmq_with_management() -> Result<Self> {
+        Self::start_with("rabbitmq", None, true)
     }
 
     pub fn tansu() -> Result<Self> {
@@ -611,6 +619,10 @@ impl ScriptedSut {
     }
 
     fn start(name: &str, tls: Option<&Path>) -> Result<Self> {
+        Self::start_with(name, tls, false)
+    }
+
+    fn start_with(name: &str, tls: Option<&Path>, management: bool) -> Result<Self> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../scripts/sut")
             .join(name);
@@ -619,6 +631,9 @@ impl ScriptedSut {
         let mut command = Command::new(&script);
         if let Some(certs) = tls {
             command.env("MAESTRO_SUT_TLS", certs);
+        }
+        if management {
+            command.env("MAESTRO_SUT_MANAGEMENT", "1");
         }
         let out = command
             .arg("start")
@@ -640,12 +655,14 @@ impl ScriptedSut {
             })?;
         let mut parts = line.split_whitespace().skip(1);
         let url = parts.next().context("no URL")?.to_owned();
-        let (mut pid, mut tls_url) = (0, None);
+        let (mut pid, mut tls_url, mut management_url) = (0, None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
             } else if let Some(u) = part.strip_prefix("tls=") {
                 tls_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("mgmt=") {
+                management_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -653,6 +670,7 @@ impl ScriptedSut {
             dir,
             url,
             tls_url,
+            management_url,
             pid,
         })
     }
