@@ -52,6 +52,7 @@ async fn two_controllers_ping_and_one_halts() {
     ));
     let inspector = tokio::spawn(maestro_inspector::run(
         peer_config(&url, &cluster, "i", Role::Inspector),
+        maestro_inspector::InspectorConfig::default(),
         shutdown.child_token(),
     ));
 

@@ -413,6 +413,8 @@ fn fake_results(
         subscribe_us: None,
         connections: None,
         clock: ClockSummary::default(),
+        sut_metrics: None,
+        faults: Vec::new(),
         workers: vec![],
         error_messages: vec![],
     };

@@ -260,6 +260,8 @@ pub fn summarize(
         subscribe_us: timings[2].as_ref().map(Percentiles::of),
         connections,
         clock: clock_summary(collected, workers),
+        sut_metrics: None,
+        faults: Vec::new(),
         workers: worker_summaries,
         error_messages: errors
             .into_iter()

@@ -130,6 +130,8 @@ mod tests {
             subscribe_us: None,
             connections: None,
             clock: ClockSummary::default(),
+            sut_metrics: None,
+            faults: Vec::new(),
             workers: vec![],
             error_messages: vec![],
         }

@@ -14,7 +14,9 @@ pub mod format;
 pub mod html;
 pub mod junit;
 pub mod model;
+pub mod sut;
 pub mod timeseries;
 
 pub use folder::ResultsError;
 pub use model::*;
+pub use sut::{FaultSummary, SutSummary, WindowStats};

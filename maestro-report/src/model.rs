@@ -130,6 +130,13 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<ConnectionSummary>,
     pub clock: ClockSummary,
+    /// What inspectors read from the SUT during the run (absent without inspector
+    /// sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sut_metrics: Option<crate::sut::SutSummary>,
+    /// The faults injected during the run, in plan order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<crate::sut::FaultSummary>,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,
 }

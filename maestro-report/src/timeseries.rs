@@ -55,7 +55,7 @@ pub fn read_timeseries(path: &Path) -> Result<Vec<SecondRow>, ResultsError> {
         .collect()
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> ResultsError {
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> ResultsError {
     if e.is_io_error() {
         let reason = e.to_string();
         return match e.into_kind() {
