@@ -230,6 +230,7 @@ async fn start(
         results: args.results.clone(),
         timeout: args.timeout,
         progress: output == Output::Table,
+        faults: args.faults.clone(),
     };
     let spec = args.spec()?;
     let finished = run_test(&mut controller, spec, &options, shutdown).await?;

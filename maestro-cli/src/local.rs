@@ -95,7 +95,11 @@ impl LocalCluster {
             .into_config(Role::Inspector, maestro_inspector::CAPABILITIES)?;
         // The local SUT runs on this host: the inspector reads the host.
         let inspector = maestro_inspector::InspectorConfig {
-            sources: vec!["host".parse().unwrap_or_else(|_| unreachable!("a valid source"))],
+            sources: vec![
+                "host"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!("a valid source")),
+            ],
             ..Default::default()
         };
         tasks.spawn(maestro_inspector::run(

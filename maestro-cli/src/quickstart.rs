@@ -101,6 +101,7 @@ pub async fn run(
         results: args.results.clone(),
         timeout: TIMEOUT,
         progress: output == Output::Table,
+        faults: Vec::new(),
     };
     let finished =
         maestro_controller::run::run_test(&mut controller, spec, &options, shutdown).await?;

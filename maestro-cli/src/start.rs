@@ -43,6 +43,16 @@ pub struct StartArgs {
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
+    /// A fault during the run, AT+DURATION:ACTION (for example 5s+2s:pause-broker): the
+    /// inspector that declared ACTION in its --faults file runs it AT after the start and
+    /// heals it DURATION later. Repeat for several.
+    #[arg(
+        long = "fault",
+        env = "MAESTRO_FAULT",
+        value_delimiter = ' ',
+        value_name = "FAULT"
+    )]
+    pub faults: Vec<maestro_controller::faults::FaultPlan>,
     /// Connections opened per second across the cluster while configuring (the hatch
     /// rate) [default: every client at once]
     #[arg(long, env = "MAESTRO_CONNECT_RATE")]

@@ -13,6 +13,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod faults;
 pub mod fleet;
 pub mod lifecycle;
 pub mod outcome;
@@ -21,5 +22,6 @@ pub mod plans;
 pub mod run;
 pub mod search;
 pub mod summary;
+pub mod sut;
 
 pub use client::{ControlError, Controller, Exchange, Incoming};

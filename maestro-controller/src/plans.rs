@@ -340,6 +340,7 @@ pub async fn run_plan(
             results: folder.clone(),
             timeout: options.timeout,
             progress: options.progress,
+            faults: Vec::new(),
         },
         shutdown,
     };

@@ -10,12 +10,14 @@
 //! 4. Collect every live worker's result, compute the summary, write the results folder.
 
 use crate::client::{ControlError, Controller, Incoming, LEASE};
+use crate::faults::{FaultPlan, FaultRecord};
 use crate::lifecycle::{Action, Failure, Input, Run};
 use crate::outcome::{self, PeerStatus};
 use crate::summary::{self, Collected};
+use crate::sut::SutRecorder;
 use maestro_protocol::{
-    Body, Configure, ConsumerPlan, IdRange, NoteId, PeerId, Ping, PresenceStatus, ProducerSkew,
-    Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
+    Body, Configure, ConsumerPlan, IdRange, Inject, NoteId, PeerId, Ping, PresenceStatus,
+    ProducerSkew, Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
 };
 use maestro_report::RunSummary;
 use maestro_report::timeseries::{self, LiveResults};
@@ -54,6 +56,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Print a progress line every second (stderr).
     pub progress: bool,
+    /// Faults to inject during the run (by the inspectors that declared them).
+    pub faults: Vec<FaultPlan>,
 }
 
 /// What a finished run produced.
@@ -210,14 +214,65 @@ async fn workers(
     Ok((named, clocks))
 }
 
+/// The online inspectors that answer a ping: id -> (name, clock offset µs, capabilities).
+async fn inspectors(
+    controller: &mut Controller,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<BTreeMap<PeerId, (String, i64, Vec<String>)>, RunError> {
+    let online = controller
+        .presence()
+        .values()
+        .any(|p| p.status == PresenceStatus::Online && p.peer.role == Role::Inspector);
+    if !online {
+        return Ok(BTreeMap::new());
+    }
+    let ping = controller
+        .request(
+            &Target::Role(Role::Inspector),
+            Body::Ping(Ping {}),
+            timeout,
+            shutdown,
+        )
+        .await?;
+    let capabilities: BTreeMap<PeerId, Vec<String>> = controller
+        .presence()
+        .iter()
+        .map(|(id, p)| (id.clone(), p.peer.capabilities.clone()))
+        .collect();
+    Ok(outcome::outcomes(&ping)
+        .into_iter()
+        .filter(|o| o.status == PeerStatus::Ok && o.role == Role::Inspector)
+        .map(|o| {
+            let rtt = o.rtt_us.unwrap_or(0).max(0);
+            let caps = capabilities.get(&o.id).cloned().unwrap_or_default();
+            (
+                o.id.clone(),
+                (o.name, significant_offset(o.clock_offset_us, rtt), caps),
+            )
+        })
+        .collect())
+}
+
 /// Runs one test and writes its results folder.
 pub async fn run_test(
     controller: &mut Controller,
-    spec: TestSpec,
+    mut spec: TestSpec,
     options: &RunOptions,
     shutdown: &CancellationToken,
 ) -> Result<Finished, RunError> {
+    spec.marks_ms = crate::faults::marks(&options.faults);
     spec.validate().map_err(|e| RunError::Spec(e.to_string()))?;
+    let window = spec.send_window();
+    if let Some(f) = options.faults.iter().find(|f| f.at + f.duration > window) {
+        return Err(RunError::Spec(format!(
+            "fault {:?} at {} for {} ends after the send window of {}",
+            f.action.as_str(),
+            humantime::format_duration(f.at),
+            humantime::format_duration(f.duration),
+            humantime::format_duration(window)
+        )));
+    }
     let run = new_run_id();
     let compete = spec.sut.consumers_compete();
     let (named, clocks) = workers(
@@ -227,6 +282,25 @@ pub async fn run_test(
         shutdown,
     )
     .await?;
+    let inspectors = inspectors(controller, options.timeout, shutdown).await?;
+    let mut faults: Vec<FaultRecord> = {
+        let list: Vec<(PeerId, String, Vec<String>)> = inspectors
+            .iter()
+            .map(|(id, (name, _, caps))| (id.clone(), name.clone(), caps.clone()))
+            .collect();
+        crate::faults::assign(&options.faults, &list)
+            .map_err(RunError::Spec)?
+            .into_iter()
+            .zip(&options.faults)
+            .map(|(who, plan)| FaultRecord::new(plan.clone(), who))
+            .collect()
+    };
+    let inspector_clocks: BTreeMap<PeerId, (String, i64)> = inspectors
+        .iter()
+        .map(|(id, (name, offset, _))| (id.clone(), (name.clone(), *offset)))
+        .collect();
+    let mut sut: Option<SutRecorder> = None;
+    let mut fault_replies: HashMap<NoteId, usize> = HashMap::new();
     let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
     let mut shares = split(&spec, &run, &ids, compete);
     let offsets: BTreeMap<PeerId, i64> = clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
@@ -294,8 +368,14 @@ pub async fn run_test(
                         start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
                         started_at =
                             SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
+                        sut = Some(SutRecorder::new(start_at.0, inspector_clocks.clone()));
                         match LiveResults::create(folder.clone(), start_at.0, names.clone()) {
-                            Ok(live) => stream = Some(live),
+                            Ok(mut live) => {
+                                if !faults.is_empty() {
+                                    live.keep_rows();
+                                }
+                                stream = Some(live);
+                            }
                             Err(source) => {
                                 // Configured workers are released, not left to their lease.
                                 release(controller, &run, &participants).await;
@@ -337,12 +417,14 @@ pub async fn run_test(
                             .send(&Target::Peer(id), Body::Stop(Stop { run: run.clone() }))
                             .await?;
                     }
+                    heal_now(controller, &run, &faults).await;
                     deadline = Instant::now() + maestro_protocol::DRAIN_MAX + options.timeout;
                     // From here, a Ctrl-C only makes the shell's second-signal handler exit.
                     interrupt = never.clone();
                 }
                 Action::Fail(failure) => {
                     release(controller, &run, &participants).await;
+                    heal_now(controller, &run, &faults).await;
                     return Err(match failure {
                         Failure::Sut(reason) => RunError::Sut {
                             sut: spec.sut.redacted(),
@@ -357,6 +439,17 @@ pub async fn run_test(
                     let mut stream = stream.take().ok_or_else(|| {
                         RunError::Workers("the run finished before it started".into())
                     })?;
+                    // Heals to hear about, and a SUT sample from after the last message
+                    // (the SUT's counters lag a little), briefly.
+                    settle(
+                        controller,
+                        &run,
+                        &folder,
+                        &mut faults,
+                        &inspector_clocks,
+                        sut.as_mut(),
+                    )
+                    .await;
                     let written = match stream_error.take() {
                         Some(e) => Err(e),
                         None => stream.finish(),
@@ -398,6 +491,29 @@ pub async fn run_test(
                         &rows,
                         &collected,
                     );
+                    let mut summary = summary;
+                    if let Some(recorder) = sut.take() {
+                        summary.sut_metrics =
+                            recorder
+                                .finish(summary.sent)
+                                .map_err(|source| RunError::Results {
+                                    path: folder.clone(),
+                                    source,
+                                })?;
+                    }
+                    if !faults.is_empty() {
+                        let segments =
+                            crate::faults::Segments::of(&collected.results, spec.marks_ms.len());
+                        let expected = (spec.rate > 0.0).then_some(spec.rate * fanout);
+                        summary.faults = crate::faults::summarize(
+                            &faults,
+                            &spec.marks_ms,
+                            &segments,
+                            stream.rows(),
+                            start_at.0,
+                            expected,
+                        );
+                    }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
                     maestro_report::folder::write(&folder.join("spec.json"), &spec)?;
                     return Ok(Finished { summary, folder });
@@ -405,11 +521,22 @@ pub async fn run_test(
             }
         }
         // Wait for the next thing to happen (or the deadline, or a progress tick).
+        let next_fault = running
+            .then(|| {
+                faults
+                    .iter()
+                    .filter(|f| f.state == crate::faults::FaultState::Planned)
+                    .map(|f| f.plan.at)
+                    .min()
+            })
+            .flatten()
+            .map(|at| wall_instant(start_at.0 + at.as_micros() as i64));
         let until = if stream.is_some() {
             next_progress.min(deadline)
         } else {
             deadline
         };
+        let until = next_fault.map_or(until, |f| until.min(f));
         let incoming = match controller.next(until, &interrupt).await {
             Ok(i) => i,
             Err(ControlError::Interrupted) => {
@@ -426,10 +553,22 @@ pub async fn run_test(
         let input = match incoming {
             None if Instant::now() >= deadline => Some(Input::Deadline),
             None => None,
-            Some(Incoming::Reply(note, _)) => note
-                .correlation_id
-                .and_then(|c| pending.remove(&c))
-                .map(|id| Input::Replied(id, Box::new(note.body))),
+            Some(Incoming::Reply(note, _)) => {
+                if let Some(i) = note.correlation_id.and_then(|c| fault_replies.remove(&c)) {
+                    on_fault_reply(
+                        &mut faults[i],
+                        &note.body,
+                        &inspector_clocks,
+                        options.progress,
+                        start_at.0,
+                    );
+                    None
+                } else {
+                    note.correlation_id
+                        .and_then(|c| pending.remove(&c))
+                        .map(|id| Input::Replied(id, Box::new(note.body)))
+                }
+            }
             Some(Incoming::Presence(id, p)) => p
                 .is_none_or(|p| p.status == PresenceStatus::Offline)
                 .then_some(Input::Offline(id)),
@@ -448,6 +587,22 @@ pub async fn run_test(
                 Body::RunResult(r) if r.run == run => {
                     Some(Input::Result(note.sender.id, Box::new(r)))
                 }
+                Body::SutStats(s) => {
+                    if let Some(recorder) = sut.as_mut() {
+                        recorder.add(&folder, &note.sender.id, &s);
+                    }
+                    None
+                }
+                Body::FaultHealed(h) if h.run == run => {
+                    on_healed(
+                        &mut faults,
+                        &h,
+                        &inspector_clocks,
+                        options.progress,
+                        start_at.0,
+                    );
+                    None
+                }
                 _ => None,
             },
         };
@@ -460,6 +615,29 @@ pub async fn run_test(
                 deadline = d;
             }
         }
+        if running && machine.step() == crate::lifecycle::Step::Running {
+            let now_us = maestro_control::now().0;
+            for (i, f) in faults.iter_mut().enumerate() {
+                if f.state != crate::faults::FaultState::Planned
+                    || start_at.0 + f.plan.at.as_micros() as i64 > now_us
+                {
+                    continue;
+                }
+                let note = controller
+                    .send(
+                        &Target::Peer(f.inspector.0.clone()),
+                        Body::Inject(Inject {
+                            run: run.clone(),
+                            fault: i as u32,
+                            action: f.plan.action.clone(),
+                            duration_ms: f.plan.duration.as_millis() as u64,
+                        }),
+                    )
+                    .await?;
+                f.requested(maestro_control::now().0);
+                fault_replies.insert(note.id, i);
+            }
+        }
         if Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             if options.progress
@@ -467,6 +645,140 @@ pub async fn run_test(
             {
                 let outstanding = (sent_total as f64 * fanout) as i64 - received_total as i64;
                 eprintln!("{}", timeseries::progress_line(&row, outstanding));
+            }
+        }
+    }
+}
+
+/// A tokio instant for a wall-clock time (controller clock), µs.
+fn wall_instant(at_us: i64) -> Instant {
+    let d = at_us - maestro_control::now().0;
+    Instant::now() + Duration::from_micros(d.max(0) as u64)
+}
+
+/// Asks the inspectors of faults still open to heal them now.
+async fn heal_now(controller: &mut Controller, run: &RunId, faults: &[FaultRecord]) {
+    let mut asked = std::collections::BTreeSet::new();
+    for f in faults.iter().filter(|f| f.open()) {
+        if asked.insert(f.inspector.0.clone()) {
+            let _ = controller
+                .send(
+                    &Target::Peer(f.inspector.0.clone()),
+                    Body::Stop(Stop { run: run.clone() }),
+                )
+                .await;
+        }
+    }
+}
+
+fn offset_of(clocks: &BTreeMap<PeerId, (String, i64)>, id: &PeerId) -> i64 {
+    clocks.get(id).map_or(0, |c| c.1)
+}
+
+fn on_fault_reply(
+    f: &mut FaultRecord,
+    body: &Body,
+    clocks: &BTreeMap<PeerId, (String, i64)>,
+    progress: bool,
+    start_us: i64,
+) {
+    match body {
+        Body::Injected(i) => f.injected(i, offset_of(clocks, &f.inspector.0)),
+        Body::Error(e) => f.refused(format!("{}: {}", f.inspector.1, e.message)),
+        other => f.refused(format!(
+            "{}: unexpected {} reply",
+            f.inspector.1,
+            other.kind()
+        )),
+    }
+    if progress {
+        match (f.state, f.confirmed_at_us) {
+            (crate::faults::FaultState::Failed, _) => {
+                eprintln!("fault {}: {}", f.plan.action, f.errors.join("; "));
+            }
+            (_, Some(t)) => eprintln!(
+                "fault {}: in effect at +{:.2} s",
+                f.plan.action,
+                (t - start_us) as f64 / 1e6
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn on_healed(
+    faults: &mut [FaultRecord],
+    h: &maestro_protocol::FaultHealed,
+    clocks: &BTreeMap<PeerId, (String, i64)>,
+    progress: bool,
+    start_us: i64,
+) {
+    let Some(f) = faults.get_mut(h.fault as usize) else {
+        return;
+    };
+    if f.plan.action != h.action {
+        return;
+    }
+    f.healed(h, offset_of(clocks, &f.inspector.0));
+    if progress && let Some(t) = f.healed_at_us {
+        eprintln!(
+            "fault {}: healed at +{:.2} s{}",
+            f.plan.action,
+            (t - start_us) as f64 / 1e6,
+            h.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// How long the end of a run waits for heals and a last SUT sample.
+const SETTLE_MAX: Duration = Duration::from_millis(2500);
+
+/// After the results are in: waits (at most [`SETTLE_MAX`]) for the heals of open faults
+/// and for a SUT sample taken a second after now, so the SUT's counters include the
+/// run's last messages.
+async fn settle(
+    controller: &mut Controller,
+    run: &RunId,
+    folder: &std::path::Path,
+    faults: &mut [FaultRecord],
+    clocks: &BTreeMap<PeerId, (String, i64)>,
+    mut sut: Option<&mut SutRecorder>,
+) {
+    let want_sample = sut.as_ref().is_some_and(|s| s.latest_us.is_some());
+    let sample_after = maestro_control::now().0 + 1_000_000;
+    let until = Instant::now() + SETTLE_MAX;
+    let never = CancellationToken::new();
+    loop {
+        let sampled = !want_sample
+            || sut
+                .as_ref()
+                .and_then(|s| s.latest_us)
+                .is_some_and(|t| t >= sample_after);
+        if sampled && !faults.iter().any(FaultRecord::open) {
+            return;
+        }
+        match controller.next(until, &never).await {
+            Ok(Some(Incoming::Event(note))) => match note.body {
+                Body::SutStats(s) => {
+                    if let Some(r) = sut.as_deref_mut() {
+                        r.add(folder, &note.sender.id, &s);
+                    }
+                }
+                Body::FaultHealed(h) if h.run == *run => on_healed(faults, &h, clocks, false, 0),
+                _ => {}
+            },
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                if Instant::now() >= until {
+                    for f in faults.iter_mut().filter(|f| f.open()) {
+                        f.errors
+                            .push(format!("{} did not report the heal in time", f.inspector.1));
+                    }
+                    return;
+                }
             }
         }
     }

@@ -51,9 +51,23 @@ pub fn lost(results: &BTreeMap<PeerId, RunResult>) -> u64 {
             *unique_per_consumer.entry(d.consumer).or_default() += d.unique;
         }
     }
+    lost_from(
+        &sent_per_topic,
+        &unique_per_consumer,
+        results.values().flat_map(|r| &r.consumers),
+    )
+}
+
+/// Messages lost, from what was sent per topic and what each consumer received
+/// (distinct): every subscription of a topic expects each of its messages once.
+pub fn lost_from<'a>(
+    sent_per_topic: &BTreeMap<u32, u64>,
+    unique_per_consumer: &BTreeMap<u32, u64>,
+    consumers: impl Iterator<Item = &'a maestro_protocol::ConsumerPlan>,
+) -> u64 {
     // (topic, subscription) -> distinct messages received by its consumers.
     let mut per_subscription: BTreeMap<(u32, u32), u64> = BTreeMap::new();
-    for c in results.values().flat_map(|r| &r.consumers) {
+    for c in consumers {
         *per_subscription
             .entry((c.topic, c.subscription))
             .or_default() += unique_per_consumer.get(&c.id).copied().unwrap_or(0);

@@ -52,9 +52,9 @@ impl SutCsv {
     }
 
     pub fn write(&mut self, row: &SutRow) -> std::io::Result<()> {
-        self.csv.serialize(row).map_err(|e| {
-            std::io::Error::other(format!("{}: {e}", self.path.display()))
-        })
+        self.csv
+            .serialize(row)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path.display())))
     }
 
     pub fn finish(&mut self) -> std::io::Result<()> {

@@ -160,6 +160,8 @@ pub struct LiveResults {
     /// The latest second each worker published.
     latest: BTreeMap<PeerId, u32>,
     last_row: Option<Row>,
+    /// Every written row, when asked to keep them ([`LiveResults::keep_rows`]).
+    rows: Option<Vec<SecondRow>>,
     /// Stats notes that could not be read (a histogram that does not decode).
     pub unreadable: Vec<String>,
 }
@@ -203,8 +205,20 @@ impl LiveResults {
             written_below: 0,
             latest: BTreeMap::new(),
             last_row: None,
+            rows: None,
             unreadable: Vec::new(),
         })
+    }
+
+    /// Keeps every written row in memory (a run with faults looks at the seconds around
+    /// each one); without this, written rows are forgotten.
+    pub fn keep_rows(&mut self) {
+        self.rows.get_or_insert_with(Vec::new);
+    }
+
+    /// The rows kept since [`LiveResults::keep_rows`].
+    pub fn rows(&self) -> &[SecondRow] {
+        self.rows.as_deref().unwrap_or(&[])
     }
 
     pub fn folder(&self) -> &Path {
@@ -320,25 +334,27 @@ impl LiveResults {
         let r = Percentiles::of(&b.latencies.response);
         let s = Percentiles::of(&b.latencies.service);
         let l = Percentiles::of(&b.latencies.lag);
-        self.csv
-            .serialize(SecondRow {
-                second: k,
-                sent: b.counters.sent,
-                received: b.counters.received,
-                errors: b.counters.errors,
-                duplicated: b.counters.duplicated,
-                out_of_order: b.counters.out_of_order,
-                response_time_p50_us: r.p50,
-                response_time_p99_us: r.p99,
-                response_time_max_us: r.max,
-                service_time_p50_us: s.p50,
-                service_time_p99_us: s.p99,
-                send_lag_p99_us: l.p99,
-                connected: b.connections.map(|c| c.connected),
-                connections_opened: b.connections.map(|c| c.opened),
-                connect_failures: b.connections.map(|c| c.failed),
-            })
-            .map_err(std::io::Error::other)?;
+        let row = SecondRow {
+            second: k,
+            sent: b.counters.sent,
+            received: b.counters.received,
+            errors: b.counters.errors,
+            duplicated: b.counters.duplicated,
+            out_of_order: b.counters.out_of_order,
+            response_time_p50_us: r.p50,
+            response_time_p99_us: r.p99,
+            response_time_max_us: r.max,
+            service_time_p50_us: s.p50,
+            service_time_p99_us: s.p99,
+            send_lag_p99_us: l.p99,
+            connected: b.connections.map(|c| c.connected),
+            connections_opened: b.connections.map(|c| c.opened),
+            connect_failures: b.connections.map(|c| c.failed),
+        };
+        self.csv.serialize(row).map_err(std::io::Error::other)?;
+        if let Some(rows) = self.rows.as_mut() {
+            rows.push(row);
+        }
         self.written_below = k.saturating_add(1);
         self.last_row = Some(Row {
             second: k,

@@ -1,0 +1,444 @@
+//! Faults in a run: which inspector runs each (it must have declared the action), the
+//! marks they cut the run into, each fault's record as a small state machine (planned,
+//! requested, injected, healed, or failed), and the numbers around each fault.
+
+use maestro_protocol::{ActionName, ConsumerPlan, FaultHealed, Injected, PeerId, RunResult, fault};
+use maestro_report::Percentiles;
+use maestro_report::sut::{FaultSummary, WindowStats};
+use maestro_report::timeseries::SecondRow;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A fault as a plan (or `start --fault`) asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultPlan {
+    pub action: ActionName,
+    /// After the run's start.
+    pub at: Duration,
+    pub duration: Duration,
+    /// The inspector to run it (by name); `None`: the one that declares the action.
+    pub inspector: Option<String>,
+}
+
+impl std::str::FromStr for FaultPlan {
+    type Err = String;
+    /// `AT+DURATION:ACTION`, for example `5s+2s:pause-broker`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| {
+            format!("fault {s:?}: {why} (write AT+DURATION:ACTION, for example 5s+2s:pause-broker)")
+        };
+        let (when, action) = s.split_once(':').ok_or_else(|| bad("no action".into()))?;
+        let (at, duration) = when
+            .split_once('+')
+            .ok_or_else(|| bad("no +DURATION".into()))?;
+        let parse =
+            |v: &str| humantime::parse_duration(v.trim()).map_err(|e| bad(format!("{v:?}: {e}")));
+        Ok(FaultPlan {
+            action: ActionName::new(action.trim()).map_err(|e| bad(e.to_string()))?,
+            at: parse(at)?,
+            duration: parse(duration)?,
+            inspector: None,
+        })
+    }
+}
+
+/// The instants (ms after the start) that fault windows cut the run into.
+pub fn marks(faults: &[FaultPlan]) -> Vec<u64> {
+    let mut m: Vec<u64> = faults
+        .iter()
+        .flat_map(|f| {
+            let at = f.at.as_millis() as u64;
+            [at, at + f.duration.as_millis() as u64]
+        })
+        .collect();
+    m.sort_unstable();
+    m.dedup();
+    m
+}
+
+/// Finds the inspector for each fault among the online inspectors (id, name,
+/// capabilities); an action nobody declared, or several declared without a name, is an
+/// error that says so.
+pub fn assign(
+    faults: &[FaultPlan],
+    inspectors: &[(PeerId, String, Vec<String>)],
+) -> Result<Vec<(PeerId, String)>, String> {
+    faults
+        .iter()
+        .map(|f| {
+            let declaring: Vec<&(PeerId, String, Vec<String>)> = inspectors
+                .iter()
+                .filter(|(_, name, caps)| {
+                    fault::declared(caps).any(|a| a == f.action.as_str())
+                        && f.inspector.as_ref().is_none_or(|n| n == name)
+                })
+                .collect();
+            match declaring.as_slice() {
+                [(id, name, _)] => Ok((id.clone(), name.clone())),
+                [] => Err(match &f.inspector {
+                    Some(n) => format!(
+                        "fault action {:?}: inspector {n:?} is not online or has not declared it",
+                        f.action.as_str()
+                    ),
+                    None => format!(
+                        "fault action {:?}: no online inspector has declared it (declare it in an inspector's --faults file)",
+                        f.action.as_str()
+                    ),
+                }),
+                several => Err(format!(
+                    "fault action {:?} is declared by {} inspectors ({}): name one with inspector = \"...\"",
+                    f.action.as_str(),
+                    several.len(),
+                    several.iter().map(|s| s.1.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Where a fault is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultState {
+    Planned,
+    /// The inject request is out.
+    Requested,
+    /// The inspector issued it and saw it take effect.
+    Active,
+    Healed,
+    /// Injection failed, or nobody answered; nothing to heal.
+    Failed,
+}
+
+/// One fault's record; inputs move it forward only (a late or repeated note changes
+/// nothing).
+#[derive(Debug, Clone)]
+pub struct FaultRecord {
+    pub plan: FaultPlan,
+    pub inspector: (PeerId, String),
+    pub state: FaultState,
+    pub requested_at_us: Option<i64>,
+    pub issued_at_us: Option<i64>,
+    pub confirmed_at_us: Option<i64>,
+    pub healed_at_us: Option<i64>,
+    pub errors: Vec<String>,
+}
+
+impl FaultRecord {
+    pub fn new(plan: FaultPlan, inspector: (PeerId, String)) -> Self {
+        Self {
+            plan,
+            inspector,
+            state: FaultState::Planned,
+            requested_at_us: None,
+            issued_at_us: None,
+            confirmed_at_us: None,
+            healed_at_us: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// The controller sent the inject request at `now_us`.
+    pub fn requested(&mut self, now_us: i64) {
+        if self.state == FaultState::Planned {
+            self.state = FaultState::Requested;
+            self.requested_at_us = Some(now_us);
+        }
+    }
+
+    /// The inspector answered; its times are on its clock, `offset_us` ahead of ours.
+    pub fn injected(&mut self, i: &Injected, offset_us: i64) {
+        if self.state != FaultState::Requested {
+            return;
+        }
+        self.issued_at_us = Some(i.issued_at_us.0 - offset_us);
+        self.confirmed_at_us = i.confirmed_at_us.map(|t| t.0 - offset_us);
+        match &i.error {
+            Some(e) => {
+                self.errors.push(format!("injection failed: {e}"));
+                self.state = FaultState::Failed;
+            }
+            None => self.state = FaultState::Active,
+        }
+    }
+
+    /// The inspector refused the request, or it went unanswered.
+    pub fn refused(&mut self, why: String) {
+        if matches!(self.state, FaultState::Planned | FaultState::Requested) {
+            self.errors.push(why);
+            self.state = FaultState::Failed;
+        }
+    }
+
+    pub fn healed(&mut self, h: &FaultHealed, offset_us: i64) {
+        // A heal can overtake the inject reply (both are the inspector's notes, on
+        // different topics): it still means the fault was active.
+        if !matches!(self.state, FaultState::Active | FaultState::Requested) {
+            return;
+        }
+        self.healed_at_us = Some(h.healed_at_us.0 - offset_us);
+        if let Some(e) = &h.error {
+            self.errors.push(format!("heal failed: {e}"));
+        }
+        self.state = FaultState::Healed;
+    }
+
+    /// Still waiting for the inspector (an answer or a heal).
+    pub fn open(&self) -> bool {
+        matches!(self.state, FaultState::Requested | FaultState::Active)
+    }
+}
+
+/// Sums the workers' per-segment tallies: per segment, messages sent, lost, duplicated
+/// and the response-time histogram.
+#[derive(Debug)]
+pub struct Segments {
+    pub sent: Vec<u64>,
+    pub lost: Vec<u64>,
+    pub duplicated: Vec<u64>,
+    pub response: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+impl Segments {
+    pub fn of(results: &BTreeMap<PeerId, RunResult>, marks: usize) -> Self {
+        let n = marks + 1;
+        let mut sent_per_topic: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut unique: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut duplicated = vec![0u64; n];
+        let mut response: Vec<hdrhistogram::Histogram<u64>> = (0..n)
+            .map(|_| maestro_protocol::histogram::latency_histogram())
+            .collect();
+        for s in results.values().filter_map(|r| r.segments.as_ref()) {
+            for t in &s.sent {
+                let into = sent_per_topic.entry(t.topic).or_insert_with(|| vec![0; n]);
+                for (a, b) in into.iter_mut().zip(&t.sent) {
+                    *a += b;
+                }
+            }
+            for c in &s.received {
+                let into = unique.entry(c.consumer).or_insert_with(|| vec![0; n]);
+                for (a, b) in into.iter_mut().zip(&c.unique) {
+                    *a += b;
+                }
+                for (a, b) in duplicated.iter_mut().zip(&c.duplicated) {
+                    *a += b;
+                }
+            }
+            for (into, h) in response.iter_mut().zip(&s.response_time_us) {
+                if let Ok(h) = maestro_protocol::histogram::decode(h) {
+                    let _ = into.add(&h);
+                }
+            }
+        }
+        let consumers: Vec<&ConsumerPlan> = results.values().flat_map(|r| &r.consumers).collect();
+        let sent = (0..n)
+            .map(|k| sent_per_topic.values().map(|v| v[k]).sum())
+            .collect();
+        let lost = (0..n)
+            .map(|k| {
+                let topic_sent: BTreeMap<u32, u64> =
+                    sent_per_topic.iter().map(|(t, v)| (*t, v[k])).collect();
+                let received: BTreeMap<u32, u64> = unique.iter().map(|(c, v)| (*c, v[k])).collect();
+                crate::summary::lost_from(&topic_sent, &received, consumers.iter().copied())
+            })
+            .collect();
+        Self {
+            sent,
+            lost,
+            duplicated,
+            response,
+        }
+    }
+
+    fn window(&self, segments: std::ops::Range<usize>) -> WindowStats {
+        let mut h = maestro_protocol::histogram::latency_histogram();
+        let mut w = WindowStats::default();
+        for k in segments.filter(|k| *k < self.sent.len()) {
+            w.sent += self.sent[k];
+            w.lost += self.lost[k];
+            w.duplicated += self.duplicated[k];
+            let _ = h.add(&self.response[k]);
+        }
+        w.response_time_us = Percentiles::of(&h);
+        w
+    }
+}
+
+/// The per-fault numbers: windows by intended send time, from the segments; time to the
+/// first error and to recovery, from the per-second rows.
+pub fn summarize(
+    records: &[FaultRecord],
+    marks_ms: &[u64],
+    segments: &Segments,
+    rows: &[SecondRow],
+    start_us: i64,
+    expected_per_s: Option<f64>,
+) -> Vec<FaultSummary> {
+    let index_of = |ms: u64| marks_ms.iter().position(|m| *m == ms).unwrap_or(0);
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = r.plan.at.as_millis() as u64;
+            let end = at + r.plan.duration.as_millis() as u64;
+            let (a, e) = (index_of(at), index_of(end));
+            let before = segments.window(a..a + 1);
+            let during = segments.window(a + 1..e + 1);
+            let after = segments.window(e + 1..e + 2);
+            let rel_ms = |t: Option<i64>| t.map(|t| ((t - start_us).max(0) / 1000) as u64);
+            let effect_ms = rel_ms(r.confirmed_at_us.or(r.issued_at_us));
+            let healed_ms = rel_ms(r.healed_at_us);
+            let first_error_after_ms = effect_ms.and_then(|from| {
+                let until = healed_ms.unwrap_or(end) + 5_000;
+                rows.iter()
+                    .filter(|row| {
+                        let s = u64::from(row.second) * 1000;
+                        s + 1000 > from && s <= until
+                    })
+                    .find(|row| row.errors > 0 || row.connect_failures.is_some_and(|f| f > 0))
+                    .map(|row| (u64::from(row.second) * 1000).saturating_sub(from))
+            });
+            let p99_limit =
+                (before.response_time_us.p99 * 2).max(before.response_time_us.p99 + 5_000);
+            let recovered_after_ms = healed_ms.and_then(|healed| {
+                rows.iter()
+                    .filter(|row| u64::from(row.second) * 1000 >= healed)
+                    .find(|row| {
+                        row.errors == 0
+                            && expected_per_s.is_none_or(|x| row.received as f64 >= 0.9 * x)
+                            && row.response_time_p99_us <= p99_limit
+                    })
+                    .map(|row| u64::from(row.second) * 1000 - healed)
+            });
+            FaultSummary {
+                index: i as u32,
+                action: r.plan.action.to_string(),
+                inspector: r.inspector.1.clone(),
+                at_ms: at,
+                duration_ms: end - at,
+                requested_at_us: r.requested_at_us,
+                issued_at_us: r.issued_at_us,
+                confirmed_at_us: r.confirmed_at_us,
+                healed_at_us: r.healed_at_us,
+                errors: r.errors.clone(),
+                before,
+                during,
+                after,
+                first_error_after_ms,
+                recovered_after_ms,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maestro_protocol::{RunId, UnixMicros};
+
+    fn plan(action: &str, at_s: u64, for_s: u64) -> FaultPlan {
+        FaultPlan {
+            action: ActionName::new(action).unwrap_or_else(|e| panic!("{e}")),
+            at: Duration::from_secs(at_s),
+            duration: Duration::from_secs(for_s),
+            inspector: None,
+        }
+    }
+
+    fn peer(s: &str) -> PeerId {
+        PeerId::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn faults_go_to_the_inspector_that_declared_them() {
+        let inspectors = vec![
+            (
+                peer("i1"),
+                "sut-a".to_owned(),
+                vec!["ping".into(), "fault:pause".into()],
+            ),
+            (
+                peer("i2"),
+                "sut-b".to_owned(),
+                vec!["fault:pause".into(), "fault:kill".into()],
+            ),
+        ];
+        assert_eq!(
+            assign(&[plan("kill", 1, 1)], &inspectors),
+            Ok(vec![(peer("i2"), "sut-b".into())])
+        );
+        let e = assign(&[plan("pause", 1, 1)], &inspectors)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("declared by 2 inspectors (sut-a, sut-b)"), "{e}");
+        let mut named = plan("pause", 1, 1);
+        named.inspector = Some("sut-a".into());
+        assert_eq!(
+            assign(&[named], &inspectors),
+            Ok(vec![(peer("i1"), "sut-a".into())])
+        );
+        let e = assign(&[plan("reboot", 1, 1)], &inspectors)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("no online inspector has declared it"), "{e}");
+        assert_eq!(
+            marks(&[plan("a", 5, 2), plan("b", 7, 1)]),
+            vec![5000, 7000, 8000]
+        );
+    }
+
+    #[test]
+    fn fault_flags_parse() {
+        assert_eq!("5s+2s:pause".parse::<FaultPlan>(), Ok(plan("pause", 5, 2)));
+        for bad in ["5s:pause", "5s+2s", "5x+2s:pause", "5s+2s:a b"] {
+            assert!(bad.parse::<FaultPlan>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_fault_record_only_moves_forward() {
+        let run = RunId::new("r").unwrap_or_else(|e| panic!("{e}"));
+        let mut r = FaultRecord::new(plan("pause", 2, 2), (peer("i"), "i".into()));
+        let heal = FaultHealed {
+            run: run.clone(),
+            fault: 0,
+            action: r.plan.action.clone(),
+            healed_at_us: UnixMicros(4_100),
+            error: None,
+        };
+        // A heal before any request is not this fault's.
+        r.healed(&heal, 0);
+        assert_eq!(r.state, FaultState::Planned);
+        r.requested(1_000);
+        assert!(r.open());
+        r.injected(
+            &Injected {
+                run: run.clone(),
+                fault: 0,
+                issued_at_us: UnixMicros(2_000),
+                confirmed_at_us: Some(UnixMicros(2_100)),
+                error: None,
+            },
+            100,
+        );
+        assert_eq!(r.state, FaultState::Active);
+        assert_eq!(
+            (r.issued_at_us, r.confirmed_at_us),
+            (Some(1_900), Some(2_000))
+        );
+        r.refused("late".into());
+        assert_eq!(
+            r.state,
+            FaultState::Active,
+            "a late refusal changes nothing"
+        );
+        r.healed(&heal, 100);
+        assert_eq!((r.state, r.healed_at_us), (FaultState::Healed, Some(4_000)));
+        assert!(!r.open());
+        let mut failed = FaultRecord::new(plan("pause", 2, 2), (peer("i"), "i".into()));
+        failed.requested(1);
+        failed.refused("unknown action".into());
+        assert_eq!(failed.state, FaultState::Failed);
+        failed.healed(&heal, 0);
+        assert_eq!(failed.state, FaultState::Failed);
+    }
+}
