@@ -49,6 +49,19 @@
 //! ```
 //!
 //! Between phases the plan may pause: `cooldown = "2s"` under `[plan]`.
+//!
+//! Faults during a fixed phase, run by the inspector that declared the action in its own
+//! `--faults` file (a plan only names it):
+//!
+//! ```toml
+//! [[fault]]
+//! at = "5s"                            # after the phase's start
+//! duration = "2s"                      # healed by the inspector when it is over
+//! action = "pause-broker"
+//! phase = 2                            # which [[phase]] (1 = the first) [default: the
+//!                                      # first fixed phase]
+//! inspector = "sut-inspector"          # [default: the one that declared the action]
+//! ```
 
 use maestro_protocol::{MessageSize, Scheme, SutUrl, TestSpec};
 use maestro_report::PhaseKind;
@@ -85,6 +98,25 @@ pub struct Plan {
     /// message per interval each, so its phases are `fixed` (or `warmup`) at that rate.
     #[serde(default)]
     pub fleet: Option<Spanned<FleetTable>>,
+    /// Faults, each during one fixed phase.
+    #[serde(rename = "fault", default)]
+    pub faults: Vec<Spanned<FaultTable>>,
+}
+
+/// A plan's `[[fault]]` table.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultTable {
+    #[serde(with = "duration")]
+    pub at: Duration,
+    #[serde(with = "duration")]
+    pub duration: Duration,
+    pub action: maestro_protocol::ActionName,
+    /// 1-based index of the `[[phase]]` it happens in.
+    #[serde(default)]
+    pub phase: Option<usize>,
+    #[serde(default)]
+    pub inspector: Option<String>,
 }
 
 /// A plan's `[fleet]` table: the flags of `start --clients`.
@@ -204,6 +236,12 @@ pub struct Conditions {
     pub max_error_rate: Option<f64>,
     /// Achieved send rate as a fraction of the offered rate (for example 0.95).
     pub min_achieved_fraction: Option<f64>,
+    /// The deepest queue an inspector saw (`queue_depth`, any queue).
+    pub sut_max_queue_depth: Option<f64>,
+    /// The largest consumer-group lag an inspector saw (`consumer_lag`).
+    pub sut_max_consumer_lag: Option<f64>,
+    /// The most memory an inspector saw the SUT use (`memory_bytes`), MiB.
+    pub sut_max_memory_mb: Option<f64>,
 }
 
 impl Conditions {
@@ -221,6 +259,9 @@ impl Conditions {
             max_lost: o.max_lost.or(self.max_lost),
             max_error_rate: o.max_error_rate.or(self.max_error_rate),
             min_achieved_fraction: o.min_achieved_fraction.or(self.min_achieved_fraction),
+            sut_max_queue_depth: o.sut_max_queue_depth.or(self.sut_max_queue_depth),
+            sut_max_consumer_lag: o.sut_max_consumer_lag.or(self.sut_max_consumer_lag),
+            sut_max_memory_mb: o.sut_max_memory_mb.or(self.sut_max_memory_mb),
         }
     }
 }
@@ -506,6 +547,8 @@ pub struct LoadedPlan {
         maestro_protocol::FleetSpec,
         Option<f64>,
     )>,
+    /// Per phase (by index), its faults.
+    pub faults: std::collections::BTreeMap<usize, Vec<crate::faults::FaultPlan>>,
 }
 
 /// `workload.topics`, `phase[1].rate`: the path of a field, without the toml crate's
@@ -568,10 +611,12 @@ impl LoadedPlan {
             phases: Vec::new(),
             payload: None,
             fleet: None,
+            faults: Default::default(),
         };
         loaded.payload = loaded.read_payload()?;
         loaded.fleet = loaded.read_fleet()?;
         loaded.phases = loaded.check_phases()?;
+        loaded.faults = loaded.check_faults()?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -696,6 +741,95 @@ impl LoadedPlan {
     }
 
     /// The phases to run, from their tables as written.
+    /// Places each `[[fault]]` in its phase: a fixed phase, and within its send window.
+    fn check_faults(
+        &self,
+    ) -> Result<std::collections::BTreeMap<usize, Vec<crate::faults::FaultPlan>>, PlanError> {
+        let mut out: std::collections::BTreeMap<usize, Vec<crate::faults::FaultPlan>> =
+            Default::default();
+        for (i, f) in self.plan.faults.iter().enumerate() {
+            let (t, span) = (f.get_ref(), f.span());
+            let field = |name: &str| format!("fault[{i}].{name}");
+            let index = match t.phase {
+                Some(0) => {
+                    return Err(self.error(
+                        self.key_span(span.clone(), "phase"),
+                        &field("phase"),
+                        "phases count from 1",
+                    ));
+                }
+                Some(n) => n - 1,
+                None => self
+                    .phases
+                    .iter()
+                    .position(|p| matches!(p, Phase::Fixed { .. }))
+                    .ok_or_else(|| {
+                        self.error(
+                            span.clone(),
+                            &field("phase"),
+                            "the plan has no fixed phase for it",
+                        )
+                    })?,
+            };
+            let window = match self.phases.get(index) {
+                Some(Phase::Fixed {
+                    rate,
+                    duration,
+                    count,
+                    ..
+                }) => duration.unwrap_or_else(|| {
+                    Duration::from_secs_f64(count.unwrap_or(0) as f64 / rate.max(f64::MIN_POSITIVE))
+                }),
+                Some(other) => {
+                    return Err(self.error(
+                        self.key_span(span.clone(), "phase"),
+                        &field("phase"),
+                        format!(
+                            "phase {} is {}: faults go in fixed phases",
+                            index + 1,
+                            other.kind()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(self.error(
+                        self.key_span(span.clone(), "phase"),
+                        &field("phase"),
+                        format!("the plan has {} phases", self.phases.len()),
+                    ));
+                }
+            };
+            if t.duration.is_zero() {
+                return Err(self.error(
+                    self.key_span(span.clone(), "duration"),
+                    &field("duration"),
+                    "must be above 0",
+                ));
+            }
+            if t.at + t.duration > window {
+                return Err(self.error(
+                    self.key_span(span.clone(), "at"),
+                    &field("at"),
+                    format!(
+                        "{} + {} ends after the phase's {}",
+                        humantime::format_duration(t.at),
+                        humantime::format_duration(t.duration),
+                        humantime::format_duration(window)
+                    ),
+                ));
+            }
+            out.entry(index)
+                .or_default()
+                .push(crate::faults::FaultPlan {
+                    action: t.action.clone(),
+                    at: t.at,
+                    duration: t.duration,
+                    inspector: t.inspector.clone(),
+                });
+        }
+        Ok(out)
+    }
+
     fn check_phases(&self) -> Result<Vec<Phase>, PlanError> {
         self.plan
             .phases

@@ -18,7 +18,7 @@ use crate::outcome::{self, PeerStatus};
 use crate::plan::{Conditions, LoadedPlan, Phase, PlanError};
 use crate::run::{RunError, RunOptions, run_test};
 use crate::search::{self, Search};
-use maestro_protocol::{Body, Ping, Role, Segment, SutUrl, Target};
+use maestro_protocol::{Body, Ping, Role, Segment, SutUrl, Target, metric_names};
 use maestro_report::format::micros;
 use maestro_report::{
     Environment, PhaseResult, PlanResult, Probe, ResultsError, RunSummary, SCHEMA_VERSION, Verdict,
@@ -127,6 +127,46 @@ pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
             fraction >= limit,
         );
     }
+    // Conditions on what inspectors read: a metric nobody reported fails, saying so.
+    for (name, limit, metric, scale) in [
+        (
+            "sut_max_queue_depth",
+            c.sut_max_queue_depth,
+            metric_names::QUEUE_DEPTH,
+            1.0,
+        ),
+        (
+            "sut_max_consumer_lag",
+            c.sut_max_consumer_lag,
+            metric_names::CONSUMER_LAG,
+            1.0,
+        ),
+        (
+            "sut_max_memory_mb",
+            c.sut_max_memory_mb,
+            metric_names::MEMORY_BYTES,
+            1.0 / (1024.0 * 1024.0),
+        ),
+    ] {
+        let Some(limit) = limit else { continue };
+        match crate::sut::max_of(s.sut_metrics.as_ref(), metric) {
+            Some(max) => {
+                let actual = max * scale;
+                check(
+                    &format!("{name} <= {limit}"),
+                    limit,
+                    actual,
+                    actual <= limit,
+                );
+            }
+            None => check(
+                &format!("{name} <= {limit} (no inspector reported {metric})"),
+                limit,
+                -1.0,
+                false,
+            ),
+        }
+    }
     check(
         "not degraded",
         0.0,
@@ -150,6 +190,8 @@ fn reasons(verdicts: &[Verdict], rate: f64) -> Vec<String> {
 }
 
 struct Runner<'a> {
+    /// The faults of the phase being run.
+    faults: Vec<crate::faults::FaultPlan>,
     controller: &'a mut Controller,
     plan: &'a LoadedPlan,
     sut: SutUrl,
@@ -193,6 +235,7 @@ impl Runner<'_> {
         let spec = self.plan.spec(&self.sut, rate, duration, count);
         let options = RunOptions {
             results: dir.to_owned(),
+            faults: self.faults.clone(),
             ..self.options.clone()
         };
         if self.options.progress {
@@ -331,7 +374,18 @@ pub async fn run_plan(
     let environment = environment(controller, plan, options, shutdown).await?;
     maestro_report::folder::write(&folder.join("environment.json"), &environment)?;
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // Every fault's action must have its inspector before the first phase runs.
+    let all: Vec<crate::faults::FaultPlan> = plan.faults.values().flatten().cloned().collect();
+    if !all.is_empty() {
+        let online = crate::run::inspectors(controller, options.timeout, shutdown).await?;
+        let list: Vec<_> = online
+            .into_iter()
+            .map(|(id, (name, _, caps))| (id, name, caps))
+            .collect();
+        crate::faults::assign(&all, &list).map_err(RunError::Spec)?;
+    }
     let mut runner = Runner {
+        faults: Vec::new(),
         controller,
         plan,
         sut: options.sut.clone(),
@@ -355,6 +409,7 @@ pub async fn run_plan(
             }
         }
         let dir = folder.join(format!("{i:02}-{}", phase.kind()));
+        runner.faults = plan.faults.get(&i).cloned().unwrap_or_default();
         let result = runner.phase(i, phase, &dir).await?;
         if !result.probes.is_empty() {
             maestro_report::folder::write_phase(&dir, &result)?;

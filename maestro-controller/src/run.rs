@@ -215,7 +215,7 @@ async fn workers(
 }
 
 /// The online inspectors that answer a ping: id -> (name, clock offset µs, capabilities).
-async fn inspectors(
+pub async fn inspectors(
     controller: &mut Controller,
     timeout: Duration,
     shutdown: &CancellationToken,

@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// No `$SYS` message for this long (over the default 10 s interval) means the broker is
-/// not answering.
+/// not answering, until its uptime ticks show its real interval.
 const STALE_AFTER: Duration = Duration::from_secs(15);
+/// The topic that changes at every `$SYS` interval.
+const UPTIME: &str = "$SYS/broker/uptime";
 
 /// `$SYS` topic, metric name, counter (else gauge).
 const TOPICS: &[(&str, &str, bool)] = &[
@@ -52,6 +54,9 @@ struct Latest {
     values: HashMap<&'static str, f64>,
     /// When any `$SYS` message last arrived.
     heard: Option<Instant>,
+    /// The last uptime tick, and the time between the last two: the broker's interval.
+    tick: Option<Instant>,
+    interval: Option<Duration>,
     /// Why the connection is down, while it is.
     down: Option<String>,
 }
@@ -105,9 +110,14 @@ impl MqttSys {
         if let Some(why) = &latest.down {
             return Err(why.clone());
         }
+        // Silent for well over its own interval: the broker is not answering (stopped,
+        // or cut off), even though the connection is still open.
+        let stale_after = latest.interval.map_or(STALE_AFTER, |i| {
+            (i * 5 / 2 + Duration::from_millis(500)).min(STALE_AFTER)
+        });
         match latest.heard {
             None => return Err("no $SYS message yet".into()),
-            Some(t) if t.elapsed() > STALE_AFTER => {
+            Some(t) if t.elapsed() > stale_after => {
                 return Err(format!("no $SYS message for {} s", t.elapsed().as_secs()));
             }
             Some(_) => {}
@@ -156,7 +166,14 @@ async fn follow(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let mut l = lock(&latest);
-                l.heard = Some(Instant::now());
+                let now = Instant::now();
+                l.heard = Some(now);
+                if p.topic == UPTIME {
+                    if let Some(prev) = l.tick {
+                        l.interval = Some(now - prev);
+                    }
+                    l.tick = Some(now);
+                }
                 if let Some((_, name, _)) = TOPICS.iter().find(|(t, _, _)| *t == p.topic)
                     && let Some(v) = number(&p.payload)
                 {
@@ -174,6 +191,7 @@ async fn follow(
                     let mut l = lock(&latest);
                     l.down = Some(why);
                     l.values.clear();
+                    l.tick = None;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
