@@ -1,0 +1,505 @@
+//! The SUT side against real brokers: the inspector's sources (Mosquitto `$SYS`, the
+//! RabbitMQ management API, Kafka offsets and lag, a process) on the run's timeline, and
+//! faults from plans run by the inspector that declared them.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_protocol::{Body, SutStats, decode};
+use maestro_testkit::{Cluster, Mosquitto, Proc, ScriptedSut, spawn_peer, wait_for};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Starts an inspector in the cluster and waits until ping lists it.
+fn inspector(c: &Cluster, args: &[&str]) -> Proc {
+    let cluster: maestro_protocol::ClusterId = c.cluster.parse().unwrap();
+    let mut all = vec!["--name", "sut-inspector"];
+    all.extend_from_slice(args);
+    let p = spawn_peer("inspector", &c.broker.url(), &cluster, &all).unwrap();
+    let up = wait_for(Duration::from_secs(15), || {
+        c.cli(&["ping", "-o", "json"], Duration::from_secs(10))
+            .json()
+            .ok()
+            .and_then(|v| {
+                v.as_array()
+                    .map(|a| a.iter().any(|p| p["role"] == "inspector"))
+            })
+            == Some(true)
+    });
+    assert!(up, "the inspector did not come up");
+    p
+}
+
+/// The inspector events published on the control broker, as they come.
+struct Events(Arc<Mutex<Vec<SutStats>>>);
+
+impl Events {
+    fn watch(c: &Cluster) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let port: u16 = c.broker.url().rsplit(':').next().unwrap().parse().unwrap();
+        let mut options = rumqttc::MqttOptions::new(
+            format!("sut-watch-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        options.set_keep_alive(Duration::from_secs(5));
+        let (client, mut connection) = rumqttc::Client::new(options, 64);
+        client
+            .subscribe(
+                format!("maestro/v1/{}/event/+/sut", c.cluster),
+                rumqttc::QoS::AtMostOnce,
+            )
+            .unwrap();
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(note) = decode(&p.payload)
+                            && let Body::SutStats(s) = note.body
+                        {
+                            into.lock().unwrap().push(s);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        Self(seen)
+    }
+
+    /// The latest value of a metric (source, name, label) in any event.
+    fn latest(&self, source: &str, name: &str, label: Option<&str>) -> Option<f64> {
+        self.0.lock().unwrap().iter().rev().find_map(|s| {
+            s.samples
+                .iter()
+                .filter(|x| x.source == source)
+                .flat_map(|x| &x.metrics)
+                .find(|m| m.name == name && m.label.as_deref() == label)
+                .map(|m| m.value)
+        })
+    }
+
+    /// Every value of a metric, in the order the events came.
+    fn all(&self, source: &str, name: &str, label: Option<&str>) -> Vec<f64> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| {
+                s.samples
+                    .iter()
+                    .filter(|x| x.source == source)
+                    .flat_map(|x| &x.metrics)
+                    .find(|m| m.name == name && m.label.as_deref() == label)
+                    .map(|m| m.value)
+            })
+            .collect()
+    }
+
+    /// Waits until the latest value of a metric satisfies `ok`; returns it.
+    fn until(
+        &self,
+        source: &str,
+        name: &str,
+        label: Option<&str>,
+        ok: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let reached = wait_for(Duration::from_secs(30), || {
+            self.latest(source, name, label).is_some_and(&ok)
+        });
+        let last = self.latest(source, name, label);
+        let sample = self.0.lock().unwrap().last().cloned();
+        assert!(
+            reached,
+            "{source}/{name} {label:?} never got there (last {last:?}; latest event {sample:?})"
+        );
+        last.unwrap()
+    }
+}
+
+fn source<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["sut_metrics"]["sources"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no sut_metrics in {s}"))
+        .iter()
+        .find(|x| x["source"] == name)
+        .unwrap_or_else(|| panic!("no source {name} in {}", s["sut_metrics"]))
+}
+
+fn metric<'a>(src: &'a Value, name: &str) -> &'a Value {
+    src["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name && m["label"].is_null())
+        .unwrap_or_else(|| panic!("no metric {name} in {src}"))
+}
+
+#[test]
+fn mosquitto_sys_counts_agree_with_maestro() {
+    let mq = Mosquitto::start_with("sys_interval 1").unwrap();
+    let c = Cluster::start(1);
+    let sys = format!("mqtt-sys=mqtt://127.0.0.1:{}", mq.port);
+    let pid = format!("process=pid:{}", mq.proc.pid());
+    let _i = inspector(
+        &c,
+        &["--source", &sys, "--source", &pid, "--source", "host"],
+    );
+    let (run, s) = c.run_test(
+        &mq.url("sys", "qos=1"),
+        &[
+            "--rate",
+            "500",
+            "--duration",
+            "4s",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let sent = s["sent"].as_u64().unwrap();
+    assert_eq!(sent, 2000, "{s}");
+    // Mosquitto's own count of PUBLISH packets it took in, over the run.
+    let check = &s["sut_metrics"]["cross_check"];
+    assert_eq!(check["source"], "mqtt-sys", "{s}");
+    assert_eq!(check["maestro_sent"].as_u64(), Some(sent));
+    assert_eq!(check["sut_received"].as_f64(), Some(sent as f64), "{check}");
+    assert_eq!(check["agrees"], true);
+    // And what it handed out: a copy to each of the two subscribers, and its own $SYS
+    // messages to the inspector (about a dozen a second).
+    let sys = source(&s, "mqtt-sys");
+    let handed = metric(sys, "messages_sent")["increase"].as_f64().unwrap();
+    assert!(
+        (2.0 * sent as f64..2.0 * sent as f64 + 600.0).contains(&handed),
+        "{sys}"
+    );
+    assert!(sys["gaps"].as_array().unwrap().is_empty(), "{sys}");
+    let process = source(&s, "process");
+    assert!(
+        metric(process, "memory_bytes")["max"].as_f64().unwrap() > 1e5,
+        "{process}"
+    );
+    assert!(
+        metric(source(&s, "host"), "cpu_percent")["max"]
+            .as_f64()
+            .is_some()
+    );
+    // sut.csv puts the samples on the run's seconds, a counter's rate beside it.
+    let folder = c.results.join(s["run_id"].as_str().unwrap());
+    let rows = maestro_report::sut::read_sut(&folder.join("sut.csv")).unwrap();
+    let rates: Vec<(u32, f64)> = rows
+        .iter()
+        .filter(|r| r.source == "mqtt-sys" && r.metric == "messages_received")
+        .filter_map(|r| Some((r.second, r.per_second?)))
+        .collect();
+    assert!(rows.iter().any(|r| r.second >= 3), "{rows:?}");
+    // $SYS is updated once a second on the broker's own beat: single seconds jitter,
+    // their mean does not.
+    let inside: Vec<f64> = rates
+        .iter()
+        .filter(|(s, _)| (1..=3).contains(s))
+        .map(|r| r.1)
+        .collect();
+    let mean = inside.iter().sum::<f64>() / inside.len().max(1) as f64;
+    assert!(
+        (300.0..=700.0).contains(&mean),
+        "Mosquitto took in about 500/s: {rates:?}"
+    );
+}
+
+#[test]
+fn a_pause_of_mosquitto_in_a_plan_is_a_recorded_window() {
+    let mq = Mosquitto::start_with("sys_interval 1").unwrap();
+    let c = Cluster::start(1);
+    let dir = c.results.join("setup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let faults = dir.join("faults.toml");
+    std::fs::write(
+        &faults,
+        format!(
+            "[[action]]\nname = \"pause-broker\"\nkind = \"pause\"\ntarget = \"pid:{}\"\n",
+            mq.proc.pid()
+        ),
+    )
+    .unwrap();
+    let pid = format!("process=pid:{}", mq.proc.pid());
+    let _i = inspector(
+        &c,
+        &["--source", &pid, "--faults", faults.to_str().unwrap()],
+    );
+    let plan = dir.join("pause.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            r#"
+[plan]
+name = "pause"
+
+[sut]
+url = "{}"
+
+[workload]
+topics = 1
+producers_per_topic = 1
+subscriptions_per_topic = 1
+message_size = "128"
+
+[conditions]
+max_lost = 0
+
+[[phase]]
+kind = "fixed"
+rate = 200
+duration = "8s"
+
+[[fault]]
+at = "3s"
+duration = "2s"
+action = "pause-broker"
+"#,
+            mq.url("pause", "qos=1")
+        ),
+    )
+    .unwrap();
+    let run = c.cli(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--results",
+            c.results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let plan_result = run.json().unwrap();
+    let s = &plan_result["phases"][0]["probes"][0]["summary"];
+    let f = &s["faults"][0];
+    assert_eq!(f["action"], "pause-broker", "{s}");
+    assert_eq!(f["inspector"], "sut-inspector");
+    assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+    let t = |k: &str| f[k].as_i64().unwrap_or_else(|| panic!("no {k} in {f}"));
+    assert!(t("requested_at_us") <= t("confirmed_at_us") + 50_000, "{f}");
+    let window_ms = (t("healed_at_us") - t("confirmed_at_us")) / 1000;
+    assert!(
+        (1900..=2600).contains(&window_ms),
+        "paused for {window_ms} ms: {f}"
+    );
+    // By intended send time: messages sent into the pause waited for it; before and after
+    // it they did not.
+    let p = |w: &str, q: &str| f[w]["response_time_us"][q].as_u64().unwrap();
+    assert!(p("during", "p50") > 400_000, "{f}");
+    assert!(p("before", "p99") < 200_000, "{f}");
+    assert!(p("after", "p99") < 200_000, "{f}");
+    for w in ["before", "during", "after"] {
+        assert_eq!(f[w]["lost"], 0, "{f}");
+    }
+    assert_eq!(f["during"]["sent"], 400, "{f}");
+    assert_eq!(
+        f["before"]["sent"].as_u64().unwrap()
+            + f["during"]["sent"].as_u64().unwrap()
+            + f["after"]["sent"].as_u64().unwrap(),
+        s["sent"].as_u64().unwrap()
+    );
+    assert!(
+        f["recovered_after_ms"].as_u64().is_some_and(|r| r <= 3000),
+        "{f}"
+    );
+    // The inspector saw the broker stopped.
+    let process = source(s, "process");
+    assert_eq!(
+        metric(process, "stopped")["max"].as_f64(),
+        Some(1.0),
+        "{process}"
+    );
+    // The broker runs again.
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/stat", mq.proc.pid()))
+            .unwrap()
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .trim_start()
+            .chars()
+            .next(),
+        Some('S')
+    );
+}
+
+#[test]
+fn an_undeclared_fault_action_is_refused() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let _i = inspector(&c, &[]);
+    // The controller refuses a fault no inspector declared, before anything runs.
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &mq.url("f", ""),
+            "--duration",
+            "2s",
+            "--fault",
+            "1s+1s:rm-everything",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("\"rm-everything\": no online inspector has declared it"),
+        "{run:?}"
+    );
+    // And the inspector itself refuses a note that names one it has not declared.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url: maestro_control::ControlUrl = c.broker.url().parse().unwrap();
+        let cluster: maestro_protocol::ClusterId = c.cluster.parse().unwrap();
+        let mut controller =
+            maestro_controller::client::Controller::connect(&url, &cluster, Duration::from_secs(5))
+                .await
+                .unwrap();
+        let ex = controller
+            .request(
+                &maestro_protocol::Target::Role(maestro_protocol::Role::Inspector),
+                Body::Inject(maestro_protocol::Inject {
+                    run: "r1".parse().unwrap(),
+                    fault: 0,
+                    action: "rm-everything".parse().unwrap(),
+                    duration_ms: 1000,
+                }),
+                Duration::from_secs(5),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let reply = ex
+            .replies
+            .values()
+            .next()
+            .unwrap_or_else(|| panic!("no reply"));
+        match &reply.0.body {
+            Body::Error(e) => {
+                assert_eq!(e.code, maestro_protocol::ErrorCode::UnknownAction);
+                assert!(e.message.contains("\"rm-everything\""), "{}", e.message);
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        controller.close().await;
+    });
+}
+
+#[test]
+fn rabbitmq_queue_depth_grows_while_consumers_are_missing() {
+    let rabbit = ScriptedSut::rabbitmq_with_management().unwrap();
+    let c = Cluster::start(1);
+    let mgmt = format!("rabbitmq={}", rabbit.management_url.clone().unwrap());
+    let _i = inspector(&c, &["--source", &mgmt]);
+    let events = Events::watch(&c);
+    let (run, s) = c.run_test(
+        &format!("{}?keep=true", rabbit.url),
+        &["--rate", "500", "--duration", "4s", "--consumers", "0"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let run_id = s["run_id"].as_str().unwrap();
+    let queue = format!("maestro.{run_id}.0");
+    // Nobody consumes: the queue holds what was sent, and the inspector sees it grow.
+    let depth = events.until("rabbitmq", "queue_depth", Some(&queue), |d| d >= 2000.0);
+    assert_eq!(depth, 2000.0);
+    let folder = c.results.join(run_id);
+    let rows = maestro_report::sut::read_sut(&folder.join("sut.csv")).unwrap();
+    let series: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.metric == "queue_depth" && r.label == queue)
+        .map(|r| r.value)
+        .collect();
+    assert!(series.len() >= 2, "{rows:?}");
+    assert!(
+        series.windows(2).all(|w| w[1] >= w[0]),
+        "depth only grows: {series:?}"
+    );
+    // Every reading the inspector published, from the run until now: it grew to 2000
+    // (RabbitMQ refreshes a queue's numbers on its own beat, so some repeat).
+    let seen = events.all("rabbitmq", "queue_depth", Some(&queue));
+    assert!(seen.windows(2).all(|w| w[1] >= w[0]), "{seen:?}");
+    assert!(seen.first().is_some_and(|d| *d < 2000.0), "{seen:?}");
+    let consumers = rows
+        .iter()
+        .find(|r| r.metric == "consumers" && r.label == queue)
+        .map(|r| r.value);
+    assert_eq!(consumers, Some(0.0));
+    assert!(
+        metric(source(&s, "rabbitmq"), "memory_bytes")["max"]
+            .as_f64()
+            .unwrap()
+            > 1e6
+    );
+}
+
+#[test]
+fn kafka_lag_grows_and_drains() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let tansu = ScriptedSut::tansu().unwrap();
+    let c = Cluster::start(1);
+    let _i = inspector(&c, &["--source", &format!("kafka={}", tansu.url)]);
+    let events = Events::watch(&c);
+    let bootstrap = tansu.url.trim_start_matches("kafka://").to_owned();
+    let topic = format!("lag-{}", std::process::id());
+    let group = format!("lag-group-{}", std::process::id());
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    // One record per batch, to partition 0: tansu counts a batch as one offset.
+    let produce = |n: usize| {
+        for i in 0..n {
+            producer
+                .send(
+                    BaseRecord::<(), _>::to(&topic)
+                        .partition(0)
+                        .payload(&format!("m{i}")),
+                )
+                .unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+    };
+    produce(100);
+    // A group that has read nothing yet: its offset is at the start.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let commit = |offset: i64| {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(offset))
+            .unwrap();
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    };
+    commit(0);
+    let label = format!("{group}/{topic}");
+    assert_eq!(
+        events.until("kafka", "consumer_lag", Some(&label), |l| l == 100.0),
+        100.0
+    );
+    produce(150);
+    assert_eq!(
+        events.until("kafka", "consumer_lag", Some(&label), |l| l == 250.0),
+        250.0
+    );
+    commit(250);
+    assert_eq!(
+        events.until("kafka", "consumer_lag", Some(&label), |l| l == 0.0),
+        0.0
+    );
+    let end = events.latest("kafka", "end_offset", Some(&format!("{topic}/0")));
+    assert_eq!(end, Some(250.0));
+}
