@@ -311,6 +311,35 @@ action = "pause-broker"
         f["recovered_after_ms"].as_u64().is_some_and(|r| r <= 3000),
         "{f}"
     );
+    // The report shades the window on every time chart and has a table of the fault.
+    let folder = std::fs::read_dir(&c.results)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pause-")
+        })
+        .unwrap();
+    let html = std::fs::read_to_string(folder.join("report.html")).unwrap();
+    let doc = scraper::Html::parse_document(&html);
+    let shaded = |chart: &str| {
+        let sel = scraper::Selector::parse(&format!("#{chart} rect.fault")).unwrap();
+        doc.select(&sel).count()
+    };
+    assert_eq!(shaded("chart-throughput"), 1);
+    assert_eq!(shaded("chart-latency"), 1);
+    assert!(shaded("chart-sut-0") == 1, "the SUT charts are shaded too");
+    let rows = scraper::Selector::parse("#faults tbody tr").unwrap();
+    let row: String = doc
+        .select(&rows)
+        .next()
+        .unwrap()
+        .text()
+        .collect::<Vec<_>>()
+        .join("|");
+    assert!(row.contains("pause-broker"), "{row}");
     // The inspector saw the broker stopped.
     let process = source(s, "process");
     assert_eq!(

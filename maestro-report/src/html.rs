@@ -12,6 +12,7 @@ use crate::folder::{self, ResultsError};
 use crate::model::{PlanResult, SHORTFALL};
 use crate::timeseries::read_timeseries;
 use html_escape::encode_text as esc;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,16 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
+/// A shaded x range of a time chart (a fault window), with its legend text.
+struct Shade {
+    from: f64,
+    to: f64,
+    label: String,
+}
+
+/// Time charts break a line where seconds are missing (a source that did not answer).
+const GAP_OVER: f64 = 1.5;
+
 /// A line chart as inline SVG. `x_labels` replaces numeric x ticks when given.
 fn line_chart(
     id: &str,
@@ -33,6 +44,22 @@ fn line_chart(
     y_label: &str,
     series: &[Series],
     x_labels: Option<&[String]>,
+) -> String {
+    time_chart(id, title, x_label, y_label, series, x_labels, &[], false)
+}
+
+/// A line chart over time: fault windows shaded (with a legend entry each), and lines
+/// broken where seconds are missing when `breaks`.
+#[allow(clippy::too_many_arguments)]
+fn time_chart(
+    id: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    x_labels: Option<&[String]>,
+    shades: &[Shade],
+    breaks: bool,
 ) -> String {
     let (w, h, left, right, top, bottom) = (760.0, 280.0, 64.0, 150.0, 28.0, 40.0);
     let pts = series.iter().flat_map(|s| s.points.iter());
@@ -113,19 +140,48 @@ fn line_chart(
         m = (top + h - bottom) / 2.0,
         yl = esc(y_label)
     );
-    for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
+    for (i, shade) in shades.iter().enumerate() {
+        let (a, b) = (px(shade.from.max(x0)), px(shade.to.min(x1)));
         let _ = write!(
             svg,
-            r##"<polyline class="series" data-name="{n}" fill="none" stroke="{color}" stroke-width="1.6" points="{p}"/>"##,
-            n = esc(&s.name),
-            p = points.join(" ")
+            r##"<rect class="fault" data-name="{n}" x="{a:.1}" y="{top}" width="{wd:.1}" height="{ht}" fill="#f4a261" fill-opacity="0.25"/>"##,
+            n = esc(&shade.label),
+            wd = (b - a).max(1.0),
+            ht = h - top - bottom
         );
+        let ly = top + 14.0 * (series.len() + i) as f64 + 8.0;
+        let _ = write!(
+            svg,
+            r##"<rect x="{lx}" y="{ry:.1}" width="10" height="8" fill="#f4a261" fill-opacity="0.5"/><text x="{tx}" y="{ty:.1}" font-size="11">{n}</text>"##,
+            lx = w - right + 10.0,
+            ry = ly - 6.0,
+            tx = w - right + 24.0,
+            ty = ly + 1.0,
+            n = esc(&shade.label)
+        );
+    }
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        // One polyline per run of points without a gap.
+        let mut runs: Vec<Vec<String>> = vec![Vec::new()];
+        let mut prev: Option<f64> = None;
+        for &(x, y) in &s.points {
+            if breaks && prev.is_some_and(|p| x - p > GAP_OVER) {
+                runs.push(Vec::new());
+            }
+            prev = Some(x);
+            if let Some(run) = runs.last_mut() {
+                run.push(format!("{:.1},{:.1}", px(x), py(y)));
+            }
+        }
+        for points in runs.iter().filter(|r| !r.is_empty()) {
+            let _ = write!(
+                svg,
+                r##"<polyline class="series" data-name="{n}" fill="none" stroke="{color}" stroke-width="1.6" points="{p}"/>"##,
+                n = esc(&s.name),
+                p = points.join(" ")
+            );
+        }
         for &(x, y) in &s.points {
             let _ = write!(
                 svg,
@@ -170,11 +226,63 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
     let (mut sent, mut received, mut p50, mut p99) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut connected, mut opened) = (Vec::new(), Vec::new());
+    let mut shades: Vec<Shade> = Vec::new();
+    // SUT metrics: per chart, per series name, points over the plan.
+    let mut sut: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
+    let mut fault_rows = String::new();
+    let mut sut_warnings = String::new();
     let mut offset = 0.0;
     for phase in phases {
         let dir = folder.join(phase.folder_name());
         for probe in &phase.probes {
-            let rows = read_timeseries(&dir.join(&probe.summary.run_id).join("timeseries.csv"))?;
+            let run_dir = dir.join(&probe.summary.run_id);
+            for f in &probe.summary.faults {
+                shades.push(Shade {
+                    from: offset + f.at_ms as f64 / 1000.0,
+                    to: offset + (f.at_ms + f.duration_ms) as f64 / 1000.0,
+                    label: format!("fault: {}", f.action),
+                });
+                fault_rows.push_str(&fault_row(phase, probe.rate, f));
+            }
+            if let Some(m) = &probe.summary.sut_metrics {
+                for w in &m.warnings {
+                    let _ = write!(
+                        sut_warnings,
+                        r#"<p class="shortfall">Phase {} {}: {}</p>"#,
+                        phase.index,
+                        phase.kind,
+                        esc(w)
+                    );
+                }
+            }
+            let sut_csv = run_dir.join("sut.csv");
+            if sut_csv.exists() {
+                for r in crate::sut::read_sut(&sut_csv)? {
+                    let Some((chart, scale)) = charted(&r.metric) else {
+                        continue;
+                    };
+                    let value = match r.kind {
+                        maestro_protocol::MetricKind::Counter => match r.per_second {
+                            Some(v) => v,
+                            None => continue,
+                        },
+                        maestro_protocol::MetricKind::Gauge => r.value,
+                    };
+                    let name = if r.label.is_empty() {
+                        format!("{} {}", r.source, r.metric)
+                    } else {
+                        format!("{} {}", r.source, r.label)
+                    };
+                    let series = sut.entry(chart.to_owned()).or_default();
+                    if series.len() < 8 || series.contains_key(&name) {
+                        series
+                            .entry(name)
+                            .or_default()
+                            .push((offset + f64::from(r.second), value * scale));
+                    }
+                }
+            }
+            let rows = read_timeseries(&run_dir.join("timeseries.csv"))?;
             let mut last = 0.0f64;
             for r in &rows {
                 let x = offset + f64::from(r.second);
@@ -191,7 +299,7 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             offset += last + 1.0;
         }
     }
-    let throughput = line_chart(
+    let throughput = time_chart(
         "chart-throughput",
         "Throughput over time",
         "seconds",
@@ -207,8 +315,10 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             },
         ],
         None,
+        &shades,
+        false,
     );
-    let latency = line_chart(
+    let latency = time_chart(
         "chart-latency",
         "Response time over time",
         "seconds",
@@ -224,14 +334,44 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             },
         ],
         None,
+        &shades,
+        false,
     );
+    // The SUT's own numbers, one chart per metric, on the same time axis.
+    let mut sut_charts = String::new();
+    for (i, (chart, series)) in sut.into_iter().enumerate() {
+        let series: Vec<Series> = series
+            .into_iter()
+            .map(|(name, points)| Series { name, points })
+            .collect();
+        sut_charts.push_str(&time_chart(
+            &format!("chart-sut-{i}"),
+            &chart,
+            "seconds",
+            "",
+            &series,
+            None,
+            &shades,
+            true,
+        ));
+    }
+    if !sut_charts.is_empty() || !sut_warnings.is_empty() {
+        sut_charts = format!("<h2>System under test</h2>{sut_warnings}{sut_charts}");
+    }
+    let faults = if fault_rows.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<h2>Faults</h2><table id="faults"><thead><tr><th>phase</th><th>rate</th><th>action</th><th>inspector</th><th>window</th><th>in effect after</th><th>lasted</th><th>sent before / during / after</th><th>lost before / during / after</th><th>duplicated</th><th>p50 before / during / after</th><th>p99 before / during / after</th><th>first error</th><th>recovered</th><th>errors</th></tr></thead><tbody>{fault_rows}</tbody></table>"#
+        )
+    };
 
     // Connections (fleets): clients connected, and connections opened, per second; and
     // per probe, how connecting went.
     let mut connections = String::new();
     if !connected.is_empty() {
         connections.push_str("<h2>Connections</h2>");
-        connections.push_str(&line_chart(
+        connections.push_str(&time_chart(
             "chart-connections",
             "Clients connected and connections opened per second",
             "seconds",
@@ -247,6 +387,8 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
                 },
             ],
             None,
+            &shades,
+            false,
         ));
     }
     let mut connection_rows = String::new();
@@ -428,7 +570,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
 <p>run <code>{run}</code>, started {started}; SUT <code>{sut}</code> ({sut_name} {sut_version}); {nw} workers; maestro {ver}</p>
 {shortfalls}<h2>Throughput</h2>{throughput}
 <h2>Response time</h2>{latency}{distribution}
-{connections}<h2>Ramp and search</h2>{curve}
+{faults}{sut_charts}{connections}<h2>Ramp and search</h2>{curve}
 <h2>Verdicts</h2><table id="verdicts"><thead><tr><th>phase</th><th>rate</th><th>condition</th><th>actual</th><th>result</th></tr></thead><tbody>{verdicts}</tbody></table>
 <h2>Workers</h2><table id="workers"><thead><tr><th>phase</th><th>rate</th><th>worker</th><th>producers</th><th>consumers</th><th>sent</th><th>received</th><th>errors</th></tr></thead><tbody>{workers}</tbody></table>
 </body></html>"#,
@@ -443,6 +585,54 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
         ver = esc(&env.maestro_version),
     );
     Ok(html)
+}
+
+/// Which SUT metrics get a chart, its title, and the scale of its values.
+fn charted(metric: &str) -> Option<(&'static str, f64)> {
+    use maestro_protocol::metric_names as m;
+    Some(match metric {
+        m::MESSAGES_RECEIVED => ("SUT: messages received/s", 1.0),
+        m::MESSAGES_SENT => ("SUT: messages sent/s", 1.0),
+        m::QUEUE_DEPTH => ("SUT: queue depth", 1.0),
+        m::CONSUMER_LAG => ("SUT: consumer-group lag", 1.0),
+        m::MEMORY_BYTES => ("SUT: memory (MiB)", 1.0 / (1024.0 * 1024.0)),
+        m::CLIENTS_CONNECTED => ("SUT: clients connected", 1.0),
+        "cpu_percent" => ("SUT: CPU %", 1.0),
+        _ => return None,
+    })
+}
+
+/// One row of the fault table.
+fn fault_row(phase: &crate::model::PhaseResult, rate: f64, f: &crate::sut::FaultSummary) -> String {
+    use crate::format::micros;
+    let ms = |v: Option<i64>| v.map_or("-".to_owned(), micros);
+    let three = |get: &dyn Fn(&crate::sut::WindowStats) -> String| {
+        format!(
+            "{} / {} / {}",
+            get(&f.before),
+            get(&f.during),
+            get(&f.after)
+        )
+    };
+    format!(
+        "<tr><td>{i} {k}</td><td>{rate:.0}</td><td>{a}</td><td>{ins}</td><td>{at} + {d}</td><td>{eff}</td><td>{lasted}</td><td>{sent}</td><td>{lost}</td><td>{dup}</td><td>{p50}</td><td>{p99}</td><td>{fe}</td><td>{rec}</td><td>{err}</td></tr>",
+        i = phase.index,
+        k = phase.kind,
+        a = esc(&f.action),
+        ins = esc(&f.inspector),
+        at = micros(f.at_ms as i64 * 1000),
+        d = micros(f.duration_ms as i64 * 1000),
+        eff = ms(f.requested_at_us.zip(f.confirmed_at_us).map(|(r, c)| c - r)),
+        lasted = ms(f.confirmed_at_us.zip(f.healed_at_us).map(|(c, h)| h - c)),
+        sent = three(&|w| w.sent.to_string()),
+        lost = three(&|w| w.lost.to_string()),
+        dup = three(&|w| w.duplicated.to_string()),
+        p50 = three(&|w| micros(w.response_time_us.p50 as i64)),
+        p99 = three(&|w| micros(w.response_time_us.p99 as i64)),
+        fe = ms(f.first_error_after_ms.map(|v| v as i64 * 1000)),
+        rec = ms(f.recovered_after_ms.map(|v| v as i64 * 1000)),
+        err = esc(&f.errors.join("; ")),
+    )
 }
 
 /// Writes `report.html` into the results folder and returns its path.
