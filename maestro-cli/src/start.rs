@@ -238,6 +238,82 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
     if let Some(shortfall) = s.shortfall() {
         lines.push(format!("BELOW OFFER: {shortfall}"));
     }
+    for f in &s.faults {
+        let w = |x: &maestro_report::WindowStats| {
+            format!(
+                "p99 {} lost {}",
+                micros(x.response_time_us.p99 as i64),
+                x.lost
+            )
+        };
+        let lasted = f
+            .confirmed_at_us
+            .zip(f.healed_at_us)
+            .map_or("-".to_owned(), |(c, h)| micros(h - c));
+        let recovered = f
+            .recovered_after_ms
+            .map_or("not within the run".to_owned(), |r| micros(r as i64 * 1000));
+        lines.push(format!(
+            "fault {} at {} (lasted {lasted}): before {}  during {}  after {}  recovered after {recovered}{}",
+            f.action,
+            micros(f.at_ms as i64 * 1000),
+            w(&f.before),
+            w(&f.during),
+            w(&f.after),
+            if f.errors.is_empty() {
+                String::new()
+            } else {
+                format!("  ERRORS: {}", f.errors.join("; "))
+            }
+        ));
+    }
+    if let Some(m) = &s.sut_metrics {
+        use maestro_protocol::metric_names as names;
+        for src in &m.sources {
+            let max = |name: &str| {
+                src.metrics
+                    .iter()
+                    .filter(|x| x.name == name)
+                    .map(|x| x.max)
+                    .reduce(f64::max)
+            };
+            let increase = |name: &str| {
+                src.metrics
+                    .iter()
+                    .find(|x| x.name == name && x.label.is_none())
+                    .and_then(|x| x.increase)
+            };
+            let mut parts = Vec::new();
+            if let Some(v) = increase(names::MESSAGES_RECEIVED) {
+                parts.push(format!("received {v:.0}"));
+            }
+            if let Some(v) = increase(names::MESSAGES_SENT) {
+                parts.push(format!("sent {v:.0}"));
+            }
+            if let Some(v) = max(names::QUEUE_DEPTH) {
+                parts.push(format!("max queue depth {v:.0}"));
+            }
+            if let Some(v) = max(names::CONSUMER_LAG) {
+                parts.push(format!("max lag {v:.0}"));
+            }
+            if let Some(v) = max(names::MEMORY_BYTES) {
+                parts.push(format!("max memory {:.1} MiB", v / 1048576.0));
+            }
+            if let Some(v) = max("cpu_percent") {
+                parts.push(format!("max CPU {v:.0} %"));
+            }
+            lines.push(format!(
+                "sut {}/{}  {}  ({} samples)",
+                src.inspector,
+                src.source,
+                parts.join("  "),
+                src.samples
+            ));
+        }
+        for w in &m.warnings {
+            lines.push(format!("WARNING: {w}"));
+        }
+    }
     if s.clock.max_offset_us > 0 {
         lines.push(format!(
             "clocks: latencies corrected by up to {} (error bound ± {})",

@@ -1209,6 +1209,35 @@ ceiling = 100000
         LoadedPlan::parse("bad.toml", text.into()).unwrap_err()
     }
 
+    #[test]
+    fn faults_go_in_fixed_phases_within_their_window() {
+        let base = "[plan]\nname = \"f\"\n[sut]\nurl = \"mqtt://h:1/t\"\n[workload]\n[[phase]]\nkind = \"warmup\"\nrate = 10\nduration = \"2s\"\n[[phase]]\nkind = \"fixed\"\nrate = 10\nduration = \"10s\"\n";
+        let ok = LoadedPlan::parse(
+            "f.toml",
+            format!("{base}[[fault]]\nat = \"5s\"\nduration = \"2s\"\naction = \"pause\"\n"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.faults[&1][0].at, Duration::from_secs(5));
+        for (fault, says) in [
+            (
+                "phase = 1\nat = \"1s\"\nduration = \"1s\"",
+                "phase 1 is warmup: faults go in fixed phases",
+            ),
+            (
+                "at = \"9s\"\nduration = \"2s\"",
+                "9s + 2s ends after the phase's 10s",
+            ),
+            (
+                "phase = 3\nat = \"1s\"\nduration = \"1s\"",
+                "the plan has 2 phases",
+            ),
+            ("at = \"1s\"\nduration = \"0s\"", "must be above 0"),
+        ] {
+            let e = error(&format!("{base}[[fault]]\naction = \"pause\"\n{fault}\n"));
+            assert!(e.to_string().contains(says), "{fault}: {e}");
+        }
+    }
+
     const FLEET: &str = r#"
 [plan]
 name = "devices"

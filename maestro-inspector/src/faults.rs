@@ -586,6 +586,13 @@ port = 1883
         }
     }
 
+    #[test]
+    fn the_example_fault_file_is_valid() {
+        let text = include_str!("../../deploy/inspector/faults.example.toml");
+        let book = FaultBook::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(book.actions.len(), 7);
+    }
+
     #[tokio::test]
     async fn pause_stops_a_process_and_heal_resumes_it() {
         let mut child = std::process::Command::new("sleep")
