@@ -532,3 +532,301 @@ fn kafka_lag_grows_and_drains() {
     let end = events.latest("kafka", "end_offset", Some(&format!("{topic}/0")));
     assert_eq!(end, Some(250.0));
 }
+
+/// A Mosquitto that runs as a daemon with a pid file (so a fault can kill it and start it
+/// again); whatever runs from its pid file is killed on drop.
+struct DaemonMosquitto {
+    dir: std::path::PathBuf,
+    conf: std::path::PathBuf,
+    port: u16,
+}
+
+impl DaemonMosquitto {
+    fn start() -> Self {
+        let port = maestro_testkit::free_port();
+        let dir = std::env::temp_dir().join(format!("maestro-daemon-mq-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Mosquitto drops to its own user before it writes the pid file.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nsys_interval 1\npid_file {}\n",
+                dir.join("m.pid").display()
+            ),
+        )
+        .unwrap();
+        let m = Self { dir, conf, port };
+        m.launch();
+        m
+    }
+
+    fn command(&self) -> Vec<String> {
+        vec![
+            "mosquitto".into(),
+            "-d".into(),
+            "-c".into(),
+            self.conf.display().to_string(),
+        ]
+    }
+
+    fn launch(&self) {
+        let c = self.command();
+        let status = std::process::Command::new(&c[0])
+            .args(&c[1..])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(wait_for(Duration::from_secs(10), || self.pid().is_some()
+            && std::net::TcpStream::connect(("127.0.0.1", self.port))
+                .is_ok()));
+    }
+
+    fn pid(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.dir.join("m.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        std::path::Path::new(&format!("/proc/{pid}"))
+            .exists()
+            .then_some(pid)
+    }
+}
+
+impl Drop for DaemonMosquitto {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            maestro_testkit::signal_pid(pid, 9);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_killed_or_bounced_mosquitto_is_started_again() {
+    let mq = DaemonMosquitto::start();
+    let first = mq.pid().unwrap();
+    let c = Cluster::start(1);
+    let pidfile = mq.dir.join("m.pid");
+    let command = serde_json::to_string(&mq.command()).unwrap();
+    let faults = mq.dir.join("faults.toml");
+    std::fs::write(
+        &faults,
+        format!(
+            "[[action]]\nname = \"kill-broker\"\nkind = \"kill\"\ntarget = \"pidfile:{p}\"\ncommand = {command}\n\n[[action]]\nname = \"bounce-broker\"\nkind = \"restart\"\ntarget = \"pidfile:{p}\"\ncommand = {command}\n",
+            p = pidfile.display()
+        ),
+    )
+    .unwrap();
+    let _i = inspector(&c, &["--faults", faults.to_str().unwrap()]);
+    let sut = format!("mqtt://127.0.0.1:{}/kb?qos=1", mq.port);
+    let results = c.results.to_str().unwrap().to_owned();
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &sut,
+            "--rate",
+            "100",
+            "--duration",
+            "10s",
+            "--fault",
+            "2s+2s:kill-broker",
+            "--fault",
+            "6s+1s:bounce-broker",
+            "--results",
+            &results,
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(90),
+    );
+    // The run may be degraded by the errors the broker's loss caused; it finishes.
+    assert!(matches!(run.code, Some(0) | Some(4)), "{run:?}");
+    let s = run.json().unwrap();
+    let kill = &s["faults"][0];
+    assert_eq!(kill["action"], "kill-broker", "{s}");
+    assert!(kill["errors"].as_array().unwrap().is_empty(), "{kill}");
+    let t = |f: &Value, k: &str| f[k].as_i64().unwrap_or_else(|| panic!("no {k} in {f}"));
+    let down_ms = (t(kill, "healed_at_us") - t(kill, "confirmed_at_us")) / 1000;
+    assert!(
+        (1900..=2700).contains(&down_ms),
+        "down for {down_ms} ms: {kill}"
+    );
+    let bounce = &s["faults"][1];
+    assert_eq!(bounce["action"], "bounce-broker");
+    assert!(bounce["errors"].as_array().unwrap().is_empty(), "{bounce}");
+    assert!(bounce["confirmed_at_us"].as_i64().is_some(), "{bounce}");
+    // Killed, started, bounced, started: another process serves the port now.
+    let now = mq.pid().expect("mosquitto runs again");
+    assert_ne!(now, first);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", mq.port)).is_ok());
+    // The clients saw the broker go away, and a second after the heal all was well.
+    assert!(
+        kill["first_error_after_ms"].as_u64().is_some()
+            || s["errors"].as_u64() > Some(0)
+            || s["lost"].as_u64() > Some(0),
+        "{s}"
+    );
+}
+
+/// A network namespace of this test's own with a veth pair to it (`10.213.N.1` here,
+/// `10.213.N.2` inside); removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    inside: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Self {
+        let n = std::process::id() % 250 + 1;
+        let name = format!("maestro-t{}", std::process::id());
+        let (host_if, ns_if) = (format!("mv{n}h"), format!("mv{n}n"));
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &host_if])
+            .output();
+        ip(&["netns", "add", &name]);
+        let ns = Self {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            inside: format!("10.213.{n}.2"),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("10.213.{n}.1/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            &format!("10.213.{n}.2/30"),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
+    let ns = Netns::new();
+    let port = 1883;
+    let dir = std::env::temp_dir().join(format!("maestro-part-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} {}\nallow_anonymous true\npersistence false\n",
+            ns.inside
+        ),
+    )
+    .unwrap();
+    // Mosquitto inside the namespace (`ip netns exec` becomes it).
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "mosquitto",
+            "-c",
+            conf.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    assert!(wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect((ns.inside.as_str(), port)).is_ok()
+    }));
+    let faults = dir.join("faults.toml");
+    std::fs::write(
+        &faults,
+        format!(
+            "[[action]]\nname = \"cut-broker\"\nkind = \"partition\"\nport = {port}\nnetns = \"{}\"\n",
+            ns.name
+        ),
+    )
+    .unwrap();
+    let c = Cluster::start(1);
+    let _i = inspector(&c, &["--faults", faults.to_str().unwrap()]);
+    let (run, s) = c.run_test(
+        &format!("mqtt://{}:{port}/cut?qos=1", ns.inside),
+        &[
+            "--rate",
+            "100",
+            "--duration",
+            "8s",
+            "--fault",
+            "2s+2s:cut-broker",
+        ],
+    );
+    // Nothing is lost: TCP carries the publishes over once the rules are gone (before the
+    // MQTT producer kept rumqttc's poll across dropped calls, 17 vanished here and the
+    // producer stalled).
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let f = &s["faults"][0];
+    assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+    let t = |k: &str| f[k].as_i64().unwrap_or_else(|| panic!("no {k} in {f}"));
+    let cut_ms = (t("healed_at_us") - t("confirmed_at_us")) / 1000;
+    assert!((1900..=2700).contains(&cut_ms), "cut for {cut_ms} ms: {f}");
+    // Messages sent into the partition waited for it (TCP retransmitted them after).
+    assert!(
+        f["during"]["response_time_us"]["p50"].as_u64().unwrap() > 400_000,
+        "{f}"
+    );
+    assert!(
+        f["before"]["response_time_us"]["p99"].as_u64().unwrap() < 200_000,
+        "{f}"
+    );
+    assert_eq!(s["lost"], 0, "{s}");
+    // The rules are gone.
+    let rules = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "iptables", "-S"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("maestro-fault"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
