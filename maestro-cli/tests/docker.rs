@@ -223,6 +223,13 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     assert_eq!(u(&s, "sent"), 12_000, "{s:#}");
     assert_eq!(u(&s, "received"), 36_000, "{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    // The compose inspector read its host all along (MAESTRO_INSPECTOR_SOURCE, default
+    // `host`), on the run's timeline.
+    let sources: Vec<&str> = s["sut_metrics"]["sources"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["source"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(sources, ["host"], "{s:#}");
 
     // docker kill of one worker mid-run: offline, the run degraded (exit 4), the other
     // workers' numbers kept.
@@ -273,6 +280,79 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     let (code, s, err) = d.mqtt_run("after", 300, "3s", 3).join().unwrap();
     assert_eq!(code, Some(0), "the workers reconnected: {err}\n{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
+
+    // A fault from a plan's vocabulary on a compose service: an inspector on the host
+    // declares `docker pause` of the mosquitto container; the run names it.
+    let container = d.containers("mosquitto").remove(0);
+    let faults =
+        std::env::temp_dir().join(format!("maestro-docker-faults-{}.toml", std::process::id()));
+    std::fs::write(
+        &faults,
+        format!("[[action]]\nname = \"freeze-broker\"\nkind = \"docker-pause\"\ncontainer = \"{container}\"\n"),
+    )
+    .unwrap();
+    let cluster: maestro_protocol::ClusterId = "default".parse().unwrap();
+    let inspector = maestro_testkit::spawn_peer(
+        "inspector",
+        &d.url(),
+        &cluster,
+        &[
+            "--name",
+            "host-inspector",
+            "--faults",
+            faults.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(30), || d
+            .ping()
+            .iter()
+            .filter(|p| p.0 == "inspector" && p.2 == "ok")
+            .count()
+            == 2),
+        "{:?}",
+        d.ping()
+    );
+    let (code, s, err) = d
+        .start(&[
+            "--sut",
+            "mqtt://mosquitto:1883/freeze?qos=1",
+            "--rate",
+            "300",
+            "--duration",
+            "8s",
+            "--producers",
+            "3",
+            "--consumers",
+            "3",
+            "--fault",
+            "2s+2s:freeze-broker",
+        ])
+        .join()
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}\n{s:#}");
+    let f = &s["faults"][0];
+    assert_eq!(f["inspector"], "host-inspector", "{s:#}");
+    assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+    let frozen_ms =
+        (f["healed_at_us"].as_i64().unwrap() - f["confirmed_at_us"].as_i64().unwrap()) / 1000;
+    assert!(
+        (1900..=3000).contains(&frozen_ms),
+        "frozen for {frozen_ms} ms: {f}"
+    );
+    assert!(
+        f["during"]["response_time_us"]["p50"].as_u64().unwrap() > 400_000,
+        "{f}"
+    );
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    let status = tool(
+        "docker",
+        &["inspect", "-f", "{{.State.Status}}", &container],
+    );
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "running");
+    drop(inspector);
+    let _ = std::fs::remove_file(&faults);
 
     // A worker cut off the network is reported: `no_reply` at once, `offline` once the
     // broker gives up on it (rumqttd restarts a client's keep-alive timer whenever it
