@@ -387,6 +387,75 @@ mod tests {
     }
 
     #[test]
+    fn windows_sum_segments_and_lose_exactly() {
+        use maestro_protocol::{ConsumerSegments, SegmentTallies, TopicSegments};
+        // Marks at 2 s and 4 s: three segments. One topic, two fan-out consumers.
+        let mut h = maestro_protocol::histogram::latency_histogram();
+        let _ = h.record(1_000_000);
+        let slow = maestro_protocol::histogram::encode(&h);
+        let result = RunResult {
+            run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),
+            worker: peer("w"),
+            counters: Default::default(),
+            histograms: Default::default(),
+            sent: vec![],
+            deliveries: vec![],
+            consumers: vec![
+                ConsumerPlan {
+                    id: 0,
+                    topic: 0,
+                    subscription: 0,
+                },
+                ConsumerPlan {
+                    id: 1,
+                    topic: 0,
+                    subscription: 1,
+                },
+            ],
+            errors: vec![],
+            tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
+            connections: None,
+            segments: Some(SegmentTallies {
+                sent: vec![TopicSegments {
+                    topic: 0,
+                    sent: vec![200, 200, 200],
+                }],
+                received: vec![
+                    ConsumerSegments {
+                        consumer: 0,
+                        unique: vec![200, 190, 200],
+                        duplicated: vec![0, 4, 0],
+                    },
+                    ConsumerSegments {
+                        consumer: 1,
+                        unique: vec![200, 200, 199],
+                        duplicated: vec![0, 0, 0],
+                    },
+                ],
+                response_time_us: vec![String::new(), slow, String::new()],
+            }),
+        };
+        let results: BTreeMap<PeerId, RunResult> = [(peer("w"), result)].into();
+        let segments = Segments::of(&results, 2);
+        assert_eq!(segments.lost, vec![0, 10, 1]);
+        let mut record = FaultRecord::new(plan("pause", 2, 2), (peer("i"), "i".into()));
+        record.state = FaultState::Healed;
+        let f = summarize(&[record], &[2000, 4000], &segments, &[], 0, None);
+        assert_eq!(
+            (f[0].before.sent, f[0].during.sent, f[0].after.sent),
+            (200, 200, 200)
+        );
+        assert_eq!(
+            (f[0].during.lost, f[0].during.duplicated, f[0].after.lost),
+            (10, 4, 1)
+        );
+        assert_eq!(f[0].during.response_time_us.count, 1);
+        assert!(f[0].during.response_time_us.p50 >= 999_000);
+    }
+
+    #[test]
     fn fault_flags_parse() {
         assert_eq!("5s+2s:pause".parse::<FaultPlan>(), Ok(plan("pause", 5, 2)));
         for bad in ["5s:pause", "5s+2s", "5x+2s:pause", "5s+2s:a b"] {

@@ -486,3 +486,88 @@ async fn environment(
         workers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maestro_protocol::{MessageSize, MetricKind, RunId, SourceKind, TestSpec};
+    use maestro_report::sut::{MetricSummary, SourceSummary, SutSummary};
+
+    fn summary() -> RunSummary {
+        let spec = TestSpec {
+            sut: "mqtt://h/t".parse().unwrap_or_else(|e| panic!("{e}")),
+            rate: 10.0,
+            duration_ms: Some(1000),
+            count: None,
+            warmup_ms: 0,
+            size: MessageSize::Fixed(64),
+            producers: 1,
+            consumers: 1,
+            topics: 1,
+            payload: None,
+            connect_rate: None,
+            fleet: None,
+            marks_ms: Vec::new(),
+        };
+        crate::summary::summarize(
+            &RunId::new("r").unwrap_or_else(|e| panic!("{e}")),
+            &spec,
+            std::time::SystemTime::now(),
+            0,
+            &[],
+            &Default::default(),
+        )
+    }
+
+    fn metric(name: &str, max: f64) -> MetricSummary {
+        MetricSummary {
+            name: name.into(),
+            label: Some("q".into()),
+            kind: MetricKind::Gauge,
+            first: 0.0,
+            last: 0.0,
+            min: 0.0,
+            max,
+            increase: None,
+            max_per_second: None,
+        }
+    }
+
+    #[test]
+    fn sut_conditions_judge_what_inspectors_reported() {
+        let conditions = Conditions {
+            sut_max_queue_depth: Some(100.0),
+            sut_max_memory_mb: Some(64.0),
+            sut_max_consumer_lag: Some(10.0),
+            ..Default::default()
+        };
+        let mut s = summary();
+        s.sut_metrics = Some(SutSummary {
+            sources: vec![SourceSummary {
+                inspector: "i".into(),
+                source: "rabbitmq".into(),
+                kind: SourceKind::Rabbitmq,
+                samples: 3,
+                gaps: vec![],
+                metrics: vec![
+                    metric(metric_names::QUEUE_DEPTH, 250.0),
+                    metric(metric_names::MEMORY_BYTES, 32.0 * 1024.0 * 1024.0),
+                ],
+            }],
+            ..Default::default()
+        });
+        let v = judge(&s, &conditions);
+        let find = |c: &str| {
+            v.iter()
+                .find(|x| x.condition.starts_with(c))
+                .unwrap_or_else(|| panic!("no verdict {c}: {v:?}"))
+        };
+        let depth = find("sut_max_queue_depth");
+        assert!(!depth.passed && depth.actual == 250.0, "{depth:?}");
+        let memory = find("sut_max_memory_mb");
+        assert!(memory.passed && memory.actual == 32.0, "{memory:?}");
+        // Nobody reported a lag: the condition fails and says why.
+        let lag = find("sut_max_consumer_lag");
+        assert!(!lag.passed && lag.condition.contains("no inspector reported consumer_lag"));
+    }
+}

@@ -375,4 +375,35 @@ mod tests {
         assert!(s.warnings.iter().any(|w| w.contains("seconds 1..=2")));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_sut_count_more_than_one_percent_off_is_a_warning() {
+        let dir = std::env::temp_dir().join(format!("maestro-sut-x-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
+        let start = 1_700_000_000_000_000;
+        let mut r = SutRecorder::new(start, [(peer.clone(), ("insp".to_owned(), 0))].into());
+        r.add(&dir, &peer, &stats(start - 100_000, Some(0.0), 0.0));
+        r.add(&dir, &peer, &stats(start + 900_000, Some(1000.0), 0.0));
+        // The broker restarted: its counter began again, and the run's increase goes on.
+        r.add(&dir, &peer, &stats(start + 1_900_000, Some(970.0), 0.0));
+        let s = r
+            .finish(2000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_default();
+        let c = s
+            .cross_check
+            .clone()
+            .unwrap_or_else(|| panic!("no cross-check"));
+        assert_eq!(c.sut_received, 1970.0);
+        assert!(!c.agrees && (c.difference_pct + 1.5).abs() < 1e-9, "{c:?}");
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("counted 1970 messages received, maestro sent 2000 (-1.50 %")),
+            "{:?}",
+            s.warnings
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
