@@ -288,7 +288,11 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         std::env::temp_dir().join(format!("maestro-docker-faults-{}.toml", std::process::id()));
     std::fs::write(
         &faults,
-        format!("[[action]]\nname = \"freeze-broker\"\nkind = \"docker-pause\"\ncontainer = \"{container}\"\n"),
+        format!(
+            "[[action]]\nname = \"freeze-broker\"\nkind = \"docker-pause\"\ncontainer = \"{container}\"\n\
+             [[action]]\nname = \"kill-broker\"\nkind = \"docker-kill\"\ncontainer = \"{container}\"\n\
+             [[action]]\nname = \"bounce-broker\"\nkind = \"docker-restart\"\ncontainer = \"{container}\"\n"
+        ),
     )
     .unwrap();
     let cluster: maestro_protocol::ClusterId = "default".parse().unwrap();
@@ -346,6 +350,39 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         "{f}"
     );
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    let status = tool(
+        "docker",
+        &["inspect", "-f", "{{.State.Status}}", &container],
+    );
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "running");
+    // docker kill (healed by docker start) and docker restart (a bounce) of the broker:
+    // the clients see errors, both faults are carried out and healed, the broker runs.
+    let (code, s, err) = d
+        .start(&[
+            "--sut",
+            "mqtt://mosquitto:1883/kill?qos=1",
+            "--rate",
+            "100",
+            "--duration",
+            "8s",
+            "--fault",
+            "1s+2s:kill-broker",
+            "--fault",
+            "5s+1s:bounce-broker",
+        ])
+        .join()
+        .unwrap();
+    assert!(matches!(code, Some(0) | Some(4)), "{err}\n{s:#}");
+    for (i, action) in [(0, "kill-broker"), (1, "bounce-broker")] {
+        let f = &s["faults"][i];
+        assert_eq!(f["action"], action, "{s:#}");
+        assert!(f["errors"].as_array().unwrap().is_empty(), "{f}");
+        assert!(
+            f["confirmed_at_us"].as_i64().is_some() && f["healed_at_us"].as_i64().is_some(),
+            "{f}"
+        );
+    }
+    assert!(u(&s, "errors") > 0, "the clients saw the broker go: {s:#}");
     let status = tool(
         "docker",
         &["inspect", "-f", "{{.State.Status}}", &container],
