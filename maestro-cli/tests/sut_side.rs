@@ -785,8 +785,9 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
     std::fs::write(
         &faults,
         format!(
-            "[[action]]\nname = \"cut-broker\"\nkind = \"partition\"\nport = {port}\nnetns = \"{}\"\n",
-            ns.name
+            "[[action]]\nname = \"cut-broker\"\nkind = \"partition\"\nport = {port}\nnetns = \"{n}\"\n\
+             [[action]]\nname = \"lossy-broker\"\nkind = \"loss\"\nport = {port}\nnetns = \"{n}\"\npercent = 30.0\n",
+            n = ns.name
         ),
     )
     .unwrap();
@@ -798,9 +799,11 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
             "--rate",
             "100",
             "--duration",
-            "8s",
+            "11s",
             "--fault",
             "2s+2s:cut-broker",
+            "--fault",
+            "7s+2s:lossy-broker",
         ],
     );
     // Nothing is lost: TCP carries the publishes over once the rules are gone (before the
@@ -822,6 +825,17 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
         "{f}"
     );
     assert_eq!(s["lost"], 0, "{s}");
+    // 30 % of the packets dropped both ways: TCP resends them, late.
+    let lossy = &s["faults"][1];
+    assert!(lossy["errors"].as_array().unwrap().is_empty(), "{lossy}");
+    // (Its "before" is the stretch after the cut; the cut's own "before" is the clean one.)
+    let clean_p99 = f["before"]["response_time_us"]["p99"].as_u64().unwrap();
+    let during = &lossy["during"]["response_time_us"];
+    assert!(during["p99"].as_u64().unwrap() > 150_000, "{lossy}");
+    assert!(
+        during["p50"].as_u64().unwrap() > 10 * clean_p99,
+        "{lossy} vs {clean_p99}"
+    );
     // The rules are gone.
     let rules = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.name, "iptables", "-S"])

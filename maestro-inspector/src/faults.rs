@@ -29,9 +29,9 @@
 //!
 //! [[action]]
 //! name = "lossy-link"
-//! kind = "loss"
-//! device = "veth-sut"
-//! percent = 5.0
+//! kind = "loss"                    # tc netem on a device, or with `port` instead of
+//! device = "veth-sut"              # `device`: iptables drops that share of the port's
+//! percent = 5.0                    # TCP packets, both ways
 //!
 //! [[action]]
 //! name = "cut-broker"
@@ -134,9 +134,12 @@ pub enum Action {
         device: String,
         netem: Vec<String>,
     },
-    Partition {
+    /// iptables rules that drop TCP to and from a port: all of it (a partition), or a
+    /// random share (`probability`, 0..1).
+    Drop {
         netns: Option<String>,
         port: u16,
+        probability: Option<f64>,
     },
     Docker {
         kind: Kind,
@@ -223,15 +226,24 @@ fn check(d: Declared) -> Result<Action, String> {
             if !(p > 0.0 && p <= 100.0) {
                 return Err(format!("percent {p} must be above 0 and at most 100"));
             }
-            Action::Netem {
-                netns: d.netns,
-                device: need(d.device, "device")?,
-                netem: vec!["loss".into(), format!("{p}%")],
+            match (d.device, d.port) {
+                (Some(device), None) => Action::Netem {
+                    netns: d.netns,
+                    device,
+                    netem: vec!["loss".into(), format!("{p}%")],
+                },
+                (None, Some(port)) => Action::Drop {
+                    netns: d.netns,
+                    port,
+                    probability: Some(p / 100.0),
+                },
+                _ => return Err("needs either `device` (tc netem) or `port` (iptables)".into()),
             }
         }
-        Kind::Partition => Action::Partition {
+        Kind::Partition => Action::Drop {
             netns: d.netns,
             port: d.port.ok_or("needs `port`")?,
+            probability: None,
         },
         Kind::DockerPause | Kind::DockerKill | Kind::DockerRestart => Action::Docker {
             kind: d.kind,
@@ -310,28 +322,28 @@ impl Action {
                 run_command(&base("add")).await?;
                 Ok(Injection::Commands(vec![base("del")]))
             }
-            Action::Partition { netns, port } => {
+            Action::Drop {
+                netns,
+                port,
+                probability,
+            } => {
                 let port = port.to_string();
+                let share = probability.map(|p| format!("{p}"));
                 let rules = |verb: &str| {
                     [("INPUT", "--dport"), ("OUTPUT", "--sport")].map(|(chain, dir)| {
-                        in_netns(
-                            netns,
-                            &[
-                                "iptables",
-                                verb,
-                                chain,
-                                "-p",
-                                "tcp",
-                                dir,
-                                &port,
+                        let mut args = vec!["iptables", verb, chain, "-p", "tcp", dir, &port];
+                        if let Some(p) = &share {
+                            args.extend([
                                 "-m",
-                                "comment",
-                                "--comment",
-                                "maestro-fault",
-                                "-j",
-                                "DROP",
-                            ],
-                        )
+                                "statistic",
+                                "--mode",
+                                "random",
+                                "--probability",
+                                p,
+                            ]);
+                        }
+                        args.extend(["-m", "comment", "--comment", "maestro-fault", "-j", "DROP"]);
+                        in_netns(netns, &args)
                     })
                 };
                 let [a, b] = rules("-I");
@@ -565,6 +577,10 @@ port = 1883
                 "percent 0",
             ),
             (
+                "[[action]]\nname = \"l\"\nkind = \"loss\"\ndevice = \"d\"\nport = 1\npercent = 5.0",
+                "either `device`",
+            ),
+            (
                 "[[action]]\nname = \"x\"\nkind = \"reboot\"",
                 "unknown variant `reboot`",
             ),
@@ -590,7 +606,7 @@ port = 1883
     fn the_example_fault_file_is_valid() {
         let text = include_str!("../../deploy/inspector/faults.example.toml");
         let book = FaultBook::parse(text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(book.actions.len(), 7);
+        assert_eq!(book.actions.len(), 8);
     }
 
     #[tokio::test]
