@@ -737,8 +737,8 @@ fn on_healed(
 const SETTLE_MAX: Duration = Duration::from_millis(2500);
 
 /// After the results are in: waits (at most [`SETTLE_MAX`]) for the heals of open faults
-/// and for a SUT sample taken a second after now, so the SUT's counters include the
-/// run's last messages.
+/// and, when a source reads the SUT itself, for a sample taken a second after now, so
+/// the SUT's counters include the run's last messages.
 async fn settle(
     controller: &mut Controller,
     run: &RunId,
@@ -747,7 +747,8 @@ async fn settle(
     clocks: &BTreeMap<PeerId, (String, i64)>,
     mut sut: Option<&mut SutRecorder>,
 ) {
-    let want_sample = sut.as_ref().is_some_and(|s| s.latest_us.is_some());
+    // A host or process source alone needs no wait.
+    let want_sample = sut.as_ref().is_some_and(|s| s.reads_sut());
     let sample_after = maestro_control::now().0 + 1_000_000;
     let until = Instant::now() + SETTLE_MAX;
     let never = CancellationToken::new();

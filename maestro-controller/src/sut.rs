@@ -66,6 +66,18 @@ impl SutRecorder {
         }
     }
 
+    /// Whether a source reads the SUT itself (not only a host or a process): its numbers
+    /// lag the run (RabbitMQ refreshes them on its own beat, Mosquitto every
+    /// `sys_interval`), so the run's end waits for a later sample.
+    pub fn reads_sut(&self) -> bool {
+        self.sources.values().any(|s| {
+            matches!(
+                s.kind,
+                SourceKind::MqttSys | SourceKind::Rabbitmq | SourceKind::Kafka
+            )
+        })
+    }
+
     /// Whether samples from this peer belong to the run.
     pub fn knows(&self, peer: &PeerId) -> bool {
         self.inspectors.contains_key(peer)
