@@ -225,15 +225,24 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
     let mut controller = connect(control, args.timeout, shutdown).await?;
+    let exporter = match args.metrics_listen {
+        Some(addr) => Some(Exporter::start(addr, shutdown).await?),
+        None => None,
+    };
     let options = RunOptions {
         group: args.group.clone(),
         results: args.results.clone(),
         timeout: args.timeout,
         progress: output == Output::Table,
         faults: args.faults.clone(),
+        metrics: exporter.as_ref().map(|e| e.metrics.clone()),
     };
     let spec = args.spec()?;
-    let finished = run_test(&mut controller, spec, &options, shutdown).await?;
+    let finished = run_test(&mut controller, spec, &options, shutdown).await;
+    if let Some(e) = exporter {
+        e.stop().await;
+    }
+    let finished = finished?;
     controller.close().await;
     Ok(finished_outcome(&finished, output))
 }
@@ -345,4 +354,36 @@ async fn forget(
         problem,
         peers: Vec::new(),
     })
+}
+
+/// The Prometheus endpoint of one `start` or `run` (`--metrics-listen`).
+#[derive(Debug)]
+pub struct Exporter {
+    pub metrics: std::sync::Arc<maestro_controller::live::LiveMetrics>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Exporter {
+    pub async fn start(
+        addr: maestro_control::metrics::MetricsListen,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, CliError> {
+        let metrics = maestro_controller::live::LiveMetrics::new();
+        let stop = shutdown.child_token();
+        let (bound, task) =
+            maestro_control::metrics::serve(addr, metrics.registry(), stop.clone()).await?;
+        eprintln!("metrics on http://{bound}/metrics");
+        Ok(Self {
+            metrics,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops serving (after the run: a last scrape sees its final numbers until now).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.task).await;
+    }
 }

@@ -52,6 +52,8 @@ pub enum CliError {
     Certs(#[from] maestro_controller::certs::CertsError),
     #[error("embedded peers did not all answer within {0:?}")]
     EmbeddedPeers(Duration),
+    #[error(transparent)]
+    Metrics(#[from] maestro_control::metrics::MetricsError),
 }
 
 impl CliError {
@@ -60,7 +62,7 @@ impl CliError {
             CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
             CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
-            CliError::Args(_) | CliError::Plan(_) => exit::USAGE,
+            CliError::Args(_) | CliError::Plan(_) | CliError::Metrics(_) => exit::USAGE,
             CliError::Io(..) => exit::INTERNAL,
             CliError::Results(e) => results_code(e),
             CliError::Certs(e) => {

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Only check the plan, then exit.
     #[arg(long)]
     pub check: bool,
+    /// Serve the plan's metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
+    /// OpenMetrics; a bare port binds to 127.0.0.1) while it runs
+    #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<maestro_control::metrics::MetricsListen>,
 }
 
 /// Runs a plan (or only checks it).
@@ -118,8 +122,20 @@ pub async fn run(
         local: local.is_some(),
         control_url,
         cluster: control.cluster.to_string(),
+        metrics: None,
+    };
+    let exporter = match args.metrics_listen {
+        Some(addr) => Some(crate::cli::Exporter::start(addr, shutdown).await?),
+        None => None,
+    };
+    let options = PlanOptions {
+        metrics: exporter.as_ref().map(|e| e.metrics.clone()),
+        ..options
     };
     let result = run_plan(&mut controller, &plan, &options, shutdown).await;
+    if let Some(e) = exporter {
+        e.stop().await;
+    }
     controller.close().await;
     if let Some(local) = local {
         local.abort().await;

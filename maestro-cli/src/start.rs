@@ -43,6 +43,10 @@ pub struct StartArgs {
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
+    /// Serve the run's metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
+    /// OpenMetrics; a bare port binds to 127.0.0.1) while the run goes on
+    #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<maestro_control::metrics::MetricsListen>,
     /// A fault during the run, AT+DURATION:ACTION (for example 5s+2s:pause-broker): the
     /// inspector that declared ACTION in its --faults file runs it AT after the start and
     /// heals it DURATION later. Repeat for several.

@@ -9,6 +9,7 @@
 //! controller's.
 
 pub mod args;
+pub mod metrics;
 pub mod peer;
 pub mod process;
 pub mod session;

@@ -16,6 +16,7 @@ pub mod client;
 pub mod faults;
 pub mod fleet;
 pub mod lifecycle;
+pub mod live;
 pub mod outcome;
 pub mod plan;
 pub mod plans;

@@ -65,6 +65,8 @@ pub struct PlanOptions {
     /// The control broker's URL (redacted) and the cluster, for `environment.json`.
     pub control_url: String,
     pub cluster: String,
+    /// Prometheus metrics kept current while the plan runs (labelled by phase).
+    pub metrics: Option<std::sync::Arc<crate::live::LiveMetrics>>,
 }
 
 /// Checks a run against conditions. A degraded run always fails.
@@ -395,6 +397,7 @@ pub async fn run_plan(
             timeout: options.timeout,
             progress: options.progress,
             faults: Vec::new(),
+            metrics: options.metrics.clone(),
         },
         shutdown,
     };
@@ -410,6 +413,9 @@ pub async fn run_plan(
         }
         let dir = folder.join(format!("{i:02}-{}", phase.kind()));
         runner.faults = plan.faults.get(&i).cloned().unwrap_or_default();
+        if let Some(m) = &options.metrics {
+            m.set_phase(&format!("{i:02}-{}", phase.kind()));
+        }
         let result = runner.phase(i, phase, &dir).await?;
         if !result.probes.is_empty() {
             maestro_report::folder::write_phase(&dir, &result)?;

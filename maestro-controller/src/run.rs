@@ -58,6 +58,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Faults to inject during the run (by the inspectors that declared them).
     pub faults: Vec<FaultPlan>,
+    /// Prometheus metrics to keep current while the run goes on.
+    pub metrics: Option<std::sync::Arc<crate::live::LiveMetrics>>,
 }
 
 /// What a finished run produced.
@@ -358,6 +360,7 @@ pub async fn run_test(
     let mut interrupt = shutdown.clone();
     let never = CancellationToken::new();
     let mut running = false;
+    let mut exported_second: Option<u32> = None;
     loop {
         // Carry out what the machine asked for.
         while let Some(a) = action.take() {
@@ -514,6 +517,12 @@ pub async fn run_test(
                             expected,
                         );
                     }
+                    if let Some(m) = options.metrics.as_ref() {
+                        m.finished(run.as_str(), summary.lost, 0);
+                        for f in &faults {
+                            m.fault(run.as_str(), f.plan.action.as_str(), false);
+                        }
+                    }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
                     maestro_report::folder::write(&folder.join("spec.json"), &spec)?;
                     return Ok(Finished { summary, folder });
@@ -591,6 +600,22 @@ pub async fn run_test(
                     if let Some(recorder) = sut.as_mut() {
                         recorder.add(&folder, &note.sender.id, &s);
                     }
+                    if let (Some(m), Some((name, _))) = (
+                        options.metrics.as_ref(),
+                        inspector_clocks.get(&note.sender.id),
+                    ) {
+                        for sample in &s.samples {
+                            for metric in &sample.metrics {
+                                m.sut(
+                                    name,
+                                    &sample.source,
+                                    &metric.name,
+                                    metric.label.as_deref(),
+                                    metric.value,
+                                );
+                            }
+                        }
+                    }
                     None
                 }
                 Body::FaultHealed(h) if h.run == run => {
@@ -636,6 +661,44 @@ pub async fn run_test(
                     .await?;
                 f.requested(maestro_control::now().0);
                 fault_replies.insert(note.id, i);
+            }
+        }
+        if let (Some(m), Some(row)) = (
+            options.metrics.as_ref(),
+            stream.as_ref().and_then(LiveResults::last_row),
+        ) && exported_second != Some(row.second)
+        {
+            exported_second = Some(row.second);
+            let in_flight = (sent_total as f64 * fanout) as i64 - received_total as i64;
+            let active: Vec<&str> = faults
+                .iter()
+                .filter(|f| f.state == crate::faults::FaultState::Active)
+                .map(|f| f.plan.action.as_str())
+                .collect();
+            let whole = stream
+                .as_ref()
+                .map(LiveResults::whole_run_response)
+                .unwrap_or_default();
+            m.second(
+                run.as_str(),
+                &crate::live::Second {
+                    second: row.second,
+                    sent: row.counters.sent,
+                    received: row.counters.received,
+                    errors: row.counters.errors,
+                    duplicated: row.counters.duplicated,
+                    response: row.response,
+                },
+                &whole,
+                in_flight,
+                &active.join(","),
+            );
+            for f in &faults {
+                m.fault(
+                    run.as_str(),
+                    f.plan.action.as_str(),
+                    f.state == crate::faults::FaultState::Active,
+                );
             }
         }
         if Instant::now() >= next_progress {

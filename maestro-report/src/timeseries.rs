@@ -162,6 +162,8 @@ pub struct LiveResults {
     last_row: Option<Row>,
     /// Every written row, when asked to keep them ([`LiveResults::keep_rows`]).
     rows: Option<Vec<SecondRow>>,
+    /// Response times of every written second, merged (for live quantiles).
+    whole: Histogram<u64>,
     /// Stats notes that could not be read (a histogram that does not decode).
     pub unreadable: Vec<String>,
 }
@@ -206,6 +208,7 @@ impl LiveResults {
             latest: BTreeMap::new(),
             last_row: None,
             rows: None,
+            whole: latency_histogram(),
             unreadable: Vec::new(),
         })
     }
@@ -214,6 +217,11 @@ impl LiveResults {
     /// each one); without this, written rows are forgotten.
     pub fn keep_rows(&mut self) {
         self.rows.get_or_insert_with(Vec::new);
+    }
+
+    /// Response times of the seconds written so far.
+    pub fn whole_run_response(&self) -> Percentiles {
+        Percentiles::of(&self.whole)
     }
 
     /// The rows kept since [`LiveResults::keep_rows`].
@@ -332,6 +340,7 @@ impl LiveResults {
             return Ok(());
         };
         let r = Percentiles::of(&b.latencies.response);
+        let _ = self.whole.add(&b.latencies.response);
         let s = Percentiles::of(&b.latencies.service);
         let l = Percentiles::of(&b.latencies.lag);
         let row = SecondRow {

@@ -1,0 +1,68 @@
+//! `--metrics-listen`: a run's numbers for Prometheus while it goes on, against a real
+//! Mosquitto.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, Mosquitto, free_port, wait_for};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// `GET /metrics`, or `None` when nothing listens.
+fn scrape(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_run_serves_its_metrics_while_it_goes_on() {
+    let mq = Mosquitto::start().unwrap();
+    let c = Cluster::start(1);
+    let port = free_port();
+    let listen = port.to_string();
+    let run = c.run_in_background(
+        &mq.url("prom", "qos=1"),
+        &[
+            "--rate",
+            "200",
+            "--duration",
+            "6s",
+            "--metrics-listen",
+            &listen,
+        ],
+    );
+    let mut seen = String::new();
+    let got = wait_for(Duration::from_secs(30), || {
+        seen = scrape(port).unwrap_or_default();
+        value(&seen, "maestro_run_sent_total{").is_some_and(|v| v >= 400.0)
+    });
+    assert!(got, "{seen}");
+    assert!(seen.contains("application/openmetrics-text"), "{seen}");
+    // Rates of the last second, and quantiles from the merged histograms.
+    let rate = value(&seen, "maestro_run_send_rate{").unwrap();
+    assert!((150.0..=250.0).contains(&rate), "{seen}");
+    let p99 = value(&seen, "maestro_run_response_time_seconds{").unwrap();
+    assert!(p99 > 0.0 && p99 < 1.0, "{seen}");
+    assert!(
+        seen.contains(r#"phase="start""#) && seen.contains(r#"fault="none""#),
+        "{seen}"
+    );
+    let done = run.join().unwrap();
+    assert_eq!(done.code, Some(0), "{done:?}");
+    // The endpoint goes away with the run, on loopback only.
+    assert!(scrape(port).is_none());
+    let s = done.json().unwrap();
+    assert_eq!(s["sent"], 1200);
+}
