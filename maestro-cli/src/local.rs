@@ -85,6 +85,7 @@ impl LocalCluster {
             member: None,
             host: None,
             keep_alive: Duration::from_secs(5),
+            metrics_listen: None,
         };
         for i in 1..=workers {
             let config = peer_args(format!("worker-{i}"))

@@ -66,3 +66,38 @@ fn a_run_serves_its_metrics_while_it_goes_on() {
     let s = done.json().unwrap();
     assert_eq!(s["sent"], 1200);
 }
+
+#[test]
+fn a_daemon_serves_its_health() {
+    let c = Cluster::start(1);
+    let port = free_port();
+    let listen = port.to_string();
+    let cluster: maestro_protocol::ClusterId = c.cluster.parse().unwrap();
+    let _inspector = maestro_testkit::spawn_peer(
+        "inspector",
+        &c.broker.url(),
+        &cluster,
+        &["--name", "watched", "--metrics-listen", &listen],
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let connected = wait_for(Duration::from_secs(15), || {
+        seen = scrape(port).unwrap_or_default();
+        value(&seen, "maestro_peer_connected{").is_some_and(|v| v == 1.0)
+    });
+    assert!(connected, "{seen}");
+    assert!(
+        seen.contains(r#"role="inspector",name="watched""#),
+        "{seen}"
+    );
+    let ping = c.cli(&["ping"], Duration::from_secs(10));
+    assert_eq!(ping.code, Some(0), "{ping:?}");
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            seen = scrape(port).unwrap_or_default();
+            value(&seen, "maestro_peer_notes_received{").is_some_and(|v| v >= 1.0)
+        }),
+        "{seen}"
+    );
+    assert_eq!(value(&seen, "maestro_peer_bad_notes{"), Some(0.0), "{seen}");
+}

@@ -82,6 +82,10 @@ pub struct PeerArgs {
     /// peer offline after 1.5 times this without traffic.
     #[arg(long, env = "MAESTRO_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
+    /// Serve this peer's health metrics for Prometheus on PORT or HOST:PORT (`/metrics`;
+    /// a bare port binds to 127.0.0.1)
+    #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<crate::metrics::MetricsListen>,
 }
 
 impl ControlArgs {
@@ -134,6 +138,7 @@ impl PeerArgs {
         let pid = std::process::id();
         let name = self.name.unwrap_or_else(|| format!("{role}-{pid}@{host}"));
         Ok(PeerConfig {
+            metrics_listen: self.metrics_listen,
             signer: self.control.signer()?,
             url: self.control.endpoint()?,
             cluster: self.control.cluster,

@@ -37,6 +37,64 @@ pub struct PeerConfig {
     /// Signs this peer's notes and makes it refuse unsigned requests
     /// (`--cluster-key-file`).
     pub signer: session::Signer,
+    /// Serve the peer's health metrics here (`--metrics-listen`).
+    pub metrics_listen: Option<crate::metrics::MetricsListen>,
+}
+
+/// A peer's health as Prometheus gauges (`--metrics-listen`), set as its loop runs.
+#[derive(Debug, Default)]
+struct Health {
+    connected: prometheus_client::metrics::gauge::Gauge,
+    reconnects: prometheus_client::metrics::gauge::Gauge,
+    notes_received: prometheus_client::metrics::gauge::Gauge,
+    bad_notes: prometheus_client::metrics::gauge::Gauge,
+    refused_notes: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Health {
+    fn registry(&self, info: &PeerInfo) -> prometheus_client::registry::Registry {
+        let mut r = prometheus_client::registry::Registry::with_prefix_and_labels(
+            "maestro_peer",
+            [
+                ("role".into(), info.role.as_str().into()),
+                ("name".into(), info.name.clone().into()),
+            ]
+            .into_iter(),
+        );
+        let started = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        started.set(info.started_at_us.0 / 1_000_000);
+        r.register(
+            "started_seconds",
+            "When the peer started (Unix time)",
+            started,
+        );
+        r.register(
+            "connected",
+            "1 while connected to the control broker",
+            self.connected.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Control connections after the first",
+            self.reconnects.clone(),
+        );
+        r.register(
+            "notes_received",
+            "Notes received on the request topics",
+            self.notes_received.clone(),
+        );
+        r.register(
+            "bad_notes",
+            "Notes that could not be handled",
+            self.bad_notes.clone(),
+        );
+        r.register(
+            "refused_notes",
+            "Notes refused as unsigned, wrongly signed, replayed or stale",
+            self.refused_notes.clone(),
+        );
+        r
+    }
 }
 
 impl PeerConfig {
@@ -155,6 +213,8 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Url(#[from] crate::url::UrlError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Runs a peer until `shutdown` is cancelled or a halt note arrives (which cancels it).
@@ -201,7 +261,14 @@ pub async fn run(
         watched: watched.clone(),
         signer: signer.clone(),
     });
+    let health = Health::default();
+    if let Some(addr) = config.metrics_listen {
+        let registry = std::sync::Arc::new(Mutex::new(health.registry(info)));
+        // The server stops with the peer (its task ends with the token).
+        let _ = crate::metrics::serve(addr, registry, shutdown.clone()).await?;
+    }
     let mut peer = PeerLoop {
+        health,
         handler,
         client,
         topics,
@@ -272,6 +339,7 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 connected = true;
+                peer.health.connected.set(1);
                 backoff = session::backoff();
                 peer.connections += 1;
                 peer.connected_since = now();
@@ -286,6 +354,7 @@ pub async fn run(
             Ok(_) => {}
             Err(error) => {
                 connected = false;
+                peer.health.connected.set(0);
                 if unreachable_since.is_none() {
                     unreachable_since = Some(Instant::now());
                     let reason = crate::tls::explain(&error);
@@ -327,6 +396,7 @@ pub async fn run(
 }
 
 struct PeerLoop<H> {
+    health: Health,
     handler: H,
     client: AsyncClient,
     topics: Topics,
@@ -378,6 +448,15 @@ impl<H: Handler> PeerLoop<H> {
     }
 
     fn on_publish(&mut self, publish: Publish) {
+        self.on_publish_inner(publish);
+        let h = &self.health;
+        h.notes_received.set(self.notes_received as i64);
+        h.bad_notes.set(self.bad_notes as i64);
+        h.refused_notes.set(self.refused_notes as i64);
+        h.reconnects.set(self.connections.saturating_sub(1) as i64);
+    }
+
+    fn on_publish_inner(&mut self, publish: Publish) {
         let received_at = now();
         self.notes_received += 1;
         let note = match decode(&publish.payload) {
