@@ -265,4 +265,49 @@ mod tests {
         // The rate is one series, of the fault state now.
         assert!(!text.contains(r#"fault="none""#), "{text}");
     }
+
+    /// The Grafana dashboard in the repository queries only metrics this serves.
+    #[test]
+    fn the_dashboard_uses_only_exported_metrics() {
+        let m = LiveMetrics::new();
+        let p = Percentiles::default();
+        let s = Second {
+            second: 0,
+            sent: 1,
+            received: 1,
+            errors: 0,
+            duplicated: 0,
+            response: p,
+        };
+        m.second("r", &s, &p, 0, "");
+        m.fault("r", "pause", false);
+        m.sut("i", "rabbitmq", "queue_depth", None, 1.0);
+        m.finished("r", 0, 0);
+        let text = m.render();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../docker-compose/monitoring/grafana-dashboard.json"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                for word in expr.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                    if word.starts_with("maestro_") {
+                        queried += 1;
+                        assert!(
+                            exported.contains(word),
+                            "{word} (in {expr}) is not exported: {exported:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(queried >= 10, "{queried}");
+    }
 }
