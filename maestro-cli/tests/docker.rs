@@ -284,8 +284,12 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     // A fault from a plan's vocabulary on a compose service: an inspector on the host
     // declares `docker pause` of the mosquitto container; the run names it.
     let container = d.containers("mosquitto").remove(0);
-    let faults =
-        std::env::temp_dir().join(format!("maestro-docker-faults-{}.toml", std::process::id()));
+    // In a folder of its own, removed when the test ends, passed or failed.
+    let faults_dir =
+        std::env::temp_dir().join(format!("maestro-docker-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&faults_dir).unwrap();
+    let _cleanup = maestro_testkit::RemoveOnDrop(faults_dir.clone());
+    let faults = faults_dir.join("faults.toml");
     std::fs::write(
         &faults,
         format!(
@@ -389,7 +393,6 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     );
     assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "running");
     drop(inspector);
-    let _ = std::fs::remove_file(&faults);
 
     // A worker cut off the network is reported: `no_reply` at once, `offline` once the
     // broker gives up on it (rumqttd restarts a client's keep-alive timer whenever it

@@ -31,7 +31,19 @@ fn inspector(c: &Cluster, args: &[&str]) -> Proc {
 }
 
 /// The inspector events published on the control broker, as they come.
-struct Events(Arc<Mutex<Vec<SutStats>>>);
+/// The watcher's thread ends when this is dropped.
+struct Events {
+    seen: Arc<Mutex<Vec<SutStats>>>,
+    client: rumqttc::Client,
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+    }
+}
 
 impl Events {
     fn watch(c: &Cluster) -> Self {
@@ -51,9 +63,13 @@ impl Events {
             )
             .unwrap();
         let into = seen.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
         std::thread::spawn(move || {
-            let _client = client;
             for event in connection.iter() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 match event {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         if let Ok(note) = decode(&p.payload)
@@ -67,24 +83,17 @@ impl Events {
                 }
             }
         });
-        Self(seen)
+        Self { seen, client, done }
     }
 
     /// The latest value of a metric (source, name, label) in any event.
     fn latest(&self, source: &str, name: &str, label: Option<&str>) -> Option<f64> {
-        self.0.lock().unwrap().iter().rev().find_map(|s| {
-            s.samples
-                .iter()
-                .filter(|x| x.source == source)
-                .flat_map(|x| &x.metrics)
-                .find(|m| m.name == name && m.label.as_deref() == label)
-                .map(|m| m.value)
-        })
+        self.all(source, name, label).last().copied()
     }
 
     /// Every value of a metric, in the order the events came.
     fn all(&self, source: &str, name: &str, label: Option<&str>) -> Vec<f64> {
-        self.0
+        self.seen
             .lock()
             .unwrap()
             .iter()
@@ -111,7 +120,7 @@ impl Events {
             self.latest(source, name, label).is_some_and(&ok)
         });
         let last = self.latest(source, name, label);
-        let sample = self.0.lock().unwrap().last().cloned();
+        let sample = self.seen.lock().unwrap().last().cloned();
         assert!(
             reached,
             "{source}/{name} {label:?} never got there (last {last:?}; latest event {sample:?})"
@@ -749,6 +758,7 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
     let port = 1883;
     let dir = std::env::temp_dir().join(format!("maestro-part-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = maestro_testkit::RemoveOnDrop(dir.clone());
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
@@ -844,5 +854,4 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&rules.stdout).contains("maestro-fault"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

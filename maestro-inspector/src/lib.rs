@@ -153,7 +153,19 @@ impl Inspector {
                 ),
             }));
         };
+        // A duration beyond any run's window is a bad note (and would overflow the timer).
+        if i.duration_ms > maestro_protocol::MAX_DURATION_MS {
+            return Some(Body::Error(ErrorNote {
+                code: ErrorCode::InvalidSpec,
+                message: format!(
+                    "fault duration of {} ms is above the limit of {} ms",
+                    i.duration_ms,
+                    maestro_protocol::MAX_DURATION_MS
+                ),
+            }));
+        }
         let outbox = self.outbox.clone()?;
+        let heal_now = self.stop.child_token();
         {
             let mut runs = lock(&self.runs);
             let faults = runs.entry(i.run.clone()).or_default();
@@ -164,16 +176,11 @@ impl Inspector {
             faults.insert(
                 i.fault,
                 Active {
-                    heal_now: self.stop.child_token(),
+                    heal_now: heal_now.clone(),
                     injected: None,
                 },
             );
         }
-        let heal_now = lock(&self.runs)
-            .get(&i.run)
-            .and_then(|f| f.get(&i.fault))
-            .map(|a| a.heal_now.clone())
-            .unwrap_or_default();
         let runs = self.runs.clone();
         let i = i.clone();
         self.tasks.spawn(async move {

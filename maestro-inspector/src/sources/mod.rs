@@ -183,9 +183,8 @@ pub async fn sample_all(sources: &mut [(SourceSpec, Source)]) -> Vec<SourceSampl
     futures_util::future::join_all(reads).await
 }
 
-/// Basic-auth header value from a URL's user info, if any.
-fn basic_auth(u: &url::Url) -> Option<String> {
-    use base64::Engine;
+/// A URL's user name and password, percent-decoded, if it has a user.
+fn credentials(u: &url::Url) -> Option<(String, String)> {
     if u.username().is_empty() {
         return None;
     }
@@ -194,11 +193,14 @@ fn basic_auth(u: &url::Url) -> Option<String> {
             .decode_utf8_lossy()
             .into_owned()
     };
-    let pair = format!(
-        "{}:{}",
-        decode(u.username()),
-        decode(u.password().unwrap_or(""))
-    );
+    Some((decode(u.username()), decode(u.password().unwrap_or(""))))
+}
+
+/// Basic-auth header value from a URL's user info, if any.
+fn basic_auth(u: &url::Url) -> Option<String> {
+    use base64::Engine;
+    let (user, password) = credentials(u)?;
+    let pair = format!("{user}:{password}");
     Some(format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)

@@ -85,13 +85,8 @@ impl MqttSys {
         let id = format!("maestro-inspector-{:08x}", std::process::id() ^ port as u32);
         let mut options = MqttOptions::new(id, host, port);
         options.set_keep_alive(Duration::from_secs(5));
-        if !url.username().is_empty() {
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            options.set_credentials(decode(url.username()), decode(url.password().unwrap_or("")));
+        if let Some((user, password)) = super::credentials(url) {
+            options.set_credentials(user, password);
         }
         let (client, eventloop) = AsyncClient::new(options, 16);
         let target = super::redacted(url);
