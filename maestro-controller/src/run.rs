@@ -256,6 +256,40 @@ pub async fn inspectors(
         .collect())
 }
 
+/// Asks the inspectors for their latest figures, the baseline of the SUT's counters (a
+/// run may start before their next event).
+async fn sut_baseline(
+    controller: &mut Controller,
+    recorder: &mut SutRecorder,
+    folder: &std::path::Path,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let asked = controller
+        .request(
+            &Target::Role(Role::Inspector),
+            Body::SutRequest(maestro_protocol::SutRequest {}),
+            timeout,
+            shutdown,
+        )
+        .await;
+    match asked {
+        Ok(exchange) => {
+            for (id, (note, _)) in &exchange.replies {
+                if let Body::SutStats(s) = &note.body {
+                    recorder.add(folder, id, s);
+                }
+            }
+            Ok(())
+        }
+        Err(ControlError::Interrupted) => Err(ControlError::Interrupted.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no baseline from the inspectors");
+            Ok(())
+        }
+    }
+}
+
 /// Runs one test and writes its results folder.
 pub async fn run_test(
     controller: &mut Controller,
@@ -301,7 +335,20 @@ pub async fn run_test(
         .iter()
         .map(|(id, (name, offset, _))| (id.clone(), (name.clone(), *offset)))
         .collect();
-    let mut sut: Option<SutRecorder> = None;
+    // From now on the inspectors' samples are baselines; the start makes them the run's.
+    let mut recorder = SutRecorder::new(inspector_clocks.clone());
+    if !inspector_clocks.is_empty() {
+        let folder = options.results.join(run.as_str());
+        sut_baseline(
+            controller,
+            &mut recorder,
+            &folder,
+            options.timeout,
+            shutdown,
+        )
+        .await?;
+    }
+    let mut sut: Option<SutRecorder> = Some(recorder);
     let mut fault_replies: HashMap<NoteId, usize> = HashMap::new();
     let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
     let mut shares = split(&spec, &run, &ids, compete);
@@ -371,7 +418,9 @@ pub async fn run_test(
                         start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
                         started_at =
                             SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
-                        sut = Some(SutRecorder::new(start_at.0, inspector_clocks.clone()));
+                        if let Some(r) = sut.as_mut() {
+                            r.begin(start_at.0);
+                        }
                         match LiveResults::create(folder.clone(), start_at.0, names.clone()) {
                             Ok(mut live) => {
                                 if !faults.is_empty() {
@@ -796,12 +845,13 @@ fn on_healed(
     }
 }
 
-/// How long the end of a run waits for heals and a last SUT sample.
-const SETTLE_MAX: Duration = Duration::from_millis(2500);
+/// How long the end of a run waits for heals and a last SUT sample: a `$SYS` beat comes
+/// every two seconds at most with `sys_interval 1`, and is sampled within a second.
+const SETTLE_MAX: Duration = Duration::from_millis(3500);
 
 /// After the results are in: waits (at most [`SETTLE_MAX`]) for the heals of open faults
-/// and, when a source reads the SUT itself, for a sample taken a second after now, so
-/// the SUT's counters include the run's last messages.
+/// and, when a source reads the SUT itself, for its figures taken a second after now,
+/// so the SUT's counters include the run's last messages.
 async fn settle(
     controller: &mut Controller,
     run: &RunId,
@@ -819,8 +869,7 @@ async fn settle(
         let sampled = !want_sample
             || sut
                 .as_ref()
-                .and_then(|s| s.latest_us)
-                .is_some_and(|t| t >= sample_after);
+                .is_some_and(|s| s.sut_sampled_since(sample_after));
         if sampled && !faults.iter().any(FaultRecord::open) {
             return;
         }

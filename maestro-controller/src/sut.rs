@@ -14,8 +14,9 @@ use maestro_report::sut::{
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Samples taken this long before the start are not the run's (nor its baseline).
-const BASELINE_WINDOW_US: i64 = 3_000_000;
+/// Samples taken this long before the start are not the run's baseline: long enough for
+/// a broker that publishes its figures every two seconds, sampled each whole second.
+const BASELINE_WINDOW_US: i64 = 5_000_000;
 
 type SeriesKey = (String, String, String, Option<String>);
 
@@ -28,6 +29,9 @@ struct Series {
     max: f64,
     /// The previous sample: (time µs, value).
     prev: Option<(i64, f64)>,
+    /// Whether a sample from before the start is its baseline: without one, a counter's
+    /// increase over the run is unknown.
+    baseline: bool,
     increase: f64,
     max_per_second: Option<f64>,
 }
@@ -37,31 +41,43 @@ struct SourceState {
     kind: SourceKind,
     samples: u32,
     gaps: Vec<Gap>,
+    /// When its latest sample with figures was taken (controller clock, µs).
+    latest_us: Option<i64>,
+}
+
+impl SourceState {
+    fn reads_sut(&self) -> bool {
+        matches!(
+            self.kind,
+            SourceKind::MqttSys | SourceKind::Rabbitmq | SourceKind::Kafka
+        )
+    }
 }
 
 /// Records inspectors' samples for one run.
 #[derive(Debug)]
 pub struct SutRecorder {
-    start_us: i64,
+    /// The run's start (controller clock, µs), once it is set; until then samples are
+    /// only baselines.
+    start_us: Option<i64>,
     /// Each inspector's name and clock offset (how far ahead of the controller), µs.
     inspectors: BTreeMap<PeerId, (String, i64)>,
     csv: Option<SutCsv>,
     series: BTreeMap<SeriesKey, Series>,
     sources: BTreeMap<(String, String), SourceState>,
-    /// The latest sample time seen (controller clock).
-    pub latest_us: Option<i64>,
     pub error: Option<std::io::Error>,
 }
 
 impl SutRecorder {
-    pub fn new(start_us: i64, inspectors: BTreeMap<PeerId, (String, i64)>) -> Self {
+    /// A recorder for a run about to be configured: samples from now on are baselines,
+    /// until [`SutRecorder::begin`] sets the start.
+    pub fn new(inspectors: BTreeMap<PeerId, (String, i64)>) -> Self {
         Self {
-            start_us,
+            start_us: None,
             inspectors,
             csv: None,
             series: BTreeMap::new(),
             sources: BTreeMap::new(),
-            latest_us: None,
             error: None,
         }
     }
@@ -70,17 +86,32 @@ impl SutRecorder {
     /// lag the run (RabbitMQ refreshes them on its own beat, Mosquitto every
     /// `sys_interval`), so the run's end waits for a later sample.
     pub fn reads_sut(&self) -> bool {
-        self.sources.values().any(|s| {
-            matches!(
-                s.kind,
-                SourceKind::MqttSys | SourceKind::Rabbitmq | SourceKind::Kafka
-            )
-        })
+        self.sources.values().any(SourceState::reads_sut)
+    }
+
+    /// Whether every source that reads the SUT has figures taken at `at_us` or later
+    /// (a source that never gave any is not waited for).
+    pub fn sut_sampled_since(&self, at_us: i64) -> bool {
+        self.sources
+            .values()
+            .filter(|s| s.reads_sut() && s.latest_us.is_some())
+            .all(|s| s.latest_us.is_some_and(|t| t >= at_us))
     }
 
     /// Whether samples from this peer belong to the run.
     pub fn knows(&self, peer: &PeerId) -> bool {
         self.inspectors.contains_key(peer)
+    }
+
+    /// The run starts at `start_us`: baselines older than [`BASELINE_WINDOW_US`] are
+    /// dropped (a counter without one starts at its first sample in the run).
+    pub fn begin(&mut self, start_us: i64) {
+        self.start_us = Some(start_us);
+        self.series.retain(|_, s| {
+            s.first.is_some()
+                || s.prev
+                    .is_some_and(|(t, _)| t >= start_us - BASELINE_WINDOW_US)
+        });
     }
 
     /// Takes one inspector event.
@@ -89,11 +120,15 @@ impl SutRecorder {
             return;
         };
         let t = stats.at_us.0 - offset;
-        if t < self.start_us - BASELINE_WINDOW_US {
+        if let Some(start) = self.start_us
+            && t < start - BASELINE_WINDOW_US
+        {
             return;
         }
-        self.latest_us = Some(self.latest_us.map_or(t, |l| l.max(t)));
-        let second = (t >= self.start_us).then(|| ((t - self.start_us) / 1_000_000) as u32);
+        let second = self
+            .start_us
+            .filter(|start| t >= *start)
+            .map(|start| ((t - start) / 1_000_000) as u32);
         if second.is_some() && self.csv.is_none() && self.error.is_none() {
             match SutCsv::create(folder) {
                 Ok(c) => self.csv = Some(c),
@@ -108,12 +143,14 @@ impl SutRecorder {
                     kind: sample.kind,
                     samples: 0,
                     gaps: Vec::new(),
+                    latest_us: None,
                 });
             let Some(second) = second else {
                 // Before the start: only the baseline of each series.
                 for m in &sample.metrics {
                     let s = series_entry(&mut self.series, &inspector, &sample.source, m);
                     s.prev = Some((t, m.value));
+                    s.baseline = true;
                 }
                 continue;
             };
@@ -131,6 +168,7 @@ impl SutRecorder {
                 continue;
             }
             source.samples += 1;
+            source.latest_us = Some(t);
             for m in &sample.metrics {
                 let s = series_entry(&mut self.series, &inspector, &sample.source, m);
                 let per_second = match (m.kind, s.prev) {
@@ -205,10 +243,22 @@ impl SutRecorder {
                     last: s.last,
                     min: s.min,
                     max: s.max,
-                    increase: (s.kind == MetricKind::Counter).then_some(s.increase),
+                    increase: (s.kind == MetricKind::Counter && s.baseline).then_some(s.increase),
                     max_per_second: s.max_per_second,
                 })
                 .collect();
+            let unknown = self.series.iter().any(|((i, src, _, _), series)| {
+                i == inspector
+                    && src == source
+                    && series.kind == MetricKind::Counter
+                    && series.first.is_some()
+                    && !series.baseline
+            });
+            if unknown {
+                summary.warnings.push(format!(
+                    "{inspector}/{source} had no sample before the start: its counters' increase over the run is unknown"
+                ));
+            }
             for g in &state.gaps {
                 summary.warnings.push(format!(
                     "{inspector}/{source} did not answer in seconds {}..={}: {}",
@@ -284,6 +334,7 @@ fn series_entry<'a>(
             min: m.value,
             max: m.value,
             prev: None,
+            baseline: false,
             increase: 0.0,
             max_per_second: None,
         })
@@ -332,7 +383,8 @@ mod tests {
         let start = 1_700_000_000_000_000;
         // The inspector's clock is 250 ms ahead.
         let ahead = 250_000;
-        let mut r = SutRecorder::new(start, [(peer.clone(), ("insp".to_owned(), ahead))].into());
+        let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), ahead))].into());
+        r.begin(start);
         // Baseline before the start: 1000 received already.
         r.add(
             &dir,
@@ -389,12 +441,83 @@ mod tests {
     }
 
     #[test]
+    fn the_baseline_is_the_last_sample_before_the_start_if_recent() {
+        let dir = std::env::temp_dir().join(format!("maestro-sut-b-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
+        let start = 1_700_000_000_000_000;
+        let increase = |samples: &[(i64, f64)]| {
+            let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), 0))].into());
+            // Samples that come while the workers connect, before the start is set.
+            for (at, v) in samples.iter().filter(|s| s.0 < start) {
+                r.add(&dir, &peer, &stats(*at, Some(*v), 0.0));
+            }
+            r.begin(start);
+            for (at, v) in samples.iter().filter(|s| s.0 >= start) {
+                r.add(&dir, &peer, &stats(*at, Some(*v), 0.0));
+            }
+            let s = r.finish(0).unwrap_or_else(|e| panic!("{e}"));
+            let s = s.unwrap_or_else(|| panic!("no summary"));
+            s.sources[0]
+                .metrics
+                .iter()
+                .find(|m| m.name == names::MESSAGES_RECEIVED)
+                .and_then(|m| m.increase)
+        };
+        // A beat two seconds before the start (a broker on a slower beat) is the baseline.
+        assert_eq!(
+            increase(&[(start - 2_000_000, 100.0), (start + 1_500_000, 600.0)]),
+            Some(500.0)
+        );
+        // One from long before is not: what the counter did over the run is unknown.
+        assert_eq!(
+            increase(&[
+                (start - 9_000_000, 100.0),
+                (start + 1_500_000, 600.0),
+                (start + 2_500_000, 900.0)
+            ]),
+            None
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_end_waits_for_figures_from_every_source_that_reads_the_sut() {
+        let dir = std::env::temp_dir().join(format!("maestro-sut-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
+        let start = 1_700_000_000_000_000;
+        let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), 0))].into());
+        r.begin(start);
+        assert!(!r.reads_sut());
+        r.add(&dir, &peer, &stats(start + 1_000_000, Some(10.0), 0.0));
+        assert!(r.reads_sut());
+        assert!(r.sut_sampled_since(start + 1_000_000));
+        // A later event without this source (no news on its beat) or with its error does
+        // not count as figures taken later.
+        r.add(
+            &dir,
+            &peer,
+            &SutStats {
+                at_us: UnixMicros(start + 2_000_000),
+                samples: vec![],
+            },
+        );
+        r.add(&dir, &peer, &stats(start + 3_000_000, None, 0.0));
+        assert!(!r.sut_sampled_since(start + 2_000_000));
+        r.add(&dir, &peer, &stats(start + 4_000_000, Some(20.0), 0.0));
+        assert!(r.sut_sampled_since(start + 2_000_000));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_sut_count_more_than_one_percent_off_is_a_warning() {
         let dir = std::env::temp_dir().join(format!("maestro-sut-x-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
         let start = 1_700_000_000_000_000;
-        let mut r = SutRecorder::new(start, [(peer.clone(), ("insp".to_owned(), 0))].into());
+        let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), 0))].into());
+        r.begin(start);
         r.add(&dir, &peer, &stats(start - 100_000, Some(0.0), 0.0));
         r.add(&dir, &peer, &stats(start + 900_000, Some(1000.0), 0.0));
         // The broker restarted: its counter began again, and the run's increase goes on.

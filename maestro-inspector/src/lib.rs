@@ -67,6 +67,7 @@ pub async fn run(
         stop: stop.clone(),
         outbox: None,
         runs: Arc::new(Mutex::new(HashMap::new())),
+        latest: Arc::new(Mutex::new(Latest::default())),
     };
     let result = maestro_control::peer::run(config, handler, stop.clone()).await;
     // Heal whatever is still injected, then wait for every task.
@@ -95,6 +96,37 @@ struct Inspector {
     outbox: Option<Outbox>,
     /// Per run, its faults in progress.
     runs: Arc<Mutex<HashMap<RunId, HashMap<u32, Active>>>>,
+    /// The latest figures of each source, for a [`Body::SutRequest`].
+    latest: Arc<Mutex<Latest>>,
+}
+
+/// The latest figures of each source (samples with an error are not figures), and when
+/// the latest sample was taken.
+#[derive(Debug, Default)]
+struct Latest {
+    at_us: Option<maestro_protocol::UnixMicros>,
+    figures: std::collections::BTreeMap<String, maestro_protocol::SourceSample>,
+}
+
+impl Latest {
+    fn record(
+        &mut self,
+        at_us: maestro_protocol::UnixMicros,
+        samples: &[maestro_protocol::SourceSample],
+    ) {
+        self.at_us = Some(at_us);
+        for s in samples.iter().filter(|s| s.error.is_none()) {
+            self.figures.insert(s.source.to_string(), s.clone());
+        }
+    }
+
+    /// What a [`Body::SutRequest`] gets (no samples before the first one is taken).
+    fn stats(&self) -> SutStats {
+        SutStats {
+            at_us: self.at_us.unwrap_or_else(maestro_control::now),
+            samples: self.figures.values().cloned().collect(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -108,6 +140,7 @@ impl Handler for Inspector {
             self.tasks.spawn(sample_loop(
                 specs,
                 outbox.clone(),
+                self.latest.clone(),
                 self.tasks.clone(),
                 self.stop.clone(),
             ));
@@ -118,6 +151,7 @@ impl Handler for Inspector {
     fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
         match &note.body {
             Body::Inject(i) => self.inject(i, reply),
+            Body::SutRequest(_) => Some(Body::SutStats(lock(&self.latest).stats())),
             Body::Stop(s) => {
                 // Heal this run's faults now.
                 if let Some(faults) = lock(&self.runs).get(&s.run) {
@@ -243,6 +277,7 @@ impl Inspector {
 async fn sample_loop(
     specs: Vec<SourceSpec>,
     outbox: Outbox,
+    latest: Arc<Mutex<Latest>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -281,6 +316,7 @@ async fn sample_loop(
                 _ => {}
             }
         }
+        lock(&latest).record(at_us, &samples);
         outbox.event("sut", Body::SutStats(SutStats { at_us, samples }), false);
     }
 }

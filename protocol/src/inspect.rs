@@ -143,7 +143,9 @@ pub struct SourceSample {
     pub metrics: Vec<Metric>,
 }
 
-/// An inspector's event, once a second: every source's sample, stamped with the
+/// An inspector's event, once a second: the sample of every source with news (a source
+/// whose SUT publishes its figures on a slower beat is left out until they change; one
+/// that fails is in, with its error), stamped with the
 /// inspector's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SutStats {
@@ -151,6 +153,12 @@ pub struct SutStats {
     pub at_us: UnixMicros,
     pub samples: Vec<SourceSample>,
 }
+
+/// Request to an inspector: the latest figures of each of its sources, answered with a
+/// [`SutStats`] stamped with the time of its latest sample. A run takes them as the
+/// baseline of the SUT's counters when it starts sooner than the next event.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SutRequest {}
 
 /// The most metrics one source puts in a sample (queues, partitions and groups beyond it
 /// are summed into the totals only), so an event stays far below the note limit.

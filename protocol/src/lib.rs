@@ -25,7 +25,7 @@ pub use fault::{FaultHealed, Inject, Injected};
 pub use fleet::{FleetError, FleetSpec, Template, TemplateKind};
 pub use ids::{ActionName, ClusterId, NoteId, PeerId, Segment, SegmentError};
 pub use inspect::names as metric_names;
-pub use inspect::{Metric, MetricKind, SourceKind, SourceSample, SutStats};
+pub use inspect::{Metric, MetricKind, SourceKind, SourceSample, SutRequest, SutStats};
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
 pub use run::*;

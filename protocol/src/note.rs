@@ -118,8 +118,11 @@ pub enum Body {
     RunStats(crate::run::RunStats),
     /// Event: a worker's final result for a run.
     RunResult(crate::run::RunResult),
-    /// Event: an inspector's reading of the SUT, once a second.
+    /// Event: an inspector's reading of the SUT, once a second; also the answer to a
+    /// [`Body::SutRequest`].
     SutStats(crate::inspect::SutStats),
+    /// Request to an inspector: its latest figures (a run's baseline).
+    SutRequest(crate::inspect::SutRequest),
     /// Request to an inspector: run one of its declared fault actions.
     Inject(crate::fault::Inject),
     Injected(crate::fault::Injected),
@@ -148,6 +151,7 @@ impl Body {
         "run_stats",
         "run_result",
         "sut_stats",
+        "sut_request",
         "inject",
         "injected",
         "fault_healed",
@@ -174,6 +178,7 @@ impl Body {
             Body::RunStats(_) => "run_stats",
             Body::RunResult(_) => "run_result",
             Body::SutStats(_) => "sut_stats",
+            Body::SutRequest(_) => "sut_request",
             Body::Inject(_) => "inject",
             Body::Injected(_) => "injected",
             Body::FaultHealed(_) => "fault_healed",

@@ -273,6 +273,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                 }),
             ),
         ),
+        ("sut_request", request(34, Body::SutRequest(SutRequest {}))),
         (
             "inject",
             request(

@@ -88,6 +88,7 @@ fn body() -> impl Strategy<Value = Body> {
             received_at_us: b
         })),
         Just(Body::StatsRequest(StatsRequest {})),
+        Just(Body::SutRequest(SutRequest {})),
         (
             peer_info(),
             state,

@@ -150,18 +150,20 @@ impl Source {
         }
     }
 
-    /// Reads the source now.
-    pub async fn sample(&mut self) -> Result<Vec<Metric>, String> {
+    /// Reads the source now; `None` when it has no news since the last sample (a broker
+    /// that publishes its figures on its own beat, slower than ours).
+    pub async fn sample(&mut self) -> Result<Option<Vec<Metric>>, String> {
         match self {
             Source::MqttSys(s) => s.sample(),
-            Source::Rabbitmq(s) => s.sample().await,
-            Source::Kafka(s) => s.sample().await,
-            Source::System(s) => s.sample().await,
+            Source::Rabbitmq(s) => s.sample().await.map(Some),
+            Source::Kafka(s) => s.sample().await.map(Some),
+            Source::System(s) => s.sample().await.map(Some),
         }
     }
 }
 
-/// Samples every source at once, each within [`SAMPLE_TIMEOUT`].
+/// Samples every source at once, each within [`SAMPLE_TIMEOUT`]; a source without news
+/// is left out.
 pub async fn sample_all(sources: &mut [(SourceSpec, Source)]) -> Vec<SourceSample> {
     let reads = sources.iter_mut().map(|(spec, source)| async move {
         let result = match tokio::time::timeout(SAMPLE_TIMEOUT, source.sample()).await {
@@ -169,18 +171,23 @@ pub async fn sample_all(sources: &mut [(SourceSpec, Source)]) -> Vec<SourceSampl
             Err(_) => Err(format!("no answer within {SAMPLE_TIMEOUT:?}")),
         };
         let (error, mut metrics) = match result {
-            Ok(m) => (None, m),
+            Ok(Some(m)) => (None, m),
+            Ok(None) => return None,
             Err(e) => (Some(e), Vec::new()),
         };
         metrics.truncate(maestro_protocol::inspect::MAX_METRICS_PER_SOURCE);
-        SourceSample {
+        Some(SourceSample {
             source: spec.name.clone(),
             kind: spec.kind,
             error,
             metrics,
-        }
+        })
     });
-    futures_util::future::join_all(reads).await
+    futures_util::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// A URL's user name and password, percent-decoded, if it has a user.

@@ -2,6 +2,12 @@
 //! each, and a sample reads them. Mosquitto publishes `$SYS` every `sys_interval`
 //! seconds (default 10; set 1 for per-second resolution) and only what changed, but its
 //! uptime changes every time: no `$SYS` message for [`STALE_AFTER`] is a gap.
+//!
+//! Mosquitto updates `$SYS` only once more than `sys_interval` has passed, so with
+//! `sys_interval 1` a beat comes every one or two seconds. A sample with no `$SYS` message
+//! since the one before has no news and is left out: the controller then takes a counter's
+//! rate over the time between the broker's beats, and a steady 500/s reads as ~500/s each
+//! time instead of 0, 1000, 0, 1000.
 
 use maestro_protocol::Metric;
 use maestro_protocol::inspect::names;
@@ -64,6 +70,8 @@ struct Latest {
 #[derive(Debug)]
 pub struct MqttSys {
     latest: Arc<Mutex<Latest>>,
+    /// When the last `$SYS` message reported in a sample arrived.
+    reported: Option<Instant>,
 }
 
 fn lock(m: &Mutex<Latest>) -> std::sync::MutexGuard<'_, Latest> {
@@ -97,10 +105,14 @@ impl MqttSys {
             shutdown.clone(),
             target,
         ));
-        Self { latest }
+        Self {
+            latest,
+            reported: None,
+        }
     }
 
-    pub fn sample(&mut self) -> Result<Vec<Metric>, String> {
+    /// The latest values, or `None` when no `$SYS` message came since the last sample.
+    pub fn sample(&mut self) -> Result<Option<Vec<Metric>>, String> {
         let latest = lock(&self.latest);
         if let Some(why) = &latest.down {
             return Err(why.clone());
@@ -115,19 +127,22 @@ impl MqttSys {
             Some(t) if t.elapsed() > stale_after => {
                 return Err(format!("no $SYS message for {} s", t.elapsed().as_secs()));
             }
-            Some(_) => {}
+            Some(t) if self.reported == Some(t) => return Ok(None),
+            Some(t) => self.reported = Some(t),
         }
-        Ok(TOPICS
-            .iter()
-            .filter_map(|(_, name, counter)| {
-                let v = *latest.values.get(name)?;
-                Some(if *counter {
-                    Metric::counter(name, v)
-                } else {
-                    Metric::gauge(name, v)
+        Ok(Some(
+            TOPICS
+                .iter()
+                .filter_map(|(_, name, counter)| {
+                    let v = *latest.values.get(name)?;
+                    Some(if *counter {
+                        Metric::counter(name, v)
+                    } else {
+                        Metric::gauge(name, v)
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+        ))
     }
 }
 
@@ -200,6 +215,39 @@ async fn follow(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_without_a_new_sys_message_has_no_news() {
+        let latest = Arc::new(Mutex::new(Latest::default()));
+        let mut sys = MqttSys {
+            latest: latest.clone(),
+            reported: None,
+        };
+        assert_eq!(sys.sample(), Err("no $SYS message yet".to_owned()));
+        {
+            let mut l = lock(&latest);
+            l.heard = Some(Instant::now());
+            l.values.insert(names::MESSAGES_RECEIVED, 500.0);
+        }
+        let first = sys.sample().unwrap().unwrap();
+        assert_eq!(
+            first,
+            vec![Metric::counter(names::MESSAGES_RECEIVED, 500.0)]
+        );
+        // The broker's beat has not come again: no news, not a repeat of old figures.
+        assert_eq!(sys.sample(), Ok(None));
+        {
+            let mut l = lock(&latest);
+            l.heard = Some(Instant::now() + Duration::from_millis(1));
+            l.values.insert(names::MESSAGES_RECEIVED, 1500.0);
+        }
+        assert_eq!(
+            sys.sample().unwrap().unwrap(),
+            vec![Metric::counter(names::MESSAGES_RECEIVED, 1500.0)]
+        );
+    }
+
     #[test]
     fn sys_payloads_are_read_as_numbers() {
         assert_eq!(super::number(b"12345"), Some(12345.0));
