@@ -224,21 +224,32 @@ async fn start(
     args: crate::start::StartArgs,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
+    let spec = args.spec()?;
     let mut controller = connect(control, args.timeout, shutdown).await?;
     let exporter = match args.metrics_listen {
         Some(addr) => Some(Exporter::start(addr, shutdown).await?),
         None => None,
     };
+    let live = if crate::live::wanted(args.no_tui, output) {
+        Some(crate::live::LiveTerminal::start(shutdown).map_err(CliError::Terminal)?)
+    } else {
+        None
+    };
+    if let Some(l) = &live {
+        maestro_controller::watch::Watch::phase(l.view.as_ref(), "start");
+    }
     let options = RunOptions {
         group: args.group.clone(),
         results: args.results.clone(),
         timeout: args.timeout,
-        progress: output == Output::Table,
+        progress: output == Output::Table && live.is_none(),
         faults: args.faults.clone(),
-        metrics: exporter.as_ref().map(|e| e.metrics.clone()),
+        watchers: watchers(exporter.as_ref(), live.as_ref()),
     };
-    let spec = args.spec()?;
     let finished = run_test(&mut controller, spec, &options, shutdown).await;
+    if let Some(l) = live {
+        l.finish().await;
+    }
     if let Some(e) = exporter {
         e.stop().await;
     }
@@ -354,6 +365,22 @@ async fn forget(
         problem,
         peers: Vec::new(),
     })
+}
+
+/// The watchers of a `start` or `run`: the Prometheus exporter and the live view, each
+/// when it is on.
+pub fn watchers(
+    exporter: Option<&Exporter>,
+    live: Option<&crate::live::LiveTerminal>,
+) -> maestro_controller::watch::Watchers {
+    let mut all: maestro_controller::watch::Watchers = Vec::new();
+    if let Some(e) = exporter {
+        all.push(e.metrics.clone());
+    }
+    if let Some(l) = live {
+        all.push(l.view.clone());
+    }
+    all
 }
 
 /// The Prometheus endpoint of one `start` or `run` (`--metrics-listen`).

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod live;
 pub mod local;
 pub mod output;
 pub mod quickstart;

@@ -54,6 +54,8 @@ pub enum CliError {
     EmbeddedPeers(Duration),
     #[error(transparent)]
     Metrics(#[from] maestro_control::metrics::MetricsError),
+    #[error("cannot draw the live view (use --no-tui): {0}")]
+    Terminal(std::io::Error),
 }
 
 impl CliError {
@@ -63,7 +65,7 @@ impl CliError {
             CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) | CliError::Plan(_) | CliError::Metrics(_) => exit::USAGE,
-            CliError::Io(..) => exit::INTERNAL,
+            CliError::Io(..) | CliError::Terminal(_) => exit::INTERNAL,
             CliError::Results(e) => results_code(e),
             CliError::Certs(e) => {
                 use maestro_controller::certs::CertsError as C;

@@ -102,7 +102,7 @@ pub async fn run(
         timeout: TIMEOUT,
         progress: output == Output::Table,
         faults: Vec::new(),
-        metrics: None,
+        watchers: Vec::new(),
     };
     let finished =
         maestro_controller::run::run_test(&mut controller, spec, &options, shutdown).await?;

@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Only check the plan, then exit.
     #[arg(long)]
     pub check: bool,
+    /// Print progress lines instead of the live view (which is shown when stdout is a
+    /// terminal and the output is a table).
+    #[arg(long, env = "MAESTRO_NO_TUI")]
+    pub no_tui: bool,
     /// Serve the plan's metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
     /// OpenMetrics; a bare port binds to 127.0.0.1) while it runs
     #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
@@ -113,26 +117,30 @@ pub async fn run(
             reason: "mqtt://embedded/... needs --local".into(),
         }));
     }
+    let exporter = match args.metrics_listen {
+        Some(addr) => Some(crate::cli::Exporter::start(addr, shutdown).await?),
+        None => None,
+    };
+    let live = if crate::live::wanted(args.no_tui, output) {
+        Some(crate::live::LiveTerminal::start(shutdown).map_err(CliError::Terminal)?)
+    } else {
+        None
+    };
     let options = PlanOptions {
         sut,
         results: args.results.clone(),
         group: args.group.clone(),
         timeout: args.timeout,
-        progress: output == Output::Table,
+        progress: output == Output::Table && live.is_none(),
         local: local.is_some(),
         control_url,
         cluster: control.cluster.to_string(),
-        metrics: None,
-    };
-    let exporter = match args.metrics_listen {
-        Some(addr) => Some(crate::cli::Exporter::start(addr, shutdown).await?),
-        None => None,
-    };
-    let options = PlanOptions {
-        metrics: exporter.as_ref().map(|e| e.metrics.clone()),
-        ..options
+        watchers: crate::cli::watchers(exporter.as_ref(), live.as_ref()),
     };
     let result = run_plan(&mut controller, &plan, &options, shutdown).await;
+    if let Some(l) = live {
+        l.finish().await;
+    }
     if let Some(e) = exporter {
         e.stop().await;
     }
@@ -162,15 +170,23 @@ pub async fn run(
                 .map(move |r| format!("phase {} ({}): {r}", p.index, p.kind))
         })
         .collect();
+    let (code, problem) = if result.interrupted {
+        (
+            exit::INTERRUPTED,
+            Some("interrupted; the phases so far are written".to_owned()),
+        )
+    } else if result.passed {
+        (exit::OK, None)
+    } else {
+        (
+            exit::CONDITION_FAILED,
+            (!failed.is_empty()).then(|| format!("conditions failed:\n  {}", failed.join("\n  "))),
+        )
+    };
     Ok(Outcome {
         stdout,
-        code: if result.passed {
-            exit::OK
-        } else {
-            exit::CONDITION_FAILED
-        },
-        problem: (!failed.is_empty())
-            .then(|| format!("conditions failed:\n  {}", failed.join("\n  "))),
+        code,
+        problem,
         peers: Vec::new(),
     })
 }
@@ -179,7 +195,13 @@ fn plan_table(result: &PlanResult, folder: &Path) -> String {
     let mut lines = vec![format!(
         "plan {}  {}",
         result.plan,
-        if result.passed { "PASSED" } else { "FAILED" }
+        if result.interrupted {
+            "INTERRUPTED"
+        } else if result.passed {
+            "PASSED"
+        } else {
+            "FAILED"
+        }
     )];
     for p in &result.phases {
         let status = if !p.judged {

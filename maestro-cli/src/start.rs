@@ -107,6 +107,10 @@ pub struct StartArgs {
     /// How long to wait for workers at each step.
     #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Print progress lines instead of the live view (which is shown when stdout is a
+    /// terminal and the output is a table).
+    #[arg(long, env = "MAESTRO_NO_TUI")]
+    pub no_tui: bool,
 }
 
 impl StartArgs {

@@ -426,6 +426,7 @@ fn fake_results(
         run_id: name.into(),
         started_at: "2026-11-28T00:00:00Z".into(),
         passed: true,
+        interrupted: false,
         phases: vec![PhaseResult {
             index: 1,
             kind: PhaseKind::Fixed,

@@ -3,7 +3,8 @@
 //! ([`lifecycle`]) driven by its I/O shell ([`run`]), the numbers of a run ([`summary`]),
 //! test plans (model and validation in [`plan`]; phases, ramp and max-rate search,
 //! verdicts in [`plans`], the searches as pure state machines in [`search`]), and lab
-//! certificates ([`certs`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
+//! certificates ([`certs`]). Watchers of a run ([`watch`]): the Prometheus exporter
+//! ([`live`]) and the live view's model ([`view`]). The CLI, `quickstart`, `--local`, the tests and the benchmarks
 //! all call this one API.
 //!
 //! It talks to workers only through notes on the control broker, and never calls driver
@@ -24,5 +25,7 @@ pub mod run;
 pub mod search;
 pub mod summary;
 pub mod sut;
+pub mod view;
+pub mod watch;
 
 pub use client::{ControlError, Controller, Exchange, Incoming};

@@ -35,16 +35,7 @@ pub struct LiveMetrics {
     sut: Family<Labels, FloatGauge>,
 }
 
-/// One written second of a run, as the metrics see it.
-#[derive(Debug, Clone, Copy)]
-pub struct Second {
-    pub second: u32,
-    pub sent: u64,
-    pub received: u64,
-    pub errors: u64,
-    pub duplicated: u64,
-    pub response: Percentiles,
-}
+pub use crate::watch::Second;
 
 fn quantiles(p: &Percentiles) -> [(&'static str, u64); 5] {
     [
@@ -162,7 +153,7 @@ impl LiveMetrics {
 
     /// A second of the run was written; `whole` is the response time so far, `fault` the
     /// faults in effect (empty: none).
-    pub fn second(&self, run: &str, s: &Second, whole: &Percentiles, in_flight: i64, fault: &str) {
+    fn set_second(&self, run: &str, s: &Second, whole: &Percentiles, in_flight: i64, fault: &str) {
         let base = self.labels(run, &[]);
         self.sent.get_or_create(&base).inc_by(s.sent);
         self.received.get_or_create(&base).inc_by(s.received);
@@ -190,13 +181,13 @@ impl LiveMetrics {
         }
     }
 
-    pub fn fault(&self, run: &str, action: &str, active: bool) {
+    fn set_fault(&self, run: &str, action: &str, active: bool) {
         self.fault_active
             .get_or_create(&self.labels(run, &[("action", action)]))
             .set(i64::from(active));
     }
 
-    pub fn sut(&self, inspector: &str, source: &str, metric: &str, label: Option<&str>, v: f64) {
+    fn set_sut(&self, inspector: &str, source: &str, metric: &str, label: Option<&str>, v: f64) {
         let l: Labels = [
             ("inspector", inspector),
             ("source", source),
@@ -209,8 +200,7 @@ impl LiveMetrics {
         self.sut.get_or_create(&l).set(v);
     }
 
-    /// The run ended: what was lost is known now.
-    pub fn finished(&self, run: &str, lost: u64, in_flight: i64) {
+    fn set_finished(&self, run: &str, lost: u64, in_flight: i64) {
         let base = self.labels(run, &[]);
         self.lost
             .get_or_create(&base)
@@ -221,6 +211,47 @@ impl LiveMetrics {
     /// The text a scrape gets.
     pub fn render(&self) -> String {
         maestro_control::metrics::render(&self.registry.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl crate::watch::Watch for LiveMetrics {
+    fn phase(&self, phase: &str) {
+        self.set_phase(phase);
+    }
+
+    fn second(
+        &self,
+        run: &maestro_protocol::RunId,
+        s: &Second,
+        whole: &Percentiles,
+        in_flight: i64,
+        faults: &str,
+    ) {
+        self.set_second(run.as_str(), s, whole, in_flight, faults);
+    }
+
+    fn fault(&self, run: &maestro_protocol::RunId, fault: &crate::faults::FaultRecord) {
+        self.set_fault(
+            run.as_str(),
+            fault.plan.action.as_str(),
+            fault.state == crate::faults::FaultState::Active,
+        );
+    }
+
+    fn sut(&self, inspector: &str, _at_us: i64, sample: &maestro_protocol::SourceSample) {
+        for m in &sample.metrics {
+            self.set_sut(
+                inspector,
+                &sample.source,
+                &m.name,
+                m.label.as_deref(),
+                m.value,
+            );
+        }
+    }
+
+    fn finished(&self, run: &maestro_protocol::RunId, lost: u64, in_flight: i64) {
+        self.set_finished(run.as_str(), lost, in_flight);
     }
 }
 
@@ -249,9 +280,9 @@ mod tests {
             duplicated: 1,
             response: p,
         };
-        m.second("r1", &s, &p, 5, "");
-        m.second("r1", &s, &p, 0, "pause");
-        m.fault("r1", "pause", true);
+        m.set_second("r1", &s, &p, 5, "");
+        m.set_second("r1", &s, &p, 0, "pause");
+        m.set_fault("r1", "pause", true);
         let text = m.render();
         for line in [
             r#"maestro_run_sent_total{run="r1",phase="01-fixed"} 200"#,
@@ -279,10 +310,10 @@ mod tests {
             duplicated: 0,
             response: p,
         };
-        m.second("r", &s, &p, 0, "");
-        m.fault("r", "pause", false);
-        m.sut("i", "rabbitmq", "queue_depth", None, 1.0);
-        m.finished("r", 0, 0);
+        m.set_second("r", &s, &p, 0, "");
+        m.set_fault("r", "pause", false);
+        m.set_sut("i", "rabbitmq", "queue_depth", None, 1.0);
+        m.set_finished("r", 0, 0);
         let text = m.render();
         let exported: std::collections::BTreeSet<&str> = text
             .lines()

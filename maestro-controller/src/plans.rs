@@ -65,11 +65,11 @@ pub struct PlanOptions {
     /// The control broker's URL (redacted) and the cluster, for `environment.json`.
     pub control_url: String,
     pub cluster: String,
-    /// Prometheus metrics kept current while the plan runs (labelled by phase).
-    pub metrics: Option<std::sync::Arc<crate::live::LiveMetrics>>,
+    /// Who watches the plan's runs as they go on (told each phase).
+    pub watchers: crate::watch::Watchers,
 }
 
-/// Checks a run against conditions. A degraded run always fails.
+/// Checks a run against conditions. A degraded or interrupted run always fails.
 pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
     let mut v = Vec::new();
     let mut check = |condition: &str, limit: f64, actual: f64, passed: bool| {
@@ -175,6 +175,9 @@ pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
         f64::from(u8::from(s.degraded)),
         !s.degraded,
     );
+    if s.interrupted {
+        check("not interrupted", 0.0, 1.0, false);
+    }
     v
 }
 
@@ -219,8 +222,14 @@ impl Runner<'_> {
             if !p.passed {
                 result.reasons = reasons(&p.verdicts, rate);
             }
-            search.record(rate, p.passed);
+            let interrupted = p.summary.interrupted;
+            if !interrupted {
+                search.record(rate, p.passed);
+            }
             result.probes.push(p);
+            if interrupted {
+                break;
+            }
         }
         result.knee_rate = search.knee();
         Ok(())
@@ -294,8 +303,9 @@ impl Runner<'_> {
                         humantime::format_duration(*duration)
                     );
                 }
+                // Interrupted, the plan ends after this phase.
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+                    _ = self.shutdown.cancelled() => {}
                     _ = tokio::time::sleep(*duration) => {}
                 }
             }
@@ -397,7 +407,7 @@ pub async fn run_plan(
             timeout: options.timeout,
             progress: options.progress,
             faults: Vec::new(),
-            metrics: options.metrics.clone(),
+            watchers: options.watchers.clone(),
         },
         shutdown,
     };
@@ -407,21 +417,34 @@ pub async fn run_plan(
             && let Some(pause) = plan.plan.plan.cooldown
         {
             tokio::select! {
-                _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
+                _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+        // Stopped (Ctrl-C, SIGTERM, `q`): the phases so far are the plan's results.
+        if shutdown.is_cancelled() {
+            break;
+        }
         let dir = folder.join(format!("{i:02}-{}", phase.kind()));
         runner.faults = plan.faults.get(&i).cloned().unwrap_or_default();
-        if let Some(m) = &options.metrics {
-            m.set_phase(&format!("{i:02}-{}", phase.kind()));
+        for w in &options.watchers {
+            w.phase(&format!("{i:02}-{}", phase.kind()));
         }
-        let result = runner.phase(i, phase, &dir).await?;
+        let result = match runner.phase(i, phase, &dir).await {
+            Ok(r) => r,
+            // Stopped before a run of this phase started: the phases so far stand.
+            Err(
+                PlanRunError::Control(ControlError::Interrupted)
+                | PlanRunError::Run(RunError::Control(ControlError::Interrupted)),
+            ) if shutdown.is_cancelled() => break,
+            Err(e) => return Err(e),
+        };
         if !result.probes.is_empty() {
             maestro_report::folder::write_phase(&dir, &result)?;
         }
         phases.push(result);
     }
+    let interrupted = shutdown.is_cancelled();
     let result = PlanResult {
         schema_version: SCHEMA_VERSION,
         plan: plan.plan.plan.name.clone(),
@@ -429,7 +452,8 @@ pub async fn run_plan(
         tags: plan.plan.plan.tags.clone(),
         run_id: run_id.to_string(),
         started_at,
-        passed: phases.iter().filter(|p| p.judged).all(|p| p.passed),
+        passed: !interrupted && phases.iter().filter(|p| p.judged).all(|p| p.passed),
+        interrupted,
         phases,
         environment,
         compare: plan.compare_thresholds(),

@@ -58,8 +58,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Faults to inject during the run (by the inspectors that declared them).
     pub faults: Vec<FaultPlan>,
-    /// Prometheus metrics to keep current while the run goes on.
-    pub metrics: Option<std::sync::Arc<crate::live::LiveMetrics>>,
+    /// Who watches the run as it goes on (the Prometheus exporter, the live view).
+    pub watchers: crate::watch::Watchers,
 }
 
 /// What a finished run produced.
@@ -386,6 +386,15 @@ pub async fn run_test(
             .collect::<Vec<_>>(),
     );
 
+    let roster: Vec<(PeerId, String)> = participants
+        .iter()
+        .map(|id| (id.clone(), names[id].clone()))
+        .collect();
+    for w in &options.watchers {
+        w.run_begins(&run, &spec, &roster);
+        w.step(&run, machine.step());
+    }
+
     // The common start, set when `start` is sent: far enough ahead for every worker to
     // get the note; each worker gets it on its own clock.
     let mut start_at = UnixMicros(0);
@@ -566,11 +575,11 @@ pub async fn run_test(
                             expected,
                         );
                     }
-                    if let Some(m) = options.metrics.as_ref() {
-                        m.finished(run.as_str(), summary.lost, 0);
+                    for w in &options.watchers {
                         for f in &faults {
-                            m.fault(run.as_str(), f.plan.action.as_str(), false);
+                            w.fault(&run, f);
                         }
+                        w.finished(&run, summary.lost, 0);
                     }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
                     maestro_report::folder::write(&folder.join("spec.json"), &spec)?;
@@ -632,6 +641,9 @@ pub async fn run_test(
                 .then_some(Input::Offline(id)),
             Some(Incoming::Event(note)) => match note.body {
                 Body::RunStats(s) if s.run == run => {
+                    for w in &options.watchers {
+                        w.worker_second(&run, &note.sender.id, &s);
+                    }
                     sent_total += s.counters.sent;
                     received_total += s.counters.received;
                     if let Some(out) = stream.as_mut() {
@@ -649,19 +661,10 @@ pub async fn run_test(
                     if let Some(recorder) = sut.as_mut() {
                         recorder.add(&folder, &note.sender.id, &s);
                     }
-                    if let (Some(m), Some((name, _))) = (
-                        options.metrics.as_ref(),
-                        inspector_clocks.get(&note.sender.id),
-                    ) {
-                        for sample in &s.samples {
-                            for metric in &sample.metrics {
-                                m.sut(
-                                    name,
-                                    &sample.source,
-                                    &metric.name,
-                                    metric.label.as_deref(),
-                                    metric.value,
-                                );
+                    if let Some((name, offset)) = inspector_clocks.get(&note.sender.id) {
+                        for w in &options.watchers {
+                            for sample in &s.samples {
+                                w.sut(name, s.at_us.0 - offset, sample);
                             }
                         }
                     }
@@ -681,7 +684,18 @@ pub async fn run_test(
             },
         };
         if let Some(input) = input {
+            if let Some((id, state)) = worker_state(&input) {
+                for w in &options.watchers {
+                    w.worker(&run, id, state);
+                }
+            }
+            let before = machine.step();
             action = machine.on(input);
+            if machine.step() != before {
+                for w in &options.watchers {
+                    w.step(&run, machine.step());
+                }
+            }
         }
         if machine.step() == crate::lifecycle::Step::Running && !running {
             running = true;
@@ -712,10 +726,9 @@ pub async fn run_test(
                 fault_replies.insert(note.id, i);
             }
         }
-        if let (Some(m), Some(row)) = (
-            options.metrics.as_ref(),
-            stream.as_ref().and_then(LiveResults::last_row),
-        ) && exported_second != Some(row.second)
+        if let Some(row) = stream.as_ref().and_then(LiveResults::last_row)
+            && !options.watchers.is_empty()
+            && exported_second != Some(row.second)
         {
             exported_second = Some(row.second);
             let in_flight = (sent_total as f64 * fanout) as i64 - received_total as i64;
@@ -728,26 +741,19 @@ pub async fn run_test(
                 .as_ref()
                 .map(LiveResults::whole_run_response)
                 .unwrap_or_default();
-            m.second(
-                run.as_str(),
-                &crate::live::Second {
-                    second: row.second,
-                    sent: row.counters.sent,
-                    received: row.counters.received,
-                    errors: row.counters.errors,
-                    duplicated: row.counters.duplicated,
-                    response: row.response,
-                },
-                &whole,
-                in_flight,
-                &active.join(","),
-            );
-            for f in &faults {
-                m.fault(
-                    run.as_str(),
-                    f.plan.action.as_str(),
-                    f.state == crate::faults::FaultState::Active,
-                );
+            let second = crate::watch::Second {
+                second: row.second,
+                sent: row.counters.sent,
+                received: row.counters.received,
+                errors: row.counters.errors,
+                duplicated: row.counters.duplicated,
+                response: row.response,
+            };
+            for w in &options.watchers {
+                w.second(&run, &second, &whole, in_flight, &active.join(","));
+                for f in &faults {
+                    w.fault(&run, f);
+                }
             }
         }
         if Instant::now() >= next_progress {
@@ -759,6 +765,22 @@ pub async fn run_test(
                 eprintln!("{}", timeseries::progress_line(&row, outstanding));
             }
         }
+    }
+}
+
+/// What an input says about one worker's state, for the watchers.
+fn worker_state(input: &Input) -> Option<(&PeerId, crate::watch::WorkerState)> {
+    use crate::watch::WorkerState;
+    match input {
+        Input::Replied(id, body) => match body.as_ref() {
+            Body::Configured(_) => Some((id, WorkerState::Ready)),
+            Body::Started(_) => Some((id, WorkerState::Running)),
+            Body::Error(_) => Some((id, WorkerState::Failed)),
+            _ => None,
+        },
+        Input::Offline(id) => Some((id, WorkerState::Offline)),
+        Input::Result(id, _) => Some((id, WorkerState::Done)),
+        _ => None,
     }
 }
 

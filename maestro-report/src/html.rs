@@ -556,7 +556,13 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
         }
     }
     let env = &plan.environment;
-    let status = if plan.passed { "PASSED" } else { "FAILED" };
+    let status = if plan.interrupted {
+        "INTERRUPTED"
+    } else if plan.passed {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
     let mut html = String::new();
     let _ = write!(
         html,

@@ -339,6 +339,10 @@ pub struct PlanResult {
     pub run_id: String,
     pub started_at: String,
     pub passed: bool,
+    /// Stopped before its last phase (Ctrl-C, SIGTERM, `q` in the live view): the phases
+    /// so far are its results.
+    #[serde(default)]
+    pub interrupted: bool,
     pub phases: Vec<PhaseResult>,
     pub environment: Environment,
     /// The plan's `[compare]` thresholds, for `compare`.
