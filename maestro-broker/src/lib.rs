@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub connect_timeout_ms: u16,
     /// TLS on the listener (`None`: plain MQTT).
     pub tls: Option<BrokerTls>,
+    /// Where to serve the broker's health metrics for Prometheus (`None`: nowhere).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn users_only<S: serde::Serializer>(
@@ -69,12 +71,15 @@ impl Default for BrokerConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             connect_timeout_ms: 5_000,
             tls: None,
+            metrics_listen: None,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    #[error(transparent)]
+    Metrics(#[from] maestro_control::metrics::MetricsError),
     #[error("cannot listen on {addr} (another broker there? choose another address with --listen)")]
     Listen {
         addr: SocketAddr,
@@ -225,6 +230,8 @@ pub struct RunningBroker {
     config: BrokerConfig,
     /// Stops the TLS terminator (when there is one) when the broker is dropped.
     _tls: Option<tokio_util::sync::DropGuard>,
+    /// Health metrics the health checks keep current, when they are served.
+    health: Option<health::BrokerHealth>,
 }
 
 /// Starts the broker on its own thread and returns once it completes an MQTT handshake.
@@ -287,6 +294,7 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
         stopped,
         config: config.clone(),
         _tls: guard,
+        health: None,
     })
 }
 
@@ -303,10 +311,14 @@ impl RunningBroker {
             tokio::select! {
                 reason = &mut self.stopped => return reason.unwrap_or_else(|_| "the broker thread vanished".into()),
                 _ = tick.tick() => {
+                    let began = std::time::Instant::now();
                     let ok = matches!(
                         tokio::time::timeout(HEALTH_EVERY * 2, tokio::net::TcpStream::connect(self.config.listen)).await,
                         Ok(Ok(_))
                     );
+                    if let Some(h) = &self.health {
+                        h.checked(ok, if ok { 0 } else { failures + 1 }, began.elapsed(), self.addr.port());
+                    }
                     if ok {
                         failures = 0;
                     } else {
@@ -348,6 +360,21 @@ async fn probe_mqtt(config: &BrokerConfig, addr: SocketAddr) {
 /// Starts the broker, prints the ready line on stdout, and serves until `shutdown`.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), BrokerError> {
     let mut broker = start(&config).await?;
+    let _metrics = match config.metrics_listen {
+        Some(addr) => {
+            let (health, registry) = health::BrokerHealth::register(&config);
+            broker.health = Some(health);
+            let stop = shutdown.child_token();
+            maestro_control::metrics::serve(
+                maestro_control::metrics::MetricsListen(addr),
+                registry,
+                stop.clone(),
+            )
+            .await?;
+            Some(stop.drop_guard())
+        }
+        None => None,
+    };
     let scheme = if config.tls.is_some() {
         "mqtts"
     } else {
@@ -367,6 +394,89 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     }
     info!("control broker stopping");
     Ok(())
+}
+
+mod health {
+    //! The broker's health for Prometheus: whether its listener answers, how fast, and
+    //! how many connections it holds (established TCP connections on its port, from
+    //! `/proc/net/tcp{,6}` of its network namespace).
+
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct BrokerHealth {
+        up: Gauge,
+        failures: Gauge,
+        check_seconds: Gauge<f64, AtomicU64>,
+        connections: Gauge,
+    }
+
+    impl BrokerHealth {
+        pub fn register(
+            config: &super::BrokerConfig,
+        ) -> (Self, maestro_control::metrics::SharedRegistry) {
+            let h = Self::default();
+            let mut r = Registry::with_prefix("maestro_broker");
+            r.register(
+                "up",
+                "1 while the listener accepts connections",
+                h.up.clone(),
+            );
+            r.register(
+                "health_check_failures",
+                "Health checks failed in a row (the broker stops at 3)",
+                h.failures.clone(),
+            );
+            r.register(
+                "health_check_seconds",
+                "How long the last health-check connection took",
+                h.check_seconds.clone(),
+            );
+            r.register(
+                "connections",
+                "Established connections on the listener's port",
+                h.connections.clone(),
+            );
+            let max: Gauge = Gauge::default();
+            max.set(i64::try_from(config.max_connections).unwrap_or(i64::MAX));
+            r.register("max_connections", "The connection limit", max);
+            let started: Gauge = Gauge::default();
+            started.set(maestro_control::now().0 / 1_000_000);
+            r.register(
+                "started_seconds",
+                "When the broker started (Unix time)",
+                started,
+            );
+            h.up.set(1);
+            (h, std::sync::Arc::new(std::sync::Mutex::new(r)))
+        }
+
+        pub fn checked(&self, ok: bool, failures: u32, took: Duration, port: u16) {
+            self.up.set(i64::from(ok));
+            self.failures.set(i64::from(failures));
+            self.check_seconds.set(took.as_secs_f64());
+            if let Some(n) = established(port) {
+                self.connections.set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Established TCP connections whose local port is `port`.
+    fn established(port: u16) -> Option<usize> {
+        let v4 = procfs::net::tcp().ok()?;
+        let v6 = procfs::net::tcp6().unwrap_or_default();
+        Some(
+            v4.iter()
+                .chain(v6.iter())
+                .filter(|e| {
+                    e.local_address.port() == port && e.state == procfs::net::TcpState::Established
+                })
+                .count(),
+        )
+    }
 }
 
 mod nodelay {

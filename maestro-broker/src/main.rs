@@ -53,6 +53,10 @@ struct Args {
     /// Largest publish payload, in bytes.
     #[arg(long, env = "MAESTRO_MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     max_payload: usize,
+    /// Serve the broker's health metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
+    /// OpenMetrics; a bare port binds to 127.0.0.1).
+    #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<maestro_control::metrics::MetricsListen>,
     /// Print the effective configuration as JSON and exit.
     #[arg(long, env = "MAESTRO_PRINT_CONFIG")]
     print_config: bool,
@@ -93,6 +97,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        metrics_listen: args.metrics_listen.map(|m| m.0),
         ..Default::default()
     };
     if args.print_config {

@@ -12,26 +12,32 @@ use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A compose project of its own (name, published port), taken down on drop.
+/// A compose project of its own (name, published port, profiles, variables), taken down
+/// on drop.
 struct Deployment {
     project: String,
     port: u16,
+    profiles: Vec<&'static str>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Deployment {
     fn compose(&self, args: &[&str]) -> Output {
         let port = self.port.to_string();
-        Command::new("docker-compose")
-            .args([
-                "-p",
-                &self.project,
-                "-f",
-                "docker-compose/docker-compose.yml",
-                "--profile",
-                "mqtt",
-            ])
+        let mut command = Command::new("docker-compose");
+        command.args([
+            "-p",
+            &self.project,
+            "-f",
+            "docker-compose/docker-compose.yml",
+        ]);
+        for p in &self.profiles {
+            command.args(["--profile", p]);
+        }
+        command
             .args(args)
             .env("MAESTRO_PORT", &port)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(repo_root())
             .output()
             .unwrap_or_else(|e| panic!("cannot run docker-compose: {e}"))
@@ -185,6 +191,8 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     let d = Deployment {
         project: format!("maestrotest{}", std::process::id()),
         port: free_port(),
+        profiles: vec!["mqtt"],
+        env: Vec::new(),
     };
     let up = d.compose(&["up", "-d", "--scale", "worker=3"]);
     assert!(up.status.success(), "up failed: {}", output_text(&up));
@@ -432,4 +440,140 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         began.elapsed().as_secs_f64(),
         built.as_secs_f64()
     );
+}
+
+/// `GET path` on 127.0.0.1:port: the status line and the body.
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+/// The samples of an instant query on Prometheus' API: (labels, value).
+fn query(port: u16, expr_encoded: &str) -> Vec<(Value, f64)> {
+    let Some((status, body)) = http_get(port, &format!("/api/v1/query?query={expr_encoded}"))
+    else {
+        return Vec::new();
+    };
+    if !status.contains(" 200") {
+        return Vec::new();
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let value = r["value"][1].as_str()?.parse().ok()?;
+            Some((r["metric"].clone(), value))
+        })
+        .collect()
+}
+
+#[test]
+fn the_monitoring_profile_scrapes_a_runs_sent_rate() {
+    let build = tool("docker-compose/build", &[]);
+    assert!(
+        build.status.success(),
+        "build failed: {}",
+        output_text(&build)
+    );
+    // The host CLI serves its run metrics on the Docker host's bridge address, which
+    // Prometheus reaches as host.docker.internal (the host gateway).
+    let gateway = tool(
+        "docker",
+        &[
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ],
+    );
+    let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_owned();
+    assert!(!gateway.is_empty(), "no gateway of Docker's bridge network");
+    let (metrics_port, prometheus_port) = (free_port(), free_port());
+    let d = Deployment {
+        project: format!("maestromon{}", std::process::id()),
+        port: free_port(),
+        profiles: vec!["mqtt", "monitoring"],
+        env: vec![
+            ("MAESTRO_PROMETHEUS_PORT", prometheus_port.to_string()),
+            (
+                "MAESTRO_CLI_METRICS",
+                format!("host.docker.internal:{metrics_port}"),
+            ),
+        ],
+    };
+    let up = d.compose(&["up", "-d", "--build", "--scale", "worker=2"]);
+    assert!(up.status.success(), "up failed: {}", output_text(&up));
+    assert!(
+        wait_for(Duration::from_secs(60), || d.workers_ok() == 2),
+        "{:?}",
+        d.ping()
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || http_get(
+            prometheus_port,
+            "/-/ready"
+        )
+        .is_some_and(|(status, _)| status.contains(" 200"))),
+        "Prometheus did not get ready"
+    );
+    // The daemons' health, found through Docker's DNS: both workers and the broker.
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            query(prometheus_port, "up%7Bjob%3D%22maestro-worker%22%7D")
+                .iter()
+                .filter(|(_, v)| *v == 1.0)
+                .count()
+                == 2
+                && query(prometheus_port, "maestro_broker_up")
+                    .first()
+                    .is_some_and(|(_, v)| *v == 1.0)
+        }),
+        "workers: {:?}, broker: {:?}",
+        query(prometheus_port, "up%7Bjob%3D%22maestro-worker%22%7D"),
+        query(prometheus_port, "maestro_broker_up")
+    );
+    // During a run at 200/s, Prometheus has its sent rate, labelled by run and phase.
+    let listen = format!("{gateway}:{metrics_port}");
+    let run = d.start(&[
+        "--sut",
+        "mqtt://mosquitto:1883/monitored?qos=1",
+        "--rate",
+        "200",
+        "--duration",
+        "20s",
+        "--producers",
+        "2",
+        "--consumers",
+        "2",
+        "--metrics-listen",
+        &listen,
+    ]);
+    let mut seen = Vec::new();
+    let scraped = wait_for(Duration::from_secs(40), || {
+        seen = query(prometheus_port, "maestro_run_send_rate");
+        seen.iter().any(|(_, v)| (150.0..=250.0).contains(v))
+    });
+    assert!(scraped, "Prometheus' sent rate: {seen:?}");
+    let labels = &seen[0].0;
+    assert_eq!(labels["phase"], "start", "{labels}");
+    assert_eq!(labels["fault"], "none", "{labels}");
+    let sent = query(prometheus_port, "maestro_run_sent_total");
+    assert!(sent.first().is_some_and(|(_, v)| *v > 0.0), "{sent:?}");
+    let (code, s, err) = run.join().unwrap();
+    assert_eq!(code, Some(0), "{err}\n{s:#}");
+    assert_eq!(labels["run"], s["run_id"], "{labels} {s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    let down = d.compose(&["down", "-v", "--timeout", "2"]);
+    assert!(down.status.success(), "{}", output_text(&down));
+    assert_eq!(d.leftovers(), Vec::<String>::new());
 }

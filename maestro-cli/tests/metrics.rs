@@ -101,3 +101,39 @@ fn a_daemon_serves_its_health() {
     );
     assert_eq!(value(&seen, "maestro_peer_bad_notes{"), Some(0.0), "{seen}");
 }
+
+#[test]
+fn the_control_broker_serves_its_health() {
+    let port = free_port();
+    let listen = port.to_string();
+    let broker = maestro_testkit::TestBroker::start(&["--metrics-listen", &listen]).unwrap();
+    // Two workers connected to it, and a ping through it.
+    let cluster = maestro_testkit::unique_cluster();
+    let _w: Vec<_> = (0..2)
+        .map(|i| {
+            maestro_testkit::spawn_peer(
+                "worker",
+                &broker.url(),
+                &cluster,
+                &["--name", &format!("w{i}")],
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut seen = String::new();
+    let counted = wait_for(Duration::from_secs(20), || {
+        seen = scrape(port).unwrap_or_default();
+        value(&seen, "maestro_broker_connections").is_some_and(|v| v >= 2.0)
+    });
+    assert!(counted, "{seen}");
+    assert_eq!(value(&seen, "maestro_broker_up"), Some(1.0), "{seen}");
+    assert_eq!(
+        value(&seen, "maestro_broker_health_check_failures"),
+        Some(0.0),
+        "{seen}"
+    );
+    assert!(
+        value(&seen, "maestro_broker_max_connections").is_some_and(|v| v >= 1.0),
+        "{seen}"
+    );
+}
