@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{Cluster, Mosquitto, Proc, binary, spawn_peer, wait_for};
+use maestro_testkit::{Cluster, Mosquitto, Proc, binary, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -109,33 +109,10 @@ fn inspector(c: &Cluster, mq: &Mosquitto, dir: &Path) -> Proc {
     )
     .unwrap();
     let sys = format!("mqtt-sys=mqtt://127.0.0.1:{}", mq.port);
-    let cluster: maestro_protocol::ClusterId = c.cluster.parse().unwrap();
-    let p = spawn_peer(
-        "inspector",
-        &c.broker.url(),
-        &cluster,
-        &[
-            "--name",
-            "insp",
-            "--source",
-            &sys,
-            "--faults",
-            faults.to_str().unwrap(),
-        ],
+    c.spawn_inspector(
+        "insp",
+        &["--source", &sys, "--faults", faults.to_str().unwrap()],
     )
-    .unwrap();
-    let up = wait_for(Duration::from_secs(15), || {
-        c.cli(&["ping", "-o", "json"], Duration::from_secs(10))
-            .json()
-            .ok()
-            .and_then(|v| {
-                v.as_array()
-                    .map(|a| a.iter().any(|p| p["role"] == "inspector"))
-            })
-            == Some(true)
-    });
-    assert!(up, "the inspector did not come up");
-    p
 }
 
 fn summary_of(results: &Path) -> serde_json::Value {

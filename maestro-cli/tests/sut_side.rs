@@ -5,29 +5,14 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_protocol::{Body, SutStats, decode};
-use maestro_testkit::{Cluster, Mosquitto, Proc, ScriptedSut, spawn_peer, wait_for};
+use maestro_testkit::{Cluster, Mosquitto, Proc, ScriptedSut, wait_for};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Starts an inspector in the cluster and waits until ping lists it.
 fn inspector(c: &Cluster, args: &[&str]) -> Proc {
-    let cluster: maestro_protocol::ClusterId = c.cluster.parse().unwrap();
-    let mut all = vec!["--name", "sut-inspector"];
-    all.extend_from_slice(args);
-    let p = spawn_peer("inspector", &c.broker.url(), &cluster, &all).unwrap();
-    let up = wait_for(Duration::from_secs(15), || {
-        c.cli(&["ping", "-o", "json"], Duration::from_secs(10))
-            .json()
-            .ok()
-            .and_then(|v| {
-                v.as_array()
-                    .map(|a| a.iter().any(|p| p["role"] == "inspector"))
-            })
-            == Some(true)
-    });
-    assert!(up, "the inspector did not come up");
-    p
+    c.spawn_inspector("sut-inspector", args)
 }
 
 /// The inspector events published on the control broker, as they come.

@@ -761,6 +761,26 @@ impl Cluster {
         c
     }
 
+    /// Starts an inspector named `name` in this cluster and waits until ping lists it.
+    pub fn spawn_inspector(&self, name: &str, args: &[&str]) -> Proc {
+        let cluster: ClusterId = self.cluster.parse().expect("test setup");
+        let mut all = vec!["--name", name];
+        all.extend_from_slice(args);
+        let p = spawn_peer("inspector", &self.broker.url(), &cluster, &all).expect("test setup");
+        let up = wait_for(Duration::from_secs(15), || {
+            self.cli(&["ping", "-o", "json"], Duration::from_secs(10))
+                .json()
+                .ok()
+                .and_then(|v| {
+                    v.as_array()
+                        .map(|a| a.iter().any(|p| p["role"] == "inspector"))
+                })
+                == Some(true)
+        });
+        assert!(up, "the inspector did not come up");
+        p
+    }
+
     /// Runs `maestro-cli` against this cluster.
     pub fn cli(&self, args: &[&str], timeout: Duration) -> CliRun {
         let url = self.broker.url();
