@@ -484,20 +484,6 @@ fn the_monitoring_profile_scrapes_a_runs_sent_rate() {
         "build failed: {}",
         output_text(&build)
     );
-    // The host CLI serves its run metrics on the Docker host's bridge address, which
-    // Prometheus reaches as host.docker.internal (the host gateway).
-    let gateway = tool(
-        "docker",
-        &[
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ],
-    );
-    let gateway = String::from_utf8_lossy(&gateway.stdout).trim().to_owned();
-    assert!(!gateway.is_empty(), "no gateway of Docker's bridge network");
     let (metrics_port, prometheus_port) = (free_port(), free_port());
     let d = Deployment {
         project: format!("maestromon{}", std::process::id()),
@@ -526,6 +512,14 @@ fn the_monitoring_profile_scrapes_a_runs_sent_rate() {
         .is_some_and(|(status, _)| status.contains(" 200"))),
         "Prometheus did not get ready"
     );
+    // The host CLI serves its run metrics on the address Prometheus reaches the Docker
+    // host by (host.docker.internal: the host gateway).
+    let hosts = d.compose(&["exec", "-T", "prometheus", "cat", "/etc/hosts"]);
+    let gateway = String::from_utf8_lossy(&hosts.stdout)
+        .lines()
+        .find(|l| l.contains("host.docker.internal"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no host.docker.internal in {}", output_text(&hosts)));
     // The daemons' health, found through Docker's DNS: both workers and the broker.
     assert!(
         wait_for(Duration::from_secs(30), || {
