@@ -487,7 +487,13 @@ fn kafka_lag_grows_and_drains() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let tansu = ScriptedSut::tansu().unwrap();
     let c = Cluster::start(1);
-    let _i = inspector(&c, &["--source", &format!("kafka={}", tansu.url)]);
+    // Two bootstrap servers, the first one dead: the source reads through the other.
+    let servers = format!(
+        "kafka=kafka://127.0.0.1:{},{}",
+        maestro_testkit::free_port(),
+        tansu.url.trim_start_matches("kafka://")
+    );
+    let _i = inspector(&c, &["--source", &servers]);
     let events = Events::watch(&c);
     let bootstrap = tansu.url.trim_start_matches("kafka://").to_owned();
     let topic = format!("lag-{}", std::process::id());

@@ -32,12 +32,11 @@ impl std::fmt::Debug for Kafka {
 }
 
 impl Kafka {
-    pub fn new(url: &url::Url) -> Self {
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let bootstrap = format!("{host}:{}", url.port().unwrap_or(9092));
+    /// Reads the cluster at `bootstrap` (`host:port,host:port`).
+    pub fn new(bootstrap: &str) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Clients {
-                bootstrap,
+                bootstrap: bootstrap.to_owned(),
                 admin: None,
                 groups: HashMap::new(),
             })),

@@ -28,8 +28,10 @@ pub struct SourceSpec {
 /// What a source reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A URL (mqtt-sys, rabbitmq, kafka).
+    /// A URL (mqtt-sys, rabbitmq).
     Url(url::Url),
+    /// Kafka bootstrap servers, `host:port,host:port`.
+    Bootstrap(String),
     /// The inspector's host.
     Host,
     /// Processes with this exact name.
@@ -87,7 +89,11 @@ impl FromStr for SourceSpec {
         let target = match kind {
             SourceKind::MqttSys => url(&["mqtt", "tcp"], "mqtt://127.0.0.1:1883")?,
             SourceKind::Rabbitmq => url(&["http", "https"], "http://guest:guest@127.0.0.1:15672")?,
-            SourceKind::Kafka => url(&["kafka", "tcp"], "kafka://127.0.0.1:9092")?,
+            SourceKind::Kafka => {
+                let v =
+                    value.ok_or_else(|| bad("needs a URL: kafka=kafka://127.0.0.1:9092".into()))?;
+                Target::Bootstrap(bootstrap(v).map_err(bad)?)
+            }
             SourceKind::Host => match value {
                 None => Target::Host,
                 Some(v) => return Err(bad(format!("host takes no value, not {v:?}"))),
@@ -107,6 +113,30 @@ impl FromStr for SourceSpec {
         };
         Ok(SourceSpec { kind, name, target })
     }
+}
+
+/// The bootstrap servers of `kafka://host[:port][,host[:port]...]` (port 9092 unless
+/// given), as librdkafka takes them.
+fn bootstrap(v: &str) -> Result<String, String> {
+    let rest = v
+        .strip_prefix("kafka://")
+        .or_else(|| v.strip_prefix("tcp://"))
+        .ok_or_else(|| format!("{v:?}: the scheme must be one of kafka, tcp"))?;
+    let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+    let servers = hosts
+        .split(',')
+        .map(|h| {
+            let u = url::Url::parse(&format!("kafka://{h}"))
+                .map_err(|e| format!("{v:?}: {h:?} is not HOST[:PORT]: {e}"))?;
+            match u.host_str() {
+                Some(host) if !host.is_empty() => {
+                    Ok(format!("{host}:{}", u.port().unwrap_or(9092)))
+                }
+                _ => Err(format!("{v:?} has no host")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(servers.join(","))
 }
 
 /// Checks that no two sources share a name.
@@ -145,7 +175,7 @@ impl Source {
                 Source::MqttSys(mqtt_sys::MqttSys::open(u, tasks, shutdown))
             }
             (SourceKind::Rabbitmq, Target::Url(u)) => Source::Rabbitmq(rabbitmq::Rabbitmq::new(u)),
-            (SourceKind::Kafka, Target::Url(u)) => Source::Kafka(kafka::Kafka::new(u)),
+            (SourceKind::Kafka, Target::Bootstrap(b)) => Source::Kafka(kafka::Kafka::new(b)),
             (_, target) => Source::System(system::System::new(target.clone())),
         }
     }
@@ -256,6 +286,13 @@ mod tests {
             "process=mosquitto".parse::<SourceSpec>().map(|s| s.target),
             Ok(Target::ProcessName("mosquitto".into()))
         );
+        // Kafka takes several bootstrap servers, the way SUT URLs write them.
+        assert_eq!(
+            "kafka=kafka://k1:9093,k2,10.0.0.3:9094/ignored"
+                .parse::<SourceSpec>()
+                .map(|s| s.target),
+            Ok(Target::Bootstrap("k1:9093,k2:9092,10.0.0.3:9094".into()))
+        );
         for (bad, says) in [
             ("redis=tcp://x", "unknown source kind \"redis\""),
             ("mqtt-sys", "needs a URL"),
@@ -264,6 +301,9 @@ mod tests {
             ("process=pid:x", "pid \"x\" is not a number"),
             ("host=1", "host takes no value"),
             ("kafka:a/b=kafka://h:1", "name \"a/b\""),
+            ("kafka=http://h:1", "scheme must be one of kafka, tcp"),
+            ("kafka=kafka://h:1,", "has no host"),
+            ("kafka=kafka://h:x", "is not HOST[:PORT]"),
         ] {
             let e = bad
                 .parse::<SourceSpec>()

@@ -41,6 +41,7 @@ impl System {
                 Target::Pid(pid) => s.process(Some(pid), None),
                 Target::ProcessName(name) => s.process(None, Some(&name)),
                 Target::Url(u) => Err(format!("{u} is not a host or a process")),
+                Target::Bootstrap(b) => Err(format!("{b} is not a host or a process")),
             }
         })
         .await
