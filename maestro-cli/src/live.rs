@@ -56,9 +56,17 @@ impl LiveTerminal {
         let done = CancellationToken::new();
         let keys = {
             let (stop, done, view) = (stop.clone(), done.clone(), view.clone());
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("live-view-keys".into())
-                .spawn(move || read_keys(&stop, &done, &view))?
+                .spawn(move || read_keys(&stop, &done, &view));
+            match spawned {
+                Ok(keys) => keys,
+                Err(e) => {
+                    // Give the terminal back before saying why.
+                    let _ = ratatui::try_restore();
+                    return Err(e);
+                }
+            }
         };
         let render = tokio::spawn(draw_until(
             terminal,
