@@ -4,18 +4,11 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_testkit::{Cluster, Mosquitto, free_port, wait_for};
-use std::io::{Read, Write};
 use std::time::Duration;
 
-/// `GET /metrics`, or `None` when nothing listens.
+/// `GET /metrics` (headers and body), or `None` when nothing listens.
 fn scrape(port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
+    maestro_testkit::http_get(port, "/metrics")
 }
 
 /// The value of the first sample line starting with `prefix`.
