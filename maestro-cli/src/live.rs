@@ -275,9 +275,10 @@ fn workers(s: &ViewState) -> Table<'static> {
             w.errors.to_string(),
         ])
     });
-    Table::new(
-        rows,
-        [
+    table(
+        " workers ",
+        &["worker", "state", "connected", "sent", "received", "errors"],
+        &[
             Constraint::Fill(2),
             Constraint::Length(12),
             Constraint::Length(10),
@@ -285,19 +286,20 @@ fn workers(s: &ViewState) -> Table<'static> {
             Constraint::Length(12),
             Constraint::Length(8),
         ],
+        rows,
     )
-    .header(
-        Row::new(vec![
-            "worker",
-            "state",
-            "connected",
-            "sent",
-            "received",
-            "errors",
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::bordered().title(" workers "))
+}
+
+/// A bordered table with a bold header row.
+fn table<'a>(
+    title: &'static str,
+    header: &[&'static str],
+    widths: &[Constraint],
+    rows: impl IntoIterator<Item = Row<'a>>,
+) -> Table<'a> {
+    Table::new(rows, widths.iter().copied())
+        .header(Row::new(header.to_vec()).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::bordered().title(title))
 }
 
 fn sut(s: &ViewState) -> Table<'static> {
@@ -315,19 +317,16 @@ fn sut(s: &ViewState) -> Table<'static> {
             value,
         ])
     });
-    Table::new(
-        rows,
-        [
+    table(
+        " SUT ",
+        &["source", "metric", "value"],
+        &[
             Constraint::Fill(1),
             Constraint::Length(20),
             Constraint::Fill(2),
         ],
+        rows,
     )
-    .header(
-        Row::new(vec!["source", "metric", "value"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::bordered().title(" SUT "))
 }
 
 fn faults(s: &ViewState) -> Table<'static> {
@@ -358,20 +357,17 @@ fn faults(s: &ViewState) -> Table<'static> {
             row
         }
     });
-    Table::new(
-        rows,
-        [
+    table(
+        " faults ",
+        &["fault", "inspector", "when", "state"],
+        &[
             Constraint::Fill(1),
             Constraint::Fill(1),
             Constraint::Length(22),
             Constraint::Fill(2),
         ],
+        rows,
     )
-    .header(
-        Row::new(vec!["fault", "inspector", "when", "state"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::bordered().title(" faults "))
 }
 
 /// Draws one frame of the view.

@@ -94,8 +94,9 @@ impl SutRecorder {
     pub fn sut_sampled_since(&self, at_us: i64) -> bool {
         self.sources
             .values()
-            .filter(|s| s.reads_sut() && s.latest_us.is_some())
-            .all(|s| s.latest_us.is_some_and(|t| t >= at_us))
+            .filter(|s| s.reads_sut())
+            .filter_map(|s| s.latest_us)
+            .all(|t| t >= at_us)
     }
 
     /// Whether samples from this peer belong to the run.
