@@ -163,13 +163,26 @@ impl StartArgs {
     }
 }
 
+/// A byte rate for people: B, KiB, MiB or GiB.
+fn bytes(v: f64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = v;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// The summary for people.
 pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
     let p = |p: &Percentiles| {
         format!(
-            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            "p50 {}  p90 {}  p95 {}  p99 {}  p99.9 {}  max {}",
             micros(p.p50 as i64),
             micros(p.p90 as i64),
+            p.p95.map_or("-".into(), |v| micros(v as i64)),
             micros(p.p99 as i64),
             micros(p.p999 as i64),
             micros(p.max as i64)
@@ -192,10 +205,20 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
             s.receive_rate,
             s.measured_s
         ),
-        format!("response time  {}", p(&s.response_time_us)),
-        format!("service time   {}", p(&s.service_time_us)),
-        format!("send lag       {}", p(&s.send_lag_us)),
     ];
+    if let (Some(sent), Some(received)) = (s.achieved_bytes_rate, s.receive_bytes_rate) {
+        lines.push(format!(
+            "bytes sent {}/s  received {}/s",
+            bytes(sent),
+            bytes(received)
+        ));
+    }
+    lines.push(format!("response time  {}", p(&s.response_time_us)));
+    lines.push(format!("service time   {}", p(&s.service_time_us)));
+    lines.push(format!("send lag       {}", p(&s.send_lag_us)));
+    if let Some(h) = &s.publish_latency_us {
+        lines.push(format!("publish (ack)  {}", p(h)));
+    }
     if let Some(h) = &s.connect_us {
         lines.push(format!(
             "connect        {}  ({} connections)",

@@ -118,6 +118,20 @@ fn counts_agree_and_nothing_is_lost(protocol: &str) {
         "{s:#}"
     );
     assert_eq!(u(&s["send_lag_us"], "count"), 4000, "{s:#}");
+    // Every send acknowledged by the SUT is timed (PUBACK, confirm, delivery report).
+    assert_eq!(u(&s["publish_latency_us"], "count"), 4000, "{s:#}");
+    assert!(
+        u(&s["publish_latency_us"], "p50") > 0
+            && u(&s["publish_latency_us"], "p95") >= u(&s["publish_latency_us"], "p90"),
+        "{s:#}"
+    );
+    // Bytes per second beside messages per second: ~300-byte messages.
+    let per_message =
+        s["achieved_bytes_rate"].as_f64().unwrap() / s["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (250.0..=350.0).contains(&per_message),
+        "{per_message} bytes a message: {s:#}"
+    );
     // The schedule starts at the common start, not when configure began (connecting and
     // joining a Kafka group takes seconds): a paced producer that keeps up is on time,
     // and the rate is measured over the 2 s window.
@@ -267,4 +281,68 @@ fn amqp_topology_is_deleted_unless_kept() {
         queues.contains(s["run_id"].as_str().unwrap()),
         "kept queue missing:\n{queues}"
     );
+}
+
+/// Kafka: with two workers, the topics and consumer groups a run created are deleted once
+/// every consumer has left (by the worker with producer 0), unless kept; producer and
+/// consumer properties go to their own clients, and consumers without auto-commit commit
+/// what they read themselves, losing nothing.
+#[test]
+fn kafka_topics_are_deleted_unless_kept_and_client_options_apply() {
+    let c = Cluster::start(2);
+    let tansu = ScriptedSut::tansu().unwrap();
+    let url = format!(
+        "{}/opts?acks=all&replication_factor=1&auto_commit=false&offset_reset=earliest\
+         &producer.enable.idempotence=false&consumer.fetch.min.bytes=1&topic.config.retention.ms=600000",
+        tansu.url
+    );
+    let (run, s) = c.run_test(
+        &url,
+        &[
+            "--rate",
+            "1000",
+            "--count",
+            "2000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--topics",
+            "2",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (u(&s, "sent"), u(&s, "received"), u(&s, "lost")),
+        (2000, 2000, 0),
+        "{s:#}"
+    );
+    assert!(s["error_messages"].as_array().unwrap().is_empty(), "{s:#}");
+    let id = s["run_id"].as_str().unwrap().to_owned();
+    let topics = tansu.kafka_topics().unwrap();
+    assert!(
+        !topics.iter().any(|t| t.contains(&id)),
+        "the run's topics are left behind: {topics:?}"
+    );
+    let (run, s) = c.run_test(&format!("{url}&keep=true"), &["--count", "100"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let id = s["run_id"].as_str().unwrap().to_owned();
+    let topics = tansu.kafka_topics().unwrap();
+    assert!(
+        topics.contains(&format!("opts-{id}-0")),
+        "kept topic missing: {topics:?}"
+    );
+    // A property librdkafka does not know is refused before anything starts, naming it.
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &format!("{url}&consumer.no.such.thing=1"),
+            "--count",
+            "10",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("no.such.thing"), "{}", run.stderr);
 }

@@ -37,10 +37,11 @@ pub struct LiveMetrics {
 
 pub use crate::watch::Second;
 
-fn quantiles(p: &Percentiles) -> [(&'static str, u64); 5] {
+fn quantiles(p: &Percentiles) -> [(&'static str, u64); 6] {
     [
         ("0.5", p.p50),
         ("0.9", p.p90),
+        ("0.95", p.p95.unwrap_or(p.p99)),
         ("0.99", p.p99),
         ("0.999", p.p999),
         ("1", p.max),
@@ -267,6 +268,7 @@ mod tests {
             count: 10,
             p50: 1_000,
             p90: 2_000,
+            p95: Some(4_000),
             p99: 5_000,
             p999: 7_000,
             p9999: 7_000,

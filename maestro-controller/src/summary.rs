@@ -263,12 +263,16 @@ pub fn summarize(
         achieved_fraction: (spec.rate > 0.0)
             .then(|| per_s(latencies.lag.len()) / offered_rate(spec)),
         receive_rate: per_s(latencies.response.len()),
+        achieved_bytes_rate: Some(per_s(total.sent_bytes)),
+        receive_bytes_rate: Some(per_s(total.received_bytes)),
         degraded: !degraded.is_empty(),
         degraded_reasons: degraded,
         interrupted: collected.interrupted,
         response_time_us: Percentiles::of(&latencies.response),
         service_time_us: Percentiles::of(&latencies.service),
         send_lag_us: Percentiles::of(&latencies.lag),
+        publish_latency_us: (!latencies.publish.is_empty())
+            .then(|| Percentiles::of(&latencies.publish)),
         tls_handshake_us: timings[0].as_ref().map(Percentiles::of),
         connect_us: timings[1].as_ref().map(Percentiles::of),
         subscribe_us: timings[2].as_ref().map(Percentiles::of),

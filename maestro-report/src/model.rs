@@ -31,6 +31,9 @@ pub struct Percentiles {
     pub count: u64,
     pub p50: u64,
     pub p90: u64,
+    /// Absent from results written before it was added (never read as 0).
+    #[serde(default)]
+    pub p95: Option<u64>,
     pub p99: u64,
     pub p999: u64,
     pub p9999: u64,
@@ -46,6 +49,7 @@ impl Percentiles {
             count: h.len(),
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
+            p95: Some(h.value_at_quantile(0.95)),
             p99: h.value_at_quantile(0.99),
             p999: h.value_at_quantile(0.999),
             p9999: h.value_at_quantile(0.9999),
@@ -108,12 +112,22 @@ pub struct RunSummary {
     pub achieved_fraction: Option<f64>,
     /// Messages received per second over the measured send span (all consumers).
     pub receive_rate: f64,
+    /// Payload bytes sent and received per second over the measured send span (absent
+    /// from results written before they were added).
+    #[serde(default)]
+    pub achieved_bytes_rate: Option<f64>,
+    #[serde(default)]
+    pub receive_bytes_rate: Option<f64>,
     pub degraded: bool,
     pub degraded_reasons: Vec<String>,
     pub interrupted: bool,
     pub response_time_us: Percentiles,
     pub service_time_us: Percentiles,
     pub send_lag_us: Percentiles,
+    /// From sending until the SUT acknowledged (MQTT PUBACK/PUBCOMP, AMQP publisher
+    /// confirm, Kafka delivery report); absent without acknowledgements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_latency_us: Option<Percentiles>,
     /// TLS handshake times of the connections to the SUT; absent without TLS (and for
     /// Kafka, whose client does its handshakes out of sight).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -44,6 +44,16 @@ pub struct SecondRow {
     pub connections_opened: Option<u32>,
     #[serde(default)]
     pub connect_failures: Option<u32>,
+    /// Payload bytes sent and received (after the warm-up); empty in files written before
+    /// they were added.
+    #[serde(default)]
+    pub sent_bytes: Option<u64>,
+    #[serde(default)]
+    pub received_bytes: Option<u64>,
+    /// Publish latency p99 (send to the SUT's acknowledgement); empty without
+    /// acknowledgements.
+    #[serde(default)]
+    pub publish_latency_p99_us: Option<u64>,
 }
 
 /// Reads `timeseries.csv`; a bad row is an error naming the file, the line and the field.
@@ -80,12 +90,14 @@ pub(crate) fn csv_error(path: &Path, e: csv::Error) -> ResultsError {
     }
 }
 
-/// Three latency histograms, merged losslessly (percentiles are never averaged).
+/// The latency histograms, merged losslessly (percentiles are never averaged).
 #[derive(Debug, Clone)]
 pub struct Latencies {
     pub response: Histogram<u64>,
     pub service: Histogram<u64>,
     pub lag: Histogram<u64>,
+    /// Empty when the SUT acknowledged nothing (no reliable mode).
+    pub publish: Histogram<u64>,
 }
 
 impl Default for Latencies {
@@ -94,6 +106,7 @@ impl Default for Latencies {
             response: latency_histogram(),
             service: latency_histogram(),
             lag: latency_histogram(),
+            publish: latency_histogram(),
         }
     }
 }
@@ -108,6 +121,10 @@ impl Latencies {
         ] {
             let decoded = histogram::decode(from).map_err(|e| e.to_string())?;
             into.add(&decoded).map_err(|e| format!("{e:?}"))?;
+        }
+        if let Some(publish) = &h.publish_latency_us {
+            let decoded = histogram::decode(publish).map_err(|e| e.to_string())?;
+            self.publish.add(&decoded).map_err(|e| format!("{e:?}"))?;
         }
         Ok(())
     }
@@ -249,7 +266,7 @@ impl LiveResults {
             let mut serializer = V2DeflateSerializer::new();
             let base = UNIX_EPOCH + Duration::from_micros(self.start_us.max(0) as u64);
             IntervalLogWriterBuilder::new()
-                .add_comment("maestro interval histograms, values in microseconds; tags: response_time_us, service_time_us, send_lag_us")
+                .add_comment("maestro interval histograms, values in microseconds; tags: response_time_us, service_time_us, send_lag_us, publish_latency_us")
                 .with_start_time(base)
                 .with_base_time(base)
                 .begin_log_with(&mut file, &mut serializer)?;
@@ -266,12 +283,17 @@ impl LiveResults {
     pub fn add(&mut self, worker: &PeerId, s: &RunStats, live: &[PeerId]) -> std::io::Result<()> {
         let start = Duration::from_secs(u64::from(s.second));
         let length = Duration::from_secs(1);
-        let mut decoded = Vec::with_capacity(3);
+        let mut decoded = Vec::with_capacity(4);
         for (tag, encoded) in [
-            ("response_time_us", &s.histograms.response_time_us),
-            ("service_time_us", &s.histograms.service_time_us),
-            ("send_lag_us", &s.histograms.send_lag_us),
+            ("response_time_us", Some(&s.histograms.response_time_us)),
+            ("service_time_us", Some(&s.histograms.service_time_us)),
+            ("send_lag_us", Some(&s.histograms.send_lag_us)),
+            (
+                "publish_latency_us",
+                s.histograms.publish_latency_us.as_ref(),
+            ),
         ] {
+            let Some(encoded) = encoded else { continue };
             match histogram::decode(encoded) {
                 Ok(h) => decoded.push((tag, h)),
                 Err(e) => {
@@ -359,6 +381,10 @@ impl LiveResults {
             connected: b.connections.map(|c| c.connected),
             connections_opened: b.connections.map(|c| c.opened),
             connect_failures: b.connections.map(|c| c.failed),
+            sent_bytes: Some(b.counters.sent_bytes),
+            received_bytes: Some(b.counters.received_bytes),
+            publish_latency_p99_us: (!b.latencies.publish.is_empty())
+                .then(|| b.latencies.publish.value_at_quantile(0.99)),
         };
         self.csv.serialize(row).map_err(std::io::Error::other)?;
         if let Some(rows) = self.rows.as_mut() {
@@ -428,6 +454,7 @@ mod tests {
                 response_time_us: e.clone(),
                 service_time_us: e.clone(),
                 send_lag_us: e,
+                publish_latency_us: None,
             },
             active_producers: 1,
             active_consumers: 1,

@@ -4,7 +4,7 @@
 //!
 //! It must never be a dependency of anything but tests and benchmarks.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use maestro_protocol::ClusterId;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -617,6 +617,25 @@ impl ScriptedSut {
 
     pub fn tansu() -> Result<Self> {
         Self::start("tansu", None)
+    }
+
+    /// The topics a Kafka broker has now (metadata through librdkafka).
+    pub fn kafka_topics(&self) -> Result<Vec<String>> {
+        use rdkafka::consumer::Consumer as _;
+        let bootstrap = self
+            .url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| anyhow!("{} is not a Kafka URL", self.url))?;
+        let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap.trim_end_matches('/'))
+            .set("log_level", "3")
+            .create()?;
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect())
     }
 
     /// RabbitMQ with a TLS listener that requires client certificates; `certs` holds

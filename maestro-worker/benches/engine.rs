@@ -65,7 +65,7 @@ fn bench_measure() {
             actual_ns: actual,
         }
         .write(&mut buf);
-        rec.sent(actual - intended, true);
+        rec.sent(actual - intended, buf.len(), true);
         black_box(&buf);
     }
     let stamp = t.elapsed().as_nanos() as f64 / N as f64;
@@ -78,7 +78,7 @@ fn bench_measure() {
         let h = PayloadHeader::read(black_box(&buf)).unwrap();
         let now = clock.now_ns();
         acc.record(h.producer, h.sequence);
-        rec.received(now - h.intended_ns, now - h.actual_ns, true);
+        rec.received(now - h.intended_ns, now - h.actual_ns, buf.len(), true);
     }
     let record = t.elapsed().as_nanos() as f64 / N as f64;
     black_box((&rec, &acc));

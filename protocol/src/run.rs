@@ -569,10 +569,18 @@ pub struct Counters {
     pub out_of_order: u64,
     /// Messages received that were not maestro messages (bad header).
     pub foreign: u64,
+    /// Payload bytes of the messages sent and received after the warm-up (a newer minor
+    /// version's fields: absent from an older worker's notes).
+    #[serde(default)]
+    pub sent_bytes: u64,
+    #[serde(default)]
+    pub received_bytes: u64,
 }
 
 impl Counters {
     pub fn add(&mut self, o: &Counters) {
+        self.sent_bytes += o.sent_bytes;
+        self.received_bytes += o.received_bytes;
         self.sent += o.sent;
         self.received += o.received;
         self.errors += o.errors;
@@ -591,6 +599,10 @@ pub struct EncodedHistograms {
     pub service_time_us: String,
     /// Actual minus intended send time, at the producer.
     pub send_lag_us: String,
+    /// Acknowledgement by the SUT minus actual send time, at the producer (MQTT PUBACK or
+    /// PUBCOMP, AMQP publisher confirm, Kafka delivery report): only in reliable modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_latency_us: Option<String>,
 }
 
 /// A worker's stats for one second of the run, published as an event. Seconds are

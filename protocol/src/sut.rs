@@ -8,8 +8,9 @@
 //! mqtt[s]://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
 //! amqp[s]://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
 //!        &confirms=&confirm_window=&mandatory=&prefetch=&ack=&ack_batch=&fanout=&keep=
-//! kafka://host[:port][,host[:port]...][/prefix]?partitions=&acks=&linger=&batch_size=&compression=
-//!        &group=&key=&<librdkafka.property>=
+//! kafka://host[:port][,host[:port]...][/prefix]?partitions=&replication_factor=&acks=&linger=
+//!        &batch_size=&compression=&group=&key=&auto_commit=&offset_reset=&keep=
+//!        &<librdkafka.property>=&producer.<property>=&consumer.<property>=&topic.config.<config>=
 //! ```
 //!
 //! TLS: `mqtts://` (port 8883) and `amqps://` (port 5671) take `ca=` (PEM file of the CAs to
@@ -294,8 +295,43 @@ pub struct KafkaOptions {
     pub group: String,
     pub key: KeyDistribution,
     /// librdkafka properties given with their dots (`queue.buffering.max.ms=5`), passed
-    /// through as they are (librdkafka checks them when a worker connects).
+    /// through as they are to every client (librdkafka checks them when a worker
+    /// connects).
     pub properties: Vec<(String, String)>,
+    /// Properties for producers only (`producer.<property>=`), after the common ones.
+    pub producer_properties: Vec<(String, String)>,
+    /// Properties for consumers only (`consumer.<property>=`), after the common ones.
+    pub consumer_properties: Vec<(String, String)>,
+    /// Configuration of the topics a run creates (`topic.config.<name>=`, for example
+    /// `topic.config.min.insync.replicas=2`).
+    pub topic_config: Vec<(String, String)>,
+    /// Replicas of each partition of a topic the run creates (default 1).
+    pub replication_factor: u16,
+    /// Consumers commit their offsets in the background (librdkafka's auto-commit,
+    /// default); `false`: they commit what they consumed themselves, about once a second
+    /// and when they close (as OpenMessaging Benchmark's consumers do).
+    pub auto_commit: bool,
+    /// Where a consumer group without committed offsets starts.
+    pub offset_reset: OffsetReset,
+    /// Keep the topics (and consumer groups) the run created; by default they are deleted
+    /// once the run is over.
+    pub keep: bool,
+}
+
+/// Where a Kafka consumer group without a committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
 }
 
 /// TLS to the SUT. Paths are files on the worker's host.
@@ -643,12 +679,41 @@ impl Parser {
             group: "maestro".into(),
             key: KeyDistribution::None,
             properties: Vec::new(),
+            producer_properties: Vec::new(),
+            consumer_properties: Vec::new(),
+            topic_config: Vec::new(),
+            replication_factor: 1,
+            auto_commit: true,
+            offset_reset: OffsetReset::Earliest,
+            keep: false,
+        };
+        let offset_reset = |key: &str, v: &str| match v {
+            "earliest" | "smallest" | "beginning" => Ok(OffsetReset::Earliest),
+            "latest" | "largest" | "end" => Ok(OffsetReset::Latest),
+            _ => Err(self.value(key, v, "is not earliest or latest")),
         };
         for (key, v) in query {
             let (key, v) = (key.as_str(), v.as_str());
             match key {
                 "partitions" => o.partitions = Some(self.number(key, v, i32::MAX as u64)? as u32),
-                "acks" => {
+                "replication_factor" => {
+                    o.replication_factor = self.number(key, v, i16::MAX as u64)? as u16;
+                    if o.replication_factor == 0 {
+                        return Err(self.value(key, v, "must be at least 1"));
+                    }
+                }
+                // The consumer's commit and reset are typed whichever way they are written,
+                // because the consumer behaves differently without auto-commit.
+                "auto_commit" | "enable.auto.commit" | "consumer.enable.auto.commit" => {
+                    o.auto_commit = self.flag(key, v)?
+                }
+                "offset_reset" | "auto.offset.reset" | "consumer.auto.offset.reset" => {
+                    o.offset_reset = offset_reset(key, v)?
+                }
+                "keep" => o.keep = self.flag(key, v)?,
+                // Typed options, written either way (an OMB driver file writes the
+                // client's property names), so that reliability reads them.
+                "acks" | "producer.acks" => {
                     o.acks = match v {
                         "0" => Acks::None,
                         "1" => Acks::Leader,
@@ -656,15 +721,15 @@ impl Parser {
                         _ => return Err(self.value(key, v, "is not 0, 1 or all")),
                     }
                 }
-                "linger" => {
+                "linger" | "linger.ms" | "producer.linger.ms" => {
                     o.linger_ms = v
                         .parse()
                         .map_err(|_| self.value(key, v, "is not milliseconds"))?
                 }
-                "batch_size" => {
+                "batch_size" | "batch.size" | "producer.batch.size" => {
                     o.batch_size = Some(v.parse().map_err(|_| self.value(key, v, "is not bytes"))?)
                 }
-                "compression" => {
+                "compression" | "compression.type" | "producer.compression.type" => {
                     o.compression = match v {
                         "none" => Compression::None,
                         "gzip" => Compression::Gzip,
@@ -689,12 +754,28 @@ impl Parser {
                         _ => return Err(self.value(key, v, "is not none, round_robin or random")),
                     }
                 }
+                k if k.starts_with("producer.")
+                    || k.starts_with("consumer.")
+                    || k.starts_with("topic.config.") =>
+                {
+                    let (list, name) = if let Some(name) = k.strip_prefix("producer.") {
+                        (&mut o.producer_properties, name)
+                    } else if let Some(name) = k.strip_prefix("consumer.") {
+                        (&mut o.consumer_properties, name)
+                    } else {
+                        (&mut o.topic_config, &k["topic.config.".len()..])
+                    };
+                    if name.is_empty() {
+                        return Err(self.value(key, v, "names no property after its prefix"));
+                    }
+                    list.push((name.to_owned(), v.to_owned()));
+                }
                 k if k.contains('.') => o.properties.push((k.to_owned(), v.to_owned())),
                 _ => {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "partitions, acks, linger, batch_size, compression, group, key, client_ca, client_ca_key, and librdkafka properties with dots",
+                        known: "partitions, replication_factor, acks, linger, batch_size, compression, group, key, auto_commit, offset_reset, keep, client_ca, client_ca_key, librdkafka properties with dots, and producer.<property>, consumer.<property>, topic.config.<name>",
                     });
                 }
             }
@@ -1026,6 +1107,47 @@ mod tests {
     }
 
     #[test]
+    fn kafka_client_options_per_role_and_the_typed_ones_either_way() {
+        let k = parse(
+            "kafka://k1:9092,k2:9093/b?replication_factor=3&producer.acks=1&producer.enable.idempotence=true\
+             &consumer.max.partition.fetch.bytes=1048576&topic.config.min.insync.replicas=2\
+             &consumer.enable.auto.commit=false&auto.offset.reset=latest&linger.ms=7&keep=true\
+             &socket.keepalive.enable=true",
+        );
+        assert_eq!(k.host_list(), "k1:9092,k2:9093");
+        let SutOptions::Kafka(o) = &k.options else {
+            panic!("kafka")
+        };
+        assert_eq!(o.replication_factor, 3);
+        assert_eq!(o.acks, Acks::Leader);
+        assert!(!k.reliable(), "producer.acks=1 is not reliable");
+        assert_eq!(o.linger_ms, 7);
+        assert!(!o.auto_commit);
+        assert_eq!(o.offset_reset, OffsetReset::Latest);
+        assert!(o.keep);
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            o.producer_properties,
+            vec![pair("enable.idempotence", "true")]
+        );
+        assert_eq!(
+            o.consumer_properties,
+            vec![pair("max.partition.fetch.bytes", "1048576")]
+        );
+        assert_eq!(o.topic_config, vec![pair("min.insync.replicas", "2")]);
+        assert_eq!(o.properties, vec![pair("socket.keepalive.enable", "true")]);
+        let d = parse("kafka://h");
+        let SutOptions::Kafka(o) = &d.options else {
+            panic!("kafka")
+        };
+        assert!(o.auto_commit && !o.keep);
+        assert_eq!(
+            (o.replication_factor, o.offset_reset),
+            (1, OffsetReset::Earliest)
+        );
+    }
+
+    #[test]
     fn amqp_and_kafka_options() {
         let a = parse(
             "amqp://guest:guest@127.0.0.1:5673/%2f?confirms=true&ack=manual&prefetch=10&ack_batch=50&fanout=true",
@@ -1108,6 +1230,13 @@ mod tests {
             ),
             ("kafka://h/a b", "topic prefix"),
             ("kafka://h?acks=2", "acks=\"2\""),
+            ("kafka://h?replication_factor=0", "replication_factor=\"0\""),
+            ("kafka://h?offset_reset=middle", "offset_reset=\"middle\""),
+            (
+                "kafka://h?consumer.enable.auto.commit=maybe",
+                "consumer.enable.auto.commit",
+            ),
+            ("kafka://h?producer.=1", "names no property"),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");

@@ -328,6 +328,8 @@ fn counters() -> Counters {
         duplicated: 1,
         out_of_order: 2,
         foreign: 0,
+        sent_bytes: 256_000,
+        received_bytes: 256_000,
     }
 }
 
@@ -336,6 +338,7 @@ fn histograms() -> EncodedHistograms {
         response_time_us: sample_histogram(),
         service_time_us: sample_histogram(),
         send_lag_us: sample_histogram(),
+        publish_latency_us: Some(sample_histogram()),
     }
 }
 

@@ -123,22 +123,31 @@ fn run_id() -> impl Strategy<Value = RunId> {
 }
 
 fn counters() -> impl Strategy<Value = Counters> {
-    prop::array::uniform6(any::<u64>()).prop_map(|c| Counters {
+    prop::array::uniform8(any::<u64>()).prop_map(|c| Counters {
         sent: c[0],
         received: c[1],
         errors: c[2],
         duplicated: c[3],
         out_of_order: c[4],
         foreign: c[5],
+        sent_bytes: c[6],
+        received_bytes: c[7],
     })
 }
 
 fn histograms() -> impl Strategy<Value = EncodedHistograms> {
-    (any::<String>(), any::<String>(), any::<String>()).prop_map(|(a, b, c)| EncodedHistograms {
-        response_time_us: a,
-        service_time_us: b,
-        send_lag_us: c,
-    })
+    (
+        any::<String>(),
+        any::<String>(),
+        any::<String>(),
+        any::<Option<String>>(),
+    )
+        .prop_map(|(a, b, c, d)| EncodedHistograms {
+            response_time_us: a,
+            service_time_us: b,
+            send_lag_us: c,
+            publish_latency_us: d,
+        })
 }
 
 fn sut() -> impl Strategy<Value = SutUrl> {

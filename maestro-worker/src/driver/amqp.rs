@@ -22,7 +22,9 @@
 //! on a named exchange).
 
 use super::tls::TlsClient;
-use super::{Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError};
+use super::{
+    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -42,7 +44,9 @@ use std::time::{Duration, Instant};
 
 /// A batch of publishes under way. Kept in the producer so that a `drive` cancelled
 /// half-way resumes it instead of publishing the batch again.
-type Publishing = Pin<Box<dyn Future<Output = Vec<lapin::Result<lapin::PublisherConfirm>>> + Send>>;
+/// A batch being published: each publish's outcome with the message's actual send time.
+type Publishing =
+    Pin<Box<dyn Future<Output = Vec<(lapin::Result<lapin::PublisherConfirm>, i64)>> + Send>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages a producer may hold before `try_send` reports `Full`.
@@ -377,6 +381,7 @@ impl Driver for AmqpDriver {
             queue: VecDeque::with_capacity(QUEUE),
             publishing: None,
             confirms: VecDeque::new(),
+            acks: AckTimes::default(),
         })
     }
 
@@ -406,8 +411,9 @@ pub struct AmqpProducer {
     /// Messages handed over, not yet published.
     queue: VecDeque<Bytes>,
     publishing: Option<Publishing>,
-    /// Publishes waiting for their confirm (confirm mode only).
-    confirms: VecDeque<lapin::PublisherConfirm>,
+    /// Publishes waiting for their confirm (confirm mode only), with their send times.
+    confirms: VecDeque<(lapin::PublisherConfirm, i64)>,
+    acks: AckTimes,
 }
 
 impl AmqpProducer {
@@ -418,6 +424,31 @@ impl AmqpProducer {
         self.conn = Some(conn);
         self.channel = Some(channel);
         Ok(())
+    }
+}
+
+impl AmqpProducer {
+    /// A publish's confirm came in (or failed).
+    fn confirmed(
+        &mut self,
+        outcome: lapin::Result<lapin::Confirmation>,
+        sent: i64,
+    ) -> Result<(), DriverError> {
+        match outcome {
+            Ok(c) if c.is_nack() => Err(DriverError::Sut("publish not confirmed (nack)".into())),
+            Ok(c) => match c.take_message() {
+                Some(_) => Err(DriverError::Sut(
+                    "message returned as unroutable (mandatory)".into(),
+                )),
+                None => {
+                    if sent > 0 {
+                        self.acks.push(sent, crate::engine::tasks::now_ns());
+                    }
+                    Ok(())
+                }
+            },
+            Err(e) => Err(DriverError::Sut(e.to_string())),
+        }
     }
 }
 
@@ -437,6 +468,16 @@ impl Producer for AmqpProducer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
+        // Confirms that came in already are taken first, so that a busy publisher does
+        // not time them late.
+        while let Some((confirm, sent)) = self.confirms.front_mut() {
+            let Some(outcome) = futures_util::FutureExt::now_or_never(Pin::new(confirm)) else {
+                break;
+            };
+            let sent = *sent;
+            self.confirms.pop_front();
+            self.confirmed(outcome, sent)?;
+        }
         let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) else {
             // Lost the channel (queue deleted, connection closed, broker restarted).
             self.confirms.clear();
@@ -469,17 +510,16 @@ impl Producer for AmqpProducer {
                         mandatory,
                         ..Default::default()
                     };
-                    out.push(
-                        channel
-                            .basic_publish(
-                                exchange.as_str().into(),
-                                key.as_str().into(),
-                                options,
-                                payload,
-                                properties.clone(),
-                            )
-                            .await,
-                    );
+                    let published = channel
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.as_str().into(),
+                            options,
+                            payload,
+                            properties.clone(),
+                        )
+                        .await;
+                    out.push((published, sent_ns(payload).unwrap_or(0)));
                 }
                 out
             }));
@@ -488,37 +528,31 @@ impl Producer for AmqpProducer {
             let results = publishing.await;
             self.publishing = None;
             let mut failure = None;
-            for r in results {
+            for (r, sent) in results {
                 match r {
-                    Ok(confirm) if confirms => self.confirms.push_back(confirm),
+                    Ok(confirm) if confirms => self.confirms.push_back((confirm, sent)),
                     Ok(_) => {}
                     Err(e) => failure = Some(DriverError::Sut(e.to_string())),
                 }
             }
             return failure.map_or(Ok(()), Err);
         }
-        if let Some(confirm) = self.confirms.front_mut() {
+        if let Some((confirm, sent)) = self.confirms.front_mut() {
             // Awaited in place: a cancelled drive leaves it queued.
             let outcome = Pin::new(confirm).await;
+            let sent = *sent;
             self.confirms.pop_front();
-            return match outcome {
-                Ok(c) if c.is_nack() => {
-                    Err(DriverError::Sut("publish not confirmed (nack)".into()))
-                }
-                Ok(c) => match c.take_message() {
-                    Some(_) => Err(DriverError::Sut(
-                        "message returned as unroutable (mandatory)".into(),
-                    )),
-                    None => Ok(()),
-                },
-                Err(e) => Err(DriverError::Sut(e.to_string())),
-            };
+            return self.confirmed(outcome, sent);
         }
         std::future::pending().await
     }
 
     fn idle(&self) -> bool {
         self.queue.is_empty() && self.publishing.is_none() && self.confirms.is_empty()
+    }
+
+    fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
+        self.acks.take(f);
     }
 
     async fn close(mut self) {

@@ -4,11 +4,18 @@
 //! - `partitions` (for topics the run creates; default: consumers per topic, at least 1);
 //! - `acks` (0, 1, all; default all), `linger` (ms, default 1), `batch_size` (bytes),
 //!   `compression` (none, gzip, snappy, lz4, zstd; default none);
-//! - `group` (consumer group prefix, default `maestro`);
+//! - `replication_factor` (of topics the run creates; default 1), `topic.config.<name>=`
+//!   (their configuration, for example `topic.config.min.insync.replicas=2`);
+//! - `group` (consumer group prefix, default `maestro`); `auto_commit` (default true;
+//!   false: consumers commit what they consumed about once a second and when they close),
+//!   `offset_reset` (earliest or latest; default earliest);
+//! - `keep` (default false: the run's topics and consumer groups are deleted once the run's
+//!   consumers have left, by the worker that has producer 0);
 //! - `key` (none, round_robin, random; default none): round_robin sends message `i` to
 //!   partition `i mod partitions`, random sets a random key;
 //! - any librdkafka property, written with its dots (for example
-//!   `queue.buffering.max.messages=200000`); it goes to producers and consumers alike.
+//!   `queue.buffering.max.messages=200000`); it goes to producers and consumers alike;
+//!   `producer.<property>=` and `consumer.<property>=` go to one of them only.
 //!   TLS: `security.protocol=ssl` (or `sasl_ssl`) with `ssl.ca.location=`,
 //!   `ssl.certificate.location=`, `ssl.key.location=`, ...; with `client_ca=` and
 //!   `client_ca_key=` every client (producer, consumer, and the admin client that creates
@@ -18,17 +25,17 @@
 //!
 //! Topic `i` of a run is `<prefix>-<run-id>-<i>`; it is created with the requested
 //! partitions when missing, and used as it is when it exists. Consumers of one
-//! subscription form one consumer group and read from the earliest offset.
+//! subscription form one consumer group.
 
 use super::tls::ClientCa;
-use super::{Consumer, Driver, DriverError, Producer, TrySendError};
+use super::{AckTimes, Consumer, Driver, DriverError, Producer, TrySendError, sent_ns};
 use bytes::Bytes;
 use maestro_protocol::sut::{Compression, KafkaOptions, KeyDistribution};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{
@@ -44,6 +51,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GAP_RETRIES: u32 = 3;
 /// librdkafka's local queue limit (and so the producer's room).
 const QUEUE: usize = 100_000;
+/// How often a consumer without auto-commit commits what it consumed.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long the worker that deletes a run's topics waits for the run's consumers to leave
+/// their groups first.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct KafkaDriver {
@@ -59,6 +71,16 @@ pub struct KafkaDriver {
     /// librdkafka properties for producers and consumers.
     properties: Vec<(String, String)>,
     producer_properties: Vec<(String, String)>,
+    consumer_properties: Vec<(String, String)>,
+    topic_config: Vec<(String, String)>,
+    replication_factor: i32,
+    /// Consumers commit by themselves (false: the consumer commits, see [`COMMIT_EVERY`]).
+    auto_commit: bool,
+    /// Delivery reports are timed (acks=1 or all).
+    timed: bool,
+    /// Topics this run uses, to delete at the end unless kept.
+    topics: u32,
+    keep: bool,
     /// Signs a certificate per client (`client_ca=`).
     client_ca: Option<Arc<ClientCa>>,
 }
@@ -73,6 +95,7 @@ impl KafkaDriver {
         o: &KafkaOptions,
         run: &RunId,
         default_partitions: u32,
+        topics: u32,
     ) -> Result<Self, DriverError> {
         let mut producer_properties = vec![
             ("acks".to_owned(), o.acks.as_str().to_owned()),
@@ -85,6 +108,17 @@ impl KafkaDriver {
         if o.compression != Compression::None {
             producer_properties.push(("compression.type".into(), o.compression.as_str().into()));
         }
+        producer_properties.extend(o.producer_properties.iter().cloned());
+        let mut consumer_properties = vec![
+            (
+                "auto.offset.reset".to_owned(),
+                o.offset_reset.as_str().to_owned(),
+            ),
+            ("enable.auto.commit".to_owned(), o.auto_commit.to_string()),
+            ("session.timeout.ms".to_owned(), "6000".to_owned()),
+            ("fetch.wait.max.ms".to_owned(), "10".to_owned()),
+        ];
+        consumer_properties.extend(o.consumer_properties.iter().cloned());
         let d = KafkaDriver {
             url: url.redacted(),
             bootstrap: url.host_list(),
@@ -98,6 +132,13 @@ impl KafkaDriver {
             keys: o.key,
             properties: o.properties.clone(),
             producer_properties,
+            consumer_properties,
+            topic_config: o.topic_config.clone(),
+            replication_factor: i32::from(o.replication_factor),
+            auto_commit: o.auto_commit,
+            timed: o.acks != maestro_protocol::sut::Acks::None,
+            topics,
+            keep: o.keep,
             client_ca: match url.tls.as_deref() {
                 Some(t) => ClientCa::from_options(t)
                     .map_err(|e| DriverError::Tls {
@@ -108,12 +149,18 @@ impl KafkaDriver {
                 None => None,
             },
         };
-        d.config("check", &[])?
-            .create::<AdminClient<DefaultClientContext>>()
-            .map_err(|e| DriverError::Setting {
-                url: d.url.clone(),
-                reason: e.to_string(),
-            })?;
+        // librdkafka checks each role's properties when its client is made.
+        let setting = |e: KafkaError| DriverError::Setting {
+            url: d.url.clone(),
+            reason: e.to_string(),
+        };
+        d.config("check", &d.producer_properties)?
+            .create::<rdkafka::producer::BaseProducer>()
+            .map_err(setting)?;
+        d.config("check", &d.consumer_properties)?
+            .set("group.id", "check")
+            .create::<rdkafka::consumer::BaseConsumer>()
+            .map_err(setting)?;
         Ok(d)
     }
 
@@ -121,7 +168,7 @@ impl KafkaDriver {
     pub fn from_url(raw: &str, run: &RunId, default_partitions: u32) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Kafka(o) => Self::new(&url, o, run, default_partitions),
+            SutOptions::Kafka(o) => Self::new(&url, o, run, default_partitions, 1),
             _ => Err(DriverError::Sut(format!("{url} is not a Kafka URL"))),
         }
     }
@@ -165,7 +212,14 @@ impl KafkaDriver {
             .config("admin", &[])?
             .create()
             .map_err(|e| self.unreachable(e))?;
-        let new = NewTopic::new(topic, self.partitions, TopicReplication::Fixed(1));
+        let mut new = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        for (k, v) in &self.topic_config {
+            new = new.set(k, v);
+        }
         let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
         let results = tokio::time::timeout(CONNECT_TIMEOUT, admin.create_topics([&new], &options))
             .await
@@ -187,11 +241,17 @@ impl KafkaDriver {
     }
 }
 
-/// Counts failed deliveries (reported on librdkafka's thread).
+/// Counts failed deliveries and times the good ones (reported on librdkafka's thread).
 #[derive(Debug, Default)]
 pub struct Deliveries {
     failed: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// With acks: the good deliveries' send and report times, until the producer task
+    /// takes them. librdkafka reports on its own thread, so this is one uncontended lock
+    /// per report (the task takes the lot a few times per millisecond at most).
+    acked: std::sync::Mutex<AckTimes>,
+    /// acks=0 gives no acknowledgement worth timing.
+    timed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -202,11 +262,21 @@ impl rdkafka::ClientContext for CountingContext {}
 impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.0.failed.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.0.last_error.lock() {
-                *last = Some(e.to_string());
+        match result {
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.0.last_error.lock() {
+                    *last = Some(e.to_string());
+                }
             }
+            Ok(m) if self.0.timed => {
+                if let Some(sent) = m.payload().and_then(sent_ns)
+                    && let Ok(mut acked) = self.0.acked.lock()
+                {
+                    acked.push(sent, crate::engine::tasks::now_ns());
+                }
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -215,10 +285,104 @@ impl Driver for KafkaDriver {
     type Producer = KafkaProducer;
     type Consumer = KafkaConsumer;
 
+    /// The owner deletes the run's topics and consumer groups, once no consumer of the
+    /// run is a member of its group any more (every worker's consumers have closed), or
+    /// after [`LEAVE_TIMEOUT`].
+    async fn finish(&self, owner: bool) -> Result<(), DriverError> {
+        if !owner || self.keep {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .config("admin", &[])?
+            .create()
+            .map_err(|e| self.unreachable(e))?;
+        let admin = Arc::new(admin);
+        let prefix = format!("{}-{}-", self.group, self.run);
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        let groups = loop {
+            let (a, p) = (admin.clone(), prefix.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                a.inner()
+                    .fetch_group_list(None, Duration::from_secs(2))
+                    .map(|list| {
+                        list.groups()
+                            .iter()
+                            .filter(|g| g.name().starts_with(&p))
+                            .map(|g| (g.name().to_owned(), g.members().len()))
+                            .collect::<Vec<_>>()
+                    })
+            })
+            .await;
+            match listed {
+                Ok(Ok(groups)) if groups.iter().all(|(_, members)| *members == 0) => {
+                    break groups.into_iter().map(|(g, _)| g).collect::<Vec<_>>();
+                }
+                Ok(Ok(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Ok(Ok(groups)) => {
+                    tracing::warn!(run = %self.run, ?groups, "consumers still in the run's groups after {LEAVE_TIMEOUT:?}: deleting the topics anyway");
+                    break groups.into_iter().map(|(g, _)| g).collect();
+                }
+                // A broker that cannot list groups: the topics go without waiting.
+                Ok(Err(e)) => {
+                    tracing::debug!(run = %self.run, error = %e, "cannot list consumer groups");
+                    break Vec::new();
+                }
+                Err(e) => return Err(DriverError::Sut(e.to_string())),
+            }
+        };
+        let topics: Vec<String> = (0..self.topics).map(|i| self.topic(i)).collect();
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
+        let deleted = tokio::time::timeout(CONNECT_TIMEOUT, admin.delete_topics(&names, &options))
+            .await
+            .map_err(|_| {
+                DriverError::Sut(format!(
+                    "no answer to DeleteTopics within {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| DriverError::Sut(format!("cannot delete the run's topics: {e}")))?;
+        let mut failed: Vec<String> = deleted
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => None,
+                Err((t, code)) => Some(format!("topic {t}: {code}")),
+            })
+            .collect();
+        if !groups.is_empty() {
+            let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+            // Groups are the broker's bookkeeping: one it cannot delete is only noted.
+            match tokio::time::timeout(CONNECT_TIMEOUT, admin.delete_groups(&names, &options)).await
+            {
+                Ok(Ok(results)) => failed.extend(results.into_iter().filter_map(|r| match r {
+                    Err((g, code)) if code != RDKafkaErrorCode::GroupIdNotFound => {
+                        Some(format!("group {g}: {code}"))
+                    }
+                    _ => None,
+                })),
+                Ok(Err(e)) => failed.push(format!("groups: {e}")),
+                Err(_) => failed.push("groups: no answer".into()),
+            }
+        }
+        tracing::info!(run = %self.run, topics = ?topics, groups = groups.len(), "deleted the run's topics");
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::Sut(format!(
+                "cannot delete what the run created (keep=true keeps it): {}",
+                failed.join(", ")
+            )))
+        }
+    }
+
     async fn producer(&self, plan: &ProducerPlan) -> Result<KafkaProducer, DriverError> {
         let topic = self.topic(plan.topic);
         self.ensure_topic(&topic).await?;
-        let context = CountingContext::default();
+        let context = CountingContext(Arc::new(Deliveries {
+            timed: self.timed,
+            ..Default::default()
+        }));
         let producer: ThreadedProducer<CountingContext> = self
             .config(&format!("p{}", plan.id), &self.producer_properties)?
             .create_with_context(context.clone())
@@ -246,6 +410,7 @@ impl Driver for KafkaDriver {
             next: 0,
             rng: fastrand::Rng::new(),
             reported_failures: 0,
+            acks: AckTimes::default(),
         })
     }
 
@@ -256,15 +421,9 @@ impl Driver for KafkaDriver {
             "{}-{}-{}-{}",
             self.group, self.run, plan.topic, plan.subscription
         );
-        let extra = [
-            ("group.id".to_owned(), group),
-            ("auto.offset.reset".to_owned(), "earliest".to_owned()),
-            ("enable.auto.commit".to_owned(), "true".to_owned()),
-            ("session.timeout.ms".to_owned(), "6000".to_owned()),
-            ("fetch.wait.max.ms".to_owned(), "10".to_owned()),
-        ];
         let consumer: StreamConsumer = self
-            .config(&format!("c{}", plan.id), &extra)?
+            .config(&format!("c{}", plan.id), &self.consumer_properties)?
+            .set("group.id", group)
             .create()
             .map_err(|e| self.unreachable(e))?;
         consumer
@@ -297,6 +456,7 @@ impl Driver for KafkaDriver {
             consumer: Arc::new(consumer),
             first,
             next: Vec::new(),
+            commit: (!self.auto_commit).then(std::time::Instant::now),
         })
     }
 }
@@ -311,6 +471,8 @@ pub struct KafkaProducer {
     next: u64,
     rng: fastrand::Rng,
     reported_failures: u64,
+    /// Swapped with the context's buffer, so both keep their capacity.
+    acks: AckTimes,
 }
 
 impl Producer for KafkaProducer {
@@ -379,6 +541,15 @@ impl Producer for KafkaProducer {
         self.producer.in_flight_count() == 0
     }
 
+    fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
+        if let Ok(mut acked) = self.context.0.acked.lock()
+            && !acked.is_empty()
+        {
+            std::mem::swap(&mut *acked, &mut self.acks);
+        }
+        self.acks.take(f);
+    }
+
     async fn close(self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.producer.in_flight_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -396,6 +567,23 @@ pub struct KafkaConsumer {
     next: Vec<Option<(i64, u32)>>,
     /// A message received while waiting for the assignment.
     first: Option<Bytes>,
+    /// Without auto-commit: when this consumer last committed.
+    commit: Option<std::time::Instant>,
+}
+
+impl KafkaConsumer {
+    /// Without auto-commit: commits the consumed position in the background, at most
+    /// every [`COMMIT_EVERY`].
+    fn commit_if_due(&mut self) {
+        if let Some(last) = self.commit.as_mut()
+            && last.elapsed() >= COMMIT_EVERY
+        {
+            *last = std::time::Instant::now();
+            // Nothing consumed yet is no error worth reporting; a failed commit is
+            // retried a second later.
+            let _ = self.consumer.commit_consumer_state(CommitMode::Async);
+        }
+    }
 }
 
 impl Consumer for KafkaConsumer {
@@ -403,6 +591,7 @@ impl Consumer for KafkaConsumer {
         if let Some(first) = self.first.take() {
             return Ok(Some(first));
         }
+        self.commit_if_due();
         match self.consumer.recv().await {
             Ok(m) => {
                 let (partition, offset) = (m.partition(), m.offset());
@@ -450,6 +639,14 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn close(self) {
+        if self.commit.is_some() {
+            // The final position, synchronously (librdkafka blocks: off the async threads).
+            let consumer = self.consumer.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                consumer.commit_consumer_state(CommitMode::Sync)
+            })
+            .await;
+        }
         self.consumer.unsubscribe();
     }
 }

@@ -201,6 +201,43 @@ impl DriverError {
     }
 }
 
+/// Acknowledgements the SUT gave for sends, kept by a producer until the engine takes
+/// them: (actual send time, acknowledgement time) in ns on the worker's wall clock. The
+/// buffer keeps its capacity across takes: no allocation per message once warm.
+#[derive(Debug, Default)]
+pub struct AckTimes(Vec<(i64, i64)>);
+
+impl AckTimes {
+    #[inline]
+    pub fn push(&mut self, sent_ns: i64, acked_ns: i64) {
+        self.0.push((sent_ns, acked_ns));
+    }
+
+    /// Hands every kept pair to `f`, and forgets them.
+    #[inline]
+    pub fn take(&mut self, mut f: impl FnMut(i64, i64)) {
+        for (sent, acked) in self.0.drain(..) {
+            f(sent, acked);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The actual send time in a message maestro made (its header), for acknowledgements.
+#[inline]
+pub fn sent_ns(payload: &[u8]) -> Option<i64> {
+    maestro_protocol::PayloadHeader::read_any(payload)
+        .ok()
+        .map(|h| h.actual_ns)
+}
+
 /// Why a message could not be handed to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrySendError {
@@ -225,6 +262,13 @@ pub trait Producer: Send + 'static {
     fn drive(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// True when nothing handed over is still waiting to be written or acknowledged.
     fn idle(&self) -> bool;
+    /// Hands the acknowledgements the SUT gave since the last call to `f`, as (actual send
+    /// time, acknowledgement time) in ns: MQTT PUBACK (QoS 1) or PUBCOMP (QoS 2), AMQP
+    /// publisher confirms, Kafka delivery reports. Modes without acknowledgements give
+    /// none.
+    fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
+        let _ = f;
+    }
     /// Failures the client learned about but `drive` has not reported yet (for example
     /// delivery reports that arrived during the final drain).
     fn unreported_errors(&mut self) -> Option<DriverError> {
@@ -253,6 +297,14 @@ pub trait Driver: Clone + Send + Sync + 'static {
     /// Connections opened, dropped and failed, when the driver makes its own (fleets).
     fn connections(&self) -> Option<Arc<ConnectionTracker>> {
         None
+    }
+    /// Called once when this worker's part of the run is over (every producer and consumer
+    /// has reported), before its result goes out. `owner`: this worker has the run's
+    /// producer 0, so it is the one worker that removes what the run created on the SUT
+    /// (unless the URL says to keep it). An error is reported with the run's errors.
+    fn finish(&self, owner: bool) -> impl Future<Output = Result<(), DriverError>> + Send {
+        let _ = owner;
+        async { Ok(()) }
     }
     /// Connects a producer (returns once the SUT accepted the connection).
     fn producer(

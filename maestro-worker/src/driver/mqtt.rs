@@ -9,7 +9,9 @@
 //! connection, the TLS handshake and the MQTT CONNECT in one call.
 
 use super::tls::{TlsClient, timed};
-use super::{Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError};
+use super::{
+    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+};
 use bytes::Bytes;
 use maestro_protocol::sut::{MqttOptions as Options, Qos};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
@@ -17,6 +19,7 @@ use rumqttc::{
     AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
     Packet, QoS, TlsConfiguration, Transport,
 };
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,6 +203,9 @@ impl Driver for MqttDriver {
             qos: self.qos,
             retain: self.retain,
             queued: 0,
+            handed: VecDeque::with_capacity(QUEUE),
+            in_flight: Vec::new(),
+            acks: AckTimes::default(),
         })
     }
 
@@ -310,12 +316,32 @@ pub struct MqttProducer {
     retain: bool,
     /// Publishes handed over and not yet written out.
     queued: usize,
+    /// QoS 1/2: the actual send times of the publishes handed over and not yet written
+    /// out, in order (rumqttc gives each its packet id as it writes it).
+    handed: VecDeque<i64>,
+    /// Per packet id: the actual send time of the publish in flight with it.
+    in_flight: Vec<i64>,
+    acks: AckTimes,
+}
+
+impl MqttProducer {
+    /// The SUT acknowledged the publish with packet id `pkid`.
+    fn acked(&mut self, pkid: u16) {
+        if let Some(sent) = self.in_flight.get_mut(usize::from(pkid)) {
+            if *sent > 0 {
+                self.acks.push(*sent, crate::engine::tasks::now_ns());
+            }
+            *sent = 0;
+        }
+    }
 }
 
 impl Producer for MqttProducer {
     #[inline]
     fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
         use futures_util::FutureExt;
+        // QoS 1/2: its send time, for the acknowledgement.
+        let sent = (self.qos != QoS::AtMostOnce).then(|| sent_ns(&payload).unwrap_or(0));
         // rumqttc's `try_publish` copies the payload into a Vec; `publish_bytes` keeps the
         // `Bytes`. Its send completes at once while the request queue has room (`room`
         // keeps it so); when it does not, the message is dropped unsent, as Full.
@@ -326,6 +352,9 @@ impl Producer for MqttProducer {
         {
             Some(Ok(())) => {
                 self.queued += 1;
+                if let Some(sent) = sent {
+                    self.handed.push_back(sent);
+                }
                 Ok(())
             }
             None | Some(Err(ClientError::TryRequest(_))) => Err(TrySendError::Full),
@@ -340,17 +369,42 @@ impl Producer for MqttProducer {
 
     async fn drive(&mut self) -> Result<(), DriverError> {
         match self.poller.poll().await {
-            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => {
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                 self.queued = self.queued.saturating_sub(1);
+                // Retransmissions after a reconnect were not handed over again: they find
+                // the queue empty (cleared at the error) and go unmeasured.
+                if let Some(sent) = self.handed.pop_front()
+                    && pkid > 0
+                {
+                    let i = usize::from(pkid);
+                    if self.in_flight.len() <= i {
+                        self.in_flight.resize(i + 1, 0);
+                    }
+                    self.in_flight[i] = sent;
+                }
+                Ok(())
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) if self.qos == QoS::AtLeastOnce => {
+                self.acked(ack.pkid);
+                Ok(())
+            }
+            Ok(Event::Incoming(Packet::PubComp(ack))) if self.qos == QoS::ExactlyOnce => {
+                self.acked(ack.pkid);
                 Ok(())
             }
             Ok(_) => Ok(()),
             Err(e) => {
                 // A new clean session drops what was queued without telling: start over.
                 self.queued = 0;
+                self.handed.clear();
+                self.in_flight.iter_mut().for_each(|t| *t = 0);
                 Err(DriverError::Sut(describe(&e)))
             }
         }
+    }
+
+    fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
+        self.acks.take(f);
     }
 
     fn idle(&self) -> bool {

@@ -350,7 +350,7 @@ impl Engine {
             },
             SutOptions::Kafka(o) => {
                 let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
-                match KafkaDriver::new(sut, o, &c.run, per_topic) {
+                match KafkaDriver::new(sut, o, &c.run, per_topic, c.spec.topics) {
                     Ok(d) => AnyDriver::Kafka(d),
                     Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
                 }
@@ -663,6 +663,12 @@ impl Engine {
         result.subscribe_us = encode(timings.subscribe);
         result.connections = tracker.map(|t| t.stats());
         result.segments = segments.map(SegmentMerge::finish);
+        // What the run created on the SUT goes before the result does, so that the next
+        // run of a plan finds this worker idle and the SUT clean.
+        if let Err(e) = driver.finish(c.producers.contains(0)).await {
+            warn!(run = %c.run, error = %e, "cleaning up after the run failed");
+            *errors.entry(e.reason()).or_default() += 1;
+        }
         result.errors = errors
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
@@ -885,7 +891,7 @@ mod seconds_tests {
     fn sent(n: u64) -> Recorder {
         let mut r = Recorder::default();
         for _ in 0..n {
-            r.sent(1_000, true);
+            r.sent(1_000, 100, true);
         }
         r
     }

@@ -1,4 +1,4 @@
-//! Measurement: three latency histograms and the counters. Every task of a data-plane
+//! Measurement: four latency histograms and the counters. Every task of a data-plane
 //! thread records into that thread's [`Recorder`] for the current slot ([`thread`]: a
 //! thread-local, so no lock and no channel per message, and no recorder per task), which
 //! is shipped as a whole once per slot. Histograms start small and grow with the values
@@ -16,6 +16,8 @@ pub struct Recorder {
     pub service: Histogram<u64>,
     /// Actual minus intended send time.
     pub lag: Histogram<u64>,
+    /// The SUT's acknowledgement minus actual send time (reliable modes).
+    pub publish: Histogram<u64>,
     pub counters: Counters,
 }
 
@@ -25,6 +27,7 @@ impl Default for Recorder {
             response: compact_latency_histogram(),
             service: compact_latency_histogram(),
             lag: compact_latency_histogram(),
+            publish: compact_latency_histogram(),
             counters: Counters::default(),
         }
     }
@@ -46,20 +49,29 @@ fn us(ns: i64) -> u64 {
 }
 
 impl Recorder {
-    /// A producer sent a message `lag_ns` after its intended time.
+    /// A producer sent a message of `bytes` `lag_ns` after its intended time. Bytes
+    /// count after the warm-up only (`measured`), as rates do.
     #[inline]
-    pub fn sent(&mut self, lag_ns: i64, measured: bool) {
+    pub fn sent(&mut self, lag_ns: i64, bytes: usize, measured: bool) {
         self.counters.sent += 1;
         if measured {
+            self.counters.sent_bytes += bytes as u64;
             let _ = self.lag.record(us(lag_ns));
         }
     }
 
-    /// A consumer received a message.
+    /// The SUT acknowledged a message `latency_ns` after it was sent.
     #[inline]
-    pub fn received(&mut self, response_ns: i64, service_ns: i64, measured: bool) {
+    pub fn published(&mut self, latency_ns: i64) {
+        let _ = self.publish.record(us(latency_ns).max(1));
+    }
+
+    /// A consumer received a message of `bytes`.
+    #[inline]
+    pub fn received(&mut self, response_ns: i64, service_ns: i64, bytes: usize, measured: bool) {
         self.counters.received += 1;
         if measured {
+            self.counters.received_bytes += bytes as u64;
             let _ = self.response.record(us(response_ns));
             let _ = self.service.record(us(service_ns));
         }
@@ -67,7 +79,10 @@ impl Recorder {
 
     /// True when nothing was recorded since the last reset.
     pub fn is_empty(&self) -> bool {
-        self.counters == Counters::default() && self.response.is_empty() && self.lag.is_empty()
+        self.counters == Counters::default()
+            && self.response.is_empty()
+            && self.lag.is_empty()
+            && self.publish.is_empty()
     }
 
     /// Forgets everything recorded, keeping the histograms' memory.
@@ -75,6 +90,7 @@ impl Recorder {
         self.response.reset();
         self.service.reset();
         self.lag.reset();
+        self.publish.reset();
         self.counters = Counters::default();
     }
 
@@ -83,6 +99,7 @@ impl Recorder {
         let _ = self.response.add(&other.response);
         let _ = self.service.add(&other.service);
         let _ = self.lag.add(&other.lag);
+        let _ = self.publish.add(&other.publish);
         self.counters.add(&other.counters);
     }
 
@@ -91,6 +108,8 @@ impl Recorder {
             response_time_us: histogram::encode(&self.response),
             service_time_us: histogram::encode(&self.service),
             send_lag_us: histogram::encode(&self.lag),
+            publish_latency_us: (!self.publish.is_empty())
+                .then(|| histogram::encode(&self.publish)),
         }
     }
 }
@@ -242,8 +261,8 @@ mod tests {
     fn a_pool_reuses_reset_recorders() {
         let pool = RecorderPool::default();
         let mut r = pool.take();
-        r.sent(5_000, true);
-        r.received(7_000, 6_000, true);
+        r.sent(5_000, 100, true);
+        r.received(7_000, 6_000, 100, true);
         assert!(!r.is_empty());
         pool.give(r);
         assert_eq!(pool.spare(), 1);
@@ -256,9 +275,9 @@ mod tests {
     fn histograms_start_small_and_grow_to_what_they_see() {
         let mut r = Recorder::default();
         let small = r.lag.distinct_values();
-        r.sent(3_000_000_000_000, true); // 50 minutes
+        r.sent(3_000_000_000_000, 100, true); // 50 minutes
         assert!(r.lag.distinct_values() > small);
-        r.sent(i64::MAX, true); // clamped to an hour: still merges into full histograms
+        r.sent(i64::MAX, 100, true); // clamped to an hour: still merges into full histograms
         let mut full = latency_histogram();
         assert!(full.add(&r.lag).is_ok());
         assert_eq!(full.len(), 2);
@@ -280,19 +299,19 @@ mod tests {
         let to = Shipped::default();
         // Two tasks of one thread record into slot 1 (second 0).
         for _ in 0..3 {
-            thread::record(&pool, 200, 0, &to, |r| r.sent(1_000, true));
+            thread::record(&pool, 200, 0, &to, |r| r.sent(1_000, 100, true));
         }
         thread::ship_ended(&pool, 199, &to);
         assert!(to.0.borrow().is_empty(), "the slot is not over");
         // An event of the next slot ships the first.
-        thread::record(&pool, 400, 0, &to, |r| r.sent(1_000, true));
+        thread::record(&pool, 400, 0, &to, |r| r.sent(1_000, 100, true));
         assert_eq!(*to.0.borrow(), [(0, 3)]);
         // A late reading of the old slot joins the slot held.
-        thread::record(&pool, 200, 0, &to, |r| r.sent(1_000, true));
+        thread::record(&pool, 200, 0, &to, |r| r.sent(1_000, 100, true));
         thread::ship_ended(&pool, 400, &to);
         assert_eq!(*to.0.borrow(), [(0, 3), (0, 2)]);
         // Another run's pool starts afresh; what is left is shipped at the end.
-        thread::record(&pool, 1_200, 1, &to, |r| r.sent(1_000, true));
+        thread::record(&pool, 1_200, 1, &to, |r| r.sent(1_000, 100, true));
         let other = RecorderPool::default();
         thread::ship_all(&other, &to);
         assert_eq!(

@@ -539,6 +539,11 @@ pub async fn producer<D: Driver>(
             }
             now = clock.now_ns();
             flusher.due(now, &mut clock, &control);
+            conn.take_acks(|sent, acked| {
+                if sent >= warmup_end {
+                    flusher.record(&control, |r| r.published(acked - sent));
+                }
+            });
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
             let due = if schedule.paced() {
@@ -564,10 +569,12 @@ pub async fn producer<D: Driver>(
                     intended_ns: intended,
                     actual_ns: actual,
                 };
-                match conn.try_send(bodies.make(&header)) {
+                let body = bodies.make(&header);
+                let bytes = body.len();
+                match conn.try_send(body) {
                     Ok(()) => {
                         flusher.record(&control, |r| {
-                            r.sent(actual - intended, intended >= warmup_end)
+                            r.sent(actual - intended, bytes, intended >= warmup_end)
                         });
                         if let Some(s) = segments.as_mut() {
                             let k = s.of(intended - start_ns);
@@ -653,9 +660,19 @@ pub async fn producer<D: Driver>(
                     note_error(&mut errors, &e);
                     break;
                 }
+                conn.take_acks(|sent, acked| {
+                    if sent >= warmup_end {
+                        flusher.record(&control, |r| r.published(acked - sent));
+                    }
+                });
             }
         }))
         .await;
+        conn.take_acks(|sent, acked| {
+            if sent >= warmup_end {
+                flusher.record(&control, |r| r.published(acked - sent));
+            }
+        });
         if let Some(e) = conn.unreported_errors() {
             flusher.record(&control, |r| r.counters.errors += 1);
             note_error(&mut errors, &e);
@@ -755,10 +772,12 @@ impl Receiving {
                     let measured = self.start_ns.is_some_and(|s| {
                         h.intended_ns.saturating_add(skew_ns) >= s.saturating_add(self.warmup_ns)
                     });
+                    let bytes = payload.len();
                     self.record(|r| {
                         r.received(
                             at.saturating_sub(h.intended_ns),
                             at.saturating_sub(h.actual_ns),
+                            bytes,
                             measured,
                         )
                     });
