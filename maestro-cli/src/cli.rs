@@ -79,6 +79,46 @@ pub enum CertsCommand {
     },
 }
 
+/// Which workers produce and which consume (`start` and `run`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RoleArgs {
+    /// Producers on the first half of the workers, consumers on the others
+    /// (OpenMessaging Benchmark's -x)
+    #[arg(short = 'x', long = "split-roles", env = "MAESTRO_SPLIT_ROLES", conflicts_with_all = ["producer_group", "group"])]
+    pub split_roles: bool,
+    /// Producers only on the workers of this group (with --consumer-group)
+    #[arg(
+        long,
+        env = "MAESTRO_PRODUCER_GROUP",
+        requires = "consumer_group",
+        conflicts_with = "group"
+    )]
+    pub producer_group: Option<Segment>,
+    /// Consumers only on the workers of this group (with --producer-group)
+    #[arg(
+        long,
+        env = "MAESTRO_CONSUMER_GROUP",
+        requires = "producer_group",
+        conflicts_with = "group"
+    )]
+    pub consumer_group: Option<Segment>,
+}
+
+impl RoleArgs {
+    /// The roles these flags ask for; `None` when they ask for nothing.
+    pub fn roles(&self) -> Option<maestro_controller::run::Roles> {
+        use maestro_controller::run::Roles;
+        match (&self.producer_group, &self.consumer_group) {
+            (Some(p), Some(c)) => Some(Roles::Groups {
+                producers: p.clone(),
+                consumers: c.clone(),
+            }),
+            _ if self.split_roles => Some(Roles::Split),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RequestArgs {
     /// How long to wait for every peer to answer.
@@ -240,6 +280,7 @@ async fn start(
     }
     let options = RunOptions {
         group: args.group.clone(),
+        roles: args.roles.roles().unwrap_or_default(),
         results: args.results.clone(),
         timeout: args.timeout,
         progress: output == Output::Table && live.is_none(),

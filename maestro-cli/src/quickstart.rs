@@ -97,6 +97,7 @@ pub async fn run(
         eprintln!("{command}");
     }
     let options = maestro_controller::run::RunOptions {
+        roles: Default::default(),
         group: None,
         results: args.results.clone(),
         timeout: TIMEOUT,

@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
+    /// Which workers produce and which consume [default: as the plan says].
+    #[command(flatten)]
+    pub roles: crate::cli::RoleArgs,
     /// How long to wait for workers at each step.
     #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -130,6 +133,7 @@ pub async fn run(
         sut,
         results: args.results.clone(),
         group: args.group.clone(),
+        roles: args.roles.roles(),
         timeout: args.timeout,
         progress: output == Output::Table && live.is_none(),
         local: local.is_some(),

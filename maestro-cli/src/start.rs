@@ -43,6 +43,8 @@ pub struct StartArgs {
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
+    #[command(flatten)]
+    pub roles: crate::cli::RoleArgs,
     /// Serve the run's metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
     /// OpenMetrics; a bare port binds to 127.0.0.1) while the run goes on
     #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]

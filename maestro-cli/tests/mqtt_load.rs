@@ -792,3 +792,56 @@ fn clock_offsets_correct_cross_worker_latency() {
         "{shifted:#}"
     );
 }
+
+/// OpenMessaging Benchmark's `-x`: producers on the first half of the workers, consumers
+/// on the others, and nothing lost across them.
+#[test]
+fn split_roles_put_producers_and_consumers_on_separate_workers() {
+    let c = Cluster::start(2);
+    let m = Mosquitto::start().unwrap();
+    let (run, s) = c.run_test(
+        &m.url("split", "qos=1"),
+        &[
+            "-x",
+            "--rate",
+            "1000",
+            "--count",
+            "2000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (u(&s, "sent"), u(&s, "received"), u(&s, "lost")),
+        (2000, 4000, 0),
+        "{s:#}"
+    );
+    let workers = s["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{s:#}");
+    let roles: Vec<(u64, u64)> = workers
+        .iter()
+        .map(|w| (u(w, "producers"), u(w, "consumers")))
+        .collect();
+    assert!(
+        roles.contains(&(2, 0)) && roles.contains(&(0, 2)),
+        "{roles:?}"
+    );
+    // A single worker cannot be split: a clear error before anything starts.
+    let one = Cluster::start(1);
+    let run = one.cli(
+        &[
+            "start",
+            "--sut",
+            &m.url("split", "qos=1"),
+            "-x",
+            "--count",
+            "10",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("at least 2 workers"), "{}", run.stderr);
+}

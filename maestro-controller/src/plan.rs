@@ -162,6 +162,24 @@ pub struct Metadata {
     /// Workers the plan needs at least; checked before anything starts.
     #[serde(default = "one")]
     pub workers: u32,
+    /// `"split"`: producers on the first half of the workers, consumers on the others
+    /// (OpenMessaging Benchmark's `-x`); `"shared"` (default): every worker does both.
+    #[serde(default)]
+    pub roles: Option<RolesName>,
+    /// Producers on the workers of this group and consumers on those of
+    /// `consumer_group` (both or neither; not with `roles`).
+    #[serde(default)]
+    pub producer_group: Option<maestro_protocol::Segment>,
+    #[serde(default)]
+    pub consumer_group: Option<maestro_protocol::Segment>,
+}
+
+/// A plan's `roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolesName {
+    Shared,
+    Split,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -855,6 +873,33 @@ impl LoadedPlan {
         if p.plan.name.trim().is_empty() {
             return Err(self.error(0..0, "plan.name", "must not be empty"));
         }
+        let groups = (&p.plan.producer_group, &p.plan.consumer_group);
+        if groups.0.is_some() != groups.1.is_some() {
+            let missing = if groups.0.is_some() {
+                "consumer_group"
+            } else {
+                "producer_group"
+            };
+            return Err(self.error(
+                self.key_span(
+                    0..self.text.len(),
+                    if groups.0.is_some() {
+                        "producer_group"
+                    } else {
+                        "consumer_group"
+                    },
+                ),
+                &format!("plan.{missing}"),
+                "producer_group and consumer_group go together",
+            ));
+        }
+        if groups.0.is_some() && p.plan.roles.is_some() {
+            return Err(self.error(
+                self.key_span(0..self.text.len(), "roles"),
+                "plan.roles",
+                "give either roles or producer_group and consumer_group",
+            ));
+        }
         // The plan's own URL first (the workload's options are checked below, each at
         // its own line), then the URL with them.
         let scheme = self
@@ -1127,6 +1172,19 @@ impl LoadedPlan {
         spec
     }
 
+    /// Which workers produce and which consume.
+    pub fn roles(&self) -> crate::run::Roles {
+        let p = &self.plan.plan;
+        match (&p.producer_group, &p.consumer_group, p.roles) {
+            (Some(producers), Some(consumers), _) => crate::run::Roles::Groups {
+                producers: producers.clone(),
+                consumers: consumers.clone(),
+            },
+            (_, _, Some(RolesName::Split)) => crate::run::Roles::Split,
+            _ => crate::run::Roles::Shared,
+        }
+    }
+
     /// The plan's `[compare]` thresholds (none set: the defaults apply).
     pub fn compare_thresholds(&self) -> CompareThresholds {
         self.plan.compare.unwrap_or_default()
@@ -1207,6 +1265,33 @@ ceiling = 100000
 
     fn error(text: &str) -> PlanError {
         LoadedPlan::parse("bad.toml", text.into()).unwrap_err()
+    }
+
+    #[test]
+    fn roles_come_from_the_plan_and_groups_go_together() {
+        use crate::run::Roles;
+        let p = LoadedPlan::parse("good.toml", GOOD.into()).unwrap();
+        assert_eq!(p.roles(), Roles::Shared);
+        let split = GOOD.replace("cooldown = \"1s\"", "roles = \"split\"");
+        let p = LoadedPlan::parse("split.toml", split).unwrap();
+        assert_eq!(p.roles(), Roles::Split);
+        let groups = GOOD.replace(
+            "cooldown = \"1s\"",
+            "producer_group = \"load\"\nconsumer_group = \"sink\"",
+        );
+        let p = LoadedPlan::parse("groups.toml", groups).unwrap();
+        assert!(matches!(p.roles(), Roles::Groups { producers, consumers }
+            if producers.as_str() == "load" && consumers.as_str() == "sink"));
+        let half = GOOD.replace("cooldown = \"1s\"", "producer_group = \"load\"");
+        let e = error(&half);
+        assert_eq!((e.field.as_str(), e.line), ("plan.consumer_group", 4), "{e}");
+        let both = GOOD.replace(
+            "cooldown = \"1s\"",
+            "roles = \"split\"\nproducer_group = \"a\"\nconsumer_group = \"b\"",
+        );
+        assert_eq!(error(&both).field, "plan.roles");
+        let bad = GOOD.replace("cooldown = \"1s\"", "roles = \"half\"");
+        assert!(error(&bad).reason.contains("half"), "{}", error(&bad));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct PlanOptions {
     /// Where the plan's results folder goes.
     pub results: PathBuf,
     pub group: Option<Segment>,
+    /// Which workers produce and which consume; `None`: as the plan says.
+    pub roles: Option<crate::run::Roles>,
     /// How long to wait for workers at each step.
     pub timeout: Duration,
     /// Progress lines on stderr.
@@ -403,6 +405,7 @@ pub async fn run_plan(
         sut: options.sut.clone(),
         options: RunOptions {
             group: options.group.clone(),
+            roles: options.roles.clone().unwrap_or_else(|| plan.roles()),
             results: folder.clone(),
             timeout: options.timeout,
             progress: options.progress,

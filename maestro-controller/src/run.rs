@@ -48,10 +48,48 @@ pub enum RunError {
     Report(#[from] maestro_report::ResultsError),
 }
 
+/// Which workers produce and which consume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Roles {
+    /// Every worker has producers and consumers (the default).
+    #[default]
+    Shared,
+    /// OpenMessaging Benchmark's `-x`: the first half of the workers (by name) produce,
+    /// the others consume.
+    Split,
+    /// Producers on the workers of one group, consumers on those of another.
+    Groups {
+        producers: Segment,
+        consumers: Segment,
+    },
+}
+
+impl Roles {
+    /// Producer and consumer workers out of the workers found (sorted by name).
+    pub fn assign(&self, workers: &[PeerId]) -> Result<(Vec<PeerId>, Vec<PeerId>), RunError> {
+        match self {
+            Roles::Shared => Ok((workers.to_vec(), workers.to_vec())),
+            Roles::Split if workers.len() < 2 => Err(RunError::Workers(format!(
+                "producers and consumers on separate workers need at least 2 workers, found {}",
+                workers.len()
+            ))),
+            Roles::Split => {
+                let (p, c) = workers.split_at(workers.len() / 2);
+                Ok((p.to_vec(), c.to_vec()))
+            }
+            // The groups' workers were found separately: see `workers`.
+            Roles::Groups { .. } => Ok((workers.to_vec(), workers.to_vec())),
+        }
+    }
+}
+
 /// How a run is carried out, beyond its spec.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub group: Option<Segment>,
+    /// Which workers produce and which consume.
+    pub roles: Roles,
     pub results: PathBuf,
     pub timeout: Duration,
     /// Print a progress line every second (stderr).
@@ -78,14 +116,15 @@ pub fn new_run_id() -> RunId {
     RunId::new(format!("{stamp}-{suffix}")).unwrap_or_else(|_| unreachable!("valid id"))
 }
 
-/// Splits a spec over workers: producer i and consumer j go to workers round robin, to
-/// topics round robin; rates and counts are split evenly (counts exactly). When the
-/// protocol's consumers of a topic `compete` (one AMQP queue, one Kafka group per topic),
-/// they share one subscription; otherwise each consumer is its own (fan-out).
+/// Splits a spec over workers: producer i goes to producer worker `i mod P`, consumer j
+/// to consumer worker `j mod C` (the same workers unless roles are split), to topics round
+/// robin; rates and counts are split evenly (counts exactly). When the protocol's
+/// consumers of a topic `compete` (one AMQP queue, one Kafka group per topic), they share
+/// one subscription; otherwise each consumer is its own (fan-out).
 pub fn split(
     spec: &TestSpec,
     run: &RunId,
-    workers: &[PeerId],
+    (workers, consumer_workers): (&[PeerId], &[PeerId]),
     compete: bool,
 ) -> BTreeMap<PeerId, Configure> {
     let mut out: BTreeMap<PeerId, Configure> = BTreeMap::new();
@@ -98,8 +137,9 @@ pub fn split(
                 .producers = range;
         }
     }
+    let n = consumer_workers.len().max(1);
     for j in 0..spec.consumers {
-        let w = &workers[j as usize % n];
+        let w = &consumer_workers[j as usize % n];
         out.entry(w.clone())
             .or_insert_with(|| empty(spec, run))
             .consumers
@@ -311,13 +351,40 @@ pub async fn run_test(
     }
     let run = new_run_id();
     let compete = spec.sut.consumers_compete();
-    let (named, clocks) = workers(
-        controller,
-        options.group.as_ref(),
-        options.timeout,
-        shutdown,
-    )
-    .await?;
+    let (named, clocks, (producing, consuming)) = match &options.roles {
+        Roles::Groups {
+            producers,
+            consumers,
+        } => {
+            let (mut p, mut clocks) =
+                workers(controller, Some(producers), options.timeout, shutdown).await?;
+            let (c, c_clocks) =
+                workers(controller, Some(consumers), options.timeout, shutdown).await?;
+            let roles = (
+                p.iter().map(|w| w.0.clone()).collect(),
+                c.iter().map(|w| w.0.clone()).collect(),
+            );
+            clocks.extend(c_clocks);
+            for w in c {
+                if !p.contains(&w) {
+                    p.push(w);
+                }
+            }
+            (p, clocks, roles)
+        }
+        roles => {
+            let (named, clocks) = workers(
+                controller,
+                options.group.as_ref(),
+                options.timeout,
+                shutdown,
+            )
+            .await?;
+            let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
+            let assigned = roles.assign(&ids)?;
+            (named, clocks, assigned)
+        }
+    };
     let inspectors = inspectors(controller, options.timeout, shutdown).await?;
     let mut faults: Vec<FaultRecord> = {
         let list: Vec<(PeerId, String, Vec<String>)> = inspectors
@@ -350,8 +417,7 @@ pub async fn run_test(
     }
     let mut sut: Option<SutRecorder> = Some(recorder);
     let mut fault_replies: HashMap<NoteId, usize> = HashMap::new();
-    let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
-    let mut shares = split(&spec, &run, &ids, compete);
+    let mut shares = split(&spec, &run, (&producing, &consuming), compete);
     let offsets: BTreeMap<PeerId, i64> = clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
     apply_clock_skews(&mut shares, &offsets);
     let names: BTreeMap<PeerId, String> = named.into_iter().collect();
@@ -956,7 +1022,7 @@ mod tests {
             .iter()
             .map(|s| PeerId::new(*s).unwrap())
             .collect();
-        let s = split(&spec, &run, &w, false);
+        let s = split(&spec, &run, (&w, &w), false);
         let a = &s[&w[0]];
         let b = &s[&w[1]];
         assert_eq!(a.producers.iter().collect::<Vec<_>>(), [0, 2]);
@@ -990,7 +1056,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 2]
         );
-        let s = split(&spec, &run, &w, true);
+        let s = split(&spec, &run, (&w, &w), true);
         assert_eq!(
             s[&w[0]]
                 .consumers
@@ -999,5 +1065,56 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 0]
         );
+    }
+
+    #[test]
+    fn split_roles_put_producers_and_consumers_on_separate_workers() {
+        let spec = TestSpec {
+            sut: "kafka://h".parse().unwrap(),
+            rate: 1000.0,
+            duration_ms: Some(1000),
+            count: None,
+            warmup_ms: 0,
+            size: MessageSize::Fixed(64),
+            producers: 3,
+            consumers: 4,
+            topics: 1,
+            payload: None,
+            connect_rate: None,
+            fleet: None,
+            marks_ms: Vec::new(),
+        };
+        let run = RunId::new("r").unwrap();
+        let w: Vec<PeerId> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| PeerId::new(*s).unwrap())
+            .collect();
+        let (p, c) = Roles::Split.assign(&w).unwrap();
+        assert_eq!(
+            (p.len(), c.len()),
+            (2, 3),
+            "OMB's -x: the first half produces"
+        );
+        let s = split(&spec, &run, (&p, &c), true);
+        for id in &p {
+            assert!(
+                !s[id].producers.is_empty() && s[id].consumers.is_empty(),
+                "{id}"
+            );
+        }
+        for id in &c[..1] {
+            assert!(
+                s[id].producers.is_empty() && !s[id].consumers.is_empty(),
+                "{id}"
+            );
+        }
+        let consumers: usize = s.values().map(|c| c.consumers.len()).sum();
+        let producers: usize = s.values().map(|c| c.producers.len()).sum();
+        assert_eq!((producers, consumers), (3, 4));
+        assert!(matches!(
+            Roles::Split.assign(&w[..1]),
+            Err(RunError::Workers(m)) if m.contains("at least 2")
+        ));
+        assert_eq!(Roles::Shared.assign(&w).unwrap(), (w.clone(), w.clone()));
     }
 }
