@@ -85,6 +85,7 @@ pub async fn run(
         connect_rate: None,
         fleet: None,
         marks_ms: Vec::new(),
+        consumer_backlog_bytes: None,
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

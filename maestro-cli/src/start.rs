@@ -40,6 +40,11 @@ pub struct StartArgs {
     /// Topics; producers and consumers are spread over them round robin.
     #[arg(long, env = "MAESTRO_TOPICS", default_value_t = 1)]
     pub topics: u32,
+    /// A backlog test: hold the consumers until this many GiB are waiting in the SUT,
+    /// then resume them while producers go on (OpenMessaging Benchmark's
+    /// consumerBacklogSizeGB; AMQP and Kafka)
+    #[arg(long, env = "MAESTRO_CONSUMER_BACKLOG_SIZE_GB", value_name = "GIB")]
+    pub consumer_backlog_size_gb: Option<f64>,
     /// Only the workers of this group.
     #[arg(long, env = "MAESTRO_GROUP")]
     pub group: Option<Segment>,
@@ -138,6 +143,11 @@ impl StartArgs {
             connect_rate: self.connect_rate,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: self
+                .consumer_backlog_size_gb
+                .map(backlog_bytes)
+                .transpose()
+                .map_err(RunError::Spec)?,
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {
@@ -162,6 +172,18 @@ impl StartArgs {
             fleet.apply(&mut spec)?;
         }
         Ok(spec)
+    }
+}
+
+/// OpenMessaging Benchmark's `consumerBacklogSizeGB` (GiB) in bytes.
+pub fn backlog_bytes(gib: f64) -> Result<u64, String> {
+    let bytes = gib * 1024.0 * 1024.0 * 1024.0;
+    if gib.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(format!(
+            "consumer backlog of {gib} GiB must be a size above 0"
+        ))
     }
 }
 
@@ -220,6 +242,18 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
     lines.push(format!("send lag       {}", p(&s.send_lag_us)));
     if let Some(h) = &s.publish_latency_us {
         lines.push(format!("publish (ack)  {}", p(h)));
+    }
+    if let Some(b) = &s.backlog {
+        let seconds = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0} s"));
+        lines.push(format!(
+            "backlog        target {}  built after {} ({} messages)  caught up {} later  drained at {}/s ({}/s)",
+            bytes(b.target_bytes as f64),
+            seconds(b.built_s),
+            b.backlog_messages.map_or("-".into(), |m| m.to_string()),
+            seconds(b.catch_up_s),
+            b.drain_rate.map_or("-".into(), |r| format!("{r:.0}")),
+            b.drain_bytes_rate.map_or("-".into(), bytes),
+        ));
     }
     if let Some(h) = &s.connect_us {
         lines.push(format!(

@@ -346,3 +346,75 @@ fn kafka_topics_are_deleted_unless_kept_and_client_options_apply() {
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("no.such.thing"), "{}", run.stderr);
 }
+
+/// The backlog test (OMB's consumerBacklogSizeGB): consumers are held until about 2 MiB of
+/// 1000-byte messages wait in the SUT (2097 messages, 2 s at 1000/s), then they catch up
+/// while producers go on; nothing is lost.
+fn backlog_builds_then_drains(protocol: &str) {
+    let c = Cluster::start(2);
+    let sut = Sut::start(protocol);
+    let gib = (2.0 / 1024.0).to_string();
+    let (run, s) = c.run_test(
+        &sut.reliable(),
+        &[
+            "--rate",
+            "1000",
+            "--duration",
+            "8s",
+            "--size",
+            "1000",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--consumer-backlog-size-gb",
+            &gib,
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert_eq!(u(&s, "received"), u(&s, "sent"), "{s:#}");
+    let b = &s["backlog"];
+    assert_eq!(u(b, "target_bytes"), 2 * 1024 * 1024, "{b:#}");
+    let built = b["built_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("never built: {s:#}"));
+    assert!((2.0..=4.0).contains(&built), "built after {built} s: {b:#}");
+    assert!(u(b, "backlog_messages") >= 2097, "{b:#}");
+    let catch_up = b["catch_up_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("never caught up: {s:#}"));
+    assert!(catch_up > 0.0 && built + catch_up <= 8.0, "{b:#}");
+    // Catching up means reading faster than the producers send.
+    assert!(b["drain_rate"].as_f64().unwrap() > 1000.0, "{b:#}");
+    // The held messages waited: the response time's tail covers the hold.
+    assert!(u(&s["response_time_us"], "max") >= 1_000_000, "{s:#}");
+}
+
+#[test]
+fn amqp_backlog_builds_then_drains() {
+    backlog_builds_then_drains("amqp");
+}
+
+#[test]
+fn kafka_backlog_builds_then_drains() {
+    backlog_builds_then_drains("kafka");
+}
+
+#[test]
+fn an_mqtt_backlog_is_refused_before_anything_starts() {
+    let c = Cluster::start(1);
+    let m = Mosquitto::start().unwrap();
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &m.url("b", "qos=1"),
+            "--consumer-backlog-size-gb",
+            "0.001",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("backlog"), "{}", run.stderr);
+}

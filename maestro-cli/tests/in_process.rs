@@ -220,6 +220,7 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         connect_rate: None,
         fleet: None,
         marks_ms: Vec::new(),
+        consumer_backlog_bytes: None,
     };
     let configure = |run: &str| {
         Body::Configure(Configure {

@@ -418,6 +418,7 @@ fn fake_results(
         connections: None,
         clock: ClockSummary::default(),
         sut_metrics: None,
+        backlog: None,
         faults: Vec::new(),
         workers: vec![],
         error_messages: vec![],

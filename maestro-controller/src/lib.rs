@@ -12,6 +12,7 @@
 //! URL ([`maestro_protocol::SutUrl`]). Results are written through `maestro-report`'s
 //! model. It prints nothing but progress lines (when asked); rendering is the CLI's.
 
+pub mod backlog;
 pub mod certs;
 pub mod client;
 pub mod faults;

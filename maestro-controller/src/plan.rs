@@ -219,6 +219,11 @@ pub struct Workload {
     /// Excluded from each measured phase's numbers, at its start.
     #[serde(default, with = "opt_duration")]
     pub warmup: Option<Duration>,
+    /// A backlog test in each measured run (OpenMessaging Benchmark's
+    /// consumerBacklogSizeGB, in GiB): consumers are held until this much waits in the
+    /// SUT, then resumed while producers go on. AMQP and Kafka.
+    #[serde(default)]
+    pub consumer_backlog_size_gb: Option<f64>,
 }
 
 fn default_size() -> SizeValue {
@@ -935,6 +940,21 @@ impl LoadedPlan {
             return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",
                 "AMQP and Kafka runs have one queue or consumer group per topic: use consumers_per_subscription"));
         }
+        if let Some(gib) = w.consumer_backlog_size_gb {
+            let span = self.key_span(ws.clone(), "consumer_backlog_size_gb");
+            let field = "workload.consumer_backlog_size_gb";
+            if !(gib.is_finite() && gib * 1024.0 * 1024.0 * 1024.0 >= 1.0) {
+                return Err(self.error(
+                    span,
+                    field,
+                    format!("{gib} must be a size in GiB above 0"),
+                ));
+            }
+            if scheme == Scheme::Mqtt {
+                return Err(self.error(span, field,
+                    "a backlog needs a broker that keeps messages for consumers that do not read: AMQP queues or Kafka topics"));
+            }
+        }
         if w.partitions_per_topic.is_some() && scheme != Scheme::Kafka {
             return Err(self.error(
                 self.key_span(ws.clone(), "partitions_per_topic"),
@@ -1164,6 +1184,9 @@ impl LoadedPlan {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: w
+                .consumer_backlog_size_gb
+                .map(|gib| (gib * 1024.0 * 1024.0 * 1024.0) as u64),
         };
         if let Some((fleet, built, connect_rate)) = &self.fleet {
             fleet.shape(&mut spec, built.clone());
@@ -1284,7 +1307,11 @@ ceiling = 100000
             if producers.as_str() == "load" && consumers.as_str() == "sink"));
         let half = GOOD.replace("cooldown = \"1s\"", "producer_group = \"load\"");
         let e = error(&half);
-        assert_eq!((e.field.as_str(), e.line), ("plan.consumer_group", 4), "{e}");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("plan.consumer_group", 4),
+            "{e}"
+        );
         let both = GOOD.replace(
             "cooldown = \"1s\"",
             "roles = \"split\"\nproducer_group = \"a\"\nconsumer_group = \"b\"",

@@ -541,6 +541,7 @@ mod tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         crate::summary::summarize(
             &RunId::new("r").unwrap_or_else(|e| panic!("{e}")),

@@ -17,7 +17,7 @@ use crate::summary::{self, Collected};
 use crate::sut::SutRecorder;
 use maestro_protocol::{
     Body, Configure, ConsumerPlan, IdRange, Inject, NoteId, PeerId, Ping, PresenceStatus,
-    ProducerSkew, Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
+    ProducerSkew, Resume, Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
 };
 use maestro_report::RunSummary;
 use maestro_report::timeseries::{self, LiveResults};
@@ -483,6 +483,10 @@ pub async fn run_test(
     let never = CancellationToken::new();
     let mut running = false;
     let mut exported_second: Option<u32> = None;
+    let mut backlog = spec
+        .consumer_backlog_bytes
+        .map(|bytes| crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout));
+    let mut backlog_second: Option<u32> = None;
     loop {
         // Carry out what the machine asked for.
         while let Some(a) = action.take() {
@@ -619,6 +623,17 @@ pub async fn run_test(
                         &collected,
                     );
                     let mut summary = summary;
+                    if let Some(b) = &backlog {
+                        let figures = b.summary();
+                        if figures.built_s.is_none() {
+                            summary.degraded = true;
+                            summary.degraded_reasons.push(format!(
+                                "the consumer backlog never reached its {} bytes: consumers were held until the stop",
+                                figures.target_bytes
+                            ));
+                        }
+                        summary.backlog = Some(figures);
+                    }
                     if let Some(recorder) = sut.take() {
                         summary.sut_metrics =
                             recorder
@@ -790,6 +805,34 @@ pub async fn run_test(
                     .await?;
                 f.requested(maestro_control::now().0);
                 fault_replies.insert(note.id, i);
+            }
+        }
+        if let (Some(b), Some(out)) = (backlog.as_mut(), stream.as_ref())
+            && let Some(row) = out.last_row()
+            && backlog_second != Some(row.second)
+        {
+            backlog_second = Some(row.second);
+            let totals = out.totals();
+            let end_s = f64::from(row.second) + 1.0;
+            if b.row(end_s, totals.sent, totals.received) == crate::backlog::Step::Resume {
+                let waiting = b.summary().backlog_messages.unwrap_or(0);
+                tracing::info!(run = %run, after_s = end_s, waiting, "backlog built: resuming the consumers");
+                if options.progress {
+                    eprintln!(
+                        "backlog of {waiting} messages built after {end_s} s: consumers resumed"
+                    );
+                }
+                let live: Vec<PeerId> = machine.live().cloned().collect();
+                for (id, share) in &shares {
+                    if !share.consumers.is_empty() && live.contains(id) {
+                        controller
+                            .send(
+                                &Target::Peer(id.clone()),
+                                Body::Resume(Resume { run: run.clone() }),
+                            )
+                            .await?;
+                    }
+                }
             }
         }
         if let Some(row) = stream.as_ref().and_then(LiveResults::last_row)
@@ -1016,6 +1059,7 @@ mod tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]
@@ -1083,6 +1127,7 @@ mod tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b", "c", "d", "e"]

@@ -279,6 +279,7 @@ pub fn summarize(
         connections,
         clock: clock_summary(collected, workers),
         sut_metrics: None,
+        backlog: None,
         faults: Vec::new(),
         workers: worker_summaries,
         error_messages: errors
@@ -447,6 +448,7 @@ mod offer_tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         // The busiest 5 producers send 5 at 2/s: a 2.5 s window for 45 messages.
         assert!((super::offered_rate(&spec) - 18.0).abs() < 1e-9);

@@ -354,6 +354,7 @@ mod tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         }
     }
 

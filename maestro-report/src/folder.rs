@@ -134,6 +134,7 @@ mod tests {
             connections: None,
             clock: ClockSummary::default(),
             sut_metrics: None,
+            backlog: None,
             faults: Vec::new(),
             workers: vec![],
             error_messages: vec![],

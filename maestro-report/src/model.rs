@@ -148,11 +148,34 @@ pub struct RunSummary {
     /// sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sut_metrics: Option<crate::sut::SutSummary>,
+    /// A backlog test's figures (absent for other runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogSummary>,
     /// The faults injected during the run, in plan order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<crate::sut::FaultSummary>,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,
+}
+
+/// A backlog test (OpenMessaging Benchmark's `consumerBacklogSizeGB`): consumers were
+/// held from the start until the backlog reached the target, then resumed while producers
+/// went on. Times are run seconds, at the resolution of the per-second rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BacklogSummary {
+    pub target_bytes: u64,
+    /// Seconds from the start until the backlog reached the target and consumers were
+    /// resumed; null when it never did within the run.
+    pub built_s: Option<f64>,
+    /// What was waiting then (copies, for fan-out), and its size.
+    pub backlog_messages: Option<u64>,
+    pub backlog_bytes: Option<u64>,
+    /// Seconds from the resume until the consumers had caught up (the backlog back to
+    /// what is in flight); null when they had not by the end of the run.
+    pub catch_up_s: Option<f64>,
+    /// Messages (and bytes) consumed per second while catching up.
+    pub drain_rate: Option<f64>,
+    pub drain_bytes_rate: Option<f64>,
 }
 
 /// What the run's clients did with their connections, over all workers.

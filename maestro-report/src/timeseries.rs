@@ -177,6 +177,8 @@ pub struct LiveResults {
     /// The latest second each worker published.
     latest: BTreeMap<PeerId, u32>,
     last_row: Option<Row>,
+    /// Totals of the seconds written so far.
+    totals: Counters,
     /// Every written row, when asked to keep them ([`LiveResults::keep_rows`]).
     rows: Option<Vec<SecondRow>>,
     /// Response times of every written second, merged (for live quantiles).
@@ -224,6 +226,7 @@ impl LiveResults {
             written_below: 0,
             latest: BTreeMap::new(),
             last_row: None,
+            totals: Counters::default(),
             rows: None,
             whole: latency_histogram(),
             unreadable: Vec::new(),
@@ -248,6 +251,11 @@ impl LiveResults {
 
     pub fn folder(&self) -> &Path {
         &self.folder
+    }
+
+    /// Totals of the seconds written to the time series so far.
+    pub fn totals(&self) -> Counters {
+        self.totals
     }
 
     /// The latest second written to the time series.
@@ -391,6 +399,7 @@ impl LiveResults {
             rows.push(row);
         }
         self.written_below = k.saturating_add(1);
+        self.totals.add(&b.counters);
         self.last_row = Some(Row {
             second: k,
             counters: b.counters,

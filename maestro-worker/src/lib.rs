@@ -51,6 +51,7 @@ impl Handler for WorkerHandler {
             }
             Body::Start(s) => Some(self.engine.start(s)),
             Body::Stop(s) => Some(self.engine.stop(s)),
+            Body::Resume(r) => Some(self.engine.resume(r)),
             other => Some(Body::Error(maestro_protocol::ErrorNote {
                 code: maestro_protocol::ErrorCode::Unsupported,
                 message: format!("a worker does not handle {:?} notes", other.kind()),

@@ -40,6 +40,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 connect_rate: None,
                 fleet: None,
                 marks_ms: Vec::new(),
+                consumer_backlog_bytes: None,
             },
         )
 }
@@ -105,6 +106,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     connect_rate: None,
                     fleet: None,
                     marks_ms: Vec::new(),
+                    consumer_backlog_bytes: None,
                 }
             },
         )

@@ -112,6 +112,9 @@ pub enum Body {
     Started(crate::run::Started),
     Stop(crate::run::Stop),
     Stopping(crate::run::Stopping),
+    /// A backlog run's consumers may read now (they were held from the start).
+    Resume(crate::run::Resume),
+    Resumed(crate::run::Resumed),
     /// The controller still owns the run: extends the run's lease on a worker (no reply).
     Renew(crate::run::Renew),
     /// Event: a worker's interval stats.
@@ -147,6 +150,8 @@ impl Body {
         "started",
         "stop",
         "stopping",
+        "resume",
+        "resumed",
         "renew",
         "run_stats",
         "run_result",
@@ -174,6 +179,8 @@ impl Body {
             Body::Started(_) => "started",
             Body::Stop(_) => "stop",
             Body::Stopping(_) => "stopping",
+            Body::Resume(_) => "resume",
+            Body::Resumed(_) => "resumed",
             Body::Renew(_) => "renew",
             Body::RunStats(_) => "run_stats",
             Body::RunResult(_) => "run_result",

@@ -60,6 +60,13 @@ pub enum MessageSize {
 
 impl MessageSize {
     /// The smallest and largest size this produces.
+    /// The mean size in bytes (`~N` spreads evenly around N).
+    pub fn mean(self) -> u32 {
+        match self {
+            MessageSize::Fixed(n) | MessageSize::Around(n) => n,
+        }
+    }
+
     pub fn bounds(self) -> (u32, u32) {
         match self {
             MessageSize::Fixed(n) => (n, n),
@@ -132,6 +139,11 @@ pub struct TestSpec {
     /// receptions and response times per segment ([`RunResult::segments`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub marks_ms: Vec<u64>,
+    /// A backlog test (OpenMessaging Benchmark's `consumerBacklogSizeGB`, in bytes):
+    /// consumers are held from the start until this much has built up, then resumed
+    /// ([`crate::Body::Resume`]) while producers go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_backlog_bytes: Option<u64>,
 }
 
 /// The most marks a spec may have (two per fault).
@@ -154,6 +166,12 @@ pub enum SpecError {
     Rate(f64),
     #[error("give exactly one of duration and count")]
     Length,
+    #[error(
+        "a consumer backlog needs a broker that keeps messages for consumers that do not read (AMQP queues, Kafka topics); {0}:// cannot"
+    )]
+    BacklogProtocol(String),
+    #[error("a consumer backlog needs consumers and a size above 0 bytes")]
+    Backlog,
     #[error("{what} must be at least 1, not 0")]
     Zero { what: &'static str },
     #[error("warm-up of {warmup_ms} ms is not shorter than the duration of {duration_ms} ms")]
@@ -261,6 +279,16 @@ impl TestSpec {
         }
         if self.rate > 0.0 && self.rate < MIN_RATE {
             return Err(SpecError::RateTooSmall(self.rate));
+        }
+        if let Some(b) = self.consumer_backlog_bytes {
+            if b == 0 || self.consumers == 0 {
+                return Err(SpecError::Backlog);
+            }
+            if self.sut.scheme() == crate::Scheme::Mqtt {
+                return Err(SpecError::BacklogProtocol(
+                    self.sut.scheme().as_str().into(),
+                ));
+            }
         }
         if let Some(d) = self.duration_ms
             && d > MAX_DURATION_MS
@@ -545,6 +573,17 @@ pub struct Start {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Started {
+    pub run: RunId,
+}
+
+/// A run with a consumer backlog: its consumers, held since the start, read from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub run: RunId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumed {
     pub run: RunId,
 }
 
@@ -852,6 +891,7 @@ mod tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         }
     }
 

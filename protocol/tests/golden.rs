@@ -151,6 +151,14 @@ fn samples() -> Vec<(&'static str, Note)> {
         ),
         ("renew", request(28, Body::Renew(Renew { run: run_id() }))),
         (
+            "resume",
+            request(29, Body::Resume(Resume { run: run_id() })),
+        ),
+        (
+            "resumed",
+            reply(30, Body::Resumed(Resumed { run: run_id() })),
+        ),
+        (
             "run_stats",
             note(
                 26,
@@ -367,6 +375,7 @@ fn configure() -> Configure {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         },
         producers: IdRange {
             first: 0,

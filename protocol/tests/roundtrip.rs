@@ -187,6 +187,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 connect_rate: None,
                 fleet: None,
                 marks_ms: Vec::new(),
+                consumer_backlog_bytes: None,
             },
         )
 }
@@ -259,6 +260,8 @@ fn run_body() -> impl Strategy<Value = Body> {
         run_id().prop_map(|run| Body::Started(Started { run })),
         run_id().prop_map(|run| Body::Stop(Stop { run })),
         run_id().prop_map(|run| Body::Stopping(Stopping { run })),
+        run_id().prop_map(|run| Body::Resume(Resume { run })),
+        run_id().prop_map(|run| Body::Resumed(Resumed { run })),
         (
             run_id(),
             micros(),

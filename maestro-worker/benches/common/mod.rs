@@ -71,6 +71,7 @@ pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
         connect_rate: None,
         fleet: None,
         marks_ms: Vec::new(),
+        consumer_backlog_bytes: None,
     }
 }
 
@@ -89,6 +90,12 @@ pub fn engine() -> Engine {
             start: start_rx,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
+            // Consumers read at once (no backlog).
+            resume: {
+                let t = CancellationToken::new();
+                t.cancel();
+                t
+            },
             reports: tx,
             pool: Default::default(),
             run: "bench".into(),

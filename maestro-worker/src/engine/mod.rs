@@ -19,8 +19,8 @@ use crate::driver::mqtt::MqttDriver;
 use crate::driver::{Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
 use maestro_protocol::{
-    Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew, RunId,
-    RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
+    Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew,
+    Resume, Resumed, RunId, RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
 use maestro_protocol::{
     ConsumerSegments, Delivery, SegmentTallies, Sent, SutOptions, TopicSegments,
@@ -198,6 +198,8 @@ struct ActiveRun {
     start: watch::Sender<Option<i64>>,
     stop: CancellationToken,
     abort: CancellationToken,
+    /// Cancelled once consumers may read: at once, or for a backlog run on `resume`.
+    resume: CancellationToken,
     /// The controller that owns the run, and how long its lease lasts unrenewed.
     controller: PeerId,
     lease: Duration,
@@ -358,17 +360,27 @@ impl Engine {
         };
         let (start, _) = watch::channel(None);
         let (lease_until, lease_rx) = watch::channel(tokio::time::Instant::now() + lease);
+        let resume = CancellationToken::new();
+        if c.spec.consumer_backlog_bytes.is_none() {
+            resume.cancel();
+        }
         let run = ActiveRun {
             id: c.run.clone(),
             start,
             stop: CancellationToken::new(),
             abort: self.shutdown.child_token(),
+            resume: resume.clone(),
             controller: controller.clone(),
             lease,
             lease_until,
             ended_because: Arc::new(Mutex::new(None)),
         };
-        let control_template = (run.start.subscribe(), run.stop.clone(), run.abort.clone());
+        let control_template = (
+            run.start.subscribe(),
+            run.stop.clone(),
+            run.abort.clone(),
+            resume,
+        );
         let ended_because = run.ended_because.clone();
         inner.run = Some(run);
         inner.state = PeerState::Configured;
@@ -466,8 +478,9 @@ impl Engine {
         self,
         driver: D,
         c: Configure,
-        (start, stop, abort): (
+        (start, stop, abort, resume): (
             watch::Receiver<Option<i64>>,
+            CancellationToken,
             CancellationToken,
             CancellationToken,
         ),
@@ -482,6 +495,7 @@ impl Engine {
             start,
             stop,
             abort: abort.clone(),
+            resume,
             reports: reports_tx,
             pool: pool.clone(),
             run: c.run.as_str().into(),
@@ -698,6 +712,24 @@ impl Engine {
             info!(run = %s.run, start_at_us = s.start_at_us.0, "started");
         }
         Body::Started(Started { run: s.run.clone() })
+    }
+
+    /// A backlog run's consumers read from now on (idempotent).
+    pub fn resume(&self, r: &Resume) -> Body {
+        let inner = self.lock();
+        match inner.run.as_ref().filter(|run| run.id == r.run) {
+            Some(run) => {
+                if !run.resume.is_cancelled() {
+                    run.resume.cancel();
+                    info!(run = %r.run, "consumers resumed");
+                }
+                Body::Resumed(Resumed { run: r.run.clone() })
+            }
+            None => error(
+                ErrorCode::UnknownRun,
+                format!("run {} is not configured here", r.run),
+            ),
+        }
     }
 
     pub fn stop(&self, s: &Stop) -> Body {
@@ -958,6 +990,7 @@ mod thread_tests {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         Configure {
             run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),

@@ -115,6 +115,8 @@ pub struct Control {
     pub stop: CancellationToken,
     /// Give up at once (worker shutting down, configure failed).
     pub abort: CancellationToken,
+    /// Cancelled once consumers may read (a backlog run holds them until `resume`).
+    pub resume: CancellationToken,
     pub reports: mpsc::UnboundedSender<Report>,
     /// Spare recorders: a flush takes one instead of allocating. Its id tells this run's
     /// thread recorders from another's.
@@ -836,6 +838,14 @@ pub async fn consumer<D: Driver>(
         control: control.clone(),
         segments: Segments::new(&spec.marks_ms),
     };
+    // A backlog run: read nothing until resumed (or stopped), so the backlog builds up in
+    // the SUT.
+    tokio::select! {
+        biased;
+        _ = control.abort.cancelled() => {}
+        _ = control.stop.cancelled() => {}
+        _ = control.resume.cancelled() => {}
+    }
     // Receive in batches; look at stop and abort between batches (and while waiting).
     let stopped = loop {
         let batch = async {
@@ -959,6 +969,11 @@ mod task_size {
             start,
             stop: Default::default(),
             abort: Default::default(),
+            resume: {
+                let t = tokio_util::sync::CancellationToken::new();
+                t.cancel();
+                t
+            },
             reports,
             pool: Default::default(),
             run: "r".into(),
@@ -983,6 +998,7 @@ mod task_size {
             connect_rate: None,
             fleet: None,
             marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let task = super::producer(driver, plan, spec, ready, control);
