@@ -419,6 +419,7 @@ fn fake_results(
         clock: ClockSummary::default(),
         sut_metrics: None,
         backlog: None,
+        max_backlog: None,
         faults: Vec::new(),
         workers: vec![],
         error_messages: vec![],

@@ -259,6 +259,9 @@ pub struct Conditions {
     pub max_error_rate: Option<f64>,
     /// Achieved send rate as a fraction of the offered rate (for example 0.95).
     pub min_achieved_fraction: Option<f64>,
+    /// The most messages that may wait in the SUT at the end of any second (consumers
+    /// keep up): `max_backlog` in the summary.
+    pub max_backlog: Option<u64>,
     /// The deepest queue an inspector saw (`queue_depth`, any queue).
     pub sut_max_queue_depth: Option<f64>,
     /// The largest consumer-group lag an inspector saw (`consumer_lag`).
@@ -282,6 +285,7 @@ impl Conditions {
             max_lost: o.max_lost.or(self.max_lost),
             max_error_rate: o.max_error_rate.or(self.max_error_rate),
             min_achieved_fraction: o.min_achieved_fraction.or(self.min_achieved_fraction),
+            max_backlog: o.max_backlog.or(self.max_backlog),
             sut_max_queue_depth: o.sut_max_queue_depth.or(self.sut_max_queue_depth),
             sut_max_consumer_lag: o.sut_max_consumer_lag.or(self.sut_max_consumer_lag),
             sut_max_memory_mb: o.sut_max_memory_mb.or(self.sut_max_memory_mb),
@@ -300,7 +304,11 @@ pub enum Phase {
     },
     /// One rate for a duration (or a count).
     Fixed {
+        /// 0 when `at_knee`.
         rate: f64,
+        /// The rate is the knee of the max-rate phase before this one.
+        #[serde(default)]
+        at_knee: bool,
         #[serde(default, with = "opt_duration")]
         duration: Option<Duration>,
         #[serde(default)]
@@ -393,6 +401,9 @@ pub struct RawPhase {
     pub ceiling: Option<Spanned<f64>>,
     #[serde(default)]
     pub precision: Option<Spanned<f64>>,
+    /// A fixed phase at the knee of the max-rate phase before it, instead of a `rate`.
+    #[serde(default)]
+    pub at_knee: Option<Spanned<bool>>,
     #[serde(default)]
     pub conditions: Option<Spanned<Conditions>>,
 }
@@ -421,6 +432,7 @@ impl RawPhase {
             step_duration,
             ceiling,
             precision,
+            at_knee,
             conditions,
         } = self;
         let kind_name = kind.get_ref().as_str();
@@ -451,12 +463,13 @@ impl RawPhase {
             ("step_duration", step_duration.as_ref().map(Spanned::span)),
             ("ceiling", ceiling.as_ref().map(Spanned::span)),
             ("precision", precision.as_ref().map(Spanned::span)),
+            ("at_knee", at_knee.as_ref().map(Spanned::span)),
             ("conditions", conditions.as_ref().map(Spanned::span)),
         ];
         let takes: &[&str] = match kind.get_ref() {
             PhaseKind::Warmup => &["rate", "duration"],
             PhaseKind::Drain => &["duration"],
-            PhaseKind::Fixed => &["rate", "duration", "count", "conditions"],
+            PhaseKind::Fixed => &["rate", "at_knee", "duration", "count", "conditions"],
             PhaseKind::Ramp => &[
                 "start_rate",
                 "step",
@@ -494,12 +507,23 @@ impl RawPhase {
             PhaseKind::Drain => Phase::Drain {
                 duration: need_duration("duration", duration)?,
             },
-            PhaseKind::Fixed => Phase::Fixed {
-                rate: need("rate", rate)?,
-                duration: duration.as_ref().map(|d| d.get_ref().0),
-                count: count.as_ref().map(|c| *c.get_ref()),
-                conditions,
-            },
+            PhaseKind::Fixed => {
+                let at_knee = at_knee.as_ref().is_some_and(|k| *k.get_ref());
+                if at_knee && let Some(r) = rate {
+                    return Err((
+                        r.span(),
+                        "rate",
+                        "a phase at_knee takes its rate from the max-rate phase before it".into(),
+                    ));
+                }
+                Phase::Fixed {
+                    rate: if at_knee { 0.0 } else { need("rate", rate)? },
+                    at_knee,
+                    duration: duration.as_ref().map(|d| d.get_ref().0),
+                    count: count.as_ref().map(|c| *c.get_ref()),
+                    conditions,
+                }
+            }
             PhaseKind::Ramp => Phase::Ramp {
                 start_rate: need("start_rate", start_rate)?,
                 step: need("step", step)?,
@@ -1018,11 +1042,32 @@ impl LoadedPlan {
                 }
                 Phase::Fixed {
                     rate,
+                    at_knee,
                     duration,
                     count,
                     ..
                 } => {
-                    positive("rate", *rate, &raw.rate)?;
+                    if *at_knee {
+                        if !self.phases[..i]
+                            .iter()
+                            .any(|p| matches!(p, Phase::MaxRate { .. }))
+                        {
+                            return Err(self.error(
+                                raw.span_of(&raw.at_knee),
+                                &field("at_knee"),
+                                "no max-rate phase before this one to take the knee of",
+                            ));
+                        }
+                        if count.is_some() {
+                            return Err(self.error(
+                                raw.span_of(&raw.count),
+                                &field("count"),
+                                "a phase at_knee runs for a duration (its rate is not known before)",
+                            ));
+                        }
+                    } else {
+                        positive("rate", *rate, &raw.rate)?;
+                    }
                     if duration.is_some() == count.is_some() {
                         return Err(self.error(
                             span.clone(),

@@ -117,6 +117,16 @@ pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
             rate <= limit,
         );
     }
+    if let Some(limit) = c.max_backlog {
+        // Unknown (older results) fails, saying so.
+        let actual = s.max_backlog.map_or(f64::INFINITY, |b| b as f64);
+        check(
+            &format!("max_backlog <= {limit}"),
+            limit as f64,
+            actual,
+            actual <= limit as f64,
+        );
+    }
     if let Some(limit) = c.min_achieved_fraction
         && s.offered_rate > 0.0
     {
@@ -197,6 +207,8 @@ fn reasons(verdicts: &[Verdict], rate: f64) -> Vec<String> {
 }
 
 struct Runner<'a> {
+    /// The knee of the last max-rate phase, for a fixed phase `at_knee`.
+    knee: Option<f64>,
     /// The faults of the phase being run.
     faults: Vec<crate::faults::FaultPlan>,
     controller: &'a mut Controller,
@@ -245,7 +257,11 @@ impl Runner<'_> {
         count: Option<u64>,
         dir: &Path,
     ) -> Result<Probe, PlanRunError> {
-        let spec = self.plan.spec(&self.sut, rate, duration, count);
+        let mut spec = self.plan.spec(&self.sut, rate, duration, count);
+        // A backlog test is a measured run at one rate: never a warm-up or a search probe.
+        if !matches!(phase, Phase::Fixed { .. }) {
+            spec.consumer_backlog_bytes = None;
+        }
         let options = RunOptions {
             results: dir.to_owned(),
             faults: self.faults.clone(),
@@ -317,11 +333,26 @@ impl Runner<'_> {
             }
             Phase::Fixed {
                 rate,
+                at_knee,
                 duration,
                 count,
                 ..
             } => {
-                let p = self.probe(phase, *rate, *duration, *count, dir).await?;
+                let rate = if *at_knee {
+                    match self.knee {
+                        Some(knee) => knee,
+                        None => {
+                            // The max-rate phase before found no passing rate.
+                            result.passed = false;
+                            result.reasons =
+                                vec!["the max-rate phase before found no knee to run at".into()];
+                            return Ok(result);
+                        }
+                    }
+                } else {
+                    *rate
+                };
+                let p = self.probe(phase, rate, *duration, *count, dir).await?;
                 result.passed = p.passed;
                 result.reasons = reasons(&p.verdicts, p.rate);
                 result.probes.push(p);
@@ -350,6 +381,7 @@ impl Runner<'_> {
                 self.search(phase, &mut max, *step_duration, dir, &mut result)
                     .await?;
                 result.passed = result.knee_rate.is_some();
+                self.knee = result.knee_rate;
                 if result.passed {
                     result.reasons.clear();
                 }
@@ -399,6 +431,7 @@ pub async fn run_plan(
         crate::faults::assign(&all, &list).map_err(RunError::Spec)?;
     }
     let mut runner = Runner {
+        knee: None,
         faults: Vec::new(),
         controller,
         plan,

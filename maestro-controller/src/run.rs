@@ -487,6 +487,7 @@ pub async fn run_test(
         .consumer_backlog_bytes
         .map(|bytes| crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout));
     let mut backlog_second: Option<u32> = None;
+    let mut max_backlog: Option<u64> = None;
     loop {
         // Carry out what the machine asked for.
         while let Some(a) = action.take() {
@@ -623,6 +624,7 @@ pub async fn run_test(
                         &collected,
                     );
                     let mut summary = summary;
+                    summary.max_backlog = max_backlog;
                     if let Some(b) = &backlog {
                         let figures = b.summary();
                         if figures.built_s.is_none() {
@@ -807,14 +809,18 @@ pub async fn run_test(
                 fault_replies.insert(note.id, i);
             }
         }
-        if let (Some(b), Some(out)) = (backlog.as_mut(), stream.as_ref())
+        if let Some(out) = stream.as_ref()
             && let Some(row) = out.last_row()
             && backlog_second != Some(row.second)
         {
             backlog_second = Some(row.second);
             let totals = out.totals();
+            let waiting = ((totals.sent as f64 * fanout) as u64).saturating_sub(totals.received);
+            max_backlog = Some(max_backlog.map_or(waiting, |m| m.max(waiting)));
             let end_s = f64::from(row.second) + 1.0;
-            if b.row(end_s, totals.sent, totals.received) == crate::backlog::Step::Resume {
+            if let Some(b) = backlog.as_mut()
+                && b.row(end_s, totals.sent, totals.received) == crate::backlog::Step::Resume
+            {
                 let waiting = b.summary().backlog_messages.unwrap_or(0);
                 tracing::info!(run = %run, after_s = end_s, waiting, "backlog built: resuming the consumers");
                 if options.progress {

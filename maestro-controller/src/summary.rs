@@ -280,6 +280,7 @@ pub fn summarize(
         clock: clock_summary(collected, workers),
         sut_metrics: None,
         backlog: None,
+        max_backlog: None,
         faults: Vec::new(),
         workers: worker_summaries,
         error_messages: errors

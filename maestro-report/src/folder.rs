@@ -135,6 +135,7 @@ mod tests {
             clock: ClockSummary::default(),
             sut_metrics: None,
             backlog: None,
+            max_backlog: None,
             faults: Vec::new(),
             workers: vec![],
             error_messages: vec![],

@@ -148,6 +148,11 @@ pub struct RunSummary {
     /// sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sut_metrics: Option<crate::sut::SutSummary>,
+    /// The most messages waiting in the SUT at the end of a run second (messages sent
+    /// times the copies each should reach, minus messages received, over the seconds
+    /// written): how far consumers fell behind. Absent from older results.
+    #[serde(default)]
+    pub max_backlog: Option<u64>,
     /// A backlog test's figures (absent for other runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<BacklogSummary>,
