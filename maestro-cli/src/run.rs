@@ -29,8 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The plan file (TOML).
+    /// The plan file (TOML), or an OpenMessaging Benchmark workload (YAML) with --driver.
     pub plan: PathBuf,
+    /// An OpenMessaging Benchmark driver file (YAML: Kafka or RabbitMQ) for a workload
+    /// YAML given as the plan.
+    #[arg(long, env = "MAESTRO_DRIVER")]
+    pub driver: Option<PathBuf>,
     /// Run on this machine: an embedded control broker, in-process workers, and an
     /// embedded MQTT broker when the plan's SUT is mqtt://embedded/...
     #[arg(long, env = "MAESTRO_LOCAL")]
@@ -69,6 +73,35 @@ pub struct RunArgs {
     pub metrics_listen: Option<maestro_control::metrics::MetricsListen>,
 }
 
+/// The plan: a TOML file, or an OMB workload with its driver (warnings go to the log).
+fn load(args: &RunArgs) -> Result<LoadedPlan, CliError> {
+    let yaml = maestro_controller::omb::is_yaml(&args.plan);
+    let usage = |reason: &str| {
+        CliError::Plan(PlanError {
+            file: args.plan.display().to_string(),
+            line: 0,
+            field: "(file)".into(),
+            reason: reason.into(),
+        })
+    };
+    match (&args.driver, yaml) {
+        (Some(driver), true) => {
+            let loaded = maestro_controller::omb::load(&args.plan, driver)?;
+            for w in &loaded.warnings {
+                tracing::warn!(workload = %args.plan.display(), driver = %driver.display(), "{w}");
+            }
+            Ok(loaded.plan)
+        }
+        (None, true) => Err(usage(
+            "an OpenMessaging Benchmark workload needs its driver file: --driver DRIVER.yaml",
+        )),
+        (Some(_), false) => Err(usage(
+            "--driver goes with an OpenMessaging Benchmark workload (.yaml), not a TOML plan",
+        )),
+        (None, false) => Ok(LoadedPlan::load(&args.plan)?),
+    }
+}
+
 /// Runs a plan (or only checks it).
 pub async fn run(
     control: &ControlArgs,
@@ -76,11 +109,17 @@ pub async fn run(
     args: RunArgs,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let plan = LoadedPlan::load(&args.plan)?;
+    let plan = load(&args)?;
     if args.check {
+        // A plan made from OMB files is shown: it is what will run.
+        let made = if args.driver.is_some() {
+            format!("\n{}", plan.text)
+        } else {
+            String::new()
+        };
         return Ok(Outcome {
             stdout: format!(
-                "{}: plan {:?} is valid ({} phases)",
+                "{}: plan {:?} is valid ({} phases){made}",
                 args.plan.display(),
                 plan.plan.plan.name,
                 plan.phases.len()

@@ -1,0 +1,279 @@
+//! OpenMessaging Benchmark files run as they are: OMB workload and driver YAML files
+//! (written here from OMB's documented format) against real brokers, tansu (Kafka) and
+//! RabbitMQ, with the real binaries; OMB's `-x`, its backlog test, and the plan made
+//! from the files.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use maestro_testkit::{Cluster, ScriptedSut, run_cli};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("maestro-omb-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plans/omb")
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
+/// The one plan folder inside `results`, and its summary.
+fn plan_summary(results: &Path) -> (PathBuf, Value) {
+    let folder = std::fs::read_dir(results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(folder.join("summary.json")).unwrap();
+    (folder, serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn the_example_omb_files_check_and_a_bad_key_is_named_with_its_line() {
+    for workload in [
+        "1-topic-4-partitions-1kb.yaml",
+        "max-rate-100b.yaml",
+        "backlog-1kb.yaml",
+    ] {
+        for driver in ["kafka.yaml", "rabbitmq.yaml"] {
+            let run = run_cli(
+                &[
+                    "run",
+                    examples().join(workload).to_str().unwrap(),
+                    "--driver",
+                    examples().join(driver).to_str().unwrap(),
+                    "--check",
+                ],
+                Duration::from_secs(20),
+            )
+            .unwrap();
+            assert_eq!(run.code, Some(0), "{workload} {driver}: {run:?}");
+        }
+    }
+    // producerRate 0: the highest rate at which consumers keep up, then the test there.
+    let run = run_cli(
+        &[
+            "run",
+            examples().join("max-rate-100b.yaml").to_str().unwrap(),
+            "--driver",
+            examples().join("kafka.yaml").to_str().unwrap(),
+            "--check",
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    for made in [
+        "kind = \"max-rate\"",
+        "max_backlog = 10000",
+        "at_knee = true",
+        "duration = \"60s\"",
+        "producer.acks=all",
+        "consumer.enable.auto.commit=false",
+        "replication_factor=1",
+    ] {
+        assert!(run.stdout.contains(made), "{made}: {}", run.stdout);
+    }
+    assert!(
+        run.stderr
+            .contains("left out: default.api.timeout.ms, key.serializer"),
+        "{}",
+        run.stderr
+    );
+    let dir = temp_dir("bad");
+    let text = std::fs::read_to_string(examples().join("1-topic-4-partitions-1kb.yaml")).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, text.replace("producersPerTopic", "producersPerTopc")).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("producersPerTopic"))
+        .unwrap()
+        + 1;
+    let run = run_cli(
+        &[
+            "run",
+            bad.to_str().unwrap(),
+            "--driver",
+            examples().join("kafka.yaml").to_str().unwrap(),
+            "--check",
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains(&format!("bad.yaml:{line}: producersPerTopc: unknown field")),
+        "{}",
+        run.stderr
+    );
+    // A workload without its driver is a usage error saying what is missing.
+    let run = run_cli(
+        &["run", bad.to_str().unwrap(), "--check"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("--driver"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Kafka workload and driver (acks=all, no auto-commit, round-robin keys, a payload
+/// file) run as they are, with OMB's -x: producers on one worker, consumers on the other.
+#[test]
+fn an_omb_kafka_workload_runs_as_it_is_with_split_workers() {
+    let c = Cluster::start(2);
+    let tansu = ScriptedSut::tansu().unwrap();
+    let dir = temp_dir("kafka");
+    let bootstrap = tansu.url.trim_start_matches("kafka://");
+    std::fs::write(dir.join("payload.data"), vec![b'x'; 512]).unwrap();
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "name: omb-kafka\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 512\npayloadFile: payload.data\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 2\nproducersPerTopic: 2\nproducerRate: 1000\n\
+         consumerBacklogSizeGB: 0\ntestDurationMinutes: 0.1\nwarmupDurationMinutes: 0.05\n\
+         keyDistributor: KEY_ROUND_ROBIN\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("driver.yaml"),
+        format!(
+            "name: Kafka\ndriverClass: io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver\n\
+             replicationFactor: 1\nreset: true\ntopicConfig: |\n  retention.ms=600000\n\
+             commonConfig: |\n  bootstrap.servers={bootstrap}\n  default.api.timeout.ms=120000\n\
+             producerConfig: |\n  acks=all\n  linger.ms=1\n\
+             consumerConfig: |\n  auto.offset.reset=earliest\n  enable.auto.commit=false\n"
+        ),
+    )
+    .unwrap();
+    let results = dir.join("results");
+    let run = c.cli(
+        &[
+            "run",
+            dir.join("workload.yaml").to_str().unwrap(),
+            "--driver",
+            dir.join("driver.yaml").to_str().unwrap(),
+            "-x",
+            "--results",
+            results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (folder, plan) = plan_summary(&results);
+    assert_eq!(plan["phases"][0]["kind"], "warmup", "{plan:#}");
+    let fixed = &plan["phases"][1];
+    assert_eq!(
+        (fixed["kind"].as_str(), fixed["passed"].as_bool()),
+        (Some("fixed"), Some(true)),
+        "{fixed:#}"
+    );
+    let s = &fixed["probes"][0]["summary"];
+    // 1000/s for 6 s, the 3 s warm-up before it: every message arrives once.
+    assert_eq!(u(s, "sent"), 6000, "{s:#}");
+    assert_eq!(
+        (u(s, "received"), u(s, "lost"), u(s, "duplicated")),
+        (6000, 0, 0),
+        "{s:#}"
+    );
+    assert!(
+        u(&s["publish_latency_us"], "count") >= 5900,
+        "delivery reports timed: {s:#}"
+    );
+    let per_message =
+        s["achieved_bytes_rate"].as_f64().unwrap() / s["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (per_message - 512.0).abs() < 1.0,
+        "{per_message} bytes a message"
+    );
+    let workers = s["workers"].as_array().unwrap();
+    let roles: Vec<(u64, u64)> = workers
+        .iter()
+        .map(|w| (u(w, "producers"), u(w, "consumers")))
+        .collect();
+    assert!(
+        roles.contains(&(2, 0)) && roles.contains(&(0, 2)),
+        "-x: {roles:?}"
+    );
+    let made = std::fs::read_to_string(folder.join("plan.toml")).unwrap();
+    assert!(
+        made.contains("key_distribution = \"round_robin\""),
+        "{made}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// OMB's backlog test against RabbitMQ: consumers wait until 1 MiB (1024 messages of 1 KiB,
+/// 2 s at 500/s) is stored, then drain it while producers go on.
+#[test]
+fn an_omb_rabbitmq_backlog_workload_builds_and_drains() {
+    let c = Cluster::start(1);
+    let rabbit = ScriptedSut::rabbitmq().unwrap();
+    let dir = temp_dir("rabbit");
+    std::fs::write(
+        dir.join("workload.yaml"),
+        format!(
+            "name: omb-backlog\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 1024\n\
+             subscriptionsPerTopic: 1\nconsumerPerSubscription: 1\nproducersPerTopic: 1\nproducerRate: 500\n\
+             consumerBacklogSizeGB: {}\ntestDurationMinutes: 0.15\nwarmupDurationMinutes: 0\n",
+            1.0 / 1024.0
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("driver.yaml"),
+        format!(
+            "name: RabbitMQ\ndriverClass: io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver\n\
+             amqpUris:\n  - {}\nmessagePersistence: true\nexchangeType: FANOUT\n",
+            rabbit.url
+        ),
+    )
+    .unwrap();
+    let results = dir.join("results");
+    let run = c.cli(
+        &[
+            "run",
+            dir.join("workload.yaml").to_str().unwrap(),
+            "--driver",
+            dir.join("driver.yaml").to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (_, plan) = plan_summary(&results);
+    let phases = plan["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 1, "no warm-up asked for: {plan:#}");
+    let s = &phases[0]["probes"][0]["summary"];
+    assert_eq!((u(s, "lost"), u(s, "duplicated")), (0, 0), "{s:#}");
+    assert_eq!(u(s, "received"), u(s, "sent"), "{s:#}");
+    let b = &s["backlog"];
+    assert_eq!(u(b, "target_bytes"), 1024 * 1024, "{b:#}");
+    assert!(u(b, "backlog_messages") >= 1024, "{b:#}");
+    assert!(
+        b["built_s"].as_f64().is_some() && b["catch_up_s"].as_f64().is_some(),
+        "{b:#}"
+    );
+    // Confirms give the publish latency; persistence made the queue durable.
+    assert!(u(&s["publish_latency_us"], "count") > 0, "{s:#}");
+    assert!(
+        s["sut"].as_str().unwrap().contains("persistent=true"),
+        "{s:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,557 @@
+//! OpenMessaging Benchmark (OMB) files, run as they are: a workload YAML and a driver YAML
+//! (Kafka or RabbitMQ) become one test plan, the same [`LoadedPlan`] a TOML plan is, so
+//! they run, check, report and compare like any plan. The plan made from them is kept in
+//! the results folder as `plan.toml`.
+//!
+//! OMB's semantics:
+//! - `producerRate` > 0: a warm-up of `warmupDurationMinutes` at that rate (excluded from
+//!   verdicts), then a fixed phase of `testDurationMinutes`.
+//! - `producerRate` 0 ("as fast as possible while keeping backlog under control"): a
+//!   max-rate search from 10,000 msg/s whose probes pass while consumers keep up (at most
+//!   [`ACCEPTABLE_BACKLOG`] messages waiting at the end of any second, producers at 95 % of
+//!   the offer, nothing lost), then `testDurationMinutes` at the highest passing rate.
+//! - `consumerBacklogSizeGB` > 0: the fixed phase is a backlog test (consumers held until
+//!   that many GiB wait, then resumed while producers go on).
+//! - `keyDistributor`: `NO_KEY`, `KEY_ROUND_ROBIN`, `RANDOM_NANO`.
+//!
+//! Every key of either file is known or an error that names it (file, line, key). Driver
+//! properties are Java client properties: those librdkafka shares are passed on (it checks
+//! them), the Java-only ones (serializers, `default.api.timeout.ms`, ...) are left out,
+//! with a warning that names them.
+
+use crate::plan::{LoadedPlan, PlanError};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// At most this many messages may wait at the end of a second for a max-rate probe to
+/// pass (OMB's acceptable backlog).
+pub const ACCEPTABLE_BACKLOG: u64 = 10_000;
+/// Where OMB's search for the highest sustainable rate starts.
+pub const START_RATE: u64 = 10_000;
+/// How long each probe of that search runs.
+const PROBE_SECONDS: u64 = 10;
+
+/// Java client properties librdkafka does not have; left out, with a warning.
+const JAVA_ONLY: &[&str] = &[
+    "key.serializer",
+    "value.serializer",
+    "key.deserializer",
+    "value.deserializer",
+    "default.api.timeout.ms",
+    "buffer.memory",
+    "max.block.ms",
+    "max.poll.records",
+    "interceptor.classes",
+    "partitioner.class",
+    "metric.reporters",
+];
+
+/// An OMB workload file (`workloads/*.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Workload {
+    pub name: String,
+    pub topics: u32,
+    #[serde(default)]
+    pub partitions_per_topic: Option<u32>,
+    #[serde(default)]
+    pub key_distributor: Option<KeyDistributor>,
+    pub message_size: u32,
+    #[serde(default)]
+    pub use_randomized_payloads: bool,
+    #[serde(default)]
+    pub random_bytes_ratio: Option<f64>,
+    #[serde(default)]
+    pub randomized_payload_pool_size: Option<u32>,
+    #[serde(default)]
+    pub payload_file: Option<String>,
+    pub subscriptions_per_topic: u32,
+    pub producers_per_topic: u32,
+    pub consumer_per_subscription: u32,
+    pub producer_rate: f64,
+    #[serde(default, rename = "consumerBacklogSizeGB")]
+    pub consumer_backlog_size_gb: Option<f64>,
+    #[serde(default)]
+    pub backlog_drain_ratio: Option<f64>,
+    pub test_duration_minutes: f64,
+    #[serde(default)]
+    pub warmup_duration_minutes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyDistributor {
+    NoKey,
+    KeyRoundRobin,
+    RandomNano,
+}
+
+/// An OMB driver file (`driver-kafka/*.yaml`, `driver-rabbitmq/*.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Driver {
+    pub name: String,
+    pub driver_class: String,
+    // Kafka.
+    #[serde(default)]
+    pub replication_factor: Option<u16>,
+    /// OMB deletes existing topics first; a maestro run's topics are its own.
+    #[serde(default)]
+    pub reset: Option<bool>,
+    #[serde(default)]
+    pub topic_config: Option<String>,
+    #[serde(default)]
+    pub common_config: Option<String>,
+    #[serde(default)]
+    pub producer_config: Option<String>,
+    #[serde(default)]
+    pub consumer_config: Option<String>,
+    // RabbitMQ.
+    #[serde(default)]
+    pub amqp_uris: Option<Vec<String>>,
+    #[serde(default)]
+    pub message_persistence: Option<bool>,
+    #[serde(default)]
+    pub exchange_type: Option<String>,
+    #[serde(default)]
+    pub queue_type: Option<String>,
+    /// OMB's client creation pacing; maestro connects its clients itself.
+    #[serde(default)]
+    pub producer_creation_delay: Option<u64>,
+    #[serde(default)]
+    pub producer_creation_batch_size: Option<u32>,
+    #[serde(default)]
+    pub consumer_creation_delay: Option<u64>,
+    #[serde(default)]
+    pub consumer_creation_batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Kafka,
+    RabbitMq,
+}
+
+/// The plan made from an OMB workload and driver, with warnings about what was left out.
+#[derive(Debug)]
+pub struct Loaded {
+    pub plan: LoadedPlan,
+    pub warnings: Vec<String>,
+}
+
+fn problem(file: &Path, line: usize, field: &str, reason: impl Into<String>) -> PlanError {
+    PlanError {
+        file: file.display().to_string(),
+        line,
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads one YAML file into `T`; an error names the file, the line and the key.
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PlanError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| problem(path, 0, "(file)", e.to_string()))?;
+    let de = serde_yaml_ng::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map_or(0, |l| l.line());
+        problem(
+            path,
+            line,
+            if field == "." { "(file)" } else { &field },
+            inner.to_string(),
+        )
+    })
+}
+
+/// Java properties (`key=value` lines) in order.
+fn properties(
+    file: &Path,
+    field: &str,
+    text: Option<&str>,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    java_properties::PropertiesIter::new(text.as_bytes())
+        .read_into(|k, v| out.push((k, v)))
+        .map_err(|e| problem(file, 0, field, format!("not Java properties: {e}")))?;
+    Ok(out)
+}
+
+/// Loads an OMB workload and driver as a plan.
+pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanError> {
+    let w: Workload = read_yaml(workload_path)?;
+    let d: Driver = read_yaml(driver_path)?;
+    let mut warnings = Vec::new();
+    let kind = if d.driver_class.ends_with(".KafkaBenchmarkDriver") {
+        Kind::Kafka
+    } else if d.driver_class.ends_with(".RabbitMqBenchmarkDriver") {
+        Kind::RabbitMq
+    } else {
+        return Err(problem(
+            driver_path,
+            0,
+            "driverClass",
+            format!(
+                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver or io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver)",
+                d.driver_class
+            ),
+        ));
+    };
+    let wfield = |field: &str, reason: String| problem(workload_path, 0, field, reason);
+    for (field, value) in [
+        ("topics", w.topics),
+        ("producersPerTopic", w.producers_per_topic),
+        ("subscriptionsPerTopic", w.subscriptions_per_topic),
+        ("consumerPerSubscription", w.consumer_per_subscription),
+    ] {
+        if value == 0 {
+            return Err(wfield(field, "must be at least 1".into()));
+        }
+    }
+    if w.use_randomized_payloads {
+        return Err(wfield(
+            "useRandomizedPayloads",
+            "is not supported: maestro's messages are a payloadFile or letters, with its header"
+                .into(),
+        ));
+    }
+    if !(w.producer_rate.is_finite() && w.producer_rate >= 0.0) {
+        return Err(wfield(
+            "producerRate",
+            format!("{} must be 0 or more", w.producer_rate),
+        ));
+    }
+    let minutes = |field: &str, m: f64| -> Result<u64, PlanError> {
+        if m.is_finite() && m >= 0.0 {
+            Ok((m * 60.0).round() as u64)
+        } else {
+            Err(wfield(field, format!("{m} must be minutes, 0 or more")))
+        }
+    };
+    let test_s = minutes("testDurationMinutes", w.test_duration_minutes)?;
+    if test_s == 0 {
+        return Err(wfield(
+            "testDurationMinutes",
+            "must be longer than 0".into(),
+        ));
+    }
+    let warmup_s = minutes(
+        "warmupDurationMinutes",
+        w.warmup_duration_minutes.unwrap_or(1.0),
+    )?;
+    if let Some(ratio) = w.backlog_drain_ratio
+        && ratio != 1.0
+    {
+        warnings.push(format!(
+            "backlogDrainRatio {ratio}: maestro reports the time to drain the whole backlog (to what is in flight)"
+        ));
+    }
+    let backlog_gb = w.consumer_backlog_size_gb.filter(|g| *g > 0.0);
+
+    // The SUT URL from the driver file.
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let (url_base, consumers_per_subscription, subscriptions) = match kind {
+        Kind::Kafka => {
+            if w.subscriptions_per_topic > 1 {
+                return Err(wfield(
+                    "subscriptionsPerTopic",
+                    "more than one Kafka consumer group per topic is not supported; use consumerPerSubscription".into(),
+                ));
+            }
+            let common = properties(driver_path, "commonConfig", d.common_config.as_deref())?;
+            let mut bootstrap = None;
+            let mut dropped = Vec::new();
+            let mut add = |prefix: &str, (k, v): (String, String), dropped: &mut Vec<String>| {
+                if JAVA_ONLY.contains(&k.as_str()) {
+                    dropped.push(k);
+                } else {
+                    query.append_pair(&format!("{prefix}{k}"), &v);
+                }
+            };
+            for (k, v) in common {
+                if k == "bootstrap.servers" {
+                    bootstrap = Some(v);
+                } else {
+                    add("", (k, v), &mut dropped);
+                }
+            }
+            for kv in properties(driver_path, "producerConfig", d.producer_config.as_deref())? {
+                add("producer.", kv, &mut dropped);
+            }
+            for kv in properties(driver_path, "consumerConfig", d.consumer_config.as_deref())? {
+                add("consumer.", kv, &mut dropped);
+            }
+            for kv in properties(driver_path, "topicConfig", d.topic_config.as_deref())? {
+                add("topic.config.", kv, &mut dropped);
+            }
+            if !dropped.is_empty() {
+                warnings.push(format!(
+                    "Java client properties librdkafka does not have, left out: {}",
+                    dropped.join(", ")
+                ));
+            }
+            if let Some(r) = d.replication_factor {
+                query.append_pair("replication_factor", &r.to_string());
+            }
+            let bootstrap = bootstrap
+                .ok_or_else(|| problem(driver_path, 0, "commonConfig", "no bootstrap.servers"))?;
+            let hosts: Vec<&str> = bootstrap
+                .split(',')
+                .map(|h| {
+                    h.trim()
+                        .trim_start_matches("PLAINTEXT://")
+                        .trim_start_matches("SSL://")
+                })
+                .filter(|h| !h.is_empty())
+                .collect();
+            if hosts.is_empty() {
+                return Err(problem(
+                    driver_path,
+                    0,
+                    "commonConfig",
+                    "bootstrap.servers is empty",
+                ));
+            }
+            (
+                format!("kafka://{}/omb", hosts.join(",")),
+                w.consumer_per_subscription,
+                1,
+            )
+        }
+        Kind::RabbitMq => {
+            let uris = d.amqp_uris.clone().unwrap_or_default();
+            let [uri] = uris.as_slice() else {
+                return Err(problem(
+                    driver_path,
+                    0,
+                    "amqpUris",
+                    format!(
+                        "give one URI (maestro's AMQP clients connect to one node), not {}",
+                        uris.len()
+                    ),
+                ));
+            };
+            if let Some(q) = &d.queue_type
+                && !q.eq_ignore_ascii_case("classic")
+            {
+                return Err(problem(
+                    driver_path,
+                    0,
+                    "queueType",
+                    format!("{q:?} is not supported: maestro declares classic queues"),
+                ));
+            }
+            let exchange_type = d
+                .exchange_type
+                .as_deref()
+                .unwrap_or("FANOUT")
+                .to_ascii_lowercase();
+            if !["fanout", "direct", "topic", "headers"].contains(&exchange_type.as_str()) {
+                return Err(problem(
+                    driver_path,
+                    0,
+                    "exchangeType",
+                    format!("{exchange_type:?} is not FANOUT, DIRECT, TOPIC or HEADERS"),
+                ));
+            }
+            // OMB's producers wait for publisher confirms; its queues are one per
+            // subscription, consumers of a subscription sharing it. OMB has an exchange
+            // per topic; maestro has one exchange with a routing key per topic, so with
+            // several topics it routes directly (each topic's messages reach its own
+            // subscriptions, as with OMB).
+            let exchange_type = if w.topics > 1 && exchange_type != "direct" {
+                warnings.push(format!(
+                    "exchangeType {exchange_type}: with {} topics, one direct exchange routes each topic to its own queues",
+                    w.topics
+                ));
+                "direct".to_owned()
+            } else {
+                exchange_type
+            };
+            query.append_pair("exchange", "omb");
+            query.append_pair("exchange_type", &exchange_type);
+            query.append_pair("confirms", "true");
+            let persistent = d.message_persistence.unwrap_or(false);
+            query.append_pair("persistent", &persistent.to_string());
+            query.append_pair("durable", &persistent.to_string());
+            let (per_subscription, subscriptions) = match (
+                w.subscriptions_per_topic,
+                w.consumer_per_subscription,
+            ) {
+                (1, c) => (c, 1),
+                (s, 1) => {
+                    query.append_pair("fanout", "true");
+                    (s, 1)
+                }
+                (s, c) => {
+                    return Err(wfield(
+                        "subscriptionsPerTopic",
+                        format!(
+                            "{s} subscriptions of {c} consumers each: with RabbitMQ, either one subscription or one consumer per subscription"
+                        ),
+                    ));
+                }
+            };
+            let base = uri.trim_end_matches('/');
+            (
+                base.split('?').next().unwrap_or(base).to_owned(),
+                per_subscription,
+                subscriptions,
+            )
+        }
+    };
+    let query = query.finish();
+    let url = if query.is_empty() {
+        url_base
+    } else {
+        format!("{url_base}?{query}")
+    };
+
+    // The plan, as TOML (kept with the results), read like any plan.
+    let mut plan = toml::Table::new();
+    let table = |pairs: Vec<(&str, toml::Value)>| {
+        toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    };
+    let s = |v: &str| toml::Value::String(v.to_owned());
+    let int = |v: u64| toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    let float = toml::Value::Float;
+    plan.insert(
+        "plan".into(),
+        table(vec![
+            ("name", s(&w.name)),
+            (
+                "description",
+                s(&format!(
+                    "OpenMessaging Benchmark workload {} with driver {}",
+                    workload_path.display(),
+                    driver_path.display()
+                )),
+            ),
+            (
+                "tags",
+                toml::Value::Array(vec![
+                    s("omb"),
+                    s(match kind {
+                        Kind::Kafka => "kafka",
+                        Kind::RabbitMq => "rabbitmq",
+                    }),
+                ]),
+            ),
+            ("sut_name", s(&d.name)),
+        ]),
+    );
+    plan.insert("sut".into(), table(vec![("url", s(&url))]));
+    let mut workload = vec![
+        ("topics", int(w.topics.into())),
+        ("producers_per_topic", int(w.producers_per_topic.into())),
+        ("subscriptions_per_topic", int(subscriptions)),
+        (
+            "consumers_per_subscription",
+            int(consumers_per_subscription.into()),
+        ),
+        ("message_size", int(w.message_size.into())),
+    ];
+    if kind == Kind::Kafka {
+        if let Some(p) = w.partitions_per_topic.filter(|p| *p > 0) {
+            workload.push(("partitions_per_topic", int(p.into())));
+        }
+        let key = match w.key_distributor.unwrap_or(KeyDistributor::NoKey) {
+            KeyDistributor::NoKey => "none",
+            KeyDistributor::KeyRoundRobin => "round_robin",
+            KeyDistributor::RandomNano => "random",
+        };
+        workload.push(("key_distribution", s(key)));
+    } else if w
+        .key_distributor
+        .is_some_and(|k| k != KeyDistributor::NoKey)
+    {
+        warnings.push("keyDistributor: RabbitMQ messages have no keys; left out".into());
+    }
+    if let Some(file) = &w.payload_file {
+        workload.push((
+            "payload_file",
+            s(&payload_path(workload_path, file).display().to_string()),
+        ));
+    }
+    if let Some(gb) = backlog_gb {
+        workload.push(("consumer_backlog_size_gb", float(gb)));
+    }
+    plan.insert("workload".into(), table(workload));
+    let secs = |n: u64| s(&format!("{n}s"));
+    let mut phases = Vec::new();
+    if w.producer_rate > 0.0 {
+        if warmup_s > 0 {
+            phases.push(table(vec![
+                ("kind", s("warmup")),
+                ("rate", float(w.producer_rate)),
+                ("duration", secs(warmup_s)),
+            ]));
+        }
+        phases.push(table(vec![
+            ("kind", s("fixed")),
+            ("rate", float(w.producer_rate)),
+            ("duration", secs(test_s)),
+        ]));
+    } else {
+        let keep_up = table(vec![
+            ("max_backlog", int(ACCEPTABLE_BACKLOG)),
+            ("min_achieved_fraction", float(0.95)),
+            ("max_lost", int(0)),
+        ]);
+        phases.push(table(vec![
+            ("kind", s("max-rate")),
+            ("start_rate", float(START_RATE as f64)),
+            ("step_duration", secs(PROBE_SECONDS)),
+            ("ceiling", float(maestro_protocol::MAX_RATE)),
+            ("precision", float(0.1)),
+            ("conditions", keep_up),
+        ]));
+        phases.push(table(vec![
+            ("kind", s("fixed")),
+            ("at_knee", toml::Value::Boolean(true)),
+            ("duration", secs(test_s)),
+        ]));
+    }
+    plan.insert("phase".into(), toml::Value::Array(phases));
+    // Sections in the order people write them (a table sorts its keys).
+    let mut text = format!(
+        "# Made by maestro from the OpenMessaging Benchmark files\n#   workload: {}\n#   driver:   {}\n",
+        workload_path.display(),
+        driver_path.display(),
+    );
+    for section in ["plan", "sut", "workload", "phase"] {
+        let mut one = toml::Table::new();
+        if let Some(v) = plan.remove(section) {
+            one.insert(section.into(), v);
+        }
+        text.push('\n');
+        text.push_str(
+            &toml::to_string(&one)
+                .map_err(|e| problem(workload_path, 0, "(plan)", e.to_string()))?,
+        );
+    }
+    let plan = LoadedPlan::parse(&format!("{} (as a plan)", workload_path.display()), text)?;
+    Ok(Loaded { plan, warnings })
+}
+
+/// OMB resolves a payload file from where it runs; maestro also tries beside the workload.
+fn payload_path(workload: &Path, file: &str) -> PathBuf {
+    let given = PathBuf::from(file);
+    if given.is_absolute() || given.exists() {
+        return std::path::absolute(&given).unwrap_or(given);
+    }
+    let beside = workload.parent().unwrap_or(Path::new(".")).join(file);
+    std::path::absolute(&beside).unwrap_or(beside)
+}
+
+/// True when `path` looks like an OMB YAML file rather than a TOML plan.
+pub fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+}
