@@ -43,6 +43,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Compare two plan results folders; exit 1 when NEW is worse than BASE.
     Compare(crate::compare::CompareArgs),
+    /// Write a run's results in another tool's format (OpenMessaging Benchmark's result
+    /// JSON), so its charts read them.
+    Export(ExportArgs),
     /// Stop the test that is running: producers stop, consumers drain, and the `start`
     /// that launched it finishes with its results.
     Stop(StopArgs),
@@ -150,6 +153,28 @@ pub struct ForgetArgs {
     pub timeout: Duration,
 }
 
+/// Formats `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// OpenMessaging Benchmark's result JSON (`TestResult`).
+    Omb,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// A run's results folder (results/<run-id>), or a plan's (its last fixed phase's run).
+    pub folder: std::path::PathBuf,
+    /// The format to write.
+    #[arg(long, env = "MAESTRO_FORMAT", value_enum)]
+    pub format: ExportFormat,
+    /// Where to write it [default: <run folder>/omb.json].
+    #[arg(long = "out", env = "MAESTRO_OUT")]
+    pub out: Option<std::path::PathBuf>,
+    /// The length of the series' intervals (OMB's statsPeriod; its charts expect 10 s).
+    #[arg(long, env = "MAESTRO_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// A plan results folder (results/<plan>-<run-id>).
@@ -215,6 +240,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
             });
         }
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
+        Command::Export(e) => return crate::report::export(&e),
         Command::Certs(CertsArgs {
             command: CertsCommand::Init { dir, sans, force },
         }) => {

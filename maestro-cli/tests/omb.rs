@@ -212,6 +212,109 @@ fn an_omb_kafka_workload_runs_as_it_is_with_split_workers() {
         made.contains("key_distribution = \"round_robin\""),
         "{made}"
     );
+
+    // The plan's results in OMB's result format, in 2 s intervals.
+    let out = dir.join("omb.json");
+    let run = run_cli(
+        &[
+            "export",
+            "--format",
+            "omb",
+            folder.to_str().unwrap(),
+            "--interval",
+            "2s",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let omb: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(omb["workload"], "omb-kafka");
+    assert_eq!((u(&omb, "messageSize"), u(&omb, "partitions")), (512, 2));
+    let series = |k: &str| -> Vec<f64> {
+        omb[k]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {k}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    // Three 2 s intervals cover the 6 s test, and a last one the receptions after it
+    // (the drain): each rate is what the run's time series has for its seconds.
+    let run_folder = std::fs::read_dir(folder.join("01-fixed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let rows =
+        maestro_report::timeseries::read_timeseries(&run_folder.join("timeseries.csv")).unwrap();
+    let last_busy = rows
+        .iter()
+        .filter(|r| r.sent > 0 || r.received > 0)
+        .map(|r| r.second)
+        .max()
+        .unwrap();
+    let interval = |range: std::ops::Range<u32>| {
+        let rows: Vec<_> = rows.iter().filter(|r| range.contains(&r.second)).collect();
+        let n = rows.len() as f64;
+        (
+            rows.iter().map(|r| r.sent).sum::<u64>() as f64 / n,
+            rows.iter().map(|r| r.received).sum::<u64>() as f64 / n,
+        )
+    };
+    let mut expected = vec![interval(0..2), interval(2..4), interval(4..6)];
+    if last_busy >= 6 {
+        expected.push(interval(6..last_busy + 1));
+    }
+    let rates = series("publishRate");
+    let got: Vec<(f64, f64)> = rates.iter().copied().zip(series("consumeRate")).collect();
+    assert_eq!(got, expected, "{omb:#}");
+    let sent: f64 = rates[..3].iter().map(|r| r * 2.0).sum();
+    // (a send due at the window's very end may land in the next second)
+    assert!((5990.0..=6000.0).contains(&sent), "{omb:#}");
+    assert_eq!(series("backlog").last(), Some(&0.0), "{omb:#}");
+    for k in [
+        "publishLatency99pct",
+        "publishDelayLatency99pct",
+        "endToEndLatency95pct",
+        "endToEndLatencyAvg",
+        "publishErrorRate",
+        "consumeRate",
+        "backlog",
+    ] {
+        assert_eq!(series(k).len(), rates.len(), "{k}");
+    }
+    assert!(series("publishLatency50pct")[0] > 0.0, "{omb:#}");
+    let p99 = omb["aggregatedPublishLatency99pct"].as_f64().unwrap();
+    let p50 = omb["aggregatedPublishLatency50pct"].as_f64().unwrap();
+    assert!(p99 >= p50 && p50 > 0.0, "{omb:#}");
+    // What OMB's chart script reads, read the same way: series plotted every 10 s, and
+    // quantile maps whose keys are percentiles as text.
+    let check = r#"
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+for k in ["publishLatency99pct", "publishDelayLatency99pct", "publishRate",
+          "endToEndLatency95pct", "consumeRate", "endToEndLatencyAvg"]:
+    points = [(10 * x, y) for x, y in enumerate(r[k])]
+    assert points and max(y for _, y in points) > 0, k
+for k in ["aggregatedPublishLatencyQuantiles", "aggregatedPublishDelayLatencyQuantiles",
+          "aggregatedEndToEndLatencyQuantiles"]:
+    values = sorted((float(x), y) for x, y in r[k].items())
+    xy = [(math.log10(100 / (100 - x)), y) for x, y in values if x <= 99.999]
+    assert len(xy) > 10 and all(b[1] >= a[1] for a, b in zip(xy, xy[1:])), k
+print("charts ok", r["workload"])
+"#;
+    let py = std::process::Command::new("python3")
+        .args(["-c", check, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -14,6 +14,7 @@ pub mod format;
 pub mod html;
 pub mod junit;
 pub mod model;
+pub mod omb;
 pub mod sut;
 pub mod timeseries;
 
