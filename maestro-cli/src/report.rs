@@ -338,6 +338,30 @@ pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Outp
     }
 }
 
+/// `maestro-cli export`: a run's results in another tool's format.
+pub fn export(args: &crate::cli::ExportArgs) -> Result<Outcome, crate::output::CliError> {
+    let crate::cli::ExportFormat::Omb = args.format;
+    let interval_s = u32::try_from(args.interval.as_secs().max(1)).unwrap_or(u32::MAX);
+    let result = maestro_report::omb::export(&args.folder, interval_s)?;
+    let (run, _) = maestro_report::omb::run_folder(&args.folder)?;
+    let path = args.out.clone().unwrap_or_else(|| run.join("omb.json"));
+    let text = serde_json::to_string_pretty(&result)
+        .map_err(|e| maestro_report::ResultsError::Write(path.clone(), std::io::Error::other(e)))?;
+    std::fs::write(&path, text)
+        .map_err(|e| maestro_report::ResultsError::Write(path.clone(), e))?;
+    Ok(Outcome {
+        stdout: format!(
+            "wrote {} ({} intervals of {} s)",
+            path.display(),
+            result.publish_rate.len(),
+            interval_s
+        ),
+        code: exit::OK,
+        problem: None,
+        peers: Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,28 +396,4 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("3 notes were ignored"), "{w:?}");
     }
-}
-
-/// `maestro-cli export`: a run's results in another tool's format.
-pub fn export(args: &crate::cli::ExportArgs) -> Result<Outcome, crate::output::CliError> {
-    let crate::cli::ExportFormat::Omb = args.format;
-    let interval_s = u32::try_from(args.interval.as_secs().max(1)).unwrap_or(u32::MAX);
-    let result = maestro_report::omb::export(&args.folder, interval_s)?;
-    let (run, _) = maestro_report::omb::run_folder(&args.folder)?;
-    let path = args.out.clone().unwrap_or_else(|| run.join("omb.json"));
-    let text = serde_json::to_string_pretty(&result)
-        .map_err(|e| maestro_report::ResultsError::Write(path.clone(), std::io::Error::other(e)))?;
-    std::fs::write(&path, text)
-        .map_err(|e| maestro_report::ResultsError::Write(path.clone(), e))?;
-    Ok(Outcome {
-        stdout: format!(
-            "wrote {} ({} intervals of {} s)",
-            path.display(),
-            result.publish_rate.len(),
-            interval_s
-        ),
-        code: exit::OK,
-        problem: None,
-        peers: Vec::new(),
-    })
 }
