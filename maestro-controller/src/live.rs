@@ -37,15 +37,17 @@ pub struct LiveMetrics {
 
 pub use crate::watch::Second;
 
-fn quantiles(p: &Percentiles) -> [(&'static str, u64); 6] {
+fn quantiles(p: &Percentiles) -> impl Iterator<Item = (&'static str, u64)> {
     [
-        ("0.5", p.p50),
-        ("0.9", p.p90),
-        ("0.95", p.p95.unwrap_or(p.p99)),
-        ("0.99", p.p99),
-        ("0.999", p.p999),
-        ("1", p.max),
+        ("0.5", Some(p.p50)),
+        ("0.9", Some(p.p90)),
+        ("0.95", p.p95),
+        ("0.99", Some(p.p99)),
+        ("0.999", Some(p.p999)),
+        ("1", Some(p.max)),
     ]
+    .into_iter()
+    .filter_map(|(q, v)| v.map(|v| (q, v)))
 }
 
 impl LiveMetrics {

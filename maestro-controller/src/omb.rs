@@ -555,3 +555,92 @@ pub fn is_yaml(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KAFKA: &str = "name: Kafka\ndriverClass: io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver\n\
+        replicationFactor: 3\ncommonConfig: |\n  bootstrap.servers=k1:9092,k2:9092\n\
+        producerConfig: |\n  acks=1\n";
+    const RABBIT: &str = "name: RabbitMQ\ndriverClass: io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver\n\
+        amqpUris:\n  - amqp://u:p@r1:5672\nmessagePersistence: true\n";
+
+    fn workload(subscriptions: u32, consumers: u32, rate: u32) -> String {
+        format!(
+            "name: w\ntopics: 2\npartitionsPerTopic: 3\nmessageSize: 100\nsubscriptionsPerTopic: {subscriptions}\n\
+             consumerPerSubscription: {consumers}\nproducersPerTopic: 1\nproducerRate: {rate}\n\
+             testDurationMinutes: 1\nwarmupDurationMinutes: 0.5\n"
+        )
+    }
+
+    /// Loads a workload and a driver written to a folder of the test's own.
+    fn load_texts(name: &str, workload: &str, driver: &str) -> Result<Loaded, PlanError> {
+        let dir =
+            std::env::temp_dir().join(format!("maestro-omb-unit-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("w.yaml"), workload).unwrap();
+        std::fs::write(dir.join("d.yaml"), driver).unwrap();
+        let loaded = load(&dir.join("w.yaml"), &dir.join("d.yaml"));
+        let _ = std::fs::remove_dir_all(&dir);
+        loaded
+    }
+
+    #[test]
+    fn a_kafka_workload_becomes_a_warmup_and_a_fixed_phase_on_every_bootstrap_server() {
+        let l = load_texts("kafka", &workload(1, 2, 1000), KAFKA).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert_eq!(sut.host_list(), "k1:9092,k2:9092");
+        let maestro_protocol::SutOptions::Kafka(o) = &sut.options else {
+            panic!("kafka")
+        };
+        assert_eq!((o.replication_factor, o.partitions), (3, Some(3)));
+        assert_eq!(o.acks, maestro_protocol::sut::Acks::Leader);
+        let spec = l.plan.spec(&sut, 1000.0, None, Some(1));
+        assert_eq!((spec.producers, spec.consumers, spec.topics), (2, 4, 2));
+        assert!(matches!(
+            l.plan.phases[..],
+            [
+                crate::plan::Phase::Warmup { duration: w, .. },
+                crate::plan::Phase::Fixed { duration: Some(d), at_knee: false, .. }
+            ] if w.as_secs() == 30 && d.as_secs() == 60
+        ));
+    }
+
+    #[test]
+    fn rabbitmq_subscriptions_become_fanout_queues_and_what_cannot_map_is_named() {
+        let l = load_texts("rabbit", &workload(3, 1, 500), RABBIT).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(
+            sut.as_str().contains("fanout=true") && sut.as_str().contains("persistent=true"),
+            "{sut}"
+        );
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!(spec.consumers, 6, "three queues per topic");
+        let e = load_texts("rabbit2", &workload(2, 2, 500), RABBIT).unwrap_err();
+        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let e = load_texts("kafka2", &workload(2, 1, 500), KAFKA).unwrap_err();
+        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let e = load_texts(
+            "class",
+            &workload(1, 1, 500),
+            &KAFKA.replace("kafka.KafkaBenchmarkDriver", "pulsar.PulsarBenchmarkDriver"),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("PulsarBenchmarkDriver"), "{e}");
+        let e = load_texts(
+            "random",
+            &(workload(1, 1, 500) + "useRandomizedPayloads: true\n"),
+            KAFKA,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "useRandomizedPayloads", "{e}");
+        let e = load_texts(
+            "boot",
+            &workload(1, 1, 500),
+            &KAFKA.replace("bootstrap.servers", "x.y"),
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("bootstrap.servers"), "{e}");
+    }
+}
