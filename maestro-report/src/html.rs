@@ -432,7 +432,7 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
     }
 
     // Distribution per phase (its last probe).
-    let labels: Vec<String> = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+    let labels: Vec<String> = ["p50", "p90", "p95", "p99", "p99.9", "p99.99", "max"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
@@ -442,11 +442,20 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             let r = &p.probes.last()?.summary.response_time_us;
             Some(Series {
                 name: format!("{} {}", p.index, p.kind),
-                points: [r.p50, r.p90, r.p99, r.p999, r.p9999, r.max]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (i as f64, *v as f64 / 1000.0))
-                    .collect(),
+                // (results written before p95 was added have none: no point there)
+                points: [
+                    Some(r.p50),
+                    Some(r.p90),
+                    r.p95,
+                    Some(r.p99),
+                    Some(r.p999),
+                    Some(r.p9999),
+                    Some(r.max),
+                ]
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i as f64, v as f64 / 1000.0)))
+                .collect(),
             })
         })
         .collect();
