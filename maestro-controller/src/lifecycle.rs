@@ -284,6 +284,10 @@ impl Run {
             }
             Input::Offline(id) => self.offline(id, "during the run"),
             Input::Result(id, r) => {
+                // A worker publishes its result once all its producers are done: that
+                // says so even when its last stats note (QoS 0) was lost, as happened to a
+                // worker with producers only, whose last second is its last note.
+                self.active.insert(id.clone(), 0);
                 self.results.insert(id, *r);
             }
             Input::Deadline => {
@@ -419,6 +423,19 @@ mod tests {
     }
 
     #[test]
+    fn a_result_says_its_workers_producers_are_done_even_without_a_last_stats_note() {
+        let mut r = running();
+        assert_eq!(r.on(Input::ActiveProducers(id("a"), 2)), None);
+        // Worker a's last stats note (active 0, QoS 0) was lost; its result came.
+        assert_eq!(
+            r.on(Input::Result(id("a"), result("a"))),
+            Some(Action::Stop(vec![id("a"), id("b")]))
+        );
+        assert_eq!(r.stop_reason(), Some("every producer is done"));
+        assert!(r.degraded().is_empty());
+    }
+
+    #[test]
     fn a_run_goes_configure_start_run_collect_done() {
         let mut r = running();
         // The consumer's worker says it has no producers: not the producing one.
@@ -540,10 +557,10 @@ mod tests {
     fn results_that_arrive_before_the_stop_are_kept() {
         let mut r = running();
         r.on(Input::Result(id("b"), result("b")));
-        r.on(Input::Result(id("a"), result("a")));
-        // Both reported already: finishing needs no stop round.
+        // Both reported: a result says its producers are done, so finishing needs no
+        // stop round (and no last stats note).
         assert_eq!(
-            r.on(Input::ActiveProducers(id("a"), 0)),
+            r.on(Input::Result(id("a"), result("a"))),
             Some(Action::Finish)
         );
     }

@@ -468,16 +468,6 @@ impl Producer for AmqpProducer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        // Confirms that came in already are taken first, so that a busy publisher does
-        // not time them late.
-        while let Some((confirm, sent)) = self.confirms.front_mut() {
-            let Some(outcome) = futures_util::FutureExt::now_or_never(Pin::new(confirm)) else {
-                break;
-            };
-            let sent = *sent;
-            self.confirms.pop_front();
-            self.confirmed(outcome, sent)?;
-        }
         let Some(channel) = self.channel.as_ref().filter(|c| c.status().connected()) else {
             // Lost the channel (queue deleted, connection closed, broker restarted).
             self.confirms.clear();
