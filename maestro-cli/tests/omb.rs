@@ -27,16 +27,25 @@ fn u(v: &Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in {v}"))
 }
 
-/// The one plan folder inside `results`, and its summary.
-fn plan_summary(results: &Path) -> (PathBuf, Value) {
-    let folder = std::fs::read_dir(results)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(folder.join("summary.json")).unwrap();
-    (folder, serde_json::from_str(&text).unwrap())
+/// Runs the folder's `workload.yaml` with its `driver.yaml` (and `extra` flags) into
+/// `results`, and returns the plan's results folder and summary.
+fn run_omb(c: &Cluster, dir: &Path, extra: &[&str]) -> (PathBuf, Value) {
+    let results = dir.join("results");
+    let (workload, driver) = (dir.join("workload.yaml"), dir.join("driver.yaml"));
+    let mut args = vec![
+        "run",
+        workload.to_str().unwrap(),
+        "--driver",
+        driver.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let run = c.cli(&args, Duration::from_secs(120));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    maestro_testkit::plan_summary(&results)
 }
 
 #[test]
@@ -156,23 +165,7 @@ fn an_omb_kafka_workload_runs_as_it_is_with_split_workers() {
         ),
     )
     .unwrap();
-    let results = dir.join("results");
-    let run = c.cli(
-        &[
-            "run",
-            dir.join("workload.yaml").to_str().unwrap(),
-            "--driver",
-            dir.join("driver.yaml").to_str().unwrap(),
-            "-x",
-            "--results",
-            results.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(run.code, Some(0), "{run:?}");
-    let (folder, plan) = plan_summary(&results);
+    let (folder, plan) = run_omb(&c, &dir, &["-x"]);
     assert_eq!(plan["phases"][0]["kind"], "warmup", "{plan:#}");
     let fixed = &plan["phases"][1];
     assert_eq!(
@@ -344,22 +337,7 @@ fn an_omb_rabbitmq_backlog_workload_builds_and_drains() {
         ),
     )
     .unwrap();
-    let results = dir.join("results");
-    let run = c.cli(
-        &[
-            "run",
-            dir.join("workload.yaml").to_str().unwrap(),
-            "--driver",
-            dir.join("driver.yaml").to_str().unwrap(),
-            "--results",
-            results.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-        Duration::from_secs(120),
-    );
-    assert_eq!(run.code, Some(0), "{run:?}");
-    let (_, plan) = plan_summary(&results);
+    let (_, plan) = run_omb(&c, &dir, &[]);
     let phases = plan["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 1, "no warm-up asked for: {plan:#}");
     let s = &phases[0]["probes"][0]["summary"];

@@ -8,7 +8,7 @@ use maestro_report::{
     ClockSummary, Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
     SCHEMA_VERSION, Thresholds,
 };
-use maestro_testkit::{Cluster, Mosquitto, run_cli};
+use maestro_testkit::{Cluster, Mosquitto, plan_summary, run_cli};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,18 +22,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// The one plan folder inside `results`, and its summary.
-fn plan_summary(results: &Path) -> (PathBuf, Value) {
-    let folder = std::fs::read_dir(results)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(folder.join("summary.json")).unwrap();
-    (folder, serde_json::from_str(&text).unwrap())
 }
 
 /// (test cases, failures with their messages) of a JUnit file, read with an XML parser.

@@ -28,6 +28,20 @@ pub fn signal_pid(pid: u32, signal: i32) {
     }
 }
 
+/// The one plan results folder inside `results`, and its `summary.json`.
+pub fn plan_summary(results: &Path) -> (PathBuf, serde_json::Value) {
+    let folder = std::fs::read_dir(results)
+        .expect("a results folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("a plan folder in the results folder");
+    let text = std::fs::read_to_string(folder.join("summary.json")).expect("summary.json");
+    (
+        folder,
+        serde_json::from_str(&text).expect("summary.json is JSON"),
+    )
+}
+
 /// `GET path` over HTTP/1.0 on 127.0.0.1:port: the whole reply (status line, headers,
 /// body), or `None` when nothing answers within 5 s.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
