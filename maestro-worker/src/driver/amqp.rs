@@ -545,6 +545,10 @@ impl Producer for AmqpProducer {
         self.acks.take(f);
     }
 
+    fn has_acks(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
     async fn close(mut self) {
         if let Some(channel) = self.channel.take()
             && !self.driver.keep

@@ -252,6 +252,8 @@ pub struct Deliveries {
     acked: std::sync::Mutex<AckTimes>,
     /// acks=0 gives no acknowledgement worth timing.
     timed: bool,
+    /// Set when `acked` has pairs the producer task has not taken.
+    pending: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -274,6 +276,7 @@ impl ProducerContext for CountingContext {
                     && let Ok(mut acked) = self.0.acked.lock()
                 {
                     acked.push(sent, crate::engine::tasks::now_ns());
+                    self.0.pending.store(true, Ordering::Relaxed);
                 }
             }
             Ok(_) => {}
@@ -542,12 +545,15 @@ impl Producer for KafkaProducer {
     }
 
     fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
-        if let Ok(mut acked) = self.context.0.acked.lock()
-            && !acked.is_empty()
-        {
+        if let Ok(mut acked) = self.context.0.acked.lock() {
+            self.context.0.pending.store(false, Ordering::Relaxed);
             std::mem::swap(&mut *acked, &mut self.acks);
         }
         self.acks.take(f);
+    }
+
+    fn has_acks(&self) -> bool {
+        self.context.0.pending.load(Ordering::Relaxed)
     }
 
     async fn close(self) {

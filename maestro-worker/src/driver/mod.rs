@@ -269,6 +269,10 @@ pub trait Producer: Send + 'static {
     fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
         let _ = f;
     }
+    /// True when `take_acks` has something to give (cheap: checked every loop turn).
+    fn has_acks(&self) -> bool {
+        false
+    }
     /// Failures the client learned about but `drive` has not reported yet (for example
     /// delivery reports that arrived during the final drain).
     fn unreported_errors(&mut self) -> Option<DriverError> {

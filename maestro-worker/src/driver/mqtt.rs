@@ -407,6 +407,10 @@ impl Producer for MqttProducer {
         self.acks.take(f);
     }
 
+    fn has_acks(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
     fn idle(&self) -> bool {
         self.queued == 0 && self.poller.inflight == 0
     }

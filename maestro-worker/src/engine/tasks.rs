@@ -541,11 +541,7 @@ pub async fn producer<D: Driver>(
             }
             now = clock.now_ns();
             flusher.due(now, &mut clock, &control);
-            conn.take_acks(|sent, acked| {
-                if sent >= warmup_end {
-                    flusher.record(&control, |r| r.published(acked - sent));
-                }
-            });
+            record_acks(&mut conn, &mut flusher, &control, warmup_end);
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
             let due = if schedule.paced() {
@@ -662,19 +658,11 @@ pub async fn producer<D: Driver>(
                     note_error(&mut errors, &e);
                     break;
                 }
-                conn.take_acks(|sent, acked| {
-                    if sent >= warmup_end {
-                        flusher.record(&control, |r| r.published(acked - sent));
-                    }
-                });
+                record_acks(&mut conn, &mut flusher, &control, warmup_end);
             }
         }))
         .await;
-        conn.take_acks(|sent, acked| {
-            if sent >= warmup_end {
-                flusher.record(&control, |r| r.published(acked - sent));
-            }
-        });
+        record_acks(&mut conn, &mut flusher, &control, warmup_end);
         if let Some(e) = conn.unreported_errors() {
             flusher.record(&control, |r| r.counters.errors += 1);
             note_error(&mut errors, &e);
@@ -802,6 +790,26 @@ impl Receiving {
                 tokio::time::sleep(RETRY).await;
             }
         }
+    }
+}
+
+/// Records the acknowledgements a producer collected (publish latency of the messages
+/// sent after the warm-up), all in one visit to the thread's recorder.
+#[inline]
+fn record_acks<P: Producer>(
+    conn: &mut P,
+    flusher: &mut Flusher,
+    control: &Control,
+    warmup_end: i64,
+) {
+    if conn.has_acks() {
+        flusher.record(control, |r| {
+            conn.take_acks(|sent, acked| {
+                if sent >= warmup_end {
+                    r.published(acked - sent);
+                }
+            })
+        });
     }
 }
 
