@@ -20,6 +20,8 @@ enum Sut {
     Mqtt(Mosquitto),
     Amqp(ScriptedSut),
     Kafka(ScriptedSut),
+    /// RabbitMQ's AMQP 1.0 plugin (Debian's ActiveMQ has no AMQP 1.0 module).
+    Amqp10(ScriptedSut),
 }
 
 impl Sut {
@@ -28,6 +30,7 @@ impl Sut {
             "mqtt" => Sut::Mqtt(Mosquitto::start().unwrap()),
             "amqp" => Sut::Amqp(ScriptedSut::rabbitmq().unwrap()),
             "kafka" => Sut::Kafka(ScriptedSut::tansu().unwrap()),
+            "amqp10" => Sut::Amqp10(ScriptedSut::rabbitmq_multiprotocol().unwrap()),
             other => panic!("no SUT for {other}"),
         }
     }
@@ -41,6 +44,10 @@ impl Sut {
                 r.url
             ),
             Sut::Kafka(t) => format!("{}/conf?acks=all", t.url),
+            Sut::Amqp10(r) => format!(
+                "{}/queue/conf?settle=at_least_once&durable=true",
+                r.amqp10_url.as_deref().unwrap()
+            ),
         }
     }
 
@@ -57,6 +64,7 @@ impl Sut {
             Sut::Mqtt(_) => format!("mqtt://127.0.0.1:{port}/x"),
             Sut::Amqp(_) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
             Sut::Kafka(_) => format!("kafka://127.0.0.1:{port}/x"),
+            Sut::Amqp10(_) => format!("amqp10://guest:guest@127.0.0.1:{port}/queue/x"),
         }
     }
 
@@ -65,14 +73,14 @@ impl Sut {
     fn copies(&self, consumers: u64) -> u64 {
         match self {
             Sut::Mqtt(_) => consumers,
-            Sut::Amqp(_) | Sut::Kafka(_) => 1,
+            Sut::Amqp(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
         }
     }
 
     fn kill(&self) {
         match self {
             Sut::Mqtt(m) => m.proc.signal(maestro_testkit::signal::SIGKILL),
-            Sut::Amqp(s) | Sut::Kafka(s) => s.stop(),
+            Sut::Amqp(s) | Sut::Kafka(s) | Sut::Amqp10(s) => s.stop(),
         }
     }
 }
@@ -253,7 +261,7 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(mqtt, amqp, kafka);
+conformance!(mqtt, amqp, kafka, amqp10);
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
 #[test]

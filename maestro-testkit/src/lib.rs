@@ -616,6 +616,9 @@ pub struct ScriptedSut {
     /// Its management API, when started with it (RabbitMQ):
     /// `http://guest:guest@127.0.0.1:PORT`.
     pub management_url: Option<String>,
+    /// Its AMQP 1.0 and MQTT URLs, when started with those plugins (RabbitMQ).
+    pub amqp10_url: Option<String>,
+    pub mqtt_url: Option<String>,
     pub pid: u32,
 }
 
@@ -663,11 +666,29 @@ impl ScriptedSut {
         Self::start("tansu", Some(certs))
     }
 
+    /// RabbitMQ with its AMQP 1.0 and MQTT plugins: one broker, three protocols.
+    pub fn rabbitmq_multiprotocol() -> Result<Self> {
+        Self::start_env(
+            "rabbitmq",
+            None,
+            &[("MAESTRO_SUT_PROTOCOLS", "amqp10,mqtt")],
+        )
+    }
+
     fn start(name: &str, tls: Option<&Path>) -> Result<Self> {
         Self::start_with(name, tls, false)
     }
 
     fn start_with(name: &str, tls: Option<&Path>, management: bool) -> Result<Self> {
+        let env: &[(&str, &str)] = if management {
+            &[("MAESTRO_SUT_MANAGEMENT", "1")]
+        } else {
+            &[]
+        };
+        Self::start_env(name, tls, env)
+    }
+
+    fn start_env(name: &str, tls: Option<&Path>, env: &[(&str, &str)]) -> Result<Self> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../scripts/sut")
             .join(name);
@@ -677,8 +698,8 @@ impl ScriptedSut {
         if let Some(certs) = tls {
             command.env("MAESTRO_SUT_TLS", certs);
         }
-        if management {
-            command.env("MAESTRO_SUT_MANAGEMENT", "1");
+        for (k, v) in env {
+            command.env(k, v);
         }
         let out = command
             .arg("start")
@@ -701,6 +722,7 @@ impl ScriptedSut {
         let mut parts = line.split_whitespace().skip(1);
         let url = parts.next().context("no URL")?.to_owned();
         let (mut pid, mut tls_url, mut management_url) = (0, None, None);
+        let (mut amqp10_url, mut mqtt_url) = (None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
@@ -708,6 +730,10 @@ impl ScriptedSut {
                 tls_url = Some(u.to_owned());
             } else if let Some(u) = part.strip_prefix("mgmt=") {
                 management_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("amqp10=") {
+                amqp10_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("mqtt=") {
+                mqtt_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -716,6 +742,8 @@ impl ScriptedSut {
             url,
             tls_url,
             management_url,
+            amqp10_url,
+            mqtt_url,
             pid,
         })
     }

@@ -8,6 +8,8 @@
 //! mqtt[s]://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
 //! amqp[s]://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
 //!        &confirms=&confirm_window=&mandatory=&prefetch=&ack=&ack_batch=&fanout=&keep=
+//! amqp10[s]://[user:pass@]host[:port][/address]?address=&settle=at_least_once|at_most_once
+//!        &fanout=&durable=&credit=&window=&sasl=plain|anonymous
 //! kafka://host[:port][,host[:port]...][/prefix]?partitions=&replication_factor=&acks=&linger=
 //!        &batch_size=&compression=&group=&key=&auto_commit=&offset_reset=&keep=
 //!        &<librdkafka.property>=&producer.<property>=&consumer.<property>=&topic.config.<config>=
@@ -33,16 +35,19 @@ pub enum Scheme {
     Mqtt,
     Amqp,
     Kafka,
+    /// AMQP 1.0 (`amqp10://`, `amqp10s://`).
+    Amqp10,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 3] = [Scheme::Mqtt, Scheme::Amqp, Scheme::Kafka];
+    pub const ALL: [Scheme; 4] = [Scheme::Mqtt, Scheme::Amqp, Scheme::Kafka, Scheme::Amqp10];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Mqtt => "mqtt",
             Scheme::Amqp => "amqp",
             Scheme::Kafka => "kafka",
+            Scheme::Amqp10 => "amqp10",
         }
     }
 
@@ -50,8 +55,8 @@ impl Scheme {
         match (self, tls) {
             (Scheme::Mqtt, false) => 1883,
             (Scheme::Mqtt, true) => 8883,
-            (Scheme::Amqp, false) => 5672,
-            (Scheme::Amqp, true) => 5671,
+            (Scheme::Amqp | Scheme::Amqp10, false) => 5672,
+            (Scheme::Amqp | Scheme::Amqp10, true) => 5671,
             (Scheme::Kafka, _) => 9092,
         }
     }
@@ -67,11 +72,11 @@ impl fmt::Display for Scheme {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SutUrlError {
     #[error(
-        "SUT URL {url:?}: no scheme (expected mqtt://, mqtts://, amqp://, amqps:// or kafka://)"
+        "SUT URL {url:?}: no scheme (expected mqtt://, mqtts://, amqp://, amqps://, amqp10://, amqp10s:// or kafka://)"
     )]
     NoScheme { url: String },
     #[error(
-        "SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, mqtts, amqp, amqps, kafka)"
+        "SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, mqtts, amqp, amqps, amqp10, amqp10s, kafka)"
     )]
     Scheme { url: String, scheme: String },
     #[error("SUT URL {url:?}: no host")]
@@ -230,6 +235,45 @@ pub struct AmqpOptions {
     pub keep: bool,
 }
 
+/// How AMQP 1.0 senders settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Pre-settled: sent and forgotten (at most once).
+    AtMostOnce,
+    /// Settled when the broker's disposition (accepted) comes back (at least once).
+    AtLeastOnce,
+}
+
+/// AMQP 1.0 options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amqp10Options {
+    /// Topic `i` of a run is the address `<address>.<run-id>.<i>`: for example
+    /// `queue://bench` or `topic://bench` (ActiveMQ), `/queue/bench` or `/topic/bench`
+    /// (RabbitMQ's AMQP 1.0 plugin). Default: the URL's path (`/queue/maestro` without
+    /// one).
+    pub address: String,
+    pub settle: Settle,
+    /// Each consumer gets every message (topics); otherwise consumers of an address
+    /// share it (queues). Default: true when the address names a topic or an exchange.
+    pub fanout: bool,
+    /// Messages are durable (the header's `durable`).
+    pub durable: bool,
+    /// Link credit a receiver keeps granting (its prefetch).
+    pub credit: u32,
+    /// SASL: PLAIN with the URL's credentials (the default when it has some), or
+    /// ANONYMOUS.
+    pub sasl: Sasl,
+    /// Deliveries in flight per sender, unsettled (at least once).
+    pub window: u32,
+}
+
+/// AMQP 1.0 SASL mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sasl {
+    Plain,
+    Anonymous,
+}
+
 /// Kafka producer acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -365,6 +409,7 @@ pub enum SutOptions {
     Mqtt(MqttOptions),
     Amqp(AmqpOptions),
     Kafka(KafkaOptions),
+    Amqp10(Amqp10Options),
 }
 
 /// A parsed SUT URL. `Debug` and `Display` hide the password.
@@ -652,6 +697,81 @@ impl Parser {
         Ok(o)
     }
 
+    fn amqp10(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        credentials: bool,
+    ) -> Result<Amqp10Options, SutUrlError> {
+        let mut o = Amqp10Options {
+            address: if path.is_empty() || path == "/" {
+                "/queue/maestro".into()
+            } else {
+                decode(path)
+            },
+            settle: Settle::AtLeastOnce,
+            fanout: false,
+            durable: false,
+            credit: 1000,
+            sasl: if credentials {
+                Sasl::Plain
+            } else {
+                Sasl::Anonymous
+            },
+            window: 1000,
+        };
+        let mut fanout = None;
+        for (key, v) in query {
+            let (key, v) = (key.as_str(), v.as_str());
+            match key {
+                "address" => o.address = v.to_owned(),
+                "settle" => {
+                    o.settle = match v {
+                        "at_most_once" | "presettled" => Settle::AtMostOnce,
+                        "at_least_once" => Settle::AtLeastOnce,
+                        _ => {
+                            return Err(self.value(key, v, "is not at_most_once or at_least_once"));
+                        }
+                    }
+                }
+                "fanout" => fanout = Some(self.flag(key, v)?),
+                "durable" => o.durable = self.flag(key, v)?,
+                "credit" => o.credit = self.number(key, v, 1_000_000)? as u32,
+                "window" => o.window = self.number(key, v, 1_000_000)? as u32,
+                "sasl" => {
+                    o.sasl = match v {
+                        "plain" => Sasl::Plain,
+                        "anonymous" => Sasl::Anonymous,
+                        _ => return Err(self.value(key, v, "is not plain or anonymous")),
+                    }
+                }
+                _ => {
+                    return Err(SutUrlError::Unknown {
+                        url: self.url.clone(),
+                        key: key.to_owned(),
+                        known: "address, settle, fanout, durable, credit, window, sasl, and for amqp10s ca, cert, key, insecure, sni, client_ca, client_ca_key",
+                    });
+                }
+            }
+        }
+        if o.address.is_empty()
+            || o.address
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(self.value("address", &o.address, "is not an address"));
+        }
+        if o.sasl == Sasl::Plain && !credentials {
+            return Err(self.value("sasl", "plain", "needs user:password@ in the URL"));
+        }
+        o.fanout = fanout.unwrap_or_else(|| {
+            ["topic://", "/topic/", "/exchange/"]
+                .iter()
+                .any(|p| o.address.starts_with(p))
+        });
+        Ok(o)
+    }
+
     fn kafka(&self, path: &str, query: &[(String, String)]) -> Result<KafkaOptions, SutUrlError> {
         let prefix = path.trim_matches('/');
         if !prefix
@@ -884,6 +1004,8 @@ impl SutUrl {
             "amqp" => (Scheme::Amqp, false),
             "amqps" => (Scheme::Amqp, true),
             "kafka" => (Scheme::Kafka, false),
+            "amqp10" => (Scheme::Amqp10, false),
+            "amqp10s" => (Scheme::Amqp10, true),
             other => {
                 return Err(SutUrlError::Scheme {
                     url,
@@ -951,6 +1073,7 @@ impl SutUrl {
             Scheme::Mqtt => SutOptions::Mqtt(p.mqtt(path, &query)?),
             Scheme::Amqp => SutOptions::Amqp(p.amqp(path, &query)?),
             Scheme::Kafka => SutOptions::Kafka(p.kafka(path, &query)?),
+            Scheme::Amqp10 => SutOptions::Amqp10(p.amqp10(path, &query, credentials.is_some())?),
         };
         Ok(SutUrl {
             raw: raw.to_owned(),
@@ -966,6 +1089,7 @@ impl SutUrl {
             SutOptions::Mqtt(_) => Scheme::Mqtt,
             SutOptions::Amqp(_) => Scheme::Amqp,
             SutOptions::Kafka(_) => Scheme::Kafka,
+            SutOptions::Amqp10(_) => Scheme::Amqp10,
         }
     }
 
@@ -1007,6 +1131,7 @@ impl SutUrl {
             SutOptions::Mqtt(o) => o.qos != Qos::AtMostOnce,
             SutOptions::Amqp(o) => o.confirms,
             SutOptions::Kafka(o) => o.acks == Acks::All,
+            SutOptions::Amqp10(o) => o.settle == Settle::AtLeastOnce,
         }
     }
 
@@ -1018,6 +1143,7 @@ impl SutUrl {
             SutOptions::Mqtt(_) => false,
             SutOptions::Amqp(o) => !o.fanout,
             SutOptions::Kafka(_) => true,
+            SutOptions::Amqp10(o) => !o.fanout,
         }
     }
 }
@@ -1104,6 +1230,49 @@ mod tests {
         assert!(!plain.reliable());
         let v6 = parse("mqtt://[::1]:1999/x");
         assert_eq!((v6.host().name.as_str(), v6.host().port), ("::1", 1999));
+    }
+
+    #[test]
+    fn amqp10_addresses_settle_modes_and_sasl() {
+        let q = parse("amqp10://u:p@h/queue/bench?settle=at_least_once&durable=true&credit=50");
+        let SutOptions::Amqp10(o) = &q.options else {
+            panic!("amqp10")
+        };
+        assert_eq!(q.scheme(), Scheme::Amqp10);
+        assert_eq!(
+            (o.address.as_str(), o.credit, o.durable),
+            ("/queue/bench", 50, true)
+        );
+        assert_eq!(
+            (o.settle, o.sasl, o.fanout),
+            (Settle::AtLeastOnce, Sasl::Plain, false)
+        );
+        assert!(q.reliable() && q.consumers_compete());
+        assert_eq!(q.host().port, 5672);
+        let t = parse("amqp10://h?address=topic://bench&settle=at_most_once");
+        let SutOptions::Amqp10(o) = &t.options else {
+            panic!("amqp10")
+        };
+        assert_eq!(
+            (o.address.as_str(), o.fanout, o.sasl),
+            ("topic://bench", true, Sasl::Anonymous)
+        );
+        assert!(!t.reliable() && !t.consumers_compete());
+        let d = parse("amqp10://h");
+        let SutOptions::Amqp10(o) = &d.options else {
+            panic!("amqp10")
+        };
+        assert_eq!(o.address, "/queue/maestro");
+        assert_eq!(parse("amqp10s://h").host().port, 5671);
+        for (url, says) in [
+            ("amqp10://h?settle=maybe", "settle=\"maybe\""),
+            ("amqp10://h?sasl=plain", "needs user:password"),
+            ("amqp10://h?colour=blue", "colour"),
+            ("amqp10://h?credit=0", "credit"),
+        ] {
+            let e = SutUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 
     #[test]

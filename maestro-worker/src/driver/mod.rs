@@ -3,6 +3,7 @@
 //! and dispatched statically (no boxing on the hot path).
 
 pub mod amqp;
+pub mod amqp10;
 pub mod fleet;
 pub mod kafka;
 pub mod mqtt;

@@ -43,6 +43,7 @@ enum AnyDriver {
     Fleet(FleetDriver),
     Amqp(AmqpDriver),
     Kafka(KafkaDriver),
+    Amqp10(crate::driver::amqp10::Amqp10Driver),
 }
 
 /// File descriptors a worker keeps for itself (control connection, data-plane threads,
@@ -350,6 +351,12 @@ impl Engine {
                 Ok(d) => AnyDriver::Amqp(d),
                 Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
             },
+            SutOptions::Amqp10(o) => {
+                match crate::driver::amqp10::Amqp10Driver::new(sut, o, &c.run) {
+                    Ok(d) => AnyDriver::Amqp10(d),
+                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
+                }
+            }
             SutOptions::Kafka(o) => {
                 let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
                 match KafkaDriver::new(sut, o, &c.run, per_topic, c.spec.topics) {
@@ -412,6 +419,12 @@ impl Engine {
                         .await
                 }
                 AnyDriver::Kafka(d) => {
+                    engine
+                        .clone()
+                        .run(d, c, control_template, reply, &outbox, &ended_because)
+                        .await
+                }
+                AnyDriver::Amqp10(d) => {
                     engine
                         .clone()
                         .run(d, c, control_template, reply, &outbox, &ended_because)

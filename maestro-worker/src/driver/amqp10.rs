@@ -1,0 +1,323 @@
+//! AMQP 1.0 with fe2o3-amqp.
+//!
+//! `amqp10[s]://[user:pass@]host[:port][/address][?options]`, options:
+//! - `address` (default: the URL's path, `/queue/maestro` without one): topic `i` of a run
+//!   is `<address>.<run-id>.<i>` (ActiveMQ: `queue://bench`, `topic://bench`; RabbitMQ's
+//!   AMQP 1.0 plugin: `/queue/bench`, `/topic/bench`);
+//! - `settle`: `at_least_once` (default: unsettled, settled when the broker's disposition
+//!   comes back, up to `window` in flight per sender) or `at_most_once` (pre-settled);
+//! - `fanout`: every consumer gets every message (default for topic and exchange
+//!   addresses); otherwise consumers of an address share it;
+//! - `durable` (the header's durable flag), `credit` (link credit a receiver keeps
+//!   granting, default 1000), `sasl` (`plain` with the URL's credentials, the default when
+//!   it has some, or `anonymous`).
+//!
+//! Each producer and consumer has its own connection (container id
+//! `maestro-<run>-p<i>` / `-c<i>`), one session and one link.
+
+use super::{AckTimes, Consumer, Driver, DriverError, Producer, TrySendError, sent_ns};
+use bytes::Bytes;
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::delivery::DeliveryFut;
+use fe2o3_amqp::link::{SendError, Sender as Link};
+use fe2o3_amqp::sasl_profile::SaslProfile;
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::SenderSettleMode;
+use fe2o3_amqp::types::messaging::{Body, Data, Header, Message, Outcome};
+use fe2o3_amqp::types::primitives::{Binary, Value};
+use fe2o3_amqp::{Connection, Receiver, Sendable, Session};
+use maestro_protocol::sut::{Amqp10Options, Sasl, Settle};
+use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a producer may hold before `try_send` reports `Full`.
+const QUEUE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Amqp10Driver {
+    /// The URL without options, with credentials: what the client connects to.
+    connect: String,
+    url: String,
+    o: Amqp10Options,
+    credentials: Option<(String, String)>,
+    run: RunId,
+}
+
+impl Amqp10Driver {
+    pub fn new(url: &SutUrl, o: &Amqp10Options, run: &RunId) -> Result<Self, DriverError> {
+        if url.tls.is_some() {
+            return Err(DriverError::Setting {
+                url: url.redacted(),
+                reason: "amqp10s:// (TLS) is not supported yet".into(),
+            });
+        }
+        let host = url.host();
+        Ok(Self {
+            connect: format!("amqp://{}:{}", host.name, host.port),
+            url: url.redacted(),
+            o: o.clone(),
+            credentials: url
+                .credentials
+                .as_ref()
+                .map(|c| (c.user.clone(), c.password.clone())),
+            run: run.clone(),
+        })
+    }
+
+    /// A driver for an `amqp10://` URL (tests and benchmarks).
+    pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
+        let url = SutUrl::parse(raw)?;
+        match &url.options {
+            SutOptions::Amqp10(o) => Self::new(&url, o, run),
+            _ => Err(DriverError::Sut(format!("{url} is not an AMQP 1.0 URL"))),
+        }
+    }
+
+    pub fn address(&self, topic: u32) -> String {
+        format!("{}.{}.{topic}", self.o.address, self.run)
+    }
+
+    fn unreachable(&self, reason: impl ToString) -> DriverError {
+        DriverError::Unreachable {
+            url: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A connection and a session for client `role` (`p<i>` or `c<i>`).
+    async fn open(
+        &self,
+        role: &str,
+    ) -> Result<(ConnectionHandle<()>, SessionHandle<()>), DriverError> {
+        let container = format!("maestro-{}-{role}", self.run);
+        let sasl = match (self.o.sasl, &self.credentials) {
+            (Sasl::Plain, Some((user, password))) => SaslProfile::Plain {
+                username: user.clone(),
+                password: password.clone(),
+            },
+            _ => SaslProfile::Anonymous,
+        };
+        let opening = async {
+            let mut conn = Connection::builder()
+                .container_id(container)
+                .sasl_profile(sasl)
+                .open(self.connect.as_str())
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            let session = Session::begin(&mut conn)
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            Ok::<_, DriverError>((conn, session))
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, opening)
+            .await
+            .map_err(|_| {
+                self.unreachable(format!("no AMQP 1.0 session within {CONNECT_TIMEOUT:?}"))
+            })?
+    }
+}
+
+impl Driver for Amqp10Driver {
+    type Producer = Amqp10Producer;
+    type Consumer = Amqp10Consumer;
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<Amqp10Producer, DriverError> {
+        let (conn, mut session) = self.open(&format!("p{}", plan.id)).await?;
+        let settled = self.o.settle == Settle::AtMostOnce;
+        let link = Link::builder()
+            .name(format!("maestro-{}-p{}", self.run, plan.id))
+            .target(self.address(plan.topic))
+            .sender_settle_mode(if settled {
+                SenderSettleMode::Settled
+            } else {
+                SenderSettleMode::Unsettled
+            })
+            .attach(&mut session);
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, link)
+            .await
+            .map_err(|_| self.unreachable("no attach within the connect timeout"))?
+            .map_err(|e| self.unreachable(e))?;
+        Ok(Amqp10Producer {
+            conn: Some(conn),
+            session: Some(session),
+            link: Some(link),
+            durable: self.o.durable,
+            settled,
+            window: self.o.window as usize,
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            acks: AckTimes::default(),
+        })
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<Amqp10Consumer, DriverError> {
+        let (conn, mut session) = self.open(&format!("c{}", plan.id)).await?;
+        let link = Receiver::builder()
+            .name(format!("maestro-{}-c{}", self.run, plan.id))
+            .source(self.address(plan.topic))
+            .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(self.o.credit))
+            .auto_accept(true)
+            .attach(&mut session);
+        let link = tokio::time::timeout(CONNECT_TIMEOUT, link)
+            .await
+            .map_err(|_| self.unreachable("no attach within the connect timeout"))?
+            .map_err(|e| self.unreachable(e))?;
+        Ok(Amqp10Consumer {
+            conn: Some(conn),
+            session: Some(session),
+            link: Some(link),
+        })
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct Amqp10Producer {
+    conn: Option<ConnectionHandle<()>>,
+    session: Option<SessionHandle<()>>,
+    link: Option<Link>,
+    durable: bool,
+    settled: bool,
+    window: usize,
+    /// Messages handed over, not yet transferred.
+    queue: VecDeque<Bytes>,
+    /// Unsettled transfers waiting for their disposition, with their send times.
+    in_flight: VecDeque<(DeliveryFut<Result<Outcome, SendError>>, i64)>,
+    acks: AckTimes,
+}
+
+impl Amqp10Producer {
+    fn message(&self, payload: &Bytes) -> Sendable<Data> {
+        let message = Message::builder()
+            .header(Header {
+                durable: self.durable,
+                ..Default::default()
+            })
+            .data(Binary::from(payload.to_vec()))
+            .build();
+        Sendable::builder()
+            .message(message)
+            .settled(self.settled)
+            .build()
+    }
+}
+
+impl Producer for Amqp10Producer {
+    #[inline]
+    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
+        if self.queue.len() >= QUEUE {
+            return Err(TrySendError::Full);
+        }
+        self.queue.push_back(payload);
+        Ok(())
+    }
+
+    #[inline]
+    fn room(&self) -> usize {
+        QUEUE.saturating_sub(self.queue.len())
+    }
+
+    async fn drive(&mut self) -> Result<(), DriverError> {
+        let Some(link) = self.link.as_mut() else {
+            return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
+        };
+        if !self.queue.is_empty() && (self.settled || self.in_flight.len() < self.window) {
+            // The message leaves the queue only once transferred: a cancelled drive
+            // sends it again (fe2o3's send is cancel-safe).
+            let payload = self.queue.front().cloned().unwrap_or_default();
+            let sent = sent_ns(&payload).unwrap_or(0);
+            let sendable = self.message(&payload);
+            let Some(link) = self.link.as_mut() else {
+                return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
+            };
+            let fut = link
+                .send_batchable(sendable)
+                .await
+                .map_err(|e| DriverError::Sut(e.to_string()))?;
+            self.queue.pop_front();
+            if !self.settled {
+                self.in_flight.push_back((fut, sent));
+            }
+            return Ok(());
+        }
+        let _ = link;
+        if let Some((fut, sent)) = self.in_flight.front_mut() {
+            let outcome = std::pin::Pin::new(fut).await;
+            let sent = *sent;
+            self.in_flight.pop_front();
+            return match outcome {
+                Ok(Outcome::Accepted(_)) => {
+                    if sent > 0 {
+                        self.acks.push(sent, crate::engine::tasks::now_ns());
+                    }
+                    Ok(())
+                }
+                Ok(other) => Err(DriverError::Sut(format!(
+                    "the broker did not accept a message: {other:?}"
+                ))),
+                Err(e) => Err(DriverError::Sut(e.to_string())),
+            };
+        }
+        std::future::pending().await
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty()
+    }
+
+    fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
+        self.acks.take(f);
+    }
+
+    fn has_acks(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
+    async fn close(mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = link.close().await;
+        }
+        if let Some(mut session) = self.session.take() {
+            let _ = session.end().await;
+        }
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+#[allow(missing_debug_implementations)]
+pub struct Amqp10Consumer {
+    conn: Option<ConnectionHandle<()>>,
+    session: Option<SessionHandle<()>>,
+    link: Option<Receiver>,
+}
+
+impl Consumer for Amqp10Consumer {
+    async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
+        let Some(link) = self.link.as_mut() else {
+            return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
+        };
+        let delivery = link
+            .recv::<Body<Value>>()
+            .await
+            .map_err(|e| DriverError::Sut(e.to_string()))?;
+        Ok(match delivery.body() {
+            Body::Data(batch) => batch.iter().next().map(|d| Bytes::copy_from_slice(&d.0)),
+            _ => None,
+        })
+    }
+
+    async fn close(mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = link.close().await;
+        }
+        if let Some(mut session) = self.session.take() {
+            let _ = session.end().await;
+        }
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
