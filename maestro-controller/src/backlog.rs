@@ -26,7 +26,6 @@ enum State {
         backlog: u64,
         drained_s: f64,
         received_now: u64,
-        sent_rate_now: f64,
     },
 }
 
@@ -100,7 +99,6 @@ impl Backlog {
                         backlog,
                         drained_s: end_s,
                         received_now: received,
-                        sent_rate_now: sent_rate,
                     };
                 }
             }
@@ -134,7 +132,6 @@ impl Backlog {
                 backlog,
                 drained_s,
                 received_now,
-                sent_rate_now: _,
             } => {
                 let took = drained_s - resumed_s;
                 let rate = received_now.saturating_sub(received_then) as f64 / took;

@@ -219,9 +219,9 @@ impl Producer for Amqp10Producer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        let Some(link) = self.link.as_mut() else {
+        if self.link.is_none() {
             return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
-        };
+        }
         if !self.queue.is_empty() && (self.settled || self.in_flight.len() < self.window) {
             // The message leaves the queue only once transferred: a cancelled drive
             // sends it again (fe2o3's send is cancel-safe).
@@ -241,7 +241,6 @@ impl Producer for Amqp10Producer {
             }
             return Ok(());
         }
-        let _ = link;
         if let Some((fut, sent)) = self.in_flight.front_mut() {
             let outcome = std::pin::Pin::new(fut).await;
             let sent = *sent;
