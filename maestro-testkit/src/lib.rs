@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// How much of a process's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+
 /// Signal numbers for [`Proc::signal`].
 pub mod signal {
     pub use libc::{SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
@@ -336,8 +339,21 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what its processes logged: the log file goes with it.
+        if std::thread::panicking() {
+            if let Some(status) = exited {
+                eprintln!("--- {} had exited by itself: {status} ---", self.name);
+            }
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_LINES).collect();
+            eprintln!("--- last {} lines of {}'s log ---", tail.len(), self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -56,6 +56,9 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long the worker that deletes a run's topics waits for the run's consumers to leave
 /// their groups first.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the owner waits, once the run's groups are empty, for the consumers that left
+/// them to finish closing before it deletes their topics.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct KafkaDriver {
@@ -335,6 +338,12 @@ impl Driver for KafkaDriver {
                 Err(e) => return Err(DriverError::Sut(e.to_string())),
             }
         };
+        if !groups.is_empty() {
+            // A consumer of another worker asks for its topic's metadata while it closes,
+            // just after leaving its group; tansu answers that request for a topic deleted
+            // meanwhile with a topic without a name, which crashes librdkafka.
+            tokio::time::sleep(LEAVE_GRACE).await;
+        }
         let topics: Vec<String> = (0..self.topics).map(|i| self.topic(i)).collect();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
@@ -644,16 +653,18 @@ impl Consumer for KafkaConsumer {
         }
     }
 
+    /// Commits the final position (without auto-commit), then leaves the group and closes
+    /// (dropping the consumer does both), off the async threads: librdkafka blocks in both.
     async fn close(self) {
-        if self.commit.is_some() {
-            // The final position, synchronously (librdkafka blocks: off the async threads).
-            let consumer = self.consumer.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                consumer.commit_consumer_state(CommitMode::Sync)
-            })
-            .await;
-        }
-        self.consumer.unsubscribe();
+        let commit = self.commit.is_some();
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            if commit {
+                let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            }
+            drop(consumer);
+        })
+        .await;
     }
 }
 

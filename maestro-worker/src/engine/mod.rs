@@ -36,6 +36,9 @@ use tracing::{info, warn};
 
 /// How long connecting every producer and consumer to the SUT may take.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the clients of a run may take to close after their final reports (a task still
+/// closing then is aborted).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The drivers, chosen by the SUT URL's scheme.
 enum AnyDriver {
@@ -540,6 +543,7 @@ impl Engine {
         }
         let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
         let mut next = 0;
+        let mut clients = Vec::with_capacity(c.producers.len() + c.consumers.len());
         // Per producer id: how far this worker's clock is ahead of its worker's (empty when
         // all are 0), shared by this worker's consumers.
         let skews: std::sync::Arc<[i64]> = if c.producer_skews.is_empty() {
@@ -563,7 +567,7 @@ impl Engine {
                 tx,
                 control.clone(),
             );
-            handles[next % threads].spawn(ramp.connect_at(next, &abort, task));
+            clients.push(handles[next % threads].spawn(ramp.connect_at(next, &abort, task)));
             next += 1;
         }
         for k in &c.consumers {
@@ -577,7 +581,7 @@ impl Engine {
                 tx,
                 control.clone(),
             );
-            handles[next % threads].spawn(ramp.connect_at(next, &abort, task));
+            clients.push(handles[next % threads].spawn(ramp.connect_at(next, &abort, task)));
             next += 1;
         }
         drop(control);
@@ -665,6 +669,20 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+        // Every client closes before the run's SUT objects go and before the result does:
+        // a consumer still leaving its group asks for the topic's metadata, and a topic
+        // deleted under it crashed librdkafka (with tansu's answer for a missing topic).
+        let closing = async {
+            for t in &mut clients {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+            warn!(run = %c.run, "clients still closing after {CLOSE_TIMEOUT:?}: aborted");
+            for t in &clients {
+                t.abort();
             }
         }
         let start_ns = (*start_rx.borrow()).unwrap_or_else(tasks::now_ns);
