@@ -1,8 +1,8 @@
 //! TLS to the system under test, against real brokers and the real binaries: Mosquitto
 //! with mutual TLS (one certificate per client, the broker takes each certificate's CN as
-//! the user name), RabbitMQ with a TLS listener that requires client certificates, and
-//! the Kafka-compatible broker behind stunnel. A server certificate the workers do not
-//! trust fails the start with exit 5 and says why.
+//! the user name), RabbitMQ with a TLS listener that requires client certificates (AMQP
+//! 0-9-1 and AMQP 1.0 on it), and the Kafka-compatible broker behind stunnel. A server
+//! certificate the workers do not trust fails the start with exit 5 and says why.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -181,6 +181,34 @@ fn amqps_to_rabbitmq_with_client_certificates() {
         .filter(|cn| cn.starts_with("maestro-"))
         .collect();
     assert_eq!(cns.len(), 2, "{subjects}");
+}
+
+/// AMQP 1.0 over RabbitMQ's TLS listener, one client certificate per connection; a worker
+/// without a certificate is refused (exit 5).
+#[test]
+fn amqp10s_to_rabbitmq_with_client_certificates() {
+    let lab = Lab::new("amqp10").unwrap();
+    let rabbit = ScriptedSut::rabbitmq_amqp10_tls(&lab.dir).unwrap();
+    let url = rabbit
+        .amqp10s_url
+        .clone()
+        .expect("AMQP 1.0 on the TLS listener");
+    let c = Cluster::start(2);
+    let sut = format!("{url}?{}", lab.per_client());
+    // RabbitMQ 3.10 does not list AMQP 1.0 connections (rabbitmqctl list_connections):
+    // the handshakes counted and the refusal below show the certificates at work.
+    let (run, s) = c.run_test(&sut, &["--rate", "500", "--duration", "4s"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(u(&s, "sent") > 1000, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    assert_eq!(u(&s, "received"), u(&s, "sent"), "{s:#}");
+    assert_eq!(u(&s["tls_handshake_us"], "count"), 2, "{s:#}");
+    assert_eq!(u(&s["connect_us"], "count"), 2, "{s:#}");
+
+    // Trusting the CA but showing no certificate: the broker refuses the handshake.
+    let bare = format!("{url}?ca={}", lab.file("ca.pem"));
+    let run = start(&c, &bare);
+    assert_eq!(run.code, Some(5), "{run:?}");
 }
 
 #[test]

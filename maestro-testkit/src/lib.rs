@@ -635,6 +635,8 @@ pub struct ScriptedSut {
     /// Its AMQP 1.0 and MQTT URLs, when started with those plugins (RabbitMQ).
     pub amqp10_url: Option<String>,
     pub mqtt_url: Option<String>,
+    /// AMQP 1.0 over its TLS listener, when started with certificates and that plugin.
+    pub amqp10s_url: Option<String>,
     pub pid: u32,
 }
 
@@ -691,6 +693,16 @@ impl ScriptedSut {
         )
     }
 
+    /// RabbitMQ with its AMQP 1.0 plugin and a TLS listener that requires client
+    /// certificates (AMQP 0-9-1 and 1.0 on it).
+    pub fn rabbitmq_amqp10_tls(certs: &Path) -> Result<Self> {
+        Self::start_env(
+            "rabbitmq",
+            Some(certs),
+            &[("MAESTRO_SUT_PROTOCOLS", "amqp10")],
+        )
+    }
+
     fn start(name: &str, tls: Option<&Path>) -> Result<Self> {
         Self::start_with(name, tls, false)
     }
@@ -738,7 +750,7 @@ impl ScriptedSut {
         let mut parts = line.split_whitespace().skip(1);
         let url = parts.next().context("no URL")?.to_owned();
         let (mut pid, mut tls_url, mut management_url) = (0, None, None);
-        let (mut amqp10_url, mut mqtt_url) = (None, None);
+        let (mut amqp10_url, mut mqtt_url, mut amqp10s_url) = (None, None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
@@ -750,6 +762,8 @@ impl ScriptedSut {
                 amqp10_url = Some(u.to_owned());
             } else if let Some(u) = part.strip_prefix("mqtt=") {
                 mqtt_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("amqp10s=") {
+                amqp10s_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -760,6 +774,7 @@ impl ScriptedSut {
             management_url,
             amqp10_url,
             mqtt_url,
+            amqp10s_url,
             pid,
         })
     }

@@ -15,7 +15,7 @@
 //!        &<librdkafka.property>=&producer.<property>=&consumer.<property>=&topic.config.<config>=
 //! ```
 //!
-//! TLS: `mqtts://` (port 8883) and `amqps://` (port 5671) take `ca=` (PEM file of the CAs to
+//! TLS: `mqtts://` (port 8883), `amqps://` and `amqp10s://` (port 5671) take `ca=` (PEM file of the CAs to
 //! trust), `cert=` and `key=` (one client certificate for every client), `insecure=true`
 //! (accept any server certificate: lab only), `sni=` (the name the server certificate must
 //! carry, when the host is an address), and `client_ca=` with `client_ca_key=` (a CA and

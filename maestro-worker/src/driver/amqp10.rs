@@ -14,8 +14,16 @@
 //!
 //! Each producer and consumer has its own connection (container id
 //! `maestro-<run>-p<i>` / `-c<i>`), one session and one link.
+//!
+//! `amqp10s://` (default port 5671) is TLS from the first byte, as RabbitMQ's and
+//! ActiveMQ's TLS listeners speak it, with the URL's TLS options (`ca`, `cert`/`key`,
+//! `client_ca`/`client_ca_key`, `insecure`, `sni`; [`super::tls`]): the driver makes the
+//! TCP connection and the handshake (timed), then hands fe2o3-amqp the encrypted stream.
 
-use super::{AckTimes, Consumer, Driver, DriverError, Producer, TrySendError, sent_ns};
+use super::tls::TlsClient;
+use super::{
+    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+};
 use bytes::Bytes;
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::delivery::DeliveryFut;
@@ -29,7 +37,8 @@ use fe2o3_amqp::{Connection, Receiver, Sendable, Session};
 use maestro_protocol::sut::{Amqp10Options, Sasl, Settle};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages a producer may hold before `try_send` reports `Full`.
@@ -37,25 +46,25 @@ const QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Amqp10Driver {
-    /// The URL without options, with credentials: what the client connects to.
-    connect: String,
+    host: String,
+    port: u16,
     url: String,
     o: Amqp10Options,
     credentials: Option<(String, String)>,
     run: RunId,
+    tls: Option<Arc<TlsClient>>,
+    /// TCP, TLS, SASL and the AMQP open, per client.
+    connects: Durations,
 }
 
 impl Amqp10Driver {
     pub fn new(url: &SutUrl, o: &Amqp10Options, run: &RunId) -> Result<Self, DriverError> {
-        if url.tls.is_some() {
-            return Err(DriverError::Setting {
-                url: url.redacted(),
-                reason: "amqp10s:// (TLS) is not supported yet".into(),
-            });
-        }
         let host = url.host();
         Ok(Self {
-            connect: format!("amqp://{}:{}", host.name, host.port),
+            host: host.name.clone(),
+            port: host.port,
+            tls: TlsClient::for_url(url)?,
+            connects: Durations::default(),
             url: url.redacted(),
             o: o.clone(),
             credentials: url
@@ -99,29 +108,64 @@ impl Amqp10Driver {
             },
             _ => SaslProfile::Anonymous,
         };
+        let began = Instant::now();
         let opening = async {
-            let mut conn = Connection::builder()
-                .container_id(container)
-                .sasl_profile(sasl)
-                .open(self.connect.as_str())
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
                 .await
                 .map_err(|e| self.unreachable(e))?;
+            let _ = tcp.set_nodelay(true);
+            let builder = Connection::builder()
+                .container_id(container.clone())
+                .hostname(self.host.as_str())
+                .sasl_profile(sasl);
+            let mut conn = match &self.tls {
+                None => builder.open_with_stream(tcp).await,
+                Some(tls) => {
+                    let config = tls.config_for(&container).map_err(|e| DriverError::Tls {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                        .map_err(|e| DriverError::Tls {
+                            url: self.url.clone(),
+                            reason: format!("server name {:?}: {e}", tls.server_name),
+                        })?;
+                    let handshake = Instant::now();
+                    let stream = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| self.unreachable(super::tls::explain(&e)))?;
+                    tls.handshakes.record(handshake.elapsed());
+                    builder.open_with_stream(stream).await
+                }
+            }
+            .map_err(|e| self.unreachable(e))?;
             let session = Session::begin(&mut conn)
                 .await
                 .map_err(|e| self.unreachable(e))?;
             Ok::<_, DriverError>((conn, session))
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, opening)
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, opening)
             .await
             .map_err(|_| {
                 self.unreachable(format!("no AMQP 1.0 session within {CONNECT_TIMEOUT:?}"))
-            })?
+            })??;
+        self.connects.record(began.elapsed());
+        Ok(opened)
     }
 }
 
 impl Driver for Amqp10Driver {
     type Producer = Amqp10Producer;
     type Consumer = Amqp10Consumer;
+
+    fn timings(&self) -> Timings {
+        Timings {
+            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
+            connect: self.connects.snapshot(),
+            subscribe: None,
+        }
+    }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<Amqp10Producer, DriverError> {
         let (conn, mut session) = self.open(&format!("p{}", plan.id)).await?;
