@@ -49,9 +49,25 @@ pub fn compare(args: &CompareArgs, output: Output) -> Result<Outcome, CliError> 
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&deltas).unwrap_or_default(),
         Output::Table => {
-            let mut lines = vec![format!(
-                "thresholds: latency +{latency} %, rate -{rate_drop} %, lost +{lost_growth}"
-            )];
+            // Which run is which: the same plan against two SUTs (two brokers, or one
+            // broker through two protocols) reads side by side.
+            let mut lines = vec![
+                format!(
+                    "base: {} ({}, {})",
+                    base.environment.sut,
+                    base.plan,
+                    args.base.display()
+                ),
+                format!(
+                    "new:  {} ({}, {})",
+                    new.environment.sut,
+                    new.plan,
+                    args.new.display()
+                ),
+                format!(
+                    "thresholds: latency +{latency} %, rate -{rate_drop} %, lost +{lost_growth}"
+                ),
+            ];
             lines.push(format!(
                 "{:<14} {:<22} {:>12} {:>12} {:>9}  verdict",
                 "phase", "metric", "base", "new", "change"

@@ -1,6 +1,6 @@
 //! Test plans with the real binaries: a local plan that needs nothing installed, a failing
-//! condition with its JUnit failure, validation errors that point at the line, and a
-//! max-rate search against Mosquitto.
+//! condition with its JUnit failure, validation errors that point at the line, a
+//! max-rate search against Mosquitto, and one plan through two protocols on one RabbitMQ.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
@@ -8,7 +8,7 @@ use maestro_report::{
     ClockSummary, Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
     SCHEMA_VERSION, Thresholds,
 };
-use maestro_testkit::{Cluster, Mosquitto, plan_summary, run_cli};
+use maestro_testkit::{Cluster, Mosquitto, ScriptedSut, plan_summary, run_cli};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -253,6 +253,83 @@ fn the_example_max_rate_plan_converges_on_a_knee_against_mosquitto() {
         "knee {knee}, first failure {lowest_fail}: {phase:#}"
     );
     eprintln!("knee {knee:.0} msg/s after {} probes", probes.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The example plan that runs one workload on one RabbitMQ through MQTT and through AMQP
+/// 1.0: both runs account for every message, and `compare` shows them side by side,
+/// each named by its SUT.
+#[test]
+fn one_workload_through_mqtt_and_amqp10_on_one_rabbitmq_compares_side_by_side() {
+    let c = Cluster::start(2);
+    let rabbit = ScriptedSut::rabbitmq_multiprotocol().unwrap();
+    let dir = temp_dir("protocols");
+    let path = plans_dir().join("rabbitmq-mqtt-vs-amqp10.toml");
+    let mqtt = format!("{}/bench?qos=1", rabbit.mqtt_url.as_deref().unwrap());
+    let amqp10 = format!("{}/topic/bench", rabbit.amqp10_url.as_deref().unwrap());
+    let mut folders = Vec::new();
+    for (name, sut) in [("mqtt", &mqtt), ("amqp10", &amqp10)] {
+        let results = dir.join(name);
+        let run = c.cli(
+            &[
+                "run",
+                path.to_str().unwrap(),
+                "--sut",
+                sut,
+                "--results",
+                results.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            Duration::from_secs(240),
+        );
+        // Conditions may fail on a slow machine (exit 1); the run itself must not.
+        assert!(matches!(run.code, Some(0 | 1)), "{name}: {run:?}");
+        let (folder, s) = plan_summary(&results);
+        let phases = s["phases"].as_array().unwrap();
+        assert_eq!(phases.len(), 3, "{name}: {s:#}");
+        let fixed = &phases[1]["probes"][0]["summary"];
+        assert_eq!(
+            fixed["sut"],
+            sut.replace(":guest@", ":***@"),
+            "{name}: {fixed:#}"
+        );
+        assert!(
+            fixed["sent"].as_u64().unwrap() >= 9_000,
+            "{name}: {fixed:#}"
+        );
+        assert_eq!(fixed["received"], fixed["sent"], "{name}: {fixed:#}");
+        assert_eq!(fixed["lost"], 0, "{name}: {fixed:#}");
+        assert_eq!(
+            fixed["response_time_us"]["count"], fixed["received"],
+            "{name}: every message timed: {fixed:#}"
+        );
+        folders.push(folder);
+    }
+    let run = run_cli(
+        &[
+            "compare",
+            folders[0].to_str().unwrap(),
+            folders[1].to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(matches!(run.code, Some(0 | 1)), "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("base: mqtt://") && lines[1].starts_with("new:  amqp10://"),
+        "{}",
+        run.stdout
+    );
+    for row in [
+        "1 fixed        response_time_p99_ms",
+        "1 fixed        rate",
+        "2 max-rate     rate",
+    ] {
+        assert!(run.stdout.contains(row), "no {row:?} row:\n{}", run.stdout);
+    }
+    eprintln!("{}", run.stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
