@@ -1,17 +1,20 @@
-//! Benchmarks of the AMQP 0-9-1 and Kafka drivers, against a private RabbitMQ and a private
-//! tansu started by the project's scripts. Figures are ratios against baselines measured
-//! in the same run:
+//! Benchmarks of the AMQP 0-9-1, Kafka and AMQP 1.0 drivers, against a private RabbitMQ
+//! (with its AMQP 1.0 plugin) and a private tansu started by the project's scripts.
+//! Figures are ratios against baselines measured in the same run:
 //!
 //! 1. AMQP publish without confirms: maestro's producer vs a minimal lapin publish loop,
 //!    in messages per CPU-second of the process (target >= 0.9x).
 //! 2. Kafka produce: maestro's producer vs a minimal rdkafka produce loop, messages per
 //!    CPU-second of the process, librdkafka's threads included (target >= 0.9x).
-//! 3. Reliable end to end (confirms and manual acks; acks=all): the maximum sustained
-//!    rate of one producer and one consumer, then the response-time p99 at 50 % and 90 %
-//!    of that rate.
+//! 3. AMQP 1.0 send, at least once (unsettled, up to 1,000 transfers awaiting their
+//!    disposition): maestro's producer vs a minimal fe2o3-amqp send loop with the same
+//!    window, in messages per CPU-second of the process (target >= 0.9x).
+//! 4. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once):
+//!    the maximum sustained rate of one producer and one consumer, then the response-time
+//!    p99 at 50 % and 90 % of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka] [e2e]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -23,6 +26,7 @@ use maestro_protocol::RunId;
 use maestro_testkit::ScriptedSut;
 use maestro_worker::driver::Driver;
 use maestro_worker::driver::amqp::AmqpDriver;
+use maestro_worker::driver::amqp10::Amqp10Driver;
 use maestro_worker::driver::kafka::KafkaDriver;
 use std::time::{Duration, Instant};
 
@@ -102,6 +106,46 @@ fn minimal_rdkafka(bootstrap: &str, topic: &str) -> u64 {
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
+    sent
+}
+
+/// Transfers awaiting their disposition, in both AMQP 1.0 senders (the driver's `window`).
+const WINDOW: usize = 1000;
+
+/// A minimal fe2o3-amqp sender: unsettled transfers, at most [`WINDOW`] awaiting their
+/// disposition; returns how many were sent (all accepted).
+async fn minimal_fe2o3(url: String, address: String) -> u64 {
+    use fe2o3_amqp::types::messaging::{Message, Outcome};
+    use fe2o3_amqp::types::primitives::Binary;
+    use fe2o3_amqp::{Connection, Sender, Session};
+    let mut conn = Connection::open(format!("{address}-conn"), url.as_str())
+        .await
+        .unwrap();
+    let mut session = Session::begin(&mut conn).await.unwrap();
+    let mut sender = Sender::attach(&mut session, format!("{address}-link"), address.as_str())
+        .await
+        .unwrap();
+    let payload = vec![b'x'; SIZE];
+    let mut in_flight = std::collections::VecDeque::with_capacity(WINDOW);
+    let accepted = |o: Outcome| assert!(matches!(o, Outcome::Accepted(_)), "{o:?}");
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        let message = Message::builder()
+            .data(Binary::from(payload.clone()))
+            .build();
+        in_flight.push_back(sender.send_batchable(message).await.unwrap());
+        sent += 1;
+        if in_flight.len() >= WINDOW {
+            accepted(in_flight.pop_front().unwrap().await.unwrap());
+        }
+    }
+    for fut in in_flight {
+        accepted(fut.await.unwrap());
+    }
+    let _ = sender.close().await;
+    let _ = session.end().await;
+    let _ = conn.close().await;
     sent
 }
 
@@ -190,6 +234,29 @@ fn main() {
         let sut = format!("{url}/e2e?acks=all");
         reliable_e2e("Kafka", &sut, |id| {
             KafkaDriver::from_url(&sut, id, 1).unwrap()
+        });
+    }
+    if want("amqp10") {
+        let rabbit = ScriptedSut::rabbitmq_multiprotocol().unwrap();
+        let url = rabbit.amqp10_url.clone().unwrap();
+        println!(
+            "RabbitMQ's AMQP 1.0 plugin at {url}; {SIZE}-byte messages, {D:?} per measurement"
+        );
+        if ratios {
+            ratio_rounds("AMQP 1.0 send (at least once)", 0.9, |r| {
+                let (u, a) = (url.clone(), format!("/queue/bench-min-{r}"));
+                let (n_min, cpu_min) =
+                    cpu(|| on_thread(move || minimal_fe2o3(u, a)).join().unwrap().0);
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let sut = format!("{url}/queue/bench?window={WINDOW}");
+                let driver = Amqp10Driver::from_url(&sut, &id).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
+        let sut = format!("{url}/queue/e2e");
+        reliable_e2e("AMQP 1.0", &sut, |id| {
+            Amqp10Driver::from_url(&sut, id).unwrap()
         });
     }
 }
