@@ -23,7 +23,8 @@
 
 use super::tls::TlsClient;
 use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+    AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings, TrySendError,
+    sent_ns,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -378,7 +379,7 @@ impl Driver for AmqpDriver {
             } else {
                 BasicProperties::default()
             },
-            queue: VecDeque::with_capacity(QUEUE),
+            queue: SendQueue::new(QUEUE),
             publishing: None,
             confirms: VecDeque::new(),
             acks: AckTimes::default(),
@@ -409,7 +410,7 @@ pub struct AmqpProducer {
     routing_key: String,
     properties: BasicProperties,
     /// Messages handed over, not yet published.
-    queue: VecDeque<Bytes>,
+    queue: SendQueue,
     publishing: Option<Publishing>,
     /// Publishes waiting for their confirm (confirm mode only), with their send times.
     confirms: VecDeque<(lapin::PublisherConfirm, i64)>,
@@ -455,16 +456,12 @@ impl AmqpProducer {
 impl Producer for AmqpProducer {
     #[inline]
     fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
-        if self.queue.len() >= QUEUE {
-            return Err(TrySendError::Full);
-        }
-        self.queue.push_back(payload);
-        Ok(())
+        self.queue.push(payload)
     }
 
     #[inline]
     fn room(&self) -> usize {
-        QUEUE.saturating_sub(self.queue.len())
+        self.queue.room()
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
@@ -486,7 +483,8 @@ impl Producer for AmqpProducer {
             usize::MAX
         };
         if self.publishing.is_none() && !self.queue.is_empty() && room > 0 {
-            let batch: Vec<Bytes> = self.queue.drain(..self.queue.len().min(room)).collect();
+            let take = self.queue.len().min(room);
+            let batch: Vec<Bytes> = self.queue.drain(..take).collect();
             let (channel, exchange, key) = (
                 channel.clone(),
                 self.exchange.clone(),

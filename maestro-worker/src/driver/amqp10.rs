@@ -22,7 +22,8 @@
 
 use super::tls::TlsClient;
 use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+    AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings, TrySendError,
+    sent_ns,
 };
 use bytes::Bytes;
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -93,6 +94,17 @@ impl Amqp10Driver {
             url: self.url.clone(),
             reason: reason.to_string(),
         }
+    }
+
+    /// A link once the broker has attached it, within the connect timeout.
+    async fn attached<L, E: std::fmt::Display>(
+        &self,
+        attach: impl Future<Output = Result<L, E>>,
+    ) -> Result<L, DriverError> {
+        tokio::time::timeout(CONNECT_TIMEOUT, attach)
+            .await
+            .map_err(|_| self.unreachable(format!("no attach within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| self.unreachable(e))
     }
 
     /// A connection and a session for client `role` (`p<i>` or `c<i>`).
@@ -179,10 +191,7 @@ impl Driver for Amqp10Driver {
                 SenderSettleMode::Unsettled
             })
             .attach(&mut session);
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, link)
-            .await
-            .map_err(|_| self.unreachable("no attach within the connect timeout"))?
-            .map_err(|e| self.unreachable(e))?;
+        let link = self.attached(link).await?;
         Ok(Amqp10Producer {
             conn: Some(conn),
             session: Some(session),
@@ -190,7 +199,7 @@ impl Driver for Amqp10Driver {
             durable: self.o.durable,
             settled,
             window: self.o.window as usize,
-            queue: VecDeque::new(),
+            queue: SendQueue::new(QUEUE),
             in_flight: VecDeque::new(),
             acks: AckTimes::default(),
         })
@@ -204,15 +213,22 @@ impl Driver for Amqp10Driver {
             .credit_mode(fe2o3_amqp::link::receiver::CreditMode::Auto(self.o.credit))
             .auto_accept(true)
             .attach(&mut session);
-        let link = tokio::time::timeout(CONNECT_TIMEOUT, link)
-            .await
-            .map_err(|_| self.unreachable("no attach within the connect timeout"))?
-            .map_err(|e| self.unreachable(e))?;
+        let link = self.attached(link).await?;
         Ok(Amqp10Consumer {
             conn: Some(conn),
             session: Some(session),
             link: Some(link),
         })
+    }
+}
+
+/// Ends a client's session, then closes its connection (after its link is closed).
+async fn end(session: Option<SessionHandle<()>>, conn: Option<ConnectionHandle<()>>) {
+    if let Some(mut session) = session {
+        let _ = session.end().await;
+    }
+    if let Some(mut conn) = conn {
+        let _ = conn.close().await;
     }
 }
 
@@ -225,7 +241,7 @@ pub struct Amqp10Producer {
     settled: bool,
     window: usize,
     /// Messages handed over, not yet transferred.
-    queue: VecDeque<Bytes>,
+    queue: SendQueue,
     /// Unsettled transfers waiting for their disposition, with their send times.
     in_flight: VecDeque<(DeliveryFut<Result<Outcome, SendError>>, i64)>,
     acks: AckTimes,
@@ -250,16 +266,12 @@ impl Amqp10Producer {
 impl Producer for Amqp10Producer {
     #[inline]
     fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
-        if self.queue.len() >= QUEUE {
-            return Err(TrySendError::Full);
-        }
-        self.queue.push_back(payload);
-        Ok(())
+        self.queue.push(payload)
     }
 
     #[inline]
     fn room(&self) -> usize {
-        QUEUE.saturating_sub(self.queue.len())
+        self.queue.room()
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
@@ -321,12 +333,7 @@ impl Producer for Amqp10Producer {
         if let Some(link) = self.link.take() {
             let _ = link.close().await;
         }
-        if let Some(mut session) = self.session.take() {
-            let _ = session.end().await;
-        }
-        if let Some(mut conn) = self.conn.take() {
-            let _ = conn.close().await;
-        }
+        end(self.session.take(), self.conn.take()).await;
     }
 }
 
@@ -356,11 +363,6 @@ impl Consumer for Amqp10Consumer {
         if let Some(link) = self.link.take() {
             let _ = link.close().await;
         }
-        if let Some(mut session) = self.session.take() {
-            let _ = session.end().await;
-        }
-        if let Some(mut conn) = self.conn.take() {
-            let _ = conn.close().await;
-        }
+        end(self.session.take(), self.conn.take()).await;
     }
 }

@@ -202,6 +202,50 @@ impl DriverError {
     }
 }
 
+/// Messages handed to a producer that writes them from `drive` (AMQP 0-9-1 and 1.0), up
+/// to a bound: at the bound, `push` says [`TrySendError::Full`].
+#[derive(Debug)]
+pub struct SendQueue {
+    queue: std::collections::VecDeque<Bytes>,
+    bound: usize,
+}
+
+impl SendQueue {
+    pub fn new(bound: usize) -> Self {
+        Self {
+            queue: std::collections::VecDeque::with_capacity(bound),
+            bound,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, payload: Bytes) -> Result<(), TrySendError> {
+        if self.queue.len() >= self.bound {
+            return Err(TrySendError::Full);
+        }
+        self.queue.push_back(payload);
+        Ok(())
+    }
+
+    #[inline]
+    pub fn room(&self) -> usize {
+        self.bound.saturating_sub(self.queue.len())
+    }
+}
+
+impl std::ops::Deref for SendQueue {
+    type Target = std::collections::VecDeque<Bytes>;
+    fn deref(&self) -> &Self::Target {
+        &self.queue
+    }
+}
+
+impl std::ops::DerefMut for SendQueue {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.queue
+    }
+}
+
 /// Acknowledgements the SUT gave for sends, kept by a producer until the engine takes
 /// them: (actual send time, acknowledgement time) in ns on the worker's wall clock. The
 /// buffer keeps its capacity across takes: no allocation per message once warm.
