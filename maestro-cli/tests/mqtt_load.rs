@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{Cluster, Mosquitto, Subscriber, TestBroker, signal, wait_for};
+use maestro_testkit::{
+    Cluster, Mosquitto, Subscriber, TestBroker, assert_split_roles, signal, wait_for,
+};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -819,16 +821,7 @@ fn split_roles_put_producers_and_consumers_on_separate_workers() {
         (2000, 4000, 0),
         "{s:#}"
     );
-    let workers = s["workers"].as_array().unwrap();
-    assert_eq!(workers.len(), 2, "{s:#}");
-    let roles: Vec<(u64, u64)> = workers
-        .iter()
-        .map(|w| (u(w, "producers"), u(w, "consumers")))
-        .collect();
-    assert!(
-        roles.contains(&(2, 0)) && roles.contains(&(0, 2)),
-        "{roles:?}"
-    );
+    assert_split_roles(&s, 2, 2);
     // A single worker cannot be split: a clear error before anything starts.
     let one = Cluster::start(1);
     let run = one.cli(

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{Cluster, ScriptedSut, run_cli};
+use maestro_testkit::{Cluster, ScriptedSut, assert_split_roles, run_cli};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -191,15 +191,7 @@ fn an_omb_kafka_workload_runs_as_it_is_with_split_workers() {
         (per_message - 512.0).abs() < 1.0,
         "{per_message} bytes a message"
     );
-    let workers = s["workers"].as_array().unwrap();
-    let roles: Vec<(u64, u64)> = workers
-        .iter()
-        .map(|w| (u(w, "producers"), u(w, "consumers")))
-        .collect();
-    assert!(
-        roles.contains(&(2, 0)) && roles.contains(&(0, 2)),
-        "-x: {roles:?}"
-    );
+    assert_split_roles(s, 2, 2);
     let made = std::fs::read_to_string(folder.join("plan.toml")).unwrap();
     assert!(
         made.contains("key_distribution = \"round_robin\""),

@@ -31,6 +31,22 @@ pub fn signal_pid(pid: u32, signal: i32) {
     }
 }
 
+/// Asserts that a run summary's two workers split the roles: one ran every producer
+/// (`producers`) and no consumer, the other every consumer and no producer.
+pub fn assert_split_roles(summary: &serde_json::Value, producers: u64, consumers: u64) {
+    let roles: Vec<(Option<u64>, Option<u64>)> = summary["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers in {summary:#}"))
+        .iter()
+        .map(|w| (w["producers"].as_u64(), w["consumers"].as_u64()))
+        .collect();
+    assert_eq!(roles.len(), 2, "{summary:#}");
+    assert!(
+        roles.contains(&(Some(producers), Some(0))) && roles.contains(&(Some(0), Some(consumers))),
+        "roles not split: {roles:?}"
+    );
+}
+
 /// The one plan results folder inside `results`, and its `summary.json`.
 pub fn plan_summary(results: &Path) -> (PathBuf, serde_json::Value) {
     let folder = std::fs::read_dir(results)
