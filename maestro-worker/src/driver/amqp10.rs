@@ -35,6 +35,7 @@ use fe2o3_amqp::types::definitions::SenderSettleMode;
 use fe2o3_amqp::types::messaging::{Body, Data, Header, Message, Outcome};
 use fe2o3_amqp::types::primitives::{Binary, Value};
 use fe2o3_amqp::{Connection, Receiver, Sendable, Session};
+use futures_util::FutureExt;
 use maestro_protocol::sut::{Amqp10Options, Sasl, Settle};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use std::collections::VecDeque;
@@ -222,6 +223,27 @@ impl Driver for Amqp10Driver {
     }
 }
 
+/// One transfer: the payload as a data section, with a header only for durable messages
+/// (durable false is the header's default).
+fn message(payload: &Bytes, durable: bool, settled: bool) -> Sendable<Data> {
+    let builder = Message::builder();
+    let message = if durable {
+        builder
+            .header(Header {
+                durable,
+                ..Default::default()
+            })
+            .data(Binary::from(payload.to_vec()))
+            .build()
+    } else {
+        builder.data(Binary::from(payload.to_vec())).build()
+    };
+    Sendable::builder()
+        .message(message)
+        .settled(settled)
+        .build()
+}
+
 /// Ends a client's session, then closes its connection (after its link is closed).
 async fn end(session: Option<SessionHandle<()>>, conn: Option<ConnectionHandle<()>>) {
     if let Some(mut session) = session {
@@ -247,22 +269,6 @@ pub struct Amqp10Producer {
     acks: AckTimes,
 }
 
-impl Amqp10Producer {
-    fn message(&self, payload: &Bytes) -> Sendable<Data> {
-        let message = Message::builder()
-            .header(Header {
-                durable: self.durable,
-                ..Default::default()
-            })
-            .data(Binary::from(payload.to_vec()))
-            .build();
-        Sendable::builder()
-            .message(message)
-            .settled(self.settled)
-            .build()
-    }
-}
-
 impl Producer for Amqp10Producer {
     #[inline]
     fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
@@ -275,46 +281,66 @@ impl Producer for Amqp10Producer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        if self.link.is_none() {
+        let (durable, settled, window) = (self.durable, self.settled, self.window);
+        let Some(link) = self.link.as_mut() else {
             return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
-        }
-        if !self.queue.is_empty() && (self.settled || self.in_flight.len() < self.window) {
-            // The message leaves the queue only once transferred: a cancelled drive
-            // sends it again (fe2o3's send is cancel-safe).
-            let payload = self.queue.front().cloned().unwrap_or_default();
-            let sent = sent_ns(&payload).unwrap_or(0);
-            let sendable = self.message(&payload);
-            let Some(link) = self.link.as_mut() else {
-                return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
-            };
+        };
+        // Every transfer the queue and the window allow, in one go: the engine hands over
+        // messages between two drives.
+        let mut transferred = false;
+        while let Some(payload) = self.queue.front()
+            && (settled || self.in_flight.len() < window)
+        {
+            let sent = sent_ns(payload).unwrap_or(0);
+            let sendable = message(payload, durable, settled);
+            // A message leaves the queue only once transferred: a cancelled drive sends
+            // it again (fe2o3's send is cancel-safe).
             let fut = link
                 .send_batchable(sendable)
                 .await
                 .map_err(|e| DriverError::Sut(e.to_string()))?;
             self.queue.pop_front();
-            if !self.settled {
+            if !settled {
                 self.in_flight.push_back((fut, sent));
             }
+            transferred = true;
+        }
+        if transferred {
             return Ok(());
         }
-        if let Some((fut, sent)) = self.in_flight.front_mut() {
-            let outcome = std::pin::Pin::new(fut).await;
-            let sent = *sent;
-            self.in_flight.pop_front();
-            return match outcome {
+        let Some((fut, _)) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        // The oldest disposition, then those already in with it (fe2o3's delivery future
+        // is a oneshot receiver: polling it once more is safe).
+        let mut outcome = std::pin::Pin::new(fut).await;
+        loop {
+            let Some((_, sent)) = self.in_flight.pop_front() else {
+                break;
+            };
+            match outcome {
                 Ok(Outcome::Accepted(_)) => {
                     if sent > 0 {
                         self.acks.push(sent, crate::engine::tasks::now_ns());
                     }
-                    Ok(())
                 }
-                Ok(other) => Err(DriverError::Sut(format!(
-                    "the broker did not accept a message: {other:?}"
-                ))),
-                Err(e) => Err(DriverError::Sut(e.to_string())),
-            };
+                Ok(other) => {
+                    return Err(DriverError::Sut(format!(
+                        "the broker did not accept a message: {other:?}"
+                    )));
+                }
+                Err(e) => return Err(DriverError::Sut(e.to_string())),
+            }
+            match self
+                .in_flight
+                .front_mut()
+                .and_then(|(f, _)| f.now_or_never())
+            {
+                Some(next) => outcome = next,
+                None => break,
+            }
         }
-        std::future::pending().await
+        Ok(())
     }
 
     fn idle(&self) -> bool {
