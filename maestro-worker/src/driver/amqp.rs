@@ -358,11 +358,7 @@ impl Driver for AmqpDriver {
     type Consumer = AmqpConsumer;
 
     fn timings(&self) -> Timings {
-        Timings {
-            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
-            connect: self.connects.snapshot(),
-            subscribe: None,
-        }
+        Timings::of(self.tls.as_deref(), &self.connects, None)
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<AmqpProducer, DriverError> {
@@ -483,8 +479,7 @@ impl Producer for AmqpProducer {
             usize::MAX
         };
         if self.publishing.is_none() && !self.queue.is_empty() && room > 0 {
-            let take = self.queue.len().min(room);
-            let batch: Vec<Bytes> = self.queue.drain(..take).collect();
+            let batch: Vec<Bytes> = self.queue.take(room).collect();
             let (channel, exchange, key) = (
                 channel.clone(),
                 self.exchange.clone(),

@@ -20,7 +20,7 @@
 //! `client_ca`/`client_ca_key`, `insecure`, `sni`; [`super::tls`]): the driver makes the
 //! TCP connection and the handshake (timed), then hands fe2o3-amqp the encrypted stream.
 
-use super::tls::TlsClient;
+use super::tls::{HandshakeError, TlsClient};
 use super::{
     AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings, TrySendError,
     sent_ns,
@@ -134,21 +134,13 @@ impl Amqp10Driver {
             let mut conn = match &self.tls {
                 None => builder.open_with_stream(tcp).await,
                 Some(tls) => {
-                    let config = tls.config_for(&container).map_err(|e| DriverError::Tls {
-                        url: self.url.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-                        .map_err(|e| DriverError::Tls {
+                    let stream = tls.handshake(&container, tcp).await.map_err(|e| match e {
+                        HandshakeError::Setup(e) => DriverError::Tls {
                             url: self.url.clone(),
-                            reason: format!("server name {:?}: {e}", tls.server_name),
-                        })?;
-                    let handshake = Instant::now();
-                    let stream = tokio_rustls::TlsConnector::from(config)
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| self.unreachable(super::tls::explain(&e)))?;
-                    tls.handshakes.record(handshake.elapsed());
+                            reason: e.to_string(),
+                        },
+                        HandshakeError::Handshake(e) => self.unreachable(super::tls::explain(&e)),
+                    })?;
                     builder.open_with_stream(stream).await
                 }
             }
@@ -173,11 +165,7 @@ impl Driver for Amqp10Driver {
     type Consumer = Amqp10Consumer;
 
     fn timings(&self) -> Timings {
-        Timings {
-            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
-            connect: self.connects.snapshot(),
-            subscribe: None,
-        }
+        Timings::of(self.tls.as_deref(), &self.connects, None)
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<Amqp10Producer, DriverError> {
@@ -226,18 +214,15 @@ impl Driver for Amqp10Driver {
 /// One transfer: the payload as a data section, with a header only for durable messages
 /// (durable false is the header's default).
 fn message(payload: &Bytes, durable: bool, settled: bool) -> Sendable<Data> {
-    let builder = Message::builder();
-    let message = if durable {
-        builder
-            .header(Header {
-                durable,
-                ..Default::default()
-            })
-            .data(Binary::from(payload.to_vec()))
-            .build()
-    } else {
-        builder.data(Binary::from(payload.to_vec())).build()
-    };
+    let mut message = Message::builder()
+        .data(Binary::from(payload.to_vec()))
+        .build();
+    if durable {
+        message.header = Some(Header {
+            durable,
+            ..Default::default()
+        });
+    }
     Sendable::builder()
         .message(message)
         .settled(settled)

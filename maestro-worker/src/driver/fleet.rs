@@ -14,7 +14,7 @@
 //! Packets are encoded with `rumqttc::mqttbytes` (PUBLISH by hand, into the connection's
 //! write buffer: no allocation per message).
 
-use super::tls::TlsClient;
+use super::tls::{HandshakeError, TlsClient};
 use super::{
     ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError, Durations, Producer, Timings,
     TrySendError,
@@ -226,27 +226,20 @@ impl FleetDriver {
         let mut stream: Stream = match &d.tls {
             None => Either::Left(tcp),
             Some(tls) => {
-                let config = tls
-                    .config_for(&who.client_id)
-                    .map_err(|e| (ConnectFailure::Tls, e.to_string()))?;
-                let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
-                    .map_err(|e| (ConnectFailure::Tls, e.to_string()))?;
-                let at = Instant::now();
-                let connect = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
-                match tokio::time::timeout(STEP_TIMEOUT, connect).await {
+                match tokio::time::timeout(STEP_TIMEOUT, tls.handshake(&who.client_id, tcp)).await {
                     Err(_) => {
                         return Err((
                             ConnectFailure::Timeout,
                             format!("no TLS handshake within {STEP_TIMEOUT:?}"),
                         ));
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err(HandshakeError::Setup(e))) => {
+                        return Err((ConnectFailure::Tls, e.to_string()));
+                    }
+                    Ok(Err(HandshakeError::Handshake(e))) => {
                         return Err((ConnectFailure::Tls, format!("TLS handshake failed: {e}")));
                     }
-                    Ok(Ok(s)) => {
-                        tls.handshakes.record(at.elapsed());
-                        Either::Right(Box::new(s))
-                    }
+                    Ok(Ok(s)) => Either::Right(Box::new(s)),
                 }
             }
         };

@@ -174,6 +174,22 @@ pub struct Timings {
     pub subscribe: Option<Histogram<u64>>,
 }
 
+impl Timings {
+    /// What a driver timed: its TLS handshakes (with TLS), its connects and, where it
+    /// times them, its subscribes.
+    pub fn of(
+        tls: Option<&tls::TlsClient>,
+        connects: &Durations,
+        subscribes: Option<&Durations>,
+    ) -> Self {
+        Timings {
+            tls_handshake: tls.and_then(|t| t.handshakes.snapshot()),
+            connect: connects.snapshot(),
+            subscribe: subscribes.and_then(Durations::snapshot),
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DriverError {
     #[error(transparent)]
@@ -231,18 +247,24 @@ impl SendQueue {
     pub fn room(&self) -> usize {
         self.bound.saturating_sub(self.queue.len())
     }
-}
 
-impl std::ops::Deref for SendQueue {
-    type Target = std::collections::VecDeque<Bytes>;
-    fn deref(&self) -> &Self::Target {
-        &self.queue
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
-}
 
-impl std::ops::DerefMut for SendQueue {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.queue
+    /// The oldest message, still queued.
+    pub fn front(&self) -> Option<&Bytes> {
+        self.queue.front()
+    }
+
+    pub fn pop_front(&mut self) -> Option<Bytes> {
+        self.queue.pop_front()
+    }
+
+    /// Up to `n` of the oldest messages, out of the queue.
+    pub fn take(&mut self, n: usize) -> std::collections::vec_deque::Drain<'_, Bytes> {
+        let n = n.min(self.queue.len());
+        self.queue.drain(..n)
     }
 }
 

@@ -186,11 +186,7 @@ impl Driver for MqttDriver {
     type Consumer = MqttConsumer;
 
     fn timings(&self) -> Timings {
-        Timings {
-            tls_handshake: self.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
-            connect: self.connects.snapshot(),
-            subscribe: self.subscribes.snapshot(),
-        }
+        Timings::of(self.tls.as_deref(), &self.connects, Some(&self.subscribes))
     }
 
     async fn producer(&self, plan: &ProducerPlan) -> Result<MqttProducer, DriverError> {

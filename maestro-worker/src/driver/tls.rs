@@ -244,7 +244,17 @@ pub struct TlsClient {
     client_ca: Option<ClientCa>,
     /// The name to send as SNI and to check the certificate against.
     pub server_name: String,
+    /// `server_name`, checked once.
+    name: ServerName<'static>,
     pub handshakes: Handshakes,
+}
+
+/// Why a client's TLS connection failed: its config could not be made, or the handshake
+/// itself failed.
+#[derive(Debug)]
+pub enum HandshakeError {
+    Setup(TlsError),
+    Handshake(std::io::Error),
 }
 
 impl TlsClient {
@@ -286,7 +296,7 @@ impl TlsClient {
         let verifier = Arc::new(Verifier {
             webpki,
             provider: provider.clone(),
-            name: o.sni.is_some().then_some(name),
+            name: o.sni.is_some().then(|| name.clone()),
         });
         let client_ca = ClientCa::from_options(o)?;
         let mut tls = TlsClient {
@@ -295,6 +305,7 @@ impl TlsClient {
             shared: None,
             client_ca,
             server_name,
+            name,
             handshakes: Handshakes::default(),
         };
         if tls.client_ca.is_none() {
@@ -357,6 +368,22 @@ impl TlsClient {
         let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).map_err(setup)?;
         let key = self.certified_key(chain, key)?;
         self.config(Some(key))
+    }
+
+    /// Client `client_id`'s TLS handshake over `tcp`, its time recorded in `handshakes`.
+    pub async fn handshake(
+        &self,
+        client_id: &str,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, HandshakeError> {
+        let config = self.config_for(client_id).map_err(HandshakeError::Setup)?;
+        let began = Instant::now();
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(self.name.clone(), tcp)
+            .await
+            .map_err(HandshakeError::Handshake)?;
+        self.handshakes.record(began.elapsed());
+        Ok(stream)
     }
 }
 
