@@ -348,9 +348,10 @@ async fn probe_mqtt(config: &BrokerConfig, addr: SocketAddr) {
         }
         let (client, mut eventloop) = AsyncClient::new(options, 4);
         if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
-            let _ = client.try_disconnect();
-            // Flush the DISCONNECT so the broker sees a clean goodbye.
-            let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+            // Leave so the broker closes the connection: then the probe's slot is free
+            // before start() returns, and rumqttd's second disconnect of a closed socket
+            // cannot throw out the first client to connect after it.
+            maestro_control::session::goodbye(&client, &mut eventloop).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -32,7 +32,8 @@ async fn connections_beyond_the_limit_are_refused() {
         ..Default::default()
     };
     start(&config).await.unwrap();
-    // start() itself connected and left; three clients fit, the fourth does not.
+    // start() returns once its probe has left (the broker closed it): three clients
+    // fit, the fourth does not.
     let mut held = Vec::new();
     for i in 0..3 {
         let (c, mut e) = client(port, &format!("c{i}"));

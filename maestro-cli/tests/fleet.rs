@@ -358,8 +358,84 @@ fn churning_clients_disconnect_and_reconnect_every_period() {
     assert_eq!(u(&s, "sent"), 160, "{s:#}");
     assert_eq!(u(&s, "lost"), 0, "{s:#}");
     // The broker saw every reconnect.
-    let n = connections(&mq).len() as u64;
-    assert_eq!(n, 21 + churned, "{n}");
+    let seen = connections(&mq);
+    assert_eq!(seen.len() as u64, 21 + churned, "{seen:?}\n{s:#}");
+}
+
+/// A TCP relay to `target` that holds back the broker's first bytes on each connection
+/// (its CONNACK) for `delay`: a broker slow to accept connections. Runs until the test
+/// process ends.
+fn slow_connack_relay(target: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pipe = |mut from: TcpStream, mut to: TcpStream, hold: Option<Duration>| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            let mut hold = hold;
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if let Some(d) = hold.take() {
+                    std::thread::sleep(d);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(broker) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let _ = (client.set_nodelay(true), broker.set_nodelay(true));
+            pipe(
+                client.try_clone().unwrap(),
+                broker.try_clone().unwrap(),
+                None,
+            );
+            pipe(broker, client, Some(delay));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_broker_slow_to_accept_does_not_keep_churning_clients_from_reconnecting() {
+    // Each CONNACK takes 300 ms; each client has a send due every 50 ms. A reconnect must
+    // survive the sends that fall due while it waits (it once started over at each one,
+    // so a churned client never came back and the broker counted connections the summary
+    // did not).
+    let c = Cluster::start(1);
+    let mq = logging_mosquitto("");
+    let relay = slow_connack_relay(mq.port, Duration::from_millis(300));
+    let (run, s) = c.run_test(
+        &format!("mqtt://127.0.0.1:{relay}/slow?qos=1"),
+        &[
+            "--clients",
+            "5",
+            "--interval",
+            "50ms",
+            "--churn",
+            "1s",
+            "--duration",
+            "4s",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let conns = &s["connections"];
+    let churned = u(conns, "churned");
+    // Each client churns two or three times (a period, then a period plus the slow CONNACK).
+    assert!((8..=20).contains(&churned), "{s:#}");
+    assert_eq!(u(conns, "reconnects"), churned, "{s:#}");
+    assert_eq!(u(conns, "dropped"), 0, "{s:#}");
+    assert_eq!(u(&s, "lost"), 0, "{s:#}");
+    // The broker saw every connection the summary counts, and no other: 5 clients and a
+    // consumer, then the reconnects.
+    let seen = connections(&mq);
+    assert_eq!(seen.len() as u64, 6 + churned, "{seen:?}\n{s:#}");
 }
 
 #[test]

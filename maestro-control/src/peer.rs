@@ -14,7 +14,7 @@ use maestro_protocol::{
     Body, ClusterId, DecodeFailure, ErrorCode, ErrorNote, Halted, Note, NoteId, PeerId, PeerInfo,
     PeerState, Pong, Presence, PresenceStatus, Sender, Stats, Topics, UnixMicros, decode,
 };
-use rumqttc::{AsyncClient, Event, LastWill, Outgoing, Packet, Publish};
+use rumqttc::{AsyncClient, Event, LastWill, Packet, Publish};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -377,17 +377,7 @@ pub async fn run(
         let _ = peer
             .client
             .try_publish(&presence_topic, session::PRESENCE_QOS, true, Vec::new());
-        let _ = peer.client.try_disconnect();
-        let drained = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
+        if !session::goodbye(&peer.client, &mut eventloop).await {
             warn!("control broker did not take the goodbye in time");
         }
     }

@@ -446,7 +446,7 @@ impl Controller {
             .await;
         let _ = self.client.disconnect().await;
         if let Some(pump) = self.pump.take()
-            && tokio::time::timeout(Duration::from_secs(2), pump)
+            && tokio::time::timeout(session::GOODBYE_TIMEOUT + Duration::from_secs(1), pump)
                 .await
                 .is_err()
         {
@@ -600,7 +600,12 @@ async fn pump(
                     _ => classify(&topics, &reply_topic, &p),
                 }
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                // Let the broker close the connection (see `session::goodbye`).
+                let deadline = tokio::time::Instant::now() + session::GOODBYE_TIMEOUT;
+                session::closed_by_broker(&mut eventloop, deadline).await;
+                break;
+            }
             Ok(_) => None,
             Err(e) => {
                 let reason = describe(&e, &url);

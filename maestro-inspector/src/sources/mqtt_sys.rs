@@ -160,6 +160,7 @@ async fn follow(
     target: String,
 ) {
     let mut warned = false;
+    let mut connected = false;
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -167,6 +168,7 @@ async fn follow(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                connected = true;
                 if client.try_subscribe("$SYS/#", QoS::AtMostOnce).is_err() {
                     warn!(%target, "could not subscribe to $SYS/#");
                 }
@@ -192,6 +194,7 @@ async fn follow(
             }
             Ok(_) => {}
             Err(e) => {
+                connected = false;
                 let why = format!("{target}: {e}");
                 if !warned {
                     warn!(source = "mqtt-sys", reason = %why, "cannot read $SYS; retrying");
@@ -210,7 +213,9 @@ async fn follow(
             }
         }
     }
-    let _ = client.try_disconnect();
+    if connected {
+        maestro_control::session::goodbye(&client, &mut eventloop).await;
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either;
 
@@ -384,7 +384,6 @@ async fn ask(
 
 /// Reads one packet (the handshake's answers); `buf` is reused.
 async fn read_one(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<Packet> {
-    use tokio::io::AsyncReadExt;
     buf.clear();
     loop {
         match Packet::read(buf, MAX_PACKET) {
@@ -446,7 +445,7 @@ fn backoff(n: u32) -> Duration {
 }
 
 /// Who a connection is.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Identity {
     index: u32,
     client_id: String,
@@ -474,6 +473,10 @@ pub struct Client {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// The next reconnect attempt, while disconnected.
     retry_at: tokio::time::Instant,
+    /// The reconnect under way (after a churn: the goodbye first). Kept here, not in a
+    /// `drive` future, so that a `drive` cancelled by a due send does not abandon an
+    /// attempt half-way: the broker would count a connection the client never did.
+    opening: Option<Opening>,
     attempt: u32,
     /// The next churn (disconnect and reconnect), when churning.
     churn_at: Option<tokio::time::Instant>,
@@ -491,6 +494,10 @@ impl std::fmt::Debug for Client {
             .finish()
     }
 }
+
+/// A connection being made, boxed so it outlives a cancelled `drive`.
+type Opening =
+    Pin<Box<dyn std::future::Future<Output = Result<Stream, (ConnectFailure, String)>> + Send>>;
 
 /// What one turn of driving the socket did.
 enum Io {
@@ -521,6 +528,7 @@ impl Client {
                 churn_at.map_or(now + keep_alive, |c| c.min(now + keep_alive)),
             )),
             retry_at: now,
+            opening: None,
             attempt: 0,
             churn_at,
             received: 0,
@@ -546,35 +554,21 @@ impl Client {
     }
 
     /// Reconnects (when the retry time came) and resends what was not acknowledged.
+    /// Cancel-safe: an attempt once begun goes on in [`Client::opening`].
     async fn reconnect(&mut self) -> Result<(), DriverError> {
-        tokio::time::sleep_until(self.retry_at).await;
-        match self.driver.open(&self.who).await {
+        if self.opening.is_none() {
+            tokio::time::sleep_until(self.retry_at).await;
+            let (driver, who) = (self.driver.clone(), self.who.clone());
+            self.opening = Some(Box::pin(async move { driver.open(&who).await }));
+        }
+        let Some(opening) = self.opening.as_mut() else {
+            return Ok(());
+        };
+        let outcome = opening.await;
+        self.opening = None;
+        match outcome {
             Ok(io) => {
-                self.driver.0.tracker.opened(true);
-                self.io = Some(io);
-                self.attempt = 0;
-                let now = tokio::time::Instant::now();
-                self.last_write = now;
-                self.ping_sent = None;
-                let d = &self.driver.0;
-                for (pkid, payload) in &self.inflight {
-                    put_publish(
-                        &mut self.wbuf,
-                        &self.who.topic,
-                        d.qos,
-                        d.retain,
-                        true,
-                        *pkid,
-                        payload,
-                    );
-                }
-                if self.who.churns {
-                    self.churn_at = self
-                        .driver
-                        .churn_after(self.who.index, false)
-                        .map(|d| now + d);
-                }
-                self.arm(now);
+                self.reconnected(io);
                 Ok(())
             }
             Err((why, _)) => {
@@ -584,6 +578,36 @@ impl Client {
                 Ok(())
             }
         }
+    }
+
+    /// Connected again: counts it, resends what was not acknowledged, and sets the next
+    /// churn.
+    fn reconnected(&mut self, io: Stream) {
+        self.driver.0.tracker.opened(true);
+        self.io = Some(io);
+        self.attempt = 0;
+        let now = tokio::time::Instant::now();
+        self.last_write = now;
+        self.ping_sent = None;
+        let d = &self.driver.0;
+        for (pkid, payload) in &self.inflight {
+            put_publish(
+                &mut self.wbuf,
+                &self.who.topic,
+                d.qos,
+                d.retain,
+                true,
+                *pkid,
+                payload,
+            );
+        }
+        if self.who.churns {
+            self.churn_at = self
+                .driver
+                .churn_after(self.who.index, false)
+                .map(|d| now + d);
+        }
+        self.arm(now);
     }
 
     /// Handles every whole packet in the read buffer; publishes are kept for a consumer
@@ -683,7 +707,7 @@ impl Client {
         let now = tokio::time::Instant::now();
         let keep_alive = self.driver.0.keep_alive;
         if self.churn_at.is_some_and(|c| c <= now) {
-            self.churn().await;
+            self.churn();
             self.arm(now);
             return Ok(());
         }
@@ -717,39 +741,71 @@ impl Client {
         self.timer.as_mut().reset(at);
     }
 
-    /// Disconnects politely and reconnects at once (counted as churn).
-    async fn churn(&mut self) {
-        self.goodbye().await;
-        self.driver.0.tracker.closed(false, true);
-        self.retry_at = tokio::time::Instant::now();
+    /// Disconnects politely and reconnects at once (counted as churn). Both go on in
+    /// [`Client::opening`], driven by the next turns.
+    fn churn(&mut self) {
         // The next churn is set when the connection is back.
         self.churn_at = None;
+        let Some(io) = self.io.take() else {
+            return;
+        };
+        self.driver.0.tracker.closed(false, true);
+        write_packet(&Packet::Disconnect, &mut self.wbuf);
+        let farewell = std::mem::take(&mut self.wbuf);
+        self.rbuf.clear();
+        self.ping_sent = None;
+        let (driver, who) = (self.driver.clone(), self.who.clone());
+        self.opening = Some(Box::pin(async move {
+            say_goodbye(io, farewell).await;
+            driver.open(&who).await
+        }));
     }
 
-    /// Sends DISCONNECT and closes (briefly: at most 2 s).
+    /// Sends DISCONNECT after what is buffered and lets the broker close the connection.
     async fn goodbye(&mut self) {
-        if let Some(mut io) = self.io.take() {
+        if let Some(io) = self.io.take() {
             write_packet(&Packet::Disconnect, &mut self.wbuf);
-            let wbuf = std::mem::take(&mut self.wbuf);
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                io.write_all(&wbuf).await?;
-                io.shutdown().await
-            })
-            .await;
+            say_goodbye(io, std::mem::take(&mut self.wbuf)).await;
         }
         self.rbuf.clear();
         self.wbuf.clear();
     }
 
     async fn end(mut self) {
+        let t = self.driver.0.tracker.clone();
+        // A reconnect under way is seen through (briefly), so that every connection the
+        // broker saw is counted.
+        if let Some(opening) = self.opening.take() {
+            match tokio::time::timeout(maestro_control::session::GOODBYE_TIMEOUT, opening).await {
+                Ok(Ok(io)) => {
+                    t.opened(true);
+                    self.io = Some(io);
+                }
+                Ok(Err((why, _))) => t.failed(why),
+                Err(_) => t.failed(ConnectFailure::Timeout),
+            }
+        }
         let was_open = self.io.is_some();
         self.goodbye().await;
-        let t = &self.driver.0.tracker;
         if was_open {
             t.closed(false, false);
         }
         t.received(self.received);
     }
+}
+
+/// Writes `farewell` (ending in DISCONNECT), then lets the broker close the connection
+/// (at most `session::GOODBYE_TIMEOUT`). Closing first would let rumqttd throw out the
+/// next client to connect: see `maestro_control::session::goodbye`.
+async fn say_goodbye(mut io: Stream, farewell: BytesMut) {
+    let _ = tokio::time::timeout(maestro_control::session::GOODBYE_TIMEOUT, async {
+        io.write_all(&farewell).await?;
+        io.flush().await?;
+        let mut discard = [0u8; 1024];
+        while io.read(&mut discard).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 impl FleetDriver {

@@ -154,18 +154,10 @@ impl MqttDriver {
     }
 }
 
-/// Disconnects politely: sends DISCONNECT and writes out what is queued (2 s at most).
+/// Disconnects politely: writes out what is queued, sends DISCONNECT and lets the broker
+/// close the connection (see `session::goodbye`; 2 s at most).
 async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    maestro_control::session::goodbye(client, eventloop).await;
 }
 
 /// Percent-decoding (RFC 3986), not form decoding: `+` in a password stays a plus.
