@@ -252,6 +252,9 @@ struct Poller {
     running: Option<std::pin::Pin<Box<dyn Future<Output = Polled> + Send>>>,
     /// Publishes awaiting their acknowledgement, as of the last completed poll.
     inflight: u16,
+    /// Events rumqttc has read and not yet handed out, as of the last completed poll. It
+    /// reads packets in batches: the last PUBACK can wait here after `inflight` is 0.
+    pending: usize,
 }
 
 type Polled = (EventLoop, Result<Event, ConnectionError>);
@@ -260,6 +263,7 @@ impl Poller {
     fn new(eventloop: EventLoop) -> Self {
         Self {
             inflight: eventloop.state.inflight(),
+            pending: eventloop.state.events.len(),
             idle: Some(eventloop),
             running: None,
         }
@@ -282,6 +286,7 @@ impl Poller {
         let (eventloop, result) = running.await;
         self.running = None;
         self.inflight = eventloop.state.inflight();
+        self.pending = eventloop.state.events.len();
         self.idle = Some(eventloop);
         result
     }
@@ -399,8 +404,9 @@ impl Producer for MqttProducer {
         !self.acks.is_empty()
     }
 
+    /// Nothing to write and nothing to hear: the last acknowledgements are timed too.
     fn idle(&self) -> bool {
-        self.queued == 0 && self.poller.inflight == 0
+        self.queued == 0 && self.poller.inflight == 0 && self.poller.pending == 0
     }
 
     async fn close(self) {
