@@ -11,6 +11,7 @@ pub mod clock;
 pub mod pacing;
 pub mod recorder;
 pub mod tasks;
+pub mod timer;
 
 use crate::driver::amqp::AmqpDriver;
 use crate::driver::fleet::FleetDriver;
@@ -171,7 +172,23 @@ impl DataPlane {
             joins.push(
                 std::thread::Builder::new()
                     .name(format!("data-plane-{i}"))
-                    .spawn(move || rt.block_on(stop.cancelled()))?,
+                    .spawn(move || {
+                        rt.block_on(async {
+                            // The thread's microsecond timer (see `timer`): without it,
+                            // its tasks fall back to tokio's millisecond one.
+                            let timers = match timer::install() {
+                                Ok(driver) => Some(tokio::spawn(driver.run())),
+                                Err(e) => {
+                                    warn!(error = %e, "no precise timer on a data-plane thread: pacing falls back to 1 ms");
+                                    None
+                                }
+                            };
+                            stop.cancelled().await;
+                            if let Some(t) = timers {
+                                t.abort();
+                            }
+                        })
+                    })?,
             );
         }
         Ok(Self {

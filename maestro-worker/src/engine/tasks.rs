@@ -6,6 +6,7 @@ use super::accounting::{Accounting, Seen};
 use super::clock::WallClock;
 use super::pacing::Schedule;
 use super::recorder::{Recorder, RecorderPool, thread};
+use super::timer::Deadline;
 use crate::driver::{Consumer, Driver, DriverError, Producer, TrySendError};
 use maestro_protocol::{
     ConsumerPlan, Delivery, MessageSize, PayloadHeader, ProducerPlan, Sent, TestSpec, UnixMicros,
@@ -490,12 +491,9 @@ pub async fn producer<D: Driver>(
                 plan.rate,
             ),
         };
-        let wall_to_tokio = |ns: i64| {
-            let d = ns - now_ns();
-            tokio::time::Instant::now() + Duration::from_nanos(d.max(0) as u64)
-        };
         // Wait for the start without busy-looping (and keep the connection alive).
         Box::pin(async {
+            let mut at_start = Deadline::at(start_ns);
             loop {
                 if now_ns() >= start_ns {
                     break;
@@ -503,7 +501,7 @@ pub async fn producer<D: Driver>(
                 tokio::select! {
                     _ = control.abort.cancelled() => break,
                     _ = control.stop.cancelled() => break,
-                    _ = tokio::time::sleep_until(wall_to_tokio(start_ns)) => {}
+                    _ = &mut at_start => {}
                     r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); },
                 }
             }
@@ -524,16 +522,14 @@ pub async fn producer<D: Driver>(
             }
         };
         tokio::pin!(ended);
-        // One timer for the loop, moved only when its deadline changes (a new one per
-        // wake-up would register with the runtime's timer wheel each time).
-        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-        tokio::pin!(timer);
-        let arm = |timer: std::pin::Pin<&mut tokio::time::Sleep>, at: tokio::time::Instant| {
-            let d = timer.deadline();
-            // Clock readings move a wall-clock deadline by a few µs: not worth a move.
-            if timer.is_elapsed() || d.max(at) - d.min(at) > Duration::from_micros(50) {
-                timer.reset(at);
-            }
+        // One timer for the loop, a microsecond one on a data-plane thread (tokio's timer
+        // wheel wakes up to 2 ms late: that lateness was in every response time). Moving
+        // it costs nothing until it is polled.
+        // Fleets keep the millisecond timer: see `Deadline::coarse`.
+        let mut timer = if spec.fleet.is_some() {
+            Deadline::coarse(now)
+        } else {
+            Deadline::at(now)
         };
         'run: loop {
             if control.stop.is_cancelled() || control.abort.is_cancelled() {
@@ -592,11 +588,11 @@ pub async fn producer<D: Driver>(
             if now >= window_end {
                 break;
             }
-            let window_closes = wall_to_tokio(window_end);
+            let window_closes = window_end;
             if schedule.exhausted(seq) {
                 // Everything sent: keep the connection going until the window closes, so
                 // the window (not the last message) is the span the rate is measured over.
-                arm(timer.as_mut(), window_closes);
+                timer.reset(window_closes);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
@@ -619,7 +615,7 @@ pub async fn producer<D: Driver>(
                         }
                     }
                 };
-                arm(timer.as_mut(), window_closes);
+                timer.reset(window_closes);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
@@ -632,8 +628,7 @@ pub async fn producer<D: Driver>(
                 }
                 continue;
             }
-            let wake = wall_to_tokio(schedule.intended_ns(seq)).min(window_closes);
-            arm(timer.as_mut(), wake);
+            timer.reset(schedule.intended_ns(seq).min(window_closes));
             tokio::select! {
                 biased;
                 _ = &mut ended => break,
