@@ -316,10 +316,9 @@ impl Deadline {
     /// tens of thousands of clients would otherwise wake their thread once per message
     /// instead of once per millisecond.
     pub fn coarse(at_ns: i64) -> Self {
-        Self {
-            coarse: true,
-            ..Self::at(at_ns)
-        }
+        let mut d = Self::at(at_ns);
+        d.coarse = true;
+        d
     }
 
     /// When it comes.
