@@ -259,8 +259,16 @@ fn rates(s: &ViewState) -> Paragraph<'static> {
             p(s.whole.max)
         )),
     ]);
-    Paragraph::new(vec![Line::from(numbers), response, totals])
-        .block(Block::bordered().title(" rates "))
+    let mut lines = vec![Line::from(numbers), response, totals];
+    if let Some(g) = &s.generator {
+        let span = Span::raw(format!("generator {g}"));
+        lines.push(Line::from(if g.starts_with("BOUND") {
+            span.red().bold()
+        } else {
+            span.dim()
+        }));
+    }
+    Paragraph::new(lines).block(Block::bordered().title(" rates "))
 }
 
 fn workers(s: &ViewState) -> Table<'static> {

@@ -243,6 +243,9 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
     if let Some(h) = &s.publish_latency_us {
         lines.push(format!("publish (ack)  {}", p(h)));
     }
+    if let Some(g) = &s.generator {
+        lines.push(format!("generator      {}", g.line()));
+    }
     if let Some(b) = &s.backlog {
         let seconds = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0} s"));
         lines.push(format!(

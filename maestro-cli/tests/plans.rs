@@ -488,6 +488,7 @@ fn fake_results(
         faults: Vec::new(),
         workers: vec![],
         error_messages: vec![],
+        generator: None,
     };
     let plan = PlanResult {
         schema_version: SCHEMA_VERSION,

@@ -436,6 +436,7 @@ mod tests {
                 ],
                 response_time_us: vec![String::new(), slow, String::new()],
             }),
+            data_plane: None,
         };
         let results: BTreeMap<PeerId, RunResult> = [(peer("w"), result)].into();
         let segments = Segments::of(&results, 2);

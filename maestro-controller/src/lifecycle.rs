@@ -399,6 +399,7 @@ mod tests {
             subscribe_us: None,
             connections: None,
             segments: None,
+            data_plane: None,
         })
     }
 

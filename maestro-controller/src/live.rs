@@ -31,6 +31,9 @@ pub struct LiveMetrics {
     response: Family<Labels, FloatGauge>,
     response_last: Family<Labels, FloatGauge>,
     lost: Family<Labels, Gauge>,
+    generator_bound: Family<Labels, Gauge>,
+    generator_send_lag: Family<Labels, FloatGauge>,
+    generator_busy: Family<Labels, FloatGauge>,
     fault_active: Family<Labels, Gauge>,
     sut: Family<Labels, FloatGauge>,
 }
@@ -67,6 +70,9 @@ impl LiveMetrics {
             response: Family::default(),
             response_last: Family::default(),
             lost: Family::default(),
+            generator_bound: Family::default(),
+            generator_send_lag: Family::default(),
+            generator_busy: Family::default(),
             fault_active: Family::default(),
             sut: Family::default(),
         };
@@ -116,6 +122,21 @@ impl LiveMetrics {
             "run_lost",
             "Messages lost (known when the run ends)",
             m.lost.clone(),
+        );
+        r.register(
+            "run_generator_bound",
+            "1 when the tool itself limited the run (known when the run ends; see summary.json's generator.reasons)",
+            m.generator_bound.clone(),
+        );
+        r.register(
+            "run_generator_send_lag_seconds",
+            "The producers' lateness against their schedule over the run (known when the run ends)",
+            m.generator_send_lag.clone(),
+        );
+        r.register(
+            "run_generator_busy_ratio",
+            "The busiest data-plane thread's CPU time over the run, per worker (1: a whole core)",
+            m.generator_busy.clone(),
         );
         r.register(
             "fault_active",
@@ -203,6 +224,26 @@ impl LiveMetrics {
         self.sut.get_or_create(&l).set(v);
     }
 
+    fn set_generator(&self, run: &str, g: &maestro_report::model::GeneratorVerdict) {
+        self.generator_bound
+            .get_or_create(&self.labels(run, &[]))
+            .set(i64::from(g.bound));
+        for (q, us) in [
+            ("0.5", g.send_lag_p50_us),
+            ("0.99", g.send_lag_p99_us),
+            ("0.999", g.send_lag_p999_us),
+        ] {
+            self.generator_send_lag
+                .get_or_create(&self.labels(run, &[("quantile", q)]))
+                .set(us as f64 / 1e6);
+        }
+        for w in &g.workers {
+            self.generator_busy
+                .get_or_create(&self.labels(run, &[("worker", &w.worker)]))
+                .set(w.busy_max);
+        }
+    }
+
     fn set_finished(&self, run: &str, lost: u64, in_flight: i64) {
         let base = self.labels(run, &[]);
         self.lost
@@ -251,6 +292,14 @@ impl crate::watch::Watch for LiveMetrics {
                 m.value,
             );
         }
+    }
+
+    fn generator(
+        &self,
+        run: &maestro_protocol::RunId,
+        verdict: &maestro_report::model::GeneratorVerdict,
+    ) {
+        self.set_generator(run.as_str(), verdict);
     }
 
     fn finished(&self, run: &maestro_protocol::RunId, lost: u64, in_flight: i64) {

@@ -268,6 +268,10 @@ pub struct Conditions {
     pub sut_max_consumer_lag: Option<f64>,
     /// The most memory an inspector saw the SUT use (`memory_bytes`), MiB.
     pub sut_max_memory_mb: Option<f64>,
+    /// A run the tool itself limited (`generator.bound` in the summary) fails, unless
+    /// this is `false`: such a run measured maestro, not the SUT, and a max-rate search
+    /// must find the SUT's knee, never the tool's. Absent: true.
+    pub fail_when_generator_bound: Option<bool>,
 }
 
 impl Conditions {
@@ -289,6 +293,9 @@ impl Conditions {
             sut_max_queue_depth: o.sut_max_queue_depth.or(self.sut_max_queue_depth),
             sut_max_consumer_lag: o.sut_max_consumer_lag.or(self.sut_max_consumer_lag),
             sut_max_memory_mb: o.sut_max_memory_mb.or(self.sut_max_memory_mb),
+            fail_when_generator_bound: o
+                .fail_when_generator_bound
+                .or(self.fail_when_generator_bound),
         }
     }
 }

@@ -181,6 +181,20 @@ pub fn judge(s: &RunSummary, c: &Conditions) -> Vec<Verdict> {
             ),
         }
     }
+    if c.fail_when_generator_bound.unwrap_or(true)
+        && let Some(g) = &s.generator
+    {
+        check(
+            &if g.bound {
+                format!("not generator-bound ({})", g.reasons.join("; "))
+            } else {
+                "not generator-bound".to_owned()
+            },
+            0.0,
+            f64::from(u8::from(g.bound)),
+            !g.bound,
+        );
+    }
     check(
         "not degraded",
         0.0,

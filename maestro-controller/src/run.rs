@@ -662,6 +662,9 @@ pub async fn run_test(
                         for f in &faults {
                             w.fault(&run, f);
                         }
+                        if let Some(g) = &summary.generator {
+                            w.generator(&run, g);
+                        }
                         w.finished(&run, summary.lost, 0);
                     }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;

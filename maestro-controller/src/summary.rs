@@ -3,6 +3,7 @@
 //! clock corrections; as a [`RunSummary`] of the results model.
 
 use maestro_protocol::{Counters, ErrorCount, PeerId, RunId, RunResult, TestSpec};
+use maestro_report::model::{GeneratorVerdict, GeneratorWorker};
 use maestro_report::timeseries::Latencies;
 use maestro_report::{ClockSummary, Percentiles, RunSummary, SCHEMA_VERSION, WorkerSummary};
 use std::collections::{BTreeMap, BTreeSet};
@@ -244,7 +245,7 @@ pub fn summarize(
             0.0
         }
     };
-    RunSummary {
+    let mut summary = RunSummary {
         schema_version: SCHEMA_VERSION,
         run_id: run.to_string(),
         sut: spec.sut.redacted(),
@@ -287,6 +288,101 @@ pub fn summarize(
             .into_iter()
             .map(|(message, count)| ErrorCount { message, count })
             .collect(),
+        generator: None,
+    };
+    summary.generator = Some(generator_verdict(&summary, collected, workers));
+    summary
+}
+
+/// A data-plane thread busier than this (CPU time over the span) was the limit.
+pub const BUSY_LIMIT: f64 = 0.90;
+/// Data-plane threads that waited for a CPU this long (a fraction of the span) were
+/// starved of CPU: by other processes, or by a CPU quota.
+pub const WAITED_LIMIT: f64 = 0.20;
+/// Producers this late (send lag p99, µs), and later than the SUT's own delay, fell behind
+/// their schedule by themselves.
+pub const SEND_LAG_LIMIT_US: u64 = 1_000;
+/// Unsent messages above this fraction of those due, while the SUT acknowledged within
+/// [`PROMPT_ACK_US`] at p99, were the tool's.
+pub const UNSENT_LIMIT: f64 = 0.001;
+pub const PROMPT_ACK_US: u64 = 10_000;
+
+/// Whether the tool, not the SUT, limited the run: from the workers' data-plane threads
+/// (busy, or starved of CPU), the producers' lateness against the SUT's delay, and
+/// messages left unsent while the SUT acknowledged promptly.
+pub fn generator_verdict(
+    s: &RunSummary,
+    collected: &Collected,
+    workers: &[(PeerId, String, usize, usize)],
+) -> GeneratorVerdict {
+    let mut reasons = Vec::new();
+    let mut per_worker = Vec::new();
+    for (id, name, ..) in workers {
+        let Some(load) = collected
+            .results
+            .get(id)
+            .and_then(|r| r.data_plane.as_ref())
+        else {
+            continue;
+        };
+        let w = GeneratorWorker {
+            worker: name.clone(),
+            threads: load.threads.len(),
+            cpu_s: load.threads.iter().map(|t| t.cpu_us).sum::<u64>() as f64 / 1e6,
+            busy_max: load.busy_max(),
+            waited_max: load.waited_max(),
+        };
+        if w.busy_max >= BUSY_LIMIT {
+            reasons.push(format!(
+                "worker {name}: a data-plane thread was busy {:.0} % of the run (limit {:.0} %)",
+                w.busy_max * 100.0,
+                BUSY_LIMIT * 100.0
+            ));
+        }
+        if w.waited_max >= WAITED_LIMIT {
+            reasons.push(format!(
+                "worker {name}: its data-plane threads waited for a CPU {:.0} % of the run (limit {:.0} %): other processes or a CPU quota starved it",
+                w.waited_max * 100.0,
+                WAITED_LIMIT * 100.0
+            ));
+        }
+        per_worker.push(w);
+    }
+    let lag = &s.send_lag_us;
+    let service_p99 = s.service_time_us.p99;
+    if lag.count > 0 && lag.p99 >= SEND_LAG_LIMIT_US && lag.p99 > service_p99 {
+        reasons.push(format!(
+            "send lag p99 {} µs (limit {SEND_LAG_LIMIT_US} µs) above the SUT's service time p99 {service_p99} µs: the producers fell behind their schedule",
+            lag.p99
+        ));
+    }
+    let due = s.sent + s.unsent;
+    let unsent_fraction = if due > 0 {
+        s.unsent as f64 / due as f64
+    } else {
+        0.0
+    };
+    if let Some(ack) = &s.publish_latency_us
+        && unsent_fraction > UNSENT_LIMIT
+        && ack.count > 0
+        && ack.p99 <= PROMPT_ACK_US
+    {
+        reasons.push(format!(
+            "{} messages unsent ({:.2} % of those due) while the SUT acknowledged within {} µs at p99",
+            s.unsent,
+            unsent_fraction * 100.0,
+            ack.p99
+        ));
+    }
+    GeneratorVerdict {
+        bound: !reasons.is_empty(),
+        reasons,
+        send_lag_p50_us: lag.p50,
+        send_lag_p99_us: lag.p99,
+        send_lag_p999_us: lag.p999,
+        service_time_p99_us: service_p99,
+        unsent_fraction,
+        workers: per_worker,
     }
 }
 
@@ -350,6 +446,7 @@ mod tests {
             subscribe_us: None,
             connections: None,
             segments: None,
+            data_plane: None,
         }
     }
 

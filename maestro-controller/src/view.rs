@@ -99,6 +99,8 @@ pub struct ViewState {
     pub stopping: bool,
     /// What was lost, once the run ended.
     pub lost: Option<u64>,
+    /// The generator's verdict in one line, once the run ended.
+    pub generator: Option<String>,
 }
 
 /// The shared model: a watcher that the renderer reads.
@@ -313,6 +315,14 @@ impl Watch for LiveView {
                     SUT_SHOWN.iter().position(|n| *n == r.metric),
                 )
             });
+        });
+    }
+
+    fn generator(&self, run: &RunId, verdict: &maestro_report::model::GeneratorVerdict) {
+        self.with(|s| {
+            if s.run.as_ref() == Some(run) {
+                s.generator = Some(verdict.line());
+            }
         });
     }
 

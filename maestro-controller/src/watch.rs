@@ -75,6 +75,8 @@ pub trait Watch: Send + Sync + std::fmt::Debug {
     fn fault(&self, _run: &RunId, _fault: &FaultRecord) {}
     /// An inspector's sample of one source, at `at_us` on the controller's clock.
     fn sut(&self, _inspector: &str, _at_us: i64, _sample: &SourceSample) {}
+    /// The run ended: the generator's own verdict on it (whether the tool limited it).
+    fn generator(&self, _run: &RunId, _verdict: &maestro_report::model::GeneratorVerdict) {}
     /// The run ended: what was lost is known now.
     fn finished(&self, _run: &RunId, _lost: u64, _in_flight: i64) {}
 }

@@ -139,6 +139,7 @@ mod tests {
             faults: Vec::new(),
             workers: vec![],
             error_messages: vec![],
+            generator: None,
         }
     }
 

@@ -545,21 +545,44 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
     }
     // Probes whose achieved rate fell short of the offer, said plainly.
     let mut shortfalls = String::new();
+    // The generator's own verdict on each probe: whether maestro, not the SUT, limited it.
+    let mut generator = String::new();
     for p in phases {
         for probe in &p.probes {
             let s = &probe.summary;
+            let bound = s.generator.as_ref().filter(|g| g.bound);
             if let Some(fraction) = s.achieved_fraction
                 && fraction < SHORTFALL
             {
                 let _ = write!(
                     shortfalls,
-                    r#"<p class="shortfall">Phase {i} {k} at {rate:.0} msg/s: achieved {a:.1} msg/s, {pct:.1} % of the offered rate; {u} messages due were never sent. The SUT did not keep up.</p>"#,
+                    r#"<p class="shortfall">Phase {i} {k} at {rate:.0} msg/s: achieved {a:.1} msg/s, {pct:.1} % of the offered rate; {u} messages due were never sent. {who}</p>"#,
                     i = p.index,
                     k = p.kind,
                     rate = probe.rate,
                     a = s.achieved_rate,
                     pct = fraction * 100.0,
                     u = s.unsent,
+                    who = if bound.is_some() {
+                        "The tool limited the run (see below)."
+                    } else {
+                        "The SUT did not keep up."
+                    },
+                );
+            }
+            if let Some(g) = &s.generator {
+                let _ = write!(
+                    generator,
+                    r#"<p class="{class}">Phase {i} {k} at {rate:.0} msg/s: generator {line}</p>"#,
+                    class = if g.bound {
+                        "generator-bound"
+                    } else {
+                        "generator"
+                    },
+                    i = p.index,
+                    k = p.kind,
+                    rate = probe.rate,
+                    line = esc(&g.line()),
                 );
             }
         }
@@ -586,6 +609,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
 {shortfalls}<h2>Throughput</h2>{throughput}
 <h2>Response time</h2>{latency}{distribution}
 {faults}{sut_charts}{connections}<h2>Ramp and search</h2>{curve}
+<h2>Generator</h2>{generator}
 <h2>Verdicts</h2><table id="verdicts"><thead><tr><th>phase</th><th>rate</th><th>condition</th><th>actual</th><th>result</th></tr></thead><tbody>{verdicts}</tbody></table>
 <h2>Workers</h2><table id="workers"><thead><tr><th>phase</th><th>rate</th><th>worker</th><th>producers</th><th>consumers</th><th>sent</th><th>received</th><th>errors</th></tr></thead><tbody>{workers}</tbody></table>
 </body></html>"#,

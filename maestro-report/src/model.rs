@@ -72,6 +72,70 @@ pub struct WorkerSummary {
     pub reported: bool,
 }
 
+/// The generator's own verdict on a run: whether maestro, not the SUT, limited it, why,
+/// and the figures behind it. A run the tool limited measured the tool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorVerdict {
+    /// True when the tool limited the run (any of `reasons`).
+    pub bound: bool,
+    /// Each reason in words, with its figure and limit (empty when not bound).
+    pub reasons: Vec<String>,
+    /// The producers' lateness against their schedule, µs.
+    pub send_lag_p50_us: u64,
+    pub send_lag_p99_us: u64,
+    pub send_lag_p999_us: u64,
+    /// The SUT's part, for comparison: receive minus actual send time, p99, µs.
+    pub service_time_p99_us: u64,
+    /// Messages the schedule had due that were never sent, as a fraction of those due.
+    pub unsent_fraction: f64,
+    /// Per worker: its data-plane threads while its producers sent.
+    pub workers: Vec<GeneratorWorker>,
+}
+
+impl GeneratorVerdict {
+    /// One line for people: `bound` and why, or the figures that say it was not.
+    pub fn line(&self) -> String {
+        let busiest = self
+            .workers
+            .iter()
+            .map(|w| w.busy_max)
+            .fold(0.0_f64, f64::max);
+        let waited = self
+            .workers
+            .iter()
+            .map(|w| w.waited_max)
+            .fold(0.0_f64, f64::max);
+        let figures = format!(
+            "send lag p99 {} µs, busiest data-plane thread {:.0} %, waited for CPU {:.0} %",
+            self.send_lag_p99_us,
+            busiest * 100.0,
+            waited * 100.0
+        );
+        if self.bound {
+            format!(
+                "BOUND: the tool limited this run ({}; {figures})",
+                self.reasons.join("; ")
+            )
+        } else {
+            format!("not bound ({figures})")
+        }
+    }
+}
+
+/// One worker's data-plane threads over a run (from the kernel's scheduler statistics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorWorker {
+    pub worker: String,
+    pub threads: usize,
+    /// CPU seconds the threads used, all together.
+    pub cpu_s: f64,
+    /// The busiest thread's CPU time as a fraction of the span (1.0: a whole core).
+    pub busy_max: f64,
+    /// The longest any thread waited for a CPU while ready to run, as a fraction of the
+    /// span (other processes, a CPU quota).
+    pub waited_max: f64,
+}
+
 /// How the workers' clocks were reconciled (from the controller's ping before the run).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClockSummary {
@@ -161,6 +225,10 @@ pub struct RunSummary {
     pub faults: Vec<crate::sut::FaultSummary>,
     pub workers: Vec<WorkerSummary>,
     pub error_messages: Vec<ErrorCount>,
+    /// Whether the tool itself limited the run (absent from results written before it
+    /// was added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorVerdict>,
 }
 
 /// A backlog test (OpenMessaging Benchmark's `consumerBacklogSizeGB`): consumers were

@@ -831,6 +831,48 @@ pub struct RunResult {
     /// Counts per segment of the run, when the spec has marks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segments: Option<SegmentTallies>,
+    /// How busy the worker's data-plane threads were while its producers sent (absent
+    /// from older workers, and where the kernel does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneLoad>,
+}
+
+/// A worker's data-plane threads over a run's send window, from the kernel's per-thread
+/// scheduler statistics: how long each ran on a CPU, and how long it was ready to run but
+/// waited for one (other processes, a CPU quota). The generator's own share of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneLoad {
+    /// The span measured, µs (from the start until the worker's producers stopped).
+    pub wall_us: u64,
+    /// One entry per data-plane thread the run used.
+    pub threads: Vec<ThreadLoad>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadLoad {
+    /// CPU time the thread used, µs.
+    pub cpu_us: u64,
+    /// Time the thread was runnable but not running, µs.
+    pub waited_us: u64,
+}
+
+impl DataPlaneLoad {
+    /// The busiest thread's CPU time as a fraction of the span (0 when nothing measured).
+    pub fn busy_max(&self) -> f64 {
+        self.fraction(|t| t.cpu_us)
+    }
+
+    /// The longest any thread waited for a CPU, as a fraction of the span.
+    pub fn waited_max(&self) -> f64 {
+        self.fraction(|t| t.waited_us)
+    }
+
+    fn fraction(&self, f: impl Fn(&ThreadLoad) -> u64) -> f64 {
+        if self.wall_us == 0 {
+            return 0.0;
+        }
+        self.threads.iter().map(f).max().unwrap_or(0) as f64 / self.wall_us as f64
+    }
 }
 
 /// What a worker counted per segment of a run: segment `k` holds the messages whose

@@ -245,6 +245,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                             sample_histogram(),
                         ],
                     }),
+                    data_plane: None,
                 }),
             ),
         ),

@@ -334,6 +334,15 @@ fn run_body() -> impl Strategy<Value = Body> {
                             }],
                             response_time_us: vec![String::new(), String::new()],
                         }),
+                        data_plane: (errors_len % 2 == 0).then(|| {
+                            maestro_protocol::DataPlaneLoad {
+                                wall_us: 8_000_000,
+                                threads: vec![maestro_protocol::ThreadLoad {
+                                    cpu_us: 1_234,
+                                    waited_us: 56,
+                                }],
+                            }
+                        }),
                     })
                 }
             ),

@@ -154,6 +154,8 @@ impl Ramp {
 #[derive(Debug)]
 pub struct DataPlane {
     handles: Vec<tokio::runtime::Handle>,
+    /// The threads' kernel ids, for their CPU figures ([`LoadMeter`]).
+    tids: Vec<i32>,
     stop: CancellationToken,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -163,7 +165,9 @@ impl DataPlane {
         let stop = CancellationToken::new();
         let mut handles = Vec::new();
         let mut joins = Vec::new();
+        let mut tids = Vec::new();
         for i in 0..threads.max(1) {
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -173,6 +177,7 @@ impl DataPlane {
                 std::thread::Builder::new()
                     .name(format!("data-plane-{i}"))
                     .spawn(move || {
+                        let _ = tid_tx.send(nix::unistd::gettid().as_raw());
                         rt.block_on(async {
                             // The thread's microsecond timer (see `timer`): without it,
                             // its tasks fall back to tokio's millisecond one.
@@ -190,9 +195,11 @@ impl DataPlane {
                         })
                     })?,
             );
+            tids.push(tid_rx.recv().unwrap_or(0));
         }
         Ok(Self {
             handles,
+            tids,
             stop,
             threads: joins,
         })
@@ -534,8 +541,8 @@ impl Engine {
             run: c.run.as_str().into(),
         };
         let mut ready = Vec::new();
-        let handles = match self.data_plane.get_or_init(DataPlane::per_core) {
-            Ok(plane) => plane.handles.clone(),
+        let (handles, tids) = match self.data_plane.get_or_init(DataPlane::per_core) {
+            Ok(plane) => (plane.handles.clone(), plane.tids.clone()),
             Err(e) => {
                 outbox.reply(
                     &reply,
@@ -551,6 +558,7 @@ impl Engine {
         // speed): a light run, a slow fleet, wakes one thread instead of every core.
         let handles = &handles[..threads_for(&c, handles.len())];
         let threads = handles.len();
+        let mut meter = LoadMeter::new(tids.get(..threads).unwrap_or(&[]));
         info!(run = %c.run, threads, "data-plane threads for this run");
         // One ticker per data-plane thread of the run ships its recorder at each slot's end.
         let tickers = CancellationToken::new();
@@ -652,6 +660,7 @@ impl Engine {
             subscribe_us: None,
             connections: None,
             segments: None,
+            data_plane: None,
         };
         let mut segments = SegmentMerge::new(c.spec.marks_ms.len());
         let tracker = driver.connections();
@@ -666,6 +675,9 @@ impl Engine {
                     Some(Report::Interval { second, recorder }) => seconds.add(second, recorder),
                     Some(Report::Final(f)) => {
                         if f.producer { done_producers += 1 } else { done_consumers += 1 }
+                        if f.producer && done_producers == total_producers {
+                            meter.end(tasks::now_ns());
+                        }
                         result.sent.extend(f.sent);
                         result.deliveries.extend(f.deliveries);
                         if let (Some(m), Some((id, s))) = (segments.as_mut(), f.segments) {
@@ -679,6 +691,7 @@ impl Engine {
                 },
                 _ = tick.tick() => {
                     if let Some(start_ns) = *start_rx.borrow() {
+                        meter.begin(start_ns, tasks::now_ns());
                         let active = (total_producers - done_producers, total_consumers - done_consumers);
                         for mut stats in seconds.due(start_ns, tasks::now_ns(), active) {
                             stats.connections = tracker.as_ref().map(|t| second_connections(t, &mut counted));
@@ -725,6 +738,8 @@ impl Engine {
         result.subscribe_us = encode(timings.subscribe);
         result.connections = tracker.map(|t| t.stats());
         result.segments = segments.map(SegmentMerge::finish);
+        meter.end(tasks::now_ns());
+        result.data_plane = meter.finish();
         // What the run created on the SUT goes before the result does, so that the next
         // run of a plan finds this worker idle and the SUT clean.
         if let Err(e) = driver.finish(c.producers.contains(0)).await {
@@ -791,6 +806,76 @@ impl Engine {
         }
         // Idempotent: stopping a run that already ended is fine.
         Body::Stopping(Stopping { run: s.run.clone() })
+    }
+}
+
+/// (ns on a CPU, ns waiting for one) of a thread.
+type SchedStat = (u64, u64);
+
+/// CPU and run-queue time of a thread of this process, ns, from the kernel's
+/// `/proc/self/task/TID/schedstat` (time on a CPU, time waiting for one).
+fn schedstat(tid: i32) -> Option<SchedStat> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
+/// Measures a run's data-plane threads from the start until its producers stopped: the
+/// generator's own share of the run ([`maestro_protocol::DataPlaneLoad`]).
+#[derive(Debug)]
+struct LoadMeter {
+    tids: Vec<i32>,
+    /// When measuring began (wall ns), and each thread's figures then.
+    from: Option<(i64, Vec<Option<SchedStat>>)>,
+    load: Option<maestro_protocol::DataPlaneLoad>,
+}
+
+impl LoadMeter {
+    fn new(tids: &[i32]) -> Self {
+        Self {
+            tids: tids.to_vec(),
+            from: None,
+            load: None,
+        }
+    }
+
+    /// Begins once the run's start has come.
+    fn begin(&mut self, start_ns: i64, now_ns: i64) {
+        if self.from.is_none() && now_ns >= start_ns {
+            self.from = Some((now_ns, self.tids.iter().map(|t| schedstat(*t)).collect()));
+        }
+    }
+
+    /// Ends (once; nothing when it never began).
+    fn end(&mut self, now_ns: i64) {
+        let Some((began, before)) = self.from.as_ref() else {
+            return;
+        };
+        if self.load.is_some() {
+            return;
+        }
+        let threads = self
+            .tids
+            .iter()
+            .zip(before)
+            .filter_map(|(tid, before)| {
+                let ((cpu0, wait0), (cpu1, wait1)) = ((*before)?, schedstat(*tid)?);
+                Some(maestro_protocol::ThreadLoad {
+                    cpu_us: cpu1.saturating_sub(cpu0) / 1_000,
+                    waited_us: wait1.saturating_sub(wait0) / 1_000,
+                })
+            })
+            .collect::<Vec<_>>();
+        if !threads.is_empty() {
+            self.load = Some(maestro_protocol::DataPlaneLoad {
+                wall_us: (now_ns.saturating_sub(*began) / 1_000).max(0) as u64,
+                threads,
+            });
+        }
+    }
+
+    fn finish(self) -> Option<maestro_protocol::DataPlaneLoad> {
+        self.load
     }
 }
 
