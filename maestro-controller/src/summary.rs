@@ -350,7 +350,15 @@ pub fn generator_verdict(
     }
     let lag = &s.send_lag_us;
     let service_p99 = s.service_time_us.p99;
-    if lag.count > 0 && lag.p99 >= SEND_LAG_LIMIT_US && lag.p99 > service_p99 {
+    // Late producers are the tool's only when the SUT was prompt: its delay (service
+    // time) below their lateness, and its acknowledgements (where there are some) prompt.
+    // A SUT that stalls holds the producers back through a full window or socket, and
+    // that lateness is the SUT's.
+    let acks_prompt = s
+        .publish_latency_us
+        .as_ref()
+        .is_none_or(|a| a.count == 0 || a.p99 <= PROMPT_ACK_US);
+    if lag.count > 0 && lag.p99 >= SEND_LAG_LIMIT_US && lag.p99 > service_p99 && acks_prompt {
         reasons.push(format!(
             "send lag p99 {} µs (limit {SEND_LAG_LIMIT_US} µs) above the SUT's service time p99 {service_p99} µs: the producers fell behind their schedule",
             lag.p99
