@@ -285,6 +285,16 @@ async fn sample_loop(
         .iter()
         .map(|s| (s.clone(), Source::open(s, &tasks, &stop)))
         .collect();
+    // One sample at once, kept as the latest figures only (not an event: the series stay
+    // on whole seconds): a run that starts before the first whole-second tick still gets
+    // every source's baseline (without it, the quickstart's run, started right after its
+    // inspector, warned "host had no sample before the start").
+    let at_us = maestro_control::now();
+    let first = tokio::select! {
+        _ = stop.cancelled() => return,
+        s = sources::sample_all(&mut sources) => s,
+    };
+    lock(&latest).record(at_us, &first);
     // Ticks on whole wall-clock seconds, so samples line up across inspectors.
     let now_us = maestro_control::now().0;
     let to_next = 1_000_000 - now_us.rem_euclid(1_000_000);
