@@ -331,6 +331,7 @@ pub fn generator_verdict(
             cpu_s: load.threads.iter().map(|t| t.cpu_us).sum::<u64>() as f64 / 1e6,
             busy_max: load.busy_max(),
             waited_max: load.waited_max(),
+            wait_per_wake_us: load.wait_per_wake_max_us(),
         };
         if w.busy_max >= BUSY_LIMIT {
             reasons.push(format!(
@@ -340,8 +341,12 @@ pub fn generator_verdict(
             ));
         }
         if w.waited_max >= WAITED_LIMIT {
+            let per_wake = w
+                .wait_per_wake_us
+                .map(|p| format!(", {p:.0} µs per wake-up"))
+                .unwrap_or_default();
             reasons.push(format!(
-                "worker {name}: its data-plane threads waited for a CPU {:.0} % of the run (limit {:.0} %): other processes or a CPU quota starved it",
+                "worker {name}: its data-plane threads waited for a CPU {:.0} % of the run (limit {:.0} %){per_wake}: other processes or a CPU quota starved it",
                 w.waited_max * 100.0,
                 WAITED_LIMIT * 100.0
             ));

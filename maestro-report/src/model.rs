@@ -134,6 +134,10 @@ pub struct GeneratorWorker {
     /// The longest any thread waited for a CPU while ready to run, as a fraction of the
     /// span (other processes, a CPU quota).
     pub waited_max: f64,
+    /// The longest mean wait for a CPU per wake-up of any thread, µs: what starvation
+    /// added to each message (absent when the worker did not count wake-ups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_per_wake_us: Option<f64>,
 }
 
 /// How the workers' clocks were reconciled (from the controller's ping before the run).

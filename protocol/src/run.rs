@@ -854,6 +854,10 @@ pub struct ThreadLoad {
     pub cpu_us: u64,
     /// Time the thread was runnable but not running, µs.
     pub waited_us: u64,
+    /// How many times the thread was put on a CPU (each wake-up waits its share of
+    /// `waited_us`); absent from workers that did not count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wakes: Option<u64>,
 }
 
 impl DataPlaneLoad {
@@ -865,6 +869,19 @@ impl DataPlaneLoad {
     /// The longest any thread waited for a CPU, as a fraction of the span.
     pub fn waited_max(&self) -> f64 {
         self.fraction(|t| t.waited_us)
+    }
+
+    /// The longest mean wait for a CPU per wake-up of any thread, µs: what starvation
+    /// added to each message the thread handled. `None` when no thread counted its wake-ups.
+    pub fn wait_per_wake_max_us(&self) -> Option<f64> {
+        self.threads
+            .iter()
+            .filter_map(|t| {
+                t.wakes
+                    .filter(|w| *w > 0)
+                    .map(|w| t.waited_us as f64 / w as f64)
+            })
+            .reduce(f64::max)
     }
 
     fn fraction(&self, f: impl Fn(&ThreadLoad) -> u64) -> f64 {

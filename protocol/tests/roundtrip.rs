@@ -340,6 +340,7 @@ fn run_body() -> impl Strategy<Value = Body> {
                                 threads: vec![maestro_protocol::ThreadLoad {
                                     cpu_us: 1_234,
                                     waited_us: 56,
+                                    wakes: Some(7),
                                 }],
                             }
                         }),

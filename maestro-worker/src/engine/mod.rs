@@ -809,15 +809,15 @@ impl Engine {
     }
 }
 
-/// (ns on a CPU, ns waiting for one) of a thread.
-type SchedStat = (u64, u64);
+/// (ns on a CPU, ns waiting for one, times put on a CPU) of a thread.
+type SchedStat = (u64, u64, u64);
 
 /// CPU and run-queue time of a thread of this process, ns, from the kernel's
-/// `/proc/self/task/TID/schedstat` (time on a CPU, time waiting for one).
+/// `/proc/self/task/TID/schedstat` (time on a CPU, time waiting for one, timeslices).
 fn schedstat(tid: i32) -> Option<SchedStat> {
     let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-    Some((fields.next()??, fields.next()??))
+    Some((fields.next()??, fields.next()??, fields.next()??))
 }
 
 /// Measures a run's data-plane threads from the start until its producers stopped: the
@@ -859,10 +859,11 @@ impl LoadMeter {
             .iter()
             .zip(before)
             .filter_map(|(tid, before)| {
-                let ((cpu0, wait0), (cpu1, wait1)) = ((*before)?, schedstat(*tid)?);
+                let ((cpu0, wait0, wakes0), (cpu1, wait1, wakes1)) = ((*before)?, schedstat(*tid)?);
                 Some(maestro_protocol::ThreadLoad {
                     cpu_us: cpu1.saturating_sub(cpu0) / 1_000,
                     waited_us: wait1.saturating_sub(wait0) / 1_000,
+                    wakes: Some(wakes1.saturating_sub(wakes0)),
                 })
             })
             .collect::<Vec<_>>();
