@@ -361,6 +361,87 @@ fn kafka_topics_are_deleted_unless_kept_and_client_options_apply() {
     assert!(run.stderr.contains("no.such.thing"), "{}", run.stderr);
 }
 
+/// Kafka: two consumers in one group on 2 partitions keep up with 2,000 msg/s (acks=all)
+/// against tansu. They used to fall behind: the workers' producers spun a core each before
+/// the start and while draining (starving the broker beside them), and a 1 ms linger made
+/// a batch of almost every message, which tansu lists one by one on every fetch.
+#[test]
+fn a_two_consumer_kafka_group_keeps_up_at_2000_per_second() {
+    let c = Cluster::start(2);
+    let tansu = ScriptedSut::tansu().unwrap();
+    let plan = c.results.join("group.toml");
+    std::fs::create_dir_all(&c.results).unwrap();
+    std::fs::write(
+        &plan,
+        format!(
+            r#"
+[plan]
+name = "kafka-group"
+
+[sut]
+url = "{}/group?acks=all"
+
+[workload]
+topics = 1
+partitions_per_topic = 2
+producers_per_topic = 2
+consumers_per_subscription = 2
+message_size = 512
+key_distribution = "round_robin"
+
+[conditions]
+response_time_p99_ms = 200.0
+max_lost = 0
+
+[[phase]]
+kind = "fixed"
+rate = 2000
+duration = "10s"
+"#,
+            tansu.url
+        ),
+    )
+    .unwrap();
+    let run = c.cli(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--results",
+            c.results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(120),
+    );
+    let result = run.json().unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    let s = &result["phases"][0]["probes"][0]["summary"];
+    eprintln!(
+        "response time {:#} publish latency {:#}",
+        s["response_time_us"], s["publish_latency_us"]
+    );
+    assert_eq!(
+        (u(s, "sent"), u(s, "received"), u(s, "lost")),
+        (20_000, 20_000, 0),
+        "{s:#}"
+    );
+    let p99 = u(&s["response_time_us"], "p99");
+    assert!(p99 < 200_000, "response time p99 {p99} µs: {s:#}");
+    // Both members of the group (one on each worker) consumed: the partitions were
+    // shared, none idle.
+    let per_worker: Vec<(u64, u64)> = s["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers: {s:#}"))
+        .iter()
+        .map(|w| (u(w, "consumers"), u(w, "received")))
+        .collect();
+    assert_eq!(per_worker.len(), 2, "{s:#}");
+    assert!(
+        per_worker.iter().all(|(n, r)| *n == 1 && *r > 0),
+        "{per_worker:?}"
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
 /// The backlog test (OMB's consumerBacklogSizeGB): consumers are held until about 2 MiB of
 /// 1000-byte messages wait in the SUT (2097 messages, 2 s at 1000/s), then they catch up
 /// while producers go on; nothing is lost.

@@ -333,6 +333,7 @@ pub struct KafkaOptions {
     /// Partitions of a topic the run creates; `None`: one per consumer of the topic.
     pub partitions: Option<u32>,
     pub acks: Acks,
+    /// How long a producer waits to fill a batch, ms (default 5).
     pub linger_ms: u32,
     pub batch_size: Option<u32>,
     pub compression: Compression,
@@ -793,7 +794,10 @@ impl Parser {
             },
             partitions: None,
             acks: Acks::All,
-            linger_ms: 1,
+            // librdkafka's own default (and the Java client's since Kafka 4.0). 1 ms made
+            // a batch of nearly every message at moderate rates, which brokers that store
+            // and list batches one by one (tansu) pay for on every fetch.
+            linger_ms: 5,
             batch_size: None,
             compression: Compression::None,
             group: "maestro".into(),

@@ -2,7 +2,7 @@
 //!
 //! `kafka://host:port[,host:port...][/topic-prefix][?options]`, options:
 //! - `partitions` (for topics the run creates; default: consumers per topic, at least 1);
-//! - `acks` (0, 1, all; default all), `linger` (ms, default 1), `batch_size` (bytes),
+//! - `acks` (0, 1, all; default all), `linger` (ms, default 5), `batch_size` (bytes),
 //!   `compression` (none, gzip, snappy, lz4, zstd; default none);
 //! - `replication_factor` (of topics the run creates; default 1), `topic.config.<name>=`
 //!   (their configuration, for example `topic.config.min.insync.replicas=2`);
@@ -51,6 +51,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GAP_RETRIES: u32 = 3;
 /// librdkafka's local queue limit (and so the producer's room).
 const QUEUE: usize = 100_000;
+/// How long a producer's `drive` waits: the cadence of delivery-failure reports and of
+/// the checks for room in librdkafka's queue.
+const DRIVE_TICK: Duration = Duration::from_millis(1);
 /// How often a consumer without auto-commit commits what it consumed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long the worker that deletes a run's topics waits for the run's consumers to leave
@@ -540,12 +543,11 @@ impl Producer for KafkaProducer {
                 .unwrap_or_default();
             return Err(DriverError::Sut(format!("{n} deliveries failed: {last}")));
         }
-        // librdkafka sends on its own threads: wait only while its queue is filling up.
-        if self.room() >= QUEUE / 2 {
-            tokio::task::yield_now().await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        // librdkafka sends and takes delivery reports on its own threads: nothing happens
+        // here but time passing. Never a bare yield: the loops that keep a producer alive
+        // before the start and drain it after the window call `drive` back to back, and a
+        // yield made each of them spin a core (starving a broker on the same machine).
+        tokio::time::sleep(DRIVE_TICK).await;
         Ok(())
     }
 
