@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_testkit::{
-    CliRun, Lab, Mosquitto, TestBroker, run_cli, spawn_peer, unique_cluster, wait_for,
+    CliRun, Cluster, Lab, Mosquitto, TestBroker, run_cli, spawn_peer, unique_cluster, wait_for,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -411,4 +411,146 @@ fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
         &["ping", "--timeout", "2s"],
     );
     assert_eq!(run.code, Some(4), "{run:?}");
+}
+
+/// Publishes `payload` with mosquitto_pub (a third-party client, as an attacker would).
+fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
+    let file = std::env::temp_dir().join(format!("forged-{}.json", fastrand::u64(..)));
+    std::fs::write(&file, payload).unwrap();
+    let out = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .expect("mosquitto_pub (apt-get install mosquitto-clients)");
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "mosquitto_pub: {out:?}");
+}
+
+/// An HdrHistogram V2 header (compressed form) that claims a 4 GiB payload and carries 8
+/// bytes: the deserializer used to allocate what the header claimed.
+fn forged_histogram() -> String {
+    use base64::Engine;
+    let mut inner = Vec::new();
+    inner.extend(0x1c84_9313u32.to_be_bytes());
+    inner.extend(u32::MAX.to_be_bytes());
+    inner.extend(0u32.to_be_bytes());
+    inner.extend(3u32.to_be_bytes());
+    inner.extend(1u64.to_be_bytes());
+    inner.extend(3_600_000_000u64.to_be_bytes());
+    inner.extend(1.0f64.to_be_bytes());
+    inner.extend([0u8; 8]);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &inner).unwrap();
+    let body = z.finish().unwrap();
+    let mut b = 0x1c84_9314u32.to_be_bytes().to_vec();
+    b.extend((body.len() as u32).to_be_bytes());
+    b.extend(body);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// During a run, a stranger publishes ten `run_stats` notes naming it (sender "forger",
+/// histograms whose headers claim 4 GiB, counters at 2^63), then the same as if from a
+/// real worker. The controller used to grow to 4 GiB and exit 3 with no summary; now the
+/// run finishes, its figures are the workers' own, and the controller stays small.
+#[test]
+fn forged_stats_notes_neither_crash_the_controller_nor_count() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let spy = capture(c.broker.port, "#");
+    let cli = c.run_in_background(
+        &mq.url("forged", "qos=1"),
+        &["--rate", "500", "--duration", "5s"],
+    );
+    // A genuine stats note shows the topic and the shape to forge.
+    let (topic, genuine) = loop {
+        let (topic, payload) = spy
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a run_stats note within 30 s");
+        if String::from_utf8_lossy(&payload).contains("\"run_stats\"") {
+            break (topic, payload);
+        }
+    };
+    let genuine: Value = serde_json::from_slice(&genuine).unwrap();
+    let histogram = forged_histogram();
+    let forge = |sender: Option<&Value>| {
+        let mut note = genuine.clone();
+        if let Some(s) = sender {
+            note["sender"] = s.clone();
+        } else {
+            note["sender"]["id"] = "forger".into();
+            note["sender"]["name"] = "forger".into();
+        }
+        let body = note
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .find(|v| v.get("counters").is_some())
+            .expect("the body with counters");
+        for (_, v) in body["counters"].as_object_mut().unwrap() {
+            *v = Value::from(1u64 << 63);
+        }
+        for (_, v) in body["histograms"].as_object_mut().unwrap() {
+            if v.is_string() {
+                *v = Value::from(histogram.clone());
+            }
+        }
+        note["id"] = uuid_like().into();
+        serde_json::to_vec(&note).unwrap()
+    };
+    let controller = controller_pid();
+    for _ in 0..10 {
+        mosquitto_pub(c.broker.port, &topic, &forge(None));
+    }
+    for _ in 0..10 {
+        mosquitto_pub(c.broker.port, &topic, &forge(Some(&genuine["sender"])));
+    }
+    let rss_kb = controller
+        .and_then(rss_kb)
+        .expect("the controller's peak memory (VmHWM)");
+    eprintln!("controller peak memory {rss_kb} KiB");
+    let run = cli.join().unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    // 500/s for 5 s: the workers' count, not 2^63.
+    let sent = s["sent"].as_u64().unwrap();
+    assert!((2_400..=2_600).contains(&sent), "sent {sent}: {s:#}");
+    assert_eq!(s["lost"], 0, "{s:#}");
+    assert!(rss_kb < 512 * 1024, "the controller grew to {rss_kb} KiB");
+    assert!(
+        run.stderr.contains("refused a stats or result note"),
+        "the refusal is logged: {}",
+        run.stderr
+    );
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// The newest `maestro-cli start` of this process's children, if any.
+fn controller_pid() -> Option<u32> {
+    let me = std::process::id().to_string();
+    let out = std::process::Command::new("pgrep")
+        .args(["-n", "-P", &me, "-x", "maestro-cli"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

@@ -473,6 +473,7 @@ pub async fn run_test(
     let mut deadline = Instant::now() + options.timeout;
     let mut next_progress = Instant::now() + Duration::from_secs(1);
     let (mut sent_total, mut received_total) = (0u64, 0u64);
+    let mut refused_senders: std::collections::BTreeSet<PeerId> = std::collections::BTreeSet::new();
     // Copies each message should reach: one per subscription.
     let fanout = if compete {
         f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
@@ -725,13 +726,35 @@ pub async fn run_test(
             Some(Incoming::Presence(id, p)) => p
                 .is_none_or(|p| p.status == PresenceStatus::Offline)
                 .then_some(Input::Offline(id)),
+            // Events count only from the run's participants, and only when their counts
+            // are ones a real worker could have made: a stranger's (or a corrupt) note
+            // naming the run is dropped, said once per sender.
+            Some(Incoming::Event(note))
+                if matches!(note.body, Body::RunStats(_) | Body::RunResult(_))
+                    && (!participants.contains(&note.sender.id)
+                        || !match &note.body {
+                            Body::RunStats(s) => s.plausible(),
+                            Body::RunResult(r) => r.plausible(),
+                            _ => true,
+                        }) =>
+            {
+                if refused_senders.insert(note.sender.id.clone()) {
+                    tracing::warn!(
+                        run = %run,
+                        sender = %note.sender.id,
+                        participant = participants.contains(&note.sender.id),
+                        "refused a stats or result note: not from a participant, or counts no worker could have made"
+                    );
+                }
+                None
+            }
             Some(Incoming::Event(note)) => match note.body {
                 Body::RunStats(s) if s.run == run => {
                     for w in &options.watchers {
                         w.worker_second(&run, &note.sender.id, &s);
                     }
-                    sent_total += s.counters.sent;
-                    received_total += s.counters.received;
+                    sent_total = sent_total.saturating_add(s.counters.sent);
+                    received_total = received_total.saturating_add(s.counters.received);
                     if let Some(out) = stream.as_mut() {
                         let live: Vec<PeerId> = machine.live().cloned().collect();
                         if let Err(e) = out.add(&note.sender.id, &s, &live) {

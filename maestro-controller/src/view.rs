@@ -202,9 +202,9 @@ impl Watch for LiveView {
                 return;
             }
             if let Some(w) = s.workers.iter_mut().find(|w| &w.id == worker) {
-                w.sent += stats.counters.sent;
-                w.received += stats.counters.received;
-                w.errors += stats.counters.errors;
+                w.sent = w.sent.saturating_add(stats.counters.sent);
+                w.received = w.received.saturating_add(stats.counters.received);
+                w.errors = w.errors.saturating_add(stats.counters.errors);
                 if let Some(c) = stats.connections {
                     w.connected = Some(c.connected);
                 }
@@ -230,8 +230,8 @@ impl Watch for LiveView {
             s.last = Some(*second);
             s.whole = *whole;
             s.in_flight = in_flight;
-            s.sent += second.sent;
-            s.received += second.received;
+            s.sent = s.sent.saturating_add(second.sent);
+            s.received = s.received.saturating_add(second.received);
             s.errors += second.errors;
             s.duplicated += second.duplicated;
             push(&mut s.sent_history, second.sent);

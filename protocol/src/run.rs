@@ -616,16 +616,40 @@ pub struct Counters {
     pub received_bytes: u64,
 }
 
+/// Most payload bytes a note's counters may claim: [`crate::histogram::MAX_COUNT`]
+/// messages of a kilobyte.
+pub const MAX_BYTES: u64 = crate::histogram::MAX_COUNT << 10;
+
 impl Counters {
+    /// Adds `o`; never wraps (a forged note cannot overflow a total, and
+    /// [`Counters::plausible`] keeps such notes out in the first place).
     pub fn add(&mut self, o: &Counters) {
-        self.sent_bytes += o.sent_bytes;
-        self.received_bytes += o.received_bytes;
-        self.sent += o.sent;
-        self.received += o.received;
-        self.errors += o.errors;
-        self.duplicated += o.duplicated;
-        self.out_of_order += o.out_of_order;
-        self.foreign += o.foreign;
+        self.sent_bytes = self.sent_bytes.saturating_add(o.sent_bytes);
+        self.received_bytes = self.received_bytes.saturating_add(o.received_bytes);
+        self.sent = self.sent.saturating_add(o.sent);
+        self.received = self.received.saturating_add(o.received);
+        self.errors = self.errors.saturating_add(o.errors);
+        self.duplicated = self.duplicated.saturating_add(o.duplicated);
+        self.out_of_order = self.out_of_order.saturating_add(o.out_of_order);
+        self.foreign = self.foreign.saturating_add(o.foreign);
+    }
+
+    /// Whether every counter is one a real worker could have counted: messages at most
+    /// [`crate::histogram::MAX_COUNT`], bytes at most [`MAX_BYTES`].
+    pub fn plausible(&self) -> bool {
+        let max = crate::histogram::MAX_COUNT;
+        [
+            self.sent,
+            self.received,
+            self.errors,
+            self.duplicated,
+            self.out_of_order,
+            self.foreign,
+        ]
+        .iter()
+        .all(|c| *c <= max)
+            && self.sent_bytes <= MAX_BYTES
+            && self.received_bytes <= MAX_BYTES
     }
 }
 
@@ -666,6 +690,13 @@ pub struct RunStats {
     /// connections).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<SecondConnections>,
+}
+
+impl RunStats {
+    /// Whether the second's counters are ones a real worker could have counted.
+    pub fn plausible(&self) -> bool {
+        self.counters.plausible()
+    }
 }
 
 /// A worker's connections to the SUT in one run second.
@@ -835,6 +866,25 @@ pub struct RunResult {
     /// from older workers, and where the kernel does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneLoad>,
+}
+
+impl RunResult {
+    /// Whether every count in the result is one a real worker could have made (see
+    /// [`Counters::plausible`]); a result that fails is forged or corrupt, and counts for
+    /// nothing.
+    pub fn plausible(&self) -> bool {
+        let max = crate::histogram::MAX_COUNT;
+        self.counters.plausible()
+            && self
+                .sent
+                .iter()
+                .all(|s| s.sent <= max && s.unsent <= max && s.errors <= max)
+            && self
+                .deliveries
+                .iter()
+                .all(|d| d.unique <= max && d.duplicated <= max && d.out_of_order <= max)
+            && self.errors.iter().all(|e| e.count <= max)
+    }
 }
 
 /// A worker's data-plane threads over a run's send window, from the kernel's per-thread
