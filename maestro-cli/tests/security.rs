@@ -554,3 +554,43 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// A stranger on an unsigned control broker replays a captured `configure` with a Kafka
+/// SUT URL that would make librdkafka load a library (`plugin.library.paths`): the worker
+/// refuses it by name, and nothing is loaded.
+#[test]
+fn a_configure_whose_sut_url_would_load_a_library_is_refused_by_the_worker() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let spy = capture(c.broker.port, "#");
+    let (run, _) = c.run_test(&mq.url("capture", "qos=0"), &["--count", "10"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let (topic, configure) = std::iter::from_fn(|| spy.recv_timeout(Duration::from_secs(5)).ok())
+        .find(|(_, p)| String::from_utf8_lossy(p).contains("\"configure\""))
+        .expect("the run's configure note");
+    let mut note: Value = serde_json::from_slice(&configure).unwrap();
+    let marker = std::env::temp_dir().join(format!("evil-{}.so", fastrand::u64(..)));
+    let evil = format!(
+        "kafka://127.0.0.1:9/x?plugin.library.paths={}",
+        marker.display()
+    );
+    // Another run (the captured one is over), the same controller, the evil URL.
+    let old_run = note["body"]["run"].as_str().unwrap().to_owned();
+    let new_run = format!("{}-evil", &old_run);
+    let text = serde_json::to_string(&note)
+        .unwrap()
+        .replace(&old_run, &new_run);
+    note = serde_json::from_str(&text).unwrap();
+    note["body"]["spec"]["sut"] = Value::from(evil);
+    note["id"] = Value::from(uuid_like());
+    if let Some(ts) = note.get("sent_at_us").and_then(Value::as_i64) {
+        note["sent_at_us"] = Value::from(ts + 1);
+    }
+    mosquitto_pub(c.broker.port, &topic, &serde_json::to_vec(&note).unwrap());
+    let reply = std::iter::from_fn(|| spy.recv_timeout(Duration::from_secs(10)).ok())
+        .map(|(_, p)| String::from_utf8_lossy(&p).into_owned())
+        .find(|p| p.contains("plugin.library.paths") && !p.contains("\"type\":\"configure\""))
+        .expect("the worker's refusal, naming the property");
+    assert!(reply.contains("refused"), "{reply}");
+    assert!(!marker.exists());
+}

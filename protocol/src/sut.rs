@@ -100,6 +100,14 @@ pub enum SutUrlError {
     },
     #[error("SUT URL {url:?}: {what}")]
     Tls { url: String, what: String },
+    #[error(
+        "SUT URL {url:?}: {key} is refused: it makes librdkafka {does} on the worker's host, and a SUT URL comes from whoever commands the cluster"
+    )]
+    Refused {
+        url: String,
+        key: String,
+        does: &'static str,
+    },
     #[error("SUT URL {url:?}: unknown parameter {key:?} (known: {known})")]
     Unknown {
         url: String,
@@ -773,6 +781,29 @@ impl Parser {
         Ok(o)
     }
 
+    /// librdkafka properties that load code or run a command: never taken from a SUT URL,
+    /// whichever client (`producer.`, `consumer.`, both) they would go to.
+    fn refuse_code(&self, key: &str) -> Result<(), SutUrlError> {
+        let name = key
+            .strip_prefix("producer.")
+            .or_else(|| key.strip_prefix("consumer."))
+            .unwrap_or(key);
+        let does = match name {
+            "plugin.library.paths" => "load a shared library",
+            "sasl.kerberos.kinit.cmd" => "run a shell command",
+            "ssl.engine.location" | "ssl.engine.id" | "ssl_engine_callback_data" => {
+                "load an OpenSSL engine"
+            }
+            "ssl.providers" => "load OpenSSL providers",
+            _ => return Ok(()),
+        };
+        Err(SutUrlError::Refused {
+            url: self.url.clone(),
+            key: key.to_owned(),
+            does,
+        })
+    }
+
     fn kafka(&self, path: &str, query: &[(String, String)]) -> Result<KafkaOptions, SutUrlError> {
         let prefix = path.trim_matches('/');
         if !prefix
@@ -818,6 +849,7 @@ impl Parser {
         };
         for (key, v) in query {
             let (key, v) = (key.as_str(), v.as_str());
+            self.refuse_code(key)?;
             match key {
                 "partitions" => o.partitions = Some(self.number(key, v, i32::MAX as u64)? as u32),
                 "replication_factor" => {
@@ -1194,6 +1226,26 @@ impl<'de> serde::Deserialize<'de> for SutUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_properties_that_run_code_are_refused_by_name() {
+        for (key, does) in [
+            ("plugin.library.paths", "load a shared library"),
+            ("consumer.plugin.library.paths", "load a shared library"),
+            ("sasl.kerberos.kinit.cmd", "run a shell command"),
+            ("producer.sasl.kerberos.kinit.cmd", "run a shell command"),
+            ("ssl.engine.location", "load an OpenSSL engine"),
+            ("ssl.providers", "load OpenSSL providers"),
+        ] {
+            let e = SutUrl::parse(&format!("kafka://h:9092/p?{key}=/tmp/x"))
+                .err()
+                .unwrap_or_else(|| panic!("{key} accepted"))
+                .to_string();
+            assert!(e.contains(key) && e.contains(does), "{e}");
+        }
+        // Ordinary properties with dots still pass through.
+        assert!(SutUrl::parse("kafka://h:9092/p?socket.keepalive.enable=true").is_ok());
+    }
 
     fn parse(s: &str) -> SutUrl {
         SutUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))

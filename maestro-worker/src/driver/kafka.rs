@@ -15,7 +15,9 @@
 //!   partition `i mod partitions`, random sets a random key;
 //! - any librdkafka property, written with its dots (for example
 //!   `queue.buffering.max.messages=200000`); it goes to producers and consumers alike;
-//!   `producer.<property>=` and `consumer.<property>=` go to one of them only.
+//!   `producer.<property>=` and `consumer.<property>=` go to one of them only. Properties
+//!   that load code or run a command are refused when the URL is parsed (see
+//!   `maestro_protocol::sut`).
 //!   TLS: `security.protocol=ssl` (or `sasl_ssl`) with `ssl.ca.location=`,
 //!   `ssl.certificate.location=`, `ssl.key.location=`, ...; with `client_ca=` and
 //!   `client_ca_key=` every client (producer, consumer, and the admin client that creates
