@@ -347,7 +347,7 @@ pub fn export(args: &crate::cli::ExportArgs) -> Result<Outcome, crate::output::C
     let path = args.out.clone().unwrap_or_else(|| run.join("omb.json"));
     let text = serde_json::to_string_pretty(&result)
         .map_err(|e| maestro_report::ResultsError::Write(path.clone(), std::io::Error::other(e)))?;
-    std::fs::write(&path, text)
+    maestro_report::folder::write_atomic(&path, text.as_bytes())
         .map_err(|e| maestro_report::ResultsError::Write(path.clone(), e))?;
     Ok(Outcome {
         stdout: format!(

@@ -193,10 +193,11 @@ pub async fn run(
     }
     let (result, folder) = result?;
     let junit = maestro_report::junit::junit_xml(&result);
-    std::fs::write(folder.join("junit.xml"), &junit)
+    maestro_report::folder::write_atomic(&folder.join("junit.xml"), junit.as_bytes())
         .map_err(|e| CliError::Io(folder.join("junit.xml"), e))?;
     if let Some(path) = &args.junit {
-        std::fs::write(path, &junit).map_err(|e| CliError::Io(path.clone(), e))?;
+        maestro_report::folder::write_atomic(path, junit.as_bytes())
+            .map_err(|e| CliError::Io(path.clone(), e))?;
     }
     maestro_report::html::write(&folder)?;
     let stdout = match output {

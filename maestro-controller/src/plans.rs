@@ -429,7 +429,7 @@ pub async fn run_plan(
         .collect();
     let folder = options.results.join(format!("{name}-{run_id}"));
     std::fs::create_dir_all(&folder).map_err(|e| PlanRunError::Io(folder.clone(), e))?;
-    std::fs::write(folder.join("plan.toml"), &plan.text)
+    maestro_report::folder::write_atomic(&folder.join("plan.toml"), plan.text.as_bytes())
         .map_err(|e| PlanRunError::Io(folder.clone(), e))?;
     let environment = environment(controller, plan, options, shutdown).await?;
     maestro_report::folder::write(&folder.join("environment.json"), &environment)?;

@@ -77,7 +77,26 @@ pub fn write<T: Serialize>(path: &Path, value: &T) -> Result<(), ResultsError> {
         reason: e.to_string(),
     })?;
     text.push('\n');
-    std::fs::write(path, text).map_err(|e| ResultsError::Write(path.into(), e))
+    write_atomic(path, text.as_bytes()).map_err(|e| ResultsError::Write(path.into(), e))
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file in the same folder,
+/// synced, then renamed over `path`. A kill mid-write leaves the old file (or none), never
+/// half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".maestro-")
+        .suffix(".part")
+        .tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// A phase's `summary.json` has no version of its own: it is the plan's `phases[i]`.

@@ -678,6 +678,7 @@ fn fault_row(phase: &crate::model::PhaseResult, rate: f64, f: &crate::sut::Fault
 pub fn write(folder: &Path) -> Result<PathBuf, ResultsError> {
     let html = render(folder)?;
     let path = folder.join("report.html");
-    std::fs::write(&path, html).map_err(|e| ResultsError::Write(path.clone(), e))?;
+    crate::folder::write_atomic(&path, html.as_bytes())
+        .map_err(|e| ResultsError::Write(path.clone(), e))?;
     Ok(path)
 }

@@ -54,6 +54,7 @@ impl SutCsv {
     pub fn write(&mut self, row: &SutRow) -> std::io::Result<()> {
         self.csv
             .serialize(row)
+            .and_then(|()| Ok(self.csv.flush()?))
             .map_err(|e| std::io::Error::other(format!("{}: {e}", self.path.display())))
     }
 

@@ -395,6 +395,11 @@ impl LiveResults {
                 .then(|| b.latencies.publish.value_at_quantile(0.99)),
         };
         self.csv.serialize(row).map_err(std::io::Error::other)?;
+        // Once a second: what a killed controller leaves behind is whole up to here.
+        self.csv.flush()?;
+        for log in self.hlogs.values_mut() {
+            log.file.flush()?;
+        }
         if let Some(rows) = self.rows.as_mut() {
             rows.push(row);
         }
