@@ -462,7 +462,7 @@ impl<H: Handler> PeerLoop<H> {
                 self.replays.check(note.id, note.sent_at_us, received_at)
             }
         }) {
-            return self.refuse(&publish, &note, why, is_controller);
+            return self.refuse(&publish, &note, why);
         }
         if let Some(controller) = self.topics.controller_peer(&publish.topic) {
             if let Body::Presence(p) = &note.body
@@ -518,33 +518,17 @@ impl<H: Handler> PeerLoop<H> {
         }
     }
 
-    /// Refuses a note that failed the signature checks: counts it, logs it, and answers a
-    /// request with an error note (a controller's presence is only ignored).
-    fn refuse(&mut self, publish: &Publish, note: &Note, why: SignatureError, quiet: bool) {
+    /// Refuses a note that failed the signature checks: counts it and logs it (the first,
+    /// then at powers of two), and answers nothing. A signed answer to a note anyone could
+    /// have written, carrying its correlation id to its reply topic, would be a signing
+    /// oracle; a controller without the key learns from `ping` that the peers sign.
+    fn refuse(&mut self, publish: &Publish, note: &Note, why: SignatureError) {
         self.refused_notes += 1;
         if self.refused_notes == 1 || self.refused_notes.is_power_of_two() {
             warn!(topic = %publish.topic, kind = note.body.kind(), from = %note.sender.id,
                 reason = %why, total_refused = self.refused_notes, "note refused");
         } else {
             debug!(reason = %why, total_refused = self.refused_notes, "note refused");
-        }
-        if quiet {
-            return;
-        }
-        if let Some(reply_to) = note
-            .reply_to
-            .as_deref()
-            .filter(|t| self.topics.is_reply_topic(t))
-        {
-            let reply_to = reply_to.to_owned();
-            self.reply(
-                note,
-                &reply_to,
-                Body::Error(ErrorNote {
-                    code: ErrorCode::Unauthenticated,
-                    message: format!("refused by {}: {why}", self.info.name),
-                }),
-            );
         }
     }
 
@@ -567,6 +551,10 @@ impl<H: Handler> PeerLoop<H> {
         self.bad_notes += 1;
         let code = failure.error.code();
         self.log_bad(code, publish, &failure.error.to_string());
+        // In a signed cluster a bad note, which no one signed, gets no (signed) answer.
+        if self.signer.is_on() {
+            return;
+        }
         let Some(reply_to) = failure.reply_to.filter(|t| self.topics.is_reply_topic(t)) else {
             return;
         };
