@@ -610,3 +610,61 @@ fn a_configure_whose_sut_url_would_load_a_library_is_refused_by_the_worker() {
     assert!(reply.contains("refused"), "{reply}");
     assert!(!marker.exists());
 }
+
+/// Runs a test with many clients (so configuring takes a while) and, as soon as the
+/// `configure` request shows on the broker, answers it with a forged `error` reply from
+/// `sender` carrying the request's id. Returns the CLI's run.
+fn run_with_forged_configure_reply(as_the_worker: bool) -> CliRun {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let spy = capture(c.broker.port, "#");
+    let cli = c.run_in_background(
+        &mq.url("forged-reply", "qos=0"),
+        &["--count", "200", "--producers", "100", "--consumers", "100"],
+    );
+    let configure = std::iter::from_fn(|| spy.recv_timeout(Duration::from_secs(30)).ok())
+        .find(|(_, p)| String::from_utf8_lossy(p).contains("\"type\":\"configure\""))
+        .expect("the run's configure note");
+    let request: Value = serde_json::from_slice(&configure.1).unwrap();
+    let reply_to = request["reply_to"].as_str().unwrap().to_owned();
+    // The request's topic ends with the worker's id.
+    let worker_id = configure.0.rsplit('/').next().unwrap().to_owned();
+    let from = if as_the_worker {
+        serde_json::json!({"id": worker_id, "name": "w0", "role": "worker"})
+    } else {
+        serde_json::json!({"id": "forger", "name": "forger", "role": "worker"})
+    };
+    let forged = serde_json::json!({
+        "version": request["version"],
+        "id": format!("{:08x}-0000-4000-8000-{:012x}", fastrand::u32(..), fastrand::u64(..) & 0xffff_ffff_ffff),
+        "correlation_id": request["id"],
+        "sender": from,
+        "sent_at_us": request["sent_at_us"],
+        "body": {"type": "error", "code": "sut_unreachable", "message": "forged by a stranger"},
+    });
+    publish_raw(
+        c.broker.port,
+        &reply_to,
+        serde_json::to_vec(&forged).unwrap(),
+    );
+    cli.join().unwrap()
+}
+
+/// A stranger answers a run's `configure` with an error carrying the request's id: the
+/// controller matched replies by correlation id alone and failed the run on it. Now a reply
+/// counts only from the peer the request went to, and the run finishes. (The same note
+/// with the worker's own id, which only signed notes can tell apart, still fails the run:
+/// the forged note is one the controller would act on.)
+#[test]
+fn a_forged_reply_from_a_peer_the_request_did_not_go_to_is_ignored() {
+    let run = run_with_forged_configure_reply(false);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stderr.contains("did not go to"), "{}", run.stderr);
+    let run = run_with_forged_configure_reply(true);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stderr.contains("forged by a stranger"),
+        "{}",
+        run.stderr
+    );
+}

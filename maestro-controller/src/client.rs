@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Retained presences arrive right after the subscription is acknowledged; a request is
 /// never complete before this much time has passed since then, so that every presence
@@ -284,7 +284,17 @@ impl Controller {
                     self.on_presence(id, p)
                 }
                 Some(ControlEvent::Reply(note, at)) => {
-                    if note.correlation_id == Some(request.id) {
+                    // Only from a peer the request went to (its presence says who it is):
+                    // a stranger can copy the request's id into a note of its own.
+                    let addressed = self
+                        .presence
+                        .get(&note.sender.id)
+                        .map(|p| &p.peer)
+                        .or_else(|| self.known.get(&note.sender.id))
+                        .is_some_and(|peer| target.matches(peer));
+                    if note.correlation_id == Some(request.id) && !addressed {
+                        warn!(from = %note.sender.id, "reply from a peer the request did not go to; ignored");
+                    } else if note.correlation_id == Some(request.id) {
                         replies.insert(note.sender.id.clone(), (note, at));
                     } else {
                         debug!(from = %note.sender.id, "reply to an earlier request; ignored");

@@ -707,6 +707,22 @@ pub async fn run_test(
         let input = match incoming {
             None if Instant::now() >= deadline => Some(Input::Deadline),
             None => None,
+            // A reply counts only from the peer its request went to: anyone can write a
+            // note with a request's correlation id (ids are in every note).
+            Some(Incoming::Reply(note, _))
+                if note.correlation_id.is_some_and(|c| {
+                    let addressed = pending
+                        .get(&c)
+                        .or_else(|| fault_replies.get(&c).map(|i| &faults[*i].inspector.0));
+                    addressed.is_some_and(|id| *id != note.sender.id)
+                }) =>
+            {
+                if refused_senders.insert(note.sender.id.clone()) {
+                    tracing::warn!(run = %run, sender = %note.sender.id,
+                        "refused a reply from a peer the request did not go to");
+                }
+                None
+            }
             Some(Incoming::Reply(note, _)) => {
                 if let Some(i) = note.correlation_id.and_then(|c| fault_replies.remove(&c)) {
                     on_fault_reply(
