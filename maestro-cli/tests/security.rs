@@ -668,3 +668,34 @@ fn a_forged_reply_from_a_peer_the_request_did_not_go_to_is_ignored() {
         run.stderr
     );
 }
+
+/// A SUT password (and any secret-valued option) never reaches a file of the results
+/// folder: spec.json, summary.json, the report and the rest hold it as `***`.
+#[test]
+fn sut_secrets_stay_out_of_the_results_folder() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let url = mq
+        .url("secret", "qos=1")
+        .replacen("mqtt://", "mqtt://user:s3cr3t%2Fpw@", 1);
+    let (run, s) = c.run_test(&url, &["--count", "50"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(s["lost"], 0, "{s:#}");
+    let mut files = vec![c.results.clone()];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else {
+            seen += 1;
+            let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+            assert!(
+                !text.contains("s3cr3t"),
+                "{} holds the password",
+                p.display()
+            );
+        }
+    }
+    assert!(seen >= 3, "only {seen} files written");
+    assert!(!run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"));
+}

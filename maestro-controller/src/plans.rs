@@ -429,7 +429,11 @@ pub async fn run_plan(
         .collect();
     let folder = options.results.join(format!("{name}-{run_id}"));
     std::fs::create_dir_all(&folder).map_err(|e| PlanRunError::Io(folder.clone(), e))?;
-    maestro_report::folder::write_atomic(&folder.join("plan.toml"), plan.text.as_bytes())
+    // The copy keeps the plan as written, less the SUT URL's secrets.
+    let copy = plan
+        .text
+        .replace(options.sut.raw(), &options.sut.redacted());
+    maestro_report::folder::write_atomic(&folder.join("plan.toml"), copy.as_bytes())
         .map_err(|e| PlanRunError::Io(folder.clone(), e))?;
     let environment = environment(controller, plan, options, shutdown).await?;
     maestro_report::folder::write(&folder.join("environment.json"), &environment)?;

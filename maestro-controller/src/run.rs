@@ -669,7 +669,10 @@ pub async fn run_test(
                         w.finished(&run, summary.lost, 0);
                     }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
-                    maestro_report::folder::write(&folder.join("spec.json"), &spec)?;
+                    // The spec as the workers got it, less the SUT URL's secrets.
+                    let mut on_disk = serde_json::to_value(&spec).unwrap_or_default();
+                    on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
+                    maestro_report::folder::write(&folder.join("spec.json"), &on_disk)?;
                     return Ok(Finished { summary, folder });
                 }
             }

@@ -445,15 +445,55 @@ pub fn redact(raw: &str) -> String {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return raw.to_owned();
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
-            None => raw.to_owned(),
-        },
-        None => raw.to_owned(),
-    }
+    // The userinfo ends at an '@': the last one before the first '?' or, when a password
+    // holds an unencoded '?', the last one of all unless a query ('=') comes before it.
+    let first_q = rest.find('?').unwrap_or(rest.len());
+    let userinfo_end = rest[..first_q]
+        .rfind('@')
+        .or_else(|| rest.rfind('@').filter(|at| !rest[..*at].contains('=')));
+    let (head, after) = match userinfo_end {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            if rest[..at].contains(':') {
+                (format!("{user}:***@"), &rest[at + 1..])
+            } else {
+                (format!("{user}@"), &rest[at + 1..])
+            }
+        }
+        None => (String::new(), rest),
+    };
+    let (path, query) = match after.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (after, None),
+    };
+    let head = format!("{head}{path}");
+    let Some(query) = query else {
+        return format!("{scheme}://{head}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if secret_key(k) => format!("{k}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{head}?{}", query.join("&"))
+}
+
+/// Whether a SUT URL option holds a secret (a password, a key, a token), whose value is
+/// never written or shown.
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "jaas.config",
+        "oauthbearer.config",
+        ".pem",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// Parses the options of one protocol; `url` is the redacted URL for messages.
@@ -1145,6 +1185,12 @@ impl SutUrl {
         redact(&self.raw)
     }
 
+    /// The URL as given, secrets and all: for the wire to the workers only, never for a
+    /// file, a log or a message (use [`SutUrl::redacted`]).
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
     /// The first host (MQTT and AMQP have exactly one).
     pub fn host(&self) -> &Host {
         // Parsing guarantees at least one host.
@@ -1226,6 +1272,29 @@ impl<'de> serde::Deserialize<'de> for SutUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_show_in_a_redacted_url() {
+        let u = "kafka://h:9092/p?sasl.username=u&sasl.password=hunter2&ssl.key.password=k3y\
+                 &consumer.sasl.oauthbearer.client.secret=s3c&ssl.key.pem=PEM&acks=all&key=round_robin";
+        let r = redact(u);
+        for secret in ["hunter2", "k3y", "s3c", "PEM"] {
+            assert!(!r.contains(secret), "{secret} in {r}");
+        }
+        assert!(
+            r.contains("sasl.username=u") && r.contains("key=round_robin"),
+            "{r}"
+        );
+        // A password holding '/', '?' or '#' unencoded.
+        let r = redact("amqp://user:pa/ss?w#rd@host:5672/vhost?confirms=true");
+        assert_eq!(r, "amqp://user:***@host:5672/vhost?confirms=true");
+        assert_eq!(redact("mqtt://h:1883/t?qos=1"), "mqtt://h:1883/t?qos=1");
+        let r = redact("amqp://user:pa?ss@host/v?x=1");
+        assert_eq!(r, "amqp://user:***@host/v?x=1");
+        // An '@' in a query value is not a userinfo.
+        let r = redact("kafka://h:9092/p?sasl.username=a@b&sasl.password=x");
+        assert_eq!(r, "kafka://h:9092/p?sasl.username=a@b&sasl.password=***");
+    }
 
     #[test]
     fn kafka_properties_that_run_code_are_refused_by_name() {
