@@ -413,7 +413,29 @@ fn in_netns(netns: &Option<String>, args: &[&str]) -> Vec<String> {
 }
 
 impl ProcessTarget {
+    /// The target's pid, never one a signal must not reach: 0 (our own process group),
+    /// 1 (init) or this inspector itself, whatever a pidfile or a name says.
     fn resolve(&self) -> Result<u32, String> {
+        let pid = self.resolve_any()?;
+        if pid <= 1 || pid == std::process::id() {
+            return Err(format!(
+                "{} resolves to pid {pid}: refused (0 is the inspector's process group, 1 is init, {} is the inspector)",
+                self.describe(),
+                std::process::id()
+            ));
+        }
+        Ok(pid)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ProcessTarget::Pid(p) => format!("pid:{p}"),
+            ProcessTarget::Pidfile(path) => format!("pidfile:{}", path.display()),
+            ProcessTarget::Name(n) => format!("name:{n}"),
+        }
+    }
+
+    fn resolve_any(&self) -> Result<u32, String> {
         match self {
             ProcessTarget::Pid(p) => Ok(*p),
             ProcessTarget::Pidfile(path) => {
@@ -528,6 +550,25 @@ async fn run_command(command: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pids_a_signal_must_not_reach_are_refused() {
+        let dir = std::env::temp_dir().join(format!("pidfiles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        for (name, text) in [
+            ("zero", "0".to_owned()),
+            ("init", "1".to_owned()),
+            ("me", std::process::id().to_string()),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap_or_default();
+            let e = ProcessTarget::Pidfile(path).resolve().unwrap_err();
+            assert!(e.contains("refused"), "{e}");
+        }
+        assert!(ProcessTarget::Pid(1).resolve().is_err());
+        assert!(ProcessTarget::Pid(std::process::id()).resolve().is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_fault_file_declares_checked_actions() {
