@@ -62,6 +62,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+            CliError::Control(ControlError::Oversize { .. }) => exit::USAGE,
             CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) | CliError::Plan(_) | CliError::Metrics(_) => exit::USAGE,
@@ -79,6 +80,7 @@ impl CliError {
                 use maestro_controller::plans::PlanRunError as P;
                 match e {
                     P::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+                    P::Control(ControlError::Oversize { .. }) => exit::USAGE,
                     P::Control(_) => exit::CLUSTER_UNREACHABLE,
                     P::Run(e) => run_code(e),
                     P::Plan(_) => exit::USAGE,
@@ -103,6 +105,7 @@ fn results_code(e: &maestro_report::ResultsError) -> u8 {
 fn run_code(e: &RunError) -> u8 {
     match e {
         RunError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
+        RunError::Control(ControlError::Oversize { .. }) => exit::USAGE,
         RunError::Control(_) => exit::CLUSTER_UNREACHABLE,
         RunError::Spec(_) => exit::USAGE,
         RunError::Sut { .. } => exit::SUT_UNREACHABLE,

@@ -699,3 +699,33 @@ fn sut_secrets_stay_out_of_the_results_folder() {
     assert!(seen >= 3, "only {seen} files written");
     assert!(!run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"));
 }
+
+/// A `configure` too large for a note (tens of thousands of consumers on one worker) is
+/// refused before anything is sent, with the numbers: exit 2, and the worker stays idle.
+#[test]
+fn a_configure_over_the_note_limit_is_refused_before_sending() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &mq.url("huge", "qos=0"),
+            "--count",
+            "1",
+            "--consumers",
+            "40000",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr.contains("configure note would be") && run.stderr.contains("1048576"),
+        "{}",
+        run.stderr
+    );
+    // Nothing reached the worker: it is idle and answers.
+    let stats = c.cli(&["stats", "-o", "json"], Duration::from_secs(10));
+    assert_eq!(stats.code, Some(0), "{stats:?}");
+    assert!(stats.stdout.contains("idle"), "{}", stats.stdout);
+}

@@ -43,6 +43,14 @@ pub enum ControlError {
     },
     #[error("interrupted")]
     Interrupted,
+    #[error(
+        "a {kind} note would be {size} bytes, over the {max}-byte limit of a note: nothing was sent (for a run: fewer producers, consumers or topics per worker, or more workers)"
+    )]
+    Oversize {
+        kind: &'static str,
+        size: usize,
+        max: usize,
+    },
 }
 
 enum ControlEvent {
@@ -344,13 +352,18 @@ impl Controller {
     /// Publishes a request to `target` and returns it (its id correlates the replies).
     pub async fn send(&mut self, target: &Target, body: Body) -> Result<Note, ControlError> {
         let request = Note::new(self.me.clone(), body, now()).with_reply_to(&self.reply_topic);
+        let bytes = self.signer.encode(&request);
+        // A note over the limit would be refused by the peer (or cost the connection at
+        // the broker): say so here, with the numbers, before anything is sent.
+        if bytes.len() > maestro_protocol::MAX_NOTE_BYTES {
+            return Err(ControlError::Oversize {
+                kind: request.body.kind(),
+                size: bytes.len(),
+                max: maestro_protocol::MAX_NOTE_BYTES,
+            });
+        }
         self.client
-            .publish(
-                self.topics.request(target),
-                session::NOTE_QOS,
-                false,
-                self.signer.encode(&request),
-            )
+            .publish(self.topics.request(target), session::NOTE_QOS, false, bytes)
             .await
             .map_err(|e| self.lost(e.to_string()))?;
         Ok(request)
