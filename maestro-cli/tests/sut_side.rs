@@ -679,6 +679,15 @@ fn a_killed_or_bounced_mosquitto_is_started_again() {
     // Killed, started, bounced, started: another process serves the port now.
     let now = mq.pid().expect("mosquitto runs again");
     assert_ne!(now, first);
+    // The restarted broker leads a process group of its own (not the inspector's).
+    let stat = std::fs::read_to_string(format!("/proc/{now}/stat")).unwrap();
+    let pgrp: u32 = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("no process group in {stat}"));
+    assert_eq!(pgrp, now, "the restarted broker's process group");
     assert!(std::net::TcpStream::connect(("127.0.0.1", mq.port)).is_ok());
     // The clients saw the broker go away, and a second after the heal all was well.
     assert!(

@@ -493,24 +493,48 @@ async fn wait_until(mut done: impl FnMut() -> bool, what: &str) -> Result<(), St
 }
 
 /// Starts a process again: a command that daemonizes must exit 0; one that stays in the
-/// foreground must still be running after a moment (it is left running, detached).
+/// foreground must still be running after a moment (it is left running, detached). It
+/// gets its own process group (a Ctrl-C to the inspector's terminal or a signal to its
+/// group does not reach it) and writes its output to a log file, never to a pipe nobody
+/// reads (a server that fills one blocks).
 async fn start(command: &[String]) -> Result<(), String> {
+    let name = std::path::Path::new(&command[0])
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sut".into());
+    let log_path = std::env::temp_dir().join(format!(
+        "maestro-inspector-{}-{name}.log",
+        std::process::id()
+    ));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
     let mut child = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("{}: {e}", command.join(" ")))?;
+    tracing::info!(command = %command.join(" "), log = %log_path.display(), "started the SUT again");
     match tokio::time::timeout(Duration::from_millis(500), child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use tokio::io::AsyncReadExt;
-                let _ = e.read_to_string(&mut err).await;
-            }
-            Err(format!("{}: {status}: {}", command.join(" "), err.trim()))
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(format!(
+                "{}: {status}: {} (log: {})",
+                command.join(" "),
+                tail.join(" | "),
+                log_path.display()
+            ))
         }
         Ok(Err(e)) => Err(format!("{}: {e}", command.join(" "))),
         // Still running: a foreground server. Reap it in the background.
