@@ -23,6 +23,10 @@ use tracing::{debug, warn};
 
 /// How long a client has to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes under way at once; a connection beyond them is closed at once
+/// (each handshake costs memory and CPU, and clients that never finish one hold it for
+/// [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// The broker's TLS files.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,6 +80,8 @@ pub async fn terminate(
 ) {
     let acceptor = TlsAcceptor::from(config);
     let connections = TaskTracker::new();
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let mut refused: u64 = 0;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -90,11 +96,19 @@ pub async fn terminate(
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused == 1 || refused.is_power_of_two() {
+                warn!(%peer, refused, "control broker: {MAX_HANDSHAKES} TLS handshakes under way; connection closed");
+            }
+            drop(stream);
+            continue;
+        };
         let (acceptor, stop) = (acceptor.clone(), stop.clone());
         connections.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = relay(acceptor, stream, peer, inner) => {}
+                _ = relay(acceptor, stream, peer, inner, permit) => {}
             }
         });
     }
@@ -102,9 +116,18 @@ pub async fn terminate(
     connections.wait().await;
 }
 
-async fn relay(acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr, inner: SocketAddr) {
+async fn relay(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    inner: SocketAddr,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
-    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    // The handshake is over (or gave up): its slot is free for the next client.
+    drop(handshake);
+    let mut tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "control broker: TLS handshake failed");

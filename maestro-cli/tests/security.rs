@@ -729,3 +729,46 @@ fn a_configure_over_the_note_limit_is_refused_before_sending() {
     assert_eq!(stats.code, Some(0), "{stats:?}");
     assert!(stats.stdout.contains("idle"), "{}", stats.stdout);
 }
+
+/// A stranger opens 300 TCP connections to the TLS control broker and never starts a
+/// handshake: beyond 256 under way, the broker closes new connections at once instead of
+/// holding each for the 10 s handshake deadline; once the hogs leave, clients connect.
+#[test]
+fn tls_handshakes_under_way_are_capped() {
+    use std::io::Read;
+    let lab = Lab::new("hog").unwrap();
+    let broker = tls_broker(&lab);
+    let hogs: Vec<std::net::TcpStream> = (0..256)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap())
+        .collect();
+    // Let the broker take them all in.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    // Closed: end of stream or a reset. Held: the read times out.
+    let closed = match extra.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !timed_out(&e),
+    };
+    assert!(closed, "the 257th connection was held, not closed");
+    drop(hogs);
+    // With the hogs gone, a TLS client is served again.
+    let served = wait_for(Duration::from_secs(10), || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        // A handshake is under way: the broker waits for the ClientHello (no EOF).
+        matches!(s.read(&mut buf), Err(ref e) if timed_out(e))
+    });
+    assert!(served, "new connections are not served after the hogs left");
+}
