@@ -53,8 +53,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const GAP_RETRIES: u32 = 3;
 /// librdkafka's local queue limit (and so the producer's room).
 const QUEUE: usize = 100_000;
-/// How long a producer's `drive` waits: the cadence of delivery-failure reports and of
-/// the checks for room in librdkafka's queue.
+/// How long a producer's `drive` waits while librdkafka's queue is more than half full.
 const DRIVE_TICK: Duration = Duration::from_millis(1);
 /// How often a consumer without auto-commit commits what it consumed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -545,11 +544,14 @@ impl Producer for KafkaProducer {
                 .unwrap_or_default();
             return Err(DriverError::Sut(format!("{n} deliveries failed: {last}")));
         }
-        // librdkafka sends and takes delivery reports on its own threads: nothing happens
-        // here but time passing. Never a bare yield: the loops that keep a producer alive
-        // before the start and drain it after the window call `drive` back to back, and a
-        // yield made each of them spin a core (starving a broker on the same machine).
-        tokio::time::sleep(DRIVE_TICK).await;
+        // librdkafka sends on its own threads: wait only while its queue is filling up.
+        // (Loops that merely wait for it, before the start and in the drain, do not call
+        // `drive` while `needs_drive` is false: see the engine's producer.)
+        if self.room() >= QUEUE / 2 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(DRIVE_TICK).await;
+        }
         Ok(())
     }
 

@@ -26,6 +26,9 @@ pub const DRAIN_QUIET: Duration = Duration::from_millis(1000);
 pub use maestro_protocol::DRAIN_MAX;
 /// How long a failed connection waits before the driver tries again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How often the drain looks at a client that sends on its own threads (`needs_drive`
+/// false) until it is idle.
+const IDLE_TICK: Duration = Duration::from_millis(1);
 /// Messages handed over at a time when sending as fast as possible.
 const BATCH: u64 = 64;
 
@@ -458,7 +461,7 @@ pub async fn producer<D: Driver>(
                 _ = control.abort.cancelled() => break None,
                 _ = control.stop.cancelled() => break None,
                 changed = control.start.changed() => if changed.is_err() { break None },
-                r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); tokio::time::sleep(RETRY).await; },
+                r = conn.drive(), if conn.needs_drive() => if let Err(e) = r { note_error(&mut errors, &e); tokio::time::sleep(RETRY).await; },
             }
         }
     })
@@ -502,7 +505,7 @@ pub async fn producer<D: Driver>(
                     _ = control.abort.cancelled() => break,
                     _ = control.stop.cancelled() => break,
                     _ = &mut at_start => {}
-                    r = conn.drive() => if let Err(e) = r { note_error(&mut errors, &e); },
+                    r = conn.drive(), if conn.needs_drive() => if let Err(e) = r { note_error(&mut errors, &e); },
                 }
             }
         })
@@ -648,7 +651,11 @@ pub async fn producer<D: Driver>(
         // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
         let _ = Box::pin(tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
-                if let Err(e) = conn.drive().await {
+                // A client that works on its own threads (needs_drive false) is waited
+                // for, not driven back to back (that spun a core).
+                if !conn.needs_drive() {
+                    tokio::time::sleep(IDLE_TICK).await;
+                } else if let Err(e) = conn.drive().await {
                     flusher.record(&control, |r| r.counters.errors += 1);
                     note_error(&mut errors, &e);
                     break;
