@@ -297,8 +297,9 @@ pub fn precise_here() -> bool {
 pub struct Deadline {
     at_ns: i64,
     key: Option<Key>,
-    /// Off the data plane, or when asked for: tokio's timer.
-    fallback: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Off the data plane, or when asked for: tokio's timer, and the deadline it was set
+    /// for.
+    fallback: Option<(i64, Pin<Box<tokio::time::Sleep>>)>,
     coarse: bool,
 }
 
@@ -363,14 +364,23 @@ impl Future for Deadline {
         if registered {
             return Poll::Pending;
         }
-        let at = tokio::time::Instant::now() + Duration::from_nanos(left as u64);
-        let sleep = this
-            .fallback
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        if sleep.deadline() != at {
-            sleep.as_mut().reset(at);
+        // tokio's timer runs on its own clock: convert once per deadline, not per poll
+        // (a reset per poll would move the timer entry at every wake-up of a fleet client).
+        match &mut this.fallback {
+            Some((for_ns, sleep)) if *for_ns == this.at_ns => sleep.as_mut().poll(cx),
+            slot => {
+                let at = tokio::time::Instant::now() + Duration::from_nanos(left as u64);
+                let sleep = match slot.take() {
+                    Some((_, mut sleep)) => {
+                        sleep.as_mut().reset(at);
+                        sleep
+                    }
+                    None => Box::pin(tokio::time::sleep_until(at)),
+                };
+                let (_, sleep) = slot.insert((this.at_ns, sleep));
+                sleep.as_mut().poll(cx)
+            }
         }
-        sleep.as_mut().poll(cx)
     }
 }
 
