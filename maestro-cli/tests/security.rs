@@ -741,27 +741,32 @@ fn tls_handshakes_under_way_are_capped() {
     let hogs: Vec<std::net::TcpStream> = (0..256)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap())
         .collect();
-    // Let the broker take them all in.
-    std::thread::sleep(Duration::from_millis(500));
-    let mut extra = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let mut buf = [0u8; 1];
     let timed_out = |e: &std::io::Error| {
         matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         )
     };
-    // Closed: end of stream or a reset. Held: the read times out.
-    let closed = match extra.read(&mut buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !timed_out(&e),
-    };
+    // Once the broker has taken the 256 in, a further connection is closed at once
+    // (end of stream or a reset); before that it may get a slot and be held.
+    let mut more = Vec::new();
+    let mut buf = [0u8; 1];
+    let closed = wait_for(Duration::from_secs(10), || {
+        let mut extra = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let closed = match extra.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !timed_out(&e),
+        };
+        more.push(extra);
+        closed
+    });
     assert!(closed, "the 257th connection was held, not closed");
     drop(hogs);
+    drop(more);
     // With the hogs gone, a TLS client is served again.
     let served = wait_for(Duration::from_secs(10), || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();

@@ -292,20 +292,13 @@ impl Controller {
                     self.on_presence(id, p)
                 }
                 Some(ControlEvent::Reply(note, at)) => {
-                    // Only from a peer the request went to (its presence says who it is):
-                    // a stranger can copy the request's id into a note of its own.
-                    let addressed = self
-                        .presence
-                        .get(&note.sender.id)
-                        .map(|p| &p.peer)
-                        .or_else(|| self.known.get(&note.sender.id))
-                        .is_some_and(|peer| target.matches(peer));
-                    if note.correlation_id == Some(request.id) && !addressed {
-                        warn!(from = %note.sender.id, "reply from a peer the request did not go to; ignored");
-                    } else if note.correlation_id == Some(request.id) {
+                    if note.correlation_id != Some(request.id) {
+                        debug!(from = %note.sender.id, "reply to an earlier request; ignored");
+                    } else if self.addressed(&note.sender.id, target) {
                         replies.insert(note.sender.id.clone(), (note, at));
                     } else {
-                        debug!(from = %note.sender.id, "reply to an earlier request; ignored");
+                        // A stranger can copy the request's id into a note of its own.
+                        warn!(from = %note.sender.id, "reply from a peer the request did not go to; ignored");
                     }
                 }
                 Some(ControlEvent::Event(_)) => {}
@@ -330,6 +323,16 @@ impl Controller {
             presence,
             known,
         })
+    }
+
+    /// Whether a request to `target` went to `peer` (by its presence, or what was last
+    /// known of it).
+    fn addressed(&self, peer: &PeerId, target: &Target) -> bool {
+        self.presence
+            .get(peer)
+            .map(|p| &p.peer)
+            .or_else(|| self.known.get(peer))
+            .is_some_and(|info| target.matches(info))
     }
 
     /// Waits until retained presences have arrived, then returns them.
