@@ -69,16 +69,34 @@ pub struct CertsArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum CertsCommand {
     /// Write ca.pem, ca.key, server.pem and server.key into DIR: a lab CA and a server
-    /// certificate it signed, for localhost, 127.0.0.1 and every --san.
+    /// certificate it signed, for localhost, 127.0.0.1 and every --san; and the cluster's
+    /// signing keys (--keys DIR): controller.key and peer.key (owner-only) and their
+    /// public halves controller.pub and peer.pub. Controllers need controller.key and
+    /// peer.pub; workers and inspectors need peer.key and controller.pub.
     Init {
         /// Where the files go (made if missing).
         dir: std::path::PathBuf,
         /// Another name (host name or IP address) the server certificate covers.
-        #[arg(long = "san", env = "MAESTRO_SAN", value_delimiter = ',')]
+        #[arg(
+            long = "san",
+            env = "MAESTRO_SAN",
+            value_delimiter = ',',
+            conflicts_with = "keys_only"
+        )]
         sans: Vec<String>,
+        /// Only the signing keys, no certificates.
+        #[arg(long, env = "MAESTRO_KEYS_ONLY")]
+        keys_only: bool,
         /// Replace files that exist.
         #[arg(long, env = "MAESTRO_FORCE")]
         force: bool,
+    },
+    /// Remember DIR's controller keys for the control URL (-m): later commands to that
+    /// URL sign with them without --keys. Copies controller.key and peer.pub to
+    /// ~/.config/maestro/keys/HOST-PORT ($XDG_CONFIG_HOME/maestro/keys/HOST-PORT).
+    Remember {
+        /// A keys folder with controller.key and peer.pub.
+        dir: std::path::PathBuf,
     },
 }
 
@@ -242,10 +260,31 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
         Command::Export(e) => return crate::report::export(&e),
         Command::Certs(CertsArgs {
-            command: CertsCommand::Init { dir, sans, force },
+            command:
+                CertsCommand::Init {
+                    dir,
+                    sans,
+                    keys_only,
+                    force,
+                },
         }) => {
+            if keys_only {
+                let keys = maestro_controller::certs::init_keys(&dir, force)?;
+                return Ok(crate::report::keys_outcome(&keys, cli.output));
+            }
             let written = maestro_controller::certs::init(&dir, &sans, force)?;
             return Ok(crate::report::certs_outcome(&written, cli.output));
+        }
+        Command::Certs(CertsArgs {
+            command: CertsCommand::Remember { dir },
+        }) => {
+            let to = maestro_control::keys::remember(&dir, &cli.control.url)
+                .map_err(maestro_control::ArgsError::from)?;
+            return Ok(crate::report::remembered_outcome(
+                &to,
+                &cli.control.url,
+                cli.output,
+            ));
         }
     };
     let mut controller = connect(&cli.control, args.timeout, &shutdown).await?;
@@ -277,7 +316,7 @@ async fn connect(
     let url = control
         .endpoint()
         .map_err(maestro_control::ArgsError::from)?;
-    let signer = control.signer()?;
+    let signer = control.signer(maestro_protocol::Role::Controller)?;
     tokio::select! {
         _ = shutdown.cancelled() => Err(ControlError::Interrupted.into()),
         c = Controller::connect_signed(&url, &control.cluster, signer, timeout) => Ok(c?),

@@ -78,7 +78,7 @@ impl LocalCluster {
                 ca: None,
                 cert: None,
                 key: None,
-                cluster_key_file: None,
+                keys: None,
             },
             name: Some(name),
             group: Segment::new("all").unwrap_or_else(|_| unreachable!()),
@@ -86,6 +86,8 @@ impl LocalCluster {
             host: None,
             keep_alive: Duration::from_secs(5),
             metrics_listen: None,
+            // The local control broker listens on loopback only.
+            insecure: false,
         };
         for i in 1..=workers {
             let config = peer_args(format!("worker-{i}"))

@@ -172,11 +172,7 @@ pub(crate) struct Security {
 impl Security {
     pub fn of(c: &maestro_controller::Controller) -> Self {
         let url = c.url();
-        let loopback = url.host == "localhost"
-            || url
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
+        let loopback = url.is_loopback();
         Security {
             tls: url.secure,
             client_certificate: url.tls.as_ref().is_some_and(|t| t.client_certificate()),
@@ -203,13 +199,13 @@ impl Security {
         let mut w = Vec::new();
         if !self.tls && !self.signed && !self.loopback {
             w.push(format!(
-                "warning: the control plane at {} has no TLS and no signed notes: anyone who can reach it can command these workers (use mqtts:// with maestro-broker --client-ca, or --cluster-key-file on every peer and controller)",
+                "warning: the control plane at {} has no TLS and no signed notes: anyone who can reach it can command these workers (use mqtts:// with maestro-broker --client-ca, or signed notes: --keys DIR from `maestro-cli certs init DIR` on every peer and controller)",
                 self.host
             ));
         }
         if self.ignored > 0 {
             w.push(format!(
-                "warning: {} notes were ignored for a missing or wrong signature (peers without this cluster key?)",
+                "warning: {} notes were ignored for a missing or wrong signature (peers without this cluster's keys, or a stranger?)",
                 self.ignored
             ));
         }
@@ -321,13 +317,13 @@ pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Outp
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(w).unwrap_or_default(),
         Output::Table => format!(
-            "CA certificate      {}\nCA key              {}\nserver certificate  {}  ({})\nserver key          {}\ncluster key         {}",
+            "CA certificate      {}\nCA key              {}\nserver certificate  {}  ({})\nserver key          {}\n{}",
             w.ca.display(),
             w.ca_key.display(),
             w.server.display(),
             w.names.join(", "),
             w.server_key.display(),
-            w.cluster_key.display()
+            keys_table(&w.keys)
         ),
     };
     Outcome {
@@ -336,6 +332,51 @@ pub(crate) fn certs_outcome(w: &maestro_controller::certs::Written, output: Outp
         problem: None,
         peers: Vec::new(),
     }
+}
+
+/// `maestro-cli certs init --keys-only DIR`.
+pub(crate) fn keys_outcome(k: &maestro_controller::certs::KeyFiles, output: Output) -> Outcome {
+    let stdout = match output {
+        Output::Json => serde_json::to_string_pretty(k).unwrap_or_default(),
+        Output::Table => keys_table(k),
+    };
+    Outcome {
+        stdout,
+        code: exit::OK,
+        problem: None,
+        peers: Vec::new(),
+    }
+}
+
+/// `maestro-cli certs remember DIR`.
+pub(crate) fn remembered_outcome(
+    to: &std::path::Path,
+    url: &maestro_control::ControlUrl,
+    output: Output,
+) -> Outcome {
+    let stdout = match output {
+        Output::Json => serde_json::json!({ "url": url.to_string(), "keys": to }).to_string(),
+        Output::Table => format!(
+            "controller keys for {url} remembered in {} (commands to it sign without --keys)",
+            to.display()
+        ),
+    };
+    Outcome {
+        stdout,
+        code: exit::OK,
+        problem: None,
+        peers: Vec::new(),
+    }
+}
+
+fn keys_table(k: &maestro_controller::certs::KeyFiles) -> String {
+    format!(
+        "controller key      {}  (controllers only: it commands the cluster)\ncontroller public   {}  (workers and inspectors)\npeer key            {}  (workers and inspectors)\npeer public         {}  (controllers)",
+        k.controller_key.display(),
+        k.controller_pub.display(),
+        k.peer_key.display(),
+        k.peer_pub.display()
+    )
 }
 
 /// `maestro-cli export`: a run's results in another tool's format.

@@ -139,7 +139,7 @@ pub async fn run(
         let url = control
             .endpoint()
             .map_err(maestro_control::ArgsError::from)?;
-        let signer = control.signer()?;
+        let signer = control.signer(maestro_protocol::Role::Controller)?;
         let controller = tokio::select! {
             _ = shutdown.cancelled() => return Err(ControlError::Interrupted.into()),
             c = Controller::connect_signed(&url, &control.cluster, signer, args.timeout) => c?,

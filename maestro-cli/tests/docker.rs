@@ -47,9 +47,18 @@ impl Deployment {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The controller keys `docker-compose/build` left for the host's CLI.
+    fn keys() -> String {
+        repo_root()
+            .join("docker-compose/keys/host")
+            .to_string_lossy()
+            .into_owned()
+    }
+
     fn cli(&self, args: &[&str], timeout: Duration) -> maestro_testkit::CliRun {
         let url = self.url();
-        let mut all = vec!["-m", url.as_str()];
+        let keys = Self::keys();
+        let mut all = vec!["-m", url.as_str(), "--keys", keys.as_str()];
         all.extend_from_slice(args);
         run_cli(&all, timeout).unwrap()
     }
@@ -107,7 +116,13 @@ impl Deployment {
 
     /// `maestro-cli start ... -o json` in the background.
     fn start(&self, args: &[&str]) -> std::thread::JoinHandle<(Option<i32>, Value, String)> {
-        let mut all: Vec<String> = vec!["-m".into(), self.url(), "start".into()];
+        let mut all: Vec<String> = vec![
+            "-m".into(),
+            self.url(),
+            "--keys".into(),
+            Self::keys(),
+            "start".into(),
+        ];
         all.extend(args.iter().map(|a| a.to_string()));
         all.extend(["-o".into(), "json".into()]);
         std::thread::spawn(move || {
@@ -215,6 +230,23 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
         "not 3 workers and 1 inspector: {:?}",
         d.ping()
     );
+    // The cluster ships with keys: ping says notes are signed, a controller without the
+    // keys gets no answer, and the cli service (keys/controller) commands the cluster.
+    let table = d.cli(&["ping", "--timeout", "3s"], Duration::from_secs(20));
+    assert!(table.stdout.contains("signed notes on"), "{table:?}");
+    let url = d.url();
+    let stranger = run_cli(
+        &["-m", &url, "ping", "-o", "json", "--timeout", "2s"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(stranger.code, Some(4), "{stranger:?}");
+    assert!(!stranger.stdout.contains("\"ok\""), "{stranger:?}");
+    let inside = d.compose(&["run", "--rm", "cli", "ping", "--timeout", "3s"]);
+    let text = output_text(&inside);
+    assert!(inside.status.success(), "{text}");
+    assert!(text.contains("signed notes on"), "{text}");
+
     // Each worker is named after its container.
     let hosts: Vec<String> = d.ping().into_iter().map(|p| p.1).collect();
     for id in d.containers("worker") {

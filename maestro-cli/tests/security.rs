@@ -118,15 +118,9 @@ fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
     let url = broker.url();
     let cluster = unique_cluster();
     let c = cluster.to_string();
-    let key = lab.file("cluster.key");
-    let signed = ["--cluster-key-file", key.as_str()];
-    let _worker = spawn_peer(
-        "worker",
-        &url,
-        &cluster,
-        &["--name", "w0", "--cluster-key-file", &key],
-    )
-    .unwrap();
+    let key = lab.dir.to_string_lossy().into_owned();
+    let signed = ["--keys", key.as_str()];
+    let _worker = spawn_peer("worker", &url, &cluster, &["--name", "w0", "--keys", &key]).unwrap();
 
     // The right key: the worker answers, and ping says notes are signed.
     let ok = wait_until_answering(&url, &c, &signed, 1);
@@ -142,11 +136,11 @@ fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
     assert_eq!(p[0]["status"], "no_reply", "{run:?}");
 
     // Another cluster's key: refused in silence too.
-    let wrong = other.file("cluster.key");
+    let wrong = other.dir.to_string_lossy().into_owned();
     let run = cli(
         &url,
         &c,
-        &["--cluster-key-file", &wrong, "-o", "json"],
+        &["--keys", &wrong, "-o", "json"],
         &["ping", "--timeout", "2s"],
     );
     assert_eq!(run.code, Some(4), "{run:?}");
@@ -165,7 +159,7 @@ fn unsigned_wrongly_signed_and_replayed_pings_are_refused() {
         }
     }
     let (topic, payload) = ping.expect("the spy saw the signed ping");
-    assert!(String::from_utf8_lossy(&payload).contains("#hmac-sha256:"));
+    assert!(String::from_utf8_lossy(&payload).contains("#ed25519:"));
     // The genuine ping's traffic (its pong) is over before the replay.
     while spy.recv_timeout(Duration::from_millis(500)).is_ok() {}
     publish_raw(broker.port, &topic, payload);
@@ -292,7 +286,7 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
     let url = broker.url();
     let cluster = unique_cluster();
     let c = cluster.to_string();
-    let key = lab.file("cluster.key");
+    let key = lab.dir.to_string_lossy().into_owned();
     let control = [
         "--ca",
         &lab.file("ca.pem"),
@@ -300,7 +294,7 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
         &lab.file("server.pem"),
         "--key",
         &lab.file("server.key"),
-        "--cluster-key-file",
+        "--keys",
         &key,
     ];
     let _workers: Vec<_> = (0..2)
@@ -391,13 +385,13 @@ fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
         |user: &str, password: &str| format!("mqtt://{user}:{password}@127.0.0.1:{}", control.port);
     let cluster = unique_cluster();
     let c = cluster.to_string();
-    let key = lab.file("cluster.key");
-    let signed = ["--cluster-key-file", key.as_str()];
+    let key = lab.dir.to_string_lossy().into_owned();
+    let signed = ["--keys", key.as_str()];
     let _worker = spawn_peer(
         "worker",
         &at("maestro-peer", "peer-pw"),
         &cluster,
-        &["--name", "w0", "--cluster-key-file", &key],
+        &["--name", "w0", "--keys", &key],
     )
     .unwrap();
     let controller = at("maestro-controller", "ctl-pw");
@@ -776,4 +770,201 @@ fn tls_handshakes_under_way_are_capped() {
         matches!(s.read(&mut buf), Err(ref e) if timed_out(e))
     });
     assert!(served, "new connections are not served after the hogs left");
+}
+
+/// The id of the worker named `name`, from a signed ping.
+fn peer_id(url: &str, cluster: &str, keys: &[&str], name: &str) -> String {
+    let run = cli(
+        url,
+        cluster,
+        keys,
+        &["ping", "-o", "json", "--timeout", "3s"],
+    );
+    peers(&run)
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no peer {name}: {run:?}"))
+}
+
+#[test]
+fn a_peers_keys_cannot_command_the_cluster_and_readable_private_keys_are_refused() {
+    let lab = Lab::new("roles").unwrap();
+    let broker = TestBroker::start(&[]).unwrap();
+    let url = broker.url();
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let keys = lab.dir.to_string_lossy().into_owned();
+    let signed = ["--keys", keys.as_str()];
+    // The worker gets only what a worker needs.
+    let peer_dir = lab.dir.join("peer-only");
+    std::fs::create_dir(&peer_dir).unwrap();
+    for f in ["peer.key", "controller.pub"] {
+        std::fs::copy(lab.dir.join(f), peer_dir.join(f)).unwrap();
+    }
+    let peer_keys = peer_dir.to_string_lossy().into_owned();
+    let mut worker = spawn_peer(
+        "worker",
+        &url,
+        &cluster,
+        &["--name", "w0", "--keys", &peer_keys],
+    )
+    .unwrap();
+    assert!(wait_until_answering(&url, &c, &signed, 1), "no signed pong");
+
+    // An attacker holding everything a worker holds: it signs with the peer key, as if
+    // it were the controller key. The worker is not commanded.
+    let stolen = lab.dir.join("stolen");
+    std::fs::create_dir(&stolen).unwrap();
+    std::fs::copy(peer_dir.join("peer.key"), stolen.join("controller.key")).unwrap();
+    std::fs::copy(lab.dir.join("peer.pub"), stolen.join("peer.pub")).unwrap();
+    let stolen = stolen.to_string_lossy().into_owned();
+    let run = cli(&url, &c, &["--keys", &stolen], &["halt", "--timeout", "2s"]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(
+        worker.wait_exit(Duration::from_secs(2)).is_err(),
+        "a halt signed with the peer key stopped the worker"
+    );
+    let stats = cli(
+        &url,
+        &c,
+        &signed,
+        &["stats", "-o", "json", "--timeout", "2s"],
+    );
+    let p = peers(&stats);
+    assert!(
+        p[0]["refused_notes"].as_u64().unwrap_or(0) >= 1,
+        "{stats:?}"
+    );
+
+    // A private key its group can read: the worker refuses to start, and says why.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        peer_dir.join("peer.key"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let mut refused = spawn_peer(
+        "worker",
+        &url,
+        &cluster,
+        &["--name", "w1", "--keys", &peer_keys],
+    )
+    .unwrap();
+    assert_eq!(refused.wait_exit(Duration::from_secs(10)).unwrap(), Some(2));
+    let log = refused.log_text();
+    assert!(log.contains("peer.key") && log.contains("0640"), "{log}");
+    assert!(log.contains("chmod 600"), "{log}");
+    // A controller that lacks peer.pub says which file a controller needs.
+    let run = cli(
+        &url,
+        &c,
+        &["--keys", &peer_keys],
+        &["ping", "--timeout", "2s"],
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("controller needs controller.key and peer.pub"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn a_signed_halt_for_one_peer_replayed_to_another_topic_is_refused() {
+    let lab = Lab::new("bind").unwrap();
+    let broker = TestBroker::start(&[]).unwrap();
+    let url = broker.url();
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let keys = lab.dir.to_string_lossy().into_owned();
+    let signed = ["--keys", keys.as_str()];
+    let mut a = spawn_peer("worker", &url, &cluster, &["--name", "a", "--keys", &keys]).unwrap();
+    let mut b = spawn_peer("worker", &url, &cluster, &["--name", "b", "--keys", &keys]).unwrap();
+    assert!(
+        wait_until_answering(&url, &c, &signed, 2),
+        "no signed pongs"
+    );
+    let a_id = peer_id(&url, &c, &signed, "a");
+
+    // The controller halts A; a spy on the broker captures the signed note.
+    let spy = capture(broker.port, &format!("maestro/v1/{c}/req/#"));
+    let run = cli(
+        &url,
+        &c,
+        &signed,
+        &["halt", "--peer", &a_id, "--timeout", "3s"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(a.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
+    let (topic, payload) = spy
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the spy saw the halt");
+    assert!(topic.ends_with(&format!("/req/peer/{a_id}")), "{topic}");
+    assert!(String::from_utf8_lossy(&payload).contains("\"halt\""));
+
+    // Published again, at once (well inside the replay window), to everyone, to workers,
+    // to B's group and to B itself, with a third-party client: B is not halted.
+    let b_id = peer_id(&url, &c, &signed, "b");
+    for target in [
+        "req/all".to_owned(),
+        "req/role/worker".to_owned(),
+        "req/group/all".to_owned(),
+        format!("req/peer/{b_id}"),
+    ] {
+        mosquitto_pub(broker.port, &format!("maestro/v1/{c}/{target}"), &payload);
+    }
+    assert!(
+        b.wait_exit(Duration::from_secs(3)).is_err(),
+        "a halt signed for A halted B"
+    );
+    let stats = cli(
+        &url,
+        &c,
+        &signed,
+        &["stats", "-o", "json", "--timeout", "2s"],
+    );
+    let p = peers(&stats);
+    assert_eq!(p.len(), 1, "{stats:?}");
+    assert_eq!(p[0]["name"], "b", "{stats:?}");
+    assert!(
+        p[0]["refused_notes"].as_u64().unwrap_or(0) >= 4,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_peer_beyond_loopback_without_keys_refuses_to_start_unless_insecure() {
+    let cluster = unique_cluster();
+    // TEST-NET-1: never reached; the refusal comes before any connection.
+    let far = "mqtt://192.0.2.1:1883";
+    for role in ["worker", "inspector"] {
+        let mut p = spawn_peer(role, far, &cluster, &["--name", "far"]).unwrap();
+        assert_eq!(
+            p.wait_exit(Duration::from_secs(10)).unwrap(),
+            Some(2),
+            "{role}"
+        );
+        let log = p.log_text();
+        assert!(
+            log.contains("not on this machine") && log.contains("--keys DIR"),
+            "{log}"
+        );
+        assert!(log.contains("--insecure"), "{log}");
+    }
+    // --insecure: it starts, and says loudly what that means.
+    let mut p = spawn_peer("worker", far, &cluster, &["--name", "far", "--insecure"]).unwrap();
+    let warned = wait_for(Duration::from_secs(10), || {
+        p.log_text().contains("obeys unsigned notes")
+    });
+    assert!(warned, "{}", p.log_text());
+    assert!(
+        p.wait_exit(Duration::from_millis(500)).is_err(),
+        "it exited"
+    );
+    // Keys and --insecure together make no sense: refused by the argument parser.
+    let lab = Lab::new("far").unwrap();
+    let keys = lab.dir.to_string_lossy().into_owned();
+    let mut both = spawn_peer("worker", far, &cluster, &["--insecure", "--keys", &keys]).unwrap();
+    assert_eq!(both.wait_exit(Duration::from_secs(10)).unwrap(), Some(2));
 }

@@ -4,7 +4,6 @@
 use crate::peer::{PeerConfig, PeerError};
 use crate::session::{Signer, now};
 use crate::url::{ControlUrl, DEFAULT_CONTROL_URL, UrlError};
-use maestro_protocol::signing::ClusterKey;
 use maestro_protocol::{ClusterId, PeerId, PeerInfo, Role, Segment, SegmentError};
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,16 +40,13 @@ pub struct ControlArgs {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
-    /// The cluster's shared secret: notes are signed with it (HMAC-SHA256), and unsigned,
-    /// wrongly signed, replayed or stale requests are refused. Every peer and controller
-    /// of the cluster needs the same file (`maestro-cli certs init` writes one).
-    #[arg(
-        long,
-        env = "MAESTRO_CLUSTER_KEY_FILE",
-        global = true,
-        value_name = "FILE"
-    )]
-    pub cluster_key_file: Option<PathBuf>,
+    /// Folder of signing keys (`maestro-cli certs init DIR` writes one): notes are signed
+    /// (Ed25519) and unsigned, wrongly signed, replayed or stale notes are refused.
+    /// Controllers load controller.key and peer.pub; workers and inspectors load peer.key
+    /// and controller.pub, so no peer can command another. [controller default: the
+    /// folder remembered for the control URL, ~/.config/maestro/keys/HOST-PORT, if any]
+    #[arg(long, env = "MAESTRO_KEYS", global = true, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
     /// Cluster namespace on the control broker.
     #[arg(
         long,
@@ -82,6 +78,12 @@ pub struct PeerArgs {
     /// peer offline after 1.5 times this without traffic.
     #[arg(long, env = "MAESTRO_KEEP_ALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub keep_alive: Duration,
+    /// Obey unsigned notes from a control broker beyond loopback (LAB ONLY: anyone who can
+    /// reach the broker can then make this peer send traffic anywhere, inject faults or
+    /// halt it). Without keys, a peer refuses to start unless its broker is on loopback or
+    /// this is given.
+    #[arg(long, env = "MAESTRO_INSECURE", conflicts_with = "keys")]
+    pub insecure: bool,
     /// Serve this peer's health metrics for Prometheus on PORT or HOST:PORT (`/metrics`;
     /// a bare port binds to 127.0.0.1)
     #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
@@ -96,20 +98,22 @@ impl ControlArgs {
             .with_tls(self.ca.clone(), self.cert.clone(), self.key.clone())
     }
 
-    /// The signer of this process's notes: with the cluster key, when a file is given.
-    pub fn signer(&self) -> Result<Signer, ArgsError> {
-        let Some(path) = &self.cluster_key_file else {
-            return Ok(Signer::default());
+    /// The signer of `role`'s notes: with the keys of `--keys`, or for a controller the
+    /// folder remembered for the control URL when it exists; otherwise unsigned.
+    pub fn signer(&self, role: Role) -> Result<Signer, ArgsError> {
+        let dir = match &self.keys {
+            Some(dir) => dir.clone(),
+            None => match crate::keys::remembered_dir(&self.url)
+                .filter(|d| role == Role::Controller && d.is_dir())
+            {
+                Some(dir) => {
+                    tracing::debug!(folder = %dir.display(), "using the keys remembered for this control URL");
+                    dir
+                }
+                None => return Ok(Signer::default()),
+            },
         };
-        let secret = std::fs::read(path).map_err(|e| ArgsError::KeyFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let key = ClusterKey::from_secret(&secret).map_err(|e| ArgsError::KeyFile {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(Signer::new(Some(std::sync::Arc::new(key))))
+        Ok(Signer::new(Some(crate::keys::load(&dir, role)?)))
     }
 }
 
@@ -121,8 +125,12 @@ pub enum ArgsError {
     Segment(#[from] SegmentError),
     #[error(transparent)]
     Url(#[from] UrlError),
-    #[error("cluster key file {path:?}: {reason}")]
-    KeyFile { path: PathBuf, reason: String },
+    #[error("keys: {0}")]
+    Keys(#[from] crate::keys::KeysError),
+    #[error(
+        "the control broker {url} is not on this machine and this {role} has no keys: anyone who can reach the broker could command it. Give it --keys DIR (`maestro-cli certs init DIR` writes them), or --insecure for a lab network you trust"
+    )]
+    Insecure { url: Box<ControlUrl>, role: Role },
 }
 
 impl PeerArgs {
@@ -137,9 +145,22 @@ impl PeerArgs {
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
         let pid = std::process::id();
         let name = self.name.unwrap_or_else(|| format!("{role}-{pid}@{host}"));
+        let signer = self.control.signer(role)?;
+        if !signer.is_on() {
+            if !self.control.url.is_loopback() && !self.insecure {
+                return Err(ArgsError::Insecure {
+                    url: Box::new(self.control.url.clone()),
+                    role,
+                });
+            }
+            if self.insecure {
+                tracing::warn!(url = %self.control.url,
+                    "--insecure: this {role} obeys unsigned notes; anyone who can reach the control broker can command it (lab only)");
+            }
+        }
         Ok(PeerConfig {
             metrics_listen: self.metrics_listen,
-            signer: self.control.signer()?,
+            signer,
             url: self.control.endpoint()?,
             cluster: self.control.cluster,
             info: PeerInfo {

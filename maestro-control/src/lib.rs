@@ -9,6 +9,7 @@
 //! controller's.
 
 pub mod args;
+pub mod keys;
 pub mod metrics;
 pub mod peer;
 pub mod process;

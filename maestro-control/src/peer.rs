@@ -34,8 +34,8 @@ pub struct PeerConfig {
     pub url: ControlUrl,
     pub cluster: ClusterId,
     pub info: PeerInfo,
-    /// Signs this peer's notes and makes it refuse unsigned requests
-    /// (`--cluster-key-file`).
+    /// Signs this peer's notes and makes it refuse requests not signed by a controller
+    /// (`--keys`).
     pub signer: session::Signer,
     /// Serve the peer's health metrics here (`--metrics-listen`).
     pub metrics_listen: Option<crate::metrics::MetricsListen>,
@@ -163,7 +163,7 @@ impl Outbox {
     fn publish(&self, topic: &str, note: &Note, qos: rumqttc::QoS) {
         if let Err(e) = self
             .client
-            .try_publish(topic, qos, false, self.signer.encode(note))
+            .try_publish(topic, qos, false, self.signer.encode(topic, note))
         {
             warn!(topic, kind = note.body.kind(), error = %e, "note dropped: control client queue full");
         }
@@ -237,14 +237,17 @@ pub async fn run(
     };
     let signer = config.signer.clone();
     let presence = |status| {
-        signer.encode(&Note::new(
-            sender.clone(),
-            Body::Presence(Presence {
-                status,
-                peer: info.clone(),
-            }),
-            now(),
-        ))
+        signer.encode(
+            &presence_topic,
+            &Note::new(
+                sender.clone(),
+                Body::Presence(Presence {
+                    status,
+                    peer: info.clone(),
+                }),
+                now(),
+            ),
+        )
     };
     let will = LastWill::new(
         presence_topic.clone(),
@@ -454,14 +457,18 @@ impl<H: Handler> PeerLoop<H> {
             Err(failure) => return self.on_bad_note(&publish, failure),
         };
         let is_controller = self.topics.controller_peer(&publish.topic).is_some();
-        if let Err(why) = self.signer.verify(&publish.payload).and_then(|()| {
-            // A controller's presence is retained: it may be old, and is seen again.
-            if is_controller || !self.signer.is_on() {
-                Ok(())
-            } else {
-                self.replays.check(note.id, note.sent_at_us, received_at)
-            }
-        }) {
+        if let Err(why) = self
+            .signer
+            .verify(&publish.topic, &publish.payload)
+            .and_then(|()| {
+                // A controller's presence is retained: it may be old, and is seen again.
+                if is_controller || !self.signer.is_on() {
+                    Ok(())
+                } else {
+                    self.replays.check(note.id, note.sent_at_us, received_at)
+                }
+            })
+        {
             return self.refuse(&publish, &note, why);
         }
         if let Some(controller) = self.topics.controller_peer(&publish.topic) {
@@ -586,10 +593,12 @@ impl<H: Handler> PeerLoop<H> {
     }
 
     fn publish(&mut self, topic: &str, note: &Note) {
-        if let Err(e) =
-            self.client
-                .try_publish(topic, session::NOTE_QOS, false, self.signer.encode(note))
-        {
+        if let Err(e) = self.client.try_publish(
+            topic,
+            session::NOTE_QOS,
+            false,
+            self.signer.encode(topic, note),
+        ) {
             warn!(topic, error = %e, "reply dropped: control client queue full");
         }
     }

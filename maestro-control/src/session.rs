@@ -1,8 +1,9 @@
 //! MQTT sessions on the control broker: one place that sets TCP_NODELAY, keep-alive,
 //! packet limits and credentials, plus the reconnect backoff and the wall clock.
 
+use crate::keys::Keys;
 use crate::url::{ControlUrl, UrlError};
-use maestro_protocol::signing::{ClusterKey, SignatureError};
+use maestro_protocol::signing::SignatureError;
 use maestro_protocol::{Note, PeerId, UnixMicros, encode};
 use rumqttc::{
     AsyncClient, EventLoop, LastWill, MqttOptions, NetworkOptions, QoS, TlsConfiguration, Transport,
@@ -59,14 +60,14 @@ pub fn open(
     Ok((client, eventloop))
 }
 
-/// Signs what this process publishes and checks what it receives, when the cluster has a
-/// key (`--cluster-key-file`); without one it encodes plainly and accepts everything.
+/// Signs what this process publishes and checks what it receives, when it has keys
+/// (`--keys DIR`, [`crate::keys`]); without them it encodes plainly and accepts everything.
 #[derive(Debug, Clone, Default)]
-pub struct Signer(Option<Arc<ClusterKey>>);
+pub struct Signer(Option<Arc<Keys>>);
 
 impl Signer {
-    pub fn new(key: Option<Arc<ClusterKey>>) -> Self {
-        Signer(key)
+    pub fn new(keys: Option<Keys>) -> Self {
+        Signer(keys.map(Arc::new))
     }
 
     /// True when notes are signed and checked.
@@ -74,18 +75,23 @@ impl Signer {
         self.0.is_some()
     }
 
-    /// The note's bytes, signed when there is a key.
-    pub fn encode(&self, note: &Note) -> Vec<u8> {
+    /// The keys in use.
+    pub fn keys(&self) -> Option<&Keys> {
+        self.0.as_deref()
+    }
+
+    /// The note's bytes for `topic`, signed when there are keys.
+    pub fn encode(&self, topic: &str, note: &Note) -> Vec<u8> {
         match &self.0 {
-            Some(key) => key.seal(encode(note)),
+            Some(keys) => keys.own.seal(topic, encode(note)),
             None => encode(note),
         }
     }
 
-    /// Checks a received payload's signature (always fine without a key).
-    pub fn verify(&self, payload: &[u8]) -> Result<(), SignatureError> {
+    /// Checks the signature of a payload received on `topic` (always fine without keys).
+    pub fn verify(&self, topic: &str, payload: &[u8]) -> Result<(), SignatureError> {
         match &self.0 {
-            Some(key) => key.open(payload).map(|_| ()),
+            Some(keys) => keys.trusted.open(topic, payload).map(|_| ()),
             None => Ok(()),
         }
     }

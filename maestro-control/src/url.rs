@@ -135,6 +135,15 @@ impl ControlUrl {
         Ok(self)
     }
 
+    /// True when the broker is on this machine: `localhost` or a loopback address.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The rustls config of this URL's connections (`None`: plain MQTT).
     pub fn tls_config(&self) -> Result<Option<Arc<ClientConfig>>, UrlError> {
         if !self.secure {

@@ -2,8 +2,10 @@
 //! certificate signed by it, so that TLS with a lab broker takes two commands (make the
 //! files, point the broker at them). The server certificate covers `localhost`,
 //! `127.0.0.1` and any names given, and may also serve as a client certificate (it has
-//! both TLS usages). Keys are ECDSA P-256 (rcgen), written owner-only. It also writes
-//! `cluster.key`, a random secret for signed notes (`--cluster-key-file`).
+//! both TLS usages). Keys are ECDSA P-256 (rcgen), written owner-only. It also writes the
+//! signing keys of a cluster (`--keys DIR`): `controller.key` and `peer.key` (Ed25519,
+//! owner-only) and their public halves `controller.pub` and `peer.pub`
+//! ([`maestro_protocol::signing`]). `--keys-only` writes those four alone.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -30,25 +32,80 @@ pub struct Written {
     pub ca_key: PathBuf,
     pub server: PathBuf,
     pub server_key: PathBuf,
-    /// A random cluster key (64 hex digits) for `--cluster-key-file`.
-    pub cluster_key: PathBuf,
     /// The names the server certificate covers.
     pub names: Vec<String>,
+    /// The signing keys (`--keys DIR`).
+    pub keys: KeyFiles,
+}
+
+/// The four files of a keys folder.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyFiles {
+    pub controller_key: PathBuf,
+    pub controller_pub: PathBuf,
+    pub peer_key: PathBuf,
+    pub peer_pub: PathBuf,
+}
+
+impl KeyFiles {
+    fn in_dir(dir: &Path) -> Self {
+        use maestro_protocol::signing::files;
+        KeyFiles {
+            controller_key: dir.join(files::CONTROLLER_KEY),
+            controller_pub: dir.join(files::CONTROLLER_PUB),
+            peer_key: dir.join(files::PEER_KEY),
+            peer_pub: dir.join(files::PEER_PUB),
+        }
+    }
+
+    fn all(&self) -> [&PathBuf; 4] {
+        [
+            &self.controller_key,
+            &self.controller_pub,
+            &self.peer_key,
+            &self.peer_pub,
+        ]
+    }
+}
+
+/// Writes a cluster's two signing key pairs into `dir` (made if missing). Existing files
+/// are kept unless `force`.
+pub fn init_keys(dir: &Path, force: bool) -> Result<KeyFiles, CertsError> {
+    let files = KeyFiles::in_dir(dir);
+    if !force && let Some(existing) = files.all().iter().find(|f| f.exists()) {
+        return Err(CertsError::Exists((*existing).clone()));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CertsError::Write(dir.to_owned(), e))?;
+    write_keys(&files)?;
+    Ok(files)
+}
+
+fn write_keys(files: &KeyFiles) -> Result<(), CertsError> {
+    use maestro_protocol::signing::SigningKey;
+    let (controller, peer) = (SigningKey::generate(), SigningKey::generate());
+    write(&files.controller_key, &controller.to_pem(), true)?;
+    write(
+        &files.controller_pub,
+        &controller.verifying_key().to_pem(),
+        false,
+    )?;
+    write(&files.peer_key, &peer.to_pem(), true)?;
+    write(&files.peer_pub, &peer.verifying_key().to_pem(), false)
 }
 
 fn make(e: rcgen::Error) -> CertsError {
     CertsError::Make(e.to_string())
 }
 
-/// Writes `ca.pem`, `ca.key`, `server.pem` and `server.key` into `dir` (made if missing).
-/// Existing files are kept unless `force`.
+/// Writes `ca.pem`, `ca.key`, `server.pem` and `server.key`, and the signing keys
+/// ([`init_keys`]), into `dir` (made if missing). Existing files are kept unless `force`.
 pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, CertsError> {
     let written = Written {
         ca: dir.join("ca.pem"),
         ca_key: dir.join("ca.key"),
         server: dir.join("server.pem"),
         server_key: dir.join("server.key"),
-        cluster_key: dir.join("cluster.key"),
+        keys: KeyFiles::in_dir(dir),
         names: ["localhost".to_owned(), "127.0.0.1".to_owned()]
             .into_iter()
             .chain(extra_names.iter().cloned())
@@ -63,10 +120,14 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, 
         &written.ca_key,
         &written.server,
         &written.server_key,
-        &written.cluster_key,
     ];
-    if !force && let Some(existing) = files.iter().find(|f| f.exists()) {
-        return Err(CertsError::Exists((*existing).clone()));
+    if !force
+        && let Some(existing) = files
+            .into_iter()
+            .chain(written.keys.all())
+            .find(|f| f.exists())
+    {
+        return Err(CertsError::Exists(existing.clone()));
     }
 
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(make)?;
@@ -103,13 +164,7 @@ pub fn init(dir: &Path, extra_names: &[String], force: bool) -> Result<Written, 
     write(&written.ca_key, &ca_key_pem, true)?;
     write(&written.server, &server_cert.pem(), false)?;
     write(&written.server_key, &server_key.serialize_pem(), true)?;
-    // Two v4 UUIDs: 244 random bits from the system's generator.
-    let secret = format!(
-        "{}{}\n",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
-    write(&written.cluster_key, &secret, true)?;
+    write_keys(&written.keys)?;
     Ok(written)
 }
 
@@ -152,6 +207,12 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertsError> {
     let mut file = options
         .open(path)
         .map_err(|e| CertsError::Write(path.to_owned(), e))?;
+    if secret {
+        // A file that existed (--force) keeps its mode on open: narrow it first.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| CertsError::Write(path.to_owned(), e))?;
+    }
     file.write_all(text.as_bytes())
         .map_err(|e| CertsError::Write(path.to_owned(), e))
 }
@@ -171,13 +232,30 @@ mod tests {
             assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
         }
         use std::os::unix::fs::PermissionsExt;
-        let secret = std::fs::read_to_string(&w.cluster_key).unwrap();
-        assert_eq!(secret.trim().len(), 64, "{secret}");
-        assert!(maestro_protocol::signing::ClusterKey::from_secret(secret.as_bytes()).is_ok());
-        for key in [&w.ca_key, &w.server_key, &w.cluster_key] {
+        for role in [
+            maestro_protocol::Role::Controller,
+            maestro_protocol::Role::Worker,
+        ] {
+            maestro_control::keys::load(&dir, role).unwrap();
+        }
+        for key in [
+            &w.ca_key,
+            &w.server_key,
+            &w.keys.controller_key,
+            &w.keys.peer_key,
+        ] {
             let mode = std::fs::metadata(key).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }
+        for public in [&w.keys.controller_pub, &w.keys.peer_pub] {
+            let mode = std::fs::metadata(public).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0o044, "{}", public.display());
+        }
+        // Keys alone: refused over existing ones, written with --force.
+        let again = init_keys(&dir, false).unwrap_err().to_string();
+        assert!(again.contains("controller.key exists already"), "{again}");
+        let k = init_keys(&dir, true).unwrap();
+        assert_eq!(k, w.keys);
         let again = init(&dir, &[], false).unwrap_err().to_string();
         assert!(again.contains("ca.pem exists already"), "{again}");
         assert!(init(&dir, &[], true).is_ok());

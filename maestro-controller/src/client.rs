@@ -7,6 +7,7 @@
 
 use maestro_control::session::Signer;
 use maestro_control::{ControlUrl, now, session};
+use maestro_protocol::signing::{ReplayGuard, SignatureError};
 use maestro_protocol::{
     Body, ClusterId, Note, PeerId, PeerInfo, Presence, PresenceStatus, Renew, Role, RunId, Sender,
     Target, Topics, UnixMicros, decode,
@@ -355,7 +356,8 @@ impl Controller {
     /// Publishes a request to `target` and returns it (its id correlates the replies).
     pub async fn send(&mut self, target: &Target, body: Body) -> Result<Note, ControlError> {
         let request = Note::new(self.me.clone(), body, now()).with_reply_to(&self.reply_topic);
-        let bytes = self.signer.encode(&request);
+        let topic = self.topics.request(target);
+        let bytes = self.signer.encode(&topic, &request);
         // A note over the limit would be refused by the peer (or cost the connection at
         // the broker): say so here, with the numbers, before anything is sent.
         if bytes.len() > maestro_protocol::MAX_NOTE_BYTES {
@@ -366,7 +368,7 @@ impl Controller {
             });
         }
         self.client
-            .publish(self.topics.request(target), session::NOTE_QOS, false, bytes)
+            .publish(topic, session::NOTE_QOS, false, bytes)
             .await
             .map_err(|e| self.lost(e.to_string()))?;
         Ok(request)
@@ -441,13 +443,10 @@ impl Controller {
                     let note =
                         Note::new(me.clone(), Body::Renew(Renew { run: run.clone() }), now())
                             .with_reply_to(&reply);
+                    let topic = topics.request(&Target::Peer(peer.clone()));
+                    let bytes = signer.encode(&topic, &note);
                     if client
-                        .try_publish(
-                            topics.request(&Target::Peer(peer.clone())),
-                            session::NOTE_QOS,
-                            false,
-                            signer.encode(&note),
-                        )
+                        .try_publish(topic, session::NOTE_QOS, false, bytes)
                         .is_err()
                     {
                         debug!(%peer, "lease renewal not queued");
@@ -548,14 +547,17 @@ impl Liveness {
     }
 
     fn note(&self, status: PresenceStatus) -> Vec<u8> {
-        self.signer.encode(&Note::new(
-            self.sender.clone(),
-            Body::Presence(Presence {
-                status,
-                peer: self.info.clone(),
-            }),
-            now(),
-        ))
+        self.signer.encode(
+            &self.topic,
+            &Note::new(
+                self.sender.clone(),
+                Body::Presence(Presence {
+                    status,
+                    peer: self.info.clone(),
+                }),
+                now(),
+            ),
+        )
     }
 }
 
@@ -579,6 +581,7 @@ async fn pump(
     (signer, ignored): (Signer, Arc<AtomicU64>),
 ) {
     let mut ready = Some(ready);
+    let mut replays = ReplayGuard::default();
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
@@ -613,17 +616,22 @@ async fn pump(
                 None
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                match signer.verify(&p.payload) {
-                    // An empty retained payload clears a presence: nothing to sign.
-                    Err(why) if !p.payload.is_empty() => {
+                // An empty retained payload clears a presence: nothing to sign.
+                let checked = if p.payload.is_empty() {
+                    Ok(())
+                } else {
+                    signer.verify(&p.topic, &p.payload)
+                };
+                match checked.and_then(|()| fresh(&mut replays, &signer, &topics, &p)) {
+                    Err(why) => {
                         let n = ignored.fetch_add(1, Ordering::Relaxed) + 1;
                         if n == 1 || n.is_power_of_two() {
                             tracing::warn!(topic = %p.topic, reason = %why, total_ignored = n,
-                                "note ignored (peers without this cluster key?)");
+                                "note ignored (peers without this cluster's keys, or a stranger?)");
                         }
                         None
                     }
-                    _ => classify(&topics, &reply_topic, &p),
+                    Ok(()) => classify(&topics, &reply_topic, &p),
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
@@ -654,6 +662,25 @@ async fn pump(
     }
 }
 
+/// In a signed cluster, a reply or event must be recent and seen once: a note captured
+/// from the broker and published again is refused. (Presence is retained, so it may be old
+/// and is seen again on every subscription.)
+fn fresh(
+    replays: &mut ReplayGuard,
+    signer: &Signer,
+    topics: &Topics,
+    p: &rumqttc::Publish,
+) -> Result<(), SignatureError> {
+    if !signer.is_on() || topics.presence_peer(&p.topic).is_some() {
+        return Ok(());
+    }
+    match decode(&p.payload) {
+        Ok(note) => replays.check(note.id, note.sent_at_us, now()),
+        // Undecodable: classify says so.
+        Err(_) => Ok(()),
+    }
+}
+
 fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<ControlEvent> {
     if let Some(peer) = topics.presence_peer(&p.topic) {
         if p.payload.is_empty() {
@@ -663,7 +690,7 @@ fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<
             Ok(Note {
                 body: Body::Presence(presence),
                 ..
-            }) => Some(ControlEvent::Presence(peer, Some(presence))),
+            }) if presence.peer.id == peer => Some(ControlEvent::Presence(peer, Some(presence))),
             Ok(other) => {
                 debug!(topic = %p.topic, kind = other.body.kind(), "not a presence note; ignored");
                 None
@@ -674,9 +701,13 @@ fn classify(topics: &Topics, reply_topic: &str, p: &rumqttc::Publish) -> Option<
             }
         };
     }
-    if topics.event_peer(&p.topic).is_some() {
+    if let Some((peer, _)) = topics.event_peer(&p.topic) {
         return match decode(&p.payload) {
-            Ok(note) => Some(ControlEvent::Event(note)),
+            Ok(note) if note.sender.id == peer => Some(ControlEvent::Event(note)),
+            Ok(note) => {
+                debug!(topic = %p.topic, sender = %note.sender.id, "event of another peer's topic; ignored");
+                None
+            }
             Err(f) => {
                 debug!(topic = %p.topic, error = %f.error, "bad event; ignored");
                 None

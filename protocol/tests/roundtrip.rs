@@ -478,11 +478,13 @@ proptest! {
 
     #[test]
     fn signed_notes_decode_and_verify(note in note()) {
-        let key = maestro_protocol::signing::ClusterKey::from_secret(b"a cluster key of 32 bytes, ok!!!").unwrap();
-        let sealed = key.seal(encode(&note));
+        let key = maestro_protocol::signing::SigningKey::generate();
+        let topic = "maestro/v1/c/req/all";
+        let sealed = key.seal(topic, encode(&note));
         prop_assume!(sealed.len() <= MAX_NOTE_BYTES);
         prop_assert_eq!(decode(&sealed).unwrap(), note);
-        prop_assert!(key.open(&sealed).is_ok());
+        prop_assert!(key.verifying_key().open(topic, &sealed).is_ok());
+        prop_assert!(key.verifying_key().open("maestro/v1/c/req/role/worker", &sealed).is_err());
     }
 
     #[test]
