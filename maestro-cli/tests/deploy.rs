@@ -22,7 +22,34 @@ fn temp_dir(name: &str) -> PathBuf {
 #[test]
 fn kubernetes_manifests_render_and_validate_against_the_schemas() {
     let dir = temp_dir("k8s");
-    let rendered = tool("kubectl", &["kustomize", "deploy/kubernetes"]);
+    // The kustomization as a user has it: a copy, with the keys `certs init` writes.
+    let copy = dir.join("kubernetes");
+    let cp = tool(
+        "cp",
+        &[
+            "-r",
+            repo_root().join("deploy/kubernetes").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    assert!(cp.status.success(), "{}", output_text(&cp));
+    let _ = std::fs::remove_dir_all(copy.join("keys"));
+    // Without the keys, rendering fails and names the missing file.
+    let missing = tool("kubectl", &["kustomize", copy.to_str().unwrap()]);
+    assert!(!missing.status.success(), "{}", output_text(&missing));
+    assert!(
+        output_text(&missing).contains("peer.key"),
+        "{}",
+        output_text(&missing)
+    );
+    let keys = copy.join("keys");
+    let init = run_cli(
+        &["certs", "init", "--keys-only", keys.to_str().unwrap()],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(init.code, Some(0), "{init:?}");
+    let rendered = tool("kubectl", &["kustomize", copy.to_str().unwrap()]);
     assert!(rendered.status.success(), "{}", output_text(&rendered));
     let yaml = String::from_utf8(rendered.stdout).unwrap();
     let mut kinds: Vec<&str> = yaml
@@ -39,10 +66,26 @@ fn kubernetes_manifests_render_and_validate_against_the_schemas() {
             "Deployment",
             "Job",
             "PersistentVolumeClaim",
+            "Secret",
+            "Secret",
             "Service"
         ],
         "{yaml}"
     );
+    // Least privilege: the peers' Secret holds no controller key; both are mounted.
+    let docs: Vec<&str> = yaml.split("\n---\n").collect();
+    let secret = |name: &str| {
+        docs.iter()
+            .find(|d| d.contains("kind: Secret") && d.contains(&format!("name: {name}-")))
+            .unwrap_or_else(|| panic!("no Secret {name}: {yaml}"))
+            .to_string()
+    };
+    let peer = secret("maestro-peer-keys");
+    assert!(peer.contains("peer.key:") && peer.contains("controller.pub:"), "{peer}");
+    assert!(!peer.contains("controller.key:"), "{peer}");
+    let controller = secret("maestro-controller-keys");
+    assert!(controller.contains("controller.key:") && !controller.contains("peer.key:"));
+    assert_eq!(yaml.matches("value: /var/lib/maestro/keys").count(), 3, "{yaml}");
     let good = dir.join("maestro.yaml");
     std::fs::write(&good, &yaml).unwrap();
     let valid = tool(
@@ -121,6 +164,15 @@ fn systemd_units_pass_systemd_analyze_verify() {
             "maestro-worker.service"
         ]
     );
+    // Workers and inspectors ship with signed notes: the peer key and the controller's
+    // public key as credentials, never the controller key.
+    for unit in &units[1..] {
+        let text = std::fs::read_to_string(unit).unwrap();
+        assert!(text.contains("LoadCredential=peer.key:"), "{text}");
+        assert!(text.contains("LoadCredential=controller.pub:"), "{text}");
+        assert!(text.contains("MAESTRO_KEYS=%d"), "{text}");
+        assert!(!text.contains("controller.key"), "{text}");
+    }
     for unit in &units {
         let v = tool("systemd-analyze", &["verify", unit.to_str().unwrap()]);
         // verify only warns about bad values: any output is a failure.
