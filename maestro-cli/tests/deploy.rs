@@ -81,11 +81,18 @@ fn kubernetes_manifests_render_and_validate_against_the_schemas() {
             .to_string()
     };
     let peer = secret("maestro-peer-keys");
-    assert!(peer.contains("peer.key:") && peer.contains("controller.pub:"), "{peer}");
+    assert!(
+        peer.contains("peer.key:") && peer.contains("controller.pub:"),
+        "{peer}"
+    );
     assert!(!peer.contains("controller.key:"), "{peer}");
     let controller = secret("maestro-controller-keys");
     assert!(controller.contains("controller.key:") && !controller.contains("peer.key:"));
-    assert_eq!(yaml.matches("value: /var/lib/maestro/keys").count(), 3, "{yaml}");
+    assert_eq!(
+        yaml.matches("value: /var/lib/maestro/keys").count(),
+        3,
+        "{yaml}"
+    );
     let good = dir.join("maestro.yaml");
     std::fs::write(&good, &yaml).unwrap();
     let valid = tool(
