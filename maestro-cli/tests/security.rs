@@ -968,3 +968,68 @@ fn a_peer_beyond_loopback_without_keys_refuses_to_start_unless_insecure() {
     let mut both = spawn_peer("worker", far, &cluster, &["--insecure", "--keys", &keys]).unwrap();
     assert_eq!(both.wait_exit(Duration::from_secs(10)).unwrap(), Some(2));
 }
+
+/// Ids are in every note: an attacker reads the controller's and the worker's from the
+/// topic tree and connects with them as MQTT client ids, again and again during a run.
+/// MQTT gives a client id to its newest connection; the client ids carry a random part, so
+/// nobody is thrown off and the run loses nothing.
+#[test]
+fn a_client_connecting_with_ids_read_from_notes_cuts_no_session() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let spy = capture(c.broker.port, &format!("maestro/v1/{}/#", c.cluster));
+    let cli = c.run_in_background(
+        &mq.url("takeover", "qos=1"),
+        &["--rate", "500", "--count", "3000"],
+    );
+    // The controller announces itself on controller/<id>; the worker's presence names it.
+    let (mut controller, mut worker) = (None, None);
+    let deadline = std::time::Instant::now() + T;
+    while (controller.is_none() || worker.is_none()) && std::time::Instant::now() < deadline {
+        let Ok((topic, _)) = spy.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        let segments: Vec<&str> = topic.split('/').collect();
+        match segments.get(3..) {
+            Some(["controller", id]) => controller = Some(id.to_string()),
+            Some(["presence", id]) => worker = Some(id.to_string()),
+            _ => {}
+        }
+    }
+    let ids = [
+        controller.expect("the controller's id"),
+        worker.expect("the worker's id"),
+    ];
+    // Six rounds of taking each id over for half a second, while the run goes on.
+    for _ in 0..6 {
+        for id in &ids {
+            let _ = std::process::Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &c.broker.port.to_string()])
+                .args(["-i", id, "-t", "nothing/here", "-W", "1"])
+                .output()
+                .expect("mosquitto_sub (apt-get install mosquitto-clients)");
+        }
+    }
+    let run = cli.join().unwrap();
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let s = run.json().unwrap();
+    assert_eq!(
+        (
+            s["sent"].as_u64(),
+            s["received"].as_u64(),
+            s["lost"].as_u64()
+        ),
+        (Some(3000), Some(3000), Some(0)),
+        "{s:#}"
+    );
+    assert!(
+        !run.stderr.contains("connection lost"),
+        "the controller was thrown off: {}",
+        run.stderr
+    );
+    let log = std::fs::read_to_string(&c.workers[0].log).unwrap();
+    assert!(
+        !log.contains("unreachable"),
+        "the worker was thrown off: {log}"
+    );
+}

@@ -29,15 +29,25 @@ pub const PRESENCE_QOS: QoS = QoS::AtLeastOnce;
 /// Requests the client may queue before the event loop sends them.
 const REQUEST_CAPACITY: usize = 1024;
 
-/// Opens an MQTT session (not yet connected: the event loop connects when polled). Fails
-/// only when an `mqtts://` URL has no usable TLS settings.
+/// The MQTT client id of a session of `peer`: its peer id plus a random part. Peer ids are
+/// in every note; a client id that could be read from them would let anyone connect with
+/// it and throw this session off the broker (MQTT gives a client id to its newest
+/// connection).
+pub fn client_id(peer: &PeerId) -> String {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{peer}-{}", &nonce[..12])
+}
+
+/// Opens an MQTT session (not yet connected: the event loop connects when polled), with a
+/// [`client_id`] that keeps its random part across reconnects. Fails only when an
+/// `mqtts://` URL has no usable TLS settings.
 pub fn open(
     url: &ControlUrl,
-    client_id: &PeerId,
+    peer: &PeerId,
     keep_alive: Duration,
     last_will: Option<LastWill>,
 ) -> Result<(AsyncClient, EventLoop), UrlError> {
-    let mut options = MqttOptions::new(client_id.as_str(), url.host.clone(), url.port);
+    let mut options = MqttOptions::new(client_id(peer), url.host.clone(), url.port);
     if let Some(config) = url.tls_config()? {
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }

@@ -60,7 +60,6 @@ enum ControlEvent {
     Reply(Note, UnixMicros),
     /// A peer's event (stats, results).
     Event(Note),
-    Lost(String),
 }
 
 /// What [`Controller::next`] hands to a caller driving its own loop.
@@ -102,7 +101,6 @@ impl std::fmt::Debug for ControlEvent {
             ControlEvent::Presence(id, _) => write!(f, "Presence({id})"),
             ControlEvent::Reply(n, _) => write!(f, "Reply({})", n.id),
             ControlEvent::Event(n) => write!(f, "Event({})", n.body.kind()),
-            ControlEvent::Lost(r) => write!(f, "Lost({r})"),
         }
     }
 }
@@ -303,7 +301,6 @@ impl Controller {
                     }
                 }
                 Some(ControlEvent::Event(_)) => {}
-                Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
                 None => return Err(self.lost("the session ended".into())),
             }
         }
@@ -345,7 +342,6 @@ impl Controller {
                 event = self.events.recv() => match event {
                     Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
                     Some(ControlEvent::Reply(..) | ControlEvent::Event(_)) => {}
-                    Some(ControlEvent::Lost(reason)) => return Err(self.lost(reason)),
                     None => return Err(self.lost("the session ended".into())),
                 }
             }
@@ -393,7 +389,6 @@ impl Controller {
             }
             Some(ControlEvent::Reply(note, at)) => Ok(Some(Incoming::Reply(note, at))),
             Some(ControlEvent::Event(note)) => Ok(Some(Incoming::Event(note))),
-            Some(ControlEvent::Lost(reason)) => Err(self.lost(reason)),
             None => Err(self.lost("the session ended".into())),
         }
     }
@@ -499,8 +494,10 @@ impl Controller {
     }
 }
 
-/// How long a worker keeps a run whose controller stopped renewing it.
-pub const LEASE: Duration = Duration::from_secs(5);
+/// How long a worker keeps a run whose controller stopped renewing it: long enough to ride
+/// over a restart of the control broker (the controller reconnects with backoff, then
+/// renews), short enough that a frozen controller's run does not linger.
+pub const LEASE: Duration = Duration::from_secs(10);
 /// How often a controller renews its runs' leases.
 pub const LEASE_RENEW: Duration = Duration::from_secs(1);
 
@@ -582,6 +579,9 @@ async fn pump(
 ) {
     let mut ready = Some(ready);
     let mut replays = ReplayGuard::default();
+    let mut backoff = session::backoff();
+    // Since when the connection is down, once it was up.
+    let mut outage: Option<Instant> = None;
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
@@ -589,6 +589,12 @@ async fn pump(
         };
         let forward = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = session::backoff();
+                if let Some(since) = outage.take() {
+                    // A warning too: whoever saw the loss should see it end.
+                    warn!(url = %url, down_for = ?since.elapsed(),
+                        "control broker reachable again; subscribed anew");
+                }
                 let filters = [
                     SubscribeFilter::new(topics.presence_filter(), QoS::AtMostOnce),
                     SubscribeFilter::new(reply_topic.clone(), session::NOTE_QOS),
@@ -642,16 +648,29 @@ async fn pump(
             }
             Ok(_) => None,
             Err(e) => {
-                let reason = describe(&e, &url);
-                match ready.take() {
-                    Some(r) => {
-                        let _ = r.send(Err(reason));
-                    }
-                    None => {
-                        let _ = events.send(ControlEvent::Lost(reason)).await;
-                    }
+                if let Some(r) = ready.take() {
+                    // Never connected: the caller says why and stops.
+                    let _ = r.send(Err(describe(&e, &url)));
+                    break;
                 }
-                break;
+                let reason = maestro_control::tls::explain(&e);
+                // Connected before: the broker restarted or the connection dropped. Keep
+                // the session's state (pending replies, the run, its lease) and reconnect;
+                // the ConnAck above subscribes again and says this controller is online.
+                match &outage {
+                    None => {
+                        warn!(url = %url, %reason,
+                            "control broker connection lost; reconnecting with backoff");
+                        outage = Some(Instant::now());
+                    }
+                    Some(_) => debug!(url = %url, %reason, "control broker still unreachable"),
+                }
+                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                None
             }
         };
         if let Some(event) = forward

@@ -99,8 +99,9 @@ macro_rules! segment_newtype {
 }
 
 segment_newtype!(
-    /// A peer's unique id (workers, inspectors and controllers alike). It is the peer's MQTT
-    /// client id and a topic segment.
+    /// A peer's unique id (workers, inspectors and controllers alike). It is a topic
+    /// segment; the peer's MQTT client id is this plus a random part, so that reading the
+    /// id in a note does not let anyone take over the peer's session.
     PeerId,
     "peer id"
 );

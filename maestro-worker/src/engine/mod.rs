@@ -233,6 +233,8 @@ struct ActiveRun {
     lease: Duration,
     /// When the lease runs out, unless renewed.
     lease_until: watch::Sender<tokio::time::Instant>,
+    /// Its controller's last will arrived and no renewal since.
+    controller_offline: bool,
     /// Why the run ended before its controller stopped it, if it did.
     ended_because: Arc<Mutex<Option<String>>>,
 }
@@ -254,6 +256,10 @@ impl ActiveRun {
         }
     }
 }
+
+/// How long a run outlives its controller's last will: long enough for a controller whose
+/// connection dropped to reconnect (its first retries come within a second).
+const OFFLINE_GRACE: Duration = Duration::from_secs(3);
 
 /// The shortest lease a controller may ask for.
 const MIN_LEASE: Duration = Duration::from_millis(500);
@@ -407,6 +413,7 @@ impl Engine {
             controller: controller.clone(),
             lease,
             lease_until,
+            controller_offline: false,
             ended_because: Arc::new(Mutex::new(None)),
         };
         let control_template = (
@@ -478,10 +485,17 @@ impl Engine {
                     let inner = self.lock();
                     let Some(active) = inner.run.as_ref().filter(|r| r.id == run) else { return };
                     if *active.lease_until.borrow() <= tokio::time::Instant::now() {
-                        active.end(format!(
-                            "its controller {} has not renewed the run's lease for {:?}",
-                            active.controller, active.lease
-                        ));
+                        active.end(if active.controller_offline {
+                            format!(
+                                "its controller {} went offline and did not come back within {OFFLINE_GRACE:?}",
+                                active.controller
+                            )
+                        } else {
+                            format!(
+                                "its controller {} has not renewed the run's lease for {:?}",
+                                active.controller, active.lease
+                            )
+                        });
                         return;
                     }
                 }
@@ -491,25 +505,41 @@ impl Engine {
 
     /// The controller still owns the run: extend the lease.
     pub fn renew(&self, r: &Renew, from: &PeerId) {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if let Some(run) = inner
             .run
-            .as_ref()
+            .as_mut()
             .filter(|a| a.id == r.run && a.controller == *from)
         {
+            if run.controller_offline {
+                info!(run = %run.id, controller = %from, "the run's controller is back");
+                run.controller_offline = false;
+            }
             run.lease_until
                 .send_replace(tokio::time::Instant::now() + run.lease);
         }
     }
 
-    /// A watched controller's liveness changed: a run it owns ends when it goes offline.
+    /// A watched controller's liveness changed. Its last will (`online` false) shortens
+    /// the lease of a run it owns to [`OFFLINE_GRACE`]: a controller that was killed ends
+    /// the run at once, one whose connection blipped renews it after reconnecting.
     pub fn on_controller(&self, controller: &PeerId, online: bool) {
         if online {
             return;
         }
-        let inner = self.lock();
-        if let Some(run) = inner.run.as_ref().filter(|a| a.controller == *controller) {
-            run.end(format!("its controller {controller} went offline"));
+        let mut inner = self.lock();
+        if let Some(run) = inner.run.as_mut().filter(|a| a.controller == *controller) {
+            warn!(run = %run.id, %controller,
+                "its controller went offline; the run ends in {OFFLINE_GRACE:?} unless it comes back");
+            run.controller_offline = true;
+            let grace = tokio::time::Instant::now() + OFFLINE_GRACE.min(run.lease);
+            run.lease_until.send_if_modified(|until| {
+                let shorter = grace < *until;
+                if shorter {
+                    *until = grace;
+                }
+                shorter
+            });
         }
     }
 
