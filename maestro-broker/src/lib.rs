@@ -26,9 +26,9 @@ use tracing::info;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 /// Default limit of concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Default largest publish payload; above the peers' note limit so that oversize notes
-/// still reach peers and get an error answer.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 2 * 1024 * 1024;
+/// Default largest MQTT packet: the control plane's one limit, which control clients
+/// share (`maestro_control::MAX_PACKET_BYTES`); every note fits it with its topic.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = maestro_control::MAX_PACKET_BYTES;
 /// How long to wait for rumqttd's listener to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 

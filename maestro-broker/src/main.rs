@@ -50,7 +50,8 @@ struct Args {
         requires = "tls_cert"
     )]
     client_ca: Option<PathBuf>,
-    /// Largest publish payload, in bytes.
+    /// Largest MQTT packet, in bytes (default: the control plane's note limit plus room
+    /// for the topic).
     #[arg(long, env = "MAESTRO_MAX_PAYLOAD", default_value_t = DEFAULT_MAX_PAYLOAD_BYTES)]
     max_payload: usize,
     /// Serve the broker's health metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
@@ -78,6 +79,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.max_payload < DEFAULT_MAX_PAYLOAD_BYTES {
+        tracing::warn!(
+            max_payload = args.max_payload,
+            control_limit = DEFAULT_MAX_PAYLOAD_BYTES,
+            "packets are capped below the control plane's limit: as a control broker, large notes (a big run's results) will cost their sender its connection"
+        );
+    }
     let users = args
         .auth_file
         .as_deref()

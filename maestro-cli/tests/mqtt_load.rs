@@ -907,3 +907,45 @@ fn a_restart_of_the_control_broker_mid_run_loses_nothing() {
         );
     }
 }
+
+/// One worker with 9,000 producers, 9,000 consumers and 9,000 topics (18,000 SUT
+/// connections, under its open-files limit): its result is larger than one note, goes in
+/// parts, and every message is accounted for. (It used to be thrown off the control broker
+/// for an oversize result, and the run reported `sent 0`.)
+#[test]
+fn a_worker_with_9000_producers_and_consumers_reports_every_message() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let url = mq.url("wide", "qos=0");
+    let (run, s) = c.run_test(
+        &url,
+        &[
+            "--producers",
+            "9000",
+            "--consumers",
+            "9000",
+            "--topics",
+            "9000",
+            "--rate",
+            "9000",
+            "--count",
+            "18000",
+            "--connect-rate",
+            "1000",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (
+            u(&s, "sent"),
+            u(&s, "received"),
+            u(&s, "lost"),
+            u(&s, "duplicated")
+        ),
+        (18_000, 18_000, 0, 0),
+        "{}",
+        run.stderr
+    );
+    let log = std::fs::read_to_string(&c.workers[0].log).unwrap();
+    assert!(log.contains("result split to fit the note limit"), "{log}");
+}

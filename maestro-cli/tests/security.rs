@@ -694,7 +694,7 @@ fn sut_secrets_stay_out_of_the_results_folder() {
     assert!(!run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"));
 }
 
-/// A `configure` too large for a note (tens of thousands of consumers on one worker) is
+/// A `configure` too large for a note (100,000 consumers on one worker) is
 /// refused before anything is sent, with the numbers: exit 2, and the worker stays idle.
 #[test]
 fn a_configure_over_the_note_limit_is_refused_before_sending() {
@@ -708,13 +708,16 @@ fn a_configure_over_the_note_limit_is_refused_before_sending() {
             "--count",
             "1",
             "--consumers",
-            "40000",
+            "100000",
         ],
         Duration::from_secs(60),
     );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(
-        run.stderr.contains("configure note would be") && run.stderr.contains("1048576"),
+        run.stderr.contains("configure note would be")
+            && run
+                .stderr
+                .contains(&maestro_protocol::MAX_NOTE_BYTES.to_string()),
         "{}",
         run.stderr
     );

@@ -26,7 +26,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// How long a peer waits before asking again for subscriptions the broker refused.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How a peer joins the cluster.
 #[derive(Debug, Clone)]
@@ -161,10 +161,19 @@ impl Outbox {
     }
 
     fn publish(&self, topic: &str, note: &Note, qos: rumqttc::QoS) {
-        if let Err(e) = self
-            .client
-            .try_publish(topic, qos, false, self.signer.encode(topic, note))
-        {
+        let bytes = self.signer.encode(topic, note);
+        if bytes.len() > maestro_protocol::MAX_NOTE_BYTES {
+            // The broker would drop the connection over it, and no peer would read it.
+            error!(
+                topic,
+                kind = note.body.kind(),
+                size = bytes.len(),
+                max = maestro_protocol::MAX_NOTE_BYTES,
+                "note over the limit not sent"
+            );
+            return;
+        }
+        if let Err(e) = self.client.try_publish(topic, qos, false, bytes) {
             warn!(topic, kind = note.body.kind(), error = %e, "note dropped: control client queue full");
         }
     }

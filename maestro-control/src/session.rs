@@ -11,10 +11,9 @@ use rumqttc::{
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Largest MQTT packet a control client sends or accepts. Above the broker's default
-/// payload limit, so an oversize note reaches the peer and is answered instead of
-/// breaking the connection.
-pub const MAX_PACKET_BYTES: usize = 4 * 1024 * 1024;
+/// Largest MQTT packet a control client sends or accepts: the control plane's one limit
+/// ([`maestro_protocol::MAX_PACKET_BYTES`]), which the control broker shares.
+pub use maestro_protocol::MAX_PACKET_BYTES;
 
 /// QoS of requests and replies. Control connections are loopback or LAN TCP with clean
 /// sessions: a note is lost only when its connection drops, and then QoS 1 would not

@@ -437,6 +437,7 @@ mod tests {
                 response_time_us: vec![String::new(), slow, String::new()],
             }),
             data_plane: None,
+            part: None,
         };
         let results: BTreeMap<PeerId, RunResult> = [(peer("w"), result)].into();
         let segments = Segments::of(&results, 2);

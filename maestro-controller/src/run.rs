@@ -474,6 +474,8 @@ pub async fn run_test(
     let mut next_progress = Instant::now() + Duration::from_secs(1);
     let (mut sent_total, mut received_total) = (0u64, 0u64);
     let mut refused_senders: std::collections::BTreeSet<PeerId> = std::collections::BTreeSet::new();
+    // Results too large for one note arrive in parts, collected per worker.
+    let mut result_parts: BTreeMap<PeerId, maestro_protocol::PartsCollector> = BTreeMap::new();
     // Copies each message should reach: one per subscription.
     let fanout = if compete {
         f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
@@ -782,8 +784,23 @@ pub async fn run_test(
                     }
                     Some(Input::ActiveProducers(note.sender.id, s.active_producers))
                 }
-                Body::RunResult(r) if r.run == run => {
-                    Some(Input::Result(note.sender.id, Box::new(r)))
+                Body::RunResult(r) if r.run == run && r.worker == note.sender.id => {
+                    match result_parts
+                        .entry(note.sender.id.clone())
+                        .or_default()
+                        .add(r)
+                    {
+                        Ok(Some(whole)) => {
+                            result_parts.remove(&note.sender.id);
+                            Some(Input::Result(note.sender.id, Box::new(whole)))
+                        }
+                        Ok(None) => None,
+                        Err(e) => {
+                            tracing::warn!(run = %run, worker = %note.sender.id, error = %e,
+                                "refused a part of a result");
+                            None
+                        }
+                    }
                 }
                 Body::SutStats(s) => {
                     if let Some(recorder) = sut.as_mut() {

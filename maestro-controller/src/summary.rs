@@ -460,6 +460,7 @@ mod tests {
             connections: None,
             segments: None,
             data_plane: None,
+            part: None,
         }
     }
 

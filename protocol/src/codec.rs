@@ -5,9 +5,19 @@ use crate::ids::NoteId;
 use crate::note::{Body, ErrorCode, Note, ProtocolVersion};
 use serde_json::Value;
 
-/// The largest note a peer accepts. Larger payloads are refused (the control broker's own
-/// payload limit is higher, so such a note still reaches the peer and gets an answer).
-pub const MAX_NOTE_BYTES: usize = 1024 * 1024;
+/// The one size limit of the control plane: the largest MQTT packet a control client
+/// sends or accepts, and the control broker's default limit. Everything else derives
+/// from it.
+pub const MAX_PACKET_BYTES: usize = 2 * 1024 * 1024;
+
+/// Room in a packet for its MQTT header and topic (topic levels are at most 64
+/// characters each, so a control topic is well under 1 KiB).
+pub const PACKET_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// The largest note (JSON and signature) a peer accepts and a sender may send: what fits a
+/// [`MAX_PACKET_BYTES`] packet with its header and topic. A note between this and the
+/// packet limit still reaches the peer, which answers it with an `oversize` error.
+pub const MAX_NOTE_BYTES: usize = MAX_PACKET_BYTES - PACKET_OVERHEAD_BYTES;
 
 /// Why bytes are not a note this version can handle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,10 @@ pub mod sut;
 pub mod time;
 pub mod topic;
 
-pub use codec::{DecodeError, DecodeFailure, MAX_NOTE_BYTES, decode, encode};
+pub use codec::{
+    DecodeError, DecodeFailure, MAX_NOTE_BYTES, MAX_PACKET_BYTES, PACKET_OVERHEAD_BYTES, decode,
+    encode,
+};
 pub use fault::{FaultHealed, Inject, Injected};
 pub use fleet::{FleetError, FleetSpec, Template, TemplateKind};
 pub use ids::{ActionName, ClusterId, NoteId, PeerId, Segment, SegmentError};

@@ -866,9 +866,169 @@ pub struct RunResult {
     /// from older workers, and where the kernel does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_plane: Option<DataPlaneLoad>,
+    /// Set when the result was too large for one note and was split ([`RunResult::split`]):
+    /// which part this is. Absent for a result in one note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<ResultPart>,
+}
+
+/// Part `index` of `count` of a split result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultPart {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// The most parts a result may be split into: 64 notes of 2 MiB hold the rows of a few
+/// million topics and consumers, far beyond a worker's open-files limit.
+pub const MAX_RESULT_PARTS: u32 = 64;
+
+/// Why parts of a result do not make one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartsError {
+    #[error("a result in {count} parts: at most {MAX_RESULT_PARTS} are accepted")]
+    TooMany { count: u32 },
+    #[error("part {index} of {count} does not exist")]
+    OutOfRange { index: u32, count: u32 },
+    #[error("the parts disagree on their count ({0} and {1})")]
+    CountMismatch(u32, u32),
+    #[error("the parts disagree on their run or worker")]
+    Mixed,
+    #[error("a result that fits in {budget} bytes cannot be made: its fixed fields take {fixed}")]
+    TooLarge { fixed: usize, budget: usize },
+}
+
+/// Collects the parts of split results until one is complete (a controller keeps one per
+/// worker). Duplicates (QoS 1 may deliver a part twice) are ignored.
+#[derive(Debug, Default)]
+pub struct PartsCollector {
+    parts: Vec<Option<RunResult>>,
+}
+
+impl PartsCollector {
+    /// Adds a part; returns the whole result once every part is in.
+    pub fn add(&mut self, result: RunResult) -> Result<Option<RunResult>, PartsError> {
+        let Some(part) = result.part else {
+            return Ok(Some(result));
+        };
+        if part.count == 0 || part.count > MAX_RESULT_PARTS {
+            return Err(PartsError::TooMany { count: part.count });
+        }
+        if part.index >= part.count {
+            return Err(PartsError::OutOfRange {
+                index: part.index,
+                count: part.count,
+            });
+        }
+        if self.parts.is_empty() {
+            self.parts = vec![None; part.count as usize];
+        } else if self.parts.len() != part.count as usize {
+            return Err(PartsError::CountMismatch(
+                self.parts.len() as u32,
+                part.count,
+            ));
+        }
+        if let Some(first) = self.parts.iter().flatten().next()
+            && (first.run != result.run || first.worker != result.worker)
+        {
+            return Err(PartsError::Mixed);
+        }
+        let slot = &mut self.parts[part.index as usize];
+        if slot.is_none() {
+            *slot = Some(result);
+        }
+        if self.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let mut parts = std::mem::take(&mut self.parts).into_iter().flatten();
+        let Some(mut whole) = parts.next() else {
+            return Ok(None);
+        };
+        for p in parts {
+            whole.sent.extend(p.sent);
+            whole.deliveries.extend(p.deliveries);
+            whole.consumers.extend(p.consumers);
+        }
+        whole.part = None;
+        Ok(Some(whole))
+    }
 }
 
 impl RunResult {
+    /// The result as notes' bodies of at most `budget` bytes of JSON each: itself when it
+    /// fits, or else parts. The first part carries everything but a share of the rows
+    /// (`sent`, `deliveries`, `consumers`), the others carry rows only; a
+    /// [`PartsCollector`] puts them together again.
+    pub fn split(mut self, budget: usize) -> Result<Vec<RunResult>, PartsError> {
+        let size = |r: &RunResult| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+        if size(&self) <= budget {
+            return Ok(vec![self]);
+        }
+        let sent = std::mem::take(&mut self.sent);
+        let deliveries = std::mem::take(&mut self.deliveries);
+        let consumers = std::mem::take(&mut self.consumers);
+        // The most a part's own fields and its `part` marker take.
+        self.part = Some(ResultPart {
+            index: MAX_RESULT_PARTS,
+            count: MAX_RESULT_PARTS,
+        });
+        let head = self.clone();
+        let tail = RunResult {
+            run: self.run.clone(),
+            worker: self.worker.clone(),
+            counters: Counters::default(),
+            histograms: EncodedHistograms::default(),
+            sent: Vec::new(),
+            deliveries: Vec::new(),
+            consumers: Vec::new(),
+            errors: Vec::new(),
+            tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
+            connections: None,
+            segments: None,
+            data_plane: None,
+            part: self.part,
+        };
+        let fixed = size(&head);
+        if fixed + 64 > budget {
+            return Err(PartsError::TooLarge { fixed, budget });
+        }
+        let row =
+            |json: Result<Vec<u8>, serde_json::Error>| json.map_or(usize::MAX, |v| v.len() + 1);
+        let mut parts = vec![head];
+        let mut used = fixed;
+        macro_rules! pack {
+            ($rows:expr, $field:ident) => {
+                for r in $rows {
+                    let n = row(serde_json::to_vec(&r));
+                    if used.saturating_add(n) > budget {
+                        parts.push(tail.clone());
+                        used = size(&tail);
+                    }
+                    if let Some(last) = parts.last_mut() {
+                        last.$field.push(r);
+                    }
+                    used = used.saturating_add(n);
+                }
+            };
+        }
+        pack!(sent, sent);
+        pack!(deliveries, deliveries);
+        pack!(consumers, consumers);
+        let count = parts.len() as u32;
+        if count > MAX_RESULT_PARTS {
+            return Err(PartsError::TooMany { count });
+        }
+        for (index, p) in parts.iter_mut().enumerate() {
+            p.part = Some(ResultPart {
+                index: index as u32,
+                count,
+            });
+        }
+        Ok(parts)
+    }
+
     /// Whether every count in the result is one a real worker could have made (see
     /// [`Counters::plausible`]); a result that fails is forged or corrupt, and counts for
     /// nothing.

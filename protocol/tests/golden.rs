@@ -246,6 +246,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                         ],
                     }),
                     data_plane: None,
+                    part: None,
                 }),
             ),
         ),

@@ -344,6 +344,8 @@ fn run_body() -> impl Strategy<Value = Body> {
                                 }],
                             }
                         }),
+                        part: (errors_len % 4 == 3)
+                            .then_some(maestro_protocol::ResultPart { index: 1, count: 3 }),
                     })
                 }
             ),

@@ -257,6 +257,10 @@ impl ActiveRun {
     }
 }
 
+/// The most JSON a result's body may take in one note: the note limit less room for the
+/// envelope (id, sender, times) and the signature.
+const RESULT_BUDGET: usize = maestro_protocol::MAX_NOTE_BYTES - 4096;
+
 /// How long a run outlives its controller's last will: long enough for a controller whose
 /// connection dropped to reconnect (its first retries come within a second).
 const OFFLINE_GRACE: Duration = Duration::from_secs(3);
@@ -691,6 +695,7 @@ impl Engine {
             connections: None,
             segments: None,
             data_plane: None,
+            part: None,
         };
         let mut segments = SegmentMerge::new(c.spec.marks_ms.len());
         let tracker = driver.connections();
@@ -787,7 +792,20 @@ impl Engine {
         info!(run = %c.run, sent = total.counters.sent, received = total.counters.received,
             errors = total.counters.errors, lost_or_unsent = result.sent.iter().map(|s| s.unsent).sum::<u64>(),
             ended_because = because.as_deref().unwrap_or("the controller stopped it"), "run finished");
-        outbox.event("result", Body::RunResult(result), true);
+        // A result too large for one note (thousands of topics and consumers) goes in
+        // parts; the controller puts them together.
+        let run = result.run.clone();
+        match result.split(RESULT_BUDGET) {
+            Ok(parts) => {
+                if parts.len() > 1 {
+                    info!(run = %run, parts = parts.len(), "result split to fit the note limit");
+                }
+                for part in parts {
+                    outbox.event("result", Body::RunResult(part), true);
+                }
+            }
+            Err(e) => warn!(run = %run, error = %e, "the run's result cannot be sent"),
+        }
     }
 
     pub fn start(&self, s: &Start) -> Body {
