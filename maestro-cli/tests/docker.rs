@@ -47,6 +47,14 @@ impl Deployment {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
+    /// The peer keys `docker-compose/build` left for a worker or inspector on the host.
+    fn host_peer_keys() -> String {
+        maestro_testkit::repo_root()
+            .join("docker-compose/keys/host-peer")
+            .to_string_lossy()
+            .into_owned()
+    }
+
     /// The controller keys `docker-compose/build` left for the host's CLI.
     fn keys() -> String {
         repo_root()
@@ -349,6 +357,10 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
             "host-inspector",
             "--faults",
             faults.to_str().unwrap(),
+            // The compose cluster is signed: a peer on the host joins with the peer keys
+            // `docker-compose/build` left for it.
+            "--keys",
+            &Deployment::host_peer_keys(),
         ],
     )
     .unwrap();
