@@ -100,6 +100,51 @@ pub enum CertsCommand {
     },
 }
 
+/// The SUT's password kept out of the command line (`start` and `run`): from the
+/// environment or a file, for the user the SUT URL names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SutPasswordArgs {
+    /// Password for the user of the SUT URL (best from the environment: a flag shows in
+    /// `ps`). The URL must name a user and hold no password.
+    #[arg(
+        long,
+        env = "MAESTRO_SUT_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "sut_password_file",
+        value_name = "PASSWORD"
+    )]
+    pub sut_password: Option<String>,
+    /// File holding the password for the user of the SUT URL (one line; a final newline
+    /// is dropped).
+    #[arg(long, env = "MAESTRO_SUT_PASSWORD_FILE", value_name = "FILE")]
+    pub sut_password_file: Option<std::path::PathBuf>,
+}
+
+impl SutPasswordArgs {
+    /// `url` with the password these flags give, or as it is when they give none.
+    pub fn apply(&self, url: maestro_protocol::SutUrl) -> Result<maestro_protocol::SutUrl, String> {
+        let password = match (&self.sut_password, &self.sut_password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    format!("cannot read the SUT password file {}: {e}", file.display())
+                })?;
+                let line = text.strip_suffix('\n').unwrap_or(&text);
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if line.is_empty() || line.contains('\n') {
+                    return Err(format!(
+                        "SUT password file {} must hold one non-empty line",
+                        file.display()
+                    ));
+                }
+                line.to_owned()
+            }
+            (None, None) => return Ok(url),
+        };
+        url.with_password(&password).map_err(|e| e.to_string())
+    }
+}
+
 /// Which workers produce and which consume (`start` and `run`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RoleArgs {

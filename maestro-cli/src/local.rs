@@ -41,6 +41,7 @@ impl LocalCluster {
         cluster: &str,
         workers: u16,
         with_sut: bool,
+        files: maestro_worker::files::FilesDir,
         shutdown: &CancellationToken,
     ) -> Result<(Self, Controller), CliError> {
         let listen = free_addr()?;
@@ -92,7 +93,11 @@ impl LocalCluster {
         for i in 1..=workers {
             let config = peer_args(format!("worker-{i}"))
                 .into_config(Role::Worker, maestro_worker::CAPABILITIES)?;
-            tasks.spawn(maestro_worker::run(config, peers.child_token()));
+            tasks.spawn(maestro_worker::run_with_files(
+                config,
+                files.clone(),
+                peers.child_token(),
+            ));
         }
         let config = peer_args("inspector-1".into())
             .into_config(Role::Inspector, maestro_inspector::CAPABILITIES)?;

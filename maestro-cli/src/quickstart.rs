@@ -33,8 +33,14 @@ pub async fn run(
     output: Output,
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
-    let (local, mut controller) =
-        crate::local::LocalCluster::start("quickstart", args.workers, true, shutdown).await?;
+    let (local, mut controller) = crate::local::LocalCluster::start(
+        "quickstart",
+        args.workers,
+        true,
+        maestro_worker::files::FilesDir::none(),
+        shutdown,
+    )
+    .await?;
     let (listen, cluster) = (local.url.clone(), local.cluster.clone());
     let sut = local
         .sut

@@ -39,12 +39,23 @@ pub struct RunArgs {
     /// embedded MQTT broker when the plan's SUT is mqtt://embedded/...
     #[arg(long, env = "MAESTRO_LOCAL")]
     pub local: bool,
+    /// For --local: the folder the in-process workers may read files a SUT URL names
+    /// from (ca=, cert=, ssl.ca.location=, ...) [default: none]
+    #[arg(
+        long,
+        env = "MAESTRO_FILES_DIR",
+        value_name = "DIR",
+        requires = "local"
+    )]
+    pub files_dir: Option<PathBuf>,
     /// In-process workers for --local.
     #[arg(long, env = "MAESTRO_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
     /// Use this SUT URL instead of the plan's.
     #[arg(long, env = "MAESTRO_SUT")]
     pub sut: Option<SutUrl>,
+    #[command(flatten)]
+    pub sut_password: crate::cli::SutPasswordArgs,
     /// Also write JUnit XML here (one test case per phase and condition).
     #[arg(long, env = "MAESTRO_JUNIT")]
     pub junit: Option<PathBuf>,
@@ -132,8 +143,18 @@ pub async fn run(
     let embedded = plan.plan.sut.url.get_ref().contains("://embedded");
     let control_url = control.url.to_string();
     let (local, mut controller) = if args.local {
+        let files = match &args.files_dir {
+            Some(dir) => maestro_worker::files::FilesDir::new(dir).map_err(|e| {
+                CliError::Start(maestro_controller::run::RunError::Spec(format!(
+                    "--files-dir {}: {e}",
+                    dir.display()
+                )))
+            })?,
+            None => maestro_worker::files::FilesDir::none(),
+        };
         let (local, controller) =
-            crate::local::LocalCluster::start("local", args.workers, embedded, shutdown).await?;
+            crate::local::LocalCluster::start("local", args.workers, embedded, files, shutdown)
+                .await?;
         (Some(local), controller)
     } else {
         let url = control
@@ -151,6 +172,10 @@ pub async fn run(
         (None, Some(addr)) => plan.sut(Some(&addr.to_string()))?,
         (None, None) => plan.sut(None)?,
     };
+    let sut = args
+        .sut_password
+        .apply(sut)
+        .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?;
     if sut.host().name == "embedded" {
         return Err(CliError::Plan(PlanError {
             file: args.plan.display().to_string(),

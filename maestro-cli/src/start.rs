@@ -16,6 +16,8 @@ pub struct StartArgs {
     /// robin).
     #[arg(long, env = "MAESTRO_SUT", required = true, value_delimiter = ' ')]
     pub sut: Vec<SutUrl>,
+    #[command(flatten)]
+    pub sut_password: crate::cli::SutPasswordArgs,
     /// Total messages per second over all producers (0 = as fast as possible).
     #[arg(long, env = "MAESTRO_RATE", default_value_t = 1000.0)]
     pub rate: f64,
@@ -129,6 +131,7 @@ impl StartArgs {
             (d, _) => d,
         };
         let sut = SutUrl::nodes(&self.sut).map_err(|e| RunError::Spec(e.to_string()))?;
+        let sut = self.sut_password.apply(sut).map_err(RunError::Spec)?;
         let mut spec = TestSpec {
             sut,
             rate: self.rate,

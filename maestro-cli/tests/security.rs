@@ -304,7 +304,11 @@ fn a_run_over_tls_control_and_signed_notes_to_a_tls_sut_loses_nothing() {
                 "worker",
                 &url,
                 &cluster,
-                &[&["--name", name.as_str()][..], &control].concat(),
+                &[
+                    &["--name", name.as_str(), "--files-dir", key.as_str()][..],
+                    &control,
+                ]
+                .concat(),
             )
             .unwrap()
         })
@@ -567,10 +571,13 @@ fn rss_kb(pid: u32) -> Option<u64> {
 
 /// A stranger on an unsigned control broker replays a captured `configure` with a Kafka
 /// SUT URL that would make librdkafka load a library (`plugin.library.paths`): the worker
-/// refuses it by name, and nothing is loaded.
+/// refuses it by name, and nothing is loaded. Then with a SUT URL naming a file outside
+/// the worker's --files-dir (`ca=/etc/passwd`): refused by name, the file is not read.
 #[test]
-fn a_configure_whose_sut_url_would_load_a_library_is_refused_by_the_worker() {
-    let c = Cluster::start(1);
+fn a_configure_whose_sut_url_would_load_a_library_or_read_a_file_is_refused_by_the_worker() {
+    let files = std::env::temp_dir().join(format!("maestro-files-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&files).unwrap();
+    let c = Cluster::start_with(1, &["--files-dir", files.to_str().unwrap()]);
     let mq = Mosquitto::start().unwrap();
     let spy = capture(c.broker.port, "#");
     let (run, _) = c.run_test(&mq.url("capture", "qos=0"), &["--count", "10"]);
@@ -603,6 +610,38 @@ fn a_configure_whose_sut_url_would_load_a_library_is_refused_by_the_worker() {
         .expect("the worker's refusal, naming the property");
     assert!(reply.contains("refused"), "{reply}");
     assert!(!marker.exists());
+
+    // A file outside --files-dir, and one inside it reached through '..'.
+    for (i, path) in [
+        "/etc/passwd".to_owned(),
+        format!("{}/../../etc/passwd", files.display()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let text = serde_json::to_string(&note)
+            .unwrap()
+            .replace(&new_run, &format!("{new_run}-file{i}"));
+        let mut note: Value = serde_json::from_str(&text).unwrap();
+        note["body"]["spec"]["sut"] = Value::from(format!("mqtts://127.0.0.1:9/x?ca={path}"));
+        note["id"] = Value::from(uuid_like());
+        if let Some(ts) = note.get("sent_at_us").and_then(Value::as_i64) {
+            note["sent_at_us"] = Value::from(ts + 2 + i as i64);
+        }
+        mosquitto_pub(c.broker.port, &topic, &serde_json::to_vec(&note).unwrap());
+        let reply = std::iter::from_fn(|| spy.recv_timeout(Duration::from_secs(10)).ok())
+            .map(|(_, p)| String::from_utf8_lossy(&p).into_owned())
+            .find(|p| p.contains("--files-dir") && !p.contains("\"type\":\"configure\""))
+            .expect("the worker's refusal, naming the file");
+        assert!(
+            reply.contains("passwd") && reply.contains("not under"),
+            "{reply}"
+        );
+    }
+    // The worker is still idle and answers.
+    let run = c.cli(&["stats", "-o", "json"], T);
+    assert!(run.stdout.contains("idle"), "{run:?}");
+    std::fs::remove_dir_all(&files).unwrap();
 }
 
 /// Runs a test with many clients (so configuring takes a while) and, as soon as the
@@ -1035,4 +1074,139 @@ fn a_client_connecting_with_ids_read_from_notes_cuts_no_session() {
         !log.contains("unreachable"),
         "the worker was thrown off: {log}"
     );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let (mut todo, mut files) = (vec![dir.to_path_buf()], Vec::new());
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+/// The SUT's password from a file or the environment, never on the command line: runs
+/// against a Mosquitto that demands it pass with either, a wrong one fails naming the SUT,
+/// a URL without a user is a usage error, and no file of the results holds the password.
+#[test]
+fn sut_credentials_come_from_a_file_or_the_environment() {
+    let lab = Lab::new("sutpw").unwrap();
+    let passwords = lab.dir.join("passwords");
+    let pw = passwords.to_str().unwrap();
+    let secret = "Pw/with?odd#chars:%";
+    let out = maestro_testkit::tool("mosquitto_passwd", &["-b", "-c", pw, "bench", secret]);
+    assert!(
+        out.status.success(),
+        "{}",
+        maestro_testkit::output_text(&out)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sut = Mosquitto::start_with(&format!("allow_anonymous false\npassword_file {pw}")).unwrap();
+    let url = sut
+        .url("pw", "qos=1")
+        .replacen("mqtt://", "mqtt://bench@", 1);
+    let c = Cluster::start(1);
+    let secret_file = lab.dir.join("sut-password");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+
+    // From a file.
+    let (run, s) = c.run_test(
+        &url,
+        &[
+            "--count",
+            "200",
+            "--sut-password-file",
+            secret_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (s["sent"].as_u64(), s["lost"].as_u64()),
+        (Some(200), Some(0)),
+        "{s:#}"
+    );
+
+    // From the environment.
+    let results = c.results.to_str().unwrap().to_owned();
+    let broker = c.broker.url();
+    let env_run = |password: &str| {
+        std::process::Command::new(maestro_testkit::binary("maestro-cli").unwrap())
+            .args([
+                "-m",
+                &broker,
+                "--cluster",
+                &c.cluster,
+                "start",
+                "--sut",
+                &url,
+                "--count",
+                "200",
+                "--results",
+                &results,
+                "-o",
+                "json",
+                "--timeout",
+                "10s",
+            ])
+            .env("MAESTRO_SUT_PASSWORD", password)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = env_run(secret);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        maestro_testkit::output_text(&out)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (s["sent"].as_u64(), s["lost"].as_u64()),
+        (Some(200), Some(0)),
+        "{s:#}"
+    );
+
+    // A wrong password: the run fails and says which SUT refused it.
+    let out = env_run("not-the-password");
+    let text = maestro_testkit::output_text(&out);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{}", sut.port)), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    // No user to go with the password: a usage error before anything is sent.
+    let bare = sut.url("pw", "qos=1");
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &bare,
+            "--count",
+            "10",
+            "--results",
+            &results,
+            "--sut-password-file",
+            secret_file.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("names no user"), "{}", run.stderr);
+
+    // Nothing written holds the password, whole or in part.
+    let files = walk(&c.results);
+    assert!(files.len() >= 6, "only {} files written", files.len());
+    for f in files {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(
+            !text.contains("Pw/with") && !text.contains("Pw%2Fwith"),
+            "{} holds the password",
+            f.display()
+        );
+    }
 }

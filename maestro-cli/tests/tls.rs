@@ -60,11 +60,18 @@ fn run_args(count: &str) -> Vec<&str> {
     ]
 }
 
+/// Worker arguments that let it read the labs' files (`Lab` folders are under the
+/// temporary folder): a worker reads files a SUT URL names only under --files-dir.
+fn reading_labs() -> [&'static str; 2] {
+    let dir: &'static str = std::env::temp_dir().to_string_lossy().into_owned().leak();
+    ["--files-dir", dir]
+}
+
 #[test]
 fn mqtts_gives_every_client_its_own_certificate() {
     let lab = Lab::new("mqtt").unwrap();
     let mq = mutual_tls_mosquitto(&lab);
-    let c = Cluster::start(2);
+    let c = Cluster::start_with(2, &reading_labs());
     let sut = format!(
         "mqtts://localhost:{}/tls?qos=1&{}",
         mq.port,
@@ -112,7 +119,7 @@ fn an_untrusted_server_certificate_fails_the_start() {
     let lab = Lab::new("trusted").unwrap();
     let other = Lab::new("other").unwrap();
     let mq = mutual_tls_mosquitto(&lab);
-    let c = Cluster::start(1);
+    let c = Cluster::start_with(1, &reading_labs());
     // The workers trust another CA.
     let sut = format!(
         "mqtts://localhost:{}/tls?ca={}&client_ca={}&client_ca_key={}",
@@ -166,7 +173,7 @@ fn amqps_to_rabbitmq_with_client_certificates() {
     let lab = Lab::new("amqp").unwrap();
     let rabbit = ScriptedSut::rabbitmq_tls(&lab.dir).unwrap();
     let tls_url = rabbit.tls_url.clone().expect("a TLS listener");
-    let c = Cluster::start(2);
+    let c = Cluster::start_with(2, &reading_labs());
     let sut = format!("{tls_url}?confirms=true&{}", lab.per_client());
     // Connections stay open for the whole run: list them while it runs.
     let handle = c.run_in_background(&sut, &["--rate", "500", "--duration", "4s"]);
@@ -199,7 +206,7 @@ fn amqp10s_to_rabbitmq_with_client_certificates() {
         .amqp10s_url
         .clone()
         .expect("AMQP 1.0 on the TLS listener");
-    let c = Cluster::start(2);
+    let c = Cluster::start_with(2, &reading_labs());
     let sut = format!("{url}?{}", lab.per_client());
     // RabbitMQ 3.10 does not list AMQP 1.0 connections (rabbitmqctl list_connections):
     // the handshakes counted and the refusal below show the certificates at work.
@@ -216,7 +223,7 @@ fn amqp10s_to_rabbitmq_with_client_certificates() {
 fn kafka_over_tls_through_stunnel() {
     let lab = Lab::new("kafka").unwrap();
     let kafka = ScriptedSut::tansu_tls(&lab.dir).unwrap();
-    let c = Cluster::start(2);
+    let c = Cluster::start_with(2, &reading_labs());
     let sut = format!(
         "{}/tls?security.protocol=ssl&ssl.ca.location={}&client_ca={}&client_ca_key={}",
         kafka.url,

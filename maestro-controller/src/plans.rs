@@ -429,10 +429,14 @@ pub async fn run_plan(
         .collect();
     let folder = options.results.join(format!("{name}-{run_id}"));
     std::fs::create_dir_all(&folder).map_err(|e| PlanRunError::Io(folder.clone(), e))?;
-    // The copy keeps the plan as written, less the SUT URL's secrets.
-    let copy = plan
-        .text
-        .replace(options.sut.raw(), &options.sut.redacted());
+    // The copy keeps the plan as written, less the SUT URLs' secrets: the one the plan
+    // holds and the one the run used (--sut, a password given apart).
+    let mut copy = plan.text.clone();
+    for raw in [plan.plan.sut.url.get_ref().as_str(), options.sut.raw()] {
+        if !raw.is_empty() {
+            copy = copy.replace(raw, &maestro_protocol::sut::redact(raw));
+        }
+    }
     maestro_report::folder::write_atomic(&folder.join("plan.toml"), copy.as_bytes())
         .map_err(|e| PlanRunError::Io(folder.clone(), e))?;
     let environment = environment(controller, plan, options, shutdown).await?;

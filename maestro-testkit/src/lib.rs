@@ -851,17 +851,19 @@ pub struct Cluster {
 impl Cluster {
     /// A control broker and `n` workers named w0, w1, ...; returns once all answer ping.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with more arguments for every worker (`--files-dir DIR`, ...).
+    pub fn start_with(n: usize, worker_args: &[&str]) -> Self {
         let broker = TestBroker::start(&[]).expect("test setup");
         let cluster = unique_cluster();
         let workers = (0..n)
             .map(|i| {
-                spawn_peer(
-                    "worker",
-                    &broker.url(),
-                    &cluster,
-                    &["--name", &format!("w{i}")],
-                )
-                .expect("test setup")
+                let name = format!("w{i}");
+                let mut args = vec!["--name", name.as_str()];
+                args.extend_from_slice(worker_args);
+                spawn_peer("worker", &broker.url(), &cluster, &args).expect("test setup")
             })
             .collect();
         let c = Cluster {

@@ -8,6 +8,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod files;
 
 use engine::Engine;
 use maestro_control::{Handler, Outbox, PeerConfig, PeerError, ReplyTo};
@@ -60,13 +61,28 @@ impl Handler for WorkerHandler {
     }
 }
 
-/// Runs the worker until `shutdown` is cancelled or a halt note arrives.
+/// Runs the worker until `shutdown` is cancelled or a halt note arrives; it reads no file
+/// a SUT URL names (see [`run_with_files`]).
 pub async fn run(config: PeerConfig, shutdown: CancellationToken) -> Result<(), PeerError> {
+    run_with_files(config, files::FilesDir::none(), shutdown).await
+}
+
+/// [`run`], reading files a SUT URL names (TLS certificates, librdkafka locations) only
+/// under `files`.
+pub async fn run_with_files(
+    config: PeerConfig,
+    files: files::FilesDir,
+    shutdown: CancellationToken,
+) -> Result<(), PeerError> {
+    tracing::info!(
+        files_dir = files.dir().map(|d| d.display().to_string()),
+        "files a SUT URL names are read only under this folder"
+    );
     tracing::info!(
         open_files = engine::open_files_limit(),
         "open-files limit (one per SUT connection)"
     );
-    let engine = Engine::new(config.info.id.clone(), shutdown.child_token());
+    let engine = Engine::new(config.info.id.clone(), files, shutdown.child_token());
     let handler = WorkerHandler {
         engine,
         outbox: None,

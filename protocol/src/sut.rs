@@ -108,6 +108,14 @@ pub enum SutUrlError {
         key: String,
         does: &'static str,
     },
+    #[error(
+        "SUT URL {url:?}: names no user, so a password given apart from it (--sut-password, --sut-password-file) has no account to go with; write user@host"
+    )]
+    PasswordWithoutUser { url: String },
+    #[error(
+        "SUT URL {url:?}: already holds a password; give it either in the URL or apart from it (--sut-password, --sut-password-file), not both"
+    )]
+    PasswordTwice { url: String },
     #[error("SUT URL {url:?}: unknown parameter {key:?} (known: {known})")]
     Unknown {
         url: String,
@@ -980,6 +988,22 @@ impl Parser {
     }
 }
 
+/// True for a librdkafka property whose value is a path on the client's host
+/// (`ssl.ca.location`, `ssl.keystore.location`, `ssl.crl.location`, `sasl.kerberos.keytab`,
+/// `sasl.oauthbearer.assertion.private.key.file`, `https.ca.location`, ...).
+fn names_a_file(property: &str) -> bool {
+    [
+        ".location",
+        ".file",
+        ".keytab",
+        ".directory",
+        ".path",
+        ".paths",
+    ]
+    .iter()
+    .any(|end| property.ends_with(end))
+}
+
 fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlError> {
     let (name, port) = if let Some(rest) = h.strip_prefix('[') {
         let (name, after) = rest.split_once(']').ok_or_else(|| SutUrlError::NoHost {
@@ -1160,6 +1184,70 @@ impl SutUrl {
         })
     }
 
+    /// This URL with `password` for its user, when the password is kept out of the URL
+    /// (a file or the environment, so it shows neither in `ps` nor in a shell history).
+    /// The URL must name a user and hold no password of its own.
+    pub fn with_password(&self, password: &str) -> Result<SutUrl, SutUrlError> {
+        let url = self.redacted();
+        let Some((scheme, rest)) = self.raw.split_once("://") else {
+            return Err(SutUrlError::NoScheme { url });
+        };
+        let before_query = rest.split_once('?').map_or(rest, |(b, _)| b);
+        let authority = before_query
+            .find('/')
+            .map_or(before_query, |i| &before_query[..i]);
+        let Some((userinfo, _)) = authority.rsplit_once('@') else {
+            return Err(SutUrlError::PasswordWithoutUser { url });
+        };
+        if userinfo.contains(':') {
+            return Err(SutUrlError::PasswordTwice { url });
+        }
+        if userinfo.is_empty() {
+            return Err(SutUrlError::PasswordWithoutUser { url });
+        }
+        let encoded =
+            percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
+        let at = scheme.len() + 3 + userinfo.len();
+        let raw = format!("{}:{encoded}{}", &self.raw[..at], &self.raw[at..]);
+        SutUrl::parse(&raw)
+    }
+
+    /// Every file this URL makes a worker read, as `(parameter, path)`: the TLS files
+    /// (`ca=`, `cert=`, `key=`, `client_ca=`, `client_ca_key=`) and librdkafka
+    /// properties that name a file or a folder (`ssl.ca.location`, `sasl.kerberos.keytab`,
+    /// `*.file`, ...). A worker reads them only under its `--files-dir`.
+    pub fn files(&self) -> Vec<(String, String)> {
+        let mut files = Vec::new();
+        if let Some(t) = &self.tls {
+            for (key, path) in [
+                ("ca", &t.ca),
+                ("cert", &t.cert),
+                ("key", &t.key),
+                ("client_ca", &t.client_ca),
+                ("client_ca_key", &t.client_ca_key),
+            ] {
+                if let Some(path) = path {
+                    files.push((key.to_owned(), path.clone()));
+                }
+            }
+        }
+        if let SutOptions::Kafka(k) = &self.options {
+            let lists = [
+                ("", &k.properties),
+                ("producer.", &k.producer_properties),
+                ("consumer.", &k.consumer_properties),
+            ];
+            for (prefix, list) in lists {
+                for (name, value) in list {
+                    if names_a_file(name) {
+                        files.push((format!("{prefix}{name}"), value.clone()));
+                    }
+                }
+            }
+        }
+        files
+    }
+
     pub fn scheme(&self) -> Scheme {
         match self.options {
             SutOptions::Mqtt(_) => Scheme::Mqtt,
@@ -1271,6 +1359,50 @@ impl<'de> serde::Deserialize<'de> for SutUrl {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_file_a_url_makes_a_worker_read_is_listed() {
+        let url = SutUrl::parse("mqtts://h:8883/t?ca=/c/ca.pem&cert=c.pem&key=/k.pem").unwrap();
+        let keys: Vec<String> = url.files().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["ca", "cert", "key"]);
+        let url = SutUrl::parse("amqps://h/t?client_ca=/x/ca&client_ca_key=/x/ca.key").unwrap();
+        let keys: Vec<String> = url.files().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["client_ca", "client_ca_key"]);
+        let kafka = SutUrl::parse(
+            "kafka://h:9092/p?security.protocol=ssl&ssl.ca.location=/a&consumer.ssl.key.location=/b&sasl.kerberos.keytab=/c&sasl.oauthbearer.assertion.private.key.file=/d&linger.ms=1&client_ca=/e&client_ca_key=/f",
+        )
+        .unwrap();
+        let mut files = kafka.files();
+        files.sort();
+        let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(paths, ["/e", "/f", "/b", "/c", "/d", "/a"], "{files:?}");
+        assert!(SutUrl::parse("mqtt://h/t").unwrap().files().is_empty());
+    }
+
+    #[test]
+    fn a_password_kept_apart_joins_the_user_and_stays_hidden() {
+        let url = SutUrl::parse("amqp://bench@127.0.0.1:5672/%2f?exchange=x").unwrap();
+        let with = url.with_password("p@ss/w?rd#:%").unwrap();
+        let c = with.credentials.as_ref().unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("bench", "p@ss/w?rd#:%")
+        );
+        assert_eq!(with.hosts, url.hosts);
+        assert_eq!(with.options, url.options);
+        assert!(!with.redacted().contains("p@ss"), "{}", with.redacted());
+        assert!(!format!("{with:?}").contains("rd#"));
+
+        let none = SutUrl::parse("mqtt://127.0.0.1:1883/t").unwrap();
+        assert!(matches!(
+            none.with_password("x"),
+            Err(SutUrlError::PasswordWithoutUser { .. })
+        ));
+        let twice = SutUrl::parse("mqtt://u:p@127.0.0.1:1883/t").unwrap();
+        let e = twice.with_password("x").unwrap_err();
+        assert!(matches!(e, SutUrlError::PasswordTwice { .. }));
+        assert!(!e.to_string().contains(":p@"), "{e}");
+    }
+
     use super::*;
 
     #[test]

@@ -283,6 +283,8 @@ pub struct Engine {
     /// Started on the first run, so an idle worker has no data-plane threads.
     data_plane: Arc<std::sync::OnceLock<std::io::Result<DataPlane>>>,
     worker: PeerId,
+    /// The only folder files named in a SUT URL may be read from.
+    files: crate::files::FilesDir,
     /// Cancelled when the worker shuts down: aborts any run.
     shutdown: CancellationToken,
 }
@@ -295,7 +297,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Body {
 }
 
 impl Engine {
-    pub fn new(worker: PeerId, shutdown: CancellationToken) -> Self {
+    pub fn new(worker: PeerId, files: crate::files::FilesDir, shutdown: CancellationToken) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 state: PeerState::Idle,
@@ -303,6 +305,7 @@ impl Engine {
             })),
             data_plane: Arc::new(std::sync::OnceLock::new()),
             worker,
+            files,
             shutdown,
         }
     }
@@ -373,6 +376,10 @@ impl Engine {
         }
         // One match per protocol: the URL was parsed once, into typed options.
         let sut = &c.spec.sut;
+        if let Err(e) = self.files.check(sut) {
+            warn!(error = %e, controller = %controller, "configure refused: a file outside --files-dir");
+            return Some(error(ErrorCode::InvalidSpec, e.to_string()));
+        }
         let driver = match &sut.options {
             SutOptions::Mqtt(o) if crate::driver::fleet::wanted(&c.spec, o) => {
                 match FleetDriver::new(&c.spec, o, &c.run) {
