@@ -8,7 +8,9 @@
 //! It must not read or interpret notes: it only carries them.
 //!
 //! With TLS ([`tls`]) the broker terminates TLS itself and relays to rumqttd on a private
-//! loopback port.
+//! loopback address whose port the kernel picked when rumqttd bound it, and which takes
+//! only the relay's own login (its password never leaves this process): another local
+//! user who finds the port cannot use it to skip TLS and client certificates.
 
 pub mod tls;
 
@@ -191,12 +193,18 @@ pub fn load_users(path: &Path) -> Result<HashMap<String, String>, BrokerError> {
 }
 
 /// The rumqttd configuration for `config`: one MQTT 3.1.1 listener on `listen`.
-pub fn rumqttd_config(config: &BrokerConfig, listen: SocketAddr) -> rumqttd::Config {
+/// rumqttd's configuration: one plain listener on `listen` that takes the logins in
+/// `auth` (the broker's users; with TLS, only the relay's own account).
+pub fn rumqttd_config(
+    config: &BrokerConfig,
+    listen: SocketAddr,
+    auth: Option<HashMap<String, String>>,
+) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: config.connect_timeout_ms,
         max_payload_size: config.max_payload_bytes,
         max_inflight_count: 1000,
-        auth: config.users.clone(),
+        auth,
         external_auth: None,
         dynamic_filters: true,
     };
@@ -243,16 +251,18 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
         addr: config.listen,
         source,
     };
-    // With TLS, this process holds the public listener and rumqttd a private one.
-    let (inner, terminator) = match &config.tls {
+    // With TLS, this process holds the public listener and rumqttd a private one: on a
+    // loopback address of its own, on a port the kernel picks when rumqttd binds it (found
+    // among this process's descriptors, so it cannot be anyone else's), taking only the
+    // relay's login, whose password never leaves this process.
+    let (bind, terminator) = match &config.tls {
         Some(tls) => {
             let server = tls.server_config()?;
             let public = TcpListener::bind(config.listen).map_err(listen_error)?;
             public.set_nonblocking(true).map_err(listen_error)?;
-            let private = TcpListener::bind(("127.0.0.1", 0)).map_err(listen_error)?;
-            let inner = private.local_addr().map_err(listen_error)?;
-            drop(private);
-            (inner, Some((public, server)))
+            let login = tls::InnerLogin::random();
+            let bind = SocketAddr::new(inner::private_ip().into(), 0);
+            (bind, Some((public, server, login)))
         }
         None => {
             // rumqttd only logs a bind failure; find out first so the caller gets a
@@ -265,26 +275,49 @@ pub async fn start(config: &BrokerConfig) -> Result<RunningBroker, BrokerError> 
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-files limit");
     }
-    let rumqttd_config = rumqttd_config(config, inner);
+    let auth = match &terminator {
+        Some((_, _, login)) => Some(login.accounts()),
+        None => config.users.clone(),
+    };
+    let probe_login = auth
+        .as_ref()
+        .and_then(|a| a.iter().next())
+        .map(|(u, p)| (u.clone(), p.clone()));
+    let rumqttd_config = rumqttd_config(config, bind, auth);
     let mut stopped = spawn_watched("control-broker", move || {
         let mut broker = rumqttd::Broker::new(rumqttd_config);
         broker.start().map_err(|e| e.to_string())
     })
     .map_err(BrokerError::Thread)?;
-    let probe = probe_mqtt(config, inner);
+    let not_ready = || BrokerError::NotReady {
+        addr: config.listen,
+        timeout: READY_TIMEOUT,
+    };
+    let inner = if terminator.is_some() {
+        tokio::select! {
+            found = tokio::time::timeout(READY_TIMEOUT, inner::bound(bind.ip())) => found.map_err(|_| not_ready())?,
+            reason = &mut stopped => return Err(BrokerError::Stopped(reason.unwrap_or_default())),
+        }
+    } else {
+        bind
+    };
+    let probe = probe_mqtt(probe_login, inner);
     tokio::select! {
-        ready = tokio::time::timeout(READY_TIMEOUT, probe) => ready.map_err(|_| BrokerError::NotReady {
-            addr: config.listen,
-            timeout: READY_TIMEOUT,
-        })?,
+        ready = tokio::time::timeout(READY_TIMEOUT, probe) => ready.map_err(|_| not_ready())?,
         reason = &mut stopped => return Err(BrokerError::Stopped(reason.unwrap_or_default())),
     }
     nodelay::set_on_listener(inner);
     let guard = match terminator {
-        Some((public, server)) => {
+        Some((public, server, login)) => {
             let public = tokio::net::TcpListener::from_std(public).map_err(listen_error)?;
             let stop = CancellationToken::new();
-            tokio::spawn(tls::terminate(public, server, inner, stop.clone()));
+            let relay = tls::Relay {
+                inner,
+                login,
+                users: config.users.clone(),
+                max_packet_bytes: config.max_payload_bytes,
+            };
+            tokio::spawn(tls::terminate(public, server, relay, stop.clone()));
             Some(stop.drop_guard())
         }
         None => None,
@@ -336,14 +369,14 @@ impl RunningBroker {
 
 /// Waits until rumqttd, listening on `addr`, answers an MQTT CONNECT (as one of its users,
 /// when it has any).
-async fn probe_mqtt(config: &BrokerConfig, addr: SocketAddr) {
+async fn probe_mqtt(login: Option<(String, String)>, addr: SocketAddr) {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
     let host = addr.ip().to_string();
     let port = addr.port();
     loop {
         let mut options = MqttOptions::new("maestro-broker-ready-probe", host.clone(), port);
         options.set_keep_alive(Duration::from_secs(5));
-        if let Some((user, password)) = config.users.as_ref().and_then(|u| u.iter().next()) {
+        if let Some((user, password)) = &login {
             options.set_credentials(user.clone(), password.clone());
         }
         let (client, mut eventloop) = AsyncClient::new(options, 4);
@@ -480,6 +513,37 @@ mod health {
     }
 }
 
+mod inner {
+    //! rumqttd's private listener behind the TLS relay. rumqttd binds an address itself,
+    //! so rather than reserve a port and hand it over (bind, drop, rebind: a window in
+    //! which anyone may take it), the broker gives rumqttd a loopback address of its own
+    //! with port 0 and finds the port among this process's own descriptors.
+
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    /// A random address in 127.0.0.0/8 other than 127.0.0.x, which Linux routes to the
+    /// loopback device like 127.0.0.1.
+    pub fn private_ip() -> Ipv4Addr {
+        let r = uuid::Uuid::new_v4().as_u128();
+        let (a, b, c) = (r as u8, (r >> 8) as u8, (r >> 16) as u8);
+        Ipv4Addr::new(127, a.max(1), b, c.clamp(1, 254))
+    }
+
+    /// The address of the listener this process holds on `ip`, once there is one.
+    pub async fn bound(ip: IpAddr) -> SocketAddr {
+        loop {
+            if let Some(addr) = super::nodelay::own_listeners()
+                .into_iter()
+                .find(|a| a.ip() == ip)
+            {
+                return addr;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 mod nodelay {
     //! rumqttd does not set TCP_NODELAY on the connections it accepts, so a small note
     //! behind another un-acknowledged one waits for the peer's delayed ACK (~40 ms).
@@ -508,6 +572,31 @@ mod nodelay {
         if !done {
             tracing::warn!(%addr, "listener not found: control connections keep Nagle's algorithm");
         }
+    }
+
+    /// The addresses of the TCP listeners among this process's descriptors.
+    pub fn own_listeners() -> Vec<SocketAddr> {
+        let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter_map(listener_addr)
+            .collect()
+    }
+
+    #[allow(unsafe_code)]
+    fn listener_addr(fd: i32) -> Option<SocketAddr> {
+        use std::os::fd::BorrowedFd;
+        // SAFETY: as in `set_if_listener`: listed in /proc/self/fd, only borrowed here,
+        // never closed; a descriptor closed meanwhile makes the calls fail with EBADF.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        if !socket.is_listener().unwrap_or(false) {
+            return None;
+        }
+        socket.local_addr().ok().and_then(|a| a.as_socket())
     }
 
     #[allow(unsafe_code)]

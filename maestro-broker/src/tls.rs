@@ -6,15 +6,25 @@
 //! broker terminates TLS itself: it accepts on the public address, makes each handshake
 //! in a task of its own (with a deadline), verifies the client certificate when a client
 //! CA is given, and relays the plain MQTT bytes to rumqttd, which listens on a private
-//! loopback port.
+//! loopback address.
+//!
+//! That inner listener takes only the relay's own login ([`InnerLogin`], a random password
+//! that never leaves the process): the relay reads each client's CONNECT, checks the
+//! client's own login against the broker's users (when it has any), and passes it on
+//! with its own. Another local user who finds the inner port gets "bad user name or
+//! password" instead of a way around TLS and client certificates.
 
+use bytes::BytesMut;
 use maestro_control::tls::{TlsError, certificates, private_key, provider};
+use rumqttd::protocol::{ConnAck, ConnectReturnCode, Login, Packet, Protocol, v4::V4};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -70,14 +80,61 @@ impl BrokerTls {
     }
 }
 
-/// Accepts TLS connections on `listener` and relays each to the plain broker at
-/// `inner`, until `stop`.
+/// The account the relay logs in to the inner listener with: a random password made at
+/// start, known only to this process.
+#[derive(Clone)]
+pub struct InnerLogin {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for InnerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InnerLogin({:?}, ***)", self.user)
+    }
+}
+
+impl InnerLogin {
+    /// A fresh login: 244 random bits (two v4 UUIDs) of password.
+    pub fn random() -> Self {
+        Self {
+            user: "maestro-relay".to_owned(),
+            password: format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        }
+    }
+
+    /// The inner listener's accounts: this one only.
+    pub fn accounts(&self) -> HashMap<String, String> {
+        HashMap::from([(self.user.clone(), self.password.clone())])
+    }
+}
+
+/// Where and how the relay passes clients on.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// rumqttd's private listener.
+    pub inner: SocketAddr,
+    /// The relay's own login there.
+    pub login: InnerLogin,
+    /// The broker's users (`--auth-file`): a client's own login is checked against them.
+    pub users: Option<HashMap<String, String>>,
+    /// The largest CONNECT read.
+    pub max_packet_bytes: usize,
+}
+
+/// Accepts TLS connections on `listener` and relays each to the plain broker behind
+/// `relay`, until `stop`.
 pub async fn terminate(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    inner: SocketAddr,
+    relay: Relay,
     stop: CancellationToken,
 ) {
+    let relay = Arc::new(relay);
     let acceptor = TlsAcceptor::from(config);
     let connections = TaskTracker::new();
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -104,11 +161,11 @@ pub async fn terminate(
             drop(stream);
             continue;
         };
-        let (acceptor, stop) = (acceptor.clone(), stop.clone());
+        let (acceptor, stop, relay) = (acceptor.clone(), stop.clone(), relay.clone());
         connections.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = relay(acceptor, stream, peer, inner, permit) => {}
+                _ = relay_one(acceptor, stream, peer, &relay, permit) => {}
             }
         });
     }
@@ -116,15 +173,16 @@ pub async fn terminate(
     connections.wait().await;
 }
 
-async fn relay(
+async fn relay_one(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    inner: SocketAddr,
+    relay: &Relay,
     handshake: tokio::sync::OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
     // The handshake is over (or gave up): its slot is free for the next client.
     drop(handshake);
     let mut tls = match accepted {
@@ -138,7 +196,57 @@ async fn relay(
             return;
         }
     };
-    let mut plain = match TcpStream::connect(inner).await {
+    // The client's CONNECT, under the same deadline.
+    let mut buf = BytesMut::with_capacity(1024);
+    let first = loop {
+        match V4.read_mut(&mut buf, relay.max_packet_bytes) {
+            Ok(packet) => break packet,
+            Err(rumqttd::protocol::Error::InsufficientBytes(_)) => {}
+            Err(e) => {
+                debug!(%peer, error = ?e, "control broker: not an MQTT 3.1.1 CONNECT");
+                if matches!(e, rumqttd::protocol::Error::InvalidProtocolLevel(_)) {
+                    refuse(&mut tls, ConnectReturnCode::RefusedProtocolVersion).await;
+                }
+                return;
+            }
+        }
+        match tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => {
+                debug!(%peer, "control broker: no CONNECT within the deadline");
+                return;
+            }
+        }
+    };
+    let Packet::Connect(connect, _, will, _, login) = first else {
+        debug!(%peer, "control broker: the first packet was not CONNECT");
+        return;
+    };
+    if let Some(users) = &relay.users {
+        let known = login
+            .as_ref()
+            .is_some_and(|l| users.get(&l.username) == Some(&l.password));
+        if !known {
+            debug!(%peer, client = %connect.client_id, "control broker: bad user name or password");
+            refuse(&mut tls, ConnectReturnCode::BadUserNamePassword).await;
+            return;
+        }
+    }
+    let mut out = BytesMut::with_capacity(buf.len() + 256);
+    let ours = Login {
+        username: relay.login.user.clone(),
+        password: relay.login.password.clone(),
+    };
+    if let Err(e) = V4.write(
+        Packet::Connect(connect, None, will, None, Some(ours)),
+        &mut out,
+    ) {
+        debug!(%peer, error = ?e, "control broker: cannot pass the CONNECT on");
+        return;
+    }
+    // Whatever the client sent after its CONNECT goes on behind it.
+    out.extend_from_slice(&buf);
+    let mut plain = match TcpStream::connect(relay.inner).await {
         Ok(s) => s,
         Err(e) => {
             warn!(%peer, error = %e, "control broker: cannot reach the inner listener");
@@ -146,5 +254,21 @@ async fn relay(
         }
     };
     let _ = plain.set_nodelay(true);
+    if plain.write_all(&out).await.is_err() {
+        return;
+    }
     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+}
+
+/// Answers a CONNECT with a refusal and closes.
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, code: ConnectReturnCode) {
+    let mut out = BytesMut::with_capacity(4);
+    let connack = ConnAck {
+        session_present: false,
+        code,
+    };
+    if V4.write(Packet::ConnAck(connack, None), &mut out).is_ok() {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
 }

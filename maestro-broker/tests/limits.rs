@@ -54,8 +54,11 @@ async fn connections_beyond_the_limit_are_refused() {
 #[test]
 fn default_limit_is_at_least_ten_thousand() {
     assert!(BrokerConfig::default().max_connections >= 10_000);
-    let rumqttd =
-        maestro_broker::rumqttd_config(&BrokerConfig::default(), BrokerConfig::default().listen);
+    let rumqttd = maestro_broker::rumqttd_config(
+        &BrokerConfig::default(),
+        BrokerConfig::default().listen,
+        None,
+    );
     assert_eq!(
         rumqttd.router.max_connections,
         BrokerConfig::default().max_connections

@@ -277,6 +277,78 @@ fn a_tls_control_broker_with_a_client_ca_refuses_clients_without_certificates() 
     );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("--ca needs an mqtts://"), "{run:?}");
+
+    // A local user who finds the broker's other listener (in /proc/net/tcp, readable by
+    // all) and speaks plain MQTT to it, skipping TLS and the client certificate, gets a
+    // refusal and no note: it takes only the relay's own login.
+    let listeners = tcp_listeners_of(broker.proc.pid());
+    let inner: Vec<_> = listeners
+        .iter()
+        .filter(|a| a.port() != broker.port)
+        .collect();
+    assert_eq!(inner.len(), 1, "{listeners:?}");
+    let inner = inner[0];
+    assert_ne!(inner.ip().octets()[..3], [127, 0, 0], "{inner}");
+    for login in [&[][..], &["-u", "maestro-relay", "-P", "guess"][..]] {
+        let port = inner.port().to_string();
+        let host = inner.ip().to_string();
+        let mut args = vec![
+            "-d",
+            "-h",
+            host.as_str(),
+            "-p",
+            port.as_str(),
+            "-t",
+            "#",
+            "-C",
+            "1",
+            "-W",
+            "3",
+        ];
+        args.extend_from_slice(login);
+        let out = maestro_testkit::tool("mosquitto_sub", &args);
+        let text = maestro_testkit::output_text(&out);
+        // It reached the listener, and rumqttd closed the connection without a CONNACK.
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains("sending CONNECT"), "{text}");
+        assert!(
+            !text.contains("received CONNACK (0)") && !text.contains("received PUBLISH"),
+            "{text}"
+        );
+    }
+}
+
+/// The IPv4 TCP listeners of process `pid`: /proc/net/tcp (world-readable) joined with
+/// the process's descriptors.
+fn tcp_listeners_of(pid: u32) -> Vec<std::net::SocketAddrV4> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            let (ip, port) = local.split_once(':')?;
+            let ip = u32::from_str_radix(ip, 16).ok()?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::from(ip.to_le_bytes()),
+                port,
+            ))
+        })
+        .collect()
 }
 
 #[test]
@@ -1208,5 +1280,50 @@ fn sut_credentials_come_from_a_file_or_the_environment() {
             "{} holds the password",
             f.display()
         );
+    }
+}
+
+/// Behind TLS the relay checks each client's own login against the broker's users
+/// (rumqttd's inner listener takes only the relay's): right password in, wrong password and
+/// anonymous refused with the broker's answer.
+#[test]
+fn a_tls_control_broker_with_users_checks_each_clients_login() {
+    let lab = Lab::new("tlsauth").unwrap();
+    let users = lab.dir.join("users");
+    std::fs::write(&users, "alice:s3cret\n").unwrap();
+    let broker = TestBroker::start(&[
+        "--tls-cert",
+        &lab.file("server.pem"),
+        "--tls-key",
+        &lab.file("server.key"),
+        "--auth-file",
+        users.to_str().unwrap(),
+    ])
+    .unwrap();
+    let cluster = unique_cluster();
+    let c = cluster.to_string();
+    let tls = ["--ca", &lab.file("ca.pem")];
+    let good = broker.url_as("alice", "s3cret");
+    let _worker = spawn_peer(
+        "worker",
+        &good,
+        &cluster,
+        &[&["--name", "w0"][..], &tls].concat(),
+    )
+    .unwrap();
+    assert!(
+        wait_until_answering(&good, &c, &tls, 1),
+        "the worker never answered"
+    );
+    for (url, says) in [
+        (
+            broker.url_as("alice", "wrong"),
+            "wrong username or password",
+        ),
+        (broker.url(), "username and password"),
+    ] {
+        let run = cli(&url, &c, &tls, &["ping", "--timeout", "3s"]);
+        assert_eq!(run.code, Some(3), "{run:?}");
+        assert!(run.stderr.contains(says), "{}", run.stderr);
     }
 }

@@ -756,6 +756,17 @@ fn describe(error: &ConnectionError, url: &ControlUrl) -> String {
         ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             "connection refused (is maestro-broker running there?)".into()
         }
+        ConnectionError::ConnectionRefused(
+            code @ (rumqttc::ConnectReturnCode::BadUserNamePassword
+            | rumqttc::ConnectReturnCode::NotAuthorized),
+        ) => {
+            let hint = if url.username.is_some() {
+                "wrong username or password"
+            } else {
+                "it wants a username and password: put them in the URL"
+            };
+            format!("the broker refused the session ({hint}): {code:?}")
+        }
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the session: {code:?}")
         }
