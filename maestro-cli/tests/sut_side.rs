@@ -869,3 +869,106 @@ fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&rules.stdout).contains("maestro-fault"));
 }
+
+/// The state letter of a process (`T` stopped), from /proc.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Faults heal, always: a run's controller killed with SIGKILL mid-fault (its last will
+/// fires) gets its pause healed by the inspector; an inspector killed mid-fault leaves
+/// the heal in its state file, and heals it when it starts again, before it joins.
+#[test]
+fn faults_heal_when_the_controller_or_the_inspector_is_killed() {
+    let mq = Mosquitto::start().unwrap();
+    let sut_pid = mq.proc.pid();
+    let c = Cluster::start(1);
+    let dir = c.results.join("setup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let faults = dir.join("faults.toml");
+    std::fs::write(
+        &faults,
+        format!(
+            "[[action]]\nname = \"pause-broker\"\nkind = \"pause\"\ntarget = \"pid:{sut_pid}\"\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.join("inspector-state.json");
+    let args = [
+        "--faults",
+        faults.to_str().unwrap(),
+        "--state-file",
+        state.to_str().unwrap(),
+    ];
+    let mut inspector_proc = inspector(&c, &args);
+    let stopped = || proc_state(sut_pid) == Some('T');
+    let url = mq.url("heal", "qos=0");
+    let run_args = [
+        "--rate",
+        "100",
+        "--duration",
+        "60s",
+        "--fault",
+        "1s+50s:pause-broker",
+    ];
+
+    // 1. The controller is killed while the broker is paused.
+    let cli = c.spawn_start(&url, &run_args);
+    assert!(
+        wait_for(Duration::from_secs(30), stopped),
+        "never paused: {}",
+        cli.log_text()
+    );
+    assert!(state.exists(), "no state file while a fault is in place");
+    cli.signal(maestro_testkit::signal::SIGKILL);
+    let killed = std::time::Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(40), || !stopped()),
+        "still paused 40 s after its controller was killed: {}",
+        inspector_proc.log_text()
+    );
+    let healed_after = killed.elapsed();
+    eprintln!("healed {healed_after:?} after the controller's SIGKILL");
+    assert!(inspector_proc.log_text().contains("did not come back"));
+    assert!(
+        wait_for(Duration::from_secs(10), || !state.exists()),
+        "state file left"
+    );
+
+    // 2. The inspector is killed while the broker is paused.
+    assert!(
+        wait_for(Duration::from_secs(30), || c
+            .cli(&["stats", "-o", "json"], Duration::from_secs(10))
+            .stdout
+            .contains("idle")),
+        "the worker never went idle"
+    );
+    let cli = c.spawn_start(&url, &run_args);
+    assert!(
+        wait_for(Duration::from_secs(30), stopped),
+        "never paused: {}",
+        cli.log_text()
+    );
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        text.contains("stopped") && text.contains(&sut_pid.to_string()),
+        "{text}"
+    );
+    inspector_proc.signal(maestro_testkit::signal::SIGKILL);
+    let _ = inspector_proc.wait_exit(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(stopped(), "paused until an inspector heals it");
+    let again = inspector(&c, &args);
+    assert!(
+        !stopped(),
+        "the new inspector joined before healing what it found"
+    );
+    assert!(
+        again
+            .log_text()
+            .contains("healed a fault left by an earlier inspector")
+    );
+    assert!(!state.exists(), "state file left");
+    cli.signal(maestro_testkit::signal::SIGKILL);
+}

@@ -252,135 +252,194 @@ fn check(d: Declared) -> Result<Action, String> {
     })
 }
 
-/// What an injection left to heal.
-#[derive(Debug)]
+/// What heals an injection: known before the action runs, so it is registered (in
+/// memory and in the state file) first, and an action that fails half-way (a SIGSTOP
+/// not confirmed, an iptables rule added and the next refused) is still undone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Injection {
-    Stopped(u32),
-    Killed(Vec<String>),
+    /// SIGCONT, if the process is still the one stopped (same start time).
+    Stopped {
+        pid: u32,
+        started: Option<u64>,
+    },
+    /// Start the SUT again, unless the killed process still runs.
+    Killed {
+        pid: u32,
+        started: Option<u64>,
+        command: Vec<String>,
+    },
     Nothing,
     Commands(Vec<Vec<String>>),
 }
 
-/// The outcome of running an action: when it took effect, or why it failed.
+/// The outcome of running an action: when it took effect, or why it failed and what of
+/// it was done and must be undone now.
 #[derive(Debug)]
 pub struct Outcome {
     pub confirmed: Option<maestro_protocol::UnixMicros>,
-    pub heal: Result<Injection, String>,
+    pub error: Option<String>,
+    /// After a failure: the heal of the part that was done (a SIGSTOP sent but not
+    /// confirmed, the first of two iptables rules). Never more: a `tc qdisc add` that
+    /// failed leaves the device's own qdisc, which a `del` would remove.
+    pub undo: Option<Injection>,
 }
 
 impl Action {
-    /// Runs the action and waits (briefly) to see it take effect.
-    pub async fn inject(&self) -> Outcome {
-        let result = self.run().await;
-        let confirmed = result.is_ok().then(maestro_control::now);
-        Outcome {
-            confirmed,
-            heal: result,
+    /// What will heal this action, its targets resolved now; nothing is done yet.
+    pub fn prepare(&self) -> Result<Injection, String> {
+        Ok(match self {
+            Action::Pause(t) => {
+                let (pid, started) = t.running()?;
+                Injection::Stopped { pid, started }
+            }
+            Action::Kill(t, command) => {
+                let (pid, started) = t.running()?;
+                Injection::Killed {
+                    pid,
+                    started,
+                    command: command.clone(),
+                }
+            }
+            Action::Restart(..) => Injection::Nothing,
+            Action::Netem { netns, device, .. } => Injection::Commands(vec![in_netns(
+                netns,
+                &["tc", "qdisc", "del", "dev", device, "root"],
+            )]),
+            Action::Drop { .. } => Injection::Commands(self.drop_rules("-D").to_vec()),
+            Action::Docker { kind, container } => {
+                let docker = |verb: &str| vec!["docker".into(), verb.into(), container.clone()];
+                match kind {
+                    Kind::DockerPause => Injection::Commands(vec![docker("unpause")]),
+                    Kind::DockerKill => Injection::Commands(vec![docker("start")]),
+                    _ => Injection::Nothing,
+                }
+            }
+        })
+    }
+
+    /// Runs the action whose heal is `heal` (from [`Action::prepare`]) and waits
+    /// (briefly) to see it take effect.
+    pub async fn apply(&self, heal: &Injection) -> Outcome {
+        match self.run(heal).await {
+            Ok(()) => Outcome {
+                confirmed: Some(maestro_control::now()),
+                error: None,
+                undo: None,
+            },
+            Err((error, undo)) => Outcome {
+                confirmed: None,
+                error: Some(error),
+                undo,
+            },
         }
     }
 
-    async fn run(&self) -> Result<Injection, String> {
-        match self {
-            Action::Pause(t) => {
-                let pid = t.resolve()?;
-                signal(pid, nix::sys::signal::Signal::SIGSTOP)?;
-                wait_until(|| proc_state(pid) == Some('T'), "the process to stop").await?;
-                Ok(Injection::Stopped(pid))
+    /// iptables rules that drop the port's TCP both ways (`verb`: -I adds, -D deletes).
+    fn drop_rules(&self, verb: &str) -> [Vec<String>; 2] {
+        let Action::Drop {
+            netns,
+            port,
+            probability,
+        } = self
+        else {
+            return [Vec::new(), Vec::new()];
+        };
+        let port = port.to_string();
+        let share = probability.map(|p| format!("{p}"));
+        [("INPUT", "--dport"), ("OUTPUT", "--sport")].map(|(chain, dir)| {
+            let mut args = vec!["iptables", verb, chain, "-p", "tcp", dir, &port];
+            if let Some(p) = &share {
+                args.extend(["-m", "statistic", "--mode", "random", "--probability", p]);
             }
-            Action::Kill(t, command) => {
-                let pid = t.resolve()?;
-                signal(pid, nix::sys::signal::Signal::SIGKILL)?;
-                wait_until(|| !alive(pid), "the process to die").await?;
-                Ok(Injection::Killed(command.clone()))
+            args.extend(["-m", "comment", "--comment", "maestro-fault", "-j", "DROP"]);
+            in_netns(netns, &args)
+        })
+    }
+
+    /// Does the action; on failure, says why and what of it must be undone.
+    async fn run(&self, heal: &Injection) -> Result<(), (String, Option<Injection>)> {
+        // A signal sent (or a command that may have half-worked) leaves the whole heal
+        // to run; a failure before any effect leaves nothing.
+        let all = |e: String| (e, Some(heal.clone()));
+        let none = |e: String| (e, None);
+        match (self, heal) {
+            (Action::Pause(_), Injection::Stopped { pid, .. }) => {
+                let pid = *pid;
+                signal(pid, nix::sys::signal::Signal::SIGSTOP).map_err(none)?;
+                wait_until(|| proc_state(pid) == Some('T'), "the process to stop")
+                    .await
+                    .map_err(all)
             }
-            Action::Restart(t, command) => {
-                let pid = t.resolve()?;
-                signal(pid, nix::sys::signal::Signal::SIGTERM)?;
+            (Action::Kill(..), Injection::Killed { pid, .. }) => {
+                let pid = *pid;
+                signal(pid, nix::sys::signal::Signal::SIGKILL).map_err(none)?;
+                wait_until(|| !alive(pid), "the process to die")
+                    .await
+                    .map_err(all)
+            }
+            (Action::Restart(t, command), _) => {
+                let pid = t.resolve().map_err(none)?;
+                signal(pid, nix::sys::signal::Signal::SIGTERM).map_err(none)?;
                 if wait_until(|| !alive(pid), "the process to exit")
                     .await
                     .is_err()
                 {
-                    signal(pid, nix::sys::signal::Signal::SIGKILL)?;
-                    wait_until(|| !alive(pid), "the process to die").await?;
+                    signal(pid, nix::sys::signal::Signal::SIGKILL).map_err(none)?;
+                    wait_until(|| !alive(pid), "the process to die")
+                        .await
+                        .map_err(none)?;
                 }
-                start(command).await?;
-                Ok(Injection::Nothing)
+                start(command).await.map_err(none)
             }
-            Action::Netem {
-                netns,
-                device,
-                netem,
-            } => {
-                let base = |verb: &str| {
-                    let mut c = in_netns(netns, &["tc", "qdisc", verb, "dev", device, "root"]);
-                    if verb == "add" {
-                        c.push("netem".into());
-                        c.extend(netem.iter().cloned());
-                    }
-                    c
+            (
+                Action::Netem {
+                    netns,
+                    device,
+                    netem,
+                },
+                _,
+            ) => {
+                let mut c = in_netns(netns, &["tc", "qdisc", "add", "dev", device, "root"]);
+                c.push("netem".into());
+                c.extend(netem.iter().cloned());
+                run_command(&c).await.map_err(none)
+            }
+            (Action::Drop { .. }, _) => {
+                let [first, second] = self.drop_rules("-I");
+                run_command(&first).await.map_err(none)?;
+                if let Err(e) = run_command(&second).await {
+                    let [undo, _] = self.drop_rules("-D");
+                    return Err((e, Some(Injection::Commands(vec![undo]))));
+                }
+                Ok(())
+            }
+            (Action::Docker { kind, container }, _) => {
+                let verb = match kind {
+                    Kind::DockerPause => "pause",
+                    Kind::DockerKill => "kill",
+                    _ => "restart",
                 };
-                run_command(&base("add")).await?;
-                Ok(Injection::Commands(vec![base("del")]))
+                run_command(&["docker".into(), verb.into(), container.clone()])
+                    .await
+                    .map_err(none)
             }
-            Action::Drop {
-                netns,
-                port,
-                probability,
-            } => {
-                let port = port.to_string();
-                let share = probability.map(|p| format!("{p}"));
-                let rules = |verb: &str| {
-                    [("INPUT", "--dport"), ("OUTPUT", "--sport")].map(|(chain, dir)| {
-                        let mut args = vec!["iptables", verb, chain, "-p", "tcp", dir, &port];
-                        if let Some(p) = &share {
-                            args.extend([
-                                "-m",
-                                "statistic",
-                                "--mode",
-                                "random",
-                                "--probability",
-                                p,
-                            ]);
-                        }
-                        args.extend(["-m", "comment", "--comment", "maestro-fault", "-j", "DROP"]);
-                        in_netns(netns, &args)
-                    })
-                };
-                let [a, b] = rules("-I");
-                run_command(&a).await?;
-                if let Err(e) = run_command(&b).await {
-                    let [undo, _] = rules("-D");
-                    let _ = run_command(&undo).await;
-                    return Err(e);
-                }
-                Ok(Injection::Commands(rules("-D").to_vec()))
-            }
-            Action::Docker { kind, container } => {
-                let docker = |verb: &str| vec!["docker".into(), verb.into(), container.clone()];
-                match kind {
-                    Kind::DockerPause => {
-                        run_command(&docker("pause")).await?;
-                        Ok(Injection::Commands(vec![docker("unpause")]))
-                    }
-                    Kind::DockerKill => {
-                        run_command(&docker("kill")).await?;
-                        Ok(Injection::Commands(vec![docker("start")]))
-                    }
-                    _ => {
-                        run_command(&docker("restart")).await?;
-                        Ok(Injection::Nothing)
-                    }
-                }
-            }
+            (action, heal) => Err(none(format!(
+                "internal: {action:?} cannot be applied with the heal {heal:?}"
+            ))),
         }
     }
 }
 
 impl Injection {
-    /// Undoes the injection.
+    /// Undoes the injection (also one that was only partly done, or not at all: every
+    /// step checks first).
     pub async fn heal(self) -> Result<(), String> {
         match self {
-            Injection::Stopped(pid) => {
+            Injection::Stopped { pid, started } => {
+                if !same_process(pid, started) {
+                    return Ok(());
+                }
                 signal(pid, nix::sys::signal::Signal::SIGCONT)?;
                 wait_until(
                     || proc_state(pid).is_none_or(|s| s != 'T'),
@@ -388,7 +447,17 @@ impl Injection {
                 )
                 .await
             }
-            Injection::Killed(command) => start(&command).await,
+            Injection::Killed {
+                pid,
+                started,
+                command,
+            } => {
+                if same_process(pid, started) && alive(pid) {
+                    // The kill never took: nothing to start.
+                    return Ok(());
+                }
+                start(&command).await
+            }
             Injection::Nothing => Ok(()),
             Injection::Commands(commands) => {
                 let mut first_error = None;
@@ -400,6 +469,109 @@ impl Injection {
                 first_error.map_or(Ok(()), Err)
             }
         }
+    }
+}
+
+/// When the process started (clock ticks after boot, `/proc/PID/stat` field 22): with
+/// the pid, it names one process, never a later one that reuses the pid.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, so the
+    // start time (field 22) is the 20th after it.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// True while `pid` is still the process that started at `started`.
+fn same_process(pid: u32, started: Option<u64>) -> bool {
+    started.is_none() || start_time(pid) == started
+}
+
+/// The faults this inspector has injected and not healed yet, kept in a file so that an
+/// inspector killed mid-fault heals them when it starts again. Written whole to a
+/// temporary name and renamed, on every change.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    pending: std::sync::Mutex<BTreeMap<String, Pending>>,
+}
+
+/// One fault not healed yet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub action: String,
+    pub heal: Injection,
+}
+
+impl StateFile {
+    /// The state file at `path` and the faults an earlier inspector left there (read now;
+    /// a file that does not parse is kept aside as `PATH.bad` and named in the error).
+    pub fn open(path: PathBuf) -> Result<(Self, Vec<Pending>), String> {
+        let leftovers: BTreeMap<String, Pending> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                let bad = path.with_extension("bad");
+                let _ = std::fs::rename(&path, &bad);
+                format!(
+                    "state file {}: {e} (kept as {}; its faults must be healed by hand)",
+                    path.display(),
+                    bad.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("state file {}: {e}", path.display())),
+        };
+        let state = Self {
+            path,
+            pending: std::sync::Mutex::new(leftovers.clone()),
+        };
+        Ok((state, leftovers.into_values().collect()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a fault about to be injected.
+    pub fn register(&self, key: &str, pending: Pending) -> Result<(), String> {
+        let mut all = self.lock();
+        all.insert(key.to_owned(), pending);
+        self.write(&all)
+    }
+
+    /// Forgets a fault (healed).
+    pub fn remove(&self, key: &str) -> Result<(), String> {
+        let mut all = self.lock();
+        all.remove(key);
+        self.write(&all)
+    }
+
+    /// Forgets every fault (the leftovers were healed).
+    pub fn clear(&self) -> Result<(), String> {
+        let mut all = self.lock();
+        all.clear();
+        self.write(&all)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, all: &BTreeMap<String, Pending>) -> Result<(), String> {
+        let fail = |e: std::io::Error| format!("state file {}: {e}", self.path.display());
+        if all.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+                _ => Ok(()),
+            };
+        }
+        let bytes = serde_json::to_vec_pretty(all).map_err(|e| e.to_string())?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(fail)?;
+        std::fs::rename(&tmp, &self.path).map_err(fail)
     }
 }
 
@@ -425,6 +597,18 @@ impl ProcessTarget {
             ));
         }
         Ok(pid)
+    }
+
+    /// The target's pid and start time, when that process runs.
+    fn running(&self) -> Result<(u32, Option<u64>), String> {
+        let pid = self.resolve()?;
+        match start_time(pid) {
+            Some(started) if alive(pid) => Ok((pid, Some(started))),
+            _ => Err(format!(
+                "{} resolves to pid {pid}, which is not running",
+                self.describe()
+            )),
+        }
     }
 
     fn describe(&self) -> String {
@@ -682,15 +866,98 @@ port = 1883
             .unwrap_or_else(|e| panic!("{e}"));
         let pid = child.id();
         let action = Action::Pause(ProcessTarget::Pid(pid));
-        let outcome = action.inject().await;
+        let heal = action.prepare().unwrap_or_else(|e| panic!("{e}"));
+        let outcome = action.apply(&heal).await;
         assert!(outcome.confirmed.is_some());
         assert_eq!(proc_state(pid), Some('T'));
-        let heal = outcome.heal.unwrap_or_else(|e| panic!("{e}"));
         heal.heal().await.unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(proc_state(pid), Some('T'));
         let _ = child.kill();
         let _ = child.wait();
-        let gone = Action::Pause(ProcessTarget::Pid(pid)).inject().await;
-        assert!(gone.heal.is_err() && gone.confirmed.is_none());
+        assert!(Action::Pause(ProcessTarget::Pid(pid)).prepare().is_err());
+    }
+
+    /// A SIGSTOP that is never confirmed (a zombie cannot stop) fails the injection,
+    /// and the heal registered before it still runs.
+    #[tokio::test]
+    async fn an_unconfirmed_pause_still_has_its_heal() {
+        let child = std::process::Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = child.id();
+        // Not waited for: a zombie until this test ends.
+        assert!(
+            wait_until_sync(|| proc_state(pid) == Some('Z')),
+            "no zombie"
+        );
+        let action = Action::Pause(ProcessTarget::Pid(pid));
+        // prepare() refuses a process that is not running; this heal is what it would
+        // have registered for one that was.
+        assert!(action.prepare().is_err());
+        let heal = Injection::Stopped {
+            pid,
+            started: start_time(pid),
+        };
+        let outcome = action.apply(&heal).await;
+        assert!(outcome.confirmed.is_none());
+        assert!(
+            outcome
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("to stop"),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.undo.as_ref(), Some(&heal));
+        heal.heal().await.unwrap_or_else(|e| panic!("{e}"));
+        drop(child);
+    }
+
+    fn wait_until_sync(mut done: impl FnMut() -> bool) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn the_state_file_keeps_faults_until_healed_and_a_reused_pid_is_left_alone() {
+        let path = std::env::temp_dir().join(format!("maestro-state-{}.json", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let (state, leftovers) = StateFile::open(path.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(leftovers.is_empty());
+        let pending = |pid| Pending {
+            action: "pause-broker".into(),
+            heal: Injection::Stopped {
+                pid,
+                started: start_time(std::process::id()),
+            },
+        };
+        state
+            .register("r/1", pending(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        state
+            .register("r/2", pending(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        state.remove("r/1").unwrap_or_else(|e| panic!("{e}"));
+        drop(state);
+        let (state, leftovers) = StateFile::open(path.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(leftovers, vec![pending(2)]);
+        state.clear().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!path.exists());
+        // pid 2 did not start when this process did: not the process that was stopped.
+        assert!(!same_process(2, start_time(std::process::id())));
+        assert!(same_process(
+            std::process::id(),
+            start_time(std::process::id())
+        ));
+        std::fs::write(&path, "{not json").unwrap_or_default();
+        let e = StateFile::open(path.clone()).err().unwrap_or_default();
+        assert!(e.contains("healed by hand"), "{e}");
+        let _ = std::fs::remove_file(path.with_extension("bad"));
     }
 }

@@ -4,8 +4,10 @@
 //! fault actions declared in its own local file ([`faults`]) when a controller names them.
 //!
 //! It acts on the SUT only through those declared actions, heals every fault by itself
-//! (at the end of its duration, on a `stop` for its run, and on shutdown), and talks to
-//! the others only through notes.
+//! (at the end of its duration, on a `stop` for its run, when the controller that asked
+//! for it is gone for [`CONTROLLER_GRACE`], and on shutdown), registers each heal in a
+//! state file before the action runs and heals what an earlier inspector left there when
+//! it starts, and talks to the others only through notes.
 
 pub mod faults;
 pub mod sources;
@@ -33,11 +35,55 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long the inspector waits for its tasks (heals first) when it stops.
 const STOP_GRACE: Duration = Duration::from_secs(25);
 
+/// How long a controller may be gone (its last will fired) before the inspector heals
+/// the faults it asked for; a controller that comes back within it keeps them.
+pub const CONTROLLER_GRACE: Duration = Duration::from_secs(5);
+
 /// The inspector's configuration beyond its identity.
 #[derive(Debug, Clone, Default)]
 pub struct InspectorConfig {
     pub sources: Vec<SourceSpec>,
     pub faults: FaultBook,
+    /// Where the faults not healed yet are kept [default: [`default_state_file`]].
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+/// `<temporary folder>/maestro-inspector-<name>.faults.json`: one per inspector name, so
+/// an inspector started again under its name finds what it left.
+pub fn default_state_file(name: &str) -> std::path::PathBuf {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    std::env::temp_dir().join(format!("maestro-inspector-{name}.faults.json"))
+}
+
+/// Heals the faults an earlier inspector left in the state file, then empties it.
+async fn heal_leftovers(state: &faults::StateFile, leftovers: Vec<faults::Pending>) {
+    if leftovers.is_empty() {
+        return;
+    }
+    warn!(
+        faults = leftovers.len(),
+        state_file = %state.path().display(),
+        "an earlier inspector left faults in place; healing them"
+    );
+    for p in leftovers {
+        match p.heal.clone().heal().await {
+            Ok(()) => info!(action = %p.action, "healed a fault left by an earlier inspector"),
+            Err(e) => warn!(action = %p.action, error = %e, heal = ?p.heal,
+                "could not heal a fault left by an earlier inspector; undo it by hand"),
+        }
+    }
+    if let Err(e) = state.clear() {
+        warn!(error = %e, "cannot empty the state file");
+    }
 }
 
 /// Runs the inspector until `shutdown` is cancelled or a halt note arrives.
@@ -52,6 +98,25 @@ pub async fn run(
             .capabilities
             .push(maestro_protocol::fault::capability(name));
     }
+    let state_path = inspector
+        .state_file
+        .clone()
+        .unwrap_or_else(|| default_state_file(&config.info.name));
+    let (state, leftovers) = match faults::StateFile::open(state_path) {
+        Ok(opened) => opened,
+        Err(e) if e.contains("healed by hand") => {
+            warn!(error = %e, "state file unreadable");
+            faults::StateFile::open(
+                inspector
+                    .state_file
+                    .clone()
+                    .unwrap_or_else(|| default_state_file(&config.info.name)),
+            )
+            .map_err(|e| PeerError::Io(std::io::Error::other(e)))?
+        }
+        Err(e) => return Err(PeerError::Io(std::io::Error::other(e))),
+    };
+    heal_leftovers(&state, leftovers).await;
     let tasks = TaskTracker::new();
     // The peer's own token: a halt cancels it, and everything here stops with it.
     let stop = shutdown.child_token();
@@ -68,6 +133,8 @@ pub async fn run(
         outbox: None,
         runs: Arc::new(Mutex::new(HashMap::new())),
         latest: Arc::new(Mutex::new(Latest::default())),
+        state: Arc::new(state),
+        gone: HashMap::new(),
     };
     let result = maestro_control::peer::run(config, handler, stop.clone()).await;
     // Heal whatever is still injected, then wait for every task.
@@ -82,10 +149,12 @@ pub async fn run(
     result
 }
 
-/// A fault in progress: its reply (kept for a repeated request) and what heals it now.
+/// A fault in progress: its reply (kept for a repeated request), what heals it now, and
+/// the controller that asked for it.
 struct Active {
     heal_now: CancellationToken,
     injected: Option<Injected>,
+    controller: maestro_protocol::PeerId,
 }
 
 struct Inspector {
@@ -98,6 +167,10 @@ struct Inspector {
     runs: Arc<Mutex<HashMap<RunId, HashMap<u32, Active>>>>,
     /// The latest figures of each source, for a [`Body::SutRequest`].
     latest: Arc<Mutex<Latest>>,
+    /// The faults not healed yet, on disk.
+    state: Arc<faults::StateFile>,
+    /// Controllers gone offline: cancelled when one comes back within the grace.
+    gone: HashMap<maestro_protocol::PeerId, CancellationToken>,
 }
 
 /// The latest figures of each source (samples with an error are not figures), and when
@@ -148,9 +221,44 @@ impl Handler for Inspector {
         self.outbox = Some(outbox);
     }
 
+    fn on_controller(&mut self, controller: &maestro_protocol::PeerId, online: bool) {
+        if online {
+            if let Some(back) = self.gone.remove(controller) {
+                info!(%controller, "the controller is back; its faults go on");
+                back.cancel();
+            }
+            return;
+        }
+        let owns_faults = lock(&self.runs)
+            .values()
+            .flat_map(|f| f.values())
+            .any(|a| a.controller == *controller);
+        if !owns_faults || self.gone.contains_key(controller) {
+            return;
+        }
+        warn!(%controller, grace = ?CONTROLLER_GRACE,
+            "the controller of faults in place went offline; healing them unless it comes back");
+        let back = CancellationToken::new();
+        self.gone.insert(controller.clone(), back.clone());
+        let (runs, stop, controller) = (self.runs.clone(), self.stop.clone(), controller.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = back.cancelled() => return,
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(CONTROLLER_GRACE) => {}
+            }
+            warn!(%controller, "the controller did not come back; healing its faults");
+            for a in lock(&runs).values().flat_map(|f| f.values()) {
+                if a.controller == controller {
+                    a.heal_now.cancel();
+                }
+            }
+        });
+    }
+
     fn handle(&mut self, note: &Note, reply: ReplyTo) -> Option<Body> {
         match &note.body {
-            Body::Inject(i) => self.inject(i, reply),
+            Body::Inject(i) => self.inject(i, &note.sender.id, reply),
             Body::SutRequest(_) => Some(Body::SutStats(lock(&self.latest).stats())),
             Body::Stop(s) => {
                 // Heal this run's faults now.
@@ -170,7 +278,12 @@ impl Handler for Inspector {
 }
 
 impl Inspector {
-    fn inject(&mut self, i: &Inject, reply: ReplyTo) -> Option<Body> {
+    fn inject(
+        &mut self,
+        i: &Inject,
+        controller: &maestro_protocol::PeerId,
+        reply: ReplyTo,
+    ) -> Option<Body> {
         let Some(action) = self.book.actions.get(&i.action).cloned() else {
             let declared: Vec<&str> = self.book.actions.keys().map(|a| a.as_str()).collect();
             warn!(action = %i.action, run = %i.run, "refused an undeclared fault action");
@@ -212,21 +325,43 @@ impl Inspector {
                 Active {
                     heal_now: heal_now.clone(),
                     injected: None,
+                    controller: controller.clone(),
                 },
             );
         }
-        let runs = self.runs.clone();
-        let i = i.clone();
+        // Its presence tells when it is gone (see `on_controller`).
+        outbox.watch(controller);
+        let (runs, state) = (self.runs.clone(), self.state.clone());
+        let (i, controller) = (i.clone(), controller.clone());
         self.tasks.spawn(async move {
             let issued = maestro_control::now();
             info!(action = %i.action, run = %i.run, fault = i.fault, duration_ms = i.duration_ms, "injecting");
-            let outcome = action.inject().await;
+            let key = format!("{}/{}", i.run, i.fault);
+            // The heal is known, and on disk, before the action runs.
+            let prepared = action.prepare().and_then(|heal| {
+                let pending = faults::Pending {
+                    action: i.action.to_string(),
+                    heal: heal.clone(),
+                };
+                state.register(&key, pending).map(|()| heal)
+            });
+            let (outcome, heal) = match prepared {
+                Ok(heal) => (action.apply(&heal).await, Some(heal)),
+                Err(e) => (
+                    faults::Outcome {
+                        confirmed: None,
+                        error: Some(e),
+                        undo: None,
+                    },
+                    None,
+                ),
+            };
             let injected = Injected {
                 run: i.run.clone(),
                 fault: i.fault,
                 issued_at_us: issued,
                 confirmed_at_us: outcome.confirmed,
-                error: outcome.heal.as_ref().err().cloned(),
+                error: outcome.error.clone(),
             };
             if let Some(e) = &injected.error {
                 warn!(action = %i.action, error = %e, "fault injection failed");
@@ -235,7 +370,17 @@ impl Inspector {
                 a.injected = Some(injected.clone());
             }
             outbox.reply(&reply, Body::Injected(injected));
-            let Ok(injection) = outcome.heal else {
+            let Some(injection) = heal.filter(|_| outcome.error.is_none()) else {
+                // What a failed action did is undone at once.
+                if let Some(undo) = outcome.undo {
+                    match undo.heal().await {
+                        Ok(()) => info!(action = %i.action, "undid what the failed action did"),
+                        Err(e) => warn!(action = %i.action, error = %e, "could not undo what the failed action did"),
+                    }
+                }
+                if let Err(e) = state.remove(&key) {
+                    warn!(error = %e, "cannot update the state file");
+                }
                 return;
             };
             let ends = tokio::time::Instant::now() + Duration::from_millis(i.duration_ms);
@@ -244,6 +389,9 @@ impl Inspector {
                 _ = heal_now.cancelled() => {}
             }
             let result = injection.heal().await;
+            if let Err(e) = state.remove(&key) {
+                warn!(error = %e, "cannot update the state file");
+            }
             let healed_at = maestro_control::now();
             match &result {
                 Ok(()) => info!(action = %i.action, run = %i.run, fault = i.fault, "healed"),
@@ -267,6 +415,13 @@ impl Inspector {
                 if f.is_empty() {
                     runs.remove(&i.run);
                 }
+            }
+            let controller_has_more = runs
+                .values()
+                .flat_map(|f| f.values())
+                .any(|a| a.controller == controller);
+            if !controller_has_more {
+                outbox.unwatch(&controller);
             }
         });
         None

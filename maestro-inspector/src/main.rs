@@ -33,6 +33,11 @@ struct Args {
     /// ...); notes can only name them. Without it, every fault is refused.
     #[arg(long, env = "MAESTRO_FAULTS", value_name = "FILE")]
     faults: Option<PathBuf>,
+    /// Where the faults not healed yet are kept (each heal is written before its action
+    /// runs); an inspector started again heals what the file holds before it joins
+    /// [default: <temporary folder>/maestro-inspector-<name>.faults.json]
+    #[arg(long, env = "MAESTRO_STATE_FILE", value_name = "FILE")]
+    state_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
     let inspector = InspectorConfig {
         sources: args.sources,
         faults,
+        state_file: args.state_file,
     };
     maestro_control::daemon_main(
         args.peer,
