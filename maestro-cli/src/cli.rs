@@ -240,7 +240,9 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
-    /// A plan results folder (results/<plan>-<run-id>).
+    /// A plan results folder (results/<plan>-<run-id>): writes report.html. A run or plan
+    /// folder whose controller ended mid-run (kill -9): writes a partial summary.json for
+    /// each unfinished run from its flushed time series and prints it (exit 4).
     pub folder: std::path::PathBuf,
 }
 
@@ -293,15 +295,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Run(r) => {
             return crate::run::run(&cli.control, cli.output, r, &shutdown).await;
         }
-        Command::Report(r) => {
-            let path = maestro_report::html::write(&r.folder)?;
-            return Ok(Outcome {
-                stdout: format!("wrote {}", path.display()),
-                code: exit::OK,
-                problem: None,
-                peers: Vec::new(),
-            });
-        }
+        Command::Report(r) => return crate::report::report_folder(&r.folder, cli.output),
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
         Command::Export(e) => return crate::report::export(&e),
         Command::Certs(CertsArgs {

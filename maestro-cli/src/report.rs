@@ -291,7 +291,12 @@ pub(crate) fn finished_outcome(f: &Finished, output: Output) -> Outcome {
         Output::Json => serde_json::to_string_pretty(s).unwrap_or_default(),
         Output::Table => crate::start::summary_table(s, &f.folder),
     };
-    let (code, problem) = if s.interrupted {
+    let (code, problem) = if s.partial.is_some() {
+        (
+            exit::PEERS_MISSING,
+            Some("a partial summary: the run's controller ended before the run did".to_owned()),
+        )
+    } else if s.interrupted {
         (
             exit::INTERRUPTED,
             Some("interrupted; partial results written".to_owned()),
@@ -399,6 +404,76 @@ pub fn export(args: &crate::cli::ExportArgs) -> Result<Outcome, crate::output::C
         ),
         code: exit::OK,
         problem: None,
+        peers: Vec::new(),
+    })
+}
+
+/// `maestro-cli report FOLDER`: a plan's HTML report; for a run or plan whose controller
+/// ended mid-run, a partial `summary.json` for each unfinished run folder (exit 4, the
+/// workers' results never arrived); for a finished run folder, its summary again.
+pub(crate) fn report_folder(
+    folder: &std::path::Path,
+    output: Output,
+) -> Result<Outcome, crate::output::CliError> {
+    use maestro_report::partial;
+    let unfinished = partial::unfinished_under(folder);
+    if unfinished.is_empty() {
+        if folder.join(partial::BEGUN).exists()
+            || maestro_report::folder::read_plan(folder).is_err()
+        {
+            // A run folder (of `start`): its summary, as `start` printed it.
+            if let Ok(s) = maestro_report::folder::read_run(folder) {
+                return Ok(finished_outcome(
+                    &Finished {
+                        summary: s,
+                        folder: folder.to_owned(),
+                    },
+                    output,
+                ));
+            }
+        }
+        let path = maestro_report::html::write(folder)?;
+        return Ok(Outcome {
+            stdout: format!("wrote {}", path.display()),
+            code: exit::OK,
+            problem: None,
+            peers: Vec::new(),
+        });
+    }
+    let mut summaries = Vec::new();
+    for run in &unfinished {
+        let s = partial::summarize(run)?;
+        maestro_report::folder::write(&run.join("summary.json"), &s)?;
+        summaries.push((run.clone(), s));
+    }
+    let stdout = match output {
+        Output::Json => {
+            let all: Vec<&maestro_report::RunSummary> = summaries.iter().map(|(_, s)| s).collect();
+            if all.len() == 1 {
+                serde_json::to_string_pretty(all[0]).unwrap_or_default()
+            } else {
+                serde_json::to_string_pretty(&all).unwrap_or_default()
+            }
+        }
+        Output::Table => summaries
+            .iter()
+            .map(|(f, s)| {
+                format!(
+                    "PARTIAL summary written to {}\n{}",
+                    f.join("summary.json").display(),
+                    crate::start::summary_table(s, f)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    };
+    Ok(Outcome {
+        stdout,
+        code: exit::PEERS_MISSING,
+        problem: Some(format!(
+            "{} run(s) ended without their controller: partial summaries from the flushed time series (see degraded_reasons)",
+            summaries.len()
+        )),
         peers: Vec::new(),
     })
 }

@@ -493,6 +493,7 @@ fn fake_results(
         workers: vec![],
         error_messages: vec![],
         generator: None,
+        partial: None,
     };
     let plan = PlanResult {
         schema_version: SCHEMA_VERSION,

@@ -1327,3 +1327,74 @@ fn a_tls_control_broker_with_users_checks_each_clients_login() {
         assert!(run.stderr.contains(says), "{}", run.stderr);
     }
 }
+
+/// Results survive a kill: `kill -9` of the controller mid-run leaves a folder with the
+/// run's skeleton, its spec, and the time series and interval logs flushed each second;
+/// `maestro-cli report` turns it into a summary marked partial (exit 4).
+#[test]
+fn a_controller_killed_mid_run_leaves_a_folder_report_makes_a_partial_summary_of() {
+    let c = Cluster::start(1);
+    let mq = Mosquitto::start().unwrap();
+    let cli_proc = c.spawn_start(
+        &mq.url("kill9", "qos=1"),
+        &["--rate", "500", "--duration", "60s"],
+    );
+    let series_rows = || {
+        std::fs::read_dir(&c.results)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.is_dir())
+            .and_then(|run| {
+                let text = std::fs::read_to_string(run.join("timeseries.csv")).ok()?;
+                Some((run, text.lines().count().saturating_sub(1)))
+            })
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || series_rows()
+            .is_some_and(|(_, n)| n >= 4)),
+        "no time series: {}",
+        cli_proc.log_text()
+    );
+    cli_proc.signal(maestro_testkit::signal::SIGKILL);
+    let (run, rows) = series_rows().unwrap();
+    assert!(!run.join("summary.json").exists());
+    for f in ["begun.json", "spec.json", "timeseries.csv", "w0.hlog"] {
+        assert!(run.join(f).is_file(), "{f} missing: {:?}", walk(&run));
+    }
+    assert!(
+        walk(&run)
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".part")),
+        "a half-written file: {:?}",
+        walk(&run)
+    );
+
+    let report = run_cli(&["report", run.to_str().unwrap(), "-o", "json"], T).unwrap();
+    assert_eq!(report.code, Some(4), "{report:?}");
+    let s = report.json().unwrap();
+    let seconds = s["partial"]["seconds"].as_u64().unwrap();
+    assert!(seconds as usize >= rows, "{s:#}");
+    assert!(s["sent"].as_u64().unwrap() >= 4 * 400, "{s:#}");
+    assert!(s["received"].as_u64().unwrap() > 0, "{s:#}");
+    assert!(
+        s["response_time_us"]["count"].as_u64().unwrap() > 0,
+        "{s:#}"
+    );
+    assert_eq!(s["degraded"], true);
+    assert!(
+        s["degraded_reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("partial:"),
+        "{s:#}"
+    );
+    assert_eq!(s["workers"][0]["name"], "w0", "{s:#}");
+    // Written whole, and read back by the strict reader.
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(written["partial"]["seconds"], s["partial"]["seconds"]);
+    let again = run_cli(&["report", run.to_str().unwrap()], T).unwrap();
+    assert_eq!(again.code, Some(4), "{again:?}");
+    assert!(again.stdout.contains("sent"), "{again:?}");
+}

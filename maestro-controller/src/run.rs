@@ -504,7 +504,23 @@ pub async fn run_test(
                         if let Some(r) = sut.as_mut() {
                             r.begin(start_at.0);
                         }
-                        match LiveResults::create(folder.clone(), start_at.0, names.clone()) {
+                        let created =
+                            LiveResults::create(folder.clone(), start_at.0, names.clone())
+                                .and_then(|live| {
+                                    begin_folder(
+                                        &folder,
+                                        &run,
+                                        &spec,
+                                        started_at,
+                                        start_at,
+                                        &participants,
+                                        (&names, &shares),
+                                        &clocks,
+                                        fanout,
+                                    )?;
+                                    Ok(live)
+                                });
+                        match created {
                             Ok(mut live) => {
                                 if !faults.is_empty() {
                                     live.keep_rows();
@@ -675,6 +691,8 @@ pub async fn run_test(
                     let mut on_disk = serde_json::to_value(&spec).unwrap_or_default();
                     on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
                     maestro_report::folder::write(&folder.join("spec.json"), &on_disk)?;
+                    // The summary is whole: the skeleton for a partial one goes.
+                    let _ = std::fs::remove_file(folder.join(maestro_report::partial::BEGUN));
                     return Ok(Finished { summary, folder });
                 }
             }
@@ -1104,6 +1122,57 @@ fn run_deadline(spec: &TestSpec, start_at: UnixMicros) -> Option<Instant> {
         .checked_add(i64::try_from(spec.send_window().as_micros()).ok()?)?;
     let from_now = end_us - maestro_control::now().0;
     Some(Instant::now() + Duration::from_micros(from_now.max(0) as u64) + END_GRACE)
+}
+
+/// What a run's folder holds from its start, so that a controller killed mid-run leaves
+/// enough for `maestro-cli report` to make a partial summary: `spec.json` (less the SUT
+/// URL's secrets) and `begun.json`, the summary's skeleton (run, SUT, workers, clocks)
+/// marked partial.
+#[allow(clippy::too_many_arguments)]
+fn begin_folder(
+    folder: &std::path::Path,
+    run: &RunId,
+    spec: &TestSpec,
+    started_at: SystemTime,
+    start_at: UnixMicros,
+    participants: &[PeerId],
+    (names, shares): (&BTreeMap<PeerId, String>, &BTreeMap<PeerId, Configure>),
+    clocks: &BTreeMap<PeerId, (i64, i64)>,
+    fanout: f64,
+) -> std::io::Result<()> {
+    let to_io = |e: maestro_report::ResultsError| std::io::Error::other(e.to_string());
+    let mut on_disk = serde_json::to_value(spec).unwrap_or_default();
+    on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
+    maestro_report::folder::write(&folder.join("spec.json"), &on_disk).map_err(to_io)?;
+    let rows: Vec<(PeerId, String, usize, usize)> = participants
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                names.get(id).cloned().unwrap_or_default(),
+                shares.get(id).map_or(0, |s| s.producers.len()),
+                shares.get(id).map_or(0, |s| s.consumers.len()),
+            )
+        })
+        .collect();
+    let collected = summary::Collected {
+        results: BTreeMap::new(),
+        degraded: Vec::new(),
+        interrupted: false,
+        clocks: clocks.clone(),
+    };
+    let measure_from_us = start_at.0 + spec.warmup_ms as i64 * 1000;
+    let mut skeleton =
+        summary::summarize(run, spec, started_at, measure_from_us, &rows, &collected);
+    skeleton.generator = None;
+    skeleton.partial = Some(maestro_report::Partial {
+        reason: "the run is under way, or its controller ended before it did".into(),
+        seconds: 0,
+        copies_per_message: fanout,
+        warmup_s: spec.warmup_ms.div_ceil(1000) as u32,
+    });
+    maestro_report::folder::write(&folder.join(maestro_report::partial::BEGUN), &skeleton)
+        .map_err(to_io)
 }
 
 #[cfg(test)]

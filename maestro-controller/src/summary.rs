@@ -289,6 +289,7 @@ pub fn summarize(
             .map(|(message, count)| ErrorCount { message, count })
             .collect(),
         generator: None,
+        partial: None,
     };
     summary.generator = Some(generator_verdict(&summary, collected, workers));
     summary

@@ -159,6 +159,7 @@ mod tests {
             workers: vec![],
             error_messages: vec![],
             generator: None,
+            partial: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod html;
 pub mod junit;
 pub mod model;
 pub mod omb;
+pub mod partial;
 pub mod sut;
 pub mod timeseries;
 

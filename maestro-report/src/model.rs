@@ -233,6 +233,24 @@ pub struct RunSummary {
     /// was added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<GeneratorVerdict>,
+    /// Set when the summary was made from what a run's folder held after its controller
+    /// ended mid-run (`maestro-cli report`), not from the workers' results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+}
+
+/// What a partial summary is made of, and what it cannot know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// In words: why it is partial and how its figures were made.
+    pub reason: String,
+    /// Seconds of the time series it was made from (0 when none was written).
+    pub seconds: u32,
+    /// Copies each message should reach (one per subscription): what `lost` is counted
+    /// against.
+    pub copies_per_message: f64,
+    /// Seconds of warm-up, left out of rates and latencies.
+    pub warmup_s: u32,
 }
 
 /// A backlog test (OpenMessaging Benchmark's `consumerBacklogSizeGB`): consumers were
