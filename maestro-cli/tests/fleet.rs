@@ -251,7 +251,8 @@ fn a_fleet_with_a_certificate_per_client_against_mosquitto_requiring_them() {
         lab.file("server.key")
     ))
     .unwrap();
-    let c = Cluster::start(2);
+    // Workers read the files a SUT URL names only under --files-dir.
+    let c = Cluster::start_with(2, &["--files-dir", lab.dir.to_str().unwrap()]);
     let sut = format!(
         "mqtts://localhost:{}/tls?qos=1&{}",
         mq.port,

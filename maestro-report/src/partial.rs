@@ -101,7 +101,7 @@ pub fn summarize(folder: &Path) -> Result<RunSummary, ResultsError> {
     s.interrupted = true;
     s.generator = None;
     let reason = format!(
-        "partial: the controller ended before the run did; made by `maestro-cli report` from the {seconds} seconds of time series and interval logs it had flushed. \
+        "partial: the run ended without its summary (its controller was killed, lost its machine, or failed mid-run); made by `maestro-cli report` from the {seconds} seconds of time series and interval logs flushed by then. \
          lost counts every message not received by then, in flight ones included (at most); the workers' own results (exact loss, unsent, connections) never arrived"
     );
     s.degraded = true;
