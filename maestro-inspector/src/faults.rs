@@ -498,6 +498,10 @@ fn same_process(pid: u32, started: Option<u64>) -> bool {
 pub struct StateFile {
     path: PathBuf,
     pending: std::sync::Mutex<BTreeMap<String, Pending>>,
+    /// `PATH.lock`, locked while this inspector runs: a second inspector on the same state
+    /// file would heal the first one's faults as leftovers. The kernel drops the lock when
+    /// the process dies, however it dies.
+    _lock: std::fs::File,
 }
 
 /// One fault not healed yet.
@@ -511,6 +515,25 @@ impl StateFile {
     /// The state file at `path` and the faults an earlier inspector left there (read now;
     /// a file that does not parse is kept aside as `PATH.bad` and named in the error).
     pub fn open(path: PathBuf) -> Result<(Self, Vec<Pending>), String> {
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("state file lock {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "state file {} is in use by another running inspector: give each inspector its own --state-file (or --name)",
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("state file lock {}: {e}", lock_path.display()));
+            }
+        }
         let leftovers: BTreeMap<String, Pending> = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 let bad = path.with_extension("bad");
@@ -527,6 +550,7 @@ impl StateFile {
         let state = Self {
             path,
             pending: std::sync::Mutex::new(leftovers.clone()),
+            _lock: lock,
         };
         Ok((state, leftovers.into_values().collect()))
     }
@@ -930,6 +954,11 @@ port = 1883
         let _ = std::fs::remove_file(&path);
         let (state, leftovers) = StateFile::open(path.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert!(leftovers.is_empty());
+        let second = StateFile::open(path.clone()).err().unwrap_or_default();
+        assert!(
+            second.contains("in use by another running inspector"),
+            "{second}"
+        );
         let pending = |pid| Pending {
             action: "pause-broker".into(),
             heal: Injection::Stopped {
@@ -955,9 +984,11 @@ port = 1883
             std::process::id(),
             start_time(std::process::id())
         ));
+        drop(state);
         std::fs::write(&path, "{not json").unwrap_or_default();
         let e = StateFile::open(path.clone()).err().unwrap_or_default();
         assert!(e.contains("healed by hand"), "{e}");
         let _ = std::fs::remove_file(path.with_extension("bad"));
+        let _ = std::fs::remove_file(path.with_extension("lock"));
     }
 }

@@ -48,10 +48,11 @@ pub struct InspectorConfig {
     pub state_file: Option<std::path::PathBuf>,
 }
 
-/// `<temporary folder>/maestro-inspector-<name>.faults.json`: one per inspector name, so
-/// an inspector started again under its name finds what it left.
-pub fn default_state_file(name: &str) -> std::path::PathBuf {
-    let name: String = name
+/// `<temporary folder>/maestro-inspector-<cluster>-<name>.faults.json`: one per cluster
+/// and inspector name, so an inspector started again under its name finds what it left,
+/// and inspectors of other clusters on the host never see it.
+pub fn default_state_file(cluster: &str, name: &str) -> std::path::PathBuf {
+    let name: String = format!("{cluster}-{name}")
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -101,18 +102,14 @@ pub async fn run(
     let state_path = inspector
         .state_file
         .clone()
-        .unwrap_or_else(|| default_state_file(&config.info.name));
-    let (state, leftovers) = match faults::StateFile::open(state_path) {
+        .unwrap_or_else(|| default_state_file(config.cluster.as_str(), &config.info.name));
+    let (state, leftovers) = match faults::StateFile::open(state_path.clone()) {
         Ok(opened) => opened,
+        // Kept aside as PATH.bad and named: start afresh.
         Err(e) if e.contains("healed by hand") => {
             warn!(error = %e, "state file unreadable");
-            faults::StateFile::open(
-                inspector
-                    .state_file
-                    .clone()
-                    .unwrap_or_else(|| default_state_file(&config.info.name)),
-            )
-            .map_err(|e| PeerError::Io(std::io::Error::other(e)))?
+            faults::StateFile::open(state_path)
+                .map_err(|e| PeerError::Io(std::io::Error::other(e)))?
         }
         Err(e) => return Err(PeerError::Io(std::io::Error::other(e))),
     };
