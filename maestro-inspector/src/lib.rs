@@ -99,11 +99,22 @@ pub async fn run(
             .capabilities
             .push(maestro_protocol::fault::capability(name));
     }
+    let default = default_state_file(config.cluster.as_str(), &config.info.name);
     let state_path = inspector
         .state_file
         .clone()
-        .unwrap_or_else(|| default_state_file(config.cluster.as_str(), &config.info.name));
-    let (state, leftovers) = match faults::StateFile::open(state_path.clone()) {
+        .unwrap_or_else(|| default.clone());
+    let opened = match faults::StateFile::open(state_path.clone()) {
+        // The default file is another running inspector's (same cluster and name on this
+        // host, for example two `run --local` at once): this one keeps its own.
+        Err(e) if inspector.state_file.is_none() && e.contains("in use by another") => {
+            let own = default.with_extension(format!("{}.json", std::process::id()));
+            warn!(state_file = %own.display(), "the default state file is another running inspector's; using this one");
+            faults::StateFile::open(own)
+        }
+        other => other,
+    };
+    let (state, leftovers) = match opened {
         Ok(opened) => opened,
         // Kept aside as PATH.bad and named: start afresh.
         Err(e) if e.contains("healed by hand") => {
