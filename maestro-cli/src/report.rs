@@ -418,19 +418,16 @@ pub(crate) fn report_folder(
     use maestro_report::partial;
     let unfinished = partial::unfinished_under(folder);
     if unfinished.is_empty() {
-        if folder.join(partial::BEGUN).exists()
-            || maestro_report::folder::read_plan(folder).is_err()
-        {
-            // A run folder (of `start`): its summary, as `start` printed it.
-            if let Ok(s) = maestro_report::folder::read_run(folder) {
-                return Ok(finished_outcome(
-                    &Finished {
-                        summary: s,
-                        folder: folder.to_owned(),
-                    },
-                    output,
-                ));
-            }
+        // A run folder (of `start`): its summary, as `start` printed it. (A plan's
+        // summary.json is not a run's, and goes on to the HTML report.)
+        if let Ok(s) = maestro_report::folder::read_run(folder) {
+            return Ok(finished_outcome(
+                &Finished {
+                    summary: s,
+                    folder: folder.to_owned(),
+                },
+                output,
+            ));
         }
         let path = maestro_report::html::write(folder)?;
         return Ok(Outcome {

@@ -687,10 +687,7 @@ pub async fn run_test(
                         w.finished(&run, summary.lost, 0);
                     }
                     maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
-                    // The spec as the workers got it, less the SUT URL's secrets.
-                    let mut on_disk = serde_json::to_value(&spec).unwrap_or_default();
-                    on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
-                    maestro_report::folder::write(&folder.join("spec.json"), &on_disk)?;
+                    // spec.json was written at the start (`begin_folder`): the spec is fixed.
                     // The summary is whole: the skeleton for a partial one goes.
                     let _ = std::fs::remove_file(folder.join(maestro_report::partial::BEGUN));
                     return Ok(Finished { summary, folder });
@@ -1141,6 +1138,7 @@ fn begin_folder(
     fanout: f64,
 ) -> std::io::Result<()> {
     let to_io = |e: maestro_report::ResultsError| std::io::Error::other(e.to_string());
+    // The spec as the workers got it, less the SUT URL's secrets.
     let mut on_disk = serde_json::to_value(spec).unwrap_or_default();
     on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
     maestro_report::folder::write(&folder.join("spec.json"), &on_disk).map_err(to_io)?;
