@@ -6,9 +6,15 @@
 //! one [`Wheel`]: the deadlines of its tasks in a heap, and one `timerfd` (armed with an
 //! absolute `CLOCK_REALTIME` deadline, the clock the schedules are written in) that tokio
 //! watches like any socket. The thread sleeps in `epoll_wait` as before; the kernel's
-//! high-resolution timer wakes it at the earliest deadline, with no timer slack. A task
-//! whose deadline is less than [`SPIN_NS`] away spins for it (bounded) instead of
-//! sleeping: a wake-up costs more than that.
+//! high-resolution timer wakes it at the earliest deadline, with no timer slack.
+//!
+//! A wake-up arrives late by a machine's own, fairly steady amount (30-40 µs at the median
+//! on the 2-core VM measured, where a wake-up leaves a halted virtual CPU). Each wheel
+//! learns that amount as it goes (a running median of its wake-ups' lateness, [`Lead`])
+//! and arms its timer that much before the deadline; a task woken before its deadline
+//! spins the rest (bounded by [`MAX_LEAD_NS`]). So half of the wake-ups land a little
+//! early and spin a few microseconds, half a little late, and the median send lag is
+//! near zero for about the CPU of a plain sleep.
 //!
 //! Why this and not the alternatives (measured on the 2-core machine, see
 //! ARCHITECTURE.md): a `clock_nanosleep` per producer needs a thread per producer (fleets
@@ -33,13 +39,52 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
-/// A task is woken this long before its deadline and spins the rest: a wake-up from the
-/// timer is about 25-30 µs late at its median on the 2-core VM measured (a plain
-/// `clock_nanosleep` loop: p50 75-90 µs with the default timer slack), so a sleep to the
-/// deadline itself would leave most of that in every send lag. 15 µs of spin per wake-up
-/// brings the median under 20 µs, at about 15 µs of CPU per wake-up (see the `pacing`
-/// benchmark and ARCHITECTURE.md for the trade-off).
-pub const SPIN_NS: i64 = 15_000;
+/// A task whose deadline is at most this much beyond the wheel's learned lead spins for
+/// it rather than sleeping: a wake-up costs more than that.
+pub const SPIN_NS: i64 = 5_000;
+
+/// The learned lead never exceeds this: a thread that is late for other reasons (busy
+/// with other tasks, starved of CPU) must not make its tasks spin for long.
+pub const MAX_LEAD_NS: i64 = 100_000;
+
+/// The lead a wheel starts from, before it has measured a wake-up.
+const INITIAL_LEAD_NS: i64 = 15_000;
+
+/// How far one wake-up moves the learned lead.
+const LEAD_STEP_NS: i64 = 500;
+
+/// A running median of how late this thread's timer wakes it (Frugal-1U: one step up
+/// when a wake-up was later than the estimate, one down when earlier), so the timer is
+/// armed that much early. Pure, so its behaviour is tested without a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lead(i64);
+
+impl Default for Lead {
+    fn default() -> Self {
+        Self(INITIAL_LEAD_NS)
+    }
+}
+
+impl Lead {
+    pub fn ns(self) -> i64 {
+        self.0
+    }
+
+    /// Takes one wake-up that came `late_ns` after the time the timer was armed for.
+    pub fn observe(&mut self, late_ns: i64) {
+        self.0 = if late_ns > self.0 {
+            self.0 + LEAD_STEP_NS
+        } else {
+            self.0 - LEAD_STEP_NS
+        }
+        .clamp(0, MAX_LEAD_NS);
+    }
+
+    /// How long before a deadline a task spins rather than sleeps.
+    pub fn spin_window_ns(self) -> i64 {
+        self.0 + SPIN_NS
+    }
+}
 
 /// Nanoseconds since the Unix epoch (`CLOCK_REALTIME`, the clock of the schedules and of
 /// the timer).
@@ -87,8 +132,12 @@ struct Wheel {
     heap: BinaryHeap<Reverse<(i64, u32, u32)>>,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// What the timerfd is armed for (`i64::MAX`: not armed).
+    /// The deadline the timerfd is armed for (`i64::MAX`: not armed).
     armed_ns: i64,
+    /// When the timerfd expires (`armed_ns` less the lead), if that was still ahead when
+    /// it was armed: a wake-up for it measures the lateness the lead learns from.
+    expires_ns: Option<i64>,
+    lead: Lead,
     /// Set when arming failed (it cannot, short of a kernel bug): the driver reports it.
     failed: Option<nix::Error>,
 }
@@ -98,14 +147,17 @@ impl Wheel {
         if at_ns == self.armed_ns {
             return;
         }
-        // Woken a little early: the task spins the rest. A deadline already past still
-        // arms (for 1 ns after the epoch): 0 would disarm.
-        let at = Duration::from_nanos(at_ns.saturating_sub(SPIN_NS).max(1) as u64);
+        // Woken the learned lead early: the task spins what is left. A deadline already
+        // past still arms (for 1 ns after the epoch): 0 would disarm.
+        let expires = at_ns.saturating_sub(self.lead.ns()).max(1);
         match self.fd.set(
-            Expiration::OneShot(TimeSpec::from(at)),
+            Expiration::OneShot(TimeSpec::from(Duration::from_nanos(expires as u64))),
             TimerSetTimeFlags::TFD_TIMER_ABSTIME,
         ) {
-            Ok(()) => self.armed_ns = at_ns,
+            Ok(()) => {
+                self.armed_ns = at_ns;
+                self.expires_ns = (expires > now_ns()).then_some(expires);
+            }
             Err(e) => self.failed = Some(e),
         }
     }
@@ -183,12 +235,16 @@ impl Wheel {
         self.free.push(key.slot);
     }
 
-    /// Takes the wakers of every deadline due by `now_ns` (plus the spin margin: they
-    /// spin the rest), and re-arms for the next.
+    /// Learns from this wake-up's lateness, takes the wakers of every deadline due by
+    /// `now_ns` (plus the spin window: they spin the rest), and re-arms for the next.
     fn fire(&mut self, now_ns: i64, into: &mut Vec<Waker>) {
+        if let Some(expires) = self.expires_ns.take() {
+            self.lead.observe(now_ns - expires);
+        }
         self.armed_ns = i64::MAX;
+        let window = now_ns.saturating_add(self.lead.spin_window_ns());
         while let Some(&Reverse((at, slot, generation))) = self.heap.peek() {
-            if at > now_ns.saturating_add(SPIN_NS) {
+            if at > window {
                 break;
             }
             self.heap.pop();
@@ -248,6 +304,8 @@ pub fn install() -> std::io::Result<Driver> {
             slots: Vec::new(),
             free: Vec::new(),
             armed_ns: i64::MAX,
+            expires_ns: None,
+            lead: Lead::default(),
             failed: None,
         })
     });
@@ -347,22 +405,28 @@ impl Future for Deadline {
         if left <= 0 {
             return Poll::Ready(());
         }
-        if left <= SPIN_NS && !this.coarse {
-            while now_ns() < this.at_ns {
-                std::hint::spin_loop();
-            }
-            return Poll::Ready(());
-        }
-        let registered = !this.coarse
-            && WHEEL.with_borrow_mut(|w| match w.as_mut() {
+        if !this.coarse {
+            // Spins when the deadline is closer than a wake-up would be late (on a data-plane
+            // thread: its learned lead; bounded by `MAX_LEAD_NS`).
+            let registered = WHEEL.with_borrow_mut(|w| match w.as_mut() {
+                Some(w) if left <= w.lead.spin_window_ns() => Some(false),
                 Some(w) => {
                     w.register(this, cx.waker());
-                    true
+                    Some(true)
                 }
-                None => false,
+                None if left <= SPIN_NS => Some(false),
+                None => None,
             });
-        if registered {
-            return Poll::Pending;
+            match registered {
+                Some(true) => return Poll::Pending,
+                Some(false) => {
+                    while now_ns() < this.at_ns {
+                        std::hint::spin_loop();
+                    }
+                    return Poll::Ready(());
+                }
+                None => {}
+            }
         }
         // tokio's timer runs on its own clock: convert once per deadline, not per poll
         // (a reset per poll would move the timer entry at every wake-up of a fleet client).
@@ -467,6 +531,28 @@ mod tests {
                 assert!(w.slots.len() <= 2, "{} slots", w.slots.len());
             });
         });
+    }
+
+    #[test]
+    fn the_lead_learns_the_median_lateness_and_stays_bounded() {
+        let mut lead = Lead::default();
+        // Wake-ups 30-40 µs late (median 35): the lead settles within a step or two of it.
+        for i in 0..2_000i64 {
+            lead.observe(30_000 + (i * 7_919) % 10_001);
+        }
+        assert!((lead.ns() - 35_000).abs() <= 2 * LEAD_STEP_NS, "{}", lead.ns());
+        // A thread late by milliseconds (starved, busy) never makes its tasks spin longer
+        // than the bound.
+        for _ in 0..10_000 {
+            lead.observe(5_000_000);
+        }
+        assert_eq!(lead.ns(), MAX_LEAD_NS);
+        assert_eq!(lead.spin_window_ns(), MAX_LEAD_NS + SPIN_NS);
+        // Prompt wake-ups bring it back down to nothing, never below.
+        for _ in 0..10_000 {
+            lead.observe(0);
+        }
+        assert_eq!(lead.ns(), 0);
     }
 
     #[tokio::test]
