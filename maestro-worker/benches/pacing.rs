@@ -13,6 +13,9 @@
 //! ```text
 //! cargo bench -p maestro-worker --bench pacing [-- SECONDS [ROUNDS]]   # defaults: 5 3
 //! ```
+//!
+//! `MAESTRO_BENCH_CASES` picks cases as `RATE:PRODUCERS` words (default all four, e.g.
+//! `1000:1 5000:10`).
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
 
@@ -164,7 +167,19 @@ fn main() {
         "{:<16} {:<12} {:>7} {:>7} {:>7} {:>9}",
         "case", "pacer", "p50", "p99", "p99.9", "CPU/msg"
     );
-    for (rate, producers) in CASES {
+    let cases: Vec<(f64, u32)> = match std::env::var("MAESTRO_BENCH_CASES") {
+        Ok(words) => words
+            .split_whitespace()
+            .map(|w| {
+                let (r, p) = w
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("MAESTRO_BENCH_CASES: {w:?} is not RATE:PRODUCERS"));
+                (r.parse().unwrap(), p.parse().unwrap())
+            })
+            .collect(),
+        Err(_) => CASES.to_vec(),
+    };
+    for (rate, producers) in cases {
         let (mut plain, mut coarse, mut fine) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             plain.push(plain_loop(rate, d));
