@@ -546,7 +546,11 @@ mod tests {
         for i in 0..4_000i64 {
             lead.observe(30_000 + (i * 7_919) % 10_001);
         }
-        assert!((lead.ns() - 32_500).abs() <= 2 * LEAD_DOWN_NS, "{}", lead.ns());
+        assert!(
+            (lead.ns() - 32_500).abs() <= 2 * LEAD_DOWN_NS,
+            "{}",
+            lead.ns()
+        );
         // A thread late by milliseconds (starved, busy) never makes its tasks spin longer
         // than the bound.
         for _ in 0..10_000 {
