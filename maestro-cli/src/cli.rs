@@ -398,8 +398,12 @@ async fn start(
     if let Some(e) = exporter {
         e.stop().await;
     }
-    let finished = finished?;
+    // Closed before a failure is returned too: a failed start has just sent `stop` to the
+    // workers it configured, and only a clean close delivers it (dropped, the connection
+    // went with the notes still queued, and those workers held the run until their
+    // controller's offline grace ran out).
     controller.close().await;
+    let finished = finished?;
     Ok(finished_outcome(&finished, output))
 }
 

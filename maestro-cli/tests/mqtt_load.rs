@@ -175,6 +175,71 @@ fn slow_producers_send_spread_over_their_interval_not_in_lockstep() {
 }
 
 #[test]
+fn a_start_refused_by_one_worker_frees_the_workers_it_configured_at_once() {
+    // w0 takes its share; w1's open-files limit refuses its share, so the start fails.
+    let c = Cluster::start(1);
+    let url = c.broker.url();
+    let _small = maestro_testkit::Proc::spawn_with_open_files(
+        "worker",
+        "maestro-worker",
+        &["-m", &url, "--cluster", &c.cluster, "--name", "w1"],
+        150,
+    )
+    .unwrap();
+    assert!(wait_for(Duration::from_secs(15), || {
+        c.cli(&["ping", "-o", "json"], Duration::from_secs(10))
+            .json()
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            == Some(2)
+    }));
+    let mq = Mosquitto::start().unwrap();
+    let sut = mq.url("refused", "qos=0");
+    let results = c.results.to_str().unwrap().to_owned();
+    let run = c.cli(
+        &[
+            "start",
+            "--sut",
+            &sut,
+            "--results",
+            &results,
+            "--producers",
+            "300",
+            "--consumers",
+            "1",
+            "--rate",
+            "300",
+            "--duration",
+            "5s",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("open-files limit"), "{}", run.stderr);
+    // w0 was configured before w1 refused: the failed start's stop reaches it, and it is
+    // idle well before its controller's 3 s offline grace would have ended the run.
+    let ended = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            c.cli(&["stats", "-o", "json"], Duration::from_secs(10))
+                .json()
+                .ok()
+                .and_then(|v| v.as_array().map(|a| a.iter().all(|w| w["state"] == "idle")))
+                == Some(true)
+        }),
+        "the workers did not become idle"
+    );
+    let took = ended.elapsed();
+    let log = c.workers[0].log_text();
+    assert!(log.contains("stopping"), "w0 was told to stop:\n{log}");
+    assert!(
+        log.contains("ended_because=\"the controller stopped it\""),
+        "w0 was left to its controller's offline grace:\n{log}"
+    );
+    assert!(took < Duration::from_secs(2), "idle after {took:?}");
+}
+
+#[test]
 fn a_worker_says_when_its_open_files_limit_caps_its_share() {
     let broker = maestro_testkit::TestBroker::start(&[]).unwrap();
     let cluster = maestro_testkit::unique_cluster();

@@ -429,9 +429,30 @@ impl Producer for MqttProducer {
         self.queued == 0 && self.poller.inflight == 0 && self.poller.pending == 0
     }
 
-    async fn close(self) {
-        if let Some(mut eventloop) = self.poller.into_inner(Duration::from_secs(2)).await {
-            disconnect(&self.client, &mut eventloop).await;
+    /// Says goodbye through the poller: a poll in progress (an idle connection always has
+    /// one, waiting for the network) takes the DISCONNECT from the queue and completes
+    /// with it. Waiting for that poll to end by itself first held every idle producer for
+    /// its whole limit (2 s) when a run was stopped before its start.
+    async fn close(mut self) {
+        use maestro_control::session::{GOODBYE_TIMEOUT, closed_by_broker};
+        if self.client.try_disconnect().is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + GOODBYE_TIMEOUT;
+        let sent = tokio::time::timeout_at(deadline, async {
+            loop {
+                match self.poller.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        // Not polling now (the poll above ended), so the event loop is handed back at once.
+        if sent && let Some(mut eventloop) = self.poller.into_inner(Duration::ZERO).await {
+            closed_by_broker(&mut eventloop, deadline).await;
         }
     }
 }
