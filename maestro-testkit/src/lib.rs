@@ -159,22 +159,41 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The workspace crates a binary is built from.
-fn sources_of(binary: &str) -> &'static [&'static str] {
-    const COMMON: [&str; 2] = ["protocol", "maestro-control"];
-    match binary {
-        "maestro-broker" => &[COMMON[0], COMMON[1], "maestro-broker"],
-        "maestro-worker" => &[COMMON[0], COMMON[1], "maestro-worker"],
-        "maestro-inspector" => &[COMMON[0], COMMON[1], "maestro-inspector"],
-        _ => &[
-            COMMON[0],
-            COMMON[1],
-            "maestro-broker",
-            "maestro-worker",
-            "maestro-inspector",
-            "maestro-cli",
-        ],
+/// The folders of the workspace crates a binary is built from: its own crate (named like
+/// the binary) and, recursively, every workspace crate in its `[dependencies]`, read from
+/// the manifests so that no crate is left out (a hand-kept list missed the controller and
+/// the report crates). Without a manifest to read: every workspace crate.
+fn sources_of(binary: &str, root: &Path) -> Vec<PathBuf> {
+    let manifest = |dir: &Path| -> Option<toml::Table> {
+        std::fs::read_to_string(dir.join("Cargo.toml"))
+            .ok()?
+            .parse()
+            .ok()
+    };
+    // Workspace crates by package name, from `[workspace.dependencies]` entries with a path.
+    let members: std::collections::BTreeMap<String, PathBuf> = manifest(root)
+        .and_then(|t| t.get("workspace")?.get("dependencies")?.as_table().cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, spec)| Some((name, root.join(spec.get("path")?.as_str()?))))
+        .collect();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut todo = vec![root.join(binary)];
+    while let Some(dir) = todo.pop() {
+        if seen.contains(&dir) {
+            continue;
+        }
+        let Some(deps) = manifest(&dir).and_then(|t| {
+            t.get("dependencies")
+                .and_then(toml::Value::as_table)
+                .cloned()
+        }) else {
+            return members.into_values().collect();
+        };
+        todo.extend(deps.keys().filter_map(|name| members.get(name).cloned()));
+        seen.push(dir);
     }
+    seen
 }
 
 /// The most recently changed Rust source file (under `src`) of the crates
@@ -191,7 +210,7 @@ fn newest_source(binary: &str) -> Option<(std::time::SystemTime, PathBuf)> {
             newest = Some((t, p));
         }
     };
-    for krate in sources_of(binary).iter().map(|c| root.join(c)) {
+    for krate in sources_of(binary, &root) {
         // Only `src`: test and bench code does not go into the binaries.
         let mut dirs = vec![krate.join("src")];
         while let Some(dir) = dirs.pop() {
@@ -1048,5 +1067,49 @@ pub struct RemoveOnDrop(pub PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod staleness_tests {
+    use super::*;
+
+    fn crates_of(binary: &str) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or_else(|| unreachable!())
+            .to_path_buf();
+        let mut names: Vec<String> = sources_of(binary, &root)
+            .iter()
+            .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_binary_is_stale_when_any_crate_it_is_built_from_changed() {
+        let cli = crates_of("maestro-cli");
+        for krate in [
+            "protocol",
+            "maestro-control",
+            "maestro-controller",
+            "maestro-report",
+            "maestro-broker",
+            "maestro-worker",
+            "maestro-inspector",
+            "maestro-cli",
+        ] {
+            assert!(cli.contains(&krate.to_owned()), "{krate} missing: {cli:?}");
+        }
+        assert!(!cli.contains(&"maestro-testkit".to_owned()), "{cli:?}");
+        assert_eq!(
+            crates_of("maestro-broker"),
+            ["maestro-broker", "maestro-control", "protocol"]
+        );
+        assert_eq!(
+            crates_of("maestro-worker"),
+            ["maestro-control", "maestro-worker", "protocol"]
+        );
     }
 }
