@@ -45,7 +45,7 @@ pub const SPIN_NS: i64 = 5_000;
 
 /// The learned lead never exceeds this: a thread that is late for other reasons (busy
 /// with other tasks, starved of CPU) must not make its tasks spin for long.
-pub const MAX_LEAD_NS: i64 = 100_000;
+pub const MAX_LEAD_NS: i64 = 50_000;
 
 /// The lead a wheel starts from, before it has measured a wake-up.
 const INITIAL_LEAD_NS: i64 = 15_000;
