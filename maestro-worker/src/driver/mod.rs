@@ -354,6 +354,13 @@ pub trait Consumer: Send + 'static {
     /// cancel-safe: the engine drops it at a stop or a timeout, and a message taken from
     /// the client must never be dropped before it is returned.
     fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, DriverError>> + Send;
+    /// Asked in the drain after a stop, when nothing arrived for a while: whether this
+    /// consumer has everything the SUT holds for it. One that can tell (Kafka: each
+    /// assigned partition's high watermark) and finds itself behind asks for the rest
+    /// again and says false, so the drain goes on; one that cannot says true.
+    fn caught_up(&mut self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 

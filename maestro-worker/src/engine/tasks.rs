@@ -24,6 +24,9 @@ const SLOT_NS: i64 = FLUSH_EVERY.as_nanos() as i64;
 pub const DRAIN_QUIET: Duration = Duration::from_millis(1000);
 /// ...or at the latest after this long (the protocol's promise to the controller).
 pub use maestro_protocol::DRAIN_MAX;
+/// After a consumer asked the SUT again in the drain ([`Consumer::caught_up`]): how long
+/// it waits for an answer before asking whether it has caught up once more.
+pub const DRAIN_RECHECK: Duration = Duration::from_millis(500);
 /// How long a failed connection waits before the driver tries again.
 const RETRY: Duration = Duration::from_millis(200);
 /// How often the drain looks at a client that sends on its own threads (`needs_drive`
@@ -871,22 +874,32 @@ pub async fn consumer<D: Driver>(
             _ = batch => {}
         }
     };
-    // Drain: until nothing arrived for a while, or the drain limit.
+    // Drain: until nothing arrived for a while and the consumer has caught up, or the
+    // drain limit.
     if stopped {
         let deadline = tokio::time::Instant::now() + DRAIN_MAX;
+        let mut quiet = DRAIN_QUIET;
         loop {
             tokio::select! {
                 biased;
                 _ = control.abort.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => break,
-                r = tokio::time::timeout(DRAIN_QUIET, conn.recv()) => match r {
+                r = tokio::time::timeout(quiet, conn.recv()) => match r {
                     // The SUT is failing: nothing more will drain.
                     Ok(Err(e)) => {
                         rx.on(Err(e)).await;
                         break;
                     }
                     Ok(event) => rx.on(event).await,
-                    Err(_) => break,
+                    // Quiet: done, unless the consumer asked the SUT again for what it
+                    // may still hold (a fetch that skipped a partition's last records);
+                    // the answer to that comes at once, or not at all.
+                    Err(_) => {
+                        if conn.caught_up().await {
+                            break;
+                        }
+                        quiet = DRAIN_RECHECK;
+                    }
                 },
             }
         }
