@@ -672,14 +672,11 @@ impl Consumer for KafkaConsumer {
     /// later record shows that hole. The broker's high watermark cannot tell instead:
     /// tansu's `ListOffsets` answered 1 for a partition holding 50 records.
     async fn caught_up(&mut self) -> bool {
-        if self.drain_rereads > 0 && !std::mem::take(&mut self.received_since_reread) {
-            return true;
-        }
-        if self.drain_rereads >= GAP_RETRIES {
+        let progressed = std::mem::take(&mut self.received_since_reread);
+        if self.drain_rereads >= GAP_RETRIES || (self.drain_rereads > 0 && !progressed) {
             return true;
         }
         self.drain_rereads += 1;
-        self.received_since_reread = false;
         let consumer = self.consumer.clone();
         let expected: Vec<Option<i64>> = self.next.iter().map(|n| n.map(|(at, _)| at)).collect();
         // Seeks block on the broker: never on an async thread.

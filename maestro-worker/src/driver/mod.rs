@@ -355,9 +355,9 @@ pub trait Consumer: Send + 'static {
     /// the client must never be dropped before it is returned.
     fn recv(&mut self) -> impl Future<Output = Result<Option<Bytes>, DriverError>> + Send;
     /// Asked in the drain after a stop, when nothing arrived for a while: whether this
-    /// consumer has everything the SUT holds for it. One that can tell (Kafka: each
-    /// assigned partition's high watermark) and finds itself behind asks for the rest
-    /// again and says false, so the drain goes on; one that cannot says true.
+    /// consumer may have everything the SUT holds for it. One that can ask again (Kafka:
+    /// each assigned partition, from the offset it expects) does so and says false, so the
+    /// drain goes on, until asking again brought nothing new; one that cannot says true.
     fn caught_up(&mut self) -> impl Future<Output = bool> + Send {
         async { true }
     }
