@@ -37,10 +37,7 @@ impl Fleet {
         if self.clients == 0 {
             return Err(RunError::Spec("clients must be at least 1, not 0".into()));
         }
-        let base = match &sut.options {
-            maestro_protocol::SutOptions::Mqtt(o) => o.base_topic.clone(),
-            _ => "maestro".into(),
-        };
+        let base = sut.base_topic().unwrap_or("maestro");
         let topic = self
             .topic
             .clone()

@@ -946,6 +946,7 @@ impl LoadedPlan {
             .parse::<SutUrl>()
             .map_err(|e| self.error(p.sut.url.span(), "sut.url", e.to_string()))?
             .scheme();
+        let can = scheme.capabilities();
         let w = p.workload.get_ref();
         let ws = p.workload.span();
         for (field, value) in [
@@ -963,13 +964,13 @@ impl LoadedPlan {
             }
         }
         // What each protocol can express (see ARCHITECTURE.md, subscriptions).
-        if scheme == Scheme::Mqtt && w.consumers_per_subscription > 1 {
+        if !can.competing_consumers && w.consumers_per_subscription > 1 {
             return Err(self.error(self.key_span(ws.clone(), "consumers_per_subscription"), "workload.consumers_per_subscription",
-                "MQTT subscribers each get every message: use subscriptions_per_topic for more consumers"));
+                format!("{} subscribers each get every message: use subscriptions_per_topic for more consumers", scheme.title())));
         }
-        if scheme != Scheme::Mqtt && w.subscriptions_per_topic > 1 {
+        if !can.several_subscriptions && w.subscriptions_per_topic > 1 {
             return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",
-                "AMQP and Kafka runs have one queue or consumer group per topic: use consumers_per_subscription"));
+                format!("{} runs have one queue or consumer group per topic: use consumers_per_subscription", scheme.title())));
         }
         if let Some(gib) = w.consumer_backlog_size_gb {
             let span = self.key_span(ws.clone(), "consumer_backlog_size_gb");
@@ -981,25 +982,33 @@ impl LoadedPlan {
                     format!("{gib} must be a size in GiB above 0"),
                 ));
             }
-            if scheme == Scheme::Mqtt {
+            if !can.backlog {
                 return Err(self.error(span, field,
-                    "a backlog needs a broker that keeps messages for consumers that do not read: AMQP queues or Kafka topics"));
+                    format!("a backlog needs a broker that keeps messages for consumers that do not read ({}), not {}", Scheme::names_where(|c| c.backlog), scheme.title())));
             }
         }
-        if w.partitions_per_topic.is_some() && scheme != Scheme::Kafka {
+        if w.partitions_per_topic.is_some() && !can.partitions {
             return Err(self.error(
                 self.key_span(ws.clone(), "partitions_per_topic"),
                 "workload.partitions_per_topic",
-                "only Kafka topics have partitions",
+                format!(
+                    "{} topics have no partitions (these do: {})",
+                    scheme.title(),
+                    Scheme::names_where(|c| c.partitions)
+                ),
             ));
         }
         if let Some(k) = &w.key_distribution
-            && (scheme != Scheme::Kafka || !["none", "round_robin", "random"].contains(&k.as_str()))
+            && (!can.keys || !["none", "round_robin", "random"].contains(&k.as_str()))
         {
             return Err(self.error(
                 self.key_span(ws.clone(), "key_distribution"),
                 "workload.key_distribution",
-                format!("{k:?}: Kafka only, one of none, round_robin, random"),
+                format!(
+                    "{k:?}: one of none, round_robin, random, for a protocol whose messages have keys ({}; this is {})",
+                    Scheme::names_where(|c| c.keys),
+                    scheme.title()
+                ),
             ));
         }
         let sut = self.sut(None)?;

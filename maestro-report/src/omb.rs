@@ -20,8 +20,8 @@ use crate::folder::ResultsError;
 use crate::timeseries::read_timeseries;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use maestro_protocol::TestSpec;
 use maestro_protocol::histogram::{self, latency_histogram};
-use maestro_protocol::{SutOptions, TestSpec};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -226,11 +226,12 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
         driver: spec.sut.scheme().as_str().to_owned(),
         message_size: u64::from(spec.size.mean()),
         topics,
-        partitions: match &spec.sut.options {
-            SutOptions::Kafka(o) => o
-                .partitions
-                .unwrap_or_else(|| spec.consumers.div_ceil(topics).max(1)),
-            _ => 1,
+        partitions: if spec.sut.capabilities().partitions {
+            spec.sut
+                .partitions()
+                .unwrap_or_else(|| spec.consumers.div_ceil(topics).max(1))
+        } else {
+            1
         },
         producers_per_topic: spec.producers / topics,
         consumers_per_topic: spec.consumers / topics,

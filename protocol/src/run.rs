@@ -284,7 +284,7 @@ impl TestSpec {
             if b == 0 || self.consumers == 0 {
                 return Err(SpecError::Backlog);
             }
-            if self.sut.scheme() == crate::Scheme::Mqtt {
+            if !self.sut.capabilities().backlog {
                 return Err(SpecError::BacklogProtocol(
                     self.sut.scheme().as_str().into(),
                 ));
@@ -351,7 +351,7 @@ impl TestSpec {
             return Err(SpecError::Marks(self.marks_ms.clone()));
         }
         if let Some(fleet) = &self.fleet {
-            if !matches!(self.sut.options, crate::SutOptions::Mqtt(_)) {
+            if !self.sut.capabilities().fleet {
                 return Err(SpecError::FleetProtocol(self.sut.scheme().to_string()));
             }
             if self.rate == 0.0 {

@@ -1,6 +1,7 @@
 //! Protocol-under-test drivers. A driver opens producers and consumers on the system under
-//! test; the engine paces, stamps and measures. Drivers are chosen by the SUT URL's scheme
-//! and dispatched statically (no boxing on the hot path).
+//! test; the engine paces, stamps and measures. [`AnyDriver`] is the registry: the one
+//! place that picks a driver for a SUT URL's options; [`with_driver!`](crate::with_driver)
+//! dispatches statically to it (no boxing on the hot path).
 
 pub mod amqp;
 pub mod amqp10;
@@ -12,9 +13,61 @@ pub mod tls;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use maestro_protocol::{ConsumerPlan, ProducerPlan};
+use maestro_protocol::{RunId, SutOptions, TestSpec};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The drivers, one per protocol; MQTT has two (rumqttc for producers and consumers, the
+/// fleet client for fleets of own-connection clients).
+#[derive(Debug)]
+pub enum AnyDriver {
+    Mqtt(mqtt::MqttDriver),
+    Fleet(fleet::FleetDriver),
+    Amqp(amqp::AmqpDriver),
+    Kafka(kafka::KafkaDriver),
+    Amqp10(amqp10::Amqp10Driver),
+}
+
+impl AnyDriver {
+    /// The driver for a run of `spec` (its SUT URL was parsed once, into typed options).
+    pub fn open(spec: &TestSpec, run: &RunId) -> Result<Self, DriverError> {
+        let sut = &spec.sut;
+        Ok(match &sut.options {
+            SutOptions::Mqtt(o) if fleet::wanted(spec, o) => {
+                AnyDriver::Fleet(fleet::FleetDriver::new(spec, o, run)?)
+            }
+            SutOptions::Mqtt(o) => AnyDriver::Mqtt(mqtt::MqttDriver::new(sut, o, run)?),
+            SutOptions::Amqp(o) => AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run)?),
+            SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
+            SutOptions::Kafka(o) => {
+                let per_topic = spec.consumers.div_ceil(spec.topics.max(1));
+                AnyDriver::Kafka(kafka::KafkaDriver::new(
+                    sut,
+                    o,
+                    run,
+                    per_topic,
+                    spec.topics,
+                )?)
+            }
+        })
+    }
+}
+
+/// Evaluates `$body` with `$d` bound to the driver inside `$any` (an [`AnyDriver`]),
+/// whatever its type: code generic over [`Driver`] runs once per protocol, statically.
+#[macro_export]
+macro_rules! with_driver {
+    ($any:expr, $d:ident => $body:expr) => {
+        match $any {
+            $crate::driver::AnyDriver::Mqtt($d) => $body,
+            $crate::driver::AnyDriver::Fleet($d) => $body,
+            $crate::driver::AnyDriver::Amqp($d) => $body,
+            $crate::driver::AnyDriver::Kafka($d) => $body,
+            $crate::driver::AnyDriver::Amqp10($d) => $body,
+        }
+    };
+}
 
 /// Durations of connection set-up (never the message path) of one run's clients, in µs;
 /// clones share the histogram.

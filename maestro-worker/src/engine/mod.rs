@@ -13,19 +13,13 @@ pub mod recorder;
 pub mod tasks;
 pub mod timer;
 
-use crate::driver::amqp::AmqpDriver;
-use crate::driver::fleet::FleetDriver;
-use crate::driver::kafka::KafkaDriver;
-use crate::driver::mqtt::MqttDriver;
-use crate::driver::{Driver, DriverError};
+use crate::driver::{AnyDriver, Driver, DriverError};
 use maestro_control::{Outbox, ReplyTo};
 use maestro_protocol::{
     Body, Configure, Configured, ErrorCode, ErrorCount, ErrorNote, PeerId, PeerState, Renew,
     Resume, Resumed, RunId, RunResult, RunStats, Start, Started, Stop, Stopping, UnixMicros,
 };
-use maestro_protocol::{
-    ConsumerSegments, Delivery, SegmentTallies, Sent, SutOptions, TopicSegments,
-};
+use maestro_protocol::{ConsumerSegments, Delivery, SegmentTallies, Sent, TopicSegments};
 use recorder::{Recorder, RecorderPool};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,15 +34,6 @@ const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the clients of a run may take to close after their final reports (a task still
 /// closing then is aborted).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The drivers, chosen by the SUT URL's scheme.
-enum AnyDriver {
-    Mqtt(MqttDriver),
-    Fleet(FleetDriver),
-    Amqp(AmqpDriver),
-    Kafka(KafkaDriver),
-    Amqp10(crate::driver::amqp10::Amqp10Driver),
-}
 
 /// File descriptors a worker keeps for itself (control connection, data-plane threads,
 /// results, logs).
@@ -70,10 +55,7 @@ pub fn open_files_limit() -> u64 {
 /// bootstrap and the partition leaders).
 fn fits_open_files(c: &Configure) -> Result<(), String> {
     let clients = (c.producers.len() + c.consumers.len()) as u64;
-    let per_client = match c.spec.sut.scheme() {
-        maestro_protocol::Scheme::Kafka => 3,
-        _ => 1,
-    };
+    let per_client = u64::from(c.spec.sut.capabilities().files_per_client);
     let limit = open_files_limit();
     let needed = clients * per_client + SPARE_FILES;
     if needed > limit {
@@ -374,40 +356,14 @@ impl Engine {
         if let Err(message) = fits_open_files(c) {
             return Some(error(ErrorCode::InvalidSpec, message));
         }
-        // One match per protocol: the URL was parsed once, into typed options.
         let sut = &c.spec.sut;
         if let Err(e) = self.files.check(sut) {
             warn!(error = %e, controller = %controller, "configure refused: a file outside --files-dir");
             return Some(error(ErrorCode::InvalidSpec, e.to_string()));
         }
-        let driver = match &sut.options {
-            SutOptions::Mqtt(o) if crate::driver::fleet::wanted(&c.spec, o) => {
-                match FleetDriver::new(&c.spec, o, &c.run) {
-                    Ok(d) => AnyDriver::Fleet(d),
-                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
-                }
-            }
-            SutOptions::Mqtt(o) => match MqttDriver::new(sut, o, &c.run) {
-                Ok(d) => AnyDriver::Mqtt(d),
-                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
-            },
-            SutOptions::Amqp(o) => match AmqpDriver::new(sut, o, &c.run) {
-                Ok(d) => AnyDriver::Amqp(d),
-                Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
-            },
-            SutOptions::Amqp10(o) => {
-                match crate::driver::amqp10::Amqp10Driver::new(sut, o, &c.run) {
-                    Ok(d) => AnyDriver::Amqp10(d),
-                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
-                }
-            }
-            SutOptions::Kafka(o) => {
-                let per_topic = c.spec.consumers.div_ceil(c.spec.topics.max(1));
-                match KafkaDriver::new(sut, o, &c.run, per_topic, c.spec.topics) {
-                    Ok(d) => AnyDriver::Kafka(d),
-                    Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
-                }
-            }
+        let driver = match AnyDriver::open(&c.spec, &c.run) {
+            Ok(d) => d,
+            Err(e) => return Some(error(ErrorCode::InvalidSpec, e.to_string())),
         };
         let (start, _) = watch::channel(None);
         let (lease_until, lease_rx) = watch::channel(tokio::time::Instant::now() + lease);
@@ -444,38 +400,12 @@ impl Engine {
         let controller = controller.clone();
         tokio::spawn(async move {
             let run = c.run.clone();
-            match driver {
-                AnyDriver::Mqtt(d) => {
-                    engine
-                        .clone()
-                        .run(d, c, control_template, reply, &outbox, &ended_because)
-                        .await
-                }
-                AnyDriver::Fleet(d) => {
-                    engine
-                        .clone()
-                        .run(d, c, control_template, reply, &outbox, &ended_because)
-                        .await
-                }
-                AnyDriver::Amqp(d) => {
-                    engine
-                        .clone()
-                        .run(d, c, control_template, reply, &outbox, &ended_because)
-                        .await
-                }
-                AnyDriver::Kafka(d) => {
-                    engine
-                        .clone()
-                        .run(d, c, control_template, reply, &outbox, &ended_because)
-                        .await
-                }
-                AnyDriver::Amqp10(d) => {
-                    engine
-                        .clone()
-                        .run(d, c, control_template, reply, &outbox, &ended_because)
-                        .await
-                }
-            }
+            crate::with_driver!(driver, d => {
+                engine
+                    .clone()
+                    .run(d, c, control_template, reply, &outbox, &ended_because)
+                    .await
+            });
             outbox.unwatch(&controller);
             let mut inner = engine.lock();
             if inner.run.as_ref().is_some_and(|r| r.id == run) {

@@ -25,6 +25,18 @@
 //!
 //! Passwords are percent-decoded (`%2B` is `+`; a literal `+` stays a plus).
 
+mod amqp;
+mod amqp10;
+mod kafka;
+mod mqtt;
+mod tls;
+
+pub use amqp::*;
+pub use amqp10::*;
+pub use kafka::*;
+pub use mqtt::*;
+pub use tls::*;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,25 +54,137 @@ pub enum Scheme {
 impl Scheme {
     pub const ALL: [Scheme; 4] = [Scheme::Mqtt, Scheme::Amqp, Scheme::Kafka, Scheme::Amqp10];
 
-    pub fn as_str(self) -> &'static str {
+    /// The registry: the one place that maps a scheme to its protocol's module.
+    fn protocol(self) -> &'static Protocol {
         match self {
-            Scheme::Mqtt => "mqtt",
-            Scheme::Amqp => "amqp",
-            Scheme::Kafka => "kafka",
-            Scheme::Amqp10 => "amqp10",
+            Scheme::Mqtt => &mqtt::PROTOCOL,
+            Scheme::Amqp => &amqp::PROTOCOL,
+            Scheme::Kafka => &kafka::PROTOCOL,
+            Scheme::Amqp10 => &amqp10::PROTOCOL,
         }
     }
 
+    pub fn as_str(self) -> &'static str {
+        self.protocol().name
+    }
+
+    /// The name people use (`MQTT`, `AMQP 1.0`), for messages.
+    pub fn title(self) -> &'static str {
+        self.protocol().title
+    }
+
+    /// What this protocol can do.
+    pub fn capabilities(self) -> Capabilities {
+        self.protocol().capabilities
+    }
+
+    /// The protocols that can do what `can` asks, by name (`"mqtt, kafka"`): for
+    /// messages that say where an option works.
+    pub fn names_where(can: impl Fn(&Capabilities) -> bool) -> String {
+        Self::ALL
+            .iter()
+            .filter(|s| can(&s.capabilities()))
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The scheme a URL names (`mqtts` is MQTT over TLS), and whether it asks for TLS.
+    fn from_url_scheme(name: &str) -> Option<(Scheme, bool)> {
+        Self::ALL.into_iter().find_map(|s| {
+            let p = s.protocol();
+            if p.name == name {
+                Some((s, false))
+            } else if p.tls_name == Some(name) {
+                Some((s, true))
+            } else {
+                None
+            }
+        })
+    }
+
     fn default_port(self, tls: bool) -> u16 {
-        match (self, tls) {
-            (Scheme::Mqtt, false) => 1883,
-            (Scheme::Mqtt, true) => 8883,
-            (Scheme::Amqp | Scheme::Amqp10, false) => 5672,
-            (Scheme::Amqp | Scheme::Amqp10, true) => 5671,
-            (Scheme::Kafka, _) => 9092,
-        }
+        let p = self.protocol();
+        if tls { p.tls_port } else { p.port }
     }
 }
+
+/// What a protocol can do. Validation, plans, the OMB import and reports ask this rather
+/// than matching on the scheme; each protocol's module declares its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The consumers of one topic can share its messages (one queue, one consumer group):
+    /// more than one consumer per subscription.
+    pub competing_consumers: bool,
+    /// A topic can have several subscriptions, each of them getting every message.
+    pub several_subscriptions: bool,
+    /// The protocol can confirm every message (MQTT QoS 1, publisher confirms, acks=all).
+    pub reliable_acks: bool,
+    /// The broker keeps messages for consumers that do not read: a consumer backlog.
+    pub backlog: bool,
+    /// Topics have partitions.
+    pub partitions: bool,
+    /// Messages carry keys (a workload's `key_distribution`).
+    pub keys: bool,
+    /// One URL may list several hosts (the nodes of one SUT).
+    pub several_hosts: bool,
+    /// TLS to the SUT.
+    pub tls: bool,
+    /// Every client can get a certificate of its own (`client_ca=`).
+    pub per_client_certificates: bool,
+    /// Fleets: tens of thousands of clients with a connection each (`TestSpec.fleet`).
+    pub fleet: bool,
+    /// Open files one client takes on the worker (its connections).
+    pub files_per_client: u8,
+}
+
+/// Whether the URL asks for TLS, for protocols that ask by their scheme.
+pub(super) fn tls_by_scheme(tls_scheme: bool, _query: &[(String, String)]) -> bool {
+    tls_scheme
+}
+
+/// A protocol's own options from a URL's path, its query (TLS options taken out) and
+/// whether it names a user.
+type ParseOptions = fn(
+    &Parser,
+    path: &str,
+    query: &[(String, String)],
+    credentials: bool,
+) -> Result<SutOptions, SutUrlError>;
+
+/// One protocol's entry in the registry ([`Scheme::protocol`]).
+struct Protocol {
+    /// The URL scheme without TLS, and the name everywhere else (`mqtt`).
+    name: &'static str,
+    /// The name people use (`MQTT`, `AMQP 1.0`), for messages.
+    title: &'static str,
+    /// The URL scheme with TLS, when TLS is asked for by the scheme (`mqtts`).
+    tls_name: Option<&'static str>,
+    port: u16,
+    tls_port: u16,
+    capabilities: Capabilities,
+    /// Whether a URL asks for TLS: by its scheme (`tls_scheme`), or by an option (Kafka's
+    /// `security.protocol`).
+    tls_asked: fn(tls_scheme: bool, query: &[(String, String)]) -> bool,
+    /// The TLS options the URL takes (the rest are the protocol's own properties).
+    tls_keys: &'static [&'static str],
+    /// What to tell a user who gave a TLS option without asking for TLS (default: use
+    /// the TLS scheme).
+    tls_hint: Option<&'static str>,
+    /// The protocol's own options, from the URL's path and the query left after TLS.
+    options: ParseOptions,
+}
+
+/// Every TLS option, for protocols that ask for TLS by their scheme.
+pub(super) const TLS_KEYS: &[&str] = &[
+    "ca",
+    "cert",
+    "key",
+    "insecure",
+    "sni",
+    "client_ca",
+    "client_ca_key",
+];
 
 impl fmt::Display for Scheme {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -152,271 +276,6 @@ pub struct Credentials {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Credentials({:?}, ***)", self.user)
-    }
-}
-
-/// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Qos {
-    AtMostOnce,
-    AtLeastOnce,
-    ExactlyOnce,
-}
-
-/// MQTT options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttOptions {
-    /// Topic `i` of a run is `<base_topic>/<run-id>/<i>` (default `maestro`).
-    pub base_topic: String,
-    pub qos: Qos,
-    pub retain: bool,
-    pub clean_session: bool,
-    pub keep_alive: Duration,
-    pub client_id_prefix: String,
-    /// Unacknowledged QoS 1/2 publishes in flight.
-    pub inflight: u16,
-    /// Local addresses clients connect from, round robin (`source_ips=127.0.0.2-127.0.0.9`;
-    /// empty: the system picks).
-    pub source_ips: Vec<std::net::IpAddr>,
-}
-
-/// The most source addresses a URL may list.
-pub const MAX_SOURCE_IPS: usize = 4096;
-
-/// `a-b` ranges (IPv4) and single addresses, comma-separated.
-fn source_ips(v: &str) -> Option<Vec<std::net::IpAddr>> {
-    let mut out = Vec::new();
-    for part in v.split(',').map(str::trim) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let a: std::net::Ipv4Addr = a.trim().parse().ok()?;
-                let b: std::net::Ipv4Addr = b.trim().parse().ok()?;
-                let (a, b) = (u32::from(a), u32::from(b));
-                if b < a || (b - a) as usize >= MAX_SOURCE_IPS {
-                    return None;
-                }
-                out.extend((a..=b).map(|ip| std::net::IpAddr::V4(ip.into())));
-            }
-            None => out.push(part.parse().ok()?),
-        }
-        if out.len() > MAX_SOURCE_IPS {
-            return None;
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
-/// AMQP exchange types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExchangeType {
-    Direct,
-    Fanout,
-    Topic,
-    Headers,
-}
-
-/// AMQP consumer acknowledgements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckMode {
-    Auto,
-    Manual,
-}
-
-/// AMQP 0-9-1 options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AmqpOptions {
-    /// The virtual host, percent-decoded (`/` when the URL has no path or `%2f`).
-    pub vhost: String,
-    /// Empty: the default exchange.
-    pub exchange: String,
-    pub exchange_type: ExchangeType,
-    pub routing_key: Option<String>,
-    /// Queues are `<queue>.<run-id>.<i>`.
-    pub queue: String,
-    pub durable: bool,
-    pub persistent: bool,
-    /// Publisher confirms, pipelined up to `confirm_window`.
-    pub confirms: bool,
-    pub confirm_window: u32,
-    pub mandatory: bool,
-    pub prefetch: u16,
-    pub ack: AckMode,
-    /// Manual acks: one `multiple` ack per this many deliveries (kept under half the
-    /// prefetch).
-    pub ack_batch: u32,
-    /// Every consumer gets its own queue (fan-out); otherwise consumers of a topic share
-    /// its queue.
-    pub fanout: bool,
-    /// Keep the run's queues and exchanges afterwards.
-    pub keep: bool,
-}
-
-/// How AMQP 1.0 senders settle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settle {
-    /// Pre-settled: sent and forgotten (at most once).
-    AtMostOnce,
-    /// Settled when the broker's disposition (accepted) comes back (at least once).
-    AtLeastOnce,
-}
-
-/// AMQP 1.0 options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Amqp10Options {
-    /// Topic `i` of a run is the address `<address>.<run-id>.<i>`: for example
-    /// `queue://bench` or `topic://bench` (ActiveMQ), `/queue/bench` or `/topic/bench`
-    /// (RabbitMQ's AMQP 1.0 plugin). Default: the URL's path (`/queue/maestro` without
-    /// one).
-    pub address: String,
-    pub settle: Settle,
-    /// Each consumer gets every message (topics); otherwise consumers of an address
-    /// share it (queues). Default: true when the address names a topic or an exchange.
-    pub fanout: bool,
-    /// Messages are durable (the header's `durable`).
-    pub durable: bool,
-    /// Link credit a receiver keeps granting (its prefetch).
-    pub credit: u32,
-    /// SASL: PLAIN with the URL's credentials (the default when it has some), or
-    /// ANONYMOUS.
-    pub sasl: Sasl,
-    /// Deliveries in flight per sender, unsettled (at least once).
-    pub window: u32,
-}
-
-/// AMQP 1.0 SASL mechanisms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sasl {
-    Plain,
-    Anonymous,
-}
-
-/// Kafka producer acknowledgements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acks {
-    None,
-    Leader,
-    All,
-}
-
-impl Acks {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Acks::None => "0",
-            Acks::Leader => "1",
-            Acks::All => "all",
-        }
-    }
-}
-
-/// Kafka compression codecs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-/// How Kafka records are keyed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyDistribution {
-    /// No key (the client's partitioner spreads them).
-    None,
-    /// Partitions in turn.
-    RoundRobin,
-    /// A random key per record.
-    Random,
-}
-
-/// Kafka options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KafkaOptions {
-    /// Topics are `<prefix>-<run-id>-<i>` (default `maestro`).
-    pub prefix: String,
-    /// Partitions of a topic the run creates; `None`: one per consumer of the topic.
-    pub partitions: Option<u32>,
-    pub acks: Acks,
-    /// How long a producer waits to fill a batch, ms (default 5).
-    pub linger_ms: u32,
-    pub batch_size: Option<u32>,
-    pub compression: Compression,
-    pub group: String,
-    pub key: KeyDistribution,
-    /// librdkafka properties given with their dots (`queue.buffering.max.ms=5`), passed
-    /// through as they are to every client (librdkafka checks them when a worker
-    /// connects).
-    pub properties: Vec<(String, String)>,
-    /// Properties for producers only (`producer.<property>=`), after the common ones.
-    pub producer_properties: Vec<(String, String)>,
-    /// Properties for consumers only (`consumer.<property>=`), after the common ones.
-    pub consumer_properties: Vec<(String, String)>,
-    /// Configuration of the topics a run creates (`topic.config.<name>=`, for example
-    /// `topic.config.min.insync.replicas=2`).
-    pub topic_config: Vec<(String, String)>,
-    /// Replicas of each partition of a topic the run creates (default 1).
-    pub replication_factor: u16,
-    /// Consumers commit their offsets in the background (librdkafka's auto-commit,
-    /// default); `false`: they commit what they consumed themselves, about once a second
-    /// and when they close (as OpenMessaging Benchmark's consumers do).
-    pub auto_commit: bool,
-    /// Where a consumer group without committed offsets starts.
-    pub offset_reset: OffsetReset,
-    /// Keep the topics (and consumer groups) the run created; by default they are deleted
-    /// once the run is over.
-    pub keep: bool,
-}
-
-/// Where a Kafka consumer group without a committed offset starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetReset {
-    Earliest,
-    Latest,
-}
-
-impl OffsetReset {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OffsetReset::Earliest => "earliest",
-            OffsetReset::Latest => "latest",
-        }
-    }
-}
-
-/// TLS to the SUT. Paths are files on the worker's host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    /// PEM file of the CAs to trust (default: the system's roots).
-    pub ca: Option<String>,
-    /// One client certificate (PEM) and its key, for every client.
-    pub cert: Option<String>,
-    pub key: Option<String>,
-    /// Accept any server certificate (lab certificates; never in production).
-    pub insecure: bool,
-    /// The name the server certificate must carry, when the URL's host is an address.
-    pub sni: Option<String>,
-    /// A CA certificate and its key: every client gets its own certificate, CN = its
-    /// client id, made before the run starts.
-    pub client_ca: Option<String>,
-    pub client_ca_key: Option<String>,
-}
-
-impl TlsOptions {
-    /// True when every client gets a certificate of its own.
-    pub fn per_client(&self) -> bool {
-        self.client_ca.is_some()
     }
 }
 
@@ -533,475 +392,6 @@ impl Parser {
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| self.value(key, v, &format!("is not a number from 1 to {max}")))
     }
-
-    fn tls_error(&self, what: impl Into<String>) -> SutUrlError {
-        SutUrlError::Tls {
-            url: self.url.clone(),
-            what: what.into(),
-        }
-    }
-
-    /// Takes the TLS parameters out of `query`. `keys` are the ones this protocol takes
-    /// in its URL; `tls` says whether the URL asked for TLS.
-    fn tls(
-        &self,
-        scheme: Scheme,
-        tls: bool,
-        keys: &[&str],
-        query: &mut Vec<(String, String)>,
-    ) -> Result<Option<Box<TlsOptions>>, SutUrlError> {
-        let mut o = TlsOptions::default();
-        let mut given = Vec::new();
-        let mut rest = Vec::with_capacity(query.len());
-        for (key, v) in query.drain(..) {
-            if !keys.contains(&key.as_str()) {
-                rest.push((key, v));
-                continue;
-            }
-            let file = |v: &str| {
-                if v.is_empty() {
-                    Err(self.value(&key, v, "is not a file name"))
-                } else {
-                    Ok(Some(v.to_owned()))
-                }
-            };
-            match key.as_str() {
-                "ca" => o.ca = file(&v)?,
-                "cert" => o.cert = file(&v)?,
-                "key" => o.key = file(&v)?,
-                "insecure" => o.insecure = self.flag(&key, &v)?,
-                "sni" => {
-                    if v.is_empty()
-                        || !v
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
-                    {
-                        return Err(self.value(&key, &v, "is not a host name"));
-                    }
-                    o.sni = Some(v.clone())
-                }
-                "client_ca" => o.client_ca = file(&v)?,
-                "client_ca_key" => o.client_ca_key = file(&v)?,
-                _ => {}
-            }
-            given.push(key);
-        }
-        *query = rest;
-        if !tls {
-            return match given.first() {
-                None => Ok(None),
-                Some(k) if scheme == Scheme::Kafka => Err(self.tls_error(format!(
-                    "{k}= needs TLS: add security.protocol=ssl (or sasl_ssl)"
-                ))),
-                Some(k) => Err(self.tls_error(format!(
-                    "{k}= needs TLS: use {scheme}s:// instead of {scheme}://"
-                ))),
-            };
-        }
-        if o.cert.is_some() != o.key.is_some() {
-            return Err(self.tls_error("cert= and key= go together"));
-        }
-        if o.client_ca.is_some() != o.client_ca_key.is_some() {
-            return Err(self.tls_error("client_ca= and client_ca_key= go together"));
-        }
-        if o.cert.is_some() && o.client_ca.is_some() {
-            return Err(self.tls_error(
-                "cert= (one certificate for all clients) and client_ca= (one per client) exclude each other",
-            ));
-        }
-        if o.insecure && (o.ca.is_some() || o.sni.is_some()) {
-            return Err(self.tls_error(
-                "insecure=true checks no server certificate: ca= and sni= would be ignored",
-            ));
-        }
-        Ok(Some(Box::new(o)))
-    }
-
-    fn mqtt(&self, path: &str, query: &[(String, String)]) -> Result<MqttOptions, SutUrlError> {
-        let base = decode(path.trim_matches('/'));
-        let mut o = MqttOptions {
-            base_topic: if base.is_empty() {
-                "maestro".into()
-            } else {
-                base
-            },
-            qos: Qos::AtMostOnce,
-            retain: false,
-            clean_session: true,
-            keep_alive: Duration::from_secs(30),
-            client_id_prefix: "maestro".into(),
-            inflight: 100,
-            source_ips: Vec::new(),
-        };
-        if o.base_topic.contains(['+', '#']) {
-            return Err(SutUrlError::Path {
-                url: self.url.clone(),
-                what: format!("base topic {:?} contains a wildcard", o.base_topic),
-            });
-        }
-        for (key, v) in query {
-            let (key, v) = (key.as_str(), v.as_str());
-            match key {
-                "qos" => {
-                    o.qos = match v {
-                        "0" => Qos::AtMostOnce,
-                        "1" => Qos::AtLeastOnce,
-                        "2" => Qos::ExactlyOnce,
-                        _ => return Err(self.value(key, v, "is not 0, 1 or 2")),
-                    }
-                }
-                "retain" => o.retain = self.flag(key, v)?,
-                "clean_session" => o.clean_session = self.flag(key, v)?,
-                "keep_alive" => {
-                    o.keep_alive = humantime::parse_duration(v)
-                        .ok()
-                        .filter(|k| k.as_secs() >= 1 && k.as_secs() <= u16::MAX.into())
-                        .ok_or_else(|| self.value(key, v, "is not a duration of 1s..18h"))?
-                }
-                "client_id_prefix" => o.client_id_prefix = v.to_owned(),
-                "inflight" => o.inflight = self.number(key, v, u16::MAX.into())? as u16,
-                "source_ips" => {
-                    o.source_ips = source_ips(v).ok_or_else(|| {
-                        self.value(
-                            key,
-                            v,
-                            "is not a list of addresses and ranges (127.0.0.2-127.0.0.9) of at most 4096",
-                        )
-                    })?
-                }
-                _ => {
-                    return Err(SutUrlError::Unknown {
-                        url: self.url.clone(),
-                        key: key.to_owned(),
-                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight, source_ips, and with mqtts:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
-                    });
-                }
-            }
-        }
-        Ok(o)
-    }
-
-    fn amqp(&self, path: &str, query: &[(String, String)]) -> Result<AmqpOptions, SutUrlError> {
-        let vhost = match path.strip_prefix('/').unwrap_or(path) {
-            "" => "/".to_owned(),
-            v => decode(v),
-        };
-        let mut o = AmqpOptions {
-            vhost,
-            exchange: String::new(),
-            exchange_type: ExchangeType::Direct,
-            routing_key: None,
-            queue: "maestro".into(),
-            durable: false,
-            persistent: false,
-            confirms: false,
-            confirm_window: 1000,
-            mandatory: false,
-            prefetch: 1000,
-            ack: AckMode::Auto,
-            ack_batch: 100,
-            fanout: false,
-            keep: false,
-        };
-        for (key, v) in query {
-            let (key, v) = (key.as_str(), v.as_str());
-            match key {
-                "exchange" => o.exchange = v.to_owned(),
-                "exchange_type" => {
-                    o.exchange_type = match v {
-                        "direct" => ExchangeType::Direct,
-                        "fanout" => ExchangeType::Fanout,
-                        "topic" => ExchangeType::Topic,
-                        "headers" => ExchangeType::Headers,
-                        _ => {
-                            return Err(self.value(
-                                key,
-                                v,
-                                "is not direct, fanout, topic or headers",
-                            ));
-                        }
-                    }
-                }
-                "routing_key" => o.routing_key = Some(v.to_owned()),
-                "queue" => o.queue = v.to_owned(),
-                "durable" => o.durable = self.flag(key, v)?,
-                "persistent" => o.persistent = self.flag(key, v)?,
-                "confirms" => o.confirms = self.flag(key, v)?,
-                "confirm_window" => o.confirm_window = self.number(key, v, 1_000_000)? as u32,
-                "mandatory" => o.mandatory = self.flag(key, v)?,
-                "prefetch" => o.prefetch = self.number(key, v, u16::MAX.into())? as u16,
-                "ack" => {
-                    o.ack = match v {
-                        "auto" => AckMode::Auto,
-                        "manual" => AckMode::Manual,
-                        _ => return Err(self.value(key, v, "is not auto or manual")),
-                    }
-                }
-                "ack_batch" => o.ack_batch = self.number(key, v, 1_000_000)? as u32,
-                "fanout" => o.fanout = self.flag(key, v)?,
-                "keep" => o.keep = self.flag(key, v)?,
-                _ => {
-                    return Err(SutUrlError::Unknown {
-                        url: self.url.clone(),
-                        key: key.to_owned(),
-                        known: "exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep, and with amqps:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
-                    });
-                }
-            }
-        }
-        // The broker stops delivering at `prefetch` unacknowledged messages: ack well before.
-        o.ack_batch = o.ack_batch.min((u32::from(o.prefetch) / 2).max(1));
-        Ok(o)
-    }
-
-    fn amqp10(
-        &self,
-        path: &str,
-        query: &[(String, String)],
-        credentials: bool,
-    ) -> Result<Amqp10Options, SutUrlError> {
-        let mut o = Amqp10Options {
-            address: if path.is_empty() || path == "/" {
-                "/queue/maestro".into()
-            } else {
-                decode(path)
-            },
-            settle: Settle::AtLeastOnce,
-            fanout: false,
-            durable: false,
-            credit: 1000,
-            sasl: if credentials {
-                Sasl::Plain
-            } else {
-                Sasl::Anonymous
-            },
-            window: 1000,
-        };
-        let mut fanout = None;
-        for (key, v) in query {
-            let (key, v) = (key.as_str(), v.as_str());
-            match key {
-                "address" => o.address = v.to_owned(),
-                "settle" => {
-                    o.settle = match v {
-                        "at_most_once" | "presettled" => Settle::AtMostOnce,
-                        "at_least_once" => Settle::AtLeastOnce,
-                        _ => {
-                            return Err(self.value(key, v, "is not at_most_once or at_least_once"));
-                        }
-                    }
-                }
-                "fanout" => fanout = Some(self.flag(key, v)?),
-                "durable" => o.durable = self.flag(key, v)?,
-                "credit" => o.credit = self.number(key, v, 1_000_000)? as u32,
-                "window" => o.window = self.number(key, v, 1_000_000)? as u32,
-                "sasl" => {
-                    o.sasl = match v {
-                        "plain" => Sasl::Plain,
-                        "anonymous" => Sasl::Anonymous,
-                        _ => return Err(self.value(key, v, "is not plain or anonymous")),
-                    }
-                }
-                _ => {
-                    return Err(SutUrlError::Unknown {
-                        url: self.url.clone(),
-                        key: key.to_owned(),
-                        known: "address, settle, fanout, durable, credit, window, sasl, and for amqp10s ca, cert, key, insecure, sni, client_ca, client_ca_key",
-                    });
-                }
-            }
-        }
-        if o.address.is_empty()
-            || o.address
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(self.value("address", &o.address, "is not an address"));
-        }
-        if o.sasl == Sasl::Plain && !credentials {
-            return Err(self.value("sasl", "plain", "needs user:password@ in the URL"));
-        }
-        o.fanout = fanout.unwrap_or_else(|| {
-            ["topic://", "/topic/", "/exchange/"]
-                .iter()
-                .any(|p| o.address.starts_with(p))
-        });
-        Ok(o)
-    }
-
-    /// librdkafka properties that load code or run a command: never taken from a SUT URL,
-    /// whichever client (`producer.`, `consumer.`, both) they would go to.
-    fn refuse_code(&self, key: &str) -> Result<(), SutUrlError> {
-        let name = key
-            .strip_prefix("producer.")
-            .or_else(|| key.strip_prefix("consumer."))
-            .unwrap_or(key);
-        let does = match name {
-            "plugin.library.paths" => "load a shared library",
-            "sasl.kerberos.kinit.cmd" => "run a shell command",
-            "ssl.engine.location" | "ssl.engine.id" | "ssl_engine_callback_data" => {
-                "load an OpenSSL engine"
-            }
-            "ssl.providers" => "load OpenSSL providers",
-            _ => return Ok(()),
-        };
-        Err(SutUrlError::Refused {
-            url: self.url.clone(),
-            key: key.to_owned(),
-            does,
-        })
-    }
-
-    fn kafka(&self, path: &str, query: &[(String, String)]) -> Result<KafkaOptions, SutUrlError> {
-        let prefix = path.trim_matches('/');
-        if !prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            return Err(SutUrlError::Path {
-                url: self.url.clone(),
-                what: format!(
-                    "topic prefix {prefix:?} may only hold letters, digits, '.', '_', '-'"
-                ),
-            });
-        }
-        let mut o = KafkaOptions {
-            prefix: if prefix.is_empty() {
-                "maestro".into()
-            } else {
-                prefix.to_owned()
-            },
-            partitions: None,
-            acks: Acks::All,
-            // librdkafka's own default (and the Java client's since Kafka 4.0). 1 ms made
-            // a batch of nearly every message at moderate rates, which brokers that store
-            // and list batches one by one (tansu) pay for on every fetch.
-            linger_ms: 5,
-            batch_size: None,
-            compression: Compression::None,
-            group: "maestro".into(),
-            key: KeyDistribution::None,
-            properties: Vec::new(),
-            producer_properties: Vec::new(),
-            consumer_properties: Vec::new(),
-            topic_config: Vec::new(),
-            replication_factor: 1,
-            auto_commit: true,
-            offset_reset: OffsetReset::Earliest,
-            keep: false,
-        };
-        let offset_reset = |key: &str, v: &str| match v {
-            "earliest" | "smallest" | "beginning" => Ok(OffsetReset::Earliest),
-            "latest" | "largest" | "end" => Ok(OffsetReset::Latest),
-            _ => Err(self.value(key, v, "is not earliest or latest")),
-        };
-        for (key, v) in query {
-            let (key, v) = (key.as_str(), v.as_str());
-            self.refuse_code(key)?;
-            match key {
-                "partitions" => o.partitions = Some(self.number(key, v, i32::MAX as u64)? as u32),
-                "replication_factor" => {
-                    o.replication_factor = self.number(key, v, i16::MAX as u64)? as u16;
-                    if o.replication_factor == 0 {
-                        return Err(self.value(key, v, "must be at least 1"));
-                    }
-                }
-                // The consumer's commit and reset are typed whichever way they are written,
-                // because the consumer behaves differently without auto-commit.
-                "auto_commit" | "enable.auto.commit" | "consumer.enable.auto.commit" => {
-                    o.auto_commit = self.flag(key, v)?
-                }
-                "offset_reset" | "auto.offset.reset" | "consumer.auto.offset.reset" => {
-                    o.offset_reset = offset_reset(key, v)?
-                }
-                "keep" => o.keep = self.flag(key, v)?,
-                // Typed options, written either way (an OMB driver file writes the
-                // client's property names), so that reliability reads them.
-                "acks" | "producer.acks" => {
-                    o.acks = match v {
-                        "0" => Acks::None,
-                        "1" => Acks::Leader,
-                        "all" | "-1" => Acks::All,
-                        _ => return Err(self.value(key, v, "is not 0, 1 or all")),
-                    }
-                }
-                "linger" | "linger.ms" | "producer.linger.ms" => {
-                    o.linger_ms = v
-                        .parse()
-                        .map_err(|_| self.value(key, v, "is not milliseconds"))?
-                }
-                "batch_size" | "batch.size" | "producer.batch.size" => {
-                    o.batch_size = Some(v.parse().map_err(|_| self.value(key, v, "is not bytes"))?)
-                }
-                "compression" | "compression.type" | "producer.compression.type" => {
-                    o.compression = match v {
-                        "none" => Compression::None,
-                        "gzip" => Compression::Gzip,
-                        "snappy" => Compression::Snappy,
-                        "lz4" => Compression::Lz4,
-                        "zstd" => Compression::Zstd,
-                        _ => {
-                            return Err(self.value(
-                                key,
-                                v,
-                                "is not none, gzip, snappy, lz4 or zstd",
-                            ));
-                        }
-                    }
-                }
-                "group" => o.group = v.to_owned(),
-                "key" => {
-                    o.key = match v {
-                        "none" => KeyDistribution::None,
-                        "round_robin" => KeyDistribution::RoundRobin,
-                        "random" => KeyDistribution::Random,
-                        _ => return Err(self.value(key, v, "is not none, round_robin or random")),
-                    }
-                }
-                k if k.starts_with("producer.")
-                    || k.starts_with("consumer.")
-                    || k.starts_with("topic.config.") =>
-                {
-                    let (list, name) = if let Some(name) = k.strip_prefix("producer.") {
-                        (&mut o.producer_properties, name)
-                    } else if let Some(name) = k.strip_prefix("consumer.") {
-                        (&mut o.consumer_properties, name)
-                    } else {
-                        (&mut o.topic_config, &k["topic.config.".len()..])
-                    };
-                    if name.is_empty() {
-                        return Err(self.value(key, v, "names no property after its prefix"));
-                    }
-                    list.push((name.to_owned(), v.to_owned()));
-                }
-                k if k.contains('.') => o.properties.push((k.to_owned(), v.to_owned())),
-                _ => {
-                    return Err(SutUrlError::Unknown {
-                        url: self.url.clone(),
-                        key: key.to_owned(),
-                        known: "partitions, replication_factor, acks, linger, batch_size, compression, group, key, auto_commit, offset_reset, keep, client_ca, client_ca_key, librdkafka properties with dots, and producer.<property>, consumer.<property>, topic.config.<name>",
-                    });
-                }
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// True for a librdkafka property whose value is a path on the client's host
-/// (`ssl.ca.location`, `ssl.keystore.location`, `ssl.crl.location`, `sasl.kerberos.keytab`,
-/// `sasl.oauthbearer.assertion.private.key.file`, `https.ca.location`, ...).
-fn names_a_file(property: &str) -> bool {
-    [
-        ".location",
-        ".file",
-        ".keytab",
-        ".directory",
-        ".path",
-        ".paths",
-    ]
-    .iter()
-    .any(|end| property.ends_with(end))
 }
 
 fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlError> {
@@ -1098,20 +488,11 @@ impl SutUrl {
         let Some((scheme, rest)) = raw.split_once("://") else {
             return Err(SutUrlError::NoScheme { url });
         };
-        let (scheme, tls_scheme) = match scheme {
-            "mqtt" => (Scheme::Mqtt, false),
-            "mqtts" => (Scheme::Mqtt, true),
-            "amqp" => (Scheme::Amqp, false),
-            "amqps" => (Scheme::Amqp, true),
-            "kafka" => (Scheme::Kafka, false),
-            "amqp10" => (Scheme::Amqp10, false),
-            "amqp10s" => (Scheme::Amqp10, true),
-            other => {
-                return Err(SutUrlError::Scheme {
-                    url,
-                    scheme: other.to_owned(),
-                });
-            }
+        let Some((scheme, tls_scheme)) = Scheme::from_url_scheme(scheme) else {
+            return Err(SutUrlError::Scheme {
+                url,
+                scheme: scheme.to_owned(),
+            });
         };
         let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = match before_query.find('/') {
@@ -1133,7 +514,8 @@ impl SutUrl {
             .split(',')
             .map(|h| host(&url, scheme, tls_scheme, h))
             .collect::<Result<Vec<_>, _>>()?;
-        if hosts.len() > 1 && !matches!(scheme, Scheme::Kafka | Scheme::Mqtt) {
+        let protocol = scheme.protocol();
+        if hosts.len() > 1 && !protocol.capabilities.several_hosts {
             return Err(SutUrlError::Hosts {
                 url,
                 scheme,
@@ -1144,37 +526,13 @@ impl SutUrl {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         let p = Parser { url };
-        let tls = match scheme {
-            Scheme::Kafka => {
-                let protocol = query
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == "security.protocol")
-                    .map(|(_, v)| v.to_ascii_lowercase());
-                let ssl = matches!(protocol.as_deref(), Some("ssl" | "sasl_ssl"));
-                p.tls(scheme, ssl, &["client_ca", "client_ca_key"], &mut query)?
-            }
-            _ => p.tls(
-                scheme,
-                tls_scheme,
-                &[
-                    "ca",
-                    "cert",
-                    "key",
-                    "insecure",
-                    "sni",
-                    "client_ca",
-                    "client_ca_key",
-                ],
-                &mut query,
-            )?,
-        };
-        let options = match scheme {
-            Scheme::Mqtt => SutOptions::Mqtt(p.mqtt(path, &query)?),
-            Scheme::Amqp => SutOptions::Amqp(p.amqp(path, &query)?),
-            Scheme::Kafka => SutOptions::Kafka(p.kafka(path, &query)?),
-            Scheme::Amqp10 => SutOptions::Amqp10(p.amqp10(path, &query, credentials.is_some())?),
-        };
+        let tls = p.tls(
+            scheme,
+            (protocol.tls_asked)(tls_scheme, &query),
+            protocol.tls_keys,
+            &mut query,
+        )?;
+        let options = (protocol.options)(&p, path, &query, credentials.is_some())?;
         Ok(SutUrl {
             raw: raw.to_owned(),
             hosts,
@@ -1298,10 +656,10 @@ impl SutUrl {
     /// AMQP publisher confirms, Kafka acks=all. A plan's `max_lost` defaults to 0 for these.
     pub fn reliable(&self) -> bool {
         match &self.options {
-            SutOptions::Mqtt(o) => o.qos != Qos::AtMostOnce,
-            SutOptions::Amqp(o) => o.confirms,
-            SutOptions::Kafka(o) => o.acks == Acks::All,
-            SutOptions::Amqp10(o) => o.settle == Settle::AtLeastOnce,
+            SutOptions::Mqtt(o) => o.reliable(),
+            SutOptions::Amqp(o) => o.reliable(),
+            SutOptions::Kafka(o) => o.reliable(),
+            SutOptions::Amqp10(o) => o.reliable(),
         }
     }
 
@@ -1314,6 +672,28 @@ impl SutUrl {
             SutOptions::Amqp(o) => !o.fanout,
             SutOptions::Kafka(_) => true,
             SutOptions::Amqp10(o) => !o.fanout,
+        }
+    }
+
+    /// What this URL's protocol can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.scheme().capabilities()
+    }
+
+    /// The partitions per topic this URL asks for, where topics have partitions and the
+    /// URL says how many.
+    pub fn partitions(&self) -> Option<u32> {
+        match &self.options {
+            SutOptions::Kafka(o) => o.partitions,
+            _ => None,
+        }
+    }
+
+    /// The prefix of the run's topic names the URL gives (MQTT's base topic), if any.
+    pub fn base_topic(&self) -> Option<&str> {
+        match &self.options {
+            SutOptions::Mqtt(o) => Some(&o.base_topic),
+            _ => None,
         }
     }
 }
@@ -1359,6 +739,51 @@ impl<'de> serde::Deserialize<'de> for SutUrl {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_protocol_in_the_registry_parses_its_own_schemes_and_ports() {
+        for scheme in Scheme::ALL {
+            let p = scheme.protocol();
+            let u: SutUrl = format!("{}://h", p.name).parse().unwrap();
+            assert_eq!(u.scheme(), scheme);
+            assert_eq!(u.host().port, p.port);
+            assert_eq!(u.capabilities(), scheme.capabilities());
+            if let Some(tls) = p.tls_name {
+                let u: SutUrl = format!("{tls}://h").parse().unwrap();
+                assert_eq!((u.scheme(), u.host().port), (scheme, p.tls_port));
+                assert!(u.tls.is_some(), "{tls}");
+            }
+            // A URL's protocol options are its own protocol's.
+            assert_eq!(scheme.as_str(), p.name);
+        }
+        assert_eq!(Scheme::names_where(|c| c.partitions), "kafka");
+        assert_eq!(Scheme::names_where(|c| c.fleet), "mqtt");
+        assert_eq!(
+            Scheme::names_where(|c| c.backlog),
+            "amqp, kafka, amqp10",
+            "MQTT brokers keep nothing for a connected subscriber that does not read"
+        );
+        assert!(matches!(
+            "stomp://h".parse::<SutUrl>(),
+            Err(SutUrlError::Scheme { .. })
+        ));
+    }
+
+    #[test]
+    fn several_hosts_only_where_the_protocol_takes_them() {
+        for scheme in Scheme::ALL {
+            let url = format!("{scheme}://a:1,b:2");
+            let parsed = url.parse::<SutUrl>();
+            if scheme.capabilities().several_hosts {
+                assert_eq!(parsed.unwrap().hosts.len(), 2, "{url}");
+            } else {
+                assert!(
+                    matches!(parsed, Err(SutUrlError::Hosts { hosts: 2, .. })),
+                    "{url}: {parsed:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_file_a_url_makes_a_worker_read_is_listed() {
         let url = SutUrl::parse("mqtts://h:8883/t?ca=/c/ca.pem&cert=c.pem&key=/k.pem").unwrap();
