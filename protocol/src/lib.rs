@@ -32,7 +32,7 @@ pub use inspect::{Metric, MetricKind, SourceKind, SourceSample, SutRequest, SutS
 pub use note::*;
 pub use payload::{HEADER_LEN, PayloadError, PayloadHeader};
 pub use run::*;
-pub use sut::{Scheme, SutOptions, SutUrl, SutUrlError, TlsOptions};
+pub use sut::{Capabilities, Scheme, SutOptions, SutUrl, SutUrlError, TlsOptions};
 pub use time::{ClockSample, UnixMicros};
 pub use topic::{Target, Topics};
 
