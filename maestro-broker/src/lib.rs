@@ -12,6 +12,7 @@
 //! only the relay's own login (its password never leaves this process): another local
 //! user who finds the port cannot use it to skip TLS and client certificates.
 
+pub mod args;
 pub mod tls;
 
 pub use tls::BrokerTls;

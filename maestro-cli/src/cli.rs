@@ -10,13 +10,9 @@ use maestro_protocol::{Body, PeerId, PresenceStatus, Role, Segment, StatsRequest
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const EXIT_CODES: &str = "Exit codes: 0 ok; 2 usage error; 3 control broker unreachable; \
-4 peers missing (no reply, offline, error, or none at all) or a run degraded; \
-5 SUT unreachable; 130 interrupted.";
-
 /// Controls a maestro cluster through its control broker.
 #[derive(Debug, clap::Parser)]
-#[command(name = "maestro-cli", version, after_help = EXIT_CODES)]
+#[command(name = "maestro-cli", version, after_help = crate::exit::help())]
 pub struct Cli {
     #[command(flatten)]
     pub control: ControlArgs,
@@ -191,7 +187,7 @@ pub struct RequestArgs {
     #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Only the peers of this group.
-    #[arg(long, env = "MAESTRO_GROUP", conflicts_with_all = ["role", "peer"])]
+    #[arg(long, env = "MAESTRO_TARGET_GROUP", conflicts_with_all = ["role", "peer"])]
     pub group: Option<Segment>,
     /// Only the peers of this role.
     #[arg(long, env = "MAESTRO_ROLE", value_enum, conflicts_with = "peer")]
@@ -212,7 +208,7 @@ pub struct ForgetArgs {
     /// Peers to forget (by id); without any, every offline peer.
     pub peers: Vec<PeerId>,
     /// How long to wait for the control broker.
-    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(short, long, env = "MAESTRO_FORGET_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -234,7 +230,7 @@ pub struct ExportArgs {
     #[arg(long = "out", env = "MAESTRO_OUT")]
     pub out: Option<std::path::PathBuf>,
     /// The length of the series' intervals (OMB's statsPeriod; its charts expect 10 s).
-    #[arg(long, env = "MAESTRO_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "MAESTRO_EXPORT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 }
 
@@ -251,8 +247,8 @@ pub struct StopArgs {
     /// Only this run [default: every run in progress].
     #[arg(long, env = "MAESTRO_RUN")]
     pub run: Option<maestro_protocol::RunId>,
-    /// How long to wait for the workers.
-    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How long to wait for the workers to stop.
+    #[arg(short, long, env = "MAESTRO_STOP_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }
 

@@ -18,7 +18,8 @@ pub mod start;
 pub use cli::{Cli, Outcome, run};
 pub use maestro_controller::{ControlError, Controller, Exchange};
 
-/// The CLI's exit codes.
+/// The CLI's exit codes. [`exit::TABLE`] is the one list: `--help` and the docs'
+/// reference are made from it.
 pub mod exit {
     /// Everything asked for was done and every peer answered.
     pub const OK: u8 = 0;
@@ -37,4 +38,43 @@ pub mod exit {
     pub const INTERNAL: u8 = 70;
     /// Stopped by SIGINT or SIGTERM.
     pub const INTERRUPTED: u8 = 130;
+
+    /// Every exit code with what it means.
+    pub const TABLE: &[(u8, &str)] = &[
+        (OK, "done; every addressed peer answered"),
+        (
+            CONDITION_FAILED,
+            "a plan condition failed (`run`), or NEW is worse than BASE (`compare`)",
+        ),
+        (
+            USAGE,
+            "usage error: a bad flag, URL, value, plan or results folder",
+        ),
+        (
+            CLUSTER_UNREACHABLE,
+            "the control broker is unreachable, refused the credentials, or dropped the connection",
+        ),
+        (
+            PEERS_MISSING,
+            "peers missing: no reply, offline, answered with an error, none at all; no workers for a run, or a run degraded (a worker disconnected, the SUT returned errors)",
+        ),
+        (
+            SUT_UNREACHABLE,
+            "the system under test is unreachable or refusing (`start`, `run`)",
+        ),
+        (
+            INTERNAL,
+            "internal failure: the runtime cannot start, a results folder cannot be written",
+        ),
+        (INTERRUPTED, "interrupted by SIGINT or SIGTERM"),
+    ];
+
+    /// The exit codes for `--help`.
+    pub fn help() -> String {
+        let mut out = String::from("Exit codes:");
+        for (code, meaning) in TABLE {
+            out.push_str(&format!("\n  {code:>3}  {meaning}"));
+        }
+        out
+    }
 }

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(result) => result,
         Err(e) => {
             eprintln!("maestro-cli: error: cannot start the runtime: {e}");
-            return ExitCode::from(70);
+            return ExitCode::from(maestro_cli::exit::INTERNAL);
         }
     };
     match result {

@@ -62,14 +62,14 @@ pub struct RunArgs {
     /// Where results folders go.
     #[arg(long, env = "MAESTRO_RESULTS", default_value = "results")]
     pub results: PathBuf,
-    /// Only the workers of this group.
-    #[arg(long, env = "MAESTRO_GROUP")]
+    /// Only the peers of this group.
+    #[arg(long, env = "MAESTRO_TARGET_GROUP")]
     pub group: Option<Segment>,
     /// Which workers produce and which consume [default: as the plan says].
     #[command(flatten)]
     pub roles: crate::cli::RoleArgs,
     /// How long to wait for workers at each step.
-    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(short, long, env = "MAESTRO_STEP_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Only check the plan, then exit.
     #[arg(long)]

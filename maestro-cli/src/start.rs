@@ -47,8 +47,8 @@ pub struct StartArgs {
     /// consumerBacklogSizeGB; AMQP and Kafka)
     #[arg(long, env = "MAESTRO_CONSUMER_BACKLOG_SIZE_GB", value_name = "GIB")]
     pub consumer_backlog_size_gb: Option<f64>,
-    /// Only the workers of this group.
-    #[arg(long, env = "MAESTRO_GROUP")]
+    /// Only the peers of this group.
+    #[arg(long, env = "MAESTRO_TARGET_GROUP")]
     pub group: Option<Segment>,
     #[command(flatten)]
     pub roles: crate::cli::RoleArgs,
@@ -76,7 +76,7 @@ pub struct StartArgs {
     pub clients: Option<u32>,
     /// Time between two messages of one fleet client; clients' phases are spread evenly
     /// over it.
-    #[arg(long, env = "MAESTRO_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s", requires = "clients")]
+    #[arg(long, env = "MAESTRO_FLEET_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s", requires = "clients")]
     pub interval: Duration,
     /// Moves each send time of a fleet client by up to this much at random, either way
     /// (under half the interval).
@@ -114,7 +114,7 @@ pub struct StartArgs {
     #[arg(long, env = "MAESTRO_RESULTS", default_value = "results")]
     pub results: PathBuf,
     /// How long to wait for workers at each step.
-    #[arg(short, long, env = "MAESTRO_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(short, long, env = "MAESTRO_STEP_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     /// Print progress lines instead of the live view (which is shown when stdout is a
     /// terminal and the output is a table).

@@ -9,6 +9,7 @@
 //! state file before the action runs and heals what an earlier inspector left there when
 //! it starts, and talks to the others only through notes.
 
+pub mod args;
 pub mod faults;
 pub mod sources;
 

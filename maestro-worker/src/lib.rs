@@ -6,6 +6,7 @@
 //! in `configure` (a `TestSpec` with its typed SUT URL), and everything goes back as
 //! notes. Nothing else calls its drivers or engine.
 
+pub mod args;
 pub mod driver;
 pub mod engine;
 pub mod files;

@@ -24,8 +24,84 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     tls_asked: tls_by_scheme,
     tls_keys: TLS_KEYS,
     tls_hint: None,
+    url_form: "amqp[s]://[user:pass@]host[:port][/vhost][?options]",
+    url_options: OPTIONS,
     options,
 };
+
+/// The options this protocol's URL takes (TLS ones aside).
+const OPTIONS: &[UrlOption] = &[
+    UrlOption {
+        key: "exchange",
+        default: "the default exchange",
+        meaning: "the exchange producers publish to (routing by queue name on the default one)",
+    },
+    UrlOption {
+        key: "exchange_type",
+        default: "direct",
+        meaning: "direct, fanout, topic or headers",
+    },
+    UrlOption {
+        key: "routing_key",
+        default: "the topic",
+        meaning: "the routing key of publishes",
+    },
+    UrlOption {
+        key: "queue",
+        default: "maestro",
+        meaning: "queue-name prefix: topic `i` is queue `<queue>.<run-id>.<i>`",
+    },
+    UrlOption {
+        key: "durable",
+        default: "false",
+        meaning: "declare durable queues and exchanges",
+    },
+    UrlOption {
+        key: "persistent",
+        default: "false",
+        meaning: "publish persistent messages (delivery mode 2)",
+    },
+    UrlOption {
+        key: "confirms",
+        default: "false",
+        meaning: "publisher confirms: a message is sent when the broker confirms it",
+    },
+    UrlOption {
+        key: "confirm_window",
+        default: "1000",
+        meaning: "unconfirmed publishes in flight per producer",
+    },
+    UrlOption {
+        key: "mandatory",
+        default: "false",
+        meaning: "publish with the mandatory flag",
+    },
+    UrlOption {
+        key: "prefetch",
+        default: "1000",
+        meaning: "the consumers' prefetch count",
+    },
+    UrlOption {
+        key: "ack",
+        default: "auto",
+        meaning: "`auto` or `manual` acknowledgements",
+    },
+    UrlOption {
+        key: "ack_batch",
+        default: "100",
+        meaning: "manual acks: one `multiple` ack per this many deliveries",
+    },
+    UrlOption {
+        key: "fanout",
+        default: "false",
+        meaning: "each consumer gets its own queue bound to the exchange (every consumer gets every message)",
+    },
+    UrlOption {
+        key: "keep",
+        default: "false",
+        meaning: "keep the run's exchanges and queues afterwards",
+    },
+];
 
 fn options(
     p: &Parser,
@@ -156,7 +232,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "exchange, exchange_type, routing_key, queue, durable, persistent, confirms, confirm_window, mandatory, prefetch, ack, ack_batch, fanout, keep, and with amqps:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
+                        known: PROTOCOL.known(),
                     });
                 }
             }

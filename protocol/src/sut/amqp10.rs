@@ -24,8 +24,49 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     tls_asked: tls_by_scheme,
     tls_keys: TLS_KEYS,
     tls_hint: None,
+    url_form: "amqp10[s]://[user:pass@]host[:port][/address][?options]",
+    url_options: OPTIONS,
     options,
 };
+
+/// The options this protocol's URL takes (TLS ones aside).
+const OPTIONS: &[UrlOption] = &[
+    UrlOption {
+        key: "address",
+        default: "the URL's path, `/queue/maestro` without one",
+        meaning: "topic `i` is the address `<address>.<run-id>.<i>`",
+    },
+    UrlOption {
+        key: "settle",
+        default: "at_least_once",
+        meaning: "`at_least_once` (settled when the broker accepts) or `at_most_once` (pre-settled)",
+    },
+    UrlOption {
+        key: "fanout",
+        default: "true for topic and exchange addresses",
+        meaning: "every consumer gets every message; otherwise consumers of an address share it",
+    },
+    UrlOption {
+        key: "durable",
+        default: "false",
+        meaning: "the message header's durable flag",
+    },
+    UrlOption {
+        key: "credit",
+        default: "1000",
+        meaning: "link credit a receiver keeps granting",
+    },
+    UrlOption {
+        key: "window",
+        default: "1000",
+        meaning: "unsettled deliveries in flight per sender (at least once)",
+    },
+    UrlOption {
+        key: "sasl",
+        default: "plain with credentials, anonymous without",
+        meaning: "`plain` or `anonymous`",
+    },
+];
 
 fn options(
     p: &Parser,
@@ -135,7 +176,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "address, settle, fanout, durable, credit, window, sasl, and for amqp10s ca, cert, key, insecure, sni, client_ca, client_ca_key",
+                        known: PROTOCOL.known(),
                     });
                 }
             }

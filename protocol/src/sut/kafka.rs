@@ -24,8 +24,89 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     tls_asked: tls_by_property,
     tls_keys: &["client_ca", "client_ca_key"],
     tls_hint: Some("add security.protocol=ssl (or sasl_ssl)"),
+    url_form: "kafka://host[:port][,host[:port]...][/topic-prefix][?options]",
+    url_options: OPTIONS,
     options,
 };
+
+/// The options this protocol's URL takes (TLS ones aside).
+const OPTIONS: &[UrlOption] = &[
+    UrlOption {
+        key: "partitions",
+        default: "consumers per topic, at least 1",
+        meaning: "partitions of the topics the run creates",
+    },
+    UrlOption {
+        key: "replication_factor",
+        default: "1",
+        meaning: "replication factor of the topics the run creates",
+    },
+    UrlOption {
+        key: "acks",
+        default: "all",
+        meaning: "0, 1 or all",
+    },
+    UrlOption {
+        key: "linger",
+        default: "5",
+        meaning: "the producers' linger, in ms",
+    },
+    UrlOption {
+        key: "batch_size",
+        default: "librdkafka's",
+        meaning: "the producers' batch size, in bytes",
+    },
+    UrlOption {
+        key: "compression",
+        default: "none",
+        meaning: "none, gzip, snappy, lz4 or zstd",
+    },
+    UrlOption {
+        key: "group",
+        default: "maestro",
+        meaning: "consumer group prefix; the consumers of one subscription form one group",
+    },
+    UrlOption {
+        key: "key",
+        default: "none",
+        meaning: "none, round_robin (message `i` to partition `i mod partitions`) or random",
+    },
+    UrlOption {
+        key: "auto_commit",
+        default: "true",
+        meaning: "false: consumers commit what they consumed about once a second and when they close",
+    },
+    UrlOption {
+        key: "offset_reset",
+        default: "earliest",
+        meaning: "earliest or latest",
+    },
+    UrlOption {
+        key: "keep",
+        default: "false",
+        meaning: "keep the run's topics and consumer groups afterwards",
+    },
+    UrlOption {
+        key: "<librdkafka.property>",
+        default: "",
+        meaning: "any librdkafka property, with its dots, for producers and consumers alike (properties that load code or run a command are refused)",
+    },
+    UrlOption {
+        key: "producer.<property>",
+        default: "",
+        meaning: "a librdkafka property for producers only",
+    },
+    UrlOption {
+        key: "consumer.<property>",
+        default: "",
+        meaning: "a librdkafka property for consumers only",
+    },
+    UrlOption {
+        key: "topic.config.<name>",
+        default: "",
+        meaning: "configuration of the topics the run creates (`topic.config.min.insync.replicas=2`)",
+    },
+];
 
 /// Kafka asks for TLS with `security.protocol=ssl` or `sasl_ssl` (librdkafka's property).
 fn tls_by_property(_tls_scheme: bool, query: &[(String, String)]) -> bool {
@@ -329,7 +410,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "partitions, replication_factor, acks, linger, batch_size, compression, group, key, auto_commit, offset_reset, keep, client_ca, client_ca_key, librdkafka properties with dots, and producer.<property>, consumer.<property>, topic.config.<name>",
+                        known: PROTOCOL.known(),
                     });
                 }
             }

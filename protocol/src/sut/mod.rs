@@ -73,6 +73,21 @@ impl Scheme {
         self.protocol().title
     }
 
+    /// The form of this protocol's URLs (`mqtt[s]://[user:pass@]host...`).
+    pub fn url_form(self) -> &'static str {
+        self.protocol().url_form
+    }
+
+    /// The options this protocol's URLs take (TLS ones aside: [`TLS_OPTIONS`]).
+    pub fn url_options(self) -> &'static [UrlOption] {
+        self.protocol().url_options
+    }
+
+    /// The TLS options this protocol's URLs take.
+    pub fn tls_keys(self) -> &'static [&'static str] {
+        self.protocol().tls_keys
+    }
+
     /// What this protocol can do.
     pub fn capabilities(self) -> Capabilities {
         self.protocol().capabilities
@@ -168,11 +183,37 @@ struct Protocol {
     tls_asked: fn(tls_scheme: bool, query: &[(String, String)]) -> bool,
     /// The TLS options the URL takes (the rest are the protocol's own properties).
     tls_keys: &'static [&'static str],
+    /// The URL's form, for the reference.
+    url_form: &'static str,
+    /// The options the URL takes (TLS ones aside), for the reference and for messages.
+    url_options: &'static [UrlOption],
     /// What to tell a user who gave a TLS option without asking for TLS (default: use
     /// the TLS scheme).
     tls_hint: Option<&'static str>,
     /// The protocol's own options, from the URL's path and the query left after TLS.
     options: ParseOptions,
+}
+
+impl Protocol {
+    /// The options a URL of this protocol takes, for a message about one it does not.
+    fn known(&self) -> String {
+        let own: Vec<&str> = self.url_options.iter().map(|o| o.key).collect();
+        let tls: Vec<&str> = self.tls_keys.to_vec();
+        match self.tls_name {
+            Some(name) => format!("{}, and with {name}:// {}", own.join(", "), tls.join(", ")),
+            None => format!("{}, {}", own.join(", "), tls.join(", ")),
+        }
+    }
+}
+
+/// One option a SUT URL takes: for the generated reference and for the parser's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlOption {
+    /// The query key (`qos`), or a pattern (`producer.<property>`).
+    pub key: &'static str,
+    /// What it is when not given (empty: nothing).
+    pub default: &'static str,
+    pub meaning: &'static str,
 }
 
 /// Every TLS option, for protocols that ask for TLS by their scheme.
@@ -244,7 +285,7 @@ pub enum SutUrlError {
     Unknown {
         url: String,
         key: String,
-        known: &'static str,
+        known: String,
     },
 }
 
@@ -766,6 +807,32 @@ mod tests {
             "stomp://h".parse::<SutUrl>(),
             Err(SutUrlError::Scheme { .. })
         ));
+    }
+
+    #[test]
+    fn every_option_in_the_reference_is_one_the_parser_takes() {
+        for scheme in Scheme::ALL {
+            for o in scheme.url_options() {
+                // Patterns (`producer.<property>`) stand for many keys: one of each.
+                let key = o.key.replace("<librdkafka.property>", "socket.timeout.ms");
+                let key = key
+                    .replace("<property>", "socket.timeout.ms")
+                    .replace("<name>", "retention.ms");
+                let url = format!("{scheme}://h?{key}=1");
+                let parsed = url.parse::<SutUrl>();
+                assert!(
+                    !matches!(parsed, Err(SutUrlError::Unknown { .. })),
+                    "{url}: {parsed:?}"
+                );
+            }
+            let unknown = format!("{scheme}://h?colour=blue").parse::<SutUrl>();
+            let Err(SutUrlError::Unknown { known, .. }) = unknown else {
+                panic!("{scheme}: {unknown:?}")
+            };
+            for o in scheme.url_options() {
+                assert!(known.contains(o.key), "{scheme}: {known} lacks {}", o.key);
+            }
+        }
     }
 
     #[test]

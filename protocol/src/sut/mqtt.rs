@@ -24,8 +24,49 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     tls_asked: tls_by_scheme,
     tls_keys: TLS_KEYS,
     tls_hint: None,
+    url_form: "mqtt[s]://[user:pass@]host[:port][,host[:port]...][/base-topic][?options]",
+    url_options: OPTIONS,
     options,
 };
+
+/// The options this protocol's URL takes (TLS ones aside).
+const OPTIONS: &[UrlOption] = &[
+    UrlOption {
+        key: "qos",
+        default: "0",
+        meaning: "0, 1 or 2: MQTT quality of service of publishes and subscriptions",
+    },
+    UrlOption {
+        key: "retain",
+        default: "false",
+        meaning: "publish with the retain flag",
+    },
+    UrlOption {
+        key: "clean_session",
+        default: "true",
+        meaning: "connect with a clean session",
+    },
+    UrlOption {
+        key: "keep_alive",
+        default: "30s",
+        meaning: "the MQTT keep-alive (a duration: 30s, 1m)",
+    },
+    UrlOption {
+        key: "client_id_prefix",
+        default: "maestro",
+        meaning: "client ids are `<prefix>-<run>-p<i>` and `-c<i>`",
+    },
+    UrlOption {
+        key: "inflight",
+        default: "100",
+        meaning: "unacknowledged QoS 1/2 publishes in flight per client",
+    },
+    UrlOption {
+        key: "source_ips",
+        default: "the system picks",
+        meaning: "local addresses clients connect from, round robin: `127.0.0.2-127.0.0.9,10.0.0.5`",
+    },
+];
 
 fn options(
     p: &Parser,
@@ -155,7 +196,7 @@ impl Parser {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
                         key: key.to_owned(),
-                        known: "qos, retain, clean_session, keep_alive, client_id_prefix, inflight, source_ips, and with mqtts:// ca, cert, key, insecure, sni, client_ca, client_ca_key",
+                        known: PROTOCOL.known(),
                     });
                 }
             }

@@ -2,6 +2,46 @@
 
 use super::*;
 
+/// The TLS options of protocols that ask for TLS by their scheme (Kafka takes `client_ca`
+/// and `client_ca_key`, and librdkafka's `ssl.*` properties).
+pub const TLS_OPTIONS: &[UrlOption] = &[
+    UrlOption {
+        key: "ca",
+        default: "the system's roots",
+        meaning: "PEM file of the CAs to trust",
+    },
+    UrlOption {
+        key: "cert",
+        default: "",
+        meaning: "one client certificate (PEM) for every client; with `key`",
+    },
+    UrlOption {
+        key: "key",
+        default: "",
+        meaning: "the client certificate's key (PEM)",
+    },
+    UrlOption {
+        key: "insecure",
+        default: "false",
+        meaning: "accept any server certificate (lab only)",
+    },
+    UrlOption {
+        key: "sni",
+        default: "the host",
+        meaning: "the name the server certificate must carry, when the host is an address",
+    },
+    UrlOption {
+        key: "client_ca",
+        default: "",
+        meaning: "a CA certificate: every client gets its own certificate, CN = its client id; with `client_ca_key`",
+    },
+    UrlOption {
+        key: "client_ca_key",
+        default: "",
+        meaning: "the key of `client_ca`",
+    },
+];
+
 /// TLS to the SUT. Paths are files on the worker's host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsOptions {

@@ -1,0 +1,299 @@
+//! The docs' generated pages are made from the code: the command-line reference and the
+//! man pages (clap), the exit codes (`maestro_cli::exit::TABLE`), the environment
+//! variables (clap, with one meaning each) and the SUT URL reference (the protocol
+//! registry). This test fails when a page in `docs/` is out of date;
+//! `MAESTRO_BLESS=1 cargo test -p maestro-cli --test docs` writes them.
+
+#![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
+
+use clap::CommandFactory;
+use maestro_protocol::Scheme;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+}
+
+/// The four binaries' command lines.
+fn commands() -> Vec<clap::Command> {
+    vec![
+        maestro_cli::Cli::command(),
+        maestro_broker::args::Args::command(),
+        maestro_worker::args::Args::command(),
+        maestro_inspector::args::Args::command(),
+    ]
+}
+
+const GENERATED: &str = "<!-- Generated from the code by maestro-cli/tests/docs.rs: do not edit; \
+run `MAESTRO_BLESS=1 cargo test -p maestro-cli --test docs` after changing the code. -->\n\n";
+
+fn cli_pages(out: &mut BTreeMap<PathBuf, String>) {
+    for cmd in commands() {
+        let name = cmd.get_name().to_owned();
+        let options = clap_markdown::MarkdownOptions::new()
+            .show_footer(false)
+            .title(format!("`{name}`"));
+        let md = clap_markdown::help_markdown_command_custom(&cmd, &options);
+        out.insert(
+            PathBuf::from(format!("src/reference/cli/{name}.md")),
+            format!("{GENERATED}{md}"),
+        );
+    }
+}
+
+fn man_pages(out: &mut BTreeMap<PathBuf, String>) {
+    fn render(cmd: clap::Command, prefix: &str, out: &mut BTreeMap<PathBuf, String>) {
+        let name = if prefix.is_empty() {
+            cmd.get_name().to_owned()
+        } else {
+            format!("{prefix}-{}", cmd.get_name())
+        };
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            render(sub, &name, out);
+        }
+        let mut buf = Vec::new();
+        let static_name: &'static str = Box::leak(name.clone().into_boxed_str());
+        clap_mangen::Man::new(cmd.name(static_name))
+            .render(&mut buf)
+            .unwrap();
+        out.insert(
+            PathBuf::from(format!("man/{name}.1")),
+            String::from_utf8(buf).unwrap(),
+        );
+    }
+    for cmd in commands() {
+        let mut cmd = cmd.disable_help_subcommand(true);
+        cmd.build();
+        render(cmd, "", out);
+    }
+}
+
+fn exit_codes() -> String {
+    let mut s =
+        format!("{GENERATED}# Exit codes\n\n## `maestro-cli`\n\n| code | meaning |\n|---|---|\n");
+    for (code, meaning) in maestro_cli::exit::TABLE {
+        writeln!(s, "| {code} | {meaning} |").unwrap();
+    }
+    s.push_str(
+        "\nThe daemons say theirs in `--help` (see their [command lines](cli/maestro-broker.md)).\n",
+    );
+    for cmd in commands().into_iter().skip(1) {
+        let about = cmd
+            .get_long_about()
+            .or(cmd.get_about())
+            .map(|a| a.to_string());
+        if let Some(line) = about
+            .as_deref()
+            .and_then(|a| a.lines().find(|l| l.starts_with("Exit codes")))
+        {
+            writeln!(s, "- `{}`: {}", cmd.get_name(), line.trim_end_matches('.')).unwrap();
+        }
+    }
+    s
+}
+
+/// Every environment variable of every (sub)command, with the flags that read it.
+fn environment() -> (String, Vec<String>) {
+    type Uses = BTreeMap<String, Vec<(String, String)>>;
+    fn walk(cmd: &clap::Command, path: &str, uses: &mut Uses) {
+        let path = if path.is_empty() {
+            cmd.get_name().to_owned()
+        } else {
+            format!("{path} {}", cmd.get_name())
+        };
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                let help = arg
+                    .get_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let flag = arg
+                    .get_long()
+                    .map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));
+                uses.entry(env.to_string_lossy().into_owned())
+                    .or_default()
+                    .push((format!("{path} {flag}"), help));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &path, uses);
+        }
+    }
+    let mut uses = Uses::new();
+    for cmd in commands() {
+        let mut cmd = cmd;
+        cmd.build();
+        walk(&cmd, "", &mut uses);
+    }
+    let mut s = format!(
+        "{GENERATED}# Environment variables\n\nEvery flag is also an environment variable; each variable has one meaning wherever it is read.\n\n| variable | read by | meaning |\n|---|---|---|\n"
+    );
+    let mut clashes = Vec::new();
+    for (env, list) in &uses {
+        let mut helps: Vec<&str> = list.iter().map(|(_, h)| h.as_str()).collect();
+        helps.sort_unstable();
+        helps.dedup();
+        if helps.len() > 1 {
+            clashes.push(format!(
+                "{env}: {}",
+                list.iter()
+                    .map(|(w, h)| format!("{w} ({h})"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        let mut by: Vec<&str> = list.iter().map(|(w, _)| w.as_str()).collect();
+        by.dedup();
+        writeln!(
+            s,
+            "| `{env}` | {} | {} |",
+            by.iter()
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            helps.join(" / ").replace('|', "\\|")
+        )
+        .unwrap();
+    }
+    (s, clashes)
+}
+
+fn sut_urls() -> String {
+    let mut s = format!(
+        "{GENERATED}# SUT URLs\n\nThe system under test is one URL (`--sut`, a plan's `sut.url`), parsed once into typed options. \
+Several URLs (or hosts separated by commas) are the nodes of one SUT where the protocol takes several hosts.\n\n## What each protocol can do\n\n"
+    );
+    let caps: [(&str, fn(&maestro_protocol::Capabilities) -> String); 11] = [
+        ("competing consumers", |c| yes(c.competing_consumers)),
+        ("several subscriptions per topic", |c| {
+            yes(c.several_subscriptions)
+        }),
+        ("reliable acks", |c| yes(c.reliable_acks)),
+        ("consumer backlog", |c| yes(c.backlog)),
+        ("partitions", |c| yes(c.partitions)),
+        ("keys", |c| yes(c.keys)),
+        ("several hosts", |c| yes(c.several_hosts)),
+        ("TLS", |c| yes(c.tls)),
+        ("a certificate per client", |c| {
+            yes(c.per_client_certificates)
+        }),
+        ("fleets", |c| yes(c.fleet)),
+        ("open files per client", |c| c.files_per_client.to_string()),
+    ];
+    s.push_str("| |");
+    for scheme in Scheme::ALL {
+        write!(s, " {} |", scheme.title()).unwrap();
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(Scheme::ALL.len()));
+    s.push('\n');
+    for (name, get) in caps {
+        write!(s, "| {name} |").unwrap();
+        for scheme in Scheme::ALL {
+            write!(s, " {} |", get(&scheme.capabilities())).unwrap();
+        }
+        s.push('\n');
+    }
+    for scheme in Scheme::ALL {
+        write!(
+            s,
+            "\n## {}\n\n```text\n{}\n```\n\n| option | default | meaning |\n|---|---|---|\n",
+            scheme.title(),
+            scheme.url_form()
+        )
+        .unwrap();
+        for o in scheme.url_options() {
+            writeln!(s, "| `{}` | {} | {} |", o.key, o.default, o.meaning).unwrap();
+        }
+        let tls = scheme.tls_keys();
+        if !tls.is_empty() {
+            writeln!(
+                s,
+                "\nTLS options: {}.",
+                tls.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .unwrap();
+        }
+    }
+    s.push_str("\n## TLS options\n\n| option | default | meaning |\n|---|---|---|\n");
+    for o in maestro_protocol::sut::TLS_OPTIONS {
+        writeln!(s, "| `{}` | {} | {} |", o.key, o.default, o.meaning).unwrap();
+    }
+    s
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+#[test]
+fn generated_pages_are_current() {
+    let mut pages = BTreeMap::new();
+    cli_pages(&mut pages);
+    man_pages(&mut pages);
+    pages.insert(PathBuf::from("src/reference/exit-codes.md"), exit_codes());
+    let (env, _) = environment();
+    pages.insert(PathBuf::from("src/reference/environment.md"), env);
+    pages.insert(PathBuf::from("src/reference/sut-urls.md"), sut_urls());
+    let bless = std::env::var_os("MAESTRO_BLESS").is_some();
+    let mut stale = Vec::new();
+    for (path, text) in &pages {
+        let file = docs().join(path);
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+            if bless {
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(&file, text).unwrap();
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "out of date in docs/: {}; run `MAESTRO_BLESS=1 cargo test -p maestro-cli --test docs`",
+        stale.join(", ")
+    );
+}
+
+/// Variables read by several commands whose help differs in wording or scope, not in
+/// meaning (reviewed: each is the same setting wherever it is read).
+const ONE_MEANING_IN_OTHER_WORDS: &[&str] = &[
+    "MAESTRO_DURATION",       // how long a test sends (start, quickstart)
+    "MAESTRO_FILES_DIR",      // the folder workers read SUT URL files from (worker, run --local)
+    "MAESTRO_METRICS_LISTEN", // where this process serves Prometheus metrics
+    "MAESTRO_RATE",           // messages per second of a test (start, quickstart)
+    "MAESTRO_RESULTS",        // where results folders go
+    "MAESTRO_SUT",            // the SUT URL (start; run: instead of the plan's)
+    "MAESTRO_WORKERS",        // in-process workers (run --local, quickstart)
+];
+
+#[test]
+fn every_environment_variable_has_one_meaning() {
+    let (_, clashes) = environment();
+    let clashes: Vec<&String> = clashes
+        .iter()
+        .filter(|c| {
+            !ONE_MEANING_IN_OTHER_WORDS
+                .iter()
+                .any(|v| c.starts_with(&format!("{v}:")))
+        })
+        .collect();
+    assert!(
+        clashes.is_empty(),
+        "one variable, several meanings:\n{}",
+        clashes
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
