@@ -169,7 +169,8 @@ fn sut_urls() -> String {
         "{GENERATED}# SUT URLs\n\nThe system under test is one URL (`--sut`, a plan's `sut.url`), parsed once into typed options. \
 Several URLs (or hosts separated by commas) are the nodes of one SUT where the protocol takes several hosts.\n\n## What each protocol can do\n\n"
     );
-    let caps: [(&str, fn(&maestro_protocol::Capabilities) -> String); 11] = [
+    type Row = (&'static str, fn(&maestro_protocol::Capabilities) -> String);
+    let caps: [Row; 11] = [
         ("competing consumers", |c| yes(c.competing_consumers)),
         ("several subscriptions per topic", |c| {
             yes(c.several_subscriptions)
