@@ -53,7 +53,7 @@ pub struct Args {
     /// Serve the broker's health metrics for Prometheus on PORT or HOST:PORT (`/metrics`,
     /// OpenMetrics; a bare port binds to 127.0.0.1).
     #[arg(long, env = "MAESTRO_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<maestro_control::metrics::MetricsListen>,
+    pub metrics_listen: Option<maestro_process::metrics::MetricsListen>,
     /// Print the effective configuration as JSON and exit.
     #[arg(long, env = "MAESTRO_PRINT_CONFIG")]
     pub print_config: bool,

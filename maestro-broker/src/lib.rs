@@ -30,8 +30,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
 /// Default limit of concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default largest MQTT packet: the control plane's one limit, which control clients
-/// share (`maestro_control::MAX_PACKET_BYTES`); every note fits it with its topic.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = maestro_control::MAX_PACKET_BYTES;
+/// share (`maestro_protocol::MAX_PACKET_BYTES`); every note fits it with its topic.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = maestro_protocol::MAX_PACKET_BYTES;
 /// How long to wait for rumqttd's listener to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,7 +82,7 @@ impl Default for BrokerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error(transparent)]
-    Metrics(#[from] maestro_control::metrics::MetricsError),
+    Metrics(#[from] maestro_process::metrics::MetricsError),
     #[error("cannot listen on {addr} (another broker there? choose another address with --listen)")]
     Listen {
         addr: SocketAddr,
@@ -102,7 +102,7 @@ pub enum BrokerError {
         reason: &'static str,
     },
     #[error("TLS: {0}")]
-    Tls(#[from] maestro_control::tls::TlsError),
+    Tls(#[from] maestro_process::tls::TlsError),
     #[error("max connections must be at least 1")]
     NoConnections,
     #[error("cannot start the broker thread: {0}")]
@@ -385,7 +385,7 @@ async fn probe_mqtt(login: Option<(String, String)>, addr: SocketAddr) {
             // Leave so the broker closes the connection: then the probe's slot is free
             // before start() returns, and rumqttd's second disconnect of a closed socket
             // cannot throw out the first client to connect after it.
-            maestro_control::session::goodbye(&client, &mut eventloop).await;
+            maestro_process::goodbye::goodbye(&client, &mut eventloop).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -400,8 +400,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             let (health, registry) = health::BrokerHealth::register(&config);
             broker.health = Some(health);
             let stop = shutdown.child_token();
-            maestro_control::metrics::serve(
-                maestro_control::metrics::MetricsListen(addr),
+            maestro_process::metrics::serve(
+                maestro_process::metrics::MetricsListen(addr),
                 registry,
                 stop.clone(),
             )
@@ -452,7 +452,7 @@ mod health {
     impl BrokerHealth {
         pub fn register(
             config: &super::BrokerConfig,
-        ) -> (Self, maestro_control::metrics::SharedRegistry) {
+        ) -> (Self, maestro_process::metrics::SharedRegistry) {
             let h = Self::default();
             let mut r = Registry::with_prefix("maestro_broker");
             r.register(
@@ -479,7 +479,11 @@ mod health {
             max.set(i64::try_from(config.max_connections).unwrap_or(i64::MAX));
             r.register("max_connections", "The connection limit", max);
             let started: Gauge = Gauge::default();
-            started.set(maestro_control::now().0 / 1_000_000);
+            started.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
             r.register(
                 "started_seconds",
                 "When the broker started (Unix time)",

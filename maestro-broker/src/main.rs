@@ -6,7 +6,7 @@ use maestro_broker::{BrokerConfig, DEFAULT_MAX_PAYLOAD_BYTES};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    maestro_control::init_tracing("info,rumqttd=off");
+    maestro_process::init_tracing("info,rumqttd=off");
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +54,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
-    maestro_control::run_until_signal(|shutdown| maestro_broker::run(config, shutdown))??;
+    maestro_process::run_until_signal(|shutdown| maestro_broker::run(config, shutdown))??;
     // rumqttd has no shutdown: leaving main ends its threads.
     Ok(())
 }

@@ -15,7 +15,7 @@
 //! password" instead of a way around TLS and client certificates.
 
 use bytes::BytesMut;
-use maestro_control::tls::{TlsError, certificates, private_key, provider};
+use maestro_process::tls::{TlsError, certificates, private_key, provider};
 use rumqttd::protocol::{ConnAck, ConnectReturnCode, Login, Packet, Protocol, v4::V4};
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -60,7 +60,7 @@ impl BrokerTls {
             .map_err(|e| TlsError::Setup(e.to_string()))?;
         let builder = match &self.client_ca {
             Some(ca) => {
-                let roots = maestro_control::tls::roots(Some(&path(ca)))?;
+                let roots = maestro_process::tls::roots(Some(&path(ca)))?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                         .build()

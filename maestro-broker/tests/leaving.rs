@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_broker::{BrokerConfig, start};
-use maestro_control::session::goodbye;
+use maestro_process::goodbye::goodbye;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::time::Duration;
 

@@ -3,11 +3,17 @@
 //! runs lives in `maestro-controller` (runs, plans, the control client) and
 //! `maestro-report` (results folder, report, JUnit, compare). It also owns the local
 //! cluster of `quickstart` and `--local` ([`local`]), which composes the broker, worker
-//! and inspector libraries in this process.
+//! and inspector libraries in this process: the default feature `local`. Without it
+//! (`--no-default-features`) the CLI links no SUT driver, and those two refuse clearly.
 
 pub mod cli;
 pub mod compare;
 pub mod live;
+#[cfg(feature = "local")]
+pub mod local;
+/// Without the `local` feature: the same API, refusing with a clear error.
+#[cfg(not(feature = "local"))]
+#[path = "local_off.rs"]
 pub mod local;
 pub mod output;
 pub mod quickstart;

@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// The folder in-process workers may read files a SUT URL names from (`--files-dir`).
+pub use maestro_worker::files::FilesDir;
+
+/// `--files-dir` for in-process workers: `dir`, or no folder at all.
+pub fn files_dir(dir: Option<&std::path::Path>) -> Result<FilesDir, String> {
+    match dir {
+        Some(dir) => FilesDir::new(dir).map_err(|e| format!("--files-dir {}: {e}", dir.display())),
+        None => Ok(FilesDir::none()),
+    }
+}
+
 /// How long the local cluster may take to come up.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -41,7 +52,7 @@ impl LocalCluster {
         cluster: &str,
         workers: u16,
         with_sut: bool,
-        files: maestro_worker::files::FilesDir,
+        files: FilesDir,
         shutdown: &CancellationToken,
     ) -> Result<(Self, Controller), CliError> {
         let listen = free_addr()?;

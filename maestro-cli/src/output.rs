@@ -36,8 +36,11 @@ pub enum CliError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Start(#[from] RunError),
+    #[cfg(feature = "local")]
     #[error("embedded control broker: {0}")]
     Broker(#[from] maestro_broker::BrokerError),
+    #[error("this maestro-cli was built without the `local` feature, which {0} needs")]
+    NotBuilt(&'static str),
     #[error(transparent)]
     Args(#[from] maestro_control::ArgsError),
     #[error("invalid plan: {0}")]
@@ -63,7 +66,10 @@ impl CliError {
         match self {
             CliError::Control(ControlError::Interrupted) => exit::INTERRUPTED,
             CliError::Control(ControlError::Oversize { .. }) => exit::USAGE,
-            CliError::Control(_) | CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
+            CliError::Control(_) => exit::CLUSTER_UNREACHABLE,
+            #[cfg(feature = "local")]
+            CliError::Broker(_) => exit::CLUSTER_UNREACHABLE,
+            CliError::NotBuilt(_) => exit::USAGE,
             CliError::EmbeddedPeers(_) => exit::PEERS_MISSING,
             CliError::Args(_) | CliError::Plan(_) | CliError::Metrics(_) => exit::USAGE,
             CliError::Io(..) | CliError::Terminal(_) => exit::INTERNAL,

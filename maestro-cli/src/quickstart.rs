@@ -37,7 +37,8 @@ pub async fn run(
         "quickstart",
         args.workers,
         true,
-        maestro_worker::files::FilesDir::none(),
+        crate::local::files_dir(None)
+            .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?,
         shutdown,
     )
     .await?;

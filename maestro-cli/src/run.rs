@@ -143,15 +143,8 @@ pub async fn run(
     let embedded = plan.plan.sut.url.get_ref().contains("://embedded");
     let control_url = control.url.to_string();
     let (local, mut controller) = if args.local {
-        let files = match &args.files_dir {
-            Some(dir) => maestro_worker::files::FilesDir::new(dir).map_err(|e| {
-                CliError::Start(maestro_controller::run::RunError::Spec(format!(
-                    "--files-dir {}: {e}",
-                    dir.display()
-                )))
-            })?,
-            None => maestro_worker::files::FilesDir::none(),
-        };
+        let files = crate::local::files_dir(args.files_dir.as_deref())
+            .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?;
         let (local, controller) =
             crate::local::LocalCluster::start("local", args.workers, embedded, files, shutdown)
                 .await?;

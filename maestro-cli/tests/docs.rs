@@ -331,3 +331,57 @@ fn relative_links_in_the_docs_resolve() {
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+#[test]
+fn the_crate_graph_in_architecture_md_is_the_manifests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members: toml::Table = toml::from_str(&workspace).unwrap();
+    let members = members["workspace"]["members"].as_array().unwrap();
+    let mut wrong = Vec::new();
+    for dir in members {
+        let dir = dir.as_str().unwrap();
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap())
+                .unwrap();
+        let name = manifest["package"]["name"].as_str().unwrap();
+        let mut ours: Vec<&str> = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| {
+                d.keys()
+                    .map(String::as_str)
+                    .filter(|k| k.starts_with("maestro-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ours.sort_by_key(|k| ORDER.iter().position(|o| o == k).unwrap_or(usize::MAX));
+        let deps = if ours.is_empty() {
+            "(none)".to_owned()
+        } else {
+            ours.join(" ")
+        };
+        let line = format!("{name:<19} <- {deps}");
+        if !arch.lines().any(|l| l == line) {
+            wrong.push(line);
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "ARCHITECTURE.md's crate graph lacks these lines (the manifests say so):\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The order crates are listed in, in the graph's lines.
+const ORDER: &[&str] = &[
+    "maestro-protocol",
+    "maestro-process",
+    "maestro-control",
+    "maestro-controller",
+    "maestro-report",
+    "maestro-broker",
+    "maestro-worker",
+    "maestro-inspector",
+];

@@ -1,5 +1,12 @@
-//! Process plumbing every maestro binary shares: logging to stderr and the root
-//! cancellation token, cancelled on SIGINT or SIGTERM.
+//! `maestro-process` owns what every maestro process (the broker, the peers, the CLI)
+//! needs around its work, and nothing about the control plane's notes: logging to stderr
+//! ([`init_tracing`], [`LogTap`]), the root cancellation token cancelled on SIGINT or
+//! SIGTERM ([`run_until_signal`]), the Prometheus endpoint ([`metrics`]), TLS files and
+//! rustls set-up ([`tls`]), and leaving an MQTT broker politely ([`goodbye`]).
+
+pub mod goodbye;
+pub mod metrics;
+pub mod tls;
 
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
