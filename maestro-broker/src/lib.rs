@@ -626,37 +626,11 @@ mod nodelay {
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
-        let dir = tempdir::Dir::new();
-        let path = dir.0.join("users");
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
         std::fs::write(&path, text).unwrap();
         (dir, path)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let p = std::env::temp_dir().join(format!(
-                    "maestro-broker-test-{}-{}",
-                    std::process::id(),
-                    uuid_like()
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Self(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        fn uuid_like() -> u128 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        }
     }
 
     #[test]

@@ -15,8 +15,7 @@ fn init(dir: &Path, extra: &[&str]) -> maestro_testkit::CliRun {
 
 #[test]
 fn lab_certificates_serve_tls_on_mosquitto() {
-    let root = std::env::temp_dir().join(format!("maestro-certs-it-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let root = maestro_testkit::test_dir("certs-it");
     let (lab, other) = (root.join("lab"), root.join("other"));
     let run = init(&lab, &["--san", "broker.lab"]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -71,5 +70,4 @@ fn lab_certificates_serve_tls_on_mosquitto() {
     // A client that trusts another CA refuses the server's certificate.
     let refused = publish("localhost", &other.join("ca.pem"));
     assert!(!refused.status.success(), "{}", output_text(&refused));
-    let _ = std::fs::remove_dir_all(&root);
 }

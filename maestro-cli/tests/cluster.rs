@@ -170,8 +170,7 @@ fn broker_refuses_a_taken_port_with_a_clear_error() {
 
 #[test]
 fn auth_refuses_wrong_password_and_anonymous_and_accepts_the_right_one() {
-    let dir = std::env::temp_dir().join(format!("maestro-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = maestro_testkit::test_dir("auth");
     let users = dir.join("users");
     std::fs::write(&users, "# test users\nalice:s3cret\ncarol:p+&%@:/w\n").unwrap();
     let broker = TestBroker::start(&["--auth-file", users.to_str().unwrap()]).unwrap();
@@ -223,7 +222,6 @@ fn auth_refuses_wrong_password_and_anonymous_and_accepts_the_right_one() {
         "{}",
         bad.log_text()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -376,7 +374,7 @@ fn halt_stops_the_addressed_peers_only() {
 
 #[test]
 fn quickstart_needs_nothing_installed() {
-    let results = std::env::temp_dir().join(format!("maestro-qs-{}", std::process::id()));
+    let results = maestro_testkit::test_dir("qs");
     let results_arg = results.to_str().unwrap();
     let run = run_cli(
         &[
@@ -421,5 +419,4 @@ fn quickstart_needs_nothing_installed() {
             .exists()
     );
     assert!(run.stderr.is_empty(), "quiet on success: {}", run.stderr);
-    let _ = std::fs::remove_dir_all(&results);
 }

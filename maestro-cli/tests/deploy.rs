@@ -12,11 +12,8 @@ use maestro_testkit::{output_text, repo_root, run_cli, tool};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("maestro-deploy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(name: &str) -> maestro_testkit::TestDir {
+    maestro_testkit::test_dir(&format!("deploy-{name}"))
 }
 
 #[test]
@@ -132,7 +129,6 @@ fn kubernetes_manifests_render_and_validate_against_the_schemas() {
             "{name} not in the ConfigMap"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The units with their binaries pointed at the workspace's build (verify checks that
@@ -202,5 +198,4 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "a broken unit passed: {}",
         output_text(&v)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

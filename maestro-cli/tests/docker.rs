@@ -333,10 +333,7 @@ fn docker_compose_cluster_runs_tests_and_survives_faults() {
     // declares `docker pause` of the mosquitto container; the run names it.
     let container = d.containers("mosquitto").remove(0);
     // In a folder of its own, removed when the test ends, passed or failed.
-    let faults_dir =
-        std::env::temp_dir().join(format!("maestro-docker-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&faults_dir).unwrap();
-    let _cleanup = maestro_testkit::RemoveOnDrop(faults_dir.clone());
+    let faults_dir = maestro_testkit::test_dir("docker-faults");
     let faults = faults_dir.join("faults.toml");
     std::fs::write(
         &faults,

@@ -472,17 +472,7 @@ fn a_fleet_that_cannot_connect_says_why() {
 fn a_fleet_refused_by_the_broker_says_auth() {
     // Mosquitto with a password file: the right password connects, a wrong one is an
     // authentication failure, said as such.
-    /// Removed on drop, also when the test fails.
-    struct TempDir(std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("maestro-fleet-auth-{}", std::process::id())));
-    let dir = &dir.0;
-    std::fs::create_dir_all(dir).unwrap();
+    let dir = maestro_testkit::test_dir("fleet-auth");
     let passwords = dir.join("passwords");
     let made = std::process::Command::new("mosquitto_passwd")
         .args(["-b", "-c", passwords.to_str().unwrap(), "meter", "s3cret"])

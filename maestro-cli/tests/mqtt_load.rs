@@ -254,7 +254,7 @@ fn a_worker_says_when_its_open_files_limit_caps_its_share() {
     .unwrap();
     let mq = Mosquitto::start().unwrap();
     let sut = mq.url("limit", "");
-    let results = std::env::temp_dir().join(format!("maestro-limit-{c}"));
+    let results = maestro_testkit::test_dir(&format!("limit-{c}"));
     let run_with = |producers: &str| {
         maestro_testkit::run_cli(
             &[
@@ -289,7 +289,6 @@ fn a_worker_says_when_its_open_files_limit_caps_its_share() {
     }));
     // 300 connections do not fit 200 files: refused before connecting, with the numbers.
     let run = run_with("300");
-    let _ = std::fs::remove_dir_all(&results);
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(
         run.stderr.contains("open-files limit is 200"),
@@ -299,7 +298,6 @@ fn a_worker_says_when_its_open_files_limit_caps_its_share() {
     assert!(run.stderr.contains("at most 136 clients"), "{}", run.stderr);
     // 100 do.
     let run = run_with("100");
-    let _ = std::fs::remove_dir_all(&results);
     assert_eq!(run.code, Some(0), "{run:?}");
 }
 
@@ -791,7 +789,7 @@ fn clock_offsets_correct_cross_worker_latency() {
         let _w1 =
             maestro_testkit::Proc::spawn_with_env("worker", "maestro-worker", &args("w1"), &env)
                 .unwrap();
-        let results = std::env::temp_dir().join(format!("maestro-results-{c}"));
+        let results = maestro_testkit::test_dir(&format!("results-{c}"));
         assert!(wait_for(Duration::from_secs(15), || {
             maestro_testkit::run_cli(
                 &[
@@ -838,7 +836,6 @@ fn clock_offsets_correct_cross_worker_latency() {
         )
         .unwrap();
         assert_eq!(out.code, Some(0), "{out:?}");
-        let _ = std::fs::remove_dir_all(&results);
         out.json().unwrap()
     };
     let same = run("+0");

@@ -10,11 +10,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("maestro-omb-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(name: &str) -> maestro_testkit::TestDir {
+    maestro_testkit::test_dir(&format!("omb-{name}"))
 }
 
 fn examples() -> PathBuf {
@@ -134,7 +131,6 @@ fn the_example_omb_files_check_and_a_bad_key_is_named_with_its_line() {
     .unwrap();
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("--driver"), "{}", run.stderr);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A Kafka workload and driver (acks=all, no auto-commit, round-robin keys, a payload
@@ -300,7 +296,6 @@ print("charts ok", r["workload"])
         "{}",
         String::from_utf8_lossy(&py.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// OMB's backlog test against RabbitMQ: consumers wait until 1 MiB (1024 messages of 1 KiB,
@@ -348,5 +343,4 @@ fn an_omb_rabbitmq_backlog_workload_builds_and_drains() {
         s["sut"].as_str().unwrap().contains("persistent=true"),
         "{s:#}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

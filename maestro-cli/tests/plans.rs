@@ -17,11 +17,8 @@ fn plans_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plans")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("maestro-plans-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(name: &str) -> maestro_testkit::TestDir {
+    maestro_testkit::test_dir(&format!("plans-{name}"))
 }
 
 /// (test cases, failures with their messages) of a JUnit file, read with an XML parser.
@@ -75,7 +72,6 @@ fn the_quick_plan_runs_locally_with_nothing_installed() {
     let (cases, failures) = junit(&junit_path);
     // Its cases include "not generator-bound".
     assert_eq!((cases, failures.len()), (5, 0), "{failures:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -116,7 +112,6 @@ fn the_fleet_plan_runs_locally_with_nothing_installed() {
         html.contains(r#"<table id="connections">"#),
         "no connections table"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -169,7 +164,6 @@ fn a_failing_latency_condition_exits_1_and_says_why() {
         failures[0].contains("response_time_p99_ms <= 0.001 failed at 2000 msg/s"),
         "{failures:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -206,7 +200,6 @@ fn validation_errors_point_at_the_line_and_field() {
             run.stderr
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -257,7 +250,6 @@ fn the_example_max_rate_plan_converges_on_a_knee_against_mosquitto() {
         "knee {knee}, first failure {lowest_fail}: {phase:#}"
     );
     eprintln!("knee {knee:.0} msg/s after {} probes", probes.len());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The example plan that runs one workload on one RabbitMQ through MQTT and through AMQP
@@ -334,7 +326,6 @@ fn one_workload_through_mqtt_and_amqp10_on_one_rabbitmq_compares_side_by_side() 
         assert!(run.stdout.contains(row), "no {row:?} row:\n{}", run.stdout);
     }
     eprintln!("{}", run.stdout);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -432,7 +423,6 @@ fn the_html_report_has_every_chart_and_the_verdict_table() {
         + html.matches("https://").count()
         + html.matches(" src=").count();
     assert_eq!(fetched, 0, "the report refers to outside resources");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A plan results folder with one fixed phase of the given p99 (µs), rate and loss,
@@ -618,7 +608,6 @@ fn compare_fails_when_new_is_worse_beyond_the_thresholds() {
         "{}",
         run.stderr
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -678,7 +667,6 @@ fn every_example_plan_is_valid_and_payload_files_are_checked() {
     let (folder, _) = plan_summary(&results);
     let plan: String = std::fs::read_to_string(folder.join("plan.toml")).unwrap();
     assert!(plan.contains("payload_file"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A plan whose SUT cannot keep up with its rate fails `min_achieved_fraction`, naming
@@ -733,5 +721,4 @@ duration = "2s"
         summary["achieved_fraction"].as_f64().unwrap() < 0.9,
         "{summary:#}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,7 @@ fn cli(url: &str, cluster: &str, extra: &[&str], args: &[&str]) -> CliRun {
 /// `maestro-cli start --sut SUT ARGS -o json` with its own results folder (removed);
 /// asserts exit 0 and returns the summary.
 fn start_json(url: &str, cluster: &str, extra: &[&str], sut: &str, args: &[&str]) -> Value {
-    let results = std::env::temp_dir().join(format!("maestro-sec-results-{cluster}"));
+    let results = maestro_testkit::test_dir(&format!("sec-results-{cluster}"));
     let mut all = vec![
         "start",
         "--sut",
@@ -34,7 +34,6 @@ fn start_json(url: &str, cluster: &str, extra: &[&str], sut: &str, args: &[&str]
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", "json"]);
     let run = cli(url, cluster, extra, &all);
-    let _ = std::fs::remove_dir_all(&results);
     assert_eq!(run.code, Some(0), "{run:?}");
     run.json().unwrap()
 }
@@ -501,7 +500,8 @@ fn an_external_mosquitto_with_the_shipped_acl_carries_a_signed_cluster() {
 
 /// Publishes `payload` with mosquitto_pub (a third-party client, as an attacker would).
 fn mosquitto_pub(port: u16, topic: &str, payload: &[u8]) {
-    let file = std::env::temp_dir().join(format!("forged-{}.json", fastrand::u64(..)));
+    let dir = maestro_testkit::test_dir("forged");
+    let file = dir.join("forged.json");
     std::fs::write(&file, payload).unwrap();
     let out = std::process::Command::new("mosquitto_pub")
         .args([
@@ -647,8 +647,7 @@ fn rss_kb(pid: u32) -> Option<u64> {
 /// the worker's --files-dir (`ca=/etc/passwd`): refused by name, the file is not read.
 #[test]
 fn a_configure_whose_sut_url_would_load_a_library_or_read_a_file_is_refused_by_the_worker() {
-    let files = std::env::temp_dir().join(format!("maestro-files-{}", fastrand::u64(..)));
-    std::fs::create_dir_all(&files).unwrap();
+    let files = maestro_testkit::test_dir("files");
     let c = Cluster::start_with(1, &["--files-dir", files.to_str().unwrap()]);
     let mq = Mosquitto::start().unwrap();
     let spy = capture(c.broker.port, "#");
@@ -713,7 +712,6 @@ fn a_configure_whose_sut_url_would_load_a_library_or_read_a_file_is_refused_by_t
     // The worker is still idle and answers.
     let run = c.cli(&["stats", "-o", "json"], T);
     assert!(run.stdout.contains("idle"), "{run:?}");
-    std::fs::remove_dir_all(&files).unwrap();
 }
 
 /// Runs a test with many clients (so configuring takes a while) and, as soon as the

@@ -552,7 +552,7 @@ fn kafka_lag_grows_and_drains() {
 /// A Mosquitto that runs as a daemon with a pid file (so a fault can kill it and start it
 /// again); whatever runs from its pid file is killed on drop.
 struct DaemonMosquitto {
-    dir: std::path::PathBuf,
+    dir: maestro_testkit::TestDir,
     conf: std::path::PathBuf,
     port: u16,
 }
@@ -560,8 +560,7 @@ struct DaemonMosquitto {
 impl DaemonMosquitto {
     fn start() -> Self {
         let port = maestro_testkit::free_port();
-        let dir = std::env::temp_dir().join(format!("maestro-daemon-mq-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = maestro_testkit::test_dir(&format!("daemon-mq-{port}"));
         // Mosquitto drops to its own user before it writes the pid file.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -617,7 +616,6 @@ impl Drop for DaemonMosquitto {
         if let Some(pid) = self.pid() {
             maestro_testkit::signal_pid(pid, 9);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -770,9 +768,7 @@ impl Drop for Netns {
 fn a_partition_in_a_namespace_cuts_the_broker_off_and_heals() {
     let ns = Netns::new();
     let port = 1883;
-    let dir = std::env::temp_dir().join(format!("maestro-part-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _cleanup = maestro_testkit::RemoveOnDrop(dir.clone());
+    let dir = maestro_testkit::test_dir("part");
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,

@@ -223,8 +223,8 @@ mod tests {
 
     #[test]
     fn writes_four_files_keeps_them_unless_forced_and_refuses_bad_names() {
-        let dir = std::env::temp_dir().join(format!("maestro-certs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
         let w = init(&dir, &["broker.lab".to_owned()], false).unwrap();
         assert_eq!(w.names, ["localhost", "127.0.0.1", "broker.lab"]);
         for f in [&w.ca, &w.server] {
@@ -263,6 +263,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("\"no spaces allowed\""), "{bad}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

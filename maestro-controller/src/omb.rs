@@ -576,14 +576,14 @@ mod tests {
 
     /// Loads a workload and a driver written to a folder of the test's own.
     fn load_texts(name: &str, workload: &str, driver: &str) -> Result<Loaded, PlanError> {
-        let dir =
-            std::env::temp_dir().join(format!("maestro-omb-unit-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("maestro-omb-unit-{name}-"))
+            .tempdir()
+            .unwrap();
+        let dir = dir.path();
         std::fs::write(dir.join("w.yaml"), workload).unwrap();
         std::fs::write(dir.join("d.yaml"), driver).unwrap();
-        let loaded = load(&dir.join("w.yaml"), &dir.join("d.yaml"));
-        let _ = std::fs::remove_dir_all(&dir);
-        loaded
+        load(&dir.join("w.yaml"), &dir.join("d.yaml"))
     }
 
     #[test]

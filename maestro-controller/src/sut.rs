@@ -378,8 +378,8 @@ mod tests {
 
     #[test]
     fn samples_land_on_the_run_timeline_with_gaps_and_a_cross_check() {
-        let dir = std::env::temp_dir().join(format!("maestro-sut-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
         let start = 1_700_000_000_000_000;
         // The inspector's clock is 250 ms ahead.
@@ -438,13 +438,12 @@ mod tests {
         // After the gap the rate spans the whole gap: (3000 - 1500) / 3 s.
         assert_eq!((rows[2].second, rows[2].per_second), (3, Some(500.0)));
         assert!(s.warnings.iter().any(|w| w.contains("seconds 1..=2")));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_baseline_is_the_last_sample_before_the_start_if_recent() {
-        let dir = std::env::temp_dir().join(format!("maestro-sut-b-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
         let start = 1_700_000_000_000_000;
         let increase = |samples: &[(i64, f64)]| {
@@ -479,13 +478,12 @@ mod tests {
             ]),
             None
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_end_waits_for_figures_from_every_source_that_reads_the_sut() {
-        let dir = std::env::temp_dir().join(format!("maestro-sut-w-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
         let start = 1_700_000_000_000_000;
         let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), 0))].into());
@@ -508,13 +506,12 @@ mod tests {
         assert!(!r.sut_sampled_since(start + 2_000_000));
         r.add(&dir, &peer, &stats(start + 4_000_000, Some(20.0), 0.0));
         assert!(r.sut_sampled_since(start + 2_000_000));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_sut_count_more_than_one_percent_off_is_a_warning() {
-        let dir = std::env::temp_dir().join(format!("maestro-sut-x-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         let peer = PeerId::new("inspector-1").unwrap_or_else(|e| panic!("{e}"));
         let start = 1_700_000_000_000_000;
         let mut r = SutRecorder::new([(peer.clone(), ("insp".to_owned(), 0))].into());
@@ -540,6 +537,5 @@ mod tests {
             "{:?}",
             s.warnings
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

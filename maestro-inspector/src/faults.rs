@@ -785,8 +785,8 @@ mod tests {
 
     #[test]
     fn pids_a_signal_must_not_reach_are_refused() {
-        let dir = std::env::temp_dir().join(format!("pidfiles-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         for (name, text) in [
             ("zero", "0".to_owned()),
             ("init", "1".to_owned()),
@@ -799,7 +799,6 @@ mod tests {
         }
         assert!(ProcessTarget::Pid(1).resolve().is_err());
         assert!(ProcessTarget::Pid(std::process::id()).resolve().is_err());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -950,8 +949,8 @@ port = 1883
 
     #[test]
     fn the_state_file_keeps_faults_until_healed_and_a_reused_pid_is_left_alone() {
-        let path = std::env::temp_dir().join(format!("maestro-state-{}.json", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = tmp.path().join("state.json");
         let (state, leftovers) = StateFile::open(path.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert!(leftovers.is_empty());
         let second = StateFile::open(path.clone()).err().unwrap_or_default();

@@ -163,26 +163,26 @@ mod tests {
         }
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("maestro-report-{name}-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&d);
-        d
+    fn dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("maestro-report-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn a_summary_round_trips_through_its_file() {
         let d = dir("round");
-        let path = d.join("summary.json");
+        let path = d.path().join("summary.json");
         write(&path, &summary()).unwrap();
         let back: RunSummary = read(&path).unwrap();
         assert_eq!(back, summary());
-        let _ = std::fs::remove_dir_all(d);
     }
 
     #[test]
     fn a_missing_or_mistyped_field_names_the_file_and_field() {
         let d = dir("bad");
-        let path = d.join("summary.json");
+        let path = d.path().join("summary.json");
         let mut v = serde_json::to_value(summary()).unwrap();
         v.as_object_mut().unwrap().remove("lost");
         std::fs::write(&path, v.to_string()).unwrap();
@@ -203,6 +203,5 @@ mod tests {
         std::fs::write(&path, v.to_string()).unwrap();
         let e = read::<RunSummary>(&path).unwrap_err().to_string();
         assert!(e.contains("schema_version 99"), "{e}");
-        let _ = std::fs::remove_dir_all(d);
     }
 }

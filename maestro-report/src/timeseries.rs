@@ -482,7 +482,8 @@ mod tests {
 
     #[test]
     fn seconds_are_written_once_every_live_worker_published_them() {
-        let dir = std::env::temp_dir().join(format!("maestro-stream-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().to_path_buf();
         let (a, b) = (
             PeerId::new("a").unwrap_or_else(|_| unreachable!()),
             PeerId::new("b").unwrap_or_else(|_| unreachable!()),
@@ -522,6 +523,5 @@ mod tests {
         assert!(e.contains("bad.csv"), "{e}");
         let hlog = std::fs::read_to_string(dir.join("a.hlog")).unwrap_or_default();
         assert_eq!(hlog.matches("Tag=response_time_us,").count(), 3, "{hlog}");
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -125,6 +125,35 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
+/// A temporary folder for one test, removed when it is dropped: when the test ends, and
+/// when it fails too (a panic unwinds through it). Derefs to its path.
+#[derive(Debug)]
+pub struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A new empty [`TestDir`] named `maestro-<name>-<random>` under the system's temporary
+/// folder.
+pub fn test_dir(name: &str) -> TestDir {
+    TestDir(
+        tempfile::Builder::new()
+            .prefix(&format!("maestro-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot make a temporary folder: {e}")),
+    )
+}
+
 /// The folder holding the workspace's binaries (`target/debug` or `target/release`),
 /// found from the running test or benchmark executable.
 pub fn bin_dir() -> PathBuf {

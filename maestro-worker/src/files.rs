@@ -93,7 +93,8 @@ mod tests {
 
     #[test]
     fn files_are_read_only_under_the_folder() {
-        let root = std::env::temp_dir().join(format!("maestro-files-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
         let inside = root.join("in");
         std::fs::create_dir_all(&inside).unwrap();
         std::fs::write(inside.join("ca.pem"), "x").unwrap();
@@ -118,6 +119,5 @@ mod tests {
         assert!(matches!(e, FilesError::Missing { .. }), "{e}");
         let e = FilesDir::none().check(&url(&ok)).unwrap_err();
         assert!(e.to_string().contains("--files-dir"), "{e}");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

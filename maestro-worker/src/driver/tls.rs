@@ -410,26 +410,16 @@ mod tests {
     mod tempdir {
         /// A folder removed on drop.
         #[derive(Debug)]
-        pub struct Dir(std::path::PathBuf);
+        pub struct Dir(tempfile::TempDir);
         impl Dir {
             pub fn new() -> Self {
-                let p = std::env::temp_dir().join(format!("maestro-tls-{}", uuid_like()));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
+                Dir(tempfile::tempdir().unwrap())
             }
             pub fn write(&self, name: &str, text: &str) -> String {
-                let p = self.0.join(name);
+                let p = self.0.path().join(name);
                 std::fs::write(&p, text).unwrap();
                 p.to_string_lossy().into_owned()
             }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        fn uuid_like() -> String {
-            format!("{}-{}", std::process::id(), fastrand::u64(..))
         }
     }
 
