@@ -899,6 +899,29 @@ impl LoadedPlan {
 
     fn validate(&self) -> Result<(), PlanError> {
         let p = &self.plan;
+        self.validate_roles()?;
+        self.validate_workload()?;
+        let ws = p.workload.span();
+        let sut = self.sut(None)?;
+        self.size().map_err(|reason| {
+            self.error(
+                self.key_span(ws.clone(), "message_size"),
+                "workload.message_size",
+                reason,
+            )
+        })?;
+        if p.phases.is_empty() {
+            return Err(self.error(0..0, "phase", "a plan needs at least one [[phase]]"));
+        }
+        for (i, (phase, raw)) in self.phases.iter().zip(&p.phases).enumerate() {
+            self.validate_phase(i, phase, raw, &sut)?;
+        }
+        Ok(())
+    }
+
+    /// `workers`, the name, and who produces and consumes.
+    fn validate_roles(&self) -> Result<(), PlanError> {
+        let p = &self.plan;
         if p.plan.workers == 0 {
             return Err(self.error(
                 self.key_span(0..self.text.len(), "workers"),
@@ -936,6 +959,12 @@ impl LoadedPlan {
                 "give either roles or producer_group and consumer_group",
             ));
         }
+        Ok(())
+    }
+
+    /// The workload against what the SUT's protocol can express.
+    fn validate_workload(&self) -> Result<(), PlanError> {
+        let p = &self.plan;
         // The plan's own URL first (the workload's options are checked below, each at
         // its own line), then the URL with them.
         let scheme = self
@@ -1011,177 +1040,188 @@ impl LoadedPlan {
                 ),
             ));
         }
-        let sut = self.sut(None)?;
-        let size = self.size().map_err(|reason| {
-            self.error(
-                self.key_span(ws.clone(), "message_size"),
-                "workload.message_size",
-                reason,
-            )
-        })?;
-        if p.phases.is_empty() {
-            return Err(self.error(0..0, "phase", "a plan needs at least one [[phase]]"));
-        }
-        for (i, (phase, raw)) in self.phases.iter().zip(&p.phases).enumerate() {
-            let span = raw.kind.span();
-            let field = |name: &str| format!("phase[{i}].{name}");
-            let positive =
-                |name: &str, v: f64, at: &Option<Spanned<f64>>| -> Result<(), PlanError> {
-                    if !(v.is_finite() && v > 0.0) {
-                        return Err(self.error(
-                            raw.span_of(at),
-                            &field(name),
-                            format!("{v} must be a rate above 0"),
-                        ));
-                    }
-                    Ok(())
-                };
-            match phase {
-                Phase::Drain { duration } => {
-                    if duration.is_zero() {
-                        return Err(self.error(
-                            raw.span_of(&raw.duration),
-                            &field("duration"),
-                            "must be longer than 0",
-                        ));
-                    }
+        Ok(())
+    }
+
+    /// One phase, and the spec its steps build.
+    fn validate_phase(
+        &self,
+        i: usize,
+        phase: &Phase,
+        raw: &RawPhase,
+        sut: &SutUrl,
+    ) -> Result<(), PlanError> {
+        let span = raw.kind.span();
+        let field = |name: &str| format!("phase[{i}].{name}");
+        let positive = |name: &str, v: f64, at: &Option<Spanned<f64>>| -> Result<(), PlanError> {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(self.error(
+                    raw.span_of(at),
+                    &field(name),
+                    format!("{v} must be a rate above 0"),
+                ));
+            }
+            Ok(())
+        };
+        match phase {
+            Phase::Drain { duration } => {
+                if duration.is_zero() {
+                    return Err(self.error(
+                        raw.span_of(&raw.duration),
+                        &field("duration"),
+                        "must be longer than 0",
+                    ));
                 }
-                Phase::Warmup { rate, duration } => {
+            }
+            Phase::Warmup { rate, duration } => {
+                positive("rate", *rate, &raw.rate)?;
+                if duration.is_zero() {
+                    return Err(self.error(
+                        raw.span_of(&raw.duration),
+                        &field("duration"),
+                        "must be longer than 0",
+                    ));
+                }
+            }
+            Phase::Fixed {
+                rate,
+                at_knee,
+                duration,
+                count,
+                ..
+            } => {
+                if *at_knee {
+                    if !self.phases[..i]
+                        .iter()
+                        .any(|p| matches!(p, Phase::MaxRate { .. }))
+                    {
+                        return Err(self.error(
+                            raw.span_of(&raw.at_knee),
+                            &field("at_knee"),
+                            "no max-rate phase before this one to take the knee of",
+                        ));
+                    }
+                    if count.is_some() {
+                        return Err(self.error(
+                            raw.span_of(&raw.count),
+                            &field("count"),
+                            "a phase at_knee runs for a duration (its rate is not known before)",
+                        ));
+                    }
+                } else {
                     positive("rate", *rate, &raw.rate)?;
-                    if duration.is_zero() {
-                        return Err(self.error(
-                            raw.span_of(&raw.duration),
-                            &field("duration"),
-                            "must be longer than 0",
-                        ));
-                    }
                 }
-                Phase::Fixed {
-                    rate,
-                    at_knee,
-                    duration,
-                    count,
-                    ..
-                } => {
-                    if *at_knee {
-                        if !self.phases[..i]
-                            .iter()
-                            .any(|p| matches!(p, Phase::MaxRate { .. }))
-                        {
-                            return Err(self.error(
-                                raw.span_of(&raw.at_knee),
-                                &field("at_knee"),
-                                "no max-rate phase before this one to take the knee of",
-                            ));
-                        }
-                        if count.is_some() {
-                            return Err(self.error(
-                                raw.span_of(&raw.count),
-                                &field("count"),
-                                "a phase at_knee runs for a duration (its rate is not known before)",
-                            ));
-                        }
-                    } else {
-                        positive("rate", *rate, &raw.rate)?;
-                    }
-                    if duration.is_some() == count.is_some() {
-                        return Err(self.error(
-                            span.clone(),
-                            &field("duration"),
-                            "give exactly one of duration and count",
-                        ));
-                    }
-                }
-                Phase::Ramp {
-                    start_rate,
-                    step,
-                    ceiling,
-                    step_duration,
-                    ..
-                } => {
-                    positive("start_rate", *start_rate, &raw.start_rate)?;
-                    positive("step", *step, &raw.step)?;
-                    if ceiling < start_rate {
-                        return Err(self.error(
-                            raw.span_of(&raw.ceiling),
-                            &field("ceiling"),
-                            format!("{ceiling} is below start_rate {start_rate}"),
-                        ));
-                    }
-                    if step_duration.is_zero() {
-                        return Err(self.error(
-                            raw.span_of(&raw.step_duration),
-                            &field("step_duration"),
-                            "must be longer than 0",
-                        ));
-                    }
-                }
-                Phase::MaxRate {
-                    start_rate,
-                    ceiling,
-                    precision,
-                    step_duration,
-                    ..
-                } => {
-                    positive("start_rate", *start_rate, &raw.start_rate)?;
-                    if ceiling < start_rate {
-                        return Err(self.error(
-                            raw.span_of(&raw.ceiling),
-                            &field("ceiling"),
-                            format!("{ceiling} is below start_rate {start_rate}"),
-                        ));
-                    }
-                    if !(*precision > 0.0 && *precision < 1.0) {
-                        return Err(self.error(
-                            raw.span_of(&raw.precision),
-                            &field("precision"),
-                            format!("{precision} must be between 0 and 1 (a fraction)"),
-                        ));
-                    }
-                    if step_duration.is_zero() {
-                        return Err(self.error(
-                            raw.span_of(&raw.step_duration),
-                            &field("step_duration"),
-                            "must be longer than 0",
-                        ));
-                    }
+                if duration.is_some() == count.is_some() {
+                    return Err(self.error(
+                        span.clone(),
+                        &field("duration"),
+                        "give exactly one of duration and count",
+                    ));
                 }
             }
-            if let Some((fleet, _, _)) = &self.fleet {
-                let rate = match phase {
-                    Phase::Fixed { rate, .. } | Phase::Warmup { rate, .. } => Some(*rate),
-                    _ => None,
-                };
-                match rate {
-                    None => {
-                        return Err(self.error(
-                            span.clone(),
-                            &field("kind"),
-                            "a fleet sends at one message per client per interval: its phases are fixed or warmup",
-                        ));
-                    }
-                    Some(r) if (r - fleet.rate()).abs() > fleet.rate() * 1e-3 => {
-                        return Err(self.error(
-                            raw.span_of(&raw.rate),
-                            &field("rate"),
-                            format!(
-                                "is {r}, but the fleet sends {} msg/s ({} clients, one message per {})",
-                                fleet.rate(),
-                                fleet.clients,
-                                humantime::format_duration(fleet.interval)
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
+            Phase::Ramp {
+                start_rate,
+                step,
+                ceiling,
+                step_duration,
+                ..
+            } => {
+                positive("start_rate", *start_rate, &raw.start_rate)?;
+                positive("step", *step, &raw.step)?;
+                if ceiling < start_rate {
+                    return Err(self.error(
+                        raw.span_of(&raw.ceiling),
+                        &field("ceiling"),
+                        format!("{ceiling} is below start_rate {start_rate}"),
+                    ));
+                }
+                if step_duration.is_zero() {
+                    return Err(self.error(
+                        raw.span_of(&raw.step_duration),
+                        &field("step_duration"),
+                        "must be longer than 0",
+                    ));
                 }
             }
-            // The spec each step builds must be valid (size vs header, warm-up vs duration).
-            let spec = self.spec(&sut, 1.0, Some(Duration::from_secs(3600)), None);
-            if let Err(e) = spec.validate() {
-                return Err(self.error(span.clone(), &field("kind"), e.to_string()));
+            Phase::MaxRate {
+                start_rate,
+                ceiling,
+                precision,
+                step_duration,
+                ..
+            } => {
+                positive("start_rate", *start_rate, &raw.start_rate)?;
+                if ceiling < start_rate {
+                    return Err(self.error(
+                        raw.span_of(&raw.ceiling),
+                        &field("ceiling"),
+                        format!("{ceiling} is below start_rate {start_rate}"),
+                    ));
+                }
+                if !(*precision > 0.0 && *precision < 1.0) {
+                    return Err(self.error(
+                        raw.span_of(&raw.precision),
+                        &field("precision"),
+                        format!("{precision} must be between 0 and 1 (a fraction)"),
+                    ));
+                }
+                if step_duration.is_zero() {
+                    return Err(self.error(
+                        raw.span_of(&raw.step_duration),
+                        &field("step_duration"),
+                        "must be longer than 0",
+                    ));
+                }
             }
         }
-        let _ = size;
+        self.validate_fleet_phase(i, phase, raw)?;
+        // The spec each step builds must be valid (size vs header, warm-up vs duration).
+        let spec = self.spec(sut, 1.0, Some(Duration::from_secs(3600)), None);
+        if let Err(e) = spec.validate() {
+            return Err(self.error(span.clone(), &field("kind"), e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A fleet sends one message per client per interval: its phases are fixed or warmup
+    /// at exactly that rate.
+    fn validate_fleet_phase(
+        &self,
+        i: usize,
+        phase: &Phase,
+        raw: &RawPhase,
+    ) -> Result<(), PlanError> {
+        let Some((fleet, _, _)) = &self.fleet else {
+            return Ok(());
+        };
+        let span = raw.kind.span();
+        let field = |name: &str| format!("phase[{i}].{name}");
+        let rate = match phase {
+            Phase::Fixed { rate, .. } | Phase::Warmup { rate, .. } => Some(*rate),
+            _ => None,
+        };
+        match rate {
+            None => {
+                return Err(self.error(
+                    span.clone(),
+                    &field("kind"),
+                    "a fleet sends at one message per client per interval: its phases are fixed or warmup",
+                ));
+            }
+            Some(r) if (r - fleet.rate()).abs() > fleet.rate() * 1e-3 => {
+                return Err(self.error(
+                    raw.span_of(&raw.rate),
+                    &field("rate"),
+                    format!(
+                        "is {r}, but the fleet sends {} msg/s ({} clients, one message per {})",
+                        fleet.rate(),
+                        fleet.clients,
+                        humantime::format_duration(fleet.interval)
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
         Ok(())
     }
 
