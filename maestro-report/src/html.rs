@@ -48,20 +48,9 @@ fn line_chart(
     time_chart(id, title, x_label, y_label, series, x_labels, &[], false)
 }
 
-/// A line chart over time: fault windows shaded (with a legend entry each), and lines
-/// broken where seconds are missing when `breaks`.
-#[allow(clippy::too_many_arguments)]
-fn time_chart(
-    id: &str,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    x_labels: Option<&[String]>,
-    shades: &[Shade],
-    breaks: bool,
-) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 280.0, 64.0, 150.0, 28.0, 40.0);
+/// The x range and the y maximum (with 10 % headroom) a chart of `series` shows; a
+/// chart without points shows 0 to 1.
+fn bounds(series: &[Series]) -> (f64, f64, f64) {
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
     for &(x, y) in pts {
@@ -78,7 +67,24 @@ fn time_chart(
     if y1 <= 0.0 {
         y1 = 1.0;
     }
-    y1 *= 1.1;
+    (x0, x1, y1 * 1.1)
+}
+
+/// A line chart over time: fault windows shaded (with a legend entry each), and lines
+/// broken where seconds are missing when `breaks`.
+#[allow(clippy::too_many_arguments)]
+fn time_chart(
+    id: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    x_labels: Option<&[String]>,
+    shades: &[Shade],
+    breaks: bool,
+) -> String {
+    let (w, h, left, right, top, bottom) = (760.0, 280.0, 64.0, 150.0, 28.0, 40.0);
+    let (x0, x1, y1) = bounds(series);
     let px = |x: f64| left + (x - x0) / (x1 - x0) * (w - left - right);
     let py = |y: f64| h - bottom - y / y1 * (h - top - bottom);
     let mut svg = String::new();
