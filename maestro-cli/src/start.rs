@@ -203,18 +203,136 @@ fn bytes(v: f64) -> String {
 }
 
 /// The summary for people.
-pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
-    let p = |p: &Percentiles| {
-        format!(
-            "p50 {}  p90 {}  p95 {}  p99 {}  p99.9 {}  max {}",
-            micros(p.p50 as i64),
-            micros(p.p90 as i64),
-            p.p95.map_or("-".into(), |v| micros(v as i64)),
-            micros(p.p99 as i64),
-            micros(p.p999 as i64),
-            micros(p.max as i64)
-        )
+/// Percentiles on one line, in the unit that reads best.
+fn percentiles(p: &Percentiles) -> String {
+    format!(
+        "p50 {}  p90 {}  p95 {}  p99 {}  p99.9 {}  max {}",
+        micros(p.p50 as i64),
+        micros(p.p90 as i64),
+        p.p95.map_or("-".into(), |v| micros(v as i64)),
+        micros(p.p99 as i64),
+        micros(p.p999 as i64),
+        micros(p.max as i64)
+    )
+}
+
+/// The own-connection clients' lines (fleets): connect times, counts, failures, ramp.
+fn connection_lines(c: &maestro_report::ConnectionSummary, lines: &mut Vec<String>) {
+    let p = percentiles;
+    if let Some(h) = &c.tcp_connect_us {
+        lines.push(format!("TCP connect    {}", p(h)));
+    }
+    let failures = if c.failures.is_empty() {
+        "none".to_owned()
+    } else {
+        c.failures
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
+    let ramp = c.ramp().map_or(String::new(), |(rate, span)| {
+        format!(
+            "  ramp {rate:.0}/s (full seconds; {span} s touched, peak {}/s)",
+            c.peak_per_s
+        )
+    });
+    lines.push(format!(
+        "connections    opened {}  reconnects {}  dropped {}  churned {}  failed: {failures}{ramp}",
+        c.opened, c.reconnects, c.dropped, c.churned
+    ));
+    if c.received_by_clients > 0 {
+        lines.push(format!(
+            "clients' own subscriptions received {}",
+            c.received_by_clients
+        ));
+    }
+}
+
+/// One line per fault: its windows before, during and after, and the recovery.
+fn fault_lines(faults: &[maestro_report::FaultSummary], lines: &mut Vec<String>) {
+    for f in faults {
+        let w = |x: &maestro_report::WindowStats| {
+            format!(
+                "p99 {} lost {}",
+                micros(x.response_time_us.p99 as i64),
+                x.lost
+            )
+        };
+        let lasted = f
+            .confirmed_at_us
+            .zip(f.healed_at_us)
+            .map_or("-".to_owned(), |(c, h)| micros(h - c));
+        let recovered = f
+            .recovered_after_ms
+            .map_or("not within the run".to_owned(), |r| micros(r as i64 * 1000));
+        lines.push(format!(
+            "fault {} at {} (lasted {lasted}): before {}  during {}  after {}  recovered after {recovered}{}",
+            f.action,
+            micros(f.at_ms as i64 * 1000),
+            w(&f.before),
+            w(&f.during),
+            w(&f.after),
+            if f.errors.is_empty() {
+                String::new()
+            } else {
+                format!("  ERRORS: {}", f.errors.join("; "))
+            }
+        ));
+    }
+}
+
+/// One line per inspector source that read the SUT, then the cross-check's warnings.
+fn sut_lines(m: &maestro_report::SutSummary, lines: &mut Vec<String>) {
+    use maestro_protocol::metric_names as names;
+    for src in &m.sources {
+        let max = |name: &str| {
+            src.metrics
+                .iter()
+                .filter(|x| x.name == name)
+                .map(|x| x.max)
+                .reduce(f64::max)
+        };
+        let increase = |name: &str| {
+            src.metrics
+                .iter()
+                .find(|x| x.name == name && x.label.is_none())
+                .and_then(|x| x.increase)
+        };
+        let mut parts = Vec::new();
+        if let Some(v) = increase(names::MESSAGES_RECEIVED) {
+            parts.push(format!("received {v:.0}"));
+        }
+        if let Some(v) = increase(names::MESSAGES_SENT) {
+            parts.push(format!("sent {v:.0}"));
+        }
+        if let Some(v) = max(names::QUEUE_DEPTH) {
+            parts.push(format!("max queue depth {v:.0}"));
+        }
+        if let Some(v) = max(names::CONSUMER_LAG) {
+            parts.push(format!("max lag {v:.0}"));
+        }
+        if let Some(v) = max(names::MEMORY_BYTES) {
+            parts.push(format!("max memory {:.1} MiB", v / 1048576.0));
+        }
+        if let Some(v) = max("cpu_percent") {
+            parts.push(format!("max CPU {v:.0} %"));
+        }
+        lines.push(format!(
+            "sut {}/{}  {}  ({} samples)",
+            src.inspector,
+            src.source,
+            parts.join("  "),
+            src.samples
+        ));
+    }
+    for w in &m.warnings {
+        lines.push(format!("WARNING: {w}"));
+    }
+}
+
+pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
+    let p = percentiles;
     let mut lines = vec![
         format!("run {}  sut {}", s.run_id, s.sut),
         format!(
@@ -279,113 +397,14 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
         ));
     }
     if let Some(c) = &s.connections {
-        if let Some(h) = &c.tcp_connect_us {
-            lines.push(format!("TCP connect    {}", p(h)));
-        }
-        let failures = if c.failures.is_empty() {
-            "none".to_owned()
-        } else {
-            c.failures
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let ramp = c.ramp().map_or(String::new(), |(rate, span)| {
-            format!(
-                "  ramp {rate:.0}/s (full seconds; {span} s touched, peak {}/s)",
-                c.peak_per_s
-            )
-        });
-        lines.push(format!(
-            "connections    opened {}  reconnects {}  dropped {}  churned {}  failed: {failures}{ramp}",
-            c.opened, c.reconnects, c.dropped, c.churned
-        ));
-        if c.received_by_clients > 0 {
-            lines.push(format!(
-                "clients' own subscriptions received {}",
-                c.received_by_clients
-            ));
-        }
+        connection_lines(c, &mut lines);
     }
     if let Some(shortfall) = s.shortfall() {
         lines.push(format!("BELOW OFFER: {shortfall}"));
     }
-    for f in &s.faults {
-        let w = |x: &maestro_report::WindowStats| {
-            format!(
-                "p99 {} lost {}",
-                micros(x.response_time_us.p99 as i64),
-                x.lost
-            )
-        };
-        let lasted = f
-            .confirmed_at_us
-            .zip(f.healed_at_us)
-            .map_or("-".to_owned(), |(c, h)| micros(h - c));
-        let recovered = f
-            .recovered_after_ms
-            .map_or("not within the run".to_owned(), |r| micros(r as i64 * 1000));
-        lines.push(format!(
-            "fault {} at {} (lasted {lasted}): before {}  during {}  after {}  recovered after {recovered}{}",
-            f.action,
-            micros(f.at_ms as i64 * 1000),
-            w(&f.before),
-            w(&f.during),
-            w(&f.after),
-            if f.errors.is_empty() {
-                String::new()
-            } else {
-                format!("  ERRORS: {}", f.errors.join("; "))
-            }
-        ));
-    }
+    fault_lines(&s.faults, &mut lines);
     if let Some(m) = &s.sut_metrics {
-        use maestro_protocol::metric_names as names;
-        for src in &m.sources {
-            let max = |name: &str| {
-                src.metrics
-                    .iter()
-                    .filter(|x| x.name == name)
-                    .map(|x| x.max)
-                    .reduce(f64::max)
-            };
-            let increase = |name: &str| {
-                src.metrics
-                    .iter()
-                    .find(|x| x.name == name && x.label.is_none())
-                    .and_then(|x| x.increase)
-            };
-            let mut parts = Vec::new();
-            if let Some(v) = increase(names::MESSAGES_RECEIVED) {
-                parts.push(format!("received {v:.0}"));
-            }
-            if let Some(v) = increase(names::MESSAGES_SENT) {
-                parts.push(format!("sent {v:.0}"));
-            }
-            if let Some(v) = max(names::QUEUE_DEPTH) {
-                parts.push(format!("max queue depth {v:.0}"));
-            }
-            if let Some(v) = max(names::CONSUMER_LAG) {
-                parts.push(format!("max lag {v:.0}"));
-            }
-            if let Some(v) = max(names::MEMORY_BYTES) {
-                parts.push(format!("max memory {:.1} MiB", v / 1048576.0));
-            }
-            if let Some(v) = max("cpu_percent") {
-                parts.push(format!("max CPU {v:.0} %"));
-            }
-            lines.push(format!(
-                "sut {}/{}  {}  ({} samples)",
-                src.inspector,
-                src.source,
-                parts.join("  "),
-                src.samples
-            ));
-        }
-        for w in &m.warnings {
-            lines.push(format!("WARNING: {w}"));
-        }
+        sut_lines(m, &mut lines);
     }
     if s.clock.max_offset_us > 0 {
         lines.push(format!(
