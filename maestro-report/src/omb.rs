@@ -285,12 +285,40 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
     }
 
     // Latencies from the interval logs, merged per interval and over the run.
+    let (series, whole) = read_latencies(&folder, |second| {
+        (second >= warmup_s && second <= last_busy).then(|| {
+            if second < window_s {
+                (second - warmup_s) / interval_s
+            } else {
+                drain_k
+            }
+        })
+    })?;
+    push_interval_latencies(&mut out, &series, intervals);
+    set_aggregated_latencies(&mut out, &whole);
+    Ok(out)
+}
+
+/// Latency histograms by (tag, interval) and by tag over the run.
+type Latencies = (
+    BTreeMap<(&'static str, u32), Histogram<u64>>,
+    BTreeMap<&'static str, Histogram<u64>>,
+);
+
+/// Reads the folder's interval logs (`*.hlog`): publish latency, send lag ("delay") and
+/// service time ("e2e"), merged by the interval `interval_of` gives each second (`None`:
+/// outside the measured seconds).
+fn read_latencies(
+    folder: &Path,
+    interval_of: impl Fn(u32) -> Option<u32>,
+) -> Result<Latencies, ResultsError> {
     let mut series: BTreeMap<(&'static str, u32), Histogram<u64>> = BTreeMap::new();
     let mut whole: BTreeMap<&'static str, Histogram<u64>> = BTreeMap::new();
-    let entries = std::fs::read_dir(&folder).map_err(|e| ResultsError::Read(folder.clone(), e))?;
+    let entries =
+        std::fs::read_dir(folder).map_err(|e| ResultsError::Read(folder.to_path_buf(), e))?;
     for entry in entries {
         let path = entry
-            .map_err(|e| ResultsError::Read(folder.clone(), e))?
+            .map_err(|e| ResultsError::Read(folder.to_path_buf(), e))?
             .path();
         if path.extension().is_none_or(|e| e != "hlog") {
             continue;
@@ -311,23 +339,26 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
                 Some("service_time_us") => "e2e",
                 _ => continue,
             };
-            let second = h.start_timestamp().as_secs() as u32;
-            if second < warmup_s || second > last_busy {
+            let Some(k) = interval_of(h.start_timestamp().as_secs() as u32) else {
                 continue;
-            }
+            };
             let decoded =
                 histogram::decode(h.encoded_histogram()).map_err(|e| bad(e.to_string()))?;
-            let k = if second < window_s {
-                (second - warmup_s) / interval_s
-            } else {
-                drain_k
-            };
             let merge =
                 |into: &mut Histogram<u64>| into.add(&decoded).map_err(|e| bad(format!("{e:?}")));
             merge(series.entry((tag, k)).or_insert_with(latency_histogram))?;
             merge(whole.entry(tag).or_insert_with(latency_histogram))?;
         }
     }
+    Ok((series, whole))
+}
+
+/// Each interval's latency figures, in OMB's units (ms; the delay in µs).
+fn push_interval_latencies(
+    out: &mut OmbResult,
+    series: &BTreeMap<(&'static str, u32), Histogram<u64>>,
+    intervals: u32,
+) {
     let empty = latency_histogram();
     let ms = |us: u64| us as f64 / 1000.0;
     for k in 0..intervals {
@@ -360,20 +391,28 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
         out.end_to_end_latency_9999pct.push(ms(q[5]));
         out.end_to_end_latency_max.push(ms(max));
     }
-    let quantiles = |h: &Histogram<u64>| -> Vec<(f64, u64)> {
-        if h.is_empty() {
-            return Vec::new();
+}
+
+/// Percentile -> value pairs of a histogram, one per percentile.
+fn quantiles(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<(f64, u64)> = Vec::new();
+    for v in h.iter_quantiles(100) {
+        let percentile = v.quantile_iterated_to() * 100.0;
+        // One entry per percentile (the iteration may repeat the last).
+        if out.last().is_none_or(|(p, _)| *p < percentile) {
+            out.push((percentile, v.value_iterated_to()));
         }
-        let mut out: Vec<(f64, u64)> = Vec::new();
-        for v in h.iter_quantiles(100) {
-            let percentile = v.quantile_iterated_to() * 100.0;
-            // One entry per percentile (the iteration may repeat the last).
-            if out.last().is_none_or(|(p, _)| *p < percentile) {
-                out.push((percentile, v.value_iterated_to()));
-            }
-        }
-        out
-    };
+    }
+    out
+}
+
+/// The run's aggregated latency figures.
+fn set_aggregated_latencies(out: &mut OmbResult, whole: &BTreeMap<&'static str, Histogram<u64>>) {
+    let empty = latency_histogram();
+    let ms = |us: u64| us as f64 / 1000.0;
     let p = whole.get("publish").unwrap_or(&empty);
     let (avg, q, max) = stats(p);
     out.aggregated_publish_latency_avg = avg / 1000.0;
@@ -415,5 +454,4 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
     out.aggregated_end_to_end_latency_max = ms(max);
     out.aggregated_end_to_end_latency_quantiles =
         Quantiles(quantiles(e).into_iter().map(|(k, v)| (k, ms(v))).collect());
-    Ok(out)
 }
