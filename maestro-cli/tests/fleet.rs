@@ -480,7 +480,7 @@ fn a_fleet_refused_by_the_broker_says_auth() {
         .unwrap();
     assert!(made.success());
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mq = Mosquitto::start_with(&format!(
         "allow_anonymous false\npassword_file {}",

@@ -1134,11 +1134,16 @@ mod staleness_tests {
         assert!(!cli.contains(&"maestro-testkit".to_owned()), "{cli:?}");
         assert_eq!(
             crates_of("maestro-broker"),
-            ["maestro-broker", "maestro-control", "protocol"]
+            ["maestro-broker", "maestro-process", "protocol"]
         );
         assert_eq!(
             crates_of("maestro-worker"),
-            ["maestro-control", "maestro-worker", "protocol"]
+            [
+                "maestro-control",
+                "maestro-process",
+                "maestro-worker",
+                "protocol"
+            ]
         );
     }
 }

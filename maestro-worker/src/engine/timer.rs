@@ -322,10 +322,15 @@ impl Driver {
     pub async fn run(mut self) -> std::io::Result<()> {
         loop {
             let mut guard = self.fd.readable().await?;
-            // No read of the expiration count: tokio registers the descriptor edge
-            // triggered, each expiry is a new edge, and arming the timer again resets the
-            // count. One system call less per wake-up.
-            guard.clear_ready();
+            match guard.get_inner().0.wait() {
+                // Consumed: no more expirations until it is armed again.
+                Ok(()) => guard.clear_ready(),
+                Err(nix::errno::Errno::EAGAIN) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             let now = now_ns();
             let failed = WHEEL.with_borrow_mut(|w| {
                 w.as_mut().and_then(|w| {
