@@ -153,17 +153,25 @@ impl Wheel {
             return;
         }
         // Woken the learned lead early: the task spins what is left. A deadline already
-        // past still arms (for 1 ns after the epoch): 0 would disarm.
-        let expires = at_ns.saturating_sub(self.lead.ns()).max(1);
+        // past arms for now, which expires at once. Not for a time long past (such as 1 ns
+        // after the epoch): a clock shifted in user space (libfaketime) turns that into a
+        // time before the epoch, which the kernel refuses.
+        let now = now_ns();
+        let expires = at_ns.saturating_sub(self.lead.ns()).max(now).max(1);
         match self.fd.set(
             Expiration::OneShot(TimeSpec::from(Duration::from_nanos(expires as u64))),
             TimerSetTimeFlags::TFD_TIMER_ABSTIME,
         ) {
             Ok(()) => {
                 self.armed_ns = at_ns;
-                self.expires_ns = (expires > now_ns()).then_some(expires);
+                self.expires_ns = (expires > now).then_some(expires);
             }
-            Err(e) => self.failed = Some(e),
+            Err(e) => {
+                // Nothing would wake the deadline's task: say so at once, and the driver
+                // ends with the error when it next runs.
+                tracing::error!(expires_ns = expires, error = %e, "arming the data-plane timer failed");
+                self.failed = Some(e);
+            }
         }
     }
 
