@@ -383,9 +383,8 @@ async fn start(
         roles: args.roles.roles().unwrap_or_default(),
         results: args.results.clone(),
         timeout: args.timeout,
-        progress: output == Output::Table && live.is_none(),
         faults: args.faults.clone(),
-        watchers: watchers(exporter.as_ref(), live.as_ref()),
+        watchers: watchers(exporter.as_ref(), live.as_ref(), output),
     };
     let finished = run_test(&mut controller, spec, &options, shutdown).await;
     if let Some(l) = live {
@@ -514,16 +513,25 @@ async fn forget(
 
 /// The watchers of a `start` or `run`: the Prometheus exporter and the live view, each
 /// when it is on.
+/// Who watches a `start` or a `run`: the Prometheus exporter, the live view, and the
+/// progress lines on stderr for table output without the live view.
 pub fn watchers(
     exporter: Option<&Exporter>,
     live: Option<&crate::live::LiveTerminal>,
+    output: Output,
 ) -> maestro_controller::watch::Watchers {
     let mut all: maestro_controller::watch::Watchers = Vec::new();
     if let Some(e) = exporter {
         all.push(e.metrics.clone());
     }
-    if let Some(l) = live {
-        all.push(l.view.clone());
+    match live {
+        Some(l) => all.push(l.view.clone()),
+        None if output == Output::Table => {
+            all.push(std::sync::Arc::new(
+                maestro_controller::progress::Progress::stderr(),
+            ));
+        }
+        None => {}
     }
     all
 }

@@ -109,9 +109,8 @@ pub async fn run(
         group: None,
         results: args.results.clone(),
         timeout: TIMEOUT,
-        progress: output == Output::Table,
         faults: Vec::new(),
-        watchers: Vec::new(),
+        watchers: crate::cli::watchers(None, None, output),
     };
     let finished =
         maestro_controller::run::run_test(&mut controller, spec, &options, shutdown).await?;

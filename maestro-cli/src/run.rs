@@ -192,11 +192,10 @@ pub async fn run(
         group: args.group.clone(),
         roles: args.roles.roles(),
         timeout: args.timeout,
-        progress: output == Output::Table && live.is_none(),
         local: local.is_some(),
         control_url,
         cluster: control.cluster.to_string(),
-        watchers: crate::cli::watchers(exporter.as_ref(), live.as_ref()),
+        watchers: crate::cli::watchers(exporter.as_ref(), live.as_ref(), output),
     };
     let result = run_plan(&mut controller, &plan, &options, shutdown).await;
     if let Some(l) = live {

@@ -186,6 +186,44 @@ impl FaultRecord {
     pub fn open(&self) -> bool {
         matches!(self.state, FaultState::Requested | FaultState::Active)
     }
+
+    /// The inspector's reply to the inject request: injected (its times on its clock,
+    /// `offset_us` ahead of ours), refused, or something no inspector sends.
+    pub fn replied(&mut self, body: &maestro_protocol::Body, offset_us: i64) {
+        use maestro_protocol::Body;
+        match body {
+            Body::Injected(i) => self.injected(i, offset_us),
+            Body::Error(e) => self.refused(format!("{}: {}", self.inspector.1, e.message)),
+            other => self.refused(format!(
+                "{}: unexpected {} reply",
+                self.inspector.1,
+                other.kind()
+            )),
+        }
+    }
+}
+
+/// The faults whose time has come `elapsed_us` after the run's start and that are not
+/// asked for yet (their index).
+pub fn due(faults: &[FaultRecord], elapsed_us: i64) -> Vec<usize> {
+    faults
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            f.state == FaultState::Planned
+                && i64::try_from(f.plan.at.as_micros()).unwrap_or(i64::MAX) <= elapsed_us
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// When the next fault not asked for yet is due, after the run's start.
+pub fn next_due(faults: &[FaultRecord]) -> Option<Duration> {
+    faults
+        .iter()
+        .filter(|f| f.state == FaultState::Planned)
+        .map(|f| f.plan.at)
+        .min()
 }
 
 /// Sums the workers' per-segment tallies: per segment, messages sent, lost, duplicated
@@ -384,6 +422,43 @@ mod tests {
             marks(&[plan("a", 5, 2), plan("b", 7, 1)]),
             vec![5000, 7000, 8000]
         );
+    }
+
+    #[test]
+    fn faults_come_due_in_time_once_and_replies_move_them_on() {
+        let who = || (peer("i1"), "sut-a".to_owned());
+        let mut faults = vec![
+            FaultRecord::new(plan("pause", 2, 1), who()),
+            FaultRecord::new(plan("kill", 5, 1), who()),
+        ];
+        assert_eq!(next_due(&faults), Some(Duration::from_secs(2)));
+        assert_eq!(due(&faults, 1_999_999), Vec::<usize>::new());
+        assert_eq!(due(&faults, 2_000_000), vec![0]);
+        faults[0].requested(2_000_000);
+        // Asked for: not due again, and the next one is the kill.
+        assert_eq!(due(&faults, 3_000_000), Vec::<usize>::new());
+        assert_eq!(next_due(&faults), Some(Duration::from_secs(5)));
+        assert_eq!(due(&faults, 9_000_000), vec![1]);
+        let injected = maestro_protocol::Body::Injected(Injected {
+            run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),
+            fault: 0,
+            issued_at_us: UnixMicros(2_100_000),
+            confirmed_at_us: Some(UnixMicros(2_200_000)),
+            error: None,
+        });
+        faults[0].replied(&injected, 100_000);
+        assert_eq!(faults[0].state, FaultState::Active);
+        assert_eq!(faults[0].confirmed_at_us, Some(2_100_000));
+        // A reply no inspector sends fails a requested fault, naming the inspector.
+        faults[1].requested(5_000_000);
+        faults[1].replied(&maestro_protocol::Body::Ping(maestro_protocol::Ping {}), 0);
+        assert_eq!(faults[1].state, FaultState::Failed);
+        assert!(
+            faults[1].errors[0].starts_with("sut-a: unexpected"),
+            "{:?}",
+            faults[1].errors
+        );
+        assert_eq!(next_due(&faults), None);
     }
 
     #[test]

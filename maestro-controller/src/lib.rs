@@ -23,6 +23,7 @@ pub mod omb;
 pub mod outcome;
 pub mod plan;
 pub mod plans;
+pub mod progress;
 pub mod run;
 pub mod search;
 pub mod summary;

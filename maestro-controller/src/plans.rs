@@ -19,7 +19,6 @@ use crate::plan::{Conditions, LoadedPlan, Phase, PlanError};
 use crate::run::{RunError, RunOptions, run_test};
 use crate::search::{self, Search};
 use maestro_protocol::{Body, Ping, Role, Segment, SutUrl, Target, metric_names};
-use maestro_report::format::micros;
 use maestro_report::{
     Environment, PhaseResult, PlanResult, Probe, ResultsError, RunSummary, SCHEMA_VERSION, Verdict,
     WorkerInfo,
@@ -60,8 +59,6 @@ pub struct PlanOptions {
     pub roles: Option<crate::run::Roles>,
     /// How long to wait for workers at each step.
     pub timeout: Duration,
-    /// Progress lines on stderr.
-    pub progress: bool,
     /// Whether the cluster is this process's own (`--local`).
     pub local: bool,
     /// The control broker's URL (redacted) and the cluster, for `environment.json`.
@@ -281,28 +278,16 @@ impl Runner<'_> {
             faults: self.faults.clone(),
             ..self.options.clone()
         };
-        if self.options.progress {
-            eprintln!("-- {} at {rate:.0} msg/s", phase.kind());
+        for w in &self.options.watchers {
+            w.probe_begins(phase.kind().as_str(), rate);
         }
         let finished = run_test(self.controller, spec, &options, self.shutdown).await?;
         let conditions = self.plan.conditions(phase, &self.sut);
         let verdicts = judge(&finished.summary, &conditions);
         let passed = verdicts.iter().all(|v| v.passed);
-        if self.options.progress {
-            let s = &finished.summary;
-            eprintln!(
-                "   {} achieved {:.0}/s  p50 {}  p99 {}  lost {}  errors {}",
-                match (phase, passed) {
-                    (Phase::Warmup { .. }, _) => "done",
-                    (_, true) => "PASS",
-                    (_, false) => "FAIL",
-                },
-                s.achieved_rate,
-                micros(s.response_time_us.p50 as i64),
-                micros(s.response_time_us.p99 as i64),
-                s.lost,
-                s.errors
-            );
+        let judged = (!matches!(phase, Phase::Warmup { .. })).then_some(passed);
+        for w in &self.options.watchers {
+            w.probe_ended(judged, &finished.summary);
         }
         Ok(Probe {
             rate,
@@ -329,11 +314,8 @@ impl Runner<'_> {
         };
         match phase {
             Phase::Drain { duration } => {
-                if self.options.progress {
-                    eprintln!(
-                        "-- drain: {} without load",
-                        humantime::format_duration(*duration)
-                    );
+                for w in &self.options.watchers {
+                    w.draining(*duration);
                 }
                 // Interrupted, the plan ends after this phase.
                 tokio::select! {
@@ -463,7 +445,6 @@ pub async fn run_plan(
             roles: options.roles.clone().unwrap_or_else(|| plan.roles()),
             results: folder.clone(),
             timeout: options.timeout,
-            progress: options.progress,
             faults: Vec::new(),
             watchers: options.watchers.clone(),
         },

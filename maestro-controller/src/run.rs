@@ -20,8 +20,8 @@ use maestro_protocol::{
     ProducerSkew, Resume, Role, RunId, Segment, Start, Stop, Target, TestSpec, UnixMicros,
 };
 use maestro_report::RunSummary;
-use maestro_report::timeseries::{self, LiveResults};
-use std::collections::{BTreeMap, HashMap};
+use maestro_report::timeseries::LiveResults;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -92,8 +92,6 @@ pub struct RunOptions {
     pub roles: Roles,
     pub results: PathBuf,
     pub timeout: Duration,
-    /// Print a progress line every second (stderr).
-    pub progress: bool,
     /// Faults to inject during the run (by the inspectors that declared them).
     pub faults: Vec<FaultPlan>,
     /// Who watches the run as it goes on (the Prometheus exporter, the live view).
@@ -330,17 +328,156 @@ async fn sut_baseline(
     }
 }
 
-/// Runs one test and writes its results folder.
-pub async fn run_test(
-    controller: &mut Controller,
-    mut spec: TestSpec,
-    options: &RunOptions,
-    shutdown: &CancellationToken,
-) -> Result<Finished, RunError> {
-    spec.marks_ms = crate::faults::marks(&options.faults);
+/// Who takes part in a run: found and given their shares before it is configured.
+struct Cast {
+    /// Every participant's name.
+    names: BTreeMap<PeerId, String>,
+    /// The workers with a share, in order.
+    participants: Vec<PeerId>,
+    shares: BTreeMap<PeerId, Configure>,
+    /// Each worker's clock offset and ping round trip, µs (ahead of the controller).
+    clocks: BTreeMap<PeerId, (i64, i64)>,
+    /// Each worker's clock offset alone.
+    offsets: BTreeMap<PeerId, i64>,
+}
+
+impl Cast {
+    /// Finds the workers (by group, or the two groups of split roles), assigns the roles
+    /// and splits the spec over them.
+    async fn find(
+        controller: &mut Controller,
+        spec: &TestSpec,
+        run: &RunId,
+        options: &RunOptions,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RunError> {
+        let (named, clocks, (producing, consuming)) = match &options.roles {
+            Roles::Groups {
+                producers,
+                consumers,
+            } => {
+                let (mut p, mut clocks) =
+                    workers(controller, Some(producers), options.timeout, shutdown).await?;
+                let (c, c_clocks) =
+                    workers(controller, Some(consumers), options.timeout, shutdown).await?;
+                let roles = (
+                    p.iter().map(|w| w.0.clone()).collect(),
+                    c.iter().map(|w| w.0.clone()).collect(),
+                );
+                clocks.extend(c_clocks);
+                for w in c {
+                    if !p.contains(&w) {
+                        p.push(w);
+                    }
+                }
+                (p, clocks, roles)
+            }
+            roles => {
+                let (named, clocks) = workers(
+                    controller,
+                    options.group.as_ref(),
+                    options.timeout,
+                    shutdown,
+                )
+                .await?;
+                let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
+                let assigned = roles.assign(&ids)?;
+                (named, clocks, assigned)
+            }
+        };
+        let compete = spec.sut.consumers_compete();
+        let mut shares = split(spec, run, (&producing, &consuming), compete);
+        let offsets: BTreeMap<PeerId, i64> =
+            clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
+        apply_clock_skews(&mut shares, &offsets);
+        Ok(Self {
+            names: named.into_iter().collect(),
+            participants: shares.keys().cloned().collect(),
+            shares,
+            clocks,
+            offsets,
+        })
+    }
+
+    fn name(&self, id: &PeerId) -> String {
+        self.names.get(id).cloned().unwrap_or_default()
+    }
+
+    /// (id, name, producers, consumers) of every participant, for the summary.
+    fn rows(&self) -> Vec<(PeerId, String, usize, usize)> {
+        self.participants
+            .iter()
+            .map(|id| {
+                (
+                    id.clone(),
+                    self.name(id),
+                    self.shares.get(id).map_or(0, |s| s.producers.len()),
+                    self.shares.get(id).map_or(0, |s| s.consumers.len()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The inspectors' side of a run: its faults (each given to an inspector that can
+/// inject it) and the recorder of the SUT's figures, holding their baseline.
+struct Inspection {
+    faults: Vec<FaultRecord>,
+    /// Each inspector's name and clock offset, µs.
+    clocks: BTreeMap<PeerId, (String, i64)>,
+    recorder: SutRecorder,
+}
+
+impl Inspection {
+    async fn find(
+        controller: &mut Controller,
+        options: &RunOptions,
+        folder: &std::path::Path,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RunError> {
+        let inspectors = inspectors(controller, options.timeout, shutdown).await?;
+        let list: Vec<(PeerId, String, Vec<String>)> = inspectors
+            .iter()
+            .map(|(id, (name, _, caps))| (id.clone(), name.clone(), caps.clone()))
+            .collect();
+        let faults = crate::faults::assign(&options.faults, &list)
+            .map_err(RunError::Spec)?
+            .into_iter()
+            .zip(&options.faults)
+            .map(|(who, plan)| FaultRecord::new(plan.clone(), who))
+            .collect();
+        let clocks: BTreeMap<PeerId, (String, i64)> = inspectors
+            .into_iter()
+            .map(|(id, (name, offset, _))| (id, (name, offset)))
+            .collect();
+        // From now on the inspectors' samples are baselines; the start makes them the run's.
+        let mut recorder = SutRecorder::new(clocks.clone());
+        if !clocks.is_empty() {
+            sut_baseline(controller, &mut recorder, folder, options.timeout, shutdown).await?;
+        }
+        Ok(Self {
+            faults,
+            clocks,
+            recorder,
+        })
+    }
+}
+
+/// Copies each message should reach: one per subscription.
+fn fanout(spec: &TestSpec) -> f64 {
+    if spec.sut.consumers_compete() {
+        f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
+    } else {
+        f64::from(spec.consumers) / f64::from(spec.topics)
+    }
+}
+
+/// Checks a spec and the faults planned for it, and marks the faults' times in it.
+fn prepare(spec: &mut TestSpec, faults: &[FaultPlan]) -> Result<(), RunError> {
+    spec.marks_ms = crate::faults::marks(faults);
     spec.validate().map_err(|e| RunError::Spec(e.to_string()))?;
     let window = spec.send_window();
-    if let Some(f) = options.faults.iter().find(|f| f.at + f.duration > window) {
+    if let Some(f) = faults.iter().find(|f| f.at + f.duration > window) {
         return Err(RunError::Spec(format!(
             "fault {:?} at {} for {} ends after the send window of {}",
             f.action.as_str(),
@@ -349,612 +486,648 @@ pub async fn run_test(
             humantime::format_duration(window)
         )));
     }
+    Ok(())
+}
+
+/// Runs one test and writes its results folder.
+pub async fn run_test(
+    controller: &mut Controller,
+    mut spec: TestSpec,
+    options: &RunOptions,
+    shutdown: &CancellationToken,
+) -> Result<Finished, RunError> {
+    prepare(&mut spec, &options.faults)?;
     let run = new_run_id();
-    let compete = spec.sut.consumers_compete();
-    let (named, clocks, (producing, consuming)) = match &options.roles {
-        Roles::Groups {
-            producers,
-            consumers,
-        } => {
-            let (mut p, mut clocks) =
-                workers(controller, Some(producers), options.timeout, shutdown).await?;
-            let (c, c_clocks) =
-                workers(controller, Some(consumers), options.timeout, shutdown).await?;
-            let roles = (
-                p.iter().map(|w| w.0.clone()).collect(),
-                c.iter().map(|w| w.0.clone()).collect(),
-            );
-            clocks.extend(c_clocks);
-            for w in c {
-                if !p.contains(&w) {
-                    p.push(w);
-                }
-            }
-            (p, clocks, roles)
-        }
-        roles => {
-            let (named, clocks) = workers(
-                controller,
-                options.group.as_ref(),
-                options.timeout,
-                shutdown,
-            )
-            .await?;
-            let ids: Vec<PeerId> = named.iter().map(|w| w.0.clone()).collect();
-            let assigned = roles.assign(&ids)?;
-            (named, clocks, assigned)
-        }
-    };
-    let inspectors = inspectors(controller, options.timeout, shutdown).await?;
-    let mut faults: Vec<FaultRecord> = {
-        let list: Vec<(PeerId, String, Vec<String>)> = inspectors
-            .iter()
-            .map(|(id, (name, _, caps))| (id.clone(), name.clone(), caps.clone()))
-            .collect();
-        crate::faults::assign(&options.faults, &list)
-            .map_err(RunError::Spec)?
-            .into_iter()
-            .zip(&options.faults)
-            .map(|(who, plan)| FaultRecord::new(plan.clone(), who))
-            .collect()
-    };
-    let inspector_clocks: BTreeMap<PeerId, (String, i64)> = inspectors
-        .iter()
-        .map(|(id, (name, offset, _))| (id.clone(), (name.clone(), *offset)))
-        .collect();
-    // From now on the inspectors' samples are baselines; the start makes them the run's.
-    let mut recorder = SutRecorder::new(inspector_clocks.clone());
-    if !inspector_clocks.is_empty() {
-        let folder = options.results.join(run.as_str());
-        sut_baseline(
-            controller,
-            &mut recorder,
-            &folder,
-            options.timeout,
-            shutdown,
-        )
-        .await?;
-    }
-    let mut sut: Option<SutRecorder> = Some(recorder);
-    let mut fault_replies: HashMap<NoteId, usize> = HashMap::new();
-    let mut shares = split(&spec, &run, (&producing, &consuming), compete);
-    let offsets: BTreeMap<PeerId, i64> = clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
-    apply_clock_skews(&mut shares, &offsets);
-    let names: BTreeMap<PeerId, String> = named.into_iter().collect();
-    let participants: Vec<PeerId> = shares.keys().cloned().collect();
-    tracing::info!(run = %run, workers = participants.len(), "configuring");
-    if options.progress {
-        // Connecting can take long (a fleet at its connect rate): say what is going on.
-        let clients = u64::from(spec.producers) + u64::from(spec.consumers);
-        let ramp = spec.connect_span();
-        if ramp >= Duration::from_secs(2) {
-            let workers = participants.len();
-            eprintln!(
-                "connecting {clients} clients on {workers} worker{} at {}/s: about {}",
-                if workers == 1 { "" } else { "s" },
-                spec.connect_rate.unwrap_or_default(),
-                humantime::format_duration(Duration::from_secs(ramp.as_secs()))
-            );
-        }
-    }
-    // The run is ours while this lives: workers end it when renewals stop.
-    let _lease = controller.lease(&run, &participants);
-    let (mut machine, first) = Run::new(
-        &participants
+    let cast = Cast::find(controller, &spec, &run, options, shutdown).await?;
+    let folder = options.results.join(run.as_str());
+    let inspection = Inspection::find(controller, options, &folder, shutdown).await?;
+    tracing::info!(run = %run, workers = cast.participants.len(), "configuring");
+    let (machine, first) = Run::new(
+        &cast
+            .participants
             .iter()
             .map(|id| {
                 (
                     id.clone(),
-                    names[id].clone(),
-                    !shares[id].producers.is_empty(),
+                    cast.name(id),
+                    !cast.shares[id].producers.is_empty(),
                 )
             })
             .collect::<Vec<_>>(),
     );
-
-    let roster: Vec<(PeerId, String)> = participants
+    let roster: Vec<(PeerId, String)> = cast
+        .participants
         .iter()
-        .map(|id| (id.clone(), names[id].clone()))
+        .map(|id| (id.clone(), cast.name(id)))
         .collect();
     for w in &options.watchers {
         w.run_begins(&run, &spec, &roster);
         w.step(&run, machine.step());
     }
-
-    // The common start, set when `start` is sent: far enough ahead for every worker to
-    // get the note; each worker gets it on its own clock.
-    let mut start_at = UnixMicros(0);
-    let mut started_at = SystemTime::now();
-    let folder = options.results.join(run.as_str());
-    let mut stream: Option<LiveResults> = None;
-    let mut stream_error: Option<std::io::Error> = None;
-    let mut pending: HashMap<NoteId, PeerId> = HashMap::new();
-    let mut action = Some(first);
-    let mut deadline = Instant::now() + options.timeout;
-    let mut next_progress = Instant::now() + Duration::from_secs(1);
-    let (mut sent_total, mut received_total) = (0u64, 0u64);
-    let mut refused_senders: std::collections::BTreeSet<PeerId> = std::collections::BTreeSet::new();
-    // Results too large for one note arrive in parts, collected per worker.
-    let mut result_parts: BTreeMap<PeerId, maestro_protocol::PartsCollector> = BTreeMap::new();
-    // Copies each message should reach: one per subscription.
-    let fanout = if compete {
-        f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
-    } else {
-        f64::from(spec.consumers) / f64::from(spec.topics)
+    // The run is ours while this lives: workers end it when renewals stop.
+    let lease = controller.lease(&run, &cast.participants);
+    let shell = Shell {
+        backlog: spec.consumer_backlog_bytes.map(|bytes| {
+            crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout(&spec))
+        }),
+        fanout: fanout(&spec),
+        controller,
+        options,
+        spec,
+        run,
+        cast,
+        folder,
+        machine,
+        faults: inspection.faults,
+        fault_replies: HashMap::new(),
+        inspector_clocks: inspection.clocks,
+        sut: Some(inspection.recorder),
+        start_at: UnixMicros(0),
+        started_at: SystemTime::now(),
+        stream: None,
+        stream_error: None,
+        pending: HashMap::new(),
+        deadline: Instant::now() + options.timeout,
+        totals: (0, 0),
+        refused_senders: BTreeSet::new(),
+        result_parts: BTreeMap::new(),
+        interrupt: shutdown.clone(),
+        running: false,
+        exported_second: None,
+        backlog_second: None,
+        max_backlog: None,
     };
-    let mut interrupt = shutdown.clone();
-    let never = CancellationToken::new();
-    let mut running = false;
-    let mut exported_second: Option<u32> = None;
-    let mut backlog = spec
-        .consumer_backlog_bytes
-        .map(|bytes| crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout));
-    let mut backlog_second: Option<u32> = None;
-    let mut max_backlog: Option<u64> = None;
-    loop {
-        // Carry out what the machine asked for.
-        while let Some(a) = action.take() {
-            match a {
-                Action::Configure | Action::Start => {
-                    let start = matches!(a, Action::Start);
-                    if start {
-                        start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
-                        started_at =
-                            SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
-                        if let Some(r) = sut.as_mut() {
-                            r.begin(start_at.0);
-                        }
-                        let created =
-                            LiveResults::create(folder.clone(), start_at.0, names.clone())
-                                .and_then(|live| {
-                                    begin_folder(
-                                        &folder,
-                                        &run,
-                                        &spec,
-                                        started_at,
-                                        start_at,
-                                        &participants,
-                                        (&names, &shares),
-                                        &clocks,
-                                        fanout,
-                                    )?;
-                                    Ok(live)
-                                });
-                        match created {
-                            Ok(mut live) => {
-                                if !faults.is_empty() {
-                                    live.keep_rows();
-                                }
-                                stream = Some(live);
-                            }
-                            Err(source) => {
-                                // Configured workers are released, not left to their lease.
-                                release(controller, &run, &participants).await;
-                                return Err(RunError::Results {
-                                    path: folder.clone(),
-                                    source,
-                                });
-                            }
-                        }
-                    }
-                    pending.clear();
-                    for (id, share) in &shares {
-                        let body = if start {
-                            Body::Start(Start {
-                                run: run.clone(),
-                                start_at_us: UnixMicros(
-                                    start_at.0 + offsets.get(id).copied().unwrap_or(0),
-                                ),
-                            })
-                        } else {
-                            Body::Configure(share.clone())
-                        };
-                        let note = controller.send(&Target::Peer(id.clone()), body).await?;
-                        pending.insert(note.id, id.clone());
-                    }
-                    // Configuring at a connect rate takes as long as the ramp.
-                    let ramp = if start {
-                        Duration::ZERO
-                    } else {
-                        spec.connect_span()
-                    };
-                    deadline = Instant::now() + options.timeout + ramp;
+    let finished = shell.drive(first).await;
+    drop(lease);
+    finished
+}
+
+/// The I/O shell of one run: it carries out the state machine's actions, turns what
+/// arrives into its inputs, and does what the clock asks for (faults due, the backlog's
+/// resume, the watchers' seconds). Decisions are the machine's, the fault records' and
+/// the backlog's; the shell only dispatches.
+struct Shell<'a> {
+    controller: &'a mut Controller,
+    options: &'a RunOptions,
+    spec: TestSpec,
+    run: RunId,
+    cast: Cast,
+    folder: PathBuf,
+    machine: Run,
+    faults: Vec<FaultRecord>,
+    /// Inject requests awaiting their reply: note id -> fault index.
+    fault_replies: HashMap<NoteId, usize>,
+    inspector_clocks: BTreeMap<PeerId, (String, i64)>,
+    /// The SUT's figures (taken when the run finishes).
+    sut: Option<SutRecorder>,
+    /// The common start, set when `start` is sent: far enough ahead for every worker to
+    /// get the note; each worker gets it on its own clock.
+    start_at: UnixMicros,
+    started_at: SystemTime,
+    stream: Option<LiveResults>,
+    stream_error: Option<std::io::Error>,
+    /// Configure or start requests awaiting their reply: note id -> worker.
+    pending: HashMap<NoteId, PeerId>,
+    deadline: Instant,
+    /// Messages sent and received so far, over all workers.
+    totals: (u64, u64),
+    refused_senders: BTreeSet<PeerId>,
+    /// Results too large for one note arrive in parts, collected per worker.
+    result_parts: BTreeMap<PeerId, maestro_protocol::PartsCollector>,
+    fanout: f64,
+    /// Ctrl-C: the shutdown token until the stop, then one that never fires.
+    interrupt: CancellationToken,
+    running: bool,
+    exported_second: Option<u32>,
+    backlog: Option<crate::backlog::Backlog>,
+    backlog_second: Option<u32>,
+    max_backlog: Option<u64>,
+}
+
+impl Shell<'_> {
+    async fn drive(mut self, first: Action) -> Result<Finished, RunError> {
+        let mut action = Some(first);
+        loop {
+            if let Some(a) = action.take()
+                && let Some(finished) = self.carry_out(a).await?
+            {
+                return Ok(finished);
+            }
+            let incoming = match self.controller.next(self.until(), &self.interrupt).await {
+                Ok(i) => i,
+                Err(ControlError::Interrupted) => {
+                    action = self.machine.on(Input::Interrupt);
+                    continue;
                 }
-                Action::Stop(live) => {
-                    tracing::info!(run = %run, reason = machine.stop_reason().unwrap_or(""), "stopping");
-                    pending.clear();
-                    for id in live {
-                        controller
-                            .send(&Target::Peer(id), Body::Stop(Stop { run: run.clone() }))
-                            .await?;
+                Err(e) => {
+                    if self.stream.is_none() {
+                        release(self.controller, &self.run, &self.cast.participants).await;
                     }
-                    heal_now(controller, &run, &faults).await;
-                    deadline = Instant::now() + maestro_protocol::DRAIN_MAX + options.timeout;
-                    // From here, a Ctrl-C only makes the shell's second-signal handler exit.
-                    interrupt = never.clone();
+                    return Err(e.into());
                 }
-                Action::Fail(failure) => {
-                    release(controller, &run, &participants).await;
-                    heal_now(controller, &run, &faults).await;
-                    return Err(match failure {
-                        Failure::Sut(reason) => RunError::Sut {
-                            sut: spec.sut.redacted(),
-                            reason,
-                        },
-                        Failure::Spec(reason) => RunError::Spec(reason),
-                        Failure::Workers(w) => RunError::Workers(w.join("; ")),
-                        Failure::Interrupted => ControlError::Interrupted.into(),
-                    });
+            };
+            if let Some(input) = self.input(incoming) {
+                action = self.feed(input);
+            }
+            if self.machine.step() == crate::lifecycle::Step::Running {
+                if !self.running {
+                    self.running = true;
+                    if let Some(d) = run_deadline(&self.spec, self.start_at) {
+                        self.deadline = d;
+                    }
                 }
-                Action::Finish => {
-                    let mut stream = stream.take().ok_or_else(|| {
-                        RunError::Workers("the run finished before it started".into())
-                    })?;
-                    // Heals to hear about, and a SUT sample from after the last message
-                    // (the SUT's counters lag a little), briefly.
-                    settle(
-                        controller,
-                        &run,
-                        &folder,
-                        &mut faults,
-                        &inspector_clocks,
-                        sut.as_mut(),
-                    )
-                    .await;
-                    let written = match stream_error.take() {
-                        Some(e) => Err(e),
-                        None => stream.finish(),
-                    };
-                    written.map_err(|source| RunError::Results {
-                        path: folder.clone(),
-                        source,
-                    })?;
-                    let mut collected = Collected {
-                        clocks,
-                        results: machine.take_results(),
-                        degraded: machine.degraded().to_vec(),
-                        interrupted: machine.interrupted(),
-                    };
-                    collected.degraded.extend(
-                        stream
-                            .unreadable
-                            .iter()
-                            .map(|e| format!("unreadable stats: {e}")),
-                    );
-                    // The numbers: rates over the real send span, from the end of the warm-up.
-                    let measure_from_us = start_at.0 + spec.warmup_ms as i64 * 1000;
-                    let rows: Vec<(PeerId, String, usize, usize)> = participants
-                        .iter()
-                        .map(|id| {
-                            (
-                                id.clone(),
-                                names[id].clone(),
-                                shares[id].producers.len(),
-                                shares[id].consumers.len(),
-                            )
-                        })
-                        .collect();
-                    let summary = summary::summarize(
-                        &run,
-                        &spec,
-                        started_at,
-                        measure_from_us,
-                        &rows,
-                        &collected,
-                    );
-                    let mut summary = summary;
-                    summary.max_backlog = max_backlog;
-                    if let Some(b) = &backlog {
-                        let figures = b.summary();
-                        if figures.built_s.is_none() {
-                            summary.degraded = true;
-                            summary.degraded_reasons.push(format!(
-                                "the consumer backlog never reached its {} bytes: consumers were held until the stop",
-                                figures.target_bytes
-                            ));
-                        }
-                        summary.backlog = Some(figures);
-                    }
-                    if let Some(recorder) = sut.take() {
-                        summary.sut_metrics =
-                            recorder
-                                .finish(summary.sent)
-                                .map_err(|source| RunError::Results {
-                                    path: folder.clone(),
-                                    source,
-                                })?;
-                    }
-                    if !faults.is_empty() {
-                        let segments =
-                            crate::faults::Segments::of(&collected.results, spec.marks_ms.len());
-                        let expected = (spec.rate > 0.0).then_some(spec.rate * fanout);
-                        summary.faults = crate::faults::summarize(
-                            &faults,
-                            &spec.marks_ms,
-                            &segments,
-                            stream.rows(),
-                            start_at.0,
-                            expected,
-                        );
-                    }
-                    for w in &options.watchers {
-                        for f in &faults {
-                            w.fault(&run, f);
-                        }
-                        if let Some(g) = &summary.generator {
-                            w.generator(&run, g);
-                        }
-                        w.finished(&run, summary.lost, 0);
-                    }
-                    maestro_report::folder::write(&folder.join("summary.json"), &summary)?;
-                    // spec.json was written at the start (`begin_folder`): the spec is fixed.
-                    // The summary is whole: the skeleton for a partial one goes.
-                    let _ = std::fs::remove_file(folder.join(maestro_report::partial::BEGUN));
-                    return Ok(Finished { summary, folder });
+                self.inject_due_faults().await?;
+            }
+            self.follow_backlog().await?;
+            self.export_second();
+        }
+    }
+
+    /// When to stop waiting: the step's deadline, or the next fault due.
+    fn until(&self) -> Instant {
+        let next_fault = self
+            .running
+            .then(|| crate::faults::next_due(&self.faults))
+            .flatten()
+            .map(|at| wall_instant(self.start_at.0 + at.as_micros() as i64));
+        next_fault.map_or(self.deadline, |f| self.deadline.min(f))
+    }
+
+    /// Carries out what the machine asked for; the finished run at the end.
+    async fn carry_out(&mut self, action: Action) -> Result<Option<Finished>, RunError> {
+        match action {
+            Action::Configure => self.send_each(false).await?,
+            Action::Start => {
+                self.open_results().await?;
+                self.send_each(true).await?;
+            }
+            Action::Stop(live) => {
+                tracing::info!(run = %self.run, reason = self.machine.stop_reason().unwrap_or(""), "stopping");
+                self.pending.clear();
+                for id in live {
+                    self.controller
+                        .send(
+                            &Target::Peer(id),
+                            Body::Stop(Stop {
+                                run: self.run.clone(),
+                            }),
+                        )
+                        .await?;
                 }
+                heal_now(self.controller, &self.run, &self.faults).await;
+                self.deadline = Instant::now() + maestro_protocol::DRAIN_MAX + self.options.timeout;
+                // From here, a Ctrl-C only makes the shell's second-signal handler exit.
+                self.interrupt = CancellationToken::new();
+            }
+            Action::Fail(failure) => {
+                release(self.controller, &self.run, &self.cast.participants).await;
+                heal_now(self.controller, &self.run, &self.faults).await;
+                return Err(match failure {
+                    Failure::Sut(reason) => RunError::Sut {
+                        sut: self.spec.sut.redacted(),
+                        reason,
+                    },
+                    Failure::Spec(reason) => RunError::Spec(reason),
+                    Failure::Workers(w) => RunError::Workers(w.join("; ")),
+                    Failure::Interrupted => ControlError::Interrupted.into(),
+                });
+            }
+            Action::Finish => return self.finish().await.map(Some),
+        }
+        Ok(None)
+    }
+
+    /// Sets the common start, and opens the results folder and its stream (a folder
+    /// that cannot be written releases the workers at once).
+    async fn open_results(&mut self) -> Result<(), RunError> {
+        self.start_at = UnixMicros(maestro_control::now().0 + START_AHEAD_US);
+        self.started_at = SystemTime::now() + Duration::from_micros(START_AHEAD_US as u64);
+        if let Some(r) = self.sut.as_mut() {
+            r.begin(self.start_at.0);
+        }
+        for w in &self.options.watchers {
+            w.starts_at(&self.run, self.start_at.0);
+        }
+        let created = LiveResults::create(
+            self.folder.clone(),
+            self.start_at.0,
+            self.cast.names.clone(),
+        )
+        .and_then(|live| {
+            begin_folder(
+                &self.folder,
+                &self.run,
+                &self.spec,
+                (self.started_at, self.start_at),
+                &self.cast,
+                self.fanout,
+            )?;
+            Ok(live)
+        });
+        match created {
+            Ok(mut live) => {
+                if !self.faults.is_empty() {
+                    live.keep_rows();
+                }
+                self.stream = Some(live);
+                Ok(())
+            }
+            Err(source) => {
+                // Configured workers are released, not left to their lease.
+                release(self.controller, &self.run, &self.cast.participants).await;
+                Err(RunError::Results {
+                    path: self.folder.clone(),
+                    source,
+                })
             }
         }
-        // Wait for the next thing to happen (or the deadline, or a progress tick).
-        let next_fault = running
-            .then(|| {
-                faults
-                    .iter()
-                    .filter(|f| f.state == crate::faults::FaultState::Planned)
-                    .map(|f| f.plan.at)
-                    .min()
-            })
-            .flatten()
-            .map(|at| wall_instant(start_at.0 + at.as_micros() as i64));
-        let until = if stream.is_some() {
-            next_progress.min(deadline)
+    }
+
+    /// Sends every participant its `configure` (its share) or its `start`.
+    async fn send_each(&mut self, start: bool) -> Result<(), RunError> {
+        self.pending.clear();
+        for (id, share) in &self.cast.shares {
+            let body = if start {
+                Body::Start(Start {
+                    run: self.run.clone(),
+                    start_at_us: UnixMicros(
+                        self.start_at.0 + self.cast.offsets.get(id).copied().unwrap_or(0),
+                    ),
+                })
+            } else {
+                Body::Configure(share.clone())
+            };
+            let note = self
+                .controller
+                .send(&Target::Peer(id.clone()), body)
+                .await?;
+            self.pending.insert(note.id, id.clone());
+        }
+        // Configuring at a connect rate takes as long as the ramp.
+        let ramp = if start {
+            Duration::ZERO
         } else {
-            deadline
+            self.spec.connect_span()
         };
-        let until = next_fault.map_or(until, |f| until.min(f));
-        let incoming = match controller.next(until, &interrupt).await {
-            Ok(i) => i,
-            Err(ControlError::Interrupted) => {
-                action = machine.on(Input::Interrupt);
-                continue;
-            }
-            Err(e) => {
-                if stream.is_none() {
-                    release(controller, &run, &participants).await;
-                }
-                return Err(e.into());
-            }
+        self.deadline = Instant::now() + self.options.timeout + ramp;
+        Ok(())
+    }
+
+    /// Every result is in: settles the faults and the SUT's figures, writes the summary.
+    async fn finish(&mut self) -> Result<Finished, RunError> {
+        let mut stream = self
+            .stream
+            .take()
+            .ok_or_else(|| RunError::Workers("the run finished before it started".into()))?;
+        // Heals to hear about, and a SUT sample from after the last message (the SUT's
+        // counters lag a little), briefly.
+        settle(
+            self.controller,
+            &self.run,
+            &self.folder,
+            &mut self.faults,
+            &self.inspector_clocks,
+            self.sut.as_mut(),
+        )
+        .await;
+        let written = match self.stream_error.take() {
+            Some(e) => Err(e),
+            None => stream.finish(),
         };
-        let input = match incoming {
-            None if Instant::now() >= deadline => Some(Input::Deadline),
+        written.map_err(|source| RunError::Results {
+            path: self.folder.clone(),
+            source,
+        })?;
+        let summary = self.summarize(&stream)?;
+        for w in &self.options.watchers {
+            for f in &self.faults {
+                w.fault(&self.run, f);
+            }
+            if let Some(g) = &summary.generator {
+                w.generator(&self.run, g);
+            }
+            w.finished(&self.run, summary.lost, 0);
+        }
+        maestro_report::folder::write(&self.folder.join("summary.json"), &summary)?;
+        // spec.json was written at the start (`begin_folder`): the spec is fixed. The
+        // summary is whole: the skeleton for a partial one goes.
+        let _ = std::fs::remove_file(self.folder.join(maestro_report::partial::BEGUN));
+        Ok(Finished {
+            summary,
+            folder: self.folder.clone(),
+        })
+    }
+
+    /// The run's summary from the results, the backlog, the SUT's figures and the faults.
+    fn summarize(&mut self, stream: &LiveResults) -> Result<RunSummary, RunError> {
+        let mut collected = Collected {
+            clocks: self.cast.clocks.clone(),
+            results: self.machine.take_results(),
+            degraded: self.machine.degraded().to_vec(),
+            interrupted: self.machine.interrupted(),
+        };
+        collected.degraded.extend(
+            stream
+                .unreadable
+                .iter()
+                .map(|e| format!("unreadable stats: {e}")),
+        );
+        // The numbers: rates over the real send span, from the end of the warm-up.
+        let measure_from_us = self.start_at.0 + self.spec.warmup_ms as i64 * 1000;
+        let mut summary = summary::summarize(
+            &self.run,
+            &self.spec,
+            self.started_at,
+            measure_from_us,
+            &self.cast.rows(),
+            &collected,
+        );
+        summary.max_backlog = self.max_backlog;
+        if let Some(b) = &self.backlog {
+            let figures = b.summary();
+            if figures.built_s.is_none() {
+                summary.degraded = true;
+                summary.degraded_reasons.push(format!(
+                    "the consumer backlog never reached its {} bytes: consumers were held until the stop",
+                    figures.target_bytes
+                ));
+            }
+            summary.backlog = Some(figures);
+        }
+        if let Some(recorder) = self.sut.take() {
+            summary.sut_metrics =
+                recorder
+                    .finish(summary.sent)
+                    .map_err(|source| RunError::Results {
+                        path: self.folder.clone(),
+                        source,
+                    })?;
+        }
+        if !self.faults.is_empty() {
+            let segments =
+                crate::faults::Segments::of(&collected.results, self.spec.marks_ms.len());
+            let expected = (self.spec.rate > 0.0).then_some(self.spec.rate * self.fanout);
+            summary.faults = crate::faults::summarize(
+                &self.faults,
+                &self.spec.marks_ms,
+                &segments,
+                stream.rows(),
+                self.start_at.0,
+                expected,
+            );
+        }
+        Ok(summary)
+    }
+
+    /// What arrived, as the machine's input (if it is one); fault replies, SUT figures
+    /// and heals are taken here.
+    fn input(&mut self, incoming: Option<Incoming>) -> Option<Input> {
+        match incoming {
+            None if Instant::now() >= self.deadline => Some(Input::Deadline),
             None => None,
             // A reply counts only from the peer its request went to: anyone can write a
             // note with a request's correlation id (ids are in every note).
-            Some(Incoming::Reply(note, _))
-                if note.correlation_id.is_some_and(|c| {
-                    let addressed = pending
-                        .get(&c)
-                        .or_else(|| fault_replies.get(&c).map(|i| &faults[*i].inspector.0));
-                    addressed.is_some_and(|id| *id != note.sender.id)
-                }) =>
-            {
-                if refused_senders.insert(note.sender.id.clone()) {
-                    tracing::warn!(run = %run, sender = %note.sender.id,
-                        "refused a reply from a peer the request did not go to");
-                }
+            Some(Incoming::Reply(note, _)) if !self.addressed(&note) => {
+                self.refuse(
+                    &note.sender.id,
+                    "refused a reply from a peer the request did not go to",
+                );
                 None
             }
             Some(Incoming::Reply(note, _)) => {
-                if let Some(i) = note.correlation_id.and_then(|c| fault_replies.remove(&c)) {
-                    on_fault_reply(
-                        &mut faults[i],
+                let c = note.correlation_id?;
+                if let Some(i) = self.fault_replies.remove(&c) {
+                    let f = &mut self.faults[i];
+                    f.replied(
                         &note.body,
-                        &inspector_clocks,
-                        options.progress,
-                        start_at.0,
+                        offset_of(&self.inspector_clocks, &f.inspector.0),
                     );
+                    for w in &self.options.watchers {
+                        w.fault(&self.run, f);
+                    }
                     None
                 } else {
-                    note.correlation_id
-                        .and_then(|c| pending.remove(&c))
+                    self.pending
+                        .remove(&c)
                         .map(|id| Input::Replied(id, Box::new(note.body)))
                 }
             }
             Some(Incoming::Presence(id, p)) => p
                 .is_none_or(|p| p.status == PresenceStatus::Offline)
                 .then_some(Input::Offline(id)),
-            // Events count only from the run's participants, and only when their counts
-            // are ones a real worker could have made: a stranger's (or a corrupt) note
-            // naming the run is dropped, said once per sender.
-            Some(Incoming::Event(note))
-                if matches!(note.body, Body::RunStats(_) | Body::RunResult(_))
-                    && (!participants.contains(&note.sender.id)
-                        || !match &note.body {
-                            Body::RunStats(s) => s.plausible(),
-                            Body::RunResult(r) => r.plausible(),
-                            _ => true,
-                        }) =>
-            {
-                if refused_senders.insert(note.sender.id.clone()) {
-                    tracing::warn!(
-                        run = %run,
-                        sender = %note.sender.id,
-                        participant = participants.contains(&note.sender.id),
-                        "refused a stats or result note: not from a participant, or counts no worker could have made"
-                    );
+            Some(Incoming::Event(note)) => self.event(note),
+        }
+    }
+
+    /// Whether a reply comes from the peer its request went to (or answers no request).
+    fn addressed(&self, note: &maestro_protocol::Note) -> bool {
+        note.correlation_id.is_none_or(|c| {
+            let to = self.pending.get(&c).or_else(|| {
+                self.fault_replies
+                    .get(&c)
+                    .map(|i| &self.faults[*i].inspector.0)
+            });
+            to.is_none_or(|id| *id == note.sender.id)
+        })
+    }
+
+    /// Drops a note, said once per sender.
+    fn refuse(&mut self, sender: &PeerId, why: &'static str) {
+        if self.refused_senders.insert(sender.clone()) {
+            tracing::warn!(run = %self.run, sender = %sender,
+                participant = self.cast.participants.contains(sender), "{why}");
+        }
+    }
+
+    /// An event: a worker's second or result, an inspector's figures or heal.
+    fn event(&mut self, note: maestro_protocol::Note) -> Option<Input> {
+        // Events count only from the run's participants, and only when their counts are
+        // ones a real worker could have made: a stranger's (or a corrupt) note naming the
+        // run is dropped.
+        let plausible = match &note.body {
+            Body::RunStats(s) => s.plausible(),
+            Body::RunResult(r) => r.plausible(),
+            _ => true,
+        };
+        if matches!(note.body, Body::RunStats(_) | Body::RunResult(_))
+            && (!self.cast.participants.contains(&note.sender.id) || !plausible)
+        {
+            self.refuse(
+                &note.sender.id,
+                "refused a stats or result note: not from a participant, or counts no worker could have made",
+            );
+            return None;
+        }
+        match note.body {
+            Body::RunStats(s) if s.run == self.run => {
+                for w in &self.options.watchers {
+                    w.worker_second(&self.run, &note.sender.id, &s);
+                }
+                self.totals.0 = self.totals.0.saturating_add(s.counters.sent);
+                self.totals.1 = self.totals.1.saturating_add(s.counters.received);
+                if let Some(out) = self.stream.as_mut() {
+                    let live: Vec<PeerId> = self.machine.live().cloned().collect();
+                    if let Err(e) = out.add(&note.sender.id, &s, &live) {
+                        self.stream_error.get_or_insert(e);
+                    }
+                }
+                Some(Input::ActiveProducers(note.sender.id, s.active_producers))
+            }
+            Body::RunResult(r) if r.run == self.run && r.worker == note.sender.id => {
+                let parts = self.result_parts.entry(note.sender.id.clone()).or_default();
+                match parts.add(r) {
+                    Ok(Some(whole)) => {
+                        self.result_parts.remove(&note.sender.id);
+                        Some(Input::Result(note.sender.id, Box::new(whole)))
+                    }
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(run = %self.run, worker = %note.sender.id, error = %e,
+                            "refused a part of a result");
+                        None
+                    }
+                }
+            }
+            Body::SutStats(s) => {
+                if let Some(recorder) = self.sut.as_mut() {
+                    recorder.add(&self.folder, &note.sender.id, &s);
+                }
+                if let Some((name, offset)) = self.inspector_clocks.get(&note.sender.id) {
+                    for w in &self.options.watchers {
+                        for sample in &s.samples {
+                            w.sut(name, s.at_us.0 - offset, sample);
+                        }
+                    }
                 }
                 None
             }
-            Some(Incoming::Event(note)) => match note.body {
-                Body::RunStats(s) if s.run == run => {
-                    for w in &options.watchers {
-                        w.worker_second(&run, &note.sender.id, &s);
-                    }
-                    sent_total = sent_total.saturating_add(s.counters.sent);
-                    received_total = received_total.saturating_add(s.counters.received);
-                    if let Some(out) = stream.as_mut() {
-                        let live: Vec<PeerId> = machine.live().cloned().collect();
-                        if let Err(e) = out.add(&note.sender.id, &s, &live) {
-                            stream_error.get_or_insert(e);
-                        }
-                    }
-                    Some(Input::ActiveProducers(note.sender.id, s.active_producers))
-                }
-                Body::RunResult(r) if r.run == run && r.worker == note.sender.id => {
-                    match result_parts
-                        .entry(note.sender.id.clone())
-                        .or_default()
-                        .add(r)
-                    {
-                        Ok(Some(whole)) => {
-                            result_parts.remove(&note.sender.id);
-                            Some(Input::Result(note.sender.id, Box::new(whole)))
-                        }
-                        Ok(None) => None,
-                        Err(e) => {
-                            tracing::warn!(run = %run, worker = %note.sender.id, error = %e,
-                                "refused a part of a result");
-                            None
-                        }
+            Body::FaultHealed(h) if h.run == self.run => {
+                if let Some(f) = on_healed(&mut self.faults, &h, &self.inspector_clocks) {
+                    for w in &self.options.watchers {
+                        w.fault(&self.run, f);
                     }
                 }
-                Body::SutStats(s) => {
-                    if let Some(recorder) = sut.as_mut() {
-                        recorder.add(&folder, &note.sender.id, &s);
-                    }
-                    if let Some((name, offset)) = inspector_clocks.get(&note.sender.id) {
-                        for w in &options.watchers {
-                            for sample in &s.samples {
-                                w.sut(name, s.at_us.0 - offset, sample);
-                            }
-                        }
-                    }
-                    None
-                }
-                Body::FaultHealed(h) if h.run == run => {
-                    on_healed(
-                        &mut faults,
-                        &h,
-                        &inspector_clocks,
-                        options.progress,
-                        start_at.0,
-                    );
-                    None
-                }
-                _ => None,
-            },
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Hands an input to the machine, telling the watchers what changed.
+    fn feed(&mut self, input: Input) -> Option<Action> {
+        if let Some((id, state)) = worker_state(&input) {
+            for w in &self.options.watchers {
+                w.worker(&self.run, id, state);
+            }
+        }
+        let before = self.machine.step();
+        let action = self.machine.on(input);
+        if self.machine.step() != before {
+            for w in &self.options.watchers {
+                w.step(&self.run, self.machine.step());
+            }
+        }
+        action
+    }
+
+    /// Asks the inspectors for the faults whose time has come.
+    async fn inject_due_faults(&mut self) -> Result<(), RunError> {
+        let now_us = maestro_control::now().0;
+        for i in crate::faults::due(&self.faults, now_us - self.start_at.0) {
+            let f = &self.faults[i];
+            let note = self
+                .controller
+                .send(
+                    &Target::Peer(f.inspector.0.clone()),
+                    Body::Inject(Inject {
+                        run: self.run.clone(),
+                        fault: i as u32,
+                        action: f.plan.action.clone(),
+                        duration_ms: f.plan.duration.as_millis() as u64,
+                    }),
+                )
+                .await?;
+            self.faults[i].requested(maestro_control::now().0);
+            self.fault_replies.insert(note.id, i);
+        }
+        Ok(())
+    }
+
+    /// Once per written second: the largest backlog so far, and the consumers' resume
+    /// once a backlog run's backlog is built.
+    async fn follow_backlog(&mut self) -> Result<(), RunError> {
+        let Some(out) = self.stream.as_ref() else {
+            return Ok(());
         };
-        if let Some(input) = input {
-            if let Some((id, state)) = worker_state(&input) {
-                for w in &options.watchers {
-                    w.worker(&run, id, state);
-                }
-            }
-            let before = machine.step();
-            action = machine.on(input);
-            if machine.step() != before {
-                for w in &options.watchers {
-                    w.step(&run, machine.step());
-                }
-            }
+        let Some(row) = out.last_row() else {
+            return Ok(());
+        };
+        if self.backlog_second == Some(row.second) {
+            return Ok(());
         }
-        if machine.step() == crate::lifecycle::Step::Running && !running {
-            running = true;
-            if let Some(d) = run_deadline(&spec, start_at) {
-                deadline = d;
-            }
+        self.backlog_second = Some(row.second);
+        let totals = out.totals();
+        let waiting = ((totals.sent as f64 * self.fanout) as u64).saturating_sub(totals.received);
+        self.max_backlog = Some(self.max_backlog.map_or(waiting, |m| m.max(waiting)));
+        let end_s = f64::from(row.second) + 1.0;
+        let Some(b) = self.backlog.as_mut() else {
+            return Ok(());
+        };
+        if b.row(end_s, totals.sent, totals.received) != crate::backlog::Step::Resume {
+            return Ok(());
         }
-        if running && machine.step() == crate::lifecycle::Step::Running {
-            let now_us = maestro_control::now().0;
-            for (i, f) in faults.iter_mut().enumerate() {
-                if f.state != crate::faults::FaultState::Planned
-                    || start_at.0 + f.plan.at.as_micros() as i64 > now_us
-                {
-                    continue;
-                }
-                let note = controller
+        let waiting = b.summary().backlog_messages.unwrap_or(0);
+        tracing::info!(run = %self.run, after_s = end_s, waiting, "backlog built: resuming the consumers");
+        for w in &self.options.watchers {
+            w.backlog_built(&self.run, waiting, end_s);
+        }
+        for (id, share) in &self.cast.shares {
+            if !share.consumers.is_empty() && self.machine.is_live(id) {
+                self.controller
                     .send(
-                        &Target::Peer(f.inspector.0.clone()),
-                        Body::Inject(Inject {
-                            run: run.clone(),
-                            fault: i as u32,
-                            action: f.plan.action.clone(),
-                            duration_ms: f.plan.duration.as_millis() as u64,
+                        &Target::Peer(id.clone()),
+                        Body::Resume(Resume {
+                            run: self.run.clone(),
                         }),
                     )
                     .await?;
-                f.requested(maestro_control::now().0);
-                fault_replies.insert(note.id, i);
             }
         }
-        if let Some(out) = stream.as_ref()
-            && let Some(row) = out.last_row()
-            && backlog_second != Some(row.second)
-        {
-            backlog_second = Some(row.second);
-            let totals = out.totals();
-            let waiting = ((totals.sent as f64 * fanout) as u64).saturating_sub(totals.received);
-            max_backlog = Some(max_backlog.map_or(waiting, |m| m.max(waiting)));
-            let end_s = f64::from(row.second) + 1.0;
-            if let Some(b) = backlog.as_mut()
-                && b.row(end_s, totals.sent, totals.received) == crate::backlog::Step::Resume
-            {
-                let waiting = b.summary().backlog_messages.unwrap_or(0);
-                tracing::info!(run = %run, after_s = end_s, waiting, "backlog built: resuming the consumers");
-                if options.progress {
-                    eprintln!(
-                        "backlog of {waiting} messages built after {end_s} s: consumers resumed"
-                    );
-                }
-                let live: Vec<PeerId> = machine.live().cloned().collect();
-                for (id, share) in &shares {
-                    if !share.consumers.is_empty() && live.contains(id) {
-                        controller
-                            .send(
-                                &Target::Peer(id.clone()),
-                                Body::Resume(Resume { run: run.clone() }),
-                            )
-                            .await?;
-                    }
-                }
-            }
+        Ok(())
+    }
+
+    /// Once per written second: the run's second to the watchers.
+    fn export_second(&mut self) {
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
+        let Some(row) = stream.last_row() else {
+            return;
+        };
+        if self.options.watchers.is_empty() || self.exported_second == Some(row.second) {
+            return;
         }
-        if let Some(row) = stream.as_ref().and_then(LiveResults::last_row)
-            && !options.watchers.is_empty()
-            && exported_second != Some(row.second)
-        {
-            exported_second = Some(row.second);
-            let in_flight = (sent_total as f64 * fanout) as i64 - received_total as i64;
-            let active: Vec<&str> = faults
-                .iter()
-                .filter(|f| f.state == crate::faults::FaultState::Active)
-                .map(|f| f.plan.action.as_str())
-                .collect();
-            let whole = stream
-                .as_ref()
-                .map(LiveResults::whole_run_response)
-                .unwrap_or_default();
-            let second = crate::watch::Second {
-                second: row.second,
-                sent: row.counters.sent,
-                received: row.counters.received,
-                errors: row.counters.errors,
-                duplicated: row.counters.duplicated,
-                response: row.response,
-            };
-            for w in &options.watchers {
-                w.second(&run, &second, &whole, in_flight, &active.join(","));
-                for f in &faults {
-                    w.fault(&run, f);
-                }
-            }
-        }
-        if Instant::now() >= next_progress {
-            next_progress += Duration::from_secs(1);
-            if options.progress
-                && let Some(row) = stream.as_ref().and_then(LiveResults::last_row)
-            {
-                let outstanding = (sent_total as f64 * fanout) as i64 - received_total as i64;
-                eprintln!("{}", timeseries::progress_line(&row, outstanding));
+        self.exported_second = Some(row.second);
+        let in_flight = (self.totals.0 as f64 * self.fanout) as i64 - self.totals.1 as i64;
+        let active: Vec<&str> = self
+            .faults
+            .iter()
+            .filter(|f| f.state == crate::faults::FaultState::Active)
+            .map(|f| f.plan.action.as_str())
+            .collect();
+        let whole = stream.whole_run_response();
+        let second = crate::watch::Second {
+            second: row.second,
+            sent: row.counters.sent,
+            received: row.counters.received,
+            errors: row.counters.errors,
+            duplicated: row.counters.duplicated,
+            response: row.response,
+        };
+        for w in &self.options.watchers {
+            w.second(&self.run, &second, &whole, in_flight, &active.join(","));
+            for f in &self.faults {
+                w.fault(&self.run, f);
             }
         }
     }
@@ -1001,62 +1174,19 @@ fn offset_of(clocks: &BTreeMap<PeerId, (String, i64)>, id: &PeerId) -> i64 {
     clocks.get(id).map_or(0, |c| c.1)
 }
 
-fn on_fault_reply(
-    f: &mut FaultRecord,
-    body: &Body,
-    clocks: &BTreeMap<PeerId, (String, i64)>,
-    progress: bool,
-    start_us: i64,
-) {
-    match body {
-        Body::Injected(i) => f.injected(i, offset_of(clocks, &f.inspector.0)),
-        Body::Error(e) => f.refused(format!("{}: {}", f.inspector.1, e.message)),
-        other => f.refused(format!(
-            "{}: unexpected {} reply",
-            f.inspector.1,
-            other.kind()
-        )),
-    }
-    if progress {
-        match (f.state, f.confirmed_at_us) {
-            (crate::faults::FaultState::Failed, _) => {
-                eprintln!("fault {}: {}", f.plan.action, f.errors.join("; "));
-            }
-            (_, Some(t)) => eprintln!(
-                "fault {}: in effect at +{:.2} s",
-                f.plan.action,
-                (t - start_us) as f64 / 1e6
-            ),
-            _ => {}
-        }
-    }
-}
-
-fn on_healed(
-    faults: &mut [FaultRecord],
+/// A heal for one of the faults (its index and action match): its record, moved on.
+fn on_healed<'f>(
+    faults: &'f mut [FaultRecord],
     h: &maestro_protocol::FaultHealed,
     clocks: &BTreeMap<PeerId, (String, i64)>,
-    progress: bool,
-    start_us: i64,
-) {
-    let Some(f) = faults.get_mut(h.fault as usize) else {
-        return;
-    };
+) -> Option<&'f FaultRecord> {
+    let f = faults.get_mut(h.fault as usize)?;
     if f.plan.action != h.action {
-        return;
+        return None;
     }
-    f.healed(h, offset_of(clocks, &f.inspector.0));
-    if progress && let Some(t) = f.healed_at_us {
-        eprintln!(
-            "fault {}: healed at +{:.2} s{}",
-            f.plan.action,
-            (t - start_us) as f64 / 1e6,
-            h.error
-                .as_ref()
-                .map(|e| format!(" ({e})"))
-                .unwrap_or_default()
-        );
-    }
+    let offset = offset_of(clocks, &f.inspector.0);
+    f.healed(h, offset);
+    Some(f)
 }
 
 /// How long the end of a run waits for heals and a last SUT sample: a `$SYS` beat comes
@@ -1094,7 +1224,9 @@ async fn settle(
                         r.add(folder, &note.sender.id, &s);
                     }
                 }
-                Body::FaultHealed(h) if h.run == *run => on_healed(faults, &h, clocks, false, 0),
+                Body::FaultHealed(h) if h.run == *run => {
+                    on_healed(faults, &h, clocks);
+                }
                 _ => {}
             },
             Ok(Some(_)) => {}
@@ -1125,16 +1257,12 @@ fn run_deadline(spec: &TestSpec, start_at: UnixMicros) -> Option<Instant> {
 /// enough for `maestro-cli report` to make a partial summary: `spec.json` (less the SUT
 /// URL's secrets) and `begun.json`, the summary's skeleton (run, SUT, workers, clocks)
 /// marked partial.
-#[allow(clippy::too_many_arguments)]
 fn begin_folder(
     folder: &std::path::Path,
     run: &RunId,
     spec: &TestSpec,
-    started_at: SystemTime,
-    start_at: UnixMicros,
-    participants: &[PeerId],
-    (names, shares): (&BTreeMap<PeerId, String>, &BTreeMap<PeerId, Configure>),
-    clocks: &BTreeMap<PeerId, (i64, i64)>,
+    (started_at, start_at): (SystemTime, UnixMicros),
+    cast: &Cast,
     fanout: f64,
 ) -> std::io::Result<()> {
     let to_io = |e: maestro_report::ResultsError| std::io::Error::other(e.to_string());
@@ -1142,26 +1270,21 @@ fn begin_folder(
     let mut on_disk = serde_json::to_value(spec).unwrap_or_default();
     on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
     maestro_report::folder::write(&folder.join("spec.json"), &on_disk).map_err(to_io)?;
-    let rows: Vec<(PeerId, String, usize, usize)> = participants
-        .iter()
-        .map(|id| {
-            (
-                id.clone(),
-                names.get(id).cloned().unwrap_or_default(),
-                shares.get(id).map_or(0, |s| s.producers.len()),
-                shares.get(id).map_or(0, |s| s.consumers.len()),
-            )
-        })
-        .collect();
     let collected = summary::Collected {
         results: BTreeMap::new(),
         degraded: Vec::new(),
         interrupted: false,
-        clocks: clocks.clone(),
+        clocks: cast.clocks.clone(),
     };
     let measure_from_us = start_at.0 + spec.warmup_ms as i64 * 1000;
-    let mut skeleton =
-        summary::summarize(run, spec, started_at, measure_from_us, &rows, &collected);
+    let mut skeleton = summary::summarize(
+        run,
+        spec,
+        started_at,
+        measure_from_us,
+        &cast.rows(),
+        &collected,
+    );
     skeleton.generator = None;
     skeleton.partial = Some(maestro_report::Partial {
         reason: "the run is under way, or its controller ended before it did".into(),

@@ -1,5 +1,6 @@
-//! Who watches a run while it goes on: the Prometheus exporter ([`crate::live`]) and the
-//! live terminal view's model ([`crate::view`]) implement [`Watch`]; a run calls every
+//! Who watches a run while it goes on: the Prometheus exporter ([`crate::live`]), the
+//! live terminal view's model ([`crate::view`]) and the progress lines on stderr
+//! ([`crate::progress`]) implement [`Watch`]; a run calls every
 //! watcher in its [`crate::run::RunOptions`] as things happen. A watcher only records:
 //! it must return at once (it runs in the run's loop).
 
@@ -56,6 +57,8 @@ pub trait Watch: Send + Sync + std::fmt::Debug {
     fn run_begins(&self, _run: &RunId, _spec: &TestSpec, _workers: &[(PeerId, String)]) {}
     /// The run moved on.
     fn step(&self, _run: &RunId, _step: Step) {}
+    /// The run's common start, µs on the controller's clock (set as `start` is sent).
+    fn starts_at(&self, _run: &RunId, _start_at_us: i64) {}
     /// A worker moved on.
     fn worker(&self, _run: &RunId, _worker: &PeerId, _state: WorkerState) {}
     /// A worker's second (its own counters and connections).
@@ -77,8 +80,17 @@ pub trait Watch: Send + Sync + std::fmt::Debug {
     fn sut(&self, _inspector: &str, _at_us: i64, _sample: &SourceSample) {}
     /// The run ended: the generator's own verdict on it (whether the tool limited it).
     fn generator(&self, _run: &RunId, _verdict: &maestro_report::model::GeneratorVerdict) {}
+    /// A backlog run's backlog is built (`waiting` messages after `after_s` seconds):
+    /// its consumers are resumed.
+    fn backlog_built(&self, _run: &RunId, _waiting: u64, _after_s: f64) {}
     /// The run ended: what was lost is known now.
     fn finished(&self, _run: &RunId, _lost: u64, _in_flight: i64) {}
+    /// A plan's phase runs a test at `rate` (a warm-up, a fixed rate, a search's probe).
+    fn probe_begins(&self, _kind: &str, _rate: f64) {}
+    /// That test ended: passed (`None` for a warm-up, which is not judged) and its summary.
+    fn probe_ended(&self, _passed: Option<bool>, _summary: &maestro_report::RunSummary) {}
+    /// A plan's drain phase: no load for `duration`.
+    fn draining(&self, _duration: std::time::Duration) {}
 }
 
 /// The watchers of a run.

@@ -431,20 +431,6 @@ impl LiveResults {
     }
 }
 
-/// The progress line for the latest written second.
-pub fn progress_line(row: &Row, outstanding: i64) -> String {
-    format!(
-        "[{:>4}s] sent {:>8}/s  recv {:>8}/s  p50 {:>9}  p99 {:>9}  errors {}  lost/in-flight {}",
-        row.second,
-        row.counters.sent,
-        row.counters.received,
-        crate::format::micros(row.response.p50 as i64),
-        crate::format::micros(row.response.p99 as i64),
-        row.counters.errors,
-        outstanding.max(0),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
