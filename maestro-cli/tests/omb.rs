@@ -83,7 +83,7 @@ fn the_example_omb_files_check_and_a_bad_key_is_named_with_its_line() {
         "kind = \"max-rate\"",
         "max_backlog = 10000",
         "at_knee = true",
-        "duration = \"60s\"",
+        "duration = \"1m\"",
         "producer.acks=all",
         "consumer.enable.auto.commit=false",
         "replication_factor=1",

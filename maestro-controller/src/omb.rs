@@ -19,9 +19,15 @@
 //! them), the Java-only ones (serializers, `default.api.timeout.ms`, ...) are left out,
 //! with a warning that names them.
 
-use crate::plan::{LoadedPlan, PlanError};
+use crate::plan::{
+    Conditions, HumanDuration, LoadedPlan, Metadata, Plan, PlanError, RawPhase, SizeValue,
+    Sut as PlanSut, Workload as PlanWorkload,
+};
+use maestro_report::PhaseKind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
 
 /// At most this many messages may wait at the end of a second for a max-rate probe to
 /// pass (OMB's acceptable backlog).
@@ -182,26 +188,15 @@ fn properties(
     Ok(out)
 }
 
-/// Loads an OMB workload and driver as a plan.
-pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanError> {
-    let w: Workload = read_yaml(workload_path)?;
-    let d: Driver = read_yaml(driver_path)?;
-    let mut warnings = Vec::new();
-    let kind = if d.driver_class.ends_with(".KafkaBenchmarkDriver") {
-        Kind::Kafka
-    } else if d.driver_class.ends_with(".RabbitMqBenchmarkDriver") {
-        Kind::RabbitMq
-    } else {
-        return Err(problem(
-            driver_path,
-            0,
-            "driverClass",
-            format!(
-                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver or io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver)",
-                d.driver_class
-            ),
-        ));
-    };
+/// Where the plan's load goes: the SUT URL, and how its consumers subscribe.
+struct Target {
+    url: String,
+    consumers_per_subscription: u32,
+    subscriptions: u32,
+}
+
+/// The checked workload's durations: (test, warm-up), seconds.
+fn durations(w: &Workload, workload_path: &Path) -> Result<(u64, u64), PlanError> {
     let wfield = |field: &str, reason: String| problem(workload_path, 0, field, reason);
     for (field, value) in [
         ("topics", w.topics),
@@ -244,6 +239,292 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         "warmupDurationMinutes",
         w.warmup_duration_minutes.unwrap_or(1.0),
     )?;
+    Ok((test_s, warmup_s))
+}
+
+/// A Kafka driver's bootstrap servers and client properties as a `kafka://` URL.
+fn kafka_target(
+    w: &Workload,
+    d: &Driver,
+    paths: (&Path, &Path),
+    warnings: &mut Vec<String>,
+) -> Result<Target, PlanError> {
+    let (workload_path, driver_path) = paths;
+    if w.subscriptions_per_topic > 1 {
+        return Err(problem(
+            workload_path,
+            0,
+            "subscriptionsPerTopic",
+            "more than one Kafka consumer group per topic is not supported; use consumerPerSubscription",
+        ));
+    }
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    let common = properties(driver_path, "commonConfig", d.common_config.as_deref())?;
+    let mut bootstrap = None;
+    let mut dropped = Vec::new();
+    let mut add = |prefix: &str, (k, v): (String, String), dropped: &mut Vec<String>| {
+        if JAVA_ONLY.contains(&k.as_str()) {
+            dropped.push(k);
+        } else {
+            query.append_pair(&format!("{prefix}{k}"), &v);
+        }
+    };
+    for (k, v) in common {
+        if k == "bootstrap.servers" {
+            bootstrap = Some(v);
+        } else {
+            add("", (k, v), &mut dropped);
+        }
+    }
+    for kv in properties(driver_path, "producerConfig", d.producer_config.as_deref())? {
+        add("producer.", kv, &mut dropped);
+    }
+    for kv in properties(driver_path, "consumerConfig", d.consumer_config.as_deref())? {
+        add("consumer.", kv, &mut dropped);
+    }
+    for kv in properties(driver_path, "topicConfig", d.topic_config.as_deref())? {
+        add("topic.config.", kv, &mut dropped);
+    }
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "Java client properties librdkafka does not have, left out: {}",
+            dropped.join(", ")
+        ));
+    }
+    if let Some(r) = d.replication_factor {
+        query.append_pair("replication_factor", &r.to_string());
+    }
+    let bootstrap =
+        bootstrap.ok_or_else(|| problem(driver_path, 0, "commonConfig", "no bootstrap.servers"))?;
+    let hosts: Vec<&str> = bootstrap
+        .split(',')
+        .map(|h| {
+            h.trim()
+                .trim_start_matches("PLAINTEXT://")
+                .trim_start_matches("SSL://")
+        })
+        .filter(|h| !h.is_empty())
+        .collect();
+    if hosts.is_empty() {
+        return Err(problem(
+            driver_path,
+            0,
+            "commonConfig",
+            "bootstrap.servers is empty",
+        ));
+    }
+    Ok(Target {
+        url: with_query(format!("kafka://{}/omb", hosts.join(",")), query.finish()),
+        consumers_per_subscription: w.consumer_per_subscription,
+        subscriptions: 1,
+    })
+}
+
+/// A RabbitMQ driver's URI, exchange and persistence as an `amqp://` URL.
+fn rabbitmq_target(
+    w: &Workload,
+    d: &Driver,
+    paths: (&Path, &Path),
+    warnings: &mut Vec<String>,
+) -> Result<Target, PlanError> {
+    let (workload_path, driver_path) = paths;
+    let uris = d.amqp_uris.clone().unwrap_or_default();
+    let [uri] = uris.as_slice() else {
+        return Err(problem(
+            driver_path,
+            0,
+            "amqpUris",
+            format!(
+                "give one URI (maestro's AMQP clients connect to one node), not {}",
+                uris.len()
+            ),
+        ));
+    };
+    if let Some(q) = &d.queue_type
+        && !q.eq_ignore_ascii_case("classic")
+    {
+        return Err(problem(
+            driver_path,
+            0,
+            "queueType",
+            format!("{q:?} is not supported: maestro declares classic queues"),
+        ));
+    }
+    let exchange_type = d
+        .exchange_type
+        .as_deref()
+        .unwrap_or("FANOUT")
+        .to_ascii_lowercase();
+    if !["fanout", "direct", "topic", "headers"].contains(&exchange_type.as_str()) {
+        return Err(problem(
+            driver_path,
+            0,
+            "exchangeType",
+            format!("{exchange_type:?} is not FANOUT, DIRECT, TOPIC or HEADERS"),
+        ));
+    }
+    // OMB's producers wait for publisher confirms; its queues are one per subscription,
+    // consumers of a subscription sharing it. OMB has an exchange per topic; maestro has
+    // one exchange with a routing key per topic, so with several topics it routes
+    // directly (each topic's messages reach its own subscriptions, as with OMB).
+    let exchange_type = if w.topics > 1 && exchange_type != "direct" {
+        warnings.push(format!(
+            "exchangeType {exchange_type}: with {} topics, one direct exchange routes each topic to its own queues",
+            w.topics
+        ));
+        "direct".to_owned()
+    } else {
+        exchange_type
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("exchange", "omb");
+    query.append_pair("exchange_type", &exchange_type);
+    query.append_pair("confirms", "true");
+    let persistent = d.message_persistence.unwrap_or(false);
+    query.append_pair("persistent", &persistent.to_string());
+    query.append_pair("durable", &persistent.to_string());
+    let per_subscription = match (w.subscriptions_per_topic, w.consumer_per_subscription) {
+        (1, c) => c,
+        (s, 1) => {
+            query.append_pair("fanout", "true");
+            s
+        }
+        (s, c) => {
+            return Err(problem(
+                workload_path,
+                0,
+                "subscriptionsPerTopic",
+                format!(
+                    "{s} subscriptions of {c} consumers each: with RabbitMQ, either one subscription or one consumer per subscription"
+                ),
+            ));
+        }
+    };
+    let base = uri.trim_end_matches('/');
+    Ok(Target {
+        url: with_query(
+            base.split('?').next().unwrap_or(base).to_owned(),
+            query.finish(),
+        ),
+        consumers_per_subscription: per_subscription,
+        subscriptions: 1,
+    })
+}
+
+fn with_query(base: String, query: String) -> String {
+    if query.is_empty() {
+        base
+    } else {
+        format!("{base}?{query}")
+    }
+}
+
+/// The workload's phases: a warm-up and a fixed rate, or OMB's search for the highest
+/// rate consumers keep up with, then a fixed phase at it.
+fn phases(w: &Workload, (test_s, warmup_s): (u64, u64)) -> Vec<RawPhase> {
+    let secs = |n: u64| Some(unspanned(HumanDuration(Duration::from_secs(n))));
+    let mut phases = Vec::new();
+    if w.producer_rate > 0.0 {
+        if warmup_s > 0 {
+            let mut warmup = RawPhase::of(PhaseKind::Warmup);
+            warmup.rate = Some(unspanned(w.producer_rate));
+            warmup.duration = secs(warmup_s);
+            phases.push(warmup);
+        }
+        let mut fixed = RawPhase::of(PhaseKind::Fixed);
+        fixed.rate = Some(unspanned(w.producer_rate));
+        fixed.duration = secs(test_s);
+        phases.push(fixed);
+    } else {
+        let mut search = RawPhase::of(PhaseKind::MaxRate);
+        search.start_rate = Some(unspanned(START_RATE as f64));
+        search.step_duration = secs(PROBE_SECONDS);
+        search.ceiling = Some(unspanned(maestro_protocol::MAX_RATE));
+        search.precision = Some(unspanned(0.1));
+        search.conditions = Some(unspanned(Conditions {
+            max_backlog: Some(ACCEPTABLE_BACKLOG),
+            min_achieved_fraction: Some(0.95),
+            max_lost: Some(0),
+            ..Conditions::default()
+        }));
+        phases.push(search);
+        let mut fixed = RawPhase::of(PhaseKind::Fixed);
+        fixed.at_knee = Some(unspanned(true));
+        fixed.duration = secs(test_s);
+        phases.push(fixed);
+    }
+    phases
+}
+
+/// The workload section: topics, clients, message size, keys, payload, backlog.
+fn workload_table(
+    w: &Workload,
+    kind: Kind,
+    target: &Target,
+    workload_path: &Path,
+    warnings: &mut Vec<String>,
+) -> PlanWorkload {
+    let mut key_distribution = None;
+    if kind == Kind::Kafka {
+        key_distribution = Some(
+            match w.key_distributor.unwrap_or(KeyDistributor::NoKey) {
+                KeyDistributor::NoKey => "none",
+                KeyDistributor::KeyRoundRobin => "round_robin",
+                KeyDistributor::RandomNano => "random",
+            }
+            .to_owned(),
+        );
+    } else if w
+        .key_distributor
+        .is_some_and(|k| k != KeyDistributor::NoKey)
+    {
+        warnings.push("keyDistributor: RabbitMQ messages have no keys; left out".into());
+    }
+    PlanWorkload {
+        topics: w.topics,
+        partitions_per_topic: w
+            .partitions_per_topic
+            .filter(|p| *p > 0 && kind == Kind::Kafka),
+        producers_per_topic: w.producers_per_topic,
+        subscriptions_per_topic: target.subscriptions,
+        consumers_per_subscription: target.consumers_per_subscription,
+        message_size: SizeValue::Bytes(w.message_size),
+        payload_file: w
+            .payload_file
+            .as_ref()
+            .map(|file| payload_path(workload_path, file)),
+        key_distribution,
+        warmup: None,
+        consumer_backlog_size_gb: w.consumer_backlog_size_gb.filter(|g| *g > 0.0),
+    }
+}
+
+/// A value made here, not read from a file (it has no position).
+fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// Loads an OMB workload and driver as a plan.
+pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanError> {
+    let w: Workload = read_yaml(workload_path)?;
+    let d: Driver = read_yaml(driver_path)?;
+    let mut warnings = Vec::new();
+    let kind = if d.driver_class.ends_with(".KafkaBenchmarkDriver") {
+        Kind::Kafka
+    } else if d.driver_class.ends_with(".RabbitMqBenchmarkDriver") {
+        Kind::RabbitMq
+    } else {
+        return Err(problem(
+            driver_path,
+            0,
+            "driverClass",
+            format!(
+                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver or io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver)",
+                d.driver_class
+            ),
+        ));
+    };
+    let durations = durations(&w, workload_path)?;
     if let Some(ratio) = w.backlog_drain_ratio
         && ratio != 1.0
     {
@@ -251,290 +532,58 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
             "backlogDrainRatio {ratio}: maestro reports the time to drain the whole backlog (to what is in flight)"
         ));
     }
-    let backlog_gb = w.consumer_backlog_size_gb.filter(|g| *g > 0.0);
-
-    // The SUT URL from the driver file.
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    let (url_base, consumers_per_subscription, subscriptions) = match kind {
-        Kind::Kafka => {
-            if w.subscriptions_per_topic > 1 {
-                return Err(wfield(
-                    "subscriptionsPerTopic",
-                    "more than one Kafka consumer group per topic is not supported; use consumerPerSubscription".into(),
-                ));
-            }
-            let common = properties(driver_path, "commonConfig", d.common_config.as_deref())?;
-            let mut bootstrap = None;
-            let mut dropped = Vec::new();
-            let mut add = |prefix: &str, (k, v): (String, String), dropped: &mut Vec<String>| {
-                if JAVA_ONLY.contains(&k.as_str()) {
-                    dropped.push(k);
-                } else {
-                    query.append_pair(&format!("{prefix}{k}"), &v);
-                }
-            };
-            for (k, v) in common {
-                if k == "bootstrap.servers" {
-                    bootstrap = Some(v);
-                } else {
-                    add("", (k, v), &mut dropped);
-                }
-            }
-            for kv in properties(driver_path, "producerConfig", d.producer_config.as_deref())? {
-                add("producer.", kv, &mut dropped);
-            }
-            for kv in properties(driver_path, "consumerConfig", d.consumer_config.as_deref())? {
-                add("consumer.", kv, &mut dropped);
-            }
-            for kv in properties(driver_path, "topicConfig", d.topic_config.as_deref())? {
-                add("topic.config.", kv, &mut dropped);
-            }
-            if !dropped.is_empty() {
-                warnings.push(format!(
-                    "Java client properties librdkafka does not have, left out: {}",
-                    dropped.join(", ")
-                ));
-            }
-            if let Some(r) = d.replication_factor {
-                query.append_pair("replication_factor", &r.to_string());
-            }
-            let bootstrap = bootstrap
-                .ok_or_else(|| problem(driver_path, 0, "commonConfig", "no bootstrap.servers"))?;
-            let hosts: Vec<&str> = bootstrap
-                .split(',')
-                .map(|h| {
-                    h.trim()
-                        .trim_start_matches("PLAINTEXT://")
-                        .trim_start_matches("SSL://")
-                })
-                .filter(|h| !h.is_empty())
-                .collect();
-            if hosts.is_empty() {
-                return Err(problem(
-                    driver_path,
-                    0,
-                    "commonConfig",
-                    "bootstrap.servers is empty",
-                ));
-            }
-            (
-                format!("kafka://{}/omb", hosts.join(",")),
-                w.consumer_per_subscription,
-                1,
-            )
-        }
-        Kind::RabbitMq => {
-            let uris = d.amqp_uris.clone().unwrap_or_default();
-            let [uri] = uris.as_slice() else {
-                return Err(problem(
-                    driver_path,
-                    0,
-                    "amqpUris",
-                    format!(
-                        "give one URI (maestro's AMQP clients connect to one node), not {}",
-                        uris.len()
-                    ),
-                ));
-            };
-            if let Some(q) = &d.queue_type
-                && !q.eq_ignore_ascii_case("classic")
-            {
-                return Err(problem(
-                    driver_path,
-                    0,
-                    "queueType",
-                    format!("{q:?} is not supported: maestro declares classic queues"),
-                ));
-            }
-            let exchange_type = d
-                .exchange_type
-                .as_deref()
-                .unwrap_or("FANOUT")
-                .to_ascii_lowercase();
-            if !["fanout", "direct", "topic", "headers"].contains(&exchange_type.as_str()) {
-                return Err(problem(
-                    driver_path,
-                    0,
-                    "exchangeType",
-                    format!("{exchange_type:?} is not FANOUT, DIRECT, TOPIC or HEADERS"),
-                ));
-            }
-            // OMB's producers wait for publisher confirms; its queues are one per
-            // subscription, consumers of a subscription sharing it. OMB has an exchange
-            // per topic; maestro has one exchange with a routing key per topic, so with
-            // several topics it routes directly (each topic's messages reach its own
-            // subscriptions, as with OMB).
-            let exchange_type = if w.topics > 1 && exchange_type != "direct" {
-                warnings.push(format!(
-                    "exchangeType {exchange_type}: with {} topics, one direct exchange routes each topic to its own queues",
-                    w.topics
-                ));
-                "direct".to_owned()
-            } else {
-                exchange_type
-            };
-            query.append_pair("exchange", "omb");
-            query.append_pair("exchange_type", &exchange_type);
-            query.append_pair("confirms", "true");
-            let persistent = d.message_persistence.unwrap_or(false);
-            query.append_pair("persistent", &persistent.to_string());
-            query.append_pair("durable", &persistent.to_string());
-            let (per_subscription, subscriptions) = match (
-                w.subscriptions_per_topic,
-                w.consumer_per_subscription,
-            ) {
-                (1, c) => (c, 1),
-                (s, 1) => {
-                    query.append_pair("fanout", "true");
-                    (s, 1)
-                }
-                (s, c) => {
-                    return Err(wfield(
-                        "subscriptionsPerTopic",
-                        format!(
-                            "{s} subscriptions of {c} consumers each: with RabbitMQ, either one subscription or one consumer per subscription"
-                        ),
-                    ));
-                }
-            };
-            let base = uri.trim_end_matches('/');
-            (
-                base.split('?').next().unwrap_or(base).to_owned(),
-                per_subscription,
-                subscriptions,
-            )
-        }
+    let paths = (workload_path, driver_path);
+    let target = match kind {
+        Kind::Kafka => kafka_target(&w, &d, paths, &mut warnings)?,
+        Kind::RabbitMq => rabbitmq_target(&w, &d, paths, &mut warnings)?,
     };
-    let query = query.finish();
-    let url = if query.is_empty() {
-        url_base
-    } else {
-        format!("{url_base}?{query}")
-    };
-
-    // The plan, as TOML (kept with the results), read like any plan.
-    let mut plan = toml::Table::new();
-    let table = |pairs: Vec<(&str, toml::Value)>| {
-        toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-    };
-    let s = |v: &str| toml::Value::String(v.to_owned());
-    let int = |v: u64| toml::Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
-    let float = toml::Value::Float;
-    plan.insert(
-        "plan".into(),
-        table(vec![
-            ("name", s(&w.name)),
-            (
-                "description",
-                s(&format!(
-                    "OpenMessaging Benchmark workload {} with driver {}",
-                    workload_path.display(),
-                    driver_path.display()
-                )),
+    let plan = Plan {
+        plan: Metadata {
+            name: w.name.clone(),
+            description: format!(
+                "OpenMessaging Benchmark workload {} with driver {}",
+                workload_path.display(),
+                driver_path.display()
             ),
-            (
-                "tags",
-                toml::Value::Array(vec![
-                    s("omb"),
-                    s(match kind {
-                        Kind::Kafka => "kafka",
-                        Kind::RabbitMq => "rabbitmq",
-                    }),
-                ]),
-            ),
-            ("sut_name", s(&d.name)),
-        ]),
-    );
-    plan.insert("sut".into(), table(vec![("url", s(&url))]));
-    let mut workload = vec![
-        ("topics", int(w.topics.into())),
-        ("producers_per_topic", int(w.producers_per_topic.into())),
-        ("subscriptions_per_topic", int(subscriptions)),
-        (
-            "consumers_per_subscription",
-            int(consumers_per_subscription.into()),
-        ),
-        ("message_size", int(w.message_size.into())),
-    ];
-    if kind == Kind::Kafka {
-        if let Some(p) = w.partitions_per_topic.filter(|p| *p > 0) {
-            workload.push(("partitions_per_topic", int(p.into())));
-        }
-        let key = match w.key_distributor.unwrap_or(KeyDistributor::NoKey) {
-            KeyDistributor::NoKey => "none",
-            KeyDistributor::KeyRoundRobin => "round_robin",
-            KeyDistributor::RandomNano => "random",
-        };
-        workload.push(("key_distribution", s(key)));
-    } else if w
-        .key_distributor
-        .is_some_and(|k| k != KeyDistributor::NoKey)
-    {
-        warnings.push("keyDistributor: RabbitMQ messages have no keys; left out".into());
-    }
-    if let Some(file) = &w.payload_file {
-        workload.push((
-            "payload_file",
-            s(&payload_path(workload_path, file).display().to_string()),
-        ));
-    }
-    if let Some(gb) = backlog_gb {
-        workload.push(("consumer_backlog_size_gb", float(gb)));
-    }
-    plan.insert("workload".into(), table(workload));
-    let secs = |n: u64| s(&format!("{n}s"));
-    let mut phases = Vec::new();
-    if w.producer_rate > 0.0 {
-        if warmup_s > 0 {
-            phases.push(table(vec![
-                ("kind", s("warmup")),
-                ("rate", float(w.producer_rate)),
-                ("duration", secs(warmup_s)),
-            ]));
-        }
-        phases.push(table(vec![
-            ("kind", s("fixed")),
-            ("rate", float(w.producer_rate)),
-            ("duration", secs(test_s)),
-        ]));
-    } else {
-        let keep_up = table(vec![
-            ("max_backlog", int(ACCEPTABLE_BACKLOG)),
-            ("min_achieved_fraction", float(0.95)),
-            ("max_lost", int(0)),
-        ]);
-        phases.push(table(vec![
-            ("kind", s("max-rate")),
-            ("start_rate", float(START_RATE as f64)),
-            ("step_duration", secs(PROBE_SECONDS)),
-            ("ceiling", float(maestro_protocol::MAX_RATE)),
-            ("precision", float(0.1)),
-            ("conditions", keep_up),
-        ]));
-        phases.push(table(vec![
-            ("kind", s("fixed")),
-            ("at_knee", toml::Value::Boolean(true)),
-            ("duration", secs(test_s)),
-        ]));
-    }
-    plan.insert("phase".into(), toml::Value::Array(phases));
-    // Sections in the order people write them (a table sorts its keys).
-    let mut text = format!(
-        "# Made by maestro from the OpenMessaging Benchmark files\n#   workload: {}\n#   driver:   {}\n",
+            tags: vec![
+                "omb".into(),
+                match kind {
+                    Kind::Kafka => "kafka",
+                    Kind::RabbitMq => "rabbitmq",
+                }
+                .into(),
+            ],
+            sut_name: d.name.clone(),
+            sut_version: String::new(),
+            cooldown: None,
+            workers: 1,
+            roles: None,
+            producer_group: None,
+            consumer_group: None,
+        },
+        sut: PlanSut {
+            url: unspanned(target.url.clone()),
+        },
+        workload: unspanned(workload_table(
+            &w,
+            kind,
+            &target,
+            workload_path,
+            &mut warnings,
+        )),
+        conditions: None,
+        compare: None,
+        phases: phases(&w, durations),
+        fleet: None,
+        faults: Vec::new(),
+    };
+    // The plan as TOML, kept with the results and read like any plan.
+    let text = format!(
+        "# Made by maestro from the OpenMessaging Benchmark files\n#   workload: {}\n#   driver:   {}\n\n{}",
         workload_path.display(),
         driver_path.display(),
+        toml::to_string(&plan).map_err(|e| problem(workload_path, 0, "(plan)", e.to_string()))?
     );
-    for section in ["plan", "sut", "workload", "phase"] {
-        let mut one = toml::Table::new();
-        if let Some(v) = plan.remove(section) {
-            one.insert(section.into(), v);
-        }
-        text.push('\n');
-        text.push_str(
-            &toml::to_string(&one)
-                .map_err(|e| problem(workload_path, 0, "(plan)", e.to_string()))?,
-        );
-    }
     let plan = LoadedPlan::parse(&format!("{} (as a plan)", workload_path.display()), text)?;
     Ok(Loaded { plan, warnings })
 }
@@ -591,6 +640,19 @@ mod tests {
         let l = load_texts("kafka", &workload(1, 2, 1000), KAFKA).unwrap();
         let sut = l.plan.sut(None).unwrap();
         assert_eq!(sut.host_list(), "k1:9092,k2:9092");
+        // The plan kept with the results reads like one a person wrote.
+        let text = &l.plan.text;
+        for line in [
+            "[plan]\nname = \"w\"",
+            "tags = [\"omb\", \"kafka\"]",
+            "[workload]\ntopics = 2\npartitions_per_topic = 3",
+            "key_distribution = \"none\"",
+            "[[phase]]\nkind = \"warmup\"\nrate = 1000.0\nduration = \"30s\"",
+            "[[phase]]\nkind = \"fixed\"\nrate = 1000.0\nduration = \"1m\"",
+        ] {
+            assert!(text.contains(line), "{line:?} not in:\n{text}");
+        }
+        assert!(!text.contains("fault"), "{text}");
         let maestro_protocol::SutOptions::Kafka(o) = &sut.options else {
             panic!("kafka")
         };

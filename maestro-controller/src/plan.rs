@@ -99,7 +99,7 @@ pub struct Plan {
     #[serde(default)]
     pub fleet: Option<Spanned<FleetTable>>,
     /// Faults, each during one fixed phase.
-    #[serde(rename = "fault", default)]
+    #[serde(rename = "fault", default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<Spanned<FaultTable>>,
 }
 
@@ -419,6 +419,23 @@ pub struct RawPhase {
 type PhaseProblem = (std::ops::Range<usize>, &'static str, String);
 
 impl RawPhase {
+    /// A phase of `kind` with no field set (for plans made from other files).
+    pub fn of(kind: PhaseKind) -> Self {
+        Self {
+            kind: Spanned::new(0..0, kind),
+            rate: None,
+            duration: None,
+            count: None,
+            start_rate: None,
+            step: None,
+            step_duration: None,
+            ceiling: None,
+            precision: None,
+            at_knee: None,
+            conditions: None,
+        }
+    }
+
     /// Where the field is written (the kind's position for a missing one).
     pub fn span_of<T>(&self, field: &Option<Spanned<T>>) -> std::ops::Range<usize> {
         field

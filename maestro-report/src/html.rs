@@ -9,7 +9,7 @@
 //! must open anywhere, offline.
 
 use crate::folder::{self, ResultsError};
-use crate::model::{PlanResult, SHORTFALL};
+use crate::model::{PhaseResult, PlanResult, SHORTFALL};
 use crate::timeseries::read_timeseries;
 use html_escape::encode_text as esc;
 use std::collections::BTreeMap;
@@ -223,181 +223,238 @@ fn short(v: f64) -> String {
     }
 }
 
+/// What the plan's probes add up to over time, probe after probe on one axis.
+#[derive(Default)]
+struct Timeline {
+    sent: Vec<(f64, f64)>,
+    received: Vec<(f64, f64)>,
+    p50: Vec<(f64, f64)>,
+    p99: Vec<(f64, f64)>,
+    connected: Vec<(f64, f64)>,
+    opened: Vec<(f64, f64)>,
+    shades: Vec<Shade>,
+    /// SUT metrics: per chart, per series name, points over the plan.
+    sut: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>,
+    fault_rows: String,
+    sut_warnings: String,
+}
+
+impl Timeline {
+    /// Reads every probe's time series, SUT figures and faults.
+    fn read(folder: &Path, phases: &[PhaseResult]) -> Result<Self, ResultsError> {
+        let mut t = Self::default();
+        let mut offset = 0.0;
+        for phase in phases {
+            let dir = folder.join(phase.folder_name());
+            for probe in &phase.probes {
+                let run_dir = dir.join(&probe.summary.run_id);
+                for f in &probe.summary.faults {
+                    t.shades.push(Shade {
+                        from: offset + f.at_ms as f64 / 1000.0,
+                        to: offset + (f.at_ms + f.duration_ms) as f64 / 1000.0,
+                        label: format!("fault: {}", f.action),
+                    });
+                    t.fault_rows.push_str(&fault_row(phase, probe.rate, f));
+                }
+                if let Some(m) = &probe.summary.sut_metrics {
+                    for w in &m.warnings {
+                        let _ = write!(
+                            t.sut_warnings,
+                            r#"<p class="shortfall">Phase {} {}: {}</p>"#,
+                            phase.index,
+                            phase.kind,
+                            esc(w)
+                        );
+                    }
+                }
+                let sut_csv = run_dir.join("sut.csv");
+                if sut_csv.exists() {
+                    t.add_sut(&sut_csv, offset)?;
+                }
+                offset += t.add_rows(&run_dir.join("timeseries.csv"), offset)? + 1.0;
+            }
+        }
+        Ok(t)
+    }
+
+    /// One probe's SUT figures, charted ones only (at most 8 series a chart).
+    fn add_sut(&mut self, csv: &Path, offset: f64) -> Result<(), ResultsError> {
+        for r in crate::sut::read_sut(csv)? {
+            let Some((chart, scale)) = charted(&r.metric) else {
+                continue;
+            };
+            let value = match r.kind {
+                maestro_protocol::MetricKind::Counter => match r.per_second {
+                    Some(v) => v,
+                    None => continue,
+                },
+                maestro_protocol::MetricKind::Gauge => r.value,
+            };
+            let name = if r.label.is_empty() {
+                format!("{} {}", r.source, r.metric)
+            } else {
+                format!("{} {}", r.source, r.label)
+            };
+            let series = self.sut.entry(chart.to_owned()).or_default();
+            if series.len() < 8 || series.contains_key(&name) {
+                series
+                    .entry(name)
+                    .or_default()
+                    .push((offset + f64::from(r.second), value * scale));
+            }
+        }
+        Ok(())
+    }
+
+    /// One probe's seconds; its last second.
+    fn add_rows(&mut self, csv: &Path, offset: f64) -> Result<f64, ResultsError> {
+        let mut last = 0.0f64;
+        for r in &read_timeseries(csv)? {
+            let x = offset + f64::from(r.second);
+            self.sent.push((x, r.sent as f64));
+            self.received.push((x, r.received as f64));
+            self.p50.push((x, r.response_time_p50_us as f64 / 1000.0));
+            self.p99.push((x, r.response_time_p99_us as f64 / 1000.0));
+            if let (Some(c), Some(o)) = (r.connected, r.connections_opened) {
+                self.connected.push((x, f64::from(c)));
+                self.opened.push((x, f64::from(o)));
+            }
+            last = last.max(f64::from(r.second));
+        }
+        Ok(last)
+    }
+}
+
+/// Two named series for one chart.
+fn pair(a: &str, a_points: Vec<(f64, f64)>, b: &str, b_points: Vec<(f64, f64)>) -> [Series; 2] {
+    [
+        Series {
+            name: a.into(),
+            points: a_points,
+        },
+        Series {
+            name: b.into(),
+            points: b_points,
+        },
+    ]
+}
+
+/// The page's sections, each HTML.
+struct Sections {
+    throughput: String,
+    latency: String,
+    distribution: String,
+    faults: String,
+    sut_charts: String,
+    connections: String,
+    curve: String,
+    generator: String,
+    shortfalls: String,
+    verdicts: String,
+    workers: String,
+}
+
 /// Builds the report from a plan results folder (its typed files only).
 pub fn render(folder: &Path) -> Result<String, ResultsError> {
     let plan: PlanResult = folder::read_plan(folder)?;
     let phases = &plan.phases;
+    let t = Timeline::read(folder, phases)?;
+    let (shortfalls, generator) = probe_notes(phases);
+    let sections = Sections {
+        throughput: time_chart(
+            "chart-throughput",
+            "Throughput over time",
+            "seconds",
+            "messages/s",
+            &pair("sent/s", t.sent, "received/s", t.received),
+            None,
+            &t.shades,
+            false,
+        ),
+        latency: time_chart(
+            "chart-latency",
+            "Response time over time",
+            "seconds",
+            "ms",
+            &pair("p50", t.p50, "p99", t.p99),
+            None,
+            &t.shades,
+            false,
+        ),
+        distribution: distribution(phases),
+        faults: faults_table(&t.fault_rows),
+        sut_charts: sut_charts(t.sut, &t.sut_warnings, &t.shades),
+        connections: connections(phases, t.connected, t.opened, &t.shades),
+        curve: curve(phases),
+        generator,
+        shortfalls,
+        verdicts: verdict_rows(phases),
+        workers: worker_rows(phases),
+    };
+    Ok(page(&plan, &sections))
+}
 
-    // Time series over the whole plan, probe after probe.
-    let (mut sent, mut received, mut p50, mut p99) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut connected, mut opened) = (Vec::new(), Vec::new());
-    let mut shades: Vec<Shade> = Vec::new();
-    // SUT metrics: per chart, per series name, points over the plan.
-    let mut sut: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
-    let mut fault_rows = String::new();
-    let mut sut_warnings = String::new();
-    let mut offset = 0.0;
-    for phase in phases {
-        let dir = folder.join(phase.folder_name());
-        for probe in &phase.probes {
-            let run_dir = dir.join(&probe.summary.run_id);
-            for f in &probe.summary.faults {
-                shades.push(Shade {
-                    from: offset + f.at_ms as f64 / 1000.0,
-                    to: offset + (f.at_ms + f.duration_ms) as f64 / 1000.0,
-                    label: format!("fault: {}", f.action),
-                });
-                fault_rows.push_str(&fault_row(phase, probe.rate, f));
-            }
-            if let Some(m) = &probe.summary.sut_metrics {
-                for w in &m.warnings {
-                    let _ = write!(
-                        sut_warnings,
-                        r#"<p class="shortfall">Phase {} {}: {}</p>"#,
-                        phase.index,
-                        phase.kind,
-                        esc(w)
-                    );
-                }
-            }
-            let sut_csv = run_dir.join("sut.csv");
-            if sut_csv.exists() {
-                for r in crate::sut::read_sut(&sut_csv)? {
-                    let Some((chart, scale)) = charted(&r.metric) else {
-                        continue;
-                    };
-                    let value = match r.kind {
-                        maestro_protocol::MetricKind::Counter => match r.per_second {
-                            Some(v) => v,
-                            None => continue,
-                        },
-                        maestro_protocol::MetricKind::Gauge => r.value,
-                    };
-                    let name = if r.label.is_empty() {
-                        format!("{} {}", r.source, r.metric)
-                    } else {
-                        format!("{} {}", r.source, r.label)
-                    };
-                    let series = sut.entry(chart.to_owned()).or_default();
-                    if series.len() < 8 || series.contains_key(&name) {
-                        series
-                            .entry(name)
-                            .or_default()
-                            .push((offset + f64::from(r.second), value * scale));
-                    }
-                }
-            }
-            let rows = read_timeseries(&run_dir.join("timeseries.csv"))?;
-            let mut last = 0.0f64;
-            for r in &rows {
-                let x = offset + f64::from(r.second);
-                sent.push((x, r.sent as f64));
-                received.push((x, r.received as f64));
-                p50.push((x, r.response_time_p50_us as f64 / 1000.0));
-                p99.push((x, r.response_time_p99_us as f64 / 1000.0));
-                if let (Some(c), Some(o)) = (r.connected, r.connections_opened) {
-                    connected.push((x, f64::from(c)));
-                    opened.push((x, f64::from(o)));
-                }
-                last = last.max(f64::from(r.second));
-            }
-            offset += last + 1.0;
-        }
-    }
-    let throughput = time_chart(
-        "chart-throughput",
-        "Throughput over time",
-        "seconds",
-        "messages/s",
-        &[
-            Series {
-                name: "sent/s".into(),
-                points: sent,
-            },
-            Series {
-                name: "received/s".into(),
-                points: received,
-            },
-        ],
-        None,
-        &shades,
-        false,
-    );
-    let latency = time_chart(
-        "chart-latency",
-        "Response time over time",
-        "seconds",
-        "ms",
-        &[
-            Series {
-                name: "p50".into(),
-                points: p50,
-            },
-            Series {
-                name: "p99".into(),
-                points: p99,
-            },
-        ],
-        None,
-        &shades,
-        false,
-    );
-    // The SUT's own numbers, one chart per metric, on the same time axis.
-    let mut sut_charts = String::new();
+/// The SUT's own numbers, one chart per metric, on the same time axis.
+fn sut_charts(
+    sut: BTreeMap<String, BTreeMap<String, Vec<(f64, f64)>>>,
+    warnings: &str,
+    shades: &[Shade],
+) -> String {
+    let mut charts = String::new();
     for (i, (chart, series)) in sut.into_iter().enumerate() {
         let series: Vec<Series> = series
             .into_iter()
             .map(|(name, points)| Series { name, points })
             .collect();
-        sut_charts.push_str(&time_chart(
+        charts.push_str(&time_chart(
             &format!("chart-sut-{i}"),
             &chart,
             "seconds",
             "",
             &series,
             None,
-            &shades,
+            shades,
             true,
         ));
     }
-    if !sut_charts.is_empty() || !sut_warnings.is_empty() {
-        sut_charts = format!("<h2>System under test</h2>{sut_warnings}{sut_charts}");
+    if charts.is_empty() && warnings.is_empty() {
+        return charts;
     }
-    let faults = if fault_rows.is_empty() {
-        String::new()
-    } else {
-        format!(
-            r#"<h2>Faults</h2><table id="faults"><thead><tr><th>phase</th><th>rate</th><th>action</th><th>inspector</th><th>window</th><th>in effect after</th><th>lasted</th><th>sent before / during / after</th><th>lost before / during / after</th><th>duplicated</th><th>p50 before / during / after</th><th>p99 before / during / after</th><th>first error</th><th>recovered</th><th>errors</th></tr></thead><tbody>{fault_rows}</tbody></table>"#
-        )
-    };
+    format!("<h2>System under test</h2>{warnings}{charts}")
+}
 
-    // Connections (fleets): clients connected, and connections opened, per second; and
-    // per probe, how connecting went.
-    let mut connections = String::new();
+fn faults_table(rows: &str) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        r#"<h2>Faults</h2><table id="faults"><thead><tr><th>phase</th><th>rate</th><th>action</th><th>inspector</th><th>window</th><th>in effect after</th><th>lasted</th><th>sent before / during / after</th><th>lost before / during / after</th><th>duplicated</th><th>p50 before / during / after</th><th>p99 before / during / after</th><th>first error</th><th>recovered</th><th>errors</th></tr></thead><tbody>{rows}</tbody></table>"#
+    )
+}
+
+/// Connections (fleets): clients connected, and connections opened, per second; and per
+/// probe, how connecting went.
+fn connections(
+    phases: &[PhaseResult],
+    connected: Vec<(f64, f64)>,
+    opened: Vec<(f64, f64)>,
+    shades: &[Shade],
+) -> String {
+    let mut out = String::new();
     if !connected.is_empty() {
-        connections.push_str("<h2>Connections</h2>");
-        connections.push_str(&time_chart(
+        out.push_str("<h2>Connections</h2>");
+        out.push_str(&time_chart(
             "chart-connections",
             "Clients connected and connections opened per second",
             "seconds",
             "clients",
-            &[
-                Series {
-                    name: "connected".into(),
-                    points: connected,
-                },
-                Series {
-                    name: "opened/s".into(),
-                    points: opened,
-                },
-            ],
+            &pair("connected", connected, "opened/s", opened),
             None,
-            &shades,
+            shades,
             false,
         ));
     }
-    let mut connection_rows = String::new();
+    let mut rows = String::new();
     for p in phases {
         for probe in &p.probes {
             let Some(c) = &probe.summary.connections else {
@@ -409,7 +466,7 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
                 .ramp()
                 .map_or(String::new(), |(rate, _)| format!("{rate:.0}/s"));
             let _ = write!(
-                connection_rows,
+                rows,
                 "<tr><td>{i} {k}</td><td>{rate:.0}</td><td>{o}</td><td>{ramp}</td><td>{peak}/s</td><td>{re}</td><td>{d}</td><td>{ch}</td><td>{f}</td><td>{tcp}</td><td>{con}</td></tr>",
                 i = p.index,
                 k = p.kind,
@@ -430,14 +487,17 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             );
         }
     }
-    if !connection_rows.is_empty() {
+    if !rows.is_empty() {
         let _ = write!(
-            connections,
-            r#"<table id="connections"><thead><tr><th>phase</th><th>rate</th><th>opened</th><th>ramp</th><th>peak</th><th>reconnects</th><th>dropped</th><th>churned</th><th>failed</th><th>TCP connect p99</th><th>to CONNACK p99</th></tr></thead><tbody>{connection_rows}</tbody></table>"#
+            out,
+            r#"<table id="connections"><thead><tr><th>phase</th><th>rate</th><th>opened</th><th>ramp</th><th>peak</th><th>reconnects</th><th>dropped</th><th>churned</th><th>failed</th><th>TCP connect p99</th><th>to CONNACK p99</th></tr></thead><tbody>{rows}</tbody></table>"#
         );
     }
+    out
+}
 
-    // Distribution per phase (its last probe).
+/// The response-time distribution per phase (its last probe).
+fn distribution(phases: &[PhaseResult]) -> String {
     let labels: Vec<String> = ["p50", "p90", "p95", "p99", "p99.9", "p99.99", "max"]
         .iter()
         .map(|s| (*s).to_owned())
@@ -465,16 +525,18 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             })
         })
         .collect();
-    let distribution = line_chart(
+    line_chart(
         "chart-distribution",
         "Response time distribution per phase",
         "percentile",
         "ms",
         &dist,
         Some(&labels),
-    );
+    )
+}
 
-    // Ramp and search curves: rate vs p99, probes sorted by rate.
+/// Ramp and search curves: rate vs p99, probes sorted by rate.
+fn curve(phases: &[PhaseResult]) -> String {
     let curves: Vec<Series> = phases
         .iter()
         .filter(|p| p.kind.searches())
@@ -496,16 +558,18 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             }
         })
         .collect();
-    let curve = line_chart(
+    line_chart(
         "chart-curve",
         "Ramp / search: offered rate vs response-time p99",
         "messages/s",
         "p99 ms",
         &curves,
         None,
-    );
+    )
+}
 
-    // Verdicts.
+/// One row per verdict of the judged phases.
+fn verdict_rows(phases: &[PhaseResult]) -> String {
     let mut verdicts = String::new();
     for p in phases.iter().filter(|p| p.judged) {
         for probe in &p.probes {
@@ -528,7 +592,11 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             }
         }
     }
-    // Per worker, per probe.
+    verdicts
+}
+
+/// One row per worker, per probe.
+fn worker_rows(phases: &[PhaseResult]) -> String {
     let mut workers = String::new();
     for p in phases {
         for probe in &p.probes {
@@ -549,9 +617,13 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             }
         }
     }
-    // Probes whose achieved rate fell short of the offer, said plainly.
+    workers
+}
+
+/// Per probe: (probes whose achieved rate fell short of the offer, said plainly; the
+/// generator's own verdict, whether maestro, not the SUT, limited it).
+fn probe_notes(phases: &[PhaseResult]) -> (String, String) {
     let mut shortfalls = String::new();
-    // The generator's own verdict on each probe: whether maestro, not the SUT, limited it.
     let mut generator = String::new();
     for p in phases {
         for probe in &p.probes {
@@ -593,6 +665,11 @@ pub fn render(folder: &Path) -> Result<String, ResultsError> {
             }
         }
     }
+    (shortfalls, generator)
+}
+
+/// The whole page around its sections.
+fn page(plan: &PlanResult, s: &Sections) -> String {
     let env = &plan.environment;
     let status = if plan.interrupted {
         "INTERRUPTED"
@@ -628,8 +705,19 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}} .shortfall{{color:
         sut_version = esc(&env.sut_version),
         nw = env.workers.len(),
         ver = esc(&env.maestro_version),
+        shortfalls = s.shortfalls,
+        throughput = s.throughput,
+        latency = s.latency,
+        distribution = s.distribution,
+        faults = s.faults,
+        sut_charts = s.sut_charts,
+        connections = s.connections,
+        curve = s.curve,
+        generator = s.generator,
+        verdicts = s.verdicts,
+        workers = s.workers,
     );
-    Ok(html)
+    html
 }
 
 /// Which SUT metrics get a chart, its title, and the scale of its values.
