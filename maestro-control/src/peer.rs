@@ -299,9 +299,7 @@ pub async fn run(
         replays: ReplayGuard::default(),
         refused_notes: 0,
     };
-    let mut backoff = session::backoff();
-    let mut unreachable_since: Option<Instant> = None;
-    let mut connected = false;
+    let mut link = Link::default();
 
     info!(peer = %info.id, name = %info.name, role = %info.role, url = %config.url,
         cluster = %config.cluster, "starting");
@@ -316,7 +314,7 @@ pub async fn run(
                 }
             } => {
                 resubscribe_at = None;
-                if connected {
+                if link.connected {
                     peer.subscribe();
                 }
                 continue;
@@ -325,57 +323,22 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                    .count();
-                if refused > 0 {
-                    peer.refused_subscriptions += 1;
-                    if peer.refused_subscriptions == 1 {
-                        warn!(
-                            refused,
-                            "the control broker refused subscriptions; retrying until it grants them"
-                        );
-                    } else {
-                        debug!(refused, "subscriptions refused again; retrying");
-                    }
+                if peer.on_suback(&ack) {
                     resubscribe_at = Some(tokio::time::Instant::now() + RESUBSCRIBE_AFTER);
-                } else if peer.refused_subscriptions > 0 {
-                    info!(
-                        attempts = peer.refused_subscriptions + 1,
-                        "subscriptions granted"
-                    );
-                    peer.refused_subscriptions = 0;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected = true;
+                link.up(&config.url);
                 peer.health.connected.set(1);
-                backoff = session::backoff();
                 peer.connections += 1;
                 peer.connected_since = now();
-                match unreachable_since.take() {
-                    Some(since) => info!(url = %config.url, down_for = ?since.elapsed(),
-                        "control broker reachable again; re-announcing"),
-                    None => info!(url = %config.url, "connected to control broker"),
-                }
                 peer.on_connected(&presence_topic, presence(PresenceStatus::Online));
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => peer.on_publish(publish),
             Ok(_) => {}
             Err(error) => {
-                connected = false;
                 peer.health.connected.set(0);
-                if unreachable_since.is_none() {
-                    unreachable_since = Some(Instant::now());
-                    let reason = crate::tls::explain(&error);
-                    warn!(url = %config.url, %reason,
-                        "control broker unreachable; retrying with backoff");
-                } else {
-                    debug!(url = %config.url, %error, "control broker still unreachable");
-                }
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                let delay = link.down(&config.url, &error);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -384,7 +347,7 @@ pub async fn run(
         }
     }
 
-    if connected {
+    if link.connected {
         // Clear the retained presence: a peer that left on purpose is not "offline".
         let _ = peer
             .client
@@ -395,6 +358,49 @@ pub async fn run(
     }
     info!(peer = %info.id, "stopped");
     Ok(())
+}
+
+/// The peer's connection to the control broker: up, or down since when (said once),
+/// and the backoff of its reconnects.
+struct Link {
+    connected: bool,
+    unreachable_since: Option<Instant>,
+    backoff: session::Backoff,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            connected: false,
+            unreachable_since: None,
+            backoff: session::backoff(),
+        }
+    }
+}
+
+impl Link {
+    fn up(&mut self, url: &impl std::fmt::Display) {
+        self.connected = true;
+        self.backoff = session::backoff();
+        match self.unreachable_since.take() {
+            Some(since) => info!(url = %url, down_for = ?since.elapsed(),
+                "control broker reachable again; re-announcing"),
+            None => info!(url = %url, "connected to control broker"),
+        }
+    }
+
+    /// The connection failed: how long to wait before the next try.
+    fn down(&mut self, url: &impl std::fmt::Display, error: &rumqttc::ConnectionError) -> Duration {
+        self.connected = false;
+        if self.unreachable_since.is_none() {
+            self.unreachable_since = Some(Instant::now());
+            let reason = crate::tls::explain(error);
+            warn!(url = %url, %reason, "control broker unreachable; retrying with backoff");
+        } else {
+            debug!(url = %url, %error, "control broker still unreachable");
+        }
+        self.backoff.next().unwrap_or(Duration::from_secs(5))
+    }
 }
 
 struct PeerLoop<H> {
@@ -423,6 +429,36 @@ struct PeerLoop<H> {
 }
 
 impl<H: Handler> PeerLoop<H> {
+    /// A subscription acknowledgement: true when the broker refused some (the peer tries
+    /// again later).
+    fn on_suback(&mut self, ack: &rumqttc::SubAck) -> bool {
+        let refused = ack
+            .return_codes
+            .iter()
+            .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+            .count();
+        if refused > 0 {
+            self.refused_subscriptions += 1;
+            if self.refused_subscriptions == 1 {
+                warn!(
+                    refused,
+                    "the control broker refused subscriptions; retrying until it grants them"
+                );
+            } else {
+                debug!(refused, "subscriptions refused again; retrying");
+            }
+            return true;
+        }
+        if self.refused_subscriptions > 0 {
+            info!(
+                attempts = self.refused_subscriptions + 1,
+                "subscriptions granted"
+            );
+            self.refused_subscriptions = 0;
+        }
+        false
+    }
+
     /// Subscribes to the request topics and to every watched controller.
     fn subscribe(&mut self) {
         let mut filters: Vec<rumqttc::SubscribeFilter> = self

@@ -106,9 +106,12 @@ impl Signer {
     }
 }
 
+/// The reconnect delays of [`backoff`].
+pub type Backoff = backon::ExponentialBackoff;
+
 /// Reconnect delays: 100 ms doubling to 5 s, with jitter so a fleet of peers does not
 /// reconnect in lock step after the broker restarts.
-pub fn backoff() -> impl Iterator<Item = Duration> {
+pub fn backoff() -> Backoff {
     use backon::BackoffBuilder;
     backon::ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(100))

@@ -383,12 +383,12 @@ impl Engine {
             controller_offline: false,
             ended_because: Arc::new(Mutex::new(None)),
         };
-        let control_template = (
-            run.start.subscribe(),
-            run.stop.clone(),
-            run.abort.clone(),
+        let control_template = Signals {
+            start: run.start.subscribe(),
+            stop: run.stop.clone(),
+            abort: run.abort.clone(),
             resume,
-        );
+        };
         let ended_because = run.ended_because.clone();
         inner.run = Some(run);
         inner.state = PeerState::Configured;
@@ -489,29 +489,24 @@ impl Engine {
         self,
         driver: D,
         c: Configure,
-        (start, stop, abort, resume): (
-            watch::Receiver<Option<i64>>,
-            CancellationToken,
-            CancellationToken,
-            CancellationToken,
-        ),
+        signals: Signals,
         reply: ReplyTo,
         outbox: &Outbox,
         ended_because: &Mutex<Option<String>>,
     ) {
-        let (reports_tx, mut reports) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
         let pool = RecorderPool::default();
-        let start_rx = start.clone();
+        let start = signals.start.clone();
+        let abort = signals.abort.clone();
         let control = Control {
-            start,
-            stop,
-            abort: abort.clone(),
-            resume,
+            start: signals.start,
+            stop: signals.stop,
+            abort: signals.abort,
+            resume: signals.resume,
             reports: reports_tx,
             pool: pool.clone(),
             run: c.run.as_str().into(),
         };
-        let mut ready = Vec::new();
         let (handles, tids) = match self.data_plane.get_or_init(DataPlane::per_core) {
             Ok(plane) => (plane.handles.clone(), plane.tids.clone()),
             Err(e) => {
@@ -528,82 +523,17 @@ impl Engine {
         // As many data-plane threads as the run's message rate needs (all of them at full
         // speed): a light run, a slow fleet, wakes one thread instead of every core.
         let handles = &handles[..threads_for(&c, handles.len())];
-        let threads = handles.len();
-        let mut meter = LoadMeter::new(tids.get(..threads).unwrap_or(&[]));
-        info!(run = %c.run, threads, "data-plane threads for this run");
+        let mut meter = LoadMeter::new(tids.get(..handles.len()).unwrap_or(&[]));
+        info!(run = %c.run, threads = handles.len(), "data-plane threads for this run");
         // One ticker per data-plane thread of the run ships its recorder at each slot's end.
         let tickers = CancellationToken::new();
         let _stop_tickers = tickers.clone().drop_guard();
         for h in handles {
             h.spawn(tasks::ticker(control.clone(), tickers.clone()));
         }
-        let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
-        let mut next = 0;
-        let mut clients = Vec::with_capacity(c.producers.len() + c.consumers.len());
-        // Per producer id: how far this worker's clock is ahead of its worker's (empty when
-        // all are 0), shared by this worker's consumers.
-        let skews: std::sync::Arc<[i64]> = if c.producer_skews.is_empty() {
-            std::sync::Arc::from([])
-        } else {
-            let mut dense = vec![0i64; c.spec.producers as usize];
-            for s in &c.producer_skews {
-                for p in s.producers.iter() {
-                    dense[p as usize] = s.skew_us;
-                }
-            }
-            dense.into()
-        };
-        for p in c.producers.iter() {
-            let (tx, rx) = oneshot::channel();
-            ready.push(rx);
-            let task = tasks::producer(
-                driver.clone(),
-                c.spec.producer(p),
-                c.spec.clone(),
-                tx,
-                control.clone(),
-            );
-            clients.push(handles[next % threads].spawn(ramp.connect_at(next, &abort, task)));
-            next += 1;
-        }
-        for k in &c.consumers {
-            let (tx, rx) = oneshot::channel();
-            ready.push(rx);
-            let task = tasks::consumer(
-                driver.clone(),
-                k.clone(),
-                c.spec.clone(),
-                skews.clone(),
-                tx,
-                control.clone(),
-            );
-            clients.push(handles[next % threads].spawn(ramp.connect_at(next, &abort, task)));
-            next += 1;
-        }
+        let (mut clients, ready) = spawn_clients(&driver, &c, &control, handles, &abort);
         drop(control);
-        let all_ready = async {
-            for rx in ready {
-                match rx.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err(DriverError::Sut("a task ended while connecting".into())),
-                }
-            }
-            Ok(())
-        };
-        let configure_timeout = CONFIGURE_TIMEOUT + c.spec.connect_span();
-        let outcome = tokio::select! {
-            outcome = tokio::time::timeout(configure_timeout, all_ready) => outcome,
-            _ = abort.cancelled() => Ok(Err(DriverError::Sut("the run was aborted while connecting".into()))),
-        };
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.reason()),
-            Err(_) => Some(format!(
-                "not every connection to the SUT was ready within {configure_timeout:?}"
-            )),
-        };
-        if let Some(reason) = failure {
+        if let Some(reason) = connected(ready, &c, &abort).await {
             warn!(run = %c.run, %reason, "configure failed");
             abort.cancel();
             outbox.reply(&reply, error(ErrorCode::SutUnreachable, reason));
@@ -612,137 +542,32 @@ impl Engine {
         outbox.reply(&reply, Body::Configured(Configured { run: c.run.clone() }));
         info!(run = %c.run, "configured");
 
-        // Aggregate until every task has sent its final report.
-        let mut seconds = Seconds::new(c.run.clone(), pool);
-        let total_producers = c.producers.len() as u32;
-        let total_consumers = c.consumers.len() as u32;
-        let (mut done_producers, mut done_consumers) = (0u32, 0u32);
-        let mut result = RunResult {
-            run: c.run.clone(),
-            worker: self.worker.clone(),
-            counters: Default::default(),
-            histograms: Default::default(),
-            sent: Vec::new(),
-            deliveries: Vec::new(),
-            consumers: c.consumers.clone(),
-            errors: Vec::new(),
-            tls_handshake_us: None,
-            connect_us: None,
-            subscribe_us: None,
-            connections: None,
-            segments: None,
-            data_plane: None,
-            part: None,
-        };
-        let mut segments = SegmentMerge::new(c.spec.marks_ms.len());
-        let tracker = driver.connections();
-        // Connections opened and failed up to the last published second.
-        let mut counted = (0u64, 0u64);
-        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while done_producers < total_producers || done_consumers < total_consumers {
-            tokio::select! {
-                report = reports.recv() => match report {
-                    Some(Report::Interval { second, recorder }) => seconds.add(second, recorder),
-                    Some(Report::Final(f)) => {
-                        if f.producer { done_producers += 1 } else { done_consumers += 1 }
-                        if f.producer && done_producers == total_producers {
-                            meter.end(tasks::now_ns());
-                        }
-                        result.sent.extend(f.sent);
-                        result.deliveries.extend(f.deliveries);
-                        if let (Some(m), Some((id, s))) = (segments.as_mut(), f.segments) {
-                            m.add(f.producer, id, s);
-                        }
-                        for (e, n) in f.errors {
-                            *errors.entry(e).or_default() += n;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    if let Some(start_ns) = *start_rx.borrow() {
-                        meter.begin(start_ns, tasks::now_ns());
-                        let active = (total_producers - done_producers, total_consumers - done_consumers);
-                        for mut stats in seconds.due(start_ns, tasks::now_ns(), active) {
-                            stats.connections = tracker.as_ref().map(|t| second_connections(t, &mut counted));
-                            outbox.event("stats", Body::RunStats(stats), false);
-                        }
-                    }
-                }
-            }
-        }
-        // Every client closes before the run's SUT objects go and before the result does:
-        // a consumer still leaving its group asks for the topic's metadata, and a topic
-        // deleted under it crashed librdkafka (with tansu's answer for a missing topic).
-        let closing = async {
-            for t in &mut clients {
-                let _ = t.await;
-            }
-        };
-        if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
-            warn!(run = %c.run, "clients still closing after {CLOSE_TIMEOUT:?}: aborted");
-            for t in &clients {
-                t.abort();
-            }
-        }
-        let start_ns = (*start_rx.borrow()).unwrap_or_else(tasks::now_ns);
-        for mut stats in seconds.finish(start_ns) {
-            stats.connections = tracker
-                .as_ref()
-                .map(|t| second_connections(t, &mut counted));
-            outbox.event("stats", Body::RunStats(stats), false);
-        }
-        let total = seconds.total;
-        result.counters = total.counters;
-        result.histograms = total.encode();
-        // One row per topic and per consumer, not per producer: a worker with 15,000
-        // producers must still fit its result in one note.
-        result.sent = Sent::per_topic(&result.sent);
-        result.deliveries = Delivery::per_consumer(&result.deliveries);
-        let timings = driver.timings();
-        let encode = |h: Option<hdrhistogram::Histogram<u64>>| {
-            h.map(|h| maestro_protocol::histogram::encode(&h))
-        };
-        result.tls_handshake_us = encode(timings.tls_handshake);
-        result.connect_us = encode(timings.connect);
-        result.subscribe_us = encode(timings.subscribe);
-        result.connections = tracker.map(|t| t.stats());
-        result.segments = segments.map(SegmentMerge::finish);
+        let mut gathered = Gathered::new(&c, self.worker.clone(), pool, driver.connections());
+        gathered.gather(reports, &start, &mut meter, outbox).await;
+        close(&mut clients, &c.run).await;
+        let start_ns = (*start.borrow()).unwrap_or_else(tasks::now_ns);
+        let last = gathered.seconds.finish(start_ns);
+        gathered.publish(last, outbox);
         meter.end(tasks::now_ns());
-        result.data_plane = meter.finish();
+        let mut result = gathered.result(&driver.timings(), meter);
         // What the run created on the SUT goes before the result does, so that the next
         // run of a plan finds this worker idle and the SUT clean.
         if let Err(e) = driver.finish(c.producers.contains(0)).await {
             warn!(run = %c.run, error = %e, "cleaning up after the run failed");
-            *errors.entry(e.reason()).or_default() += 1;
+            let message = e.reason();
+            match result.errors.iter_mut().find(|e| e.message == message) {
+                Some(known) => known.count += 1,
+                None => result.errors.push(ErrorCount { message, count: 1 }),
+            }
         }
-        result.errors = errors
-            .into_iter()
-            .map(|(message, count)| ErrorCount { message, count })
-            .collect();
         let because = ended_because
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        info!(run = %c.run, sent = total.counters.sent, received = total.counters.received,
-            errors = total.counters.errors, lost_or_unsent = result.sent.iter().map(|s| s.unsent).sum::<u64>(),
+        info!(run = %c.run, sent = result.counters.sent, received = result.counters.received,
+            errors = result.counters.errors, lost_or_unsent = result.sent.iter().map(|s| s.unsent).sum::<u64>(),
             ended_because = because.as_deref().unwrap_or("the controller stopped it"), "run finished");
-        // A result too large for one note (thousands of topics and consumers) goes in
-        // parts; the controller puts them together.
-        let run = result.run.clone();
-        match result.split(RESULT_BUDGET) {
-            Ok(parts) => {
-                if parts.len() > 1 {
-                    info!(run = %run, parts = parts.len(), "result split to fit the note limit");
-                }
-                for part in parts {
-                    outbox.event("result", Body::RunResult(part), true);
-                }
-            }
-            Err(e) => warn!(run = %run, error = %e, "the run's result cannot be sent"),
-        }
+        ship(result, outbox);
     }
 
     pub fn start(&self, s: &Start) -> Body {
@@ -791,6 +616,279 @@ impl Engine {
         }
         // Idempotent: stopping a run that already ended is fine.
         Body::Stopping(Stopping { run: s.run.clone() })
+    }
+}
+
+/// What steers a run's tasks, as the engine's `configure` made it.
+#[derive(Debug)]
+struct Signals {
+    /// The common start time in ns, once known.
+    start: watch::Receiver<Option<i64>>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    resume: CancellationToken,
+}
+
+/// Where a client task says it is connected (or why it is not).
+type Ready = oneshot::Receiver<Result<(), DriverError>>;
+
+/// Spawns the run's producers, then its consumers, round robin over the data-plane
+/// threads, each connecting at its turn of the ramp; their handles, and the channels on
+/// which each says it is ready.
+fn spawn_clients<D: Driver>(
+    driver: &D,
+    c: &Configure,
+    control: &Control,
+    handles: &[tokio::runtime::Handle],
+    abort: &CancellationToken,
+) -> (Vec<tokio::task::JoinHandle<()>>, Vec<Ready>) {
+    let threads = handles.len();
+    let ramp = Ramp::new(&c.spec, c.producers.len() + c.consumers.len());
+    let mut clients = Vec::with_capacity(c.producers.len() + c.consumers.len());
+    let mut ready = Vec::with_capacity(clients.capacity());
+    for p in c.producers.iter() {
+        let (tx, rx) = oneshot::channel();
+        ready.push(rx);
+        let task = tasks::producer(
+            driver.clone(),
+            c.spec.producer(p),
+            c.spec.clone(),
+            tx,
+            control.clone(),
+        );
+        let next = clients.len();
+        clients.push(handles[next % threads].spawn(ramp.connect_at(next, abort, task)));
+    }
+    let skews = skews(c);
+    for k in &c.consumers {
+        let (tx, rx) = oneshot::channel();
+        ready.push(rx);
+        let task = tasks::consumer(
+            driver.clone(),
+            k.clone(),
+            c.spec.clone(),
+            skews.clone(),
+            tx,
+            control.clone(),
+        );
+        let next = clients.len();
+        clients.push(handles[next % threads].spawn(ramp.connect_at(next, abort, task)));
+    }
+    (clients, ready)
+}
+
+/// Per producer id: how far this worker's clock is ahead of its worker's (empty when all
+/// are 0), shared by this worker's consumers.
+fn skews(c: &Configure) -> Arc<[i64]> {
+    if c.producer_skews.is_empty() {
+        return Arc::from([]);
+    }
+    let mut dense = vec![0i64; c.spec.producers as usize];
+    for s in &c.producer_skews {
+        for p in s.producers.iter() {
+            dense[p as usize] = s.skew_us;
+        }
+    }
+    dense.into()
+}
+
+/// Waits until every client is connected (and subscribed); why not, if one failed, the
+/// run was aborted, or the configure timeout (plus the connect ramp) passed.
+async fn connected(ready: Vec<Ready>, c: &Configure, abort: &CancellationToken) -> Option<String> {
+    let all_ready = async {
+        for rx in ready {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(DriverError::Sut("a task ended while connecting".into())),
+            }
+        }
+        Ok(())
+    };
+    let configure_timeout = CONFIGURE_TIMEOUT + c.spec.connect_span();
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(configure_timeout, all_ready) => outcome,
+        _ = abort.cancelled() => Ok(Err(DriverError::Sut("the run was aborted while connecting".into()))),
+    };
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.reason()),
+        Err(_) => Some(format!(
+            "not every connection to the SUT was ready within {configure_timeout:?}"
+        )),
+    }
+}
+
+/// Every client closes before the run's SUT objects go and before the result does: a
+/// consumer still leaving its group asks for the topic's metadata, and a topic deleted
+/// under it crashed librdkafka (with tansu's answer for a missing topic).
+async fn close(clients: &mut [tokio::task::JoinHandle<()>], run: &RunId) {
+    let closing = async {
+        for t in clients.iter_mut() {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        warn!(run = %run, "clients still closing after {CLOSE_TIMEOUT:?}: aborted");
+        for t in clients.iter() {
+            t.abort();
+        }
+    }
+}
+
+/// Sends a run's result; one too large for one note (thousands of topics and consumers)
+/// goes in parts, which the controller puts together.
+fn ship(result: RunResult, outbox: &Outbox) {
+    let run = result.run.clone();
+    match result.split(RESULT_BUDGET) {
+        Ok(parts) => {
+            if parts.len() > 1 {
+                info!(run = %run, parts = parts.len(), "result split to fit the note limit");
+            }
+            for part in parts {
+                outbox.event("result", Body::RunResult(part), true);
+            }
+        }
+        Err(e) => warn!(run = %run, error = %e, "the run's result cannot be sent"),
+    }
+}
+
+/// What the worker gathers from its tasks' reports while a run goes on.
+struct Gathered {
+    run: RunId,
+    worker: PeerId,
+    consumers: Vec<maestro_protocol::ConsumerPlan>,
+    seconds: Seconds,
+    /// (done, all) producers and consumers.
+    producers_done: (u32, u32),
+    consumers_done: (u32, u32),
+    sent: Vec<Sent>,
+    deliveries: Vec<Delivery>,
+    segments: Option<SegmentMerge>,
+    errors: BTreeMap<String, u64>,
+    tracker: Option<Arc<crate::driver::ConnectionTracker>>,
+    /// Connections opened and failed up to the last published second.
+    counted: (u64, u64),
+}
+
+impl Gathered {
+    fn new(
+        c: &Configure,
+        worker: PeerId,
+        pool: RecorderPool,
+        tracker: Option<Arc<crate::driver::ConnectionTracker>>,
+    ) -> Self {
+        Self {
+            run: c.run.clone(),
+            worker,
+            consumers: c.consumers.clone(),
+            seconds: Seconds::new(c.run.clone(), pool),
+            producers_done: (0, c.producers.len() as u32),
+            consumers_done: (0, c.consumers.len() as u32),
+            sent: Vec::new(),
+            deliveries: Vec::new(),
+            segments: SegmentMerge::new(c.spec.marks_ms.len()),
+            errors: BTreeMap::new(),
+            tracker,
+            counted: (0, 0),
+        }
+    }
+
+    /// Aggregates until every task has sent its final report, publishing each second
+    /// once it is due.
+    async fn gather(
+        &mut self,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+        start: &watch::Receiver<Option<i64>>,
+        meter: &mut LoadMeter,
+        outbox: &Outbox,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while self.producers_done.0 < self.producers_done.1
+            || self.consumers_done.0 < self.consumers_done.1
+        {
+            tokio::select! {
+                report = reports.recv() => match report {
+                    Some(Report::Interval { second, recorder }) => self.seconds.add(second, recorder),
+                    Some(Report::Final(f)) => self.on_final(f, meter),
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if let Some(start_ns) = *start.borrow() {
+                        meter.begin(start_ns, tasks::now_ns());
+                        let active = (
+                            self.producers_done.1 - self.producers_done.0,
+                            self.consumers_done.1 - self.consumers_done.0,
+                        );
+                        let due = self.seconds.due(start_ns, tasks::now_ns(), active);
+                        self.publish(due, outbox);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task's last report.
+    fn on_final(&mut self, f: tasks::Final, meter: &mut LoadMeter) {
+        if f.producer {
+            self.producers_done.0 += 1;
+            if self.producers_done.0 == self.producers_done.1 {
+                meter.end(tasks::now_ns());
+            }
+        } else {
+            self.consumers_done.0 += 1;
+        }
+        self.sent.extend(f.sent);
+        self.deliveries.extend(f.deliveries);
+        if let (Some(m), Some((id, s))) = (self.segments.as_mut(), f.segments) {
+            m.add(f.producer, id, s);
+        }
+        for (e, n) in f.errors {
+            *self.errors.entry(e).or_default() += n;
+        }
+    }
+
+    /// Publishes seconds, each with the connections of that second.
+    fn publish(&mut self, seconds: Vec<RunStats>, outbox: &Outbox) {
+        for mut stats in seconds {
+            stats.connections = self
+                .tracker
+                .as_ref()
+                .map(|t| second_connections(t, &mut self.counted));
+            outbox.event("stats", Body::RunStats(stats), false);
+        }
+    }
+
+    /// The run's result from everything gathered.
+    fn result(self, timings: &crate::driver::Timings, meter: LoadMeter) -> RunResult {
+        let total = &self.seconds.total;
+        let encode = |h: &Option<hdrhistogram::Histogram<u64>>| {
+            h.as_ref().map(maestro_protocol::histogram::encode)
+        };
+        RunResult {
+            run: self.run,
+            worker: self.worker,
+            counters: total.counters,
+            histograms: total.encode(),
+            // One row per topic and per consumer, not per producer: a worker with 15,000
+            // producers must still fit its result in one note.
+            sent: Sent::per_topic(&self.sent),
+            deliveries: Delivery::per_consumer(&self.deliveries),
+            consumers: self.consumers,
+            errors: self
+                .errors
+                .into_iter()
+                .map(|(message, count)| ErrorCount { message, count })
+                .collect(),
+            tls_handshake_us: encode(&timings.tls_handshake),
+            connect_us: encode(&timings.connect),
+            subscribe_us: encode(&timings.subscribe),
+            connections: self.tracker.map(|t| t.stats()),
+            segments: self.segments.map(SegmentMerge::finish),
+            data_plane: meter.finish(),
+            part: None,
+        }
     }
 }
 

@@ -454,26 +454,100 @@ pub async fn producer<D: Driver>(
         }
     };
     let mut errors = BTreeMap::new();
-    // Keep the connection alive until the start (or the end).
-    let start_ns = Box::pin(async {
-        loop {
-            if let Some(t) = *control.start.borrow() {
-                break Some(t);
-            }
-            tokio::select! {
-                _ = control.abort.cancelled() => break None,
-                _ = control.stop.cancelled() => break None,
-                changed = control.start.changed() => if changed.is_err() { break None },
-                r = conn.drive(), if conn.needs_drive() => if let Err(e) = r { note_error(&mut errors, &e); tokio::time::sleep(RETRY).await; },
-            }
-        }
-    })
-    .await;
-    let mut seq: u64 = 0;
-    let mut unsent: u64 = 0;
-    let mut stopped_at: Option<UnixMicros> = None;
+    let start_ns = Box::pin(start_time(&mut conn, &mut control, &mut errors)).await;
+    let mut sent = Sent {
+        producer: plan.id,
+        producers: 1,
+        topic: plan.topic,
+        sent: 0,
+        unsent: 0,
+        errors: 0,
+        stopped_at_us: None,
+    };
     let mut segments = Segments::new(&spec.marks_ms);
     if let Some(start_ns) = start_ns {
+        let mut sending = Sending::new(&plan, &spec, start_ns, conn, control, errors, segments);
+        Box::pin(sending.keep_until_start()).await;
+        sending.run().await;
+        let stopped = sending.clock.now_ns().max(sending.now);
+        // What the drain records (errors) belongs to the second the producer stopped in.
+        sending
+            .flusher
+            .due(stopped, &mut sending.clock, &sending.control);
+        sent.unsent = sending.schedule.unsent(stopped, sending.seq);
+        sent.stopped_at_us = Some(UnixMicros(stopped.min(sending.schedule.end_ns()) / 1_000));
+        Box::pin(sending.drain()).await;
+        sending.flusher.finish(&sending.control);
+        sent.sent = sending.seq;
+        (conn, control, errors, segments) = (
+            sending.conn,
+            sending.control,
+            sending.errors,
+            sending.segments,
+        );
+    }
+    sent.errors = errors.values().sum();
+    let _ = control.reports.send(Report::Final(Final {
+        sent: Some(sent),
+        deliveries: Vec::new(),
+        errors,
+        producer: true,
+        segments: segments.map(|s| (plan.topic, *s)),
+    }));
+    Box::pin(conn.close()).await;
+}
+
+/// The common start, once the controller has sent it (`None`: stopped or aborted
+/// before); the connection is kept alive meanwhile.
+async fn start_time<P: Producer>(
+    conn: &mut P,
+    control: &mut Control,
+    errors: &mut BTreeMap<String, u64>,
+) -> Option<i64> {
+    loop {
+        if let Some(t) = *control.start.borrow() {
+            break Some(t);
+        }
+        tokio::select! {
+            _ = control.abort.cancelled() => break None,
+            _ = control.stop.cancelled() => break None,
+            changed = control.start.changed() => if changed.is_err() { break None },
+            r = conn.drive(), if conn.needs_drive() => if let Err(e) = r { note_error(errors, &e); tokio::time::sleep(RETRY).await; },
+        }
+    }
+}
+
+/// A producer from its start: its schedule, bodies, clock and tallies.
+struct Sending<P> {
+    conn: P,
+    control: Control,
+    errors: BTreeMap<String, u64>,
+    segments: Option<Box<Segments>>,
+    producer: u32,
+    schedule: Schedule,
+    bodies: Bodies,
+    clock: WallClock,
+    flusher: Flusher,
+    start_ns: i64,
+    warmup_end: i64,
+    /// The next message's sequence number (so far sent: `seq`).
+    seq: u64,
+    /// The clock's reading at the top of the send loop.
+    now: i64,
+    /// A fleet's producer keeps tokio's millisecond timer (see `Deadline::coarse`).
+    coarse: bool,
+}
+
+impl<P: Producer> Sending<P> {
+    fn new(
+        plan: &ProducerPlan,
+        spec: &TestSpec,
+        start_ns: i64,
+        conn: P,
+        control: Control,
+        errors: BTreeMap<String, u64>,
+        segments: Option<Box<Segments>>,
+    ) -> Self {
         let schedule = Schedule::new(
             start_ns,
             plan.rate,
@@ -487,8 +561,7 @@ pub async fn producer<D: Driver>(
                 .map_or(0, |f| f.jitter_ms as i64 * 1_000_000),
             u64::from(plan.id),
         );
-        let warmup_end = start_ns + spec.warmup_ms as i64 * 1_000_000;
-        let mut bodies = match spec.fleet.as_ref().and_then(|f| f.payload.as_ref()) {
+        let bodies = match spec.fleet.as_ref().and_then(|f| f.payload.as_ref()) {
             Some(t) => Bodies::from_template(t, &control.run, plan.id, plan.rate),
             None => Bodies::new(
                 spec.size,
@@ -497,30 +570,53 @@ pub async fn producer<D: Driver>(
                 plan.rate,
             ),
         };
-        // Wait for the start without busy-looping (and keep the connection alive).
-        Box::pin(async {
-            let mut at_start = Deadline::at(start_ns);
-            loop {
-                if now_ns() >= start_ns {
-                    break;
-                }
-                tokio::select! {
-                    _ = control.abort.cancelled() => break,
-                    _ = control.stop.cancelled() => break,
-                    _ = &mut at_start => {}
-                    r = conn.drive(), if conn.needs_drive() => if let Err(e) = r { note_error(&mut errors, &e); },
-                }
+        let clock = WallClock::default();
+        let now = clock.now_ns();
+        Self {
+            conn,
+            control,
+            errors,
+            segments,
+            producer: plan.id,
+            schedule,
+            bodies,
+            flusher: Flusher::new(Some(start_ns), now),
+            clock,
+            start_ns,
+            warmup_end: start_ns + spec.warmup_ms as i64 * 1_000_000,
+            seq: 0,
+            now,
+            coarse: spec.fleet.is_some(),
+        }
+    }
+
+    /// Waits for the start without busy-looping (and keeps the connection alive); the
+    /// clock starts then.
+    async fn keep_until_start(&mut self) {
+        let mut at_start = Deadline::at(self.start_ns);
+        loop {
+            if now_ns() >= self.start_ns {
+                break;
             }
-        })
-        .await;
-        let mut clock = WallClock::default();
-        let mut flusher = Flusher::new(Some(start_ns), clock.now_ns());
-        let window_end = schedule.end_ns();
-        let mut now = clock.now_ns();
+            tokio::select! {
+                _ = self.control.abort.cancelled() => break,
+                _ = self.control.stop.cancelled() => break,
+                _ = &mut at_start => {}
+                r = self.conn.drive(), if self.conn.needs_drive() => if let Err(e) = r { note_error(&mut self.errors, &e); },
+            }
+        }
+        self.clock = WallClock::default();
+        self.now = self.clock.now_ns();
+        self.flusher = Flusher::new(Some(self.start_ns), self.now);
+    }
+
+    /// Sends on schedule until the window closes, everything is sent, or the run stops.
+    async fn run(&mut self) {
+        let window_end = self.schedule.end_ns();
         // Stop or abort, waited for by one future for the whole send loop: a new one per
         // wake-up would register with (and lock) the tokens' shared waiter lists each time,
         // which thousands of slow producers pay for on every message.
-        let (stop, abort) = (control.stop.clone(), control.abort.clone());
+        let (stop, abort) = (self.control.stop.clone(), self.control.abort.clone());
         let ended = async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
@@ -531,88 +627,53 @@ pub async fn producer<D: Driver>(
         // One timer for the loop, a microsecond one on a data-plane thread (tokio's timer
         // wheel wakes up to 2 ms late: that lateness was in every response time). Moving
         // it costs nothing until it is polled.
-        // Fleets keep the millisecond timer: see `Deadline::coarse`.
-        let mut timer = if spec.fleet.is_some() {
-            Deadline::coarse(now)
+        let mut timer = if self.coarse {
+            Deadline::coarse(self.now)
         } else {
-            Deadline::at(now)
+            Deadline::at(self.now)
         };
-        'run: loop {
-            if control.stop.is_cancelled() || control.abort.is_cancelled() {
+        loop {
+            if self.control.stop.is_cancelled() || self.control.abort.is_cancelled() {
                 break;
             }
-            now = clock.now_ns();
-            flusher.due(now, &mut clock, &control);
-            record_acks(&mut conn, &mut flusher, &control, warmup_end);
+            self.now = self.clock.now_ns();
+            self.flusher.due(self.now, &mut self.clock, &self.control);
+            record_acks(
+                &mut self.conn,
+                &mut self.flusher,
+                &self.control,
+                self.warmup_end,
+            );
             // Send every due message as one batch (at full speed, a batch at a time), but
             // never more than the client takes: no payload is built in vain.
-            let due = if schedule.paced() {
-                schedule.due_until(now)
-            } else if now < window_end {
-                seq + BATCH
+            let due = if self.schedule.paced() {
+                self.schedule.due_until(self.now)
+            } else if self.now < window_end {
+                self.seq + BATCH
             } else {
-                seq
+                self.seq
             };
-            let room = conn.room() as u64;
-            let batch_end = due.min(seq + room);
-            while seq < batch_end {
-                let actual = clock.now_ns();
-                flusher.due(actual, &mut clock, &control);
-                let intended = if schedule.paced() {
-                    schedule.intended_ns(seq)
-                } else {
-                    actual
-                };
-                let header = PayloadHeader {
-                    producer: plan.id,
-                    sequence: seq,
-                    intended_ns: intended,
-                    actual_ns: actual,
-                };
-                let body = bodies.make(&header);
-                let bytes = body.len();
-                match conn.try_send(body) {
-                    Ok(()) => {
-                        flusher.record(&control, |r| {
-                            r.sent(actual - intended, bytes, intended >= warmup_end)
-                        });
-                        if let Some(s) = segments.as_mut() {
-                            let k = s.of(intended - start_ns);
-                            s.sent[k] += 1;
-                        }
-                        seq += 1;
-                    }
-                    Err(TrySendError::Full) => break,
-                    Err(TrySendError::Closed(reason)) => {
-                        note_error(&mut errors, &DriverError::Sut(reason));
-                        flusher.record(&control, |r| r.counters.errors += 1);
-                        break 'run;
-                    }
-                }
-            }
-            // The window is over: what was due and not sent stays unsent.
-            if now >= window_end {
+            let batch_end = due.min(self.seq + self.conn.room() as u64);
+            if self.send_until(batch_end).is_err() {
                 break;
             }
-            let window_closes = window_end;
-            if schedule.exhausted(seq) {
+            // The window is over: what was due and not sent stays unsent.
+            if self.now >= window_end {
+                break;
+            }
+            let woken = if self.schedule.exhausted(self.seq) {
                 // Everything sent: keep the connection going until the window closes, so
                 // the window (not the last message) is the span the rate is measured over.
-                timer.reset(window_closes);
+                timer.reset(window_end);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
-                    _ = &mut timer => {}
-                    r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
-                        flusher.record(&control, |r| r.counters.errors += 1);
-                        note_error(&mut errors, &e);
-                        tokio::time::sleep(RETRY).await;
-                    },
+                    _ = &mut timer => Ok(()),
+                    r = self.conn.drive(), if self.conn.needs_drive() => r,
                 }
-                continue;
-            }
-            if seq < due || !schedule.paced() {
+            } else if self.seq < due || !self.schedule.paced() {
                 // Behind, or at full speed: let the connection write until a batch fits.
+                let conn = &mut self.conn;
                 let drained = async {
                     loop {
                         conn.drive().await?;
@@ -621,75 +682,106 @@ pub async fn producer<D: Driver>(
                         }
                     }
                 };
-                timer.reset(window_closes);
+                timer.reset(window_end);
                 tokio::select! {
                     biased;
                     _ = &mut ended => break,
-                    _ = &mut timer => {}
-                    r = drained => if let Err(e) = r {
-                        flusher.record(&control, |r| r.counters.errors += 1);
-                        note_error(&mut errors, &e);
-                        tokio::time::sleep(RETRY).await;
-                    },
+                    _ = &mut timer => Ok(()),
+                    r = drained => r,
                 }
-                continue;
-            }
-            timer.reset(schedule.intended_ns(seq).min(window_closes));
-            tokio::select! {
-                biased;
-                _ = &mut ended => break,
-                r = conn.drive(), if conn.needs_drive() => if let Err(e) = r {
-                    flusher.record(&control, |r| r.counters.errors += 1);
-                    note_error(&mut errors, &e);
-                    tokio::time::sleep(RETRY).await;
-                },
-                _ = &mut timer => {}
+            } else {
+                timer.reset(self.schedule.intended_ns(self.seq).min(window_end));
+                tokio::select! {
+                    biased;
+                    _ = &mut ended => break,
+                    r = self.conn.drive(), if self.conn.needs_drive() => r,
+                    _ = &mut timer => Ok(()),
+                }
+            };
+            if let Err(e) = woken {
+                self.flusher
+                    .record(&self.control, |r| r.counters.errors += 1);
+                note_error(&mut self.errors, &e);
+                tokio::time::sleep(RETRY).await;
             }
         }
-        let stopped = clock.now_ns().max(now);
-        // What the drain records (errors) belongs to the second the producer stopped in.
-        flusher.due(stopped, &mut clock, &control);
-        unsent = schedule.unsent(stopped, seq);
-        stopped_at = Some(UnixMicros(stopped.min(window_end) / 1_000));
-        // Write out what is still queued (QoS 1/2: until acknowledged), briefly.
-        let _ = Box::pin(tokio::time::timeout(DRAIN_MAX, async {
+    }
+
+    /// Hands the client the messages up to `batch_end` (fewer when its queue fills);
+    /// `Err` when the client is gone.
+    #[inline]
+    fn send_until(&mut self, batch_end: u64) -> Result<(), ()> {
+        while self.seq < batch_end {
+            let actual = self.clock.now_ns();
+            self.flusher.due(actual, &mut self.clock, &self.control);
+            let intended = if self.schedule.paced() {
+                self.schedule.intended_ns(self.seq)
+            } else {
+                actual
+            };
+            let header = PayloadHeader {
+                producer: self.producer,
+                sequence: self.seq,
+                intended_ns: intended,
+                actual_ns: actual,
+            };
+            let body = self.bodies.make(&header);
+            let bytes = body.len();
+            match self.conn.try_send(body) {
+                Ok(()) => {
+                    let measured = intended >= self.warmup_end;
+                    self.flusher.record(&self.control, |r| {
+                        r.sent(actual - intended, bytes, measured)
+                    });
+                    if let Some(s) = self.segments.as_mut() {
+                        let k = s.of(intended - self.start_ns);
+                        s.sent[k] += 1;
+                    }
+                    self.seq += 1;
+                }
+                Err(TrySendError::Full) => return Ok(()),
+                Err(TrySendError::Closed(reason)) => {
+                    note_error(&mut self.errors, &DriverError::Sut(reason));
+                    self.flusher
+                        .record(&self.control, |r| r.counters.errors += 1);
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out what is still queued (QoS 1/2: until acknowledged), briefly.
+    async fn drain(&mut self) {
+        let Self {
+            conn,
+            flusher,
+            control,
+            errors,
+            warmup_end,
+            ..
+        } = self;
+        let _ = tokio::time::timeout(DRAIN_MAX, async {
             while !conn.idle() && !control.abort.is_cancelled() {
                 // A client that works on its own threads (needs_drive false) is waited
                 // for, not driven back to back (that spun a core).
                 if !conn.needs_drive() {
                     tokio::time::sleep(IDLE_TICK).await;
                 } else if let Err(e) = conn.drive().await {
-                    flusher.record(&control, |r| r.counters.errors += 1);
-                    note_error(&mut errors, &e);
+                    flusher.record(control, |r| r.counters.errors += 1);
+                    note_error(errors, &e);
                     break;
                 }
-                record_acks(&mut conn, &mut flusher, &control, warmup_end);
+                record_acks(conn, flusher, control, *warmup_end);
             }
-        }))
+        })
         .await;
-        record_acks(&mut conn, &mut flusher, &control, warmup_end);
+        record_acks(conn, flusher, control, *warmup_end);
         if let Some(e) = conn.unreported_errors() {
-            flusher.record(&control, |r| r.counters.errors += 1);
-            note_error(&mut errors, &e);
+            flusher.record(control, |r| r.counters.errors += 1);
+            note_error(errors, &e);
         }
-        flusher.finish(&control);
     }
-    let _ = control.reports.send(Report::Final(Final {
-        sent: Some(Sent {
-            producer: plan.id,
-            producers: 1,
-            topic: plan.topic,
-            sent: seq,
-            unsent,
-            errors: errors.values().sum(),
-            stopped_at_us: stopped_at,
-        }),
-        deliveries: Vec::new(),
-        errors,
-        producer: true,
-        segments: segments.map(|s| (plan.topic, *s)),
-    }));
-    Box::pin(conn.close()).await;
 }
 
 /// Messages a consumer takes between two looks at its stop and abort signals.
