@@ -188,11 +188,12 @@ fn properties(
     Ok(out)
 }
 
-/// Where the plan's load goes: the SUT URL, and how its consumers subscribe.
+/// Where the plan's load goes: the SUT URL, and how many consumers share a subscription.
+/// maestro's plan always has one subscription per topic: OMB's several subscriptions
+/// become one consumer each on a RabbitMQ fanout, and Kafka takes only one.
 struct Target {
     url: String,
     consumers_per_subscription: u32,
-    subscriptions: u32,
 }
 
 /// The checked workload's durations: (test, warm-up), seconds.
@@ -316,7 +317,6 @@ fn kafka_target(
     Ok(Target {
         url: with_query(format!("kafka://{}/omb", hosts.join(",")), query.finish()),
         consumers_per_subscription: w.consumer_per_subscription,
-        subscriptions: 1,
     })
 }
 
@@ -407,7 +407,6 @@ fn rabbitmq_target(
             query.finish(),
         ),
         consumers_per_subscription: per_subscription,
-        subscriptions: 1,
     })
 }
 
@@ -486,7 +485,7 @@ fn workload_table(
             .partitions_per_topic
             .filter(|p| *p > 0 && kind == Kind::Kafka),
         producers_per_topic: w.producers_per_topic,
-        subscriptions_per_topic: target.subscriptions,
+        subscriptions_per_topic: 1,
         consumers_per_subscription: target.consumers_per_subscription,
         message_size: SizeValue::Bytes(w.message_size),
         payload_file: w

@@ -526,11 +526,12 @@ pub async fn run_test(
     }
     // The run is ours while this lives: workers end it when renewals stop.
     let lease = controller.lease(&run, &cast.participants);
+    let fanout = fanout(&spec);
     let shell = Shell {
-        backlog: spec.consumer_backlog_bytes.map(|bytes| {
-            crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout(&spec))
-        }),
-        fanout: fanout(&spec),
+        backlog: spec
+            .consumer_backlog_bytes
+            .map(|bytes| crate::backlog::Backlog::new(bytes, f64::from(spec.size.mean()), fanout)),
+        fanout,
         controller,
         options,
         spec,
