@@ -110,6 +110,10 @@ fn a_paused_broker_is_not_generator_bound_and_shows_in_response_time() {
     let g = &s["generator"];
     assert_eq!(g["bound"], false, "the SUT, not the tool, stalled: {s:#}");
     assert_eq!(g["reasons"].as_array().unwrap().len(), 0, "{g:#}");
+    // The producer's window filled while the broker was paused: the messages due then
+    // were held back by the SUT (2 s of 8 at 2,000/s).
+    let held = g["held_back_fraction"].as_f64().unwrap();
+    assert!((0.05..0.5).contains(&held), "{g:#}");
     let w = &g["workers"][0];
     assert!(w["busy_max"].as_f64().unwrap() < 0.9, "{g:#}");
     assert!(w["cpu_s"].as_f64().unwrap() > 0.0, "{g:#}");

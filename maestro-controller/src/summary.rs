@@ -303,6 +303,10 @@ pub const WAITED_LIMIT: f64 = 0.20;
 /// Producers this late (send lag p99, µs), and later than the SUT's own delay, fell behind
 /// their schedule by themselves.
 pub const SEND_LAG_LIMIT_US: u64 = 1_000;
+/// Producers held back by the SUT (no room in the client's window or socket when a
+/// message was due) for at least this fraction of their messages: their lateness at p99
+/// is the SUT's back-pressure.
+pub const HELD_BACK_LIMIT: f64 = 0.01;
 /// Unsent messages above this fraction of those due, while the SUT acknowledged within
 /// [`PROMPT_ACK_US`] at p99, were the tool's.
 pub const UNSENT_LIMIT: f64 = 0.001;
@@ -364,7 +368,23 @@ pub fn generator_verdict(
         .publish_latency_us
         .as_ref()
         .is_none_or(|a| a.count == 0 || a.p99 <= PROMPT_ACK_US);
-    if lag.count > 0 && lag.p99 >= SEND_LAG_LIMIT_US && lag.p99 > service_p99 && acks_prompt {
+    let held_back: u64 = collected
+        .results
+        .values()
+        .flat_map(|r| &r.sent)
+        .map(|r| r.held_back)
+        .sum();
+    let held_back_fraction = if s.sent > 0 {
+        held_back as f64 / s.sent as f64
+    } else {
+        0.0
+    };
+    if lag.count > 0
+        && lag.p99 >= SEND_LAG_LIMIT_US
+        && lag.p99 > service_p99
+        && acks_prompt
+        && held_back_fraction < HELD_BACK_LIMIT
+    {
         reasons.push(format!(
             "send lag p99 {} µs (limit {SEND_LAG_LIMIT_US} µs) above the SUT's service time p99 {service_p99} µs: the producers fell behind their schedule",
             lag.p99
@@ -396,6 +416,7 @@ pub fn generator_verdict(
         send_lag_p999_us: lag.p999,
         service_time_p99_us: service_p99,
         unsent_fraction,
+        held_back_fraction,
         workers: per_worker,
     }
 }
@@ -472,6 +493,7 @@ mod tests {
             topic,
             sent,
             unsent: 0,
+            held_back: 0,
             errors: 0,
             stopped_at_us: None,
         }

@@ -88,6 +88,11 @@ pub struct GeneratorVerdict {
     pub service_time_p99_us: u64,
     /// Messages the schedule had due that were never sent, as a fraction of those due.
     pub unsent_fraction: f64,
+    /// Messages sent late because the client had no room for them when due (the SUT's
+    /// window or socket was full: its back-pressure), as a fraction of those sent (absent
+    /// from results written before it was added).
+    #[serde(default)]
+    pub held_back_fraction: f64,
     /// Per worker: its data-plane threads while its producers sent.
     pub workers: Vec<GeneratorWorker>,
 }
@@ -105,12 +110,18 @@ impl GeneratorVerdict {
             .iter()
             .map(|w| w.waited_max)
             .fold(0.0_f64, f64::max);
-        let figures = format!(
+        let mut figures = format!(
             "send lag p99 {} µs, busiest data-plane thread {:.0} %, waited for CPU {:.0} %",
             self.send_lag_p99_us,
             busiest * 100.0,
             waited * 100.0
         );
+        if self.held_back_fraction > 0.0 {
+            figures += &format!(
+                ", {:.1} % held back by the SUT",
+                self.held_back_fraction * 100.0
+            );
+        }
         if self.bound {
             format!(
                 "BOUND: the tool limited this run ({}; {figures})",

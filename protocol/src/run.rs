@@ -783,6 +783,11 @@ pub struct Sent {
     /// Messages the schedule had due by the end of the send window that were never sent
     /// (the client or the SUT could not keep up).
     pub unsent: u64,
+    /// Messages sent late because the client had no room for them when they were due: the
+    /// SUT's window or socket was full, so their lateness is the SUT's back-pressure, not
+    /// the tool's (absent from an older worker's notes).
+    #[serde(default)]
+    pub held_back: u64,
     pub errors: u64,
     /// When the producer stopped sending (its clock): the end of its window, or earlier
     /// when stopped; the latest of those summed. `None` when none started.
@@ -801,6 +806,7 @@ impl Sent {
                     t.producers += r.producers;
                     t.sent += r.sent;
                     t.unsent += r.unsent;
+                    t.held_back += r.held_back;
                     t.errors += r.errors;
                     t.stopped_at_us = t.stopped_at_us.max(r.stopped_at_us);
                 })
@@ -1035,10 +1041,9 @@ impl RunResult {
     pub fn plausible(&self) -> bool {
         let max = crate::histogram::MAX_COUNT;
         self.counters.plausible()
-            && self
-                .sent
-                .iter()
-                .all(|s| s.sent <= max && s.unsent <= max && s.errors <= max)
+            && self.sent.iter().all(|s| {
+                s.sent <= max && s.unsent <= max && s.errors <= max && s.held_back <= s.sent
+            })
             && self
                 .deliveries
                 .iter()
@@ -1204,6 +1209,7 @@ mod tests {
             topic,
             sent: n,
             unsent: 1,
+            held_back: 0,
             errors: 0,
             stopped_at_us: stop,
         };

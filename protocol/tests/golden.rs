@@ -196,6 +196,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                         topic: 0,
                         sent: 1000,
                         unsent: 5,
+                        held_back: 2,
                         errors: 0,
                         stopped_at_us: Some(UnixMicros(1_700_000_031_000_000)),
                     }],

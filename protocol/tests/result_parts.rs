@@ -26,6 +26,7 @@ fn big_result(rows: u32) -> RunResult {
                 topic: t,
                 sent: 1_000_000 + u64::from(t),
                 unsent: 0,
+                held_back: 0,
                 errors: 0,
                 stopped_at_us: Some(UnixMicros(1_796_441_164_379_327)),
             })

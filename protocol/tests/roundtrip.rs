@@ -218,14 +218,16 @@ fn run_body() -> impl Strategy<Value = Body> {
     let sent = (
         prop::array::uniform4(any::<u32>()),
         any::<u64>(),
+        any::<u64>(),
         prop::option::of(micros()),
     )
-        .prop_map(|(d, unsent, stopped_at_us)| Sent {
+        .prop_map(|(d, unsent, held_back, stopped_at_us)| Sent {
             producer: d[0],
             producers: d[0] % 5 + 1,
             topic: d[1],
             sent: d[2].into(),
             unsent,
+            held_back,
             errors: d[3].into(),
             stopped_at_us,
         });

@@ -5,7 +5,6 @@
 
 pub mod amqp;
 pub mod amqp10;
-pub mod fleet;
 pub mod kafka;
 pub mod mqtt;
 pub mod tls;
@@ -18,12 +17,10 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The drivers, one per protocol; MQTT has two (rumqttc for producers and consumers, the
-/// fleet client for fleets of own-connection clients).
+/// The drivers, one per protocol.
 #[derive(Debug)]
 pub enum AnyDriver {
     Mqtt(mqtt::MqttDriver),
-    Fleet(fleet::FleetDriver),
     Amqp(amqp::AmqpDriver),
     Kafka(kafka::KafkaDriver),
     Amqp10(amqp10::Amqp10Driver),
@@ -34,10 +31,13 @@ impl AnyDriver {
     pub fn open(spec: &TestSpec, run: &RunId) -> Result<Self, DriverError> {
         let sut = &spec.sut;
         Ok(match &sut.options {
-            SutOptions::Mqtt(o) if fleet::wanted(spec, o) => {
-                AnyDriver::Fleet(fleet::FleetDriver::new(spec, o, run)?)
-            }
-            SutOptions::Mqtt(o) => AnyDriver::Mqtt(mqtt::MqttDriver::new(sut, o, run)?),
+            SutOptions::Mqtt(o) => AnyDriver::Mqtt(mqtt::MqttDriver::new(
+                sut,
+                o,
+                run,
+                spec.fleet.clone(),
+                spec.producers,
+            )?),
             SutOptions::Amqp(o) => AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run)?),
             SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
             SutOptions::Kafka(o) => {
@@ -61,7 +61,6 @@ macro_rules! with_driver {
     ($any:expr, $d:ident => $body:expr) => {
         match $any {
             $crate::driver::AnyDriver::Mqtt($d) => $body,
-            $crate::driver::AnyDriver::Fleet($d) => $body,
             $crate::driver::AnyDriver::Amqp($d) => $body,
             $crate::driver::AnyDriver::Kafka($d) => $body,
             $crate::driver::AnyDriver::Amqp10($d) => $body,

@@ -1,401 +1,935 @@
-//! MQTT (3.1.1) with rumqttc.
+//! MQTT 3.1.1, the one driver for producers, consumers and device fleets: a client of our
+//! own per connection, one task each, no event loop or queue of a client library per
+//! connection (rumqttc stays the control plane's client and the benchmarks' baseline).
 //!
-//! `mqtt[s]://[user:pass@]host[:port][/base-topic][?options]`, options:
-//! `qos` (0, 1, 2; default 0), `retain` (default false), `clean_session` (default true),
-//! `keep_alive` (default 30s), `client_id_prefix` (default `maestro`), `inflight`
-//! (QoS 1/2 window, default 100). Topic `i` of a run is `<base-topic>/<run-id>/<i>`
-//! (base default `maestro`). `mqtts://` connects with TLS ([`super::tls`]); the handshake
-//! of each connection is timed from inside rustls, since rumqttc makes the TCP
-//! connection, the TLS handshake and the MQTT CONNECT in one call.
+//! `mqtt[s]://[user:pass@]host[:port][,host2:port2...][/base-topic][?options]`; the
+//! options are typed in `maestro_protocol::sut::mqtt` (`qos`, `retain`, `clean_session`,
+//! `keep_alive`, `client_id_prefix`, `inflight`, `source_ips`, TLS). Topic `i` of a run is
+//! `<base-topic>/<run-id>/<i>`; a fleet names its clients and topics by its templates.
+//! Several nodes: clients go to them round robin by index. `source_ips=`: clients connect
+//! from those local addresses round robin, past the 64k ports per destination (the socket
+//! is bound with `IP_BIND_ADDRESS_NO_PORT` so a port is shared per 4-tuple).
+//!
+//! Making the connection ourselves lets every step be timed on its own (TCP connect, TLS
+//! handshake, CONNACK, SUBACK) and every failure be counted by reason
+//! ([`ConnectFailure`]). QoS 1 and 2 publishes are timed to their PUBACK or PUBCOMP. A
+//! client dropped by the broker reconnects with exponential backoff (100 ms to 5 s,
+//! jittered), subscribes again and resends what was not acknowledged; with churn, each
+//! fleet client disconnects and reconnects every period.
+//!
+//! Packets are encoded with `rumqttc::mqttbytes` (PUBLISH by hand, into the connection's
+//! write buffer: no allocation per message).
 
-use super::tls::{TlsClient, timed};
+use super::tls::{HandshakeError, TlsClient};
 use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, Producer, Timings, TrySendError, sent_ns,
+    AckTimes, ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError, Durations,
+    Producer, Timings, TrySendError, sent_ns,
 };
-use bytes::Bytes;
-use futures_util::Stream;
-use maestro_protocol::sut::{MqttOptions as Options, Qos};
+use bytes::{BufMut, Bytes, BytesMut};
+use maestro_protocol::fleet::FleetSpec;
+use maestro_protocol::sut::{MqttOptions, Qos};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
-use rumqttc::{
-    AsyncClient, ClientError, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions,
-    Packet, QoS, TlsConfiguration, Transport,
+use rumqttc::mqttbytes::v4::{
+    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, PubRel, Subscribe,
+    SubscribeReasonCode,
 };
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::either::Either;
 
-/// How long connecting and subscribing may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests a client may queue before `try_send` reports `Full`.
-const QUEUE: usize = 1024;
+/// How long each step of connecting (TCP, TLS, CONNACK, SUBACK) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest packet read.
+const MAX_PACKET: usize = 16 << 20;
+/// Bytes a client buffers for writing before `try_send` reports `Full`.
+const WRITE_LIMIT: usize = 64 * 1024;
+/// Tries at the first connection before the client (and the configure) fails.
+const FIRST_TRIES: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
-pub struct MqttDriver {
+type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
+#[derive(Debug)]
+struct Inner {
     /// The URL without password, for messages.
     url: String,
-    host: String,
-    port: u16,
+    nodes: Vec<(String, u16)>,
+    source_ips: Vec<IpAddr>,
     credentials: Option<(String, String)>,
-    base: String,
-    run: RunId,
-    pub qos: QoS,
+    qos: u8,
     retain: bool,
     clean_session: bool,
     keep_alive: Duration,
+    inflight: usize,
+    run: RunId,
+    base: String,
     client_id_prefix: String,
-    inflight: u16,
-    /// TLS (`mqtts://`), built once for all clients of the run.
+    fleet: Option<FleetSpec>,
+    clients: u32,
     tls: Option<Arc<TlsClient>>,
-    /// Time to CONNACK and to SUBACK of this run's clients.
     connects: Durations,
     subscribes: Durations,
+    tracker: Arc<ConnectionTracker>,
 }
 
+/// The driver; clones share everything.
+#[derive(Debug, Clone)]
+pub struct MqttDriver(Arc<Inner>);
+
 impl MqttDriver {
-    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]). Fails when
-    /// the TLS files cannot be read.
-    pub fn new(url: &SutUrl, o: &Options, run: &RunId) -> Result<Self, DriverError> {
-        let host = url.host();
+    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]), for a run
+    /// of `clients` producers, a fleet's when `fleet` is given. Fails when the TLS files
+    /// cannot be read.
+    pub fn new(
+        url: &SutUrl,
+        o: &MqttOptions,
+        run: &RunId,
+        fleet: Option<FleetSpec>,
+        clients: u32,
+    ) -> Result<Self, DriverError> {
         let tls = TlsClient::for_url(url)?;
-        Ok(MqttDriver {
+        Ok(MqttDriver(Arc::new(Inner {
             url: url.redacted(),
-            host: host.name.clone(),
-            port: host.port,
+            nodes: url.hosts.iter().map(|h| (h.name.clone(), h.port)).collect(),
+            source_ips: o.source_ips.clone(),
             credentials: url
                 .credentials
                 .as_ref()
                 .map(|c| (c.user.clone(), c.password.clone())),
-            base: o.base_topic.clone(),
-            run: run.clone(),
             qos: match o.qos {
-                Qos::AtMostOnce => QoS::AtMostOnce,
-                Qos::AtLeastOnce => QoS::AtLeastOnce,
-                Qos::ExactlyOnce => QoS::ExactlyOnce,
+                Qos::AtMostOnce => 0,
+                Qos::AtLeastOnce => 1,
+                Qos::ExactlyOnce => 2,
             },
             retain: o.retain,
             clean_session: o.clean_session,
             keep_alive: o.keep_alive,
+            inflight: usize::from(o.inflight.max(1)),
+            run: run.clone(),
+            base: o.base_topic.clone(),
             client_id_prefix: o.client_id_prefix.clone(),
-            inflight: o.inflight,
+            fleet,
+            clients,
             tls,
             connects: Durations::default(),
             subscribes: Durations::default(),
-        })
+            tracker: Arc::default(),
+        })))
     }
 
-    /// A driver for an MQTT URL (tests and benchmarks).
+    /// A driver for an MQTT URL, producers and consumers of a run without a fleet (tests
+    /// and benchmarks).
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
-        let url = SutUrl::parse(raw).map_err(DriverError::from)?;
+        let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Mqtt(o) => Self::new(&url, o, run),
+            SutOptions::Mqtt(o) => Self::new(&url, o, run, None, 1),
             _ => Err(DriverError::Sut(format!("{url} is not an MQTT URL"))),
         }
     }
 
-    /// The SUT topic of topic index `i`.
+    /// The SUT topic of topic index `i` (without a fleet).
     pub fn topic(&self, i: u32) -> String {
-        format!("{}/{}/{}", self.base, self.run, i)
+        format!("{}/{}/{}", self.0.base, self.0.run, i)
     }
 
-    fn options(&self, client_id: String) -> Result<MqttOptions, DriverError> {
-        let transport = match &self.tls {
-            Some(tls) => Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.config_for(&client_id).map_err(|e| DriverError::Tls {
-                    url: self.url.clone(),
-                    reason: e.to_string(),
-                })?,
-            )),
-            None => Transport::tcp(),
-        };
-        let mut o = MqttOptions::new(client_id, self.host.clone(), self.port);
-        o.set_transport(transport);
-        o.set_keep_alive(self.keep_alive)
-            .set_clean_session(self.clean_session)
-            // rumqttc keeps a slot per in-flight publish (about 7 KiB for 100); QoS 0 has
-            // nothing in flight, so a fleet of QoS 0 producers needs none.
-            .set_inflight(if self.qos == QoS::AtMostOnce {
-                1
-            } else {
-                self.inflight
-            })
-            .set_max_packet_size(16 << 20, 16 << 20);
-        if let Some((u, p)) = &self.credentials {
-            o.set_credentials(u.clone(), p.clone());
+    /// The topic consumer `plan` subscribes to: the fleet's topic with `+` for the client
+    /// index, or the run's topic of its index.
+    pub fn consumer_topic(&self, plan: &ConsumerPlan) -> String {
+        let d = &self.0;
+        match &d.fleet {
+            Some(f) => f.topic.wildcard(d.run.as_str()),
+            None => self.topic(plan.topic),
         }
-        Ok(o)
     }
 
-    async fn connect(&self, client_id: String) -> Result<(AsyncClient, EventLoop), DriverError> {
-        let (client, mut eventloop) = AsyncClient::new(self.options(client_id)?, QUEUE);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        net.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
-        eventloop.set_network_options(net);
-        let unreachable = |reason: String| DriverError::Unreachable {
-            url: self.url.clone(),
-            reason,
-        };
-        let began = std::time::Instant::now();
-        let (first, handshake) =
-            timed(tokio::time::timeout(CONNECT_TIMEOUT, eventloop.poll())).await;
-        if let (Some(tls), Some(took)) = (&self.tls, handshake) {
-            tls.handshakes.record(took);
+    /// A producer: a fleet client named by the templates, or a plain producer that
+    /// publishes to its topic index (`<base>/<run>/<topic>`, where consumers listen).
+    fn producer_identity(&self, plan: &ProducerPlan) -> Identity {
+        let d = &self.0;
+        let (index, run) = (plan.id, d.run.as_str());
+        match &d.fleet {
+            Some(f) => Identity {
+                index,
+                client_id: f.client_id.render(index, run),
+                topic: f.topic.render(index, run),
+                subscribe: f.subscribe.as_ref().map(|s| s.render(index, run)),
+                churns: true,
+            },
+            None => Identity {
+                index,
+                client_id: format!("{}-{}-p{index}", d.client_id_prefix, run),
+                topic: self.topic(plan.topic),
+                subscribe: None,
+                churns: false,
+            },
         }
-        match first {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                self.connects.record(began.elapsed());
-                Ok((client, eventloop))
+    }
+
+    /// A consumer: subscribes to [`Self::consumer_topic`], never churns.
+    fn consumer_identity(&self, plan: &ConsumerPlan) -> Identity {
+        let d = &self.0;
+        Identity {
+            index: plan.id,
+            client_id: format!("{}-{}-c{}", d.client_id_prefix, d.run, plan.id),
+            topic: String::new(),
+            subscribe: Some(self.consumer_topic(plan)),
+            churns: false,
+        }
+    }
+
+    fn unreachable(&self, why: ConnectFailure, reason: String) -> DriverError {
+        DriverError::Unreachable {
+            url: self.0.url.clone(),
+            reason: format!("{reason} ({})", why.as_str()),
+        }
+    }
+
+    /// One attempt at a connection: TCP (from the client's source address), TLS, CONNECT,
+    /// and SUBSCRIBE when the client subscribes. Each step is timed and bounded.
+    async fn open(&self, who: &Identity) -> Result<Stream, (ConnectFailure, String)> {
+        let d = &self.0;
+        let began = Instant::now();
+        let (host, port) = &d.nodes[who.index as usize % d.nodes.len().max(1)];
+        // Round robin over the source addresses within each node's share, so that every
+        // node sees clients from every address.
+        let per_node = who.index as usize / d.nodes.len().max(1);
+        let source =
+            (!d.source_ips.is_empty()).then(|| d.source_ips[per_node % d.source_ips.len()]);
+        let addr = resolve(host, *port, source).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|e| (ConnectFailure::Other, format!("cannot make a socket: {e}")))?;
+        if let Some(ip) = source {
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| socket.bind(SocketAddr::new(ip, 0)))
+            .map_err(|e| {
+                (
+                    ConnectFailure::Other,
+                    format!("cannot bind source address {ip}: {e}"),
+                )
+            })?;
+        }
+        let _ = socket.set_nodelay(true);
+        let tcp = match tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr)).await {
+            Err(_) => {
+                return Err((
+                    ConnectFailure::Timeout,
+                    format!("no TCP connection to {addr} within {STEP_TIMEOUT:?}"),
+                ));
             }
-            Ok(Ok(other)) => Err(unreachable(format!("unexpected first packet {other:?}"))),
-            Ok(Err(e)) => Err(unreachable(describe(&e))),
-            Err(_) => Err(unreachable(format!(
-                "no MQTT handshake within {CONNECT_TIMEOUT:?}"
-            ))),
-        }
-    }
-}
-
-/// Disconnects politely: writes out what is queued, sends DISCONNECT and lets the broker
-/// close the connection (see `session::goodbye`; 2 s at most).
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
-    maestro_control::session::goodbye(client, eventloop).await;
-}
-
-/// Percent-decoding (RFC 3986), not form decoding: `+` in a password stays a plus.
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused".into()
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
-        other => super::tls::explain(other),
-    }
-}
-
-impl Driver for MqttDriver {
-    type Producer = MqttProducer;
-    type Consumer = MqttConsumer;
-
-    fn timings(&self) -> Timings {
-        Timings::of(self.tls.as_deref(), &self.connects, Some(&self.subscribes))
-    }
-
-    async fn producer(&self, plan: &ProducerPlan) -> Result<MqttProducer, DriverError> {
-        let id = format!("{}-{}-p{}", self.client_id_prefix, self.run, plan.id);
-        let (client, eventloop) = self.connect(id).await?;
-        Ok(MqttProducer {
-            client,
-            poller: Poller::new(eventloop),
-            topic: self.topic(plan.topic),
-            qos: self.qos,
-            retain: self.retain,
-            queued: 0,
-            handed: VecDeque::with_capacity(QUEUE),
-            in_flight: Vec::new(),
-            acks: AckTimes::default(),
-        })
-    }
-
-    async fn consumer(&self, plan: &ConsumerPlan) -> Result<MqttConsumer, DriverError> {
-        let id = format!("{}-{}-c{}", self.client_id_prefix, self.run, plan.id);
-        let (client, mut eventloop) = self.connect(id).await?;
-        let topic = self.topic(plan.topic);
-        let sut = |reason: String| DriverError::Unreachable {
-            url: self.url.clone(),
-            reason,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err((
+                    ConnectFailure::Refused,
+                    format!("connection refused by {addr}"),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err((
+                    ConnectFailure::Other,
+                    format!("cannot connect to {addr}: {e}"),
+                ));
+            }
+            Ok(Ok(s)) => s,
         };
-        let began = std::time::Instant::now();
-        client
-            .subscribe(topic.clone(), self.qos)
-            .await
-            .map_err(|e| sut(e.to_string()))?;
-        let subscribed = async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        return match ack.return_codes.first() {
-                            Some(rumqttc::SubscribeReasonCode::Failure) | None => {
-                                Err(sut(format!("subscription to {topic:?} refused")))
-                            }
-                            Some(_) => Ok(()),
-                        };
+        d.tracker.tcp_connect.record(began.elapsed());
+        let mut stream: Stream = match &d.tls {
+            None => Either::Left(tcp),
+            Some(tls) => {
+                match tokio::time::timeout(STEP_TIMEOUT, tls.handshake(&who.client_id, tcp)).await {
+                    Err(_) => {
+                        return Err((
+                            ConnectFailure::Timeout,
+                            format!("no TLS handshake within {STEP_TIMEOUT:?}"),
+                        ));
                     }
-                    Ok(_) => {}
-                    Err(e) => return Err(sut(describe(&e))),
+                    Ok(Err(HandshakeError::Setup(e))) => {
+                        return Err((ConnectFailure::Tls, e.to_string()));
+                    }
+                    Ok(Err(HandshakeError::Handshake(e))) => {
+                        return Err((ConnectFailure::Tls, super::tls::explain(&e)));
+                    }
+                    Ok(Ok(s)) => Either::Right(Box::new(s)),
                 }
             }
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, subscribed)
-            .await
-            .map_err(|_| sut(format!("no SUBACK within {CONNECT_TIMEOUT:?}")))??;
-        self.subscribes.record(began.elapsed());
-        Ok(MqttConsumer {
-            client,
-            eventloop,
-            topic,
-            qos: self.qos,
-        })
-    }
-}
-
-/// rumqttc's `EventLoop::poll` is not cancel-safe: it takes a request from its queue,
-/// gives a QoS 1/2 publish its packet id, then waits for room to write it. Dropped while
-/// it waits (a partition, a stopped broker: the socket's buffer is full), the publish is
-/// lost with its packet id still taken; that id is never acknowledged, the next publish
-/// that needs it "collides", and the client sends nothing more. The engine races
-/// `drive` against its timers, so the poll lives here across calls: a `drive` that is
-/// dropped leaves it to be resumed by the next one. (Seen with a 2 s iptables partition:
-/// 17 publishes vanished and the producer stalled for the rest of the run.)
-///
-/// The event loop is polled by one long-lived stream, boxed once, that owns it: an event
-/// costs a resumption of that stream, no allocation and no move. (A boxed future per poll
-/// cost the producer ~15 % of its publish rate; a reused box that a new 1.7 KB poll
-/// future was written into per event still cost a few percent.)
-struct Poller {
-    events: Pin<Box<dyn Stream<Item = Polled> + Send>>,
-    /// Publishes awaiting their acknowledgement, as of the last completed poll.
-    inflight: u16,
-    /// Events rumqttc has read and not yet handed out, as of the last completed poll. It
-    /// reads packets in batches: the last PUBACK can wait here after `inflight` is 0.
-    pending: usize,
-}
-
-/// One `EventLoop::poll`'s result, with the event loop's state after it.
-struct Polled {
-    result: Result<Event, ConnectionError>,
-    inflight: u16,
-    pending: usize,
-}
-
-impl Poller {
-    fn new(mut eventloop: EventLoop) -> Self {
-        let (inflight, pending) = (eventloop.state.inflight(), eventloop.state.events.len());
-        let events = Box::pin(async_stream::stream! {
-            loop {
-                let result = eventloop.poll().await;
-                yield Polled {
-                    result,
-                    inflight: eventloop.state.inflight(),
-                    pending: eventloop.state.events.len(),
+        let mut connect = Connect::new(who.client_id.clone());
+        connect.keep_alive = u16::try_from(d.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.clean_session = d.clean_session;
+        if let Some((u, p)) = &d.credentials {
+            connect.set_login(u.clone(), p.clone());
+        }
+        let mut buf = BytesMut::with_capacity(128);
+        match ask(&mut stream, &mut buf, &Packet::Connect(connect)).await? {
+            Packet::ConnAck(ConnAck {
+                code: ConnectReturnCode::Success,
+                ..
+            }) => {}
+            Packet::ConnAck(ConnAck { code, .. }) => {
+                let why = match code {
+                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
+                        ConnectFailure::Auth
+                    }
+                    _ => ConnectFailure::Other,
                 };
+                return Err((why, format!("the broker refused the connection: {code:?}")));
             }
-        });
-        Self {
-            events,
-            inflight,
-            pending,
-        }
-    }
-
-    /// `EventLoop::poll`, resumed where a dropped call left it.
-    async fn poll(&mut self) -> Result<Event, ConnectionError> {
-        use futures_util::StreamExt;
-        let Some(polled) = self.events.next().await else {
-            return Err(ConnectionError::RequestsDone);
-        };
-        self.inflight = polled.inflight;
-        self.pending = polled.pending;
-        polled.result
-    }
-}
-
-#[allow(missing_debug_implementations)] // rumqttc's EventLoop has no Debug
-pub struct MqttProducer {
-    client: AsyncClient,
-    poller: Poller,
-    topic: String,
-    qos: QoS,
-    retain: bool,
-    /// Publishes handed over and not yet written out.
-    queued: usize,
-    /// QoS 1/2: the actual send times of the publishes handed over and not yet written
-    /// out, in order (rumqttc gives each its packet id as it writes it).
-    handed: VecDeque<i64>,
-    /// Per packet id: the actual send time of the publish in flight with it.
-    in_flight: Vec<i64>,
-    acks: AckTimes,
-}
-
-impl MqttProducer {
-    /// The SUT acknowledged the publish with packet id `pkid`.
-    fn acked(&mut self, pkid: u16) {
-        if let Some(sent) = self.in_flight.get_mut(usize::from(pkid)) {
-            if *sent > 0 {
-                self.acks.push(*sent, crate::engine::tasks::now_ns());
+            other => {
+                return Err((
+                    ConnectFailure::Other,
+                    format!("expected CONNACK, got {other:?}"),
+                ));
             }
-            *sent = 0;
         }
-    }
-}
-
-impl Producer for MqttProducer {
-    #[inline]
-    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
-        use futures_util::FutureExt;
-        // QoS 1/2: its send time, for the acknowledgement.
-        let sent = (self.qos != QoS::AtMostOnce).then(|| sent_ns(&payload).unwrap_or(0));
-        // rumqttc's `try_publish` copies the payload into a Vec; `publish_bytes` keeps the
-        // `Bytes`. Its send completes at once while the request queue has room (`room`
-        // keeps it so); when it does not, the message is dropped unsent, as Full.
-        match self
-            .client
-            .publish_bytes(self.topic.as_str(), self.qos, self.retain, payload)
-            .now_or_never()
-        {
-            Some(Ok(())) => {
-                self.queued += 1;
-                if let Some(sent) = sent {
-                    self.handed.push_back(sent);
+        d.connects.record(began.elapsed());
+        if let Some(filter) = &who.subscribe {
+            let at = Instant::now();
+            let qos = match d.qos {
+                0 => rumqttc::QoS::AtMostOnce,
+                1 => rumqttc::QoS::AtLeastOnce,
+                _ => rumqttc::QoS::ExactlyOnce,
+            };
+            let mut sub = Subscribe::new(filter.clone(), qos);
+            sub.pkid = 1;
+            match ask(&mut stream, &mut buf, &Packet::Subscribe(sub)).await? {
+                Packet::SubAck(a) if !a.return_codes.contains(&SubscribeReasonCode::Failure) => {
+                    d.subscribes.record(at.elapsed());
                 }
+                Packet::SubAck(_) => {
+                    return Err((
+                        ConnectFailure::Auth,
+                        format!("the broker refused the subscription to {filter}"),
+                    ));
+                }
+                other => {
+                    return Err((
+                        ConnectFailure::Other,
+                        format!("expected SUBACK, got {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    /// The first connection of a client: a few tries, then the run cannot have it.
+    async fn first(&self, who: Identity) -> Result<Client, DriverError> {
+        let mut last = None;
+        for attempt in 0..FIRST_TRIES {
+            match self.open(&who).await {
+                Ok(stream) => {
+                    self.0.tracker.opened(false);
+                    return Ok(Client::new(self.clone(), who, stream));
+                }
+                Err((why, reason)) => {
+                    self.0.tracker.failed(why);
+                    // A refused login or a certificate nobody trusts stays so: no retry.
+                    if matches!(why, ConnectFailure::Auth | ConnectFailure::Tls) {
+                        return Err(self.unreachable(why, reason));
+                    }
+                    last = Some((why, reason));
+                    if attempt + 1 < FIRST_TRIES {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+            }
+        }
+        let (why, reason) = last.unwrap_or((ConnectFailure::Other, "no attempt".into()));
+        Err(self.unreachable(why, reason))
+    }
+}
+
+async fn resolve(
+    host: &str,
+    port: u16,
+    source: Option<IpAddr>,
+) -> Result<SocketAddr, (ConnectFailure, String)> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| (ConnectFailure::Other, format!("cannot resolve {host}: {e}")))?;
+    let mut first = None;
+    for a in addrs {
+        // Same family as the source address, when one is given.
+        if source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()) {
+            return Ok(a);
+        }
+        first.get_or_insert(a);
+    }
+    first.ok_or_else(|| (ConnectFailure::Other, format!("{host} has no address")))
+}
+
+/// One bounded step of the MQTT handshake.
+async fn step<T>(
+    f: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, (ConnectFailure, String)> {
+    match tokio::time::timeout(STEP_TIMEOUT, f).await {
+        Err(_) => Err((
+            ConnectFailure::Timeout,
+            format!("no answer from the broker within {STEP_TIMEOUT:?}"),
+        )),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err((
+            ConnectFailure::Closed,
+            "the broker closed the connection during the handshake".into(),
+        )),
+        Ok(Err(e)) => Err(io_failure(&e)),
+        Ok(Ok(t)) => Ok(t),
+    }
+}
+
+/// A failed read or write during the handshake: a TLS alert (TLS 1.3 sends a refused
+/// client certificate after the handshake, at the first read) or another I/O error.
+fn io_failure(e: &std::io::Error) -> (ConnectFailure, String) {
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        (ConnectFailure::Tls, super::tls::explain(e))
+    } else {
+        (ConnectFailure::Other, e.to_string())
+    }
+}
+
+/// Sends one handshake packet and reads the answer, within [`STEP_TIMEOUT`].
+async fn ask(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    packet: &Packet,
+) -> Result<Packet, (ConnectFailure, String)> {
+    buf.clear();
+    write_packet(packet, buf);
+    step(async {
+        stream.write_all(buf).await?;
+        stream.flush().await?;
+        read_one(stream, buf).await
+    })
+    .await
+}
+
+/// Reads one packet (the handshake's answers); `buf` is reused.
+async fn read_one(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<Packet> {
+    buf.clear();
+    loop {
+        match Packet::read(buf, MAX_PACKET) {
+            Ok(p) => return Ok(p),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Err(e) => return Err(std::io::Error::other(format!("bad MQTT packet: {e}"))),
+        }
+    }
+}
+
+fn write_packet(p: &Packet, buf: &mut BytesMut) {
+    // Only our own small packets are written this way: they always fit.
+    let _ = p.write(buf, MAX_PACKET);
+}
+
+/// PUBLISH, written by hand: no `String` for the topic per message.
+fn put_publish(
+    buf: &mut BytesMut,
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    pkid: u16,
+    payload: &[u8],
+) {
+    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
+    buf.reserve(len + 5);
+    buf.put_u8(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
+    let mut rest = len;
+    loop {
+        let mut byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if rest == 0 {
+            break;
+        }
+    }
+    buf.put_u16(topic.len() as u16);
+    buf.put_slice(topic.as_bytes());
+    if qos > 0 {
+        buf.put_u16(pkid);
+    }
+    buf.put_slice(payload);
+}
+
+/// Exponential backoff with jitter for attempt `n` (from 0).
+fn backoff(n: u32) -> Duration {
+    let base = BACKOFF_MIN
+        .saturating_mul(1u32 << n.min(10))
+        .min(BACKOFF_MAX);
+    base.mul_f64(0.5 + fastrand::f64())
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone)]
+struct Identity {
+    index: u32,
+    client_id: String,
+    topic: String,
+    subscribe: Option<String>,
+    /// Fleet clients churn (when the fleet asks for it); consumers never do.
+    churns: bool,
+}
+
+/// One client's connection, reconnecting when it is lost.
+pub struct Client {
+    driver: MqttDriver,
+    who: Identity,
+    io: Option<Stream>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    next_pkid: u16,
+    /// QoS 1/2 publishes not yet acknowledged, in order (resent after a reconnect).
+    inflight: VecDeque<InFlight>,
+    /// Acknowledgements not yet taken by the engine.
+    acks: AckTimes,
+    /// Keep-alive: the last write, and when the unanswered PINGREQ went out.
+    last_write: tokio::time::Instant,
+    ping_sent: Option<tokio::time::Instant>,
+    /// One timer for keep-alive and churn, re-armed only when it fires (a new timer per
+    /// wake-up would register with the runtime's timer wheel each time).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// The next reconnect attempt, while disconnected.
+    retry_at: tokio::time::Instant,
+    /// The reconnect under way (after a churn: the goodbye first). Kept here, not in a
+    /// `drive` future, so that a `drive` cancelled by a due send does not abandon an
+    /// attempt half-way: the broker would count a connection the client never did.
+    opening: Option<Opening>,
+    attempt: u32,
+    /// The next churn (disconnect and reconnect), when churning.
+    churn_at: Option<tokio::time::Instant>,
+    /// Messages that arrived on the client's own subscription.
+    received: u64,
+    /// Publishes a consumer took from the read buffer, in order.
+    incoming: VecDeque<Bytes>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("who", &self.who)
+            .field("connected", &self.io.is_some())
+            .finish()
+    }
+}
+
+/// A QoS 1/2 publish awaiting its acknowledgement.
+#[derive(Debug)]
+struct InFlight {
+    pkid: u16,
+    /// Its actual send time (ns, from its header; 0 when it has none).
+    sent_ns: i64,
+    payload: Bytes,
+}
+
+/// A connection being made, boxed so it outlives a cancelled `drive`.
+type Opening =
+    Pin<Box<dyn std::future::Future<Output = Result<Stream, (ConnectFailure, String)>> + Send>>;
+
+/// What one turn of driving the socket did.
+enum Io {
+    Wrote,
+    Read,
+}
+
+impl Client {
+    fn new(driver: MqttDriver, who: Identity, io: Stream) -> Self {
+        let now = tokio::time::Instant::now();
+        let churn_at = who
+            .churns
+            .then(|| driver.churn_after(who.index, true))
+            .flatten()
+            .map(|d| now + d);
+        let keep_alive = driver.0.keep_alive;
+        Client {
+            driver,
+            who,
+            io: Some(io),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            next_pkid: 0,
+            inflight: VecDeque::new(),
+            acks: AckTimes::default(),
+            last_write: now,
+            ping_sent: None,
+            timer: Box::pin(tokio::time::sleep_until(
+                churn_at.map_or(now + keep_alive, |c| c.min(now + keep_alive)),
+            )),
+            retry_at: now,
+            opening: None,
+            attempt: 0,
+            churn_at,
+            received: 0,
+            incoming: VecDeque::new(),
+        }
+    }
+
+    /// The SUT acknowledged the publish `pkid` (PUBACK at QoS 1, PUBCOMP at QoS 2): it
+    /// leaves the window, timed from its actual send (a resent one: from its first).
+    fn acked(&mut self, pkid: u16) {
+        // Acknowledgements come in order: the oldest is almost always the one.
+        if let Some(k) = self.inflight.iter().position(|s| s.pkid == pkid)
+            && let Some(sent) = self.inflight.remove(k)
+            && sent.sent_ns > 0
+        {
+            self.acks.push(sent.sent_ns, crate::engine::tasks::now_ns());
+        }
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+        self.next_pkid
+    }
+
+    /// The connection is gone: count it, and try again soon.
+    fn lost(&mut self, reason: String) -> DriverError {
+        self.io = None;
+        self.rbuf.clear();
+        self.wbuf.clear();
+        self.ping_sent = None;
+        self.driver.0.tracker.closed(true, false);
+        self.retry_at = tokio::time::Instant::now() + backoff(0);
+        self.attempt = 1;
+        DriverError::Sut(format!("connection lost: {reason}"))
+    }
+
+    /// Reconnects (when the retry time came) and resends what was not acknowledged.
+    /// Cancel-safe: an attempt once begun goes on in [`Client::opening`].
+    async fn reconnect(&mut self) -> Result<(), DriverError> {
+        if self.opening.is_none() {
+            tokio::time::sleep_until(self.retry_at).await;
+            let (driver, who) = (self.driver.clone(), self.who.clone());
+            self.opening = Some(Box::pin(async move { driver.open(&who).await }));
+        }
+        let Some(opening) = self.opening.as_mut() else {
+            return Ok(());
+        };
+        let outcome = opening.await;
+        self.opening = None;
+        match outcome {
+            Ok(io) => {
+                self.reconnected(io);
                 Ok(())
             }
-            None | Some(Err(ClientError::TryRequest(_))) => Err(TrySendError::Full),
-            Some(Err(e)) => Err(TrySendError::Closed(e.to_string())),
+            Err((why, _)) => {
+                self.driver.0.tracker.failed(why);
+                self.retry_at = tokio::time::Instant::now() + backoff(self.attempt);
+                self.attempt = self.attempt.saturating_add(1);
+                Ok(())
+            }
         }
     }
 
+    /// Connected again: counts it, resends what was not acknowledged, and sets the next
+    /// churn.
+    fn reconnected(&mut self, io: Stream) {
+        self.driver.0.tracker.opened(true);
+        self.io = Some(io);
+        self.attempt = 0;
+        let now = tokio::time::Instant::now();
+        self.last_write = now;
+        self.ping_sent = None;
+        let d = &self.driver.0;
+        for sent in &self.inflight {
+            put_publish(
+                &mut self.wbuf,
+                &self.who.topic,
+                d.qos,
+                d.retain,
+                true,
+                sent.pkid,
+                &sent.payload,
+            );
+        }
+        if self.who.churns {
+            self.churn_at = self
+                .driver
+                .churn_after(self.who.index, false)
+                .map(|d| now + d);
+        }
+        self.arm(now);
+    }
+
+    /// Handles every whole packet in the read buffer; publishes are kept for a consumer
+    /// (`keep`) or counted.
+    fn handle(&mut self, keep: bool) -> Result<(), String> {
+        loop {
+            let packet = match Packet::read(&mut self.rbuf, MAX_PACKET) {
+                Ok(p) => p,
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(()),
+                Err(e) => return Err(format!("bad MQTT packet from the broker: {e}")),
+            };
+            match packet {
+                Packet::PubAck(PubAck { pkid }) | Packet::PubComp(PubComp { pkid }) => {
+                    self.acked(pkid);
+                }
+                Packet::PubRec(PubRec { pkid }) => {
+                    write_packet(&Packet::PubRel(PubRel::new(pkid)), &mut self.wbuf);
+                }
+                Packet::PubRel(PubRel { pkid, .. }) => {
+                    write_packet(&Packet::PubComp(PubComp { pkid }), &mut self.wbuf);
+                }
+                Packet::Publish(p) => {
+                    match p.qos {
+                        rumqttc::QoS::AtMostOnce => {}
+                        rumqttc::QoS::AtLeastOnce => {
+                            write_packet(&Packet::PubAck(PubAck::new(p.pkid)), &mut self.wbuf)
+                        }
+                        rumqttc::QoS::ExactlyOnce => {
+                            write_packet(&Packet::PubRec(PubRec::new(p.pkid)), &mut self.wbuf)
+                        }
+                    }
+                    if keep {
+                        self.incoming.push_back(p.payload);
+                    } else {
+                        self.received += 1;
+                    }
+                }
+                Packet::PingResp => self.ping_sent = None,
+                Packet::Disconnect => return Err("the broker sent DISCONNECT".into()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Drives the connection until something happened: bytes written or read (and
+    /// handled), a keep-alive ping, a churn, or a reconnect attempt.
+    async fn turn(&mut self, keep: bool) -> Result<(), DriverError> {
+        let Some(io) = self.io.as_mut() else {
+            return self.reconnect().await;
+        };
+        let (rbuf, wbuf) = (&mut self.rbuf, &mut self.wbuf);
+        let io_turn = std::future::poll_fn(|cx| {
+            if !wbuf.is_empty() {
+                match tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Io::Wrote)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            // TLS keeps records it could not write yet: push them out (a no-op for TCP).
+            if let Poll::Ready(Err(e)) = tokio::io::AsyncWrite::poll_flush(Pin::new(&mut *io), cx) {
+                return Poll::Ready(Err(e));
+            }
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(4096);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into())),
+                Poll::Ready(Ok(_)) => Poll::Ready(Ok(Io::Read)),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let event = tokio::select! {
+            r = io_turn => Some(r),
+            _ = self.timer.as_mut() => None,
+        };
+        match event {
+            Some(Ok(Io::Wrote)) => {
+                self.last_write = tokio::time::Instant::now();
+                Ok(())
+            }
+            Some(Ok(Io::Read)) => self.handle(keep).map_err(|reason| self.lost(reason)),
+            Some(Err(e)) => Err(self.lost(e.to_string())),
+            None => self.on_timer().await,
+        }
+    }
+
+    /// The timer fired: churn, a keep-alive ping, or a ping that got no answer; then it
+    /// is armed for what comes next.
+    async fn on_timer(&mut self) -> Result<(), DriverError> {
+        let now = tokio::time::Instant::now();
+        let keep_alive = self.driver.0.keep_alive;
+        if self.churn_at.is_some_and(|c| c <= now) {
+            self.churn();
+            self.arm(now);
+            return Ok(());
+        }
+        match self.ping_sent {
+            Some(sent) if now >= sent + keep_alive => {
+                let e = self.lost(format!(
+                    "no PINGRESP within the keep-alive of {keep_alive:?}"
+                ));
+                self.arm(now);
+                return Err(e);
+            }
+            None if now >= self.last_write + keep_alive => {
+                write_packet(&Packet::PingReq, &mut self.wbuf);
+                self.ping_sent = Some(now);
+            }
+            _ => {}
+        }
+        self.arm(now);
+        Ok(())
+    }
+
+    /// Arms the timer for the next keep-alive check or churn.
+    fn arm(&mut self, now: tokio::time::Instant) {
+        let keep_alive = self.driver.0.keep_alive;
+        let ping = match self.ping_sent {
+            Some(sent) => sent + keep_alive,
+            None => self.last_write + keep_alive,
+        }
+        .max(now + Duration::from_millis(10));
+        let at = self.churn_at.map_or(ping, |c| c.min(ping));
+        self.timer.as_mut().reset(at);
+    }
+
+    /// Disconnects politely and reconnects at once (counted as churn). Both go on in
+    /// [`Client::opening`], driven by the next turns.
+    fn churn(&mut self) {
+        // The next churn is set when the connection is back.
+        self.churn_at = None;
+        let Some(io) = self.io.take() else {
+            return;
+        };
+        self.driver.0.tracker.closed(false, true);
+        write_packet(&Packet::Disconnect, &mut self.wbuf);
+        let farewell = std::mem::take(&mut self.wbuf);
+        self.rbuf.clear();
+        self.ping_sent = None;
+        let (driver, who) = (self.driver.clone(), self.who.clone());
+        self.opening = Some(Box::pin(async move {
+            say_goodbye(io, farewell).await;
+            driver.open(&who).await
+        }));
+    }
+
+    /// Sends DISCONNECT after what is buffered and lets the broker close the connection.
+    async fn goodbye(&mut self) {
+        if let Some(io) = self.io.take() {
+            write_packet(&Packet::Disconnect, &mut self.wbuf);
+            say_goodbye(io, std::mem::take(&mut self.wbuf)).await;
+        }
+        self.rbuf.clear();
+        self.wbuf.clear();
+    }
+
+    async fn end(mut self) {
+        let t = self.driver.0.tracker.clone();
+        // A reconnect under way is seen through (briefly), so that every connection the
+        // broker saw is counted.
+        if let Some(opening) = self.opening.take() {
+            match tokio::time::timeout(maestro_control::session::GOODBYE_TIMEOUT, opening).await {
+                Ok(Ok(io)) => {
+                    t.opened(true);
+                    self.io = Some(io);
+                }
+                Ok(Err((why, _))) => t.failed(why),
+                Err(_) => t.failed(ConnectFailure::Timeout),
+            }
+        }
+        let was_open = self.io.is_some();
+        self.goodbye().await;
+        if was_open {
+            t.closed(false, false);
+        }
+        t.received(self.received);
+    }
+}
+
+/// Writes `farewell` (ending in DISCONNECT), then lets the broker close the connection
+/// (at most `session::GOODBYE_TIMEOUT`). Closing first would let rumqttd throw out the
+/// next client to connect: see `maestro_control::session::goodbye`.
+async fn say_goodbye(mut io: Stream, farewell: BytesMut) {
+    let _ = tokio::time::timeout(maestro_control::session::GOODBYE_TIMEOUT, async {
+        io.write_all(&farewell).await?;
+        io.flush().await?;
+        let mut discard = [0u8; 1024];
+        while io.read(&mut discard).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+impl MqttDriver {
+    /// When client `index` churns next: its first churn is spread over one period by
+    /// index (so the fleet does not reconnect at once).
+    fn churn_after(&self, index: u32, first: bool) -> Option<Duration> {
+        let period = Duration::from_millis(self.0.fleet.as_ref()?.churn_ms?);
+        if first {
+            let clients = f64::from(self.0.clients.max(1));
+            Some(period + period.mul_f64(f64::from(index % self.0.clients.max(1)) / clients))
+        } else {
+            Some(period)
+        }
+    }
+}
+
+impl Producer for Client {
     #[inline]
+    fn try_send(&mut self, payload: Bytes) -> Result<(), TrySendError> {
+        if self.io.is_none() || self.wbuf.len() >= WRITE_LIMIT {
+            return Err(TrySendError::Full);
+        }
+        let (qos, retain) = (self.driver.0.qos, self.driver.0.retain);
+        let pkid = if qos > 0 {
+            if self.inflight.len() >= self.driver.0.inflight {
+                return Err(TrySendError::Full);
+            }
+            self.pkid()
+        } else {
+            0
+        };
+        put_publish(
+            &mut self.wbuf,
+            &self.who.topic,
+            qos,
+            retain,
+            false,
+            pkid,
+            &payload,
+        );
+        if qos > 0 {
+            self.inflight.push_back(InFlight {
+                pkid,
+                sent_ns: sent_ns(&payload).unwrap_or(0),
+                payload,
+            });
+        }
+        Ok(())
+    }
+
     fn room(&self) -> usize {
-        QUEUE.saturating_sub(self.queued)
+        if self.io.is_none() || self.wbuf.len() >= WRITE_LIMIT {
+            return 0;
+        }
+        if self.driver.0.qos > 0 {
+            self.driver.0.inflight.saturating_sub(self.inflight.len())
+        } else {
+            // Bytes left to buffer, over a small message: enough for a batch.
+            (WRITE_LIMIT - self.wbuf.len()) / 64 + 1
+        }
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        match self.poller.poll().await {
-            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
-                self.queued = self.queued.saturating_sub(1);
-                // Retransmissions after a reconnect were not handed over again: they find
-                // the queue empty (cleared at the error) and go unmeasured.
-                if let Some(sent) = self.handed.pop_front()
-                    && pkid > 0
-                {
-                    let i = usize::from(pkid);
-                    if self.in_flight.len() <= i {
-                        self.in_flight.resize(i + 1, 0);
-                    }
-                    self.in_flight[i] = sent;
-                }
-                Ok(())
-            }
-            Ok(Event::Incoming(Packet::PubAck(ack))) if self.qos == QoS::AtLeastOnce => {
-                self.acked(ack.pkid);
-                Ok(())
-            }
-            Ok(Event::Incoming(Packet::PubComp(ack))) if self.qos == QoS::ExactlyOnce => {
-                self.acked(ack.pkid);
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // A new clean session drops what was queued without telling: start over.
-                self.queued = 0;
-                self.handed.clear();
-                self.in_flight.iter_mut().for_each(|t| *t = 0);
-                Err(DriverError::Sut(describe(&e)))
-            }
-        }
+        self.turn(false).await
+    }
+
+    fn idle(&self) -> bool {
+        self.wbuf.is_empty() && self.inflight.is_empty()
     }
 
     fn take_acks(&mut self, f: impl FnMut(i64, i64)) {
@@ -406,69 +940,55 @@ impl Producer for MqttProducer {
         !self.acks.is_empty()
     }
 
-    /// Nothing to write and nothing to hear: the last acknowledgements are timed too.
-    fn idle(&self) -> bool {
-        self.queued == 0 && self.poller.inflight == 0 && self.poller.pending == 0
-    }
-
-    /// Says goodbye through the poller: a poll in progress (an idle connection always has
-    /// one, waiting for the network) takes the DISCONNECT from the queue and completes
-    /// with it. Waiting for that poll to end by itself first held every idle producer for
-    /// its whole limit (2 s) when a run was stopped before its start.
-    async fn close(mut self) {
-        use maestro_control::session::GOODBYE_TIMEOUT;
-        if self.client.try_disconnect().is_err() {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + GOODBYE_TIMEOUT;
-        let sent = tokio::time::timeout_at(deadline, async {
-            loop {
-                match self.poller.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return true,
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        // The broker closes the connection once it has read the DISCONNECT.
-        if sent {
-            let _ = tokio::time::timeout_at(deadline, async {
-                while self.poller.poll().await.is_ok() {}
-            })
-            .await;
-        }
+    async fn close(self) {
+        self.end().await
     }
 }
 
-#[allow(missing_debug_implementations)] // rumqttc's EventLoop has no Debug
-pub struct MqttConsumer {
-    client: AsyncClient,
-    eventloop: EventLoop,
-    topic: String,
-    qos: QoS,
-}
+/// A consumer: a client that subscribes and hands over what arrives.
+#[derive(Debug)]
+pub struct MqttConsumer(Client);
 
 impl Consumer for MqttConsumer {
-    #[inline]
     async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
-        match self.eventloop.poll().await {
-            Ok(Event::Incoming(Packet::Publish(p))) => Ok(Some(p.payload)),
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                // Reconnected: a clean session lost the subscription.
-                if !ack.session_present {
-                    let _ = self.client.try_subscribe(self.topic.clone(), self.qos);
-                }
-                Ok(None)
+        loop {
+            // Taken from the buffer only here, so a cancelled `recv` loses nothing.
+            if let Some(p) = self.0.incoming.pop_front() {
+                return Ok(Some(p));
             }
-            Ok(_) => Ok(None),
-            Err(e) => Err(DriverError::Sut(describe(&e))),
+            self.0.turn(true).await?;
         }
     }
 
-    async fn close(mut self) {
-        disconnect(&self.client, &mut self.eventloop).await;
+    async fn close(self) {
+        self.0.end().await
+    }
+}
+
+impl Driver for MqttDriver {
+    type Producer = Client;
+    type Consumer = MqttConsumer;
+
+    fn timings(&self) -> Timings {
+        Timings {
+            tls_handshake: self.0.tls.as_ref().and_then(|t| t.handshakes.snapshot()),
+            connect: self.0.connects.snapshot(),
+            subscribe: self.0.subscribes.snapshot(),
+        }
+    }
+
+    fn connections(&self) -> Option<Arc<ConnectionTracker>> {
+        Some(self.0.tracker.clone())
+    }
+
+    async fn producer(&self, plan: &ProducerPlan) -> Result<Client, DriverError> {
+        self.first(self.producer_identity(plan)).await
+    }
+
+    async fn consumer(&self, plan: &ConsumerPlan) -> Result<MqttConsumer, DriverError> {
+        Ok(MqttConsumer(
+            self.first(self.consumer_identity(plan)).await?,
+        ))
     }
 }
 
@@ -476,32 +996,23 @@ impl Consumer for MqttConsumer {
 mod tests {
     use super::*;
 
-    fn run() -> RunId {
-        RunId::new("r1").unwrap()
+    #[test]
+    fn publish_is_encoded_as_mqttbytes_reads_it() {
+        let mut buf = BytesMut::new();
+        let body = vec![7u8; 300];
+        put_publish(&mut buf, "a/b", 1, false, true, 9, &body);
+        let Ok(Packet::Publish(p)) = Packet::read(&mut buf, MAX_PACKET) else {
+            panic!("not a publish")
+        };
+        assert_eq!((p.topic.as_str(), p.pkid, p.dup), ("a/b", 9, true));
+        assert_eq!(p.payload.len(), 300);
+        assert!(buf.is_empty());
     }
 
     #[test]
-    fn options_from_the_typed_url() {
-        let d = MqttDriver::from_url(
-            "mqtt://u:p%40w@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x",
-            &run(),
-        )
-        .unwrap();
-        assert_eq!((d.host.as_str(), d.port), ("127.0.0.1", 1884));
-        assert_eq!(d.credentials, Some(("u".into(), "p@w".into())));
-        assert_eq!(d.qos, QoS::AtLeastOnce);
-        assert!(d.retain);
-        assert_eq!(d.keep_alive, Duration::from_secs(10));
-        assert_eq!(d.inflight, 20);
-        assert_eq!(d.topic(3), "bench/r1/3");
-        assert_eq!(
-            d.url,
-            "mqtt://u:***@127.0.0.1:1884/bench?qos=1&retain=true&keep_alive=10s&inflight=20&client_id_prefix=x"
-        );
-        assert_eq!(
-            MqttDriver::from_url("mqtt://h", &run()).unwrap().topic(0),
-            "maestro/r1/0"
-        );
-        assert!(MqttDriver::from_url("amqp://h", &run()).is_err());
+    fn backoff_grows_to_its_cap() {
+        assert!(backoff(0) <= BACKOFF_MIN.mul_f64(1.5));
+        assert!(backoff(20) <= BACKOFF_MAX.mul_f64(1.5));
+        assert!(backoff(20) >= BACKOFF_MAX.mul_f64(0.5));
     }
 }

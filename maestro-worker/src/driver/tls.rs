@@ -19,11 +19,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use std::cell::Cell;
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use maestro_control::tls::{TlsError, explain};
 use maestro_control::tls::{certificates, private_key, read};
@@ -35,52 +33,8 @@ fn setup(e: impl fmt::Display) -> TlsError {
 /// The TLS handshake times of one run's clients, in µs.
 pub type Handshakes = super::Durations;
 
-// The start and end of the handshake a client is making, for client libraries that make
-// the TCP connection and the TLS handshake inside one call (rumqttc). rustls calls the
-// hooks below synchronously while that call is polled, so a task-local clock around the
-// call sees exactly its own connection's handshake.
-tokio::task_local! {
-    static CLOCK: HandshakeClock;
-}
-
-#[derive(Debug, Default)]
-struct HandshakeClock {
-    /// The ClientHello is being built.
-    hello: Cell<Option<Instant>>,
-    /// The server's certificate (and, in TLS 1.3, its handshake signature, the last thing
-    /// of its flight before Finished) has been checked.
-    verified: Cell<Option<Instant>>,
-}
-
-fn mark_hello() {
-    let _ = CLOCK.try_with(|c| {
-        if c.hello.get().is_none() {
-            c.hello.set(Some(Instant::now()));
-        }
-    });
-}
-
-fn mark_verified() {
-    let _ = CLOCK.try_with(|c| c.verified.set(Some(Instant::now())));
-}
-
-/// Polls `connect` and returns its output with the TLS handshake time it contained (from
-/// the ClientHello to the check of the server's handshake signature), if it made one.
-pub async fn timed<F: Future>(connect: F) -> (F::Output, Option<Duration>) {
-    CLOCK
-        .scope(HandshakeClock::default(), async {
-            let out = connect.await;
-            let took = CLOCK.with(|c| match (c.hello.get(), c.verified.get()) {
-                (Some(a), Some(b)) if b >= a => Some(b - a),
-                _ => None,
-            });
-            (out, took)
-        })
-        .await
-}
-
 /// Checks the server certificate (or, `insecure`, accepts any), against the `sni=` name
-/// when one is given, and marks the end of the handshake for [`timed`].
+/// when one is given.
 #[derive(Debug)]
 struct Verifier {
     /// `None`: accept any certificate (handshake signatures are still checked).
@@ -98,7 +52,6 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        mark_verified();
         match &self.webpki {
             None => Ok(ServerCertVerified::assertion()),
             Some(v) => v.verify_server_cert(
@@ -117,7 +70,6 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        mark_verified();
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
@@ -132,7 +84,6 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        mark_verified();
         rustls::crypto::verify_tls13_signature(
             message,
             cert,
@@ -148,8 +99,7 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// Offers the client's certificate (if it has one) and marks the start of the handshake:
-/// rustls asks `has_certs` once, while it builds the ClientHello.
+/// Offers the client's certificate, if it has one.
 #[derive(Debug)]
 struct ClientCert(Option<Arc<CertifiedKey>>);
 
@@ -163,7 +113,6 @@ impl ResolvesClientCert for ClientCert {
     }
 
     fn has_certs(&self) -> bool {
-        mark_hello();
         self.0.is_some()
     }
 }

@@ -461,6 +461,7 @@ pub async fn producer<D: Driver>(
         topic: plan.topic,
         sent: 0,
         unsent: 0,
+        held_back: 0,
         errors: 0,
         stopped_at_us: None,
     };
@@ -479,6 +480,7 @@ pub async fn producer<D: Driver>(
         Box::pin(sending.drain()).await;
         sending.flusher.finish(&sending.control);
         sent.sent = sending.seq;
+        sent.held_back = sending.held_back;
         (conn, control, errors, segments) = (
             sending.conn,
             sending.control,
@@ -536,6 +538,11 @@ struct Sending<P> {
     now: i64,
     /// A fleet's producer keeps tokio's millisecond timer (see `Deadline::coarse`).
     coarse: bool,
+    /// The client had no room for a message that was due (the SUT's window or socket was
+    /// full) at the last turn.
+    held: bool,
+    /// Messages sent late after the client had no room for them: the SUT held them back.
+    held_back: u64,
 }
 
 impl<P: Producer> Sending<P> {
@@ -587,6 +594,8 @@ impl<P: Producer> Sending<P> {
             seq: 0,
             now,
             coarse: spec.fleet.is_some(),
+            held: false,
+            held_back: 0,
         }
     }
 
@@ -654,8 +663,16 @@ impl<P: Producer> Sending<P> {
                 self.seq
             };
             let batch_end = due.min(self.seq + self.conn.room() as u64);
+            let before = self.seq;
             if self.send_until(batch_end).is_err() {
                 break;
+            }
+            if self.schedule.paced() {
+                // Messages due while the client had no room are late by the SUT's doing.
+                if self.held {
+                    self.held_back += self.seq - before;
+                }
+                self.held = self.seq < due;
             }
             // The window is over: what was due and not sent stays unsent.
             if self.now >= window_end {
