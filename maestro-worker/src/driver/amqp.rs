@@ -123,7 +123,10 @@ impl AmqpDriver {
         let url = SutUrl::parse(raw)?;
         match &url.options {
             SutOptions::Amqp(o) => Self::new(&url, o, run),
-            _ => Err(DriverError::Sut(format!("{url} is not an AMQP URL"))),
+            _ => Err(DriverError::WrongScheme {
+                url: url.to_string(),
+                expected: "an AMQP",
+            }),
         }
     }
 
@@ -432,11 +435,9 @@ impl AmqpProducer {
         sent: i64,
     ) -> Result<(), DriverError> {
         match outcome {
-            Ok(c) if c.is_nack() => Err(DriverError::Sut("publish not confirmed (nack)".into())),
+            Ok(c) if c.is_nack() => Err(DriverError::Rejected(super::Rejection::Nack)),
             Ok(c) => match c.take_message() {
-                Some(_) => Err(DriverError::Sut(
-                    "message returned as unroutable (mandatory)".into(),
-                )),
+                Some(_) => Err(DriverError::Rejected(super::Rejection::Unroutable)),
                 None => {
                     if sent > 0 {
                         self.acks.push(sent, crate::engine::tasks::now_ns());
@@ -444,7 +445,7 @@ impl AmqpProducer {
                     Ok(())
                 }
             },
-            Err(e) => Err(DriverError::Sut(e.to_string())),
+            Err(e) => Err(DriverError::client(e)),
         }
     }
 }
@@ -466,9 +467,7 @@ impl Producer for AmqpProducer {
             self.confirms.clear();
             self.publishing = None;
             self.reconnect().await?;
-            return Err(DriverError::Sut(
-                "AMQP channel was closed; reconnected".into(),
-            ));
+            return Err(DriverError::ChannelReopened);
         };
         let confirms = self.driver.confirms;
         let room = if confirms {
@@ -515,7 +514,7 @@ impl Producer for AmqpProducer {
                 match r {
                     Ok(confirm) if confirms => self.confirms.push_back((confirm, sent)),
                     Ok(_) => {}
-                    Err(e) => failure = Some(DriverError::Sut(e.to_string())),
+                    Err(e) => failure = Some(DriverError::client(e)),
                 }
             }
             return failure.map_or(Ok(()), Err);
@@ -610,14 +609,12 @@ impl Consumer for AmqpConsumer {
             }
             Some(Err(e)) => {
                 self.consumer = None;
-                Err(DriverError::Sut(e.to_string()))
+                Err(DriverError::client(e))
             }
             None => {
                 // Cancelled by the broker (queue deleted) or the channel closed.
                 self.consumer = None;
-                Err(DriverError::Sut(
-                    "AMQP consumer was cancelled by the broker".into(),
-                ))
+                Err(DriverError::ConsumerCancelled)
             }
         }
     }

@@ -82,7 +82,10 @@ impl Amqp10Driver {
         let url = SutUrl::parse(raw)?;
         match &url.options {
             SutOptions::Amqp10(o) => Self::new(&url, o, run),
-            _ => Err(DriverError::Sut(format!("{url} is not an AMQP 1.0 URL"))),
+            _ => Err(DriverError::WrongScheme {
+                url: url.to_string(),
+                expected: "an AMQP 1.0",
+            }),
         }
     }
 
@@ -268,7 +271,9 @@ impl Producer for Amqp10Producer {
     async fn drive(&mut self) -> Result<(), DriverError> {
         let (durable, settled, window) = (self.durable, self.settled, self.window);
         let Some(link) = self.link.as_mut() else {
-            return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
+            return Err(DriverError::Closed {
+                what: "the AMQP 1.0 link",
+            });
         };
         // Every transfer the queue and the window allow, in one go: the engine hands over
         // messages between two drives.
@@ -283,7 +288,7 @@ impl Producer for Amqp10Producer {
             let fut = link
                 .send_batchable(sendable)
                 .await
-                .map_err(|e| DriverError::Sut(e.to_string()))?;
+                .map_err(DriverError::client)?;
             self.queue.pop_front();
             if !settled {
                 self.in_flight.push_back((fut, sent));
@@ -310,11 +315,11 @@ impl Producer for Amqp10Producer {
                     }
                 }
                 Ok(other) => {
-                    return Err(DriverError::Sut(format!(
-                        "the broker did not accept a message: {other:?}"
-                    )));
+                    return Err(DriverError::Rejected(super::Rejection::Outcome(format!(
+                        "{other:?}"
+                    ))));
                 }
-                Err(e) => return Err(DriverError::Sut(e.to_string())),
+                Err(e) => return Err(DriverError::client(e)),
             }
             match self
                 .in_flight
@@ -358,12 +363,14 @@ pub struct Amqp10Consumer {
 impl Consumer for Amqp10Consumer {
     async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
         let Some(link) = self.link.as_mut() else {
-            return Err(DriverError::Sut("the AMQP 1.0 link is closed".into()));
+            return Err(DriverError::Closed {
+                what: "the AMQP 1.0 link",
+            });
         };
         let delivery = link
             .recv::<Body<Value>>()
             .await
-            .map_err(|e| DriverError::Sut(e.to_string()))?;
+            .map_err(DriverError::client)?;
         Ok(match delivery.body() {
             Body::Data(batch) => batch.iter().next().map(|d| Bytes::copy_from_slice(&d.0)),
             _ => None,

@@ -176,7 +176,10 @@ impl KafkaDriver {
         let url = SutUrl::parse(raw)?;
         match &url.options {
             SutOptions::Kafka(o) => Self::new(&url, o, run, default_partitions, 1),
-            _ => Err(DriverError::Sut(format!("{url} is not a Kafka URL"))),
+            _ => Err(DriverError::WrongScheme {
+                url: url.to_string(),
+                expected: "a Kafka",
+            }),
         }
     }
 
@@ -339,7 +342,7 @@ impl Driver for KafkaDriver {
                     tracing::debug!(run = %self.run, error = %e, "cannot list consumer groups");
                     break Vec::new();
                 }
-                Err(e) => return Err(DriverError::Sut(e.to_string())),
+                Err(e) => return Err(DriverError::client(e)),
             }
         };
         if !groups.is_empty() {
@@ -353,12 +356,13 @@ impl Driver for KafkaDriver {
         let options = AdminOptions::new().operation_timeout(Some(CONNECT_TIMEOUT));
         let deleted = tokio::time::timeout(CONNECT_TIMEOUT, admin.delete_topics(&names, &options))
             .await
-            .map_err(|_| {
-                DriverError::Sut(format!(
-                    "no answer to DeleteTopics within {CONNECT_TIMEOUT:?}"
-                ))
+            .map_err(|_| DriverError::NoAnswer {
+                request: "DeleteTopics",
+                waited: CONNECT_TIMEOUT,
             })?
-            .map_err(|e| DriverError::Sut(format!("cannot delete the run's topics: {e}")))?;
+            .map_err(|e| DriverError::Cleanup {
+                what: format!("the run's topics ({e})"),
+            })?;
         let mut failed: Vec<String> = deleted
             .into_iter()
             .filter_map(|r| match r {
@@ -385,10 +389,9 @@ impl Driver for KafkaDriver {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(DriverError::Sut(format!(
-                "cannot delete what the run created (keep=true keeps it): {}",
-                failed.join(", ")
-            )))
+            Err(DriverError::Cleanup {
+                what: failed.join(", "),
+            })
         }
     }
 
@@ -544,7 +547,7 @@ impl Producer for KafkaProducer {
                 .ok()
                 .and_then(|l| l.clone())
                 .unwrap_or_default();
-            return Err(DriverError::Sut(format!("{n} deliveries failed: {last}")));
+            return Err(DriverError::DeliveriesFailed { failed: n, last });
         }
         // librdkafka sends on its own threads: wait only while its queue is filling up.
         // (Loops that merely wait for it, before the start and in the drain, do not call
@@ -662,7 +665,7 @@ impl Consumer for KafkaConsumer {
                 self.received_since_reread = true;
                 Ok(payload)
             }
-            Err(e) => Err(DriverError::Sut(e.to_string())),
+            Err(e) => Err(DriverError::client(e)),
         }
     }
 

@@ -253,8 +253,89 @@ pub enum DriverError {
     Unreachable { url: String, reason: String },
     #[error("SUT URL {url:?}: {reason}")]
     Tls { url: String, reason: String },
+    /// A driver was handed the URL of another protocol.
+    #[error("{url} is not {expected} URL")]
+    WrongScheme { url: String, expected: &'static str },
+    /// The client library failed an operation; its error is kept as the source.
     #[error("{0}")]
-    Sut(String),
+    Client(#[source] ClientError),
+    /// The SUT closed the connection, or it broke (the client reconnects).
+    #[error("connection lost: {reason}")]
+    ConnectionLost { reason: String },
+    /// A link or channel the client needs is gone.
+    #[error("{what} is closed")]
+    Closed { what: &'static str },
+    /// The AMQP channel was lost and opened again: what was in flight on it is gone.
+    #[error("AMQP channel was closed; reconnected")]
+    ChannelReopened,
+    /// The broker cancelled the consumer (its queue was deleted, or its channel closed).
+    #[error("AMQP consumer was cancelled by the broker")]
+    ConsumerCancelled,
+    /// The SUT did not take a message it was sent.
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// Kafka delivery reports that failed since the last drive, with the last reason.
+    #[error("{failed} deliveries failed: {last}")]
+    DeliveriesFailed { failed: u64, last: String },
+    /// What the run created on the SUT could not be removed.
+    #[error("cannot delete what the run created (keep=true keeps it): {what}")]
+    Cleanup { what: String },
+    /// The SUT did not answer an administrative request in time.
+    #[error("no answer to {request} within {waited:?}")]
+    NoAnswer {
+        request: &'static str,
+        waited: std::time::Duration,
+    },
+    /// The run was aborted while its clients were connecting.
+    #[error("the run was aborted while connecting")]
+    Aborted,
+    /// A client's task ended before it said whether it connected.
+    #[error("a task ended while connecting")]
+    TaskEnded,
+}
+
+/// A client library's error, shared so that [`DriverError`] stays `Clone` (errors are
+/// counted by message, and the first of each kept).
+#[derive(Debug, Clone)]
+pub struct ClientError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl ClientError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ClientError(Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl DriverError {
+    /// A client library's error.
+    pub fn client(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        DriverError::Client(ClientError::new(e))
+    }
+}
+
+/// Why the SUT did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// AMQP 0-9-1: the broker nacked the publish.
+    #[error("publish not confirmed (nack)")]
+    Nack,
+    /// AMQP 0-9-1: a mandatory publish no queue took came back.
+    #[error("message returned as unroutable (mandatory)")]
+    Unroutable,
+    /// AMQP 1.0: the disposition was not `accepted` (rejected, released, modified).
+    #[error("the broker did not accept a message: {0}")]
+    Outcome(String),
 }
 
 impl DriverError {
@@ -264,8 +345,7 @@ impl DriverError {
             DriverError::Unreachable { reason, .. }
             | DriverError::Setting { reason, .. }
             | DriverError::Tls { reason, .. } => reason.clone(),
-            DriverError::Url(e) => e.to_string(),
-            DriverError::Sut(reason) => reason.clone(),
+            other => other.to_string(),
         }
     }
 }
@@ -446,4 +526,64 @@ pub trait Driver: Clone + Send + Sync + 'static {
         &self,
         plan: &ConsumerPlan,
     ) -> impl Future<Output = Result<Self::Consumer, DriverError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_client_error_keeps_its_source_and_its_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe broke");
+        let e = DriverError::client(io);
+        assert_eq!(e.to_string(), "pipe broke");
+        let source = e.source().and_then(|s| s.source());
+        assert!(
+            source.is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some()),
+            "{e:?}"
+        );
+        // Clones share the source; the engine counts errors by message.
+        assert_eq!(e.clone().to_string(), e.reason());
+    }
+
+    #[test]
+    fn typed_errors_say_what_happened() {
+        let cases = [
+            (
+                DriverError::WrongScheme {
+                    url: "amqp://h".into(),
+                    expected: "an MQTT",
+                },
+                "amqp://h is not an MQTT URL",
+            ),
+            (
+                DriverError::Rejected(Rejection::Nack),
+                "publish not confirmed (nack)",
+            ),
+            (
+                DriverError::DeliveriesFailed {
+                    failed: 3,
+                    last: "timed out".into(),
+                },
+                "3 deliveries failed: timed out",
+            ),
+            (
+                DriverError::NoAnswer {
+                    request: "DeleteTopics",
+                    waited: Duration::from_secs(10),
+                },
+                "no answer to DeleteTopics within 10s",
+            ),
+            (
+                DriverError::Closed {
+                    what: "the AMQP 1.0 link",
+                },
+                "the AMQP 1.0 link is closed",
+            ),
+        ];
+        for (e, says) in cases {
+            assert_eq!(e.to_string(), says);
+        }
+    }
 }

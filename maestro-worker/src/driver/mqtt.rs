@@ -130,7 +130,10 @@ impl MqttDriver {
         let url = SutUrl::parse(raw)?;
         match &url.options {
             SutOptions::Mqtt(o) => Self::new(&url, o, run, None, 1),
-            _ => Err(DriverError::Sut(format!("{url} is not an MQTT URL"))),
+            _ => Err(DriverError::WrongScheme {
+                url: url.to_string(),
+                expected: "an MQTT",
+            }),
         }
     }
 
@@ -608,7 +611,7 @@ impl Client {
         self.driver.0.tracker.closed(true, false);
         self.retry_at = tokio::time::Instant::now() + backoff(0);
         self.attempt = 1;
-        DriverError::Sut(format!("connection lost: {reason}"))
+        DriverError::ConnectionLost { reason }
     }
 
     /// Reconnects (when the retry time came) and resends what was not acknowledged.

@@ -700,7 +700,7 @@ async fn connected(ready: Vec<Ready>, c: &Configure, abort: &CancellationToken) 
             match rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(DriverError::Sut("a task ended while connecting".into())),
+                Err(_) => return Err(DriverError::TaskEnded),
             }
         }
         Ok(())
@@ -708,7 +708,7 @@ async fn connected(ready: Vec<Ready>, c: &Configure, abort: &CancellationToken) 
     let configure_timeout = CONFIGURE_TIMEOUT + c.spec.connect_span();
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(configure_timeout, all_ready) => outcome,
-        _ = abort.cancelled() => Ok(Err(DriverError::Sut("the run was aborted while connecting".into()))),
+        _ = abort.cancelled() => Ok(Err(DriverError::Aborted)),
     };
     match outcome {
         Ok(Ok(())) => None,

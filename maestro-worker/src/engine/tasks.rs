@@ -758,7 +758,7 @@ impl<P: Producer> Sending<P> {
                 }
                 Err(TrySendError::Full) => return Ok(()),
                 Err(TrySendError::Closed(reason)) => {
-                    note_error(&mut self.errors, &DriverError::Sut(reason));
+                    note_error(&mut self.errors, &DriverError::ConnectionLost { reason });
                     self.flusher
                         .record(&self.control, |r| r.counters.errors += 1);
                     return Err(());
