@@ -115,7 +115,10 @@ fn run_code(e: &RunError) -> u8 {
         RunError::Control(_) => exit::CLUSTER_UNREACHABLE,
         RunError::Spec(_) => exit::USAGE,
         RunError::Sut { .. } => exit::SUT_UNREACHABLE,
-        RunError::NoWorkers(_) | RunError::Workers(_) => exit::PEERS_MISSING,
+        RunError::NoWorkers(_)
+        | RunError::Workers(_)
+        | RunError::TooFewWorkers { .. }
+        | RunError::NeverStarted => exit::PEERS_MISSING,
         RunError::Results { .. } => exit::INTERNAL,
         RunError::Report(e) => results_code(e),
     }

@@ -38,7 +38,7 @@ pub async fn run(
         args.workers,
         true,
         crate::local::files_dir(None)
-            .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?,
+            .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?,
         shutdown,
     )
     .await?;
@@ -77,9 +77,7 @@ pub async fn run(
     let spec = maestro_protocol::TestSpec {
         sut: sut_url
             .parse()
-            .map_err(|e: maestro_protocol::SutUrlError| {
-                maestro_controller::run::RunError::Spec(e.to_string())
-            })?,
+            .map_err(maestro_controller::run::RunError::from)?,
         rate: args.rate,
         duration_ms: Some(args.duration.as_millis() as u64),
         count: None,

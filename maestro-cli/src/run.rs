@@ -144,7 +144,7 @@ pub async fn run(
     let control_url = control.url.to_string();
     let (local, mut controller) = if args.local {
         let files = crate::local::files_dir(args.files_dir.as_deref())
-            .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?;
+            .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?;
         let (local, controller) =
             crate::local::LocalCluster::start("local", args.workers, embedded, files, shutdown)
                 .await?;
@@ -168,7 +168,7 @@ pub async fn run(
     let sut = args
         .sut_password
         .apply(sut)
-        .map_err(|e| CliError::Start(maestro_controller::run::RunError::Spec(e)))?;
+        .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?;
     if sut.host().name == "embedded" {
         return Err(CliError::Plan(PlanError {
             file: args.plan.display().to_string(),

@@ -130,8 +130,8 @@ impl StartArgs {
             (None, None) => Some(Duration::from_secs(10)),
             (d, _) => d,
         };
-        let sut = SutUrl::nodes(&self.sut).map_err(|e| RunError::Spec(e.to_string()))?;
-        let sut = self.sut_password.apply(sut).map_err(RunError::Spec)?;
+        let sut = SutUrl::nodes(&self.sut)?;
+        let sut = self.sut_password.apply(sut).map_err(RunError::option)?;
         let mut spec = TestSpec {
             sut,
             rate: self.rate,
@@ -150,12 +150,12 @@ impl StartArgs {
                 .consumer_backlog_size_gb
                 .map(backlog_bytes)
                 .transpose()
-                .map_err(RunError::Spec)?,
+                .map_err(RunError::option)?,
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {
                 Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                    RunError::Spec(format!(
+                    RunError::option(format!(
                         "cannot read payload template {}: {e}",
                         path.display()
                     ))

@@ -207,20 +207,12 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
     }
     let w = worker_id.expect("worker answered");
     let spec = TestSpec {
-        sut: format!("mqtt://127.0.0.1:{sut_port}/life").parse().unwrap(),
-        rate: 200.0,
-        duration_ms: Some(60_000),
-        count: None,
-        warmup_ms: 0,
         size: MessageSize::Fixed(64),
-        producers: 1,
-        consumers: 1,
-        topics: 1,
-        payload: None,
-        connect_rate: None,
-        fleet: None,
-        marks_ms: Vec::new(),
-        consumer_backlog_bytes: None,
+        ..TestSpec::new(
+            format!("mqtt://127.0.0.1:{sut_port}/life").parse().unwrap(),
+            200.0,
+            std::time::Duration::from_secs(60),
+        )
     };
     let configure = |run: &str| {
         Body::Configure(Configure {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
 use maestro_report::{
-    ClockSummary, Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
+    Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
     SCHEMA_VERSION, Thresholds,
 };
 use maestro_testkit::{Cluster, Mosquitto, ScriptedSut, plan_summary, run_cli};
@@ -438,28 +438,16 @@ fn fake_results(
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     let summary = RunSummary {
-        schema_version: SCHEMA_VERSION,
-        run_id: format!("{name}-run"),
-        sut: "mqtt://h/x?qos=1".into(),
-        started_at: "2026-11-28T00:00:00Z".into(),
         measured_s: 10.0,
         sent: (rate * 10.0) as u64,
-        unsent: 0,
         received: (rate * 10.0) as u64 - lost,
         lost,
-        duplicated: 0,
-        out_of_order: 0,
-        errors: 0,
-        foreign: 0,
         offered_rate: rate,
         achieved_rate: rate,
         achieved_fraction: Some(1.0),
         receive_rate: rate,
         achieved_bytes_rate: Some(rate * 256.0),
         receive_bytes_rate: Some(rate * 256.0),
-        degraded: false,
-        degraded_reasons: vec![],
-        interrupted: false,
         response_time_us: Percentiles {
             count: 1,
             p50: 1000,
@@ -470,22 +458,11 @@ fn fake_results(
             p9999: p99_us * 3,
             max: p99_us * 4,
         },
-        service_time_us: Percentiles::default(),
-        send_lag_us: Percentiles::default(),
-        publish_latency_us: None,
-        tls_handshake_us: None,
-        connect_us: None,
-        subscribe_us: None,
-        connections: None,
-        clock: ClockSummary::default(),
-        sut_metrics: None,
-        backlog: None,
-        max_backlog: None,
-        faults: Vec::new(),
-        workers: vec![],
-        error_messages: vec![],
-        generator: None,
-        partial: None,
+        ..RunSummary::new(
+            format!("{name}-run"),
+            "mqtt://h/x?qos=1",
+            "2026-11-28T00:00:00Z",
+        )
     };
     let plan = PlanResult {
         schema_version: SCHEMA_VERSION,

@@ -2,6 +2,7 @@
 //! marks they cut the run into, each fault's record as a small state machine (planned,
 //! requested, injected, healed, or failed), and the numbers around each fault.
 
+use crate::run::Inspector;
 use maestro_protocol::{ActionName, ConsumerPlan, FaultHealed, Injected, PeerId, RunResult, fault};
 use maestro_report::Percentiles;
 use maestro_report::sut::{FaultSummary, WindowStats};
@@ -56,41 +57,58 @@ pub fn marks(faults: &[FaultPlan]) -> Vec<u64> {
     m
 }
 
-/// Finds the inspector for each fault among the online inspectors (id, name,
-/// capabilities); an action nobody declared, or several declared without a name, is an
-/// error that says so.
+/// Why a fault has no inspector to inject it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignError {
+    #[error(
+        "fault action {action:?}: inspector {inspector:?} is not online or has not declared it"
+    )]
+    NotDeclaredBy { action: String, inspector: String },
+    #[error(
+        "fault action {action:?}: no online inspector has declared it (declare it in an inspector's --faults file)"
+    )]
+    Undeclared { action: String },
+    #[error(
+        "fault action {action:?} is declared by {} inspectors ({}): name one with inspector = \"...\"",
+        inspectors.len(),
+        inspectors.join(", ")
+    )]
+    Ambiguous {
+        action: String,
+        inspectors: Vec<String>,
+    },
+}
+
+/// Finds the inspector for each fault among the online inspectors; an action nobody
+/// declared, or several declared without a name, is an error that says so.
 pub fn assign(
     faults: &[FaultPlan],
-    inspectors: &[(PeerId, String, Vec<String>)],
-) -> Result<Vec<(PeerId, String)>, String> {
+    inspectors: &[Inspector],
+) -> Result<Vec<(PeerId, String)>, AssignError> {
     faults
         .iter()
         .map(|f| {
-            let declaring: Vec<&(PeerId, String, Vec<String>)> = inspectors
+            let action = f.action.as_str().to_owned();
+            let declaring: Vec<&Inspector> = inspectors
                 .iter()
-                .filter(|(_, name, caps)| {
-                    fault::declared(caps).any(|a| a == f.action.as_str())
-                        && f.inspector.as_ref().is_none_or(|n| n == name)
+                .filter(|i| {
+                    fault::declared(&i.capabilities).any(|a| a == action)
+                        && f.inspector.as_ref().is_none_or(|n| *n == i.name)
                 })
                 .collect();
             match declaring.as_slice() {
-                [(id, name, _)] => Ok((id.clone(), name.clone())),
+                [i] => Ok((i.id.clone(), i.name.clone())),
                 [] => Err(match &f.inspector {
-                    Some(n) => format!(
-                        "fault action {:?}: inspector {n:?} is not online or has not declared it",
-                        f.action.as_str()
-                    ),
-                    None => format!(
-                        "fault action {:?}: no online inspector has declared it (declare it in an inspector's --faults file)",
-                        f.action.as_str()
-                    ),
+                    Some(n) => AssignError::NotDeclaredBy {
+                        action,
+                        inspector: n.clone(),
+                    },
+                    None => AssignError::Undeclared { action },
                 }),
-                several => Err(format!(
-                    "fault action {:?} is declared by {} inspectors ({}): name one with inspector = \"...\"",
-                    f.action.as_str(),
-                    several.len(),
-                    several.iter().map(|s| s.1.as_str()).collect::<Vec<_>>().join(", ")
-                )),
+                several => Err(AssignError::Ambiguous {
+                    action,
+                    inspectors: several.iter().map(|i| i.name.clone()).collect(),
+                }),
             }
         })
         .collect()
@@ -399,25 +417,45 @@ mod tests {
                 "sut-b".to_owned(),
                 vec!["fault:pause".into(), "fault:kill".into()],
             ),
-        ];
+        ]
+        .into_iter()
+        .map(|(id, name, capabilities)| Inspector {
+            id,
+            name,
+            clock_offset_us: 0,
+            capabilities,
+        })
+        .collect::<Vec<_>>();
         assert_eq!(
             assign(&[plan("kill", 1, 1)], &inspectors),
             Ok(vec![(peer("i2"), "sut-b".into())])
         );
-        let e = assign(&[plan("pause", 1, 1)], &inspectors)
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("declared by 2 inspectors (sut-a, sut-b)"), "{e}");
+        let e = assign(&[plan("pause", 1, 1)], &inspectors).map_err(|e| e.to_string());
+        assert_eq!(
+            e,
+            Err("fault action \"pause\" is declared by 2 inspectors (sut-a, sut-b): name one with inspector = \"...\"".into())
+        );
         let mut named = plan("pause", 1, 1);
         named.inspector = Some("sut-a".into());
         assert_eq!(
             assign(&[named], &inspectors),
             Ok(vec![(peer("i1"), "sut-a".into())])
         );
-        let e = assign(&[plan("reboot", 1, 1)], &inspectors)
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("no online inspector has declared it"), "{e}");
+        assert_eq!(
+            assign(&[plan("reboot", 1, 1)], &inspectors),
+            Err(AssignError::Undeclared {
+                action: "reboot".into()
+            })
+        );
+        let mut elsewhere = plan("kill", 1, 1);
+        elsewhere.inspector = Some("sut-a".into());
+        assert_eq!(
+            assign(&[elsewhere], &inspectors),
+            Err(AssignError::NotDeclaredBy {
+                action: "kill".into(),
+                inspector: "sut-a".into()
+            })
+        );
         assert_eq!(
             marks(&[plan("a", 5, 2), plan("b", 7, 1)]),
             vec![5000, 7000, 8000]

@@ -30,12 +30,12 @@ impl Fleet {
 
     /// The fleet part of a spec for `sut`, its templates checked.
     pub fn build(&self, sut: &maestro_protocol::SutUrl) -> Result<FleetSpec, RunError> {
-        let bad = |e: maestro_protocol::FleetError| RunError::Spec(e.to_string());
+        let bad = RunError::from;
         if self.interval.is_zero() {
-            return Err(RunError::Spec("interval must be above 0".into()));
+            return Err(RunError::option("interval must be above 0"));
         }
         if self.clients == 0 {
-            return Err(RunError::Spec("clients must be at least 1, not 0".into()));
+            return Err(RunError::option("clients must be at least 1, not 0"));
         }
         let base = sut.base_topic().unwrap_or("maestro");
         let topic = self

@@ -428,11 +428,7 @@ pub async fn run_plan(
     let all: Vec<crate::faults::FaultPlan> = plan.faults.values().flatten().cloned().collect();
     if !all.is_empty() {
         let online = crate::run::inspectors(controller, options.timeout, shutdown).await?;
-        let list: Vec<_> = online
-            .into_iter()
-            .map(|(id, (name, _, caps))| (id, name, caps))
-            .collect();
-        crate::faults::assign(&all, &list).map_err(RunError::Spec)?;
+        crate::faults::assign(&all, &online).map_err(RunError::from)?;
     }
     let mut runner = Runner {
         knee: None,
@@ -564,20 +560,12 @@ mod tests {
 
     fn summary() -> RunSummary {
         let spec = TestSpec {
-            sut: "mqtt://h/t".parse().unwrap_or_else(|e| panic!("{e}")),
-            rate: 10.0,
-            duration_ms: Some(1000),
-            count: None,
-            warmup_ms: 0,
             size: MessageSize::Fixed(64),
-            producers: 1,
-            consumers: 1,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..TestSpec::new(
+                "mqtt://h/t".parse().unwrap_or_else(|e| panic!("{e}")),
+                10.0,
+                std::time::Duration::from_secs(1),
+            )
         };
         crate::summary::summarize(
             &RunId::new("r").unwrap_or_else(|e| panic!("{e}")),

@@ -32,13 +32,20 @@ pub enum RunError {
     #[error(transparent)]
     Control(#[from] ControlError),
     #[error("invalid test: {0}")]
-    Spec(String),
+    Spec(#[from] Invalid),
     #[error("the SUT {sut} cannot be reached: {reason}")]
     Sut { sut: String, reason: String },
     #[error("no workers{0} answered; start some with maestro-worker")]
     NoWorkers(String),
-    #[error("workers not ready: {0}")]
-    Workers(String),
+    /// Workers that did not take their share, each with why.
+    #[error("workers not ready: {}", .0.join("; "))]
+    Workers(Vec<String>),
+    #[error(
+        "producers and consumers on separate workers need at least {need} workers, found {found}"
+    )]
+    TooFewWorkers { need: usize, found: usize },
+    #[error("workers not ready: the run finished before it started")]
+    NeverStarted,
     #[error("cannot write results to {path}: {source}")]
     Results {
         path: PathBuf,
@@ -46,6 +53,56 @@ pub enum RunError {
     },
     #[error(transparent)]
     Report(#[from] maestro_report::ResultsError),
+}
+
+/// Why a test cannot run as asked (exit 2); each says which value is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error(transparent)]
+    Spec(#[from] maestro_protocol::SpecError),
+    #[error(transparent)]
+    Url(#[from] maestro_protocol::SutUrlError),
+    #[error(transparent)]
+    Fleet(#[from] maestro_protocol::FleetError),
+    #[error(transparent)]
+    Faults(#[from] crate::faults::AssignError),
+    #[error("fault {action:?} at {at} for {lasts} ends after the send window of {window}")]
+    FaultAfterWindow {
+        action: String,
+        at: humantime::FormattedDuration,
+        lasts: humantime::FormattedDuration,
+        window: humantime::FormattedDuration,
+    },
+    /// A worker refused its share of the spec (its reason, from its note).
+    #[error("{0}")]
+    Refused(String),
+    /// A command-line option or plan value out of range or unreadable (the message names
+    /// the option and the value).
+    #[error("{0}")]
+    Option(String),
+}
+
+macro_rules! invalid_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for RunError {
+            fn from(e: $t) -> Self {
+                RunError::Spec(e.into())
+            }
+        }
+    )*};
+}
+invalid_from!(
+    maestro_protocol::SpecError,
+    maestro_protocol::SutUrlError,
+    maestro_protocol::FleetError,
+    crate::faults::AssignError
+);
+
+impl RunError {
+    /// A command-line option or plan value that cannot be used, in words that name it.
+    pub fn option(message: impl Into<String>) -> Self {
+        RunError::Spec(Invalid::Option(message.into()))
+    }
 }
 
 /// Which workers produce and which consume.
@@ -70,10 +127,10 @@ impl Roles {
     pub fn assign(&self, workers: &[PeerId]) -> Result<(Vec<PeerId>, Vec<PeerId>), RunError> {
         match self {
             Roles::Shared => Ok((workers.to_vec(), workers.to_vec())),
-            Roles::Split if workers.len() < 2 => Err(RunError::Workers(format!(
-                "producers and consumers on separate workers need at least 2 workers, found {}",
-                workers.len()
-            ))),
+            Roles::Split if workers.len() < 2 => Err(RunError::TooFewWorkers {
+                need: 2,
+                found: workers.len(),
+            }),
             Roles::Split => {
                 let (p, c) = workers.split_at(workers.len() / 2);
                 Ok((p.to_vec(), c.to_vec()))
@@ -254,18 +311,29 @@ async fn workers(
     Ok((named, clocks))
 }
 
-/// The online inspectors that answer a ping: id -> (name, clock offset µs, capabilities).
+/// An online inspector that answered the run's ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspector {
+    pub id: PeerId,
+    pub name: String,
+    /// How far its clock is ahead of the controller's, µs (0 within the ping's error).
+    pub clock_offset_us: i64,
+    /// What it announced (`fault:ACTION` for the faults it declared, its sources).
+    pub capabilities: Vec<String>,
+}
+
+/// The online inspectors that answer a ping, by id.
 pub async fn inspectors(
     controller: &mut Controller,
     timeout: Duration,
     shutdown: &CancellationToken,
-) -> Result<BTreeMap<PeerId, (String, i64, Vec<String>)>, RunError> {
+) -> Result<Vec<Inspector>, RunError> {
     let online = controller
         .presence()
         .values()
         .any(|p| p.status == PresenceStatus::Online && p.peer.role == Role::Inspector);
     if !online {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     }
     let ping = controller
         .request(
@@ -285,11 +353,12 @@ pub async fn inspectors(
         .filter(|o| o.status == PeerStatus::Ok && o.role == Role::Inspector)
         .map(|o| {
             let rtt = o.rtt_us.unwrap_or(0).max(0);
-            let caps = capabilities.get(&o.id).cloned().unwrap_or_default();
-            (
-                o.id.clone(),
-                (o.name, significant_offset(o.clock_offset_us, rtt), caps),
-            )
+            Inspector {
+                capabilities: capabilities.get(&o.id).cloned().unwrap_or_default(),
+                clock_offset_us: significant_offset(o.clock_offset_us, rtt),
+                id: o.id,
+                name: o.name,
+            }
         })
         .collect())
 }
@@ -403,17 +472,15 @@ impl Cast {
         self.names.get(id).cloned().unwrap_or_default()
     }
 
-    /// (id, name, producers, consumers) of every participant, for the summary.
-    fn rows(&self) -> Vec<(PeerId, String, usize, usize)> {
+    /// Every participant with its share, for the summary.
+    fn rows(&self) -> Vec<summary::Participant> {
         self.participants
             .iter()
-            .map(|id| {
-                (
-                    id.clone(),
-                    self.name(id),
-                    self.shares.get(id).map_or(0, |s| s.producers.len()),
-                    self.shares.get(id).map_or(0, |s| s.consumers.len()),
-                )
+            .map(|id| summary::Participant {
+                id: id.clone(),
+                name: self.name(id),
+                producers: self.shares.get(id).map_or(0, |s| s.producers.len()),
+                consumers: self.shares.get(id).map_or(0, |s| s.consumers.len()),
             })
             .collect()
     }
@@ -436,19 +503,14 @@ impl Inspection {
         shutdown: &CancellationToken,
     ) -> Result<Self, RunError> {
         let inspectors = inspectors(controller, options.timeout, shutdown).await?;
-        let list: Vec<(PeerId, String, Vec<String>)> = inspectors
-            .iter()
-            .map(|(id, (name, _, caps))| (id.clone(), name.clone(), caps.clone()))
-            .collect();
-        let faults = crate::faults::assign(&options.faults, &list)
-            .map_err(RunError::Spec)?
+        let faults = crate::faults::assign(&options.faults, &inspectors)?
             .into_iter()
             .zip(&options.faults)
             .map(|(who, plan)| FaultRecord::new(plan.clone(), who))
             .collect();
         let clocks: BTreeMap<PeerId, (String, i64)> = inspectors
             .into_iter()
-            .map(|(id, (name, offset, _))| (id, (name, offset)))
+            .map(|i| (i.id, (i.name, i.clock_offset_us)))
             .collect();
         // From now on the inspectors' samples are baselines; the start makes them the run's.
         let mut recorder = SutRecorder::new(clocks.clone());
@@ -475,16 +537,16 @@ fn fanout(spec: &TestSpec) -> f64 {
 /// Checks a spec and the faults planned for it, and marks the faults' times in it.
 fn prepare(spec: &mut TestSpec, faults: &[FaultPlan]) -> Result<(), RunError> {
     spec.marks_ms = crate::faults::marks(faults);
-    spec.validate().map_err(|e| RunError::Spec(e.to_string()))?;
+    spec.validate()?;
     let window = spec.send_window();
     if let Some(f) = faults.iter().find(|f| f.at + f.duration > window) {
-        return Err(RunError::Spec(format!(
-            "fault {:?} at {} for {} ends after the send window of {}",
-            f.action.as_str(),
-            humantime::format_duration(f.at),
-            humantime::format_duration(f.duration),
-            humantime::format_duration(window)
-        )));
+        return Err(Invalid::FaultAfterWindow {
+            action: f.action.as_str().to_owned(),
+            at: humantime::format_duration(f.at),
+            lasts: humantime::format_duration(f.duration),
+            window: humantime::format_duration(window),
+        }
+        .into());
     }
     Ok(())
 }
@@ -688,8 +750,8 @@ impl Shell<'_> {
                         sut: self.spec.sut.redacted(),
                         reason,
                     },
-                    Failure::Spec(reason) => RunError::Spec(reason),
-                    Failure::Workers(w) => RunError::Workers(w.join("; ")),
+                    Failure::Spec(reason) => Invalid::Refused(reason).into(),
+                    Failure::Workers(w) => RunError::Workers(w),
                     Failure::Interrupted => ControlError::Interrupted.into(),
                 });
             }
@@ -776,10 +838,7 @@ impl Shell<'_> {
 
     /// Every result is in: settles the faults and the SUT's figures, writes the summary.
     async fn finish(&mut self) -> Result<Finished, RunError> {
-        let mut stream = self
-            .stream
-            .take()
-            .ok_or_else(|| RunError::Workers("the run finished before it started".into()))?;
+        let mut stream = self.stream.take().ok_or(RunError::NeverStarted)?;
         // Heals to hear about, and a SUT sample from after the last message (the SUT's
         // counters lag a little), briefly.
         settle(
@@ -1305,20 +1364,17 @@ mod tests {
     #[test]
     fn split_is_round_robin_and_exact() {
         let spec = TestSpec {
-            sut: "mqtt://h".parse().unwrap(),
-            rate: 1000.0,
             duration_ms: None,
             count: Some(10),
-            warmup_ms: 0,
             size: MessageSize::Fixed(64),
             producers: 3,
             consumers: 4,
             topics: 2,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..TestSpec::new(
+                "mqtt://h".parse().unwrap(),
+                1000.0,
+                std::time::Duration::ZERO,
+            )
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b"]
@@ -1373,20 +1429,14 @@ mod tests {
     #[test]
     fn split_roles_put_producers_and_consumers_on_separate_workers() {
         let spec = TestSpec {
-            sut: "kafka://h".parse().unwrap(),
-            rate: 1000.0,
-            duration_ms: Some(1000),
-            count: None,
-            warmup_ms: 0,
             size: MessageSize::Fixed(64),
             producers: 3,
             consumers: 4,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..TestSpec::new(
+                "kafka://h".parse().unwrap(),
+                1000.0,
+                std::time::Duration::from_secs(1),
+            )
         };
         let run = RunId::new("r").unwrap();
         let w: Vec<PeerId> = ["a", "b", "c", "d", "e"]
@@ -1417,7 +1467,7 @@ mod tests {
         assert_eq!((producers, consumers), (3, 4));
         assert!(matches!(
             Roles::Split.assign(&w[..1]),
-            Err(RunError::Workers(m)) if m.contains("at least 2")
+            Err(RunError::TooFewWorkers { need: 2, found: 1 })
         ));
         assert_eq!(Roles::Shared.assign(&w).unwrap(), (w.clone(), w.clone()));
     }

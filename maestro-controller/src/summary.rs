@@ -159,13 +159,22 @@ fn connection_summary(
     })
 }
 
+/// A worker that took part in a run, with its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub id: PeerId,
+    pub name: String,
+    pub producers: usize,
+    pub consumers: usize,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn summarize(
     run: &RunId,
     spec: &TestSpec,
     started_at: std::time::SystemTime,
     measure_from_us: i64,
-    workers: &[(PeerId, String, usize, usize)],
+    workers: &[Participant],
     collected: &Collected,
 ) -> RunSummary {
     let mut total = Counters::default();
@@ -203,13 +212,13 @@ pub fn summarize(
     ];
     let worker_summaries: Vec<WorkerSummary> = workers
         .iter()
-        .map(|(id, name, p, c)| {
-            let r = collected.results.get(id);
+        .map(|w| {
+            let r = collected.results.get(&w.id);
             WorkerSummary {
-                id: id.to_string(),
-                name: name.clone(),
-                producers: *p,
-                consumers: *c,
+                id: w.id.to_string(),
+                name: w.name.clone(),
+                producers: w.producers,
+                consumers: w.consumers,
                 sent: r.map_or(0, |r| r.counters.sent),
                 received: r.map_or(0, |r| r.counters.received),
                 errors: r.map_or(0, |r| r.counters.errors),
@@ -318,11 +327,11 @@ pub const PROMPT_ACK_US: u64 = 10_000;
 pub fn generator_verdict(
     s: &RunSummary,
     collected: &Collected,
-    workers: &[(PeerId, String, usize, usize)],
+    workers: &[Participant],
 ) -> GeneratorVerdict {
     let mut reasons = Vec::new();
     let mut per_worker = Vec::new();
-    for (id, name, ..) in workers {
+    for Participant { id, name, .. } in workers {
         let Some(load) = collected
             .results
             .get(id)
@@ -421,22 +430,19 @@ pub fn generator_verdict(
     }
 }
 
-fn clock_summary(
-    collected: &Collected,
-    workers: &[(PeerId, String, usize, usize)],
-) -> ClockSummary {
+fn clock_summary(collected: &Collected, workers: &[Participant]) -> ClockSummary {
     let mut out = ClockSummary::default();
     let producing: Vec<&(i64, i64)> = workers
         .iter()
-        .filter(|w| w.2 > 0)
-        .filter_map(|w| collected.clocks.get(&w.0))
+        .filter(|w| w.producers > 0)
+        .filter_map(|w| collected.clocks.get(&w.id))
         .collect();
     let consuming: Vec<&(i64, i64)> = workers
         .iter()
-        .filter(|w| w.3 > 0)
-        .filter_map(|w| collected.clocks.get(&w.0))
+        .filter(|w| w.consumers > 0)
+        .filter_map(|w| collected.clocks.get(&w.id))
         .collect();
-    for (id, name, ..) in workers {
+    for Participant { id, name, .. } in workers {
         if let Some((offset, _)) = collected.clocks.get(id) {
             out.offsets_us.insert(name.clone(), *offset);
         }
@@ -497,6 +503,53 @@ mod tests {
             errors: 0,
             stopped_at_us: None,
         }
+    }
+
+    #[test]
+    fn lateness_the_sut_held_back_is_not_the_tools() {
+        let mut s = RunSummary::new("r", "mqtt://h", "2026-12-06T00:00:00Z");
+        s.sent = 1000;
+        s.send_lag_us = maestro_report::Percentiles {
+            count: 1000,
+            p99: 1_500_000,
+            ..Default::default()
+        };
+        s.service_time_us = maestro_report::Percentiles {
+            count: 1000,
+            p99: 3_000,
+            ..Default::default()
+        };
+        let collected = |held_back| {
+            let mut results = BTreeMap::new();
+            let row = Sent {
+                held_back,
+                ..sent(0, 0, 1000)
+            };
+            results.insert(
+                PeerId::new("w1").unwrap(),
+                result("w1", vec![row], vec![], vec![]),
+            );
+            Collected {
+                results,
+                ..Default::default()
+            }
+        };
+        // Late by itself: the producers fell behind while the SUT answered in 3 ms.
+        let late = generator_verdict(&s, &collected(0), &[]);
+        assert!(late.bound, "{late:?}");
+        assert!(
+            late.reasons[0].contains("fell behind their schedule"),
+            "{late:?}"
+        );
+        // A quarter of the messages waited for room in a full window: the SUT's doing.
+        let held = generator_verdict(&s, &collected(250), &[]);
+        assert!(!held.bound, "{held:?}");
+        assert!((held.held_back_fraction - 0.25).abs() < 1e-9);
+        assert!(
+            held.line().contains("25.0 % held back by the SUT"),
+            "{}",
+            held.line()
+        );
     }
 
     #[test]
@@ -570,20 +623,14 @@ mod offer_tests {
     #[test]
     fn a_count_that_does_not_split_evenly_offers_less_than_the_rate() {
         let mut spec = maestro_protocol::TestSpec {
-            sut: "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
-            rate: 20.0,
             duration_ms: None,
             count: Some(45),
-            warmup_ms: 0,
-            size: maestro_protocol::MessageSize::Fixed(100),
             producers: 10,
-            consumers: 1,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..maestro_protocol::TestSpec::new(
+                "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
+                20.0,
+                std::time::Duration::ZERO,
+            )
         };
         // The busiest 5 producers send 5 at 2/s: a 2.5 s window for 45 messages.
         assert!((super::offered_rate(&spec) - 18.0).abs() < 1e-9);

@@ -349,22 +349,15 @@ mod tests {
 
     fn spec() -> TestSpec {
         TestSpec {
-            sut: "mqtt://127.0.0.1:1883/t"
-                .parse()
-                .unwrap_or_else(|e| panic!("{e:?}")),
-            rate: 500.0,
-            duration_ms: Some(10_000),
-            count: None,
-            warmup_ms: 0,
             size: maestro_protocol::MessageSize::Fixed(64),
-            producers: 1,
             consumers: 2,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..TestSpec::new(
+                "mqtt://127.0.0.1:1883/t"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e:?}")),
+                500.0,
+                std::time::Duration::from_secs(10),
+            )
         }
     }
 

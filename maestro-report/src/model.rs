@@ -334,6 +334,57 @@ impl ConnectionSummary {
 pub const SHORTFALL: f64 = 0.95;
 
 impl RunSummary {
+    /// The summary of run `run_id` against `sut` (already redacted), started at
+    /// `started_at` (RFC 3339), in which nothing was sent, received or measured: a starting
+    /// point that tests set the figures they need on, instead of spelling out every field.
+    pub fn new(
+        run_id: impl Into<String>,
+        sut: impl Into<String>,
+        started_at: impl Into<String>,
+    ) -> Self {
+        RunSummary {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.into(),
+            sut: sut.into(),
+            started_at: started_at.into(),
+            measured_s: 0.0,
+            sent: 0,
+            unsent: 0,
+            received: 0,
+            lost: 0,
+            duplicated: 0,
+            out_of_order: 0,
+            errors: 0,
+            foreign: 0,
+            offered_rate: 0.0,
+            achieved_rate: 0.0,
+            achieved_fraction: None,
+            receive_rate: 0.0,
+            achieved_bytes_rate: None,
+            receive_bytes_rate: None,
+            degraded: false,
+            degraded_reasons: vec![],
+            interrupted: false,
+            response_time_us: Percentiles::default(),
+            service_time_us: Percentiles::default(),
+            send_lag_us: Percentiles::default(),
+            publish_latency_us: None,
+            tls_handshake_us: None,
+            connect_us: None,
+            subscribe_us: None,
+            connections: None,
+            clock: ClockSummary::default(),
+            sut_metrics: None,
+            backlog: None,
+            max_backlog: None,
+            faults: Vec::new(),
+            workers: vec![],
+            error_messages: vec![],
+            generator: None,
+            partial: None,
+        }
+    }
+
     /// A plain sentence when the achieved rate fell short of the offer.
     pub fn shortfall(&self) -> Option<String> {
         let f = self.achieved_fraction?;

@@ -239,6 +239,29 @@ fn humanize_secs(s: f64) -> String {
 }
 
 impl TestSpec {
+    /// One producer and one consumer on one topic, sending `rate` msg/s of 100-byte
+    /// messages to `sut` for `duration`, without warm-up, count, payload template, fleet,
+    /// connect rate, backlog or fault marks. A starting point that callers (tests, the
+    /// quickstart) set other fields on, instead of spelling out every field.
+    pub fn new(sut: crate::SutUrl, rate: f64, duration: std::time::Duration) -> Self {
+        TestSpec {
+            sut,
+            rate,
+            duration_ms: Some(duration.as_millis() as u64),
+            count: None,
+            warmup_ms: 0,
+            size: MessageSize::Fixed(100),
+            producers: 1,
+            consumers: 1,
+            topics: 1,
+            payload: None,
+            connect_rate: None,
+            fleet: None,
+            marks_ms: Vec::new(),
+            consumer_backlog_bytes: None,
+        }
+    }
+
     /// How long connecting `clients` takes at the connect rate (zero without one).
     pub fn connect_span(&self) -> std::time::Duration {
         match self.connect_rate {
@@ -1152,20 +1175,15 @@ mod tests {
 
     fn spec() -> TestSpec {
         TestSpec {
-            sut: "mqtt://127.0.0.1:1884/bench".parse().unwrap(),
-            rate: 1000.0,
-            duration_ms: Some(10_000),
-            count: None,
             warmup_ms: 1000,
             size: MessageSize::Fixed(256),
             producers: 2,
             consumers: 2,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..TestSpec::new(
+                "mqtt://127.0.0.1:1884/bench".parse().unwrap(),
+                1000.0,
+                std::time::Duration::from_secs(10),
+            )
         }
     }
 

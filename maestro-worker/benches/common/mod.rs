@@ -58,20 +58,8 @@ where
 
 pub fn spec(sut: &str, rate: f64, duration: Duration) -> TestSpec {
     TestSpec {
-        sut: sut.parse().unwrap(),
-        rate,
-        duration_ms: Some(duration.as_millis() as u64),
-        count: None,
-        warmup_ms: 0,
         size: MessageSize::Fixed(SIZE as u32),
-        producers: 1,
-        consumers: 1,
-        topics: 1,
-        payload: None,
-        connect_rate: None,
-        fleet: None,
-        marks_ms: Vec::new(),
-        consumer_backlog_bytes: None,
+        ..TestSpec::new(sut.parse().unwrap(), rate, duration)
     }
 }
 

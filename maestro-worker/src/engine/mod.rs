@@ -1194,20 +1194,13 @@ mod thread_tests {
 
     fn configure(rate: f64, producers: u32, consumers: u32) -> Configure {
         let spec = maestro_protocol::TestSpec {
-            sut: "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
-            rate,
-            duration_ms: Some(1000),
-            count: None,
-            warmup_ms: 0,
-            size: maestro_protocol::MessageSize::Fixed(100),
             producers,
             consumers,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..maestro_protocol::TestSpec::new(
+                "mqtt://h/x".parse().unwrap_or_else(|e| panic!("{e}")),
+                rate,
+                std::time::Duration::from_secs(1),
+            )
         };
         Configure {
             run: RunId::new("r").unwrap_or_else(|e| panic!("{e}")),

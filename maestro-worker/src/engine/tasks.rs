@@ -1117,20 +1117,12 @@ mod task_size {
             count: None,
         };
         let spec = maestro_protocol::TestSpec {
-            sut: "mqtt://h".parse().unwrap_or_else(|e| panic!("{e}")),
-            rate: 1.0,
-            duration_ms: Some(1000),
-            count: None,
-            warmup_ms: 0,
-            size: maestro_protocol::MessageSize::Fixed(100),
-            producers: 1,
             consumers: 0,
-            topics: 1,
-            payload: None,
-            connect_rate: None,
-            fleet: None,
-            marks_ms: Vec::new(),
-            consumer_backlog_bytes: None,
+            ..maestro_protocol::TestSpec::new(
+                "mqtt://h".parse().unwrap_or_else(|e| panic!("{e}")),
+                1.0,
+                std::time::Duration::from_secs(1),
+            )
         };
         let (ready, _) = tokio::sync::oneshot::channel();
         let task = super::producer(driver, plan, spec, ready, control);
