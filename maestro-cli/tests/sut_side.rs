@@ -614,7 +614,7 @@ impl DaemonMosquitto {
 impl Drop for DaemonMosquitto {
     fn drop(&mut self) {
         if let Some(pid) = self.pid() {
-            maestro_testkit::signal_pid(pid, 9);
+            maestro_testkit::signal_pid(pid, maestro_testkit::signal::SIGKILL);
         }
     }
 }

@@ -18,17 +18,14 @@ const LOG_TAIL_LINES: usize = 60;
 
 /// Signal numbers for [`Proc::signal`].
 pub mod signal {
-    pub use libc::{SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
+    pub use nix::sys::signal::Signal::{SIGCONT, SIGINT, SIGKILL, SIGSTOP, SIGTERM};
 }
 
 /// Sends `signal` to a process this test started (and has not reaped).
-pub fn signal_pid(pid: u32, signal: i32) {
-    let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(pid, signal);
-    }
+pub fn signal_pid(pid: u32, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    // A process that is gone already has nothing left to signal.
+    let _ = nix::sys::signal::kill(pid, signal);
 }
 
 /// Asserts that a run summary's two workers split the roles: one ran every producer
@@ -165,27 +162,62 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// The path of one of the workspace's binaries; fails clearly when it was not built, or
-/// when it is older than the workspace's sources (a test must never run stale code).
+/// The path of one of the workspace's binaries, as cargo built it for this test run: the
+/// one in the target folder when it is newer than every source it is built from, else
+/// cargo builds it now (through escargot, with the workspace's feature set, so the next
+/// `cargo build --workspace` has nothing to redo). A test never runs stale code, and
+/// needs no build step of its own before it.
 pub fn binary(name: &str) -> Result<PathBuf> {
     let path = bin_dir().join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build the workspace binaries first (cargo build --workspace)",
-            path.display()
-        );
+    let stale = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+        Err(_) => Some(format!("{} is not built", path.display())),
+        Ok(built) => newest_source(name)
+            .filter(|(newest, _)| built < *newest)
+            .map(|(_, file)| format!("{} is older than {}", path.display(), file.display())),
+    };
+    let Some(why) = stale else {
+        return Ok(path);
+    };
+    // One build per binary per process (cargo's own lock orders builds across processes).
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return Ok(p.clone());
     }
-    let built = std::fs::metadata(&path)?.modified()?;
-    if let Some((newest, file)) = newest_source(name)
-        && built < newest
-    {
-        bail!(
-            "{} is older than {}: it was built from other code; run cargo build --workspace",
-            path.display(),
-            file.display()
-        );
+    eprintln!("{why}: building it with cargo");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut build = escargot::CargoBuild::new();
+    // What cargo set for this test's own crate (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) is
+    // not the build's: a build script that watches such a variable (ring's) would rebuild,
+    // and so would the next `cargo build --workspace`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_NAME",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*key);
+        if ours {
+            build = build.env_remove(&*key);
+        }
     }
-    Ok(path)
+    let run = build
+        .manifest_path(root.join("Cargo.toml"))
+        .arg("--workspace")
+        .bin(name)
+        .current_release()
+        .target_dir(bin_dir().parent().context("the target folder")?)
+        .run()
+        .with_context(|| format!("cargo could not build {name}"))?;
+    let fresh = run.path().to_path_buf();
+    built.push((name.to_owned(), fresh.clone()));
+    Ok(fresh)
 }
 
 /// The folders of the workspace crates a binary is built from: its own crate (named like
@@ -375,8 +407,8 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends a signal (for example `libc::SIGKILL`, `libc::SIGSTOP`).
-    pub fn signal(&self, signal: i32) {
+    /// Sends a signal (for example `signal::SIGKILL`, `signal::SIGSTOP`).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         // A pid we started and have not reaped yet: it is ours.
         signal_pid(self.child.id(), signal);
     }
@@ -511,7 +543,7 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> Result<CliRun> {
         Ok(out) => out?,
         Err(_) => {
             // The child is not reaped until the thread above finishes waiting: still ours.
-            signal_pid(pid, libc::SIGKILL);
+            signal_pid(pid, signal::SIGKILL);
             bail!("maestro-cli {args:?} did not finish within {timeout:?}");
         }
     };
@@ -545,7 +577,7 @@ impl Mosquitto {
 
     /// Kills this Mosquitto and starts a new one on the same port (a broker restart).
     pub fn restart(&mut self) -> Result<()> {
-        self.proc.signal(libc::SIGKILL);
+        self.proc.signal(signal::SIGKILL);
         let _ = self.proc.wait_exit(Duration::from_secs(5));
         let fresh = Self::start_on(self.port)?;
         let old = std::mem::replace(self, fresh);
