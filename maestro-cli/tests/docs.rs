@@ -1,7 +1,7 @@
 //! The docs' generated pages are made from the code: the command-line reference and the
 //! man pages (clap), the exit codes (`maestro_cli::exit::TABLE`), the environment
-//! variables (clap, with one meaning each) and the SUT URL reference (the protocol
-//! registry). This test fails when a page in `docs/` is out of date;
+//! variables (clap, with one meaning each), the SUT URL reference (the protocol
+//! registry) and the results files' reference (the types, through `schemars`). This test fails when a page in `docs/` is out of date;
 //! `MAESTRO_BLESS=1 cargo test -p maestro-cli --test docs` writes them.
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
@@ -232,6 +232,143 @@ Several URLs (or hosts separated by commas) are the nodes of one SUT where the p
     s
 }
 
+/// The results files' reference, from the types they are read and written with
+/// (`schemars`): `summary.json` (a run) and `plan-result.json` (a plan), each type a table
+/// of its fields.
+fn results() -> String {
+    let mut out = String::from(GENERATED);
+    out.push_str(
+        "# Results files\n\nEvery run writes `summary.json`, every plan `plan-result.json`, in its \
+results folder (beside `timeseries.csv`, the `.hlog` histograms, `report.html` and \
+`junit.xml`). Their fields, from the types maestro reads and writes them with; latencies \
+are in microseconds. Fields marked *optional* may be absent or `null`; a results file \
+that lacks a required field is refused with the file and the field named.\n",
+    );
+    let roots = [
+        (
+            "summary.json",
+            schemars::schema_for!(maestro_report::RunSummary),
+        ),
+        (
+            "plan-result.json",
+            schemars::schema_for!(maestro_report::PlanResult),
+        ),
+    ];
+    let mut defs = BTreeMap::new();
+    for (file, schema) in &roots {
+        let v = schema.as_value();
+        let title = v["title"].as_str().unwrap();
+        writeln!(out, "\n## `{file}`: {}\n", anchor_link(title)).unwrap();
+        for (name, def) in v["$defs"].as_object().into_iter().flatten() {
+            defs.insert(name.clone(), def.clone());
+        }
+        let mut root = v.clone();
+        root.as_object_mut().unwrap().remove("$defs");
+        defs.insert(title.to_owned(), root);
+    }
+    for (name, def) in &defs {
+        writeln!(out, "\n### {name}\n").unwrap();
+        if let Some(d) = def["description"].as_str() {
+            writeln!(out, "{}\n", one_line(d)).unwrap();
+        }
+        match def["properties"].as_object() {
+            Some(fields) => {
+                let required: Vec<&str> = def["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
+                    .collect();
+                out.push_str("| Field | Type | Meaning |\n|---|---|---|\n");
+                for (field, f) in fields {
+                    let optional = if required.contains(&field.as_str()) {
+                        ""
+                    } else {
+                        " *optional*"
+                    };
+                    writeln!(
+                        out,
+                        "| `{field}` | {}{optional} | {} |",
+                        type_of(f),
+                        f["description"].as_str().map(one_line).unwrap_or_default()
+                    )
+                    .unwrap();
+                }
+            }
+            None => writeln!(out, "{}", type_of(def)).unwrap(),
+        }
+    }
+    out
+}
+
+fn anchor_link(name: &str) -> String {
+    format!("[{name}](#{})", name.to_lowercase())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// A field's type in words: a link to a type of the page, a JSON type with its format,
+/// a list or map of those, or the values an enum takes.
+fn type_of(f: &serde_json::Value) -> String {
+    if let Some(r) = f["$ref"].as_str() {
+        return anchor_link(r.rsplit('/').next().unwrap());
+    }
+    if let Some(values) = f["enum"].as_array() {
+        let v: Vec<String> = values.iter().map(|v| format!("`{v}`")).collect();
+        return format!("one of {}", v.join(", "));
+    }
+    if let Some(c) = f.get("const") {
+        return format!("`{c}`");
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(options) = f[key].as_array() {
+            let kinds: Vec<String> = options
+                .iter()
+                .filter(|o| o["type"] != "null")
+                .map(|o| {
+                    let t = type_of(o);
+                    match o["description"].as_str() {
+                        Some(d) if o.get("const").is_some() => format!("{t} ({})", one_line(d)),
+                        _ => t,
+                    }
+                })
+                .collect();
+            return kinds.join(", or ");
+        }
+    }
+    let kind = match &f["type"] {
+        serde_json::Value::Array(t) => t
+            .iter()
+            .filter_map(|t| t.as_str())
+            .find(|t| *t != "null")
+            .unwrap_or("any")
+            .to_owned(),
+        t => t.as_str().unwrap_or("any").to_owned(),
+    };
+    match kind.as_str() {
+        "array" => match f["prefixItems"].as_array() {
+            Some(tuple) => {
+                let parts: Vec<String> = tuple.iter().map(type_of).collect();
+                format!("[{}]", parts.join(", "))
+            }
+            None => format!("list of {}", type_of(&f["items"])),
+        },
+        "object" => match f.get("additionalProperties") {
+            Some(v) if v.is_object() => format!("map of {}", type_of(v)),
+            _ => "object".into(),
+        },
+        _ => match f["format"].as_str() {
+            Some(format) => format!("{kind} ({format})"),
+            None => kind,
+        },
+    }
+}
+
 fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()
 }
@@ -245,6 +382,7 @@ fn generated_pages_are_current() {
     let (env, _) = environment();
     pages.insert(PathBuf::from("src/reference/environment.md"), env);
     pages.insert(PathBuf::from("src/reference/sut-urls.md"), sut_urls());
+    pages.insert(PathBuf::from("src/reference/results.md"), results());
     let bless = std::env::var_os("MAESTRO_BLESS").is_some();
     let mut stale = Vec::new();
     for (path, text) in &pages {

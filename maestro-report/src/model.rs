@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Percentiles of one latency, in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: u64,
@@ -59,7 +59,7 @@ impl Percentiles {
 }
 
 /// One worker's part of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkerSummary {
     pub id: String,
     pub name: String,
@@ -74,7 +74,7 @@ pub struct WorkerSummary {
 
 /// The generator's own verdict on a run: whether maestro, not the SUT, limited it, why,
 /// and the figures behind it. A run the tool limited measured the tool.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GeneratorVerdict {
     /// True when the tool limited the run (any of `reasons`).
     pub bound: bool,
@@ -134,7 +134,7 @@ impl GeneratorVerdict {
 }
 
 /// One worker's data-plane threads over a run (from the kernel's scheduler statistics).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GeneratorWorker {
     pub worker: String,
     pub threads: usize,
@@ -152,7 +152,7 @@ pub struct GeneratorWorker {
 }
 
 /// How the workers' clocks were reconciled (from the controller's ping before the run).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClockSummary {
     /// Each participating worker's clock offset (how far ahead of the controller), µs.
     pub offsets_us: BTreeMap<String, i64>,
@@ -163,7 +163,7 @@ pub struct ClockSummary {
 }
 
 /// `summary.json` of one run; latencies in microseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunSummary {
     pub schema_version: u32,
     pub run_id: String,
@@ -251,7 +251,7 @@ pub struct RunSummary {
 }
 
 /// What a partial summary is made of, and what it cannot know.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Partial {
     /// In words: why it is partial and how its figures were made.
     pub reason: String,
@@ -267,7 +267,7 @@ pub struct Partial {
 /// A backlog test (OpenMessaging Benchmark's `consumerBacklogSizeGB`): consumers were
 /// held from the start until the backlog reached the target, then resumed while producers
 /// went on. Times are run seconds, at the resolution of the per-second rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BacklogSummary {
     pub target_bytes: u64,
     /// Seconds from the start until the backlog reached the target and consumers were
@@ -285,7 +285,7 @@ pub struct BacklogSummary {
 }
 
 /// What the run's clients did with their connections, over all workers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConnectionSummary {
     /// Connections opened, first ones and again.
     pub opened: u64,
@@ -401,7 +401,7 @@ impl RunSummary {
 }
 
 /// One condition checked against one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Verdict {
     pub condition: String,
     pub limit: f64,
@@ -410,7 +410,7 @@ pub struct Verdict {
 }
 
 /// One run of a phase at one rate, and how it was judged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Probe {
     pub rate: f64,
     pub passed: bool,
@@ -419,7 +419,7 @@ pub struct Probe {
 }
 
 /// The kinds of plan phases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PhaseKind {
     Warmup,
@@ -453,7 +453,7 @@ impl std::fmt::Display for PhaseKind {
 }
 
 /// `NN-<kind>/summary.json`: one phase of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseResult {
     pub index: usize,
     pub kind: PhaseKind,
@@ -486,7 +486,7 @@ impl PhaseResult {
 }
 
 /// A worker as the controller saw it before a plan ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub name: String,
@@ -497,7 +497,7 @@ pub struct WorkerInfo {
 }
 
 /// `environment.json`: where a plan ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Environment {
     pub schema_version: u32,
     pub maestro_version: String,
@@ -512,7 +512,7 @@ pub struct Environment {
 }
 
 /// The regression gate's thresholds (a plan's `[compare]`, or flags).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// Response-time p50 and p99 may grow by this many percent (default 10).
@@ -524,7 +524,7 @@ pub struct Thresholds {
 }
 
 /// `summary.json` of a plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlanResult {
     pub schema_version: u32,
     pub plan: String,

@@ -16,7 +16,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// One row of `sut.csv`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SutRow {
     /// The run second the sample was taken in (controller clock, corrected by the
     /// inspector's clock offset).
@@ -74,7 +74,7 @@ pub fn read_sut(path: &Path) -> Result<Vec<SutRow>, ResultsError> {
 }
 
 /// `summary.json`'s `sut` section.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SutSummary {
     pub sources: Vec<SourceSummary>,
     /// The SUT's own count of messages it took in over the run, against maestro's sent
@@ -85,7 +85,7 @@ pub struct SutSummary {
 }
 
 /// One source of one inspector over a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SourceSummary {
     pub inspector: String,
     pub source: String,
@@ -97,7 +97,7 @@ pub struct SourceSummary {
     pub metrics: Vec<MetricSummary>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Gap {
     pub from_second: u32,
     pub to_second: u32,
@@ -105,7 +105,7 @@ pub struct Gap {
 }
 
 /// One series over a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MetricSummary {
     pub name: String,
     pub label: Option<String>,
@@ -121,7 +121,7 @@ pub struct MetricSummary {
     pub max_per_second: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CrossCheck {
     pub inspector: String,
     pub source: String,
@@ -138,7 +138,7 @@ pub struct CrossCheck {
 pub const CROSS_CHECK_TOLERANCE_PCT: f64 = 1.0;
 
 /// `summary.json`'s record of one fault of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultSummary {
     /// Its index in the plan.
     pub index: u32,
@@ -170,7 +170,7 @@ pub struct FaultSummary {
 }
 
 /// Messages with an intended send time in one window, and how they fared.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WindowStats {
     pub sent: u64,
     pub lost: u64,

@@ -14,7 +14,19 @@ use serde::{Deserialize, Serialize};
 pub type SourceName = String;
 
 /// What kind of system a source reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     /// An MQTT broker's `$SYS` topics (Mosquitto).
@@ -71,7 +83,7 @@ impl std::str::FromStr for SourceKind {
 }
 
 /// A counter only grows (until the SUT restarts); a gauge is a current value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricKind {
     Counter,

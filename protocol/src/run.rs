@@ -1163,7 +1163,7 @@ pub fn segment_of(marks_ms: &[u64], offset_ns: i64) -> usize {
     marks_ms.partition_point(|m| (*m as i64).saturating_mul(1_000_000) <= offset_ns)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorCount {
     pub message: String,
     pub count: u64,
