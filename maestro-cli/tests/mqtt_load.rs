@@ -550,6 +550,8 @@ fn ctrl_c_stops_the_run_and_still_writes_its_results() {
             .contains("\"running\"")
     });
     assert!(running);
+    // The scenario: Ctrl-C half a second into the sending (a time in the run, not a wait
+    // for readiness: the run is known to be running).
     std::thread::sleep(Duration::from_millis(500));
     maestro_testkit::signal_pid(child.id(), signal::SIGINT);
     let out = child.wait_with_output().unwrap();
@@ -585,6 +587,7 @@ fn workers_reconnect_after_the_broker_restarts_mid_run() {
             .contains("\"running\"")
     });
     assert!(running);
+    // The scenario: the broker restarts 2 s into the 8 s run.
     std::thread::sleep(Duration::from_secs(2));
     mq.restart().unwrap();
     let run = cli.join().unwrap();
