@@ -129,6 +129,23 @@ impl ConnectFailure {
     }
 }
 
+/// A failed connection attempt: why, for counting, and what happened, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ConnectError {
+    pub why: ConnectFailure,
+    pub reason: String,
+}
+
+impl ConnectError {
+    pub fn new(why: ConnectFailure, reason: impl Into<String>) -> Self {
+        ConnectError {
+            why,
+            reason: reason.into(),
+        }
+    }
+}
+
 /// What a run's own-connection clients (a fleet) did with their connections: counted at
 /// each connect, drop and failure (never per message), read by the aggregator each second.
 #[derive(Debug, Default)]

@@ -22,8 +22,8 @@
 
 use super::tls::{HandshakeError, TlsClient};
 use super::{
-    AckTimes, ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError, Durations,
-    Producer, Timings, TrySendError, sent_ns,
+    AckTimes, ConnectError, ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError,
+    Durations, Producer, Timings, TrySendError, sent_ns,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use maestro_protocol::fleet::FleetSpec;
@@ -187,16 +187,16 @@ impl MqttDriver {
         }
     }
 
-    fn unreachable(&self, why: ConnectFailure, reason: String) -> DriverError {
+    fn unreachable(&self, e: ConnectError) -> DriverError {
         DriverError::Unreachable {
             url: self.0.url.clone(),
-            reason: format!("{reason} ({})", why.as_str()),
+            reason: format!("{} ({})", e.reason, e.why.as_str()),
         }
     }
 
     /// One attempt at a connection: TCP (from the client's source address), TLS, CONNECT,
     /// and SUBSCRIBE when the client subscribes. Each step is timed and bounded.
-    async fn open(&self, who: &Identity) -> Result<Stream, (ConnectFailure, String)> {
+    async fn open(&self, who: &Identity) -> Result<Stream, ConnectError> {
         let d = &self.0;
         let began = Instant::now();
         let (host, port) = &d.nodes[who.index as usize % d.nodes.len().max(1)];
@@ -211,7 +211,9 @@ impl MqttDriver {
         } else {
             TcpSocket::new_v6()
         }
-        .map_err(|e| (ConnectFailure::Other, format!("cannot make a socket: {e}")))?;
+        .map_err(|e| {
+            ConnectError::new(ConnectFailure::Other, format!("cannot make a socket: {e}"))
+        })?;
         if let Some(ip) = source {
             nix::sys::socket::setsockopt(
                 &socket,
@@ -221,7 +223,7 @@ impl MqttDriver {
             .map_err(std::io::Error::from)
             .and_then(|()| socket.bind(SocketAddr::new(ip, 0)))
             .map_err(|e| {
-                (
+                ConnectError::new(
                     ConnectFailure::Other,
                     format!("cannot bind source address {ip}: {e}"),
                 )
@@ -230,19 +232,19 @@ impl MqttDriver {
         let _ = socket.set_nodelay(true);
         let tcp = match tokio::time::timeout(STEP_TIMEOUT, socket.connect(addr)).await {
             Err(_) => {
-                return Err((
+                return Err(ConnectError::new(
                     ConnectFailure::Timeout,
                     format!("no TCP connection to {addr} within {STEP_TIMEOUT:?}"),
                 ));
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err((
+                return Err(ConnectError::new(
                     ConnectFailure::Refused,
                     format!("connection refused by {addr}"),
                 ));
             }
             Ok(Err(e)) => {
-                return Err((
+                return Err(ConnectError::new(
                     ConnectFailure::Other,
                     format!("cannot connect to {addr}: {e}"),
                 ));
@@ -255,16 +257,19 @@ impl MqttDriver {
             Some(tls) => {
                 match tokio::time::timeout(STEP_TIMEOUT, tls.handshake(&who.client_id, tcp)).await {
                     Err(_) => {
-                        return Err((
+                        return Err(ConnectError::new(
                             ConnectFailure::Timeout,
                             format!("no TLS handshake within {STEP_TIMEOUT:?}"),
                         ));
                     }
                     Ok(Err(HandshakeError::Setup(e))) => {
-                        return Err((ConnectFailure::Tls, e.to_string()));
+                        return Err(ConnectError::new(ConnectFailure::Tls, e.to_string()));
                     }
                     Ok(Err(HandshakeError::Handshake(e))) => {
-                        return Err((ConnectFailure::Tls, super::tls::explain(&e)));
+                        return Err(ConnectError::new(
+                            ConnectFailure::Tls,
+                            super::tls::explain(&e),
+                        ));
                     }
                     Ok(Ok(s)) => Either::Right(Box::new(s)),
                 }
@@ -289,10 +294,13 @@ impl MqttDriver {
                     }
                     _ => ConnectFailure::Other,
                 };
-                return Err((why, format!("the broker refused the connection: {code:?}")));
+                return Err(ConnectError::new(
+                    why,
+                    format!("the broker refused the connection: {code:?}"),
+                ));
             }
             other => {
-                return Err((
+                return Err(ConnectError::new(
                     ConnectFailure::Other,
                     format!("expected CONNACK, got {other:?}"),
                 ));
@@ -313,13 +321,13 @@ impl MqttDriver {
                     d.subscribes.record(at.elapsed());
                 }
                 Packet::SubAck(_) => {
-                    return Err((
+                    return Err(ConnectError::new(
                         ConnectFailure::Auth,
                         format!("the broker refused the subscription to {filter}"),
                     ));
                 }
                 other => {
-                    return Err((
+                    return Err(ConnectError::new(
                         ConnectFailure::Other,
                         format!("expected SUBACK, got {other:?}"),
                     ));
@@ -338,21 +346,21 @@ impl MqttDriver {
                     self.0.tracker.opened(false);
                     return Ok(Client::new(self.clone(), who, stream));
                 }
-                Err((why, reason)) => {
-                    self.0.tracker.failed(why);
+                Err(e) => {
+                    self.0.tracker.failed(e.why);
                     // A refused login or a certificate nobody trusts stays so: no retry.
-                    if matches!(why, ConnectFailure::Auth | ConnectFailure::Tls) {
-                        return Err(self.unreachable(why, reason));
+                    if matches!(e.why, ConnectFailure::Auth | ConnectFailure::Tls) {
+                        return Err(self.unreachable(e));
                     }
-                    last = Some((why, reason));
+                    last = Some(e);
                     if attempt + 1 < FIRST_TRIES {
                         tokio::time::sleep(backoff(attempt)).await;
                     }
                 }
             }
         }
-        let (why, reason) = last.unwrap_or((ConnectFailure::Other, "no attempt".into()));
-        Err(self.unreachable(why, reason))
+        let e = last.unwrap_or(ConnectError::new(ConnectFailure::Other, "no attempt"));
+        Err(self.unreachable(e))
     }
 }
 
@@ -360,10 +368,10 @@ async fn resolve(
     host: &str,
     port: u16,
     source: Option<IpAddr>,
-) -> Result<SocketAddr, (ConnectFailure, String)> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| (ConnectFailure::Other, format!("cannot resolve {host}: {e}")))?;
+) -> Result<SocketAddr, ConnectError> {
+    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+        ConnectError::new(ConnectFailure::Other, format!("cannot resolve {host}: {e}"))
+    })?;
     let mut first = None;
     for a in addrs {
         // Same family as the source address, when one is given.
@@ -372,21 +380,19 @@ async fn resolve(
         }
         first.get_or_insert(a);
     }
-    first.ok_or_else(|| (ConnectFailure::Other, format!("{host} has no address")))
+    first.ok_or_else(|| ConnectError::new(ConnectFailure::Other, format!("{host} has no address")))
 }
 
 /// One bounded step of the MQTT handshake.
-async fn step<T>(
-    f: impl Future<Output = std::io::Result<T>>,
-) -> Result<T, (ConnectFailure, String)> {
+async fn step<T>(f: impl Future<Output = std::io::Result<T>>) -> Result<T, ConnectError> {
     match tokio::time::timeout(STEP_TIMEOUT, f).await {
-        Err(_) => Err((
+        Err(_) => Err(ConnectError::new(
             ConnectFailure::Timeout,
             format!("no answer from the broker within {STEP_TIMEOUT:?}"),
         )),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err((
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnectError::new(
             ConnectFailure::Closed,
-            "the broker closed the connection during the handshake".into(),
+            "the broker closed the connection during the handshake",
         )),
         Ok(Err(e)) => Err(io_failure(&e)),
         Ok(Ok(t)) => Ok(t),
@@ -395,11 +401,11 @@ async fn step<T>(
 
 /// A failed read or write during the handshake: a TLS alert (TLS 1.3 sends a refused
 /// client certificate after the handshake, at the first read) or another I/O error.
-fn io_failure(e: &std::io::Error) -> (ConnectFailure, String) {
+fn io_failure(e: &std::io::Error) -> ConnectError {
     if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-        (ConnectFailure::Tls, super::tls::explain(e))
+        ConnectError::new(ConnectFailure::Tls, super::tls::explain(e))
     } else {
-        (ConnectFailure::Other, e.to_string())
+        ConnectError::new(ConnectFailure::Other, e.to_string())
     }
 }
 
@@ -408,7 +414,7 @@ async fn ask(
     stream: &mut Stream,
     buf: &mut BytesMut,
     packet: &Packet,
-) -> Result<Packet, (ConnectFailure, String)> {
+) -> Result<Packet, ConnectError> {
     buf.clear();
     write_packet(packet, buf);
     step(async {
@@ -544,8 +550,7 @@ struct InFlight {
 }
 
 /// A connection being made, boxed so it outlives a cancelled `drive`.
-type Opening =
-    Pin<Box<dyn std::future::Future<Output = Result<Stream, (ConnectFailure, String)>> + Send>>;
+type Opening = Pin<Box<dyn std::future::Future<Output = Result<Stream, ConnectError>> + Send>>;
 
 /// What one turn of driving the socket did.
 enum Io {
@@ -632,7 +637,7 @@ impl Client {
                 self.reconnected(io);
                 Ok(())
             }
-            Err((why, _)) => {
+            Err(ConnectError { why, .. }) => {
                 self.driver.0.tracker.failed(why);
                 self.retry_at = tokio::time::Instant::now() + backoff(self.attempt);
                 self.attempt = self.attempt.saturating_add(1);
@@ -840,7 +845,7 @@ impl Client {
                     t.opened(true);
                     self.io = Some(io);
                 }
-                Ok(Err((why, _))) => t.failed(why),
+                Ok(Err(ConnectError { why, .. })) => t.failed(why),
                 Err(_) => t.failed(ConnectFailure::Timeout),
             }
         }
