@@ -88,9 +88,10 @@ pub struct GeneratorVerdict {
     pub service_time_p99_us: u64,
     /// Messages the schedule had due that were never sent, as a fraction of those due.
     pub unsent_fraction: f64,
-    /// Messages sent late because the client had no room for them when due (the SUT's
-    /// window or socket was full: its back-pressure), as a fraction of those sent (absent
-    /// from results written before it was added).
+    /// Messages sent late because the client had no room for them when due and the
+    /// producer waited 1 ms or more for it (the SUT's window or socket stayed full: its
+    /// back-pressure), as a fraction of those sent (absent from results written before it
+    /// was added).
     #[serde(default)]
     pub held_back_fraction: f64,
     /// Per worker: its data-plane threads while its producers sent.

@@ -806,9 +806,10 @@ pub struct Sent {
     /// Messages the schedule had due by the end of the send window that were never sent
     /// (the client or the SUT could not keep up).
     pub unsent: u64,
-    /// Messages sent late because the client had no room for them when they were due: the
-    /// SUT's window or socket was full, so their lateness is the SUT's back-pressure, not
-    /// the tool's (absent from an older worker's notes).
+    /// Messages sent late because the client had no room for them when they were due and
+    /// the producer waited 1 ms or more for it: the SUT's window or socket stayed full, so
+    /// their lateness is the SUT's back-pressure, not the tool's (absent from an older
+    /// worker's notes).
     #[serde(default)]
     pub held_back: u64,
     pub errors: u64,

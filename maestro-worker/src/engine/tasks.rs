@@ -34,6 +34,10 @@ const RETRY: Duration = Duration::from_millis(200);
 const IDLE_TICK: Duration = Duration::from_millis(1);
 /// Messages handed over at a time when sending as fast as possible.
 const BATCH: u64 = 64;
+/// A paced producer that waited this long for room in its client (the SUT's window or
+/// socket stayed full) was held back by the SUT: what it sends next is counted as held
+/// back. A client that makes room at once after a burst (the tool's own lateness) is not.
+const HELD_NS: i64 = 1_000_000;
 
 /// The system wall clock in ns since the Unix epoch (off the hot path).
 pub use super::clock::system_now_ns as now_ns;
@@ -538,8 +542,7 @@ struct Sending<P> {
     now: i64,
     /// A fleet's producer keeps tokio's millisecond timer (see `Deadline::coarse`).
     coarse: bool,
-    /// The client had no room for a message that was due (the SUT's window or socket was
-    /// full) at the last turn.
+    /// The last wait for room in the client, with messages due, took [`HELD_NS`] or more.
     held: bool,
     /// Messages sent late after the client had no room for them: the SUT held them back.
     held_back: u64,
@@ -667,12 +670,9 @@ impl<P: Producer> Sending<P> {
             if self.send_until(batch_end).is_err() {
                 break;
             }
-            if self.schedule.paced() {
-                // Messages due while the client had no room are late by the SUT's doing.
-                if self.held {
-                    self.held_back += self.seq - before;
-                }
-                self.held = self.seq < due;
+            // Sent after a long wait for room: late by the SUT's doing.
+            if std::mem::take(&mut self.held) {
+                self.held_back += self.seq - before;
             }
             // The window is over: what was due and not sent stays unsent.
             if self.now >= window_end {
@@ -700,12 +700,15 @@ impl<P: Producer> Sending<P> {
                     }
                 };
                 timer.reset(window_end);
-                tokio::select! {
+                let waiting_since = now_ns();
+                let r = tokio::select! {
                     biased;
                     _ = &mut ended => break,
                     _ = &mut timer => Ok(()),
                     r = drained => r,
-                }
+                };
+                self.held = self.schedule.paced() && now_ns() - waiting_since >= HELD_NS;
+                r
             } else {
                 timer.reset(self.schedule.intended_ns(self.seq).min(window_end));
                 tokio::select! {
