@@ -75,22 +75,16 @@ pub async fn run(
 
     let sut_url = format!("mqtt://{sut}/quickstart?qos=1");
     let spec = maestro_protocol::TestSpec {
-        sut: sut_url
-            .parse()
-            .map_err(maestro_controller::run::RunError::from)?,
-        rate: args.rate,
-        duration_ms: Some(args.duration.as_millis() as u64),
-        count: None,
-        warmup_ms: 0,
         size: maestro_protocol::MessageSize::Fixed(256),
         producers: u32::from(args.workers),
         consumers: u32::from(args.workers),
-        topics: 1,
-        payload: None,
-        connect_rate: None,
-        fleet: None,
-        marks_ms: Vec::new(),
-        consumer_backlog_bytes: None,
+        ..maestro_protocol::TestSpec::new(
+            sut_url
+                .parse()
+                .map_err(maestro_controller::run::RunError::from)?,
+            args.rate,
+            args.duration,
+        )
     };
     let command = format!(
         "$ maestro-cli start --sut '{sut_url}' --rate {} --duration {} --producers {} --consumers {}",

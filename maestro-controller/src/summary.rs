@@ -18,6 +18,17 @@ pub struct Collected {
     pub clocks: BTreeMap<PeerId, (i64, i64)>,
 }
 
+impl Collected {
+    /// One figure of the producers' rows (`Sent`), summed over every worker's result.
+    pub fn sent_rows(&self, figure: impl Fn(&maestro_protocol::Sent) -> u64) -> u64 {
+        self.results
+            .values()
+            .flat_map(|r| &r.sent)
+            .map(figure)
+            .sum()
+    }
+}
+
 /// The measured send span in seconds: from `from_us` (the end of the warm-up, controller
 /// clock) to the latest producer stop, each corrected by its worker's clock offset.
 pub fn send_span_s(collected: &Collected, from_us: i64) -> f64 {
@@ -241,12 +252,7 @@ pub fn summarize(
     let unique: BTreeSet<&String> = degraded.iter().collect();
     let degraded: Vec<String> = unique.into_iter().cloned().collect();
     let measured_s = send_span_s(collected, measure_from_us);
-    let unsent: u64 = collected
-        .results
-        .values()
-        .flat_map(|r| &r.sent)
-        .map(|s| s.unsent)
-        .sum();
+    let unsent = collected.sent_rows(|s| s.unsent);
     let per_s = |n: u64| {
         if measured_s > 0.0 {
             n as f64 / measured_s
@@ -377,12 +383,7 @@ pub fn generator_verdict(
         .publish_latency_us
         .as_ref()
         .is_none_or(|a| a.count == 0 || a.p99 <= PROMPT_ACK_US);
-    let held_back: u64 = collected
-        .results
-        .values()
-        .flat_map(|r| &r.sent)
-        .map(|r| r.held_back)
-        .sum();
+    let held_back = collected.sent_rows(|s| s.held_back);
     let held_back_fraction = if s.sent > 0 {
         held_back as f64 / s.sent as f64
     } else {
