@@ -247,6 +247,14 @@ fn connection_lines(c: &maestro_report::ConnectionSummary, lines: &mut Vec<Strin
             c.received_by_clients
         ));
     }
+    if !c.reason_codes.is_empty() {
+        let codes: Vec<String> = c
+            .reason_codes
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        lines.push(format!("MQTT 5 reason codes: {}", codes.join(", ")));
+    }
 }
 
 /// One line per fault: its windows before, during and after, and the recovery.

@@ -1,5 +1,7 @@
-//! The same checks for every protocol under test, against real brokers: Mosquitto (MQTT),
-//! RabbitMQ (AMQP 0-9-1) and tansu (Kafka), each a private instance started by the test.
+//! The same checks for every protocol under test, against real brokers: Mosquitto (MQTT
+//! 3.1.1, MQTT 5 with a shared subscription and every publish property, MQTT over
+//! WebSockets), RabbitMQ (AMQP 0-9-1, AMQP 1.0, web MQTT) and tansu (Kafka), each a private
+//! instance started by the test.
 //!
 //! - counts agree and nothing is lost in the reliable mode (QoS 1, confirms with manual
 //!   acks, acks=all), and latency is recorded for every message received;
@@ -18,6 +20,12 @@ use std::time::{Duration, Instant};
 /// A running SUT of one protocol.
 enum Sut {
     Mqtt(Mosquitto),
+    /// MQTT 5: consumers share a subscription; properties, aliases and session expiry on.
+    Mqtt5(Mosquitto),
+    /// MQTT 3.1.1 over Mosquitto's WebSockets listener.
+    MqttWs(Mosquitto),
+    /// MQTT over RabbitMQ's web MQTT plugin.
+    WebMqtt(ScriptedSut),
     Amqp(ScriptedSut),
     Kafka(ScriptedSut),
     /// RabbitMQ's AMQP 1.0 plugin (Debian's ActiveMQ has no AMQP 1.0 module).
@@ -28,6 +36,9 @@ impl Sut {
     fn start(protocol: &str) -> Self {
         match protocol {
             "mqtt" => Sut::Mqtt(Mosquitto::start().unwrap()),
+            "mqtt5" => Sut::Mqtt5(Mosquitto::start().unwrap()),
+            "mqtt_ws" => Sut::MqttWs(Mosquitto::start_with_websockets("").unwrap()),
+            "web_mqtt" => Sut::WebMqtt(ScriptedSut::rabbitmq_web_mqtt().unwrap()),
             "amqp" => Sut::Amqp(ScriptedSut::rabbitmq().unwrap()),
             "kafka" => Sut::Kafka(ScriptedSut::tansu().unwrap()),
             "amqp10" => Sut::Amqp10(ScriptedSut::rabbitmq_multiprotocol().unwrap()),
@@ -39,6 +50,14 @@ impl Sut {
     fn reliable(&self) -> String {
         match self {
             Sut::Mqtt(m) => m.url("conf", "qos=1"),
+            Sut::Mqtt5(m) => m.url(
+                "conf",
+                "qos=1&version=5&shared=true&topic_alias=true&user_properties=run:conformance\
+                 &message_expiry=5m&content_type=application/octet-stream&response_topic=conf/replies\
+                 &session_expiry=10s",
+            ),
+            Sut::MqttWs(m) => m.ws_url("ws", "conf", "qos=1"),
+            Sut::WebMqtt(r) => format!("{}?topic=conf&qos=1", r.ws_url.as_deref().unwrap()),
             Sut::Amqp(r) => format!(
                 "{}?confirms=true&ack=manual&durable=true&persistent=true",
                 r.url
@@ -61,7 +80,8 @@ impl Sut {
     fn closed(&self) -> String {
         let port = free_port();
         match self {
-            Sut::Mqtt(_) => format!("mqtt://127.0.0.1:{port}/x"),
+            Sut::Mqtt(_) | Sut::Mqtt5(_) => format!("mqtt://127.0.0.1:{port}/x"),
+            Sut::MqttWs(_) | Sut::WebMqtt(_) => format!("ws://127.0.0.1:{port}/mqtt"),
             Sut::Amqp(_) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
             Sut::Kafka(_) => format!("kafka://127.0.0.1:{port}/x"),
             Sut::Amqp10(_) => format!("amqp10://guest:guest@127.0.0.1:{port}/queue/x"),
@@ -69,18 +89,21 @@ impl Sut {
     }
 
     /// How many copies of each message the consumers get: MQTT subscribers each get every
-    /// message; AMQP queue and Kafka group consumers share them.
+    /// message; consumers of a shared subscription, AMQP queue and Kafka group consumers
+    /// share them.
     fn copies(&self, consumers: u64) -> u64 {
         match self {
-            Sut::Mqtt(_) => consumers,
-            Sut::Amqp(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
+            Sut::Mqtt(_) | Sut::MqttWs(_) | Sut::WebMqtt(_) => consumers,
+            Sut::Mqtt5(_) | Sut::Amqp(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
         }
     }
 
     fn kill(&self) {
         match self {
-            Sut::Mqtt(m) => m.proc.signal(maestro_testkit::signal::SIGKILL),
-            Sut::Amqp(s) | Sut::Kafka(s) | Sut::Amqp10(s) => s.stop(),
+            Sut::Mqtt(m) | Sut::Mqtt5(m) | Sut::MqttWs(m) => {
+                m.proc.signal(maestro_testkit::signal::SIGKILL)
+            }
+            Sut::Amqp(s) | Sut::Kafka(s) | Sut::Amqp10(s) | Sut::WebMqtt(s) => s.stop(),
         }
     }
 }
@@ -267,7 +290,7 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(mqtt, amqp, kafka, amqp10);
+conformance!(mqtt, mqtt5, mqtt_ws, web_mqtt, amqp, kafka, amqp10);
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
 #[test]

@@ -164,6 +164,7 @@ fn connection_summary(
         churned: t.churned,
         failures: t.failures,
         received_by_clients: t.received_by_clients,
+        reason_codes: t.reason_codes,
         tcp_connect_us: tcp.as_ref().map(Percentiles::of),
         peak_per_s: t.per_second.iter().map(|(_, n)| *n).max().unwrap_or(0),
         per_second: t.per_second,

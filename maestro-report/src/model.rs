@@ -300,6 +300,10 @@ pub struct ConnectionSummary {
     pub failures: std::collections::BTreeMap<String, u64>,
     /// Messages that arrived on the clients' own subscriptions.
     pub received_by_clients: u64,
+    /// MQTT 5 reason codes other than success the clients got, by packet and reason
+    /// (`PUBACK NoMatchingSubscribers`, `PUBACK NotAuthorized`, `DISCONNECT ...`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reason_codes: std::collections::BTreeMap<String, u64>,
     /// Time to establish the TCP connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_connect_us: Option<Percentiles>,

@@ -561,6 +561,8 @@ pub fn run_cli(args: &[&str], timeout: Duration) -> Result<CliRun> {
 pub struct Mosquitto {
     pub proc: Proc,
     pub port: u16,
+    /// Its WebSockets listener, when started with one.
+    pub ws_port: Option<u16>,
     dir: PathBuf,
 }
 
@@ -573,6 +575,38 @@ impl Mosquitto {
     /// `certfile` and `keyfile`, which make that listener TLS).
     pub fn start_with(extra: &str) -> Result<Self> {
         Self::start_configured(free_port(), extra)
+    }
+
+    /// Mosquitto with a WebSockets listener (`ws_port`) beside its MQTT one, and `extra`
+    /// configuration lines after the WebSockets listener (TLS files make it `wss://`).
+    pub fn start_with_websockets(extra: &str) -> Result<Self> {
+        let ws_port = free_port();
+        let mut m = Self::start_configured(
+            free_port(),
+            &format!("listener {ws_port} 127.0.0.1\nprotocol websockets\n{extra}"),
+        )?;
+        let ready = wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", ws_port)).is_ok()
+        });
+        if !ready {
+            bail!(
+                "mosquitto did not listen for WebSockets on {ws_port}: {}",
+                std::fs::read_to_string(&m.proc.log).unwrap_or_default()
+            );
+        }
+        m.ws_port = Some(ws_port);
+        Ok(m)
+    }
+
+    /// `ws://127.0.0.1:WS_PORT/mqtt?topic=<base>&<query>` (`wss` with TLS).
+    pub fn ws_url(&self, scheme: &str, base: &str, query: &str) -> String {
+        let port = self.ws_port.expect("started without WebSockets");
+        let q = if query.is_empty() {
+            String::new()
+        } else {
+            format!("&{query}")
+        };
+        format!("{scheme}://127.0.0.1:{port}/mqtt?topic={base}{q}")
     }
 
     /// Kills this Mosquitto and starts a new one on the same port (a broker restart).
@@ -633,6 +667,7 @@ impl Mosquitto {
                 log,
             },
             port,
+            ws_port: None,
             dir,
         })
     }
@@ -733,6 +768,9 @@ pub struct ScriptedSut {
     pub mqtt_url: Option<String>,
     /// AMQP 1.0 over its TLS listener, when started with certificates and that plugin.
     pub amqp10s_url: Option<String>,
+    /// MQTT over WebSockets (`ws://guest:guest@127.0.0.1:PORT/ws`), when started with the
+    /// web MQTT plugin (RabbitMQ).
+    pub ws_url: Option<String>,
     pub pid: u32,
 }
 
@@ -787,6 +825,11 @@ impl ScriptedSut {
             None,
             &[("MAESTRO_SUT_PROTOCOLS", "amqp10,mqtt")],
         )
+    }
+
+    /// RabbitMQ with its web MQTT plugin (MQTT over WebSockets).
+    pub fn rabbitmq_web_mqtt() -> Result<Self> {
+        Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "web_mqtt")])
     }
 
     /// RabbitMQ with its AMQP 1.0 plugin and a TLS listener that requires client
@@ -846,7 +889,7 @@ impl ScriptedSut {
         let mut parts = line.split_whitespace().skip(1);
         let url = parts.next().context("no URL")?.to_owned();
         let (mut pid, mut tls_url, mut management_url) = (0, None, None);
-        let (mut amqp10_url, mut mqtt_url, mut amqp10s_url) = (None, None, None);
+        let (mut amqp10_url, mut mqtt_url, mut amqp10s_url, mut ws_url) = (None, None, None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
@@ -860,6 +903,8 @@ impl ScriptedSut {
                 mqtt_url = Some(u.to_owned());
             } else if let Some(u) = part.strip_prefix("amqp10s=") {
                 amqp10s_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("ws=") {
+                ws_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -871,6 +916,7 @@ impl ScriptedSut {
             amqp10_url,
             mqtt_url,
             amqp10s_url,
+            ws_url,
             pid,
         })
     }

@@ -752,6 +752,10 @@ pub struct ConnectionStats {
     pub per_second: Vec<(i64, u32)>,
     /// Messages that arrived on clients' own subscriptions.
     pub received_by_clients: u64,
+    /// MQTT 5 reason codes other than success the clients got, by packet and reason
+    /// (`PUBACK NoMatchingSubscribers`, `DISCONNECT ServerShuttingDown`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub reason_codes: std::collections::BTreeMap<String, u64>,
     /// Time from starting a TCP connection until it was established (encoded like the
     /// latency histograms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -774,6 +778,9 @@ impl ConnectionStats {
         }
         self.per_second = merged.into_iter().collect();
         self.received_by_clients += o.received_by_clients;
+        for (k, v) in &o.reason_codes {
+            *self.reason_codes.entry(k.clone()).or_default() += v;
+        }
     }
 }
 

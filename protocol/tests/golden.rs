@@ -228,6 +228,7 @@ fn samples() -> Vec<(&'static str, Note)> {
                         failures: [("refused".to_owned(), 2)].into(),
                         per_second: vec![(1_700_000_000, 3), (1_700_000_001, 1)],
                         received_by_clients: 0,
+                        reason_codes: [("PUBACK NoMatchingSubscribers".to_owned(), 7)].into(),
                         tcp_connect_us: None,
                     }),
                     segments: Some(SegmentTallies {

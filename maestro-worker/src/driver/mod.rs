@@ -204,6 +204,12 @@ impl ConnectionTracker {
         self.with(|c| c.stats.received_by_clients += n);
     }
 
+    /// MQTT 5 reason codes other than success a client got, `n` of `reason` (added at
+    /// its close).
+    pub fn reason(&self, reason: String, n: u64) {
+        self.with(|c| *c.stats.reason_codes.entry(reason).or_default() += n);
+    }
+
     /// Connected now, opened so far, failed so far.
     pub fn gauges(&self) -> (u32, u64, u64) {
         self.counts
@@ -353,9 +359,25 @@ pub enum Rejection {
     /// AMQP 1.0: the disposition was not `accepted` (rejected, released, modified).
     #[error("the broker did not accept a message: {0}")]
     Outcome(String),
+    /// MQTT 5: `failed` acknowledgements with a failure reason code, the first `reason`.
+    #[error("the broker refused a publish: {reason}")]
+    Refused { failed: u64, reason: String },
 }
 
 impl DriverError {
+    /// How many errors this is: the publishes refused at once, else one.
+    pub fn count(&self) -> u64 {
+        match self {
+            DriverError::Rejected(Rejection::Refused { failed, .. }) => *failed,
+            _ => 1,
+        }
+    }
+
+    /// True when the SUT refused messages and the connection is as it was.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DriverError::Rejected(_))
+    }
+
     /// The reason alone, without the URL (for messages that name the URL already).
     pub fn reason(&self) -> String {
         match self {

@@ -280,7 +280,7 @@ pub async fn ticker(control: Control, done: CancellationToken) {
 
 fn note_error(errors: &mut BTreeMap<String, u64>, e: &DriverError) {
     if errors.len() < 16 || errors.contains_key(&e.to_string()) {
-        *errors.entry(e.to_string()).or_default() += 1;
+        *errors.entry(e.to_string()).or_default() += e.count();
     }
 }
 
@@ -720,9 +720,12 @@ impl<P: Producer> Sending<P> {
             };
             if let Err(e) = woken {
                 self.flusher
-                    .record(&self.control, |r| r.counters.errors += 1);
+                    .record(&self.control, |r| r.counters.errors += e.count());
                 note_error(&mut self.errors, &e);
-                tokio::time::sleep(RETRY).await;
+                // Messages the SUT refused leave the connection as it was: go on at once.
+                if !e.is_refusal() {
+                    tokio::time::sleep(RETRY).await;
+                }
             }
         }
     }
@@ -788,9 +791,11 @@ impl<P: Producer> Sending<P> {
                 if !conn.needs_drive() {
                     tokio::time::sleep(IDLE_TICK).await;
                 } else if let Err(e) = conn.drive().await {
-                    flusher.record(control, |r| r.counters.errors += 1);
+                    flusher.record(control, |r| r.counters.errors += e.count());
                     note_error(errors, &e);
-                    break;
+                    if !e.is_refusal() {
+                        break;
+                    }
                 }
                 record_acks(conn, flusher, control, *warmup_end);
             }

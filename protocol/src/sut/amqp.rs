@@ -6,6 +6,7 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     name: "amqp",
     title: "AMQP 0-9-1",
     tls_name: Some("amqps"),
+    aliases: &[],
     port: 5672,
     tls_port: 5671,
     capabilities: Capabilities {

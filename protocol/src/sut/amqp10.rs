@@ -6,6 +6,7 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     name: "amqp10",
     title: "AMQP 1.0",
     tls_name: Some("amqp10s"),
+    aliases: &[],
     port: 5672,
     tls_port: 5671,
     capabilities: Capabilities {

@@ -6,6 +6,7 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     name: "kafka",
     title: "Kafka",
     tls_name: None,
+    aliases: &[],
     port: 9092,
     tls_port: 9092,
     capabilities: Capabilities {

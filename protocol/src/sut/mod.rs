@@ -6,6 +6,8 @@
 //!
 //! ```text
 //! mqtt[s]://[user:pass@]host[:port][/base-topic]?qos=&retain=&clean_session=&keep_alive=&client_id_prefix=&inflight=
+//!        &version=5&shared=&user_properties=&message_expiry=&content_type=&response_topic=&topic_alias=&session_expiry=
+//! ws[s]://[user:pass@]host[:port][/websocket-path]?topic=<base-topic>&<the MQTT options>
 //! amqp[s]://[user:pass@]host[:port][/vhost]?exchange=&exchange_type=&routing_key=&queue=&durable=&persistent=
 //!        &confirms=&confirm_window=&mandatory=&prefetch=&ack=&ack_batch=&fanout=&keep=
 //! amqp10[s]://[user:pass@]host[:port][/address]?address=&settle=at_least_once|at_most_once
@@ -104,23 +106,35 @@ impl Scheme {
             .join(", ")
     }
 
-    /// The scheme a URL names (`mqtts` is MQTT over TLS), and whether it asks for TLS.
-    fn from_url_scheme(name: &str) -> Option<(Scheme, bool)> {
+    /// The scheme a URL names (`mqtts` is MQTT over TLS, `wss` MQTT over WebSockets over
+    /// TLS), whether it asks for TLS, and its default port.
+    fn from_url_scheme(name: &str) -> Option<(Scheme, bool, u16)> {
         Self::ALL.into_iter().find_map(|s| {
             let p = s.protocol();
             if p.name == name {
-                Some((s, false))
+                Some((s, false, p.port))
             } else if p.tls_name == Some(name) {
-                Some((s, true))
+                Some((s, true, p.tls_port))
             } else {
-                None
+                p.aliases
+                    .iter()
+                    .find(|a| a.name == name)
+                    .map(|a| (s, a.tls, a.port))
             }
         })
     }
 
-    fn default_port(self, tls: bool) -> u16 {
-        let p = self.protocol();
-        if tls { p.tls_port } else { p.port }
+    /// Every URL scheme of every protocol (`mqtt, mqtts, ws, wss, amqp, ...`).
+    pub fn url_schemes() -> Vec<&'static str> {
+        Self::ALL
+            .iter()
+            .flat_map(|s| {
+                let p = s.protocol();
+                std::iter::once(p.name)
+                    .chain(p.tls_name)
+                    .chain(p.aliases.iter().map(|a| a.name))
+            })
+            .collect()
     }
 }
 
@@ -167,6 +181,14 @@ type ParseOptions = fn(
     credentials: bool,
 ) -> Result<SutOptions, SutUrlError>;
 
+/// Another URL scheme of a protocol: MQTT over WebSockets (`ws`, `wss`).
+struct SchemeAlias {
+    name: &'static str,
+    /// The scheme asks for TLS.
+    tls: bool,
+    port: u16,
+}
+
 /// One protocol's entry in the registry ([`Scheme::protocol`]).
 struct Protocol {
     /// The URL scheme without TLS, and the name everywhere else (`mqtt`).
@@ -175,6 +197,8 @@ struct Protocol {
     title: &'static str,
     /// The URL scheme with TLS, when TLS is asked for by the scheme (`mqtts`).
     tls_name: Option<&'static str>,
+    /// Other schemes of the protocol (a transport of its own: WebSockets).
+    aliases: &'static [SchemeAlias],
     port: u16,
     tls_port: u16,
     capabilities: Capabilities,
@@ -237,11 +261,11 @@ impl fmt::Display for Scheme {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SutUrlError {
     #[error(
-        "SUT URL {url:?}: no scheme (expected mqtt://, mqtts://, amqp://, amqps://, amqp10://, amqp10s:// or kafka://)"
+        "SUT URL {url:?}: no scheme (expected mqtt://, mqtts://, ws://, wss://, amqp://, amqps://, amqp10://, amqp10s:// or kafka://)"
     )]
     NoScheme { url: String },
     #[error(
-        "SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, mqtts, amqp, amqps, amqp10, amqp10s, kafka)"
+        "SUT URL {url:?}: scheme {scheme:?} is not supported (supported: mqtt, mqtts, ws, wss, amqp, amqps, amqp10, amqp10s, kafka)"
     )]
     Scheme { url: String, scheme: String },
     #[error("SUT URL {url:?}: no host")]
@@ -404,9 +428,11 @@ fn secret_key(key: &str) -> bool {
     .any(|s| k.contains(s))
 }
 
-/// Parses the options of one protocol; `url` is the redacted URL for messages.
+/// Parses the options of one protocol; `url` is the redacted URL for messages, `scheme`
+/// the URL's scheme as written (`wss`).
 struct Parser {
     url: String,
+    scheme: String,
 }
 
 impl Parser {
@@ -435,7 +461,7 @@ impl Parser {
     }
 }
 
-fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlError> {
+fn host(url: &str, default_port: u16, h: &str) -> Result<Host, SutUrlError> {
     let (name, port) = if let Some(rest) = h.strip_prefix('[') {
         let (name, after) = rest.split_once(']').ok_or_else(|| SutUrlError::NoHost {
             url: url.to_owned(),
@@ -466,7 +492,7 @@ fn host(url: &str, scheme: Scheme, tls: bool, h: &str) -> Result<Host, SutUrlErr
         });
     }
     let port = match port {
-        None => scheme.default_port(tls),
+        None => default_port,
         Some(p) => p
             .parse::<u16>()
             .ok()
@@ -529,7 +555,8 @@ impl SutUrl {
         let Some((scheme, rest)) = raw.split_once("://") else {
             return Err(SutUrlError::NoScheme { url });
         };
-        let Some((scheme, tls_scheme)) = Scheme::from_url_scheme(scheme) else {
+        let scheme_name = scheme;
+        let Some((scheme, tls_scheme, default_port)) = Scheme::from_url_scheme(scheme) else {
             return Err(SutUrlError::Scheme {
                 url,
                 scheme: scheme.to_owned(),
@@ -553,7 +580,7 @@ impl SutUrl {
         });
         let hosts = hostlist
             .split(',')
-            .map(|h| host(&url, scheme, tls_scheme, h))
+            .map(|h| host(&url, default_port, h))
             .collect::<Result<Vec<_>, _>>()?;
         let protocol = scheme.protocol();
         if hosts.len() > 1 && !protocol.capabilities.several_hosts {
@@ -566,7 +593,10 @@ impl SutUrl {
         let mut query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let p = Parser { url };
+        let p = Parser {
+            url,
+            scheme: scheme_name.to_owned(),
+        };
         let tls = p.tls(
             scheme,
             (protocol.tls_asked)(tls_scheme, &query),
@@ -709,16 +739,19 @@ impl SutUrl {
     /// subscribers, AMQP `fanout=true`).
     pub fn consumers_compete(&self) -> bool {
         match &self.options {
-            SutOptions::Mqtt(_) => false,
+            SutOptions::Mqtt(o) => o.share_group.is_some(),
             SutOptions::Amqp(o) => !o.fanout,
             SutOptions::Kafka(_) => true,
             SutOptions::Amqp10(o) => !o.fanout,
         }
     }
 
-    /// What this URL's protocol can do.
+    /// What this URL's protocol can do with its options: MQTT consumers compete with a
+    /// shared subscription.
     pub fn capabilities(&self) -> Capabilities {
-        self.scheme().capabilities()
+        let mut can = self.scheme().capabilities();
+        can.competing_consumers |= self.consumers_compete();
+        can
     }
 
     /// The partitions per topic this URL asks for, where topics have partitions and the
@@ -792,6 +825,11 @@ mod tests {
                 let u: SutUrl = format!("{tls}://h").parse().unwrap();
                 assert_eq!((u.scheme(), u.host().port), (scheme, p.tls_port));
                 assert!(u.tls.is_some(), "{tls}");
+            }
+            for alias in p.aliases {
+                let u: SutUrl = format!("{}://h", alias.name).parse().unwrap();
+                assert_eq!((u.scheme(), u.host().port), (scheme, alias.port));
+                assert_eq!(u.tls.is_some(), alias.tls, "{}", alias.name);
             }
             // A URL's protocol options are its own protocol's.
             assert_eq!(scheme.as_str(), p.name);
@@ -1127,6 +1165,59 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_5_and_websockets() {
+        let u = parse(
+            "wss://u:p@h/ws?topic=fleet/a&version=5&qos=1&user_properties=site:lab,k:v\
+             &message_expiry=1m&content_type=application/json&response_topic=r/1\
+             &topic_alias=true&session_expiry=1h&shared=true&share_group=g",
+        );
+        assert!(u.tls.is_some());
+        assert_eq!(u.host().port, 443);
+        assert!(u.consumers_compete() && u.capabilities().competing_consumers);
+        let SutOptions::Mqtt(o) = &u.options else {
+            panic!("not mqtt")
+        };
+        assert_eq!(o.version, MqttVersion::V5);
+        assert_eq!(o.transport, MqttTransport::WebSocket { path: "/ws".into() });
+        assert_eq!(o.base_topic, "fleet/a");
+        assert_eq!(o.subscription("fleet/a/r/0"), "$share/g/fleet/a/r/0");
+        assert_eq!(
+            o.v5,
+            Mqtt5Options {
+                user_properties: vec![("site".into(), "lab".into()), ("k".into(), "v".into())],
+                message_expiry_s: Some(60),
+                content_type: Some("application/json".into()),
+                response_topic: Some("r/1".into()),
+                topic_alias: true,
+                session_expiry_s: Some(3600),
+            }
+        );
+        let ws = parse("ws://h");
+        assert!(ws.tls.is_none() && !ws.consumers_compete());
+        assert_eq!(ws.host().port, 80);
+        let SutOptions::Mqtt(o) = &ws.options else {
+            panic!("not mqtt")
+        };
+        assert_eq!(
+            (o.base_topic.as_str(), &o.transport, o.version),
+            (
+                "maestro",
+                &MqttTransport::WebSocket {
+                    path: "/mqtt".into()
+                },
+                MqttVersion::V311
+            )
+        );
+        assert_eq!(o.subscription("t"), "t");
+        let shared = parse("mqtt://h/t?shared=true");
+        let SutOptions::Mqtt(o) = &shared.options else {
+            panic!("not mqtt")
+        };
+        assert_eq!(o.subscription("t/r/1"), "$share/maestro/t/r/1");
+        assert!(Scheme::url_schemes().starts_with(&["mqtt", "mqtts", "ws", "wss"]));
+    }
+
+    #[test]
     fn bad_urls_name_what_is_wrong() {
         for (url, needle) in [
             ("mqtt://h?qos=3", "qos=\"3\" is not 0, 1 or 2"),
@@ -1155,6 +1246,19 @@ mod tests {
                 "consumer.enable.auto.commit",
             ),
             ("kafka://h?producer.=1", "names no property"),
+            ("mqtt://h?version=6", "version=\"6\" is not 3.1.1"),
+            (
+                "mqtt://h?user_properties=a:1",
+                "user_properties=\"a:1\" is an MQTT 5 property: add version=5",
+            ),
+            ("mqtt://h?version=5&message_expiry=1.5s", "whole seconds"),
+            ("mqtt://h?version=5&user_properties=a", "key:value"),
+            ("mqtt://h?topic=x", "is for ws:// and wss://"),
+            ("ws://h?topic=a/%23", "wildcard"),
+            (
+                "mqtt://h?shared=true&share_group=a/b",
+                "is not a group name",
+            ),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");

@@ -1,11 +1,20 @@
-//! MQTT 3.1.1, the one driver for producers, consumers and device fleets: a client of our
-//! own per connection, one task each, no event loop or queue of a client library per
-//! connection (rumqttc stays the control plane's client and the benchmarks' baseline).
+//! MQTT 3.1.1 and 5, the one driver for producers, consumers and device fleets: a client
+//! of our own per connection, one task each, no event loop or queue of a client library
+//! per connection (rumqttc stays the control plane's client and the benchmarks' baseline).
 //!
-//! `mqtt[s]://[user:pass@]host[:port][,host2:port2...][/base-topic][?options]`; the
-//! options are typed in `maestro_protocol::sut::mqtt` (`qos`, `retain`, `clean_session`,
-//! `keep_alive`, `client_id_prefix`, `inflight`, `source_ips`, TLS). Topic `i` of a run is
-//! `<base-topic>/<run-id>/<i>`; a fleet names its clients and topics by its templates.
+//! `mqtt[s]://[user:pass@]host[:port][,host2:port2...][/base-topic][?options]`, and over
+//! WebSockets `ws[s]://host[:port][/path]?topic=<base-topic>&...`; the options are typed in
+//! `maestro_protocol::sut::mqtt` (`qos`, `retain`, `clean_session`, `keep_alive`,
+//! `client_id_prefix`, `inflight`, `source_ips`, `version`, `shared`, the MQTT 5
+//! properties, TLS). Topic `i` of a run is `<base-topic>/<run-id>/<i>`; a fleet names its
+//! clients and topics by its templates. With `shared=true` consumers subscribe to
+//! `$share/<group>/<topic>` and compete for its messages.
+//!
+//! MQTT 5: the publish properties are encoded once per client ([`wire::PublishForm`]); with
+//! `topic_alias=true` a producer names its topic once per connection and then sends alias 1
+//! (when the CONNACK allows aliases); the CONNACK's receive maximum bounds the window; reason
+//! codes other than success are counted by packet and reason in the connections' stats,
+//! and refused publishes are errors.
 //! Several nodes: clients go to them round robin by index. `source_ips=`: clients connect
 //! from those local addresses round robin, past the 64k ports per destination (the socket
 //! is bound with `IP_BIND_ADDRESS_NO_PORT` so a port is shared per 4-tuple).
@@ -18,21 +27,19 @@
 //! fleet client disconnects and reconnects every period.
 //!
 //! Packets are encoded with `rumqttc::mqttbytes` (PUBLISH by hand, into the connection's
-//! write buffer: no allocation per message).
+//! write buffer: no allocation per message): see [`wire`].
+
+mod wire;
 
 use super::tls::{HandshakeError, TlsClient};
 use super::{
     AckTimes, ConnectError, ConnectFailure, ConnectionTracker, Consumer, Driver, DriverError,
     Durations, Producer, Timings, TrySendError, sent_ns,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use maestro_protocol::fleet::FleetSpec;
-use maestro_protocol::sut::{MqttOptions, Qos};
+use maestro_protocol::sut::{MqttOptions, MqttTransport, MqttVersion, Qos};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, PubRel, Subscribe,
-    SubscribeReasonCode,
-};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -42,11 +49,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either;
+use wire::{Ack, Incoming, PublishForm};
 
-/// How long each step of connecting (TCP, TLS, CONNACK, SUBACK) may take.
+/// How long each step of connecting (TCP, TLS, WebSocket, CONNACK, SUBACK) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest packet read.
-const MAX_PACKET: usize = 16 << 20;
 /// Bytes a client buffers for writing before `try_send` reports `Full`.
 const WRITE_LIMIT: usize = 64 * 1024;
 /// Tries at the first connection before the client (and the configure) fails.
@@ -54,7 +60,19 @@ const FIRST_TRIES: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-type Stream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+/// TCP, or TLS over TCP.
+type Transport = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+/// MQTT over a WebSocket (binary frames) over TCP or TLS.
+type WebSocket = ws_stream_tungstenite::WsStream<async_tungstenite::tokio::TokioAdapter<Transport>>;
+/// A connection's bytes: straight on TCP/TLS, or in WebSocket frames.
+type Stream = Either<Transport, Box<WebSocket>>;
+
+/// What the broker granted in its CONNACK (MQTT 5; MQTT 3.1.1 grants no aliases).
+#[derive(Debug, Clone, Copy, Default)]
+struct Granted {
+    topic_alias_max: u16,
+    receive_max: Option<u16>,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -64,7 +82,14 @@ struct Inner {
     source_ips: Vec<IpAddr>,
     credentials: Option<(String, String)>,
     qos: u8,
-    retain: bool,
+    version: MqttVersion,
+    /// How publishes are written (the version, QoS, retain, MQTT 5 properties).
+    form: PublishForm,
+    /// The WebSocket path, over WebSockets.
+    websocket: Option<String>,
+    /// The URL's options (consumers' subscriptions: shared or not).
+    options: MqttOptions,
+    session_expiry_s: Option<u32>,
     clean_session: bool,
     keep_alive: Duration,
     inflight: usize,
@@ -95,6 +120,11 @@ impl MqttDriver {
         clients: u32,
     ) -> Result<Self, DriverError> {
         let tls = TlsClient::for_url(url)?;
+        let qos = match o.qos {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+            Qos::ExactlyOnce => 2,
+        };
         Ok(MqttDriver(Arc::new(Inner {
             url: url.redacted(),
             nodes: url.hosts.iter().map(|h| (h.name.clone(), h.port)).collect(),
@@ -103,12 +133,15 @@ impl MqttDriver {
                 .credentials
                 .as_ref()
                 .map(|c| (c.user.clone(), c.password.clone())),
-            qos: match o.qos {
-                Qos::AtMostOnce => 0,
-                Qos::AtLeastOnce => 1,
-                Qos::ExactlyOnce => 2,
+            qos,
+            version: o.version,
+            form: PublishForm::new(o, qos),
+            websocket: match &o.transport {
+                MqttTransport::Tcp => None,
+                MqttTransport::WebSocket { path } => Some(path.clone()),
             },
-            retain: o.retain,
+            options: o.clone(),
+            session_expiry_s: o.v5.session_expiry_s,
             clean_session: o.clean_session,
             keep_alive: o.keep_alive,
             inflight: usize::from(o.inflight.max(1)),
@@ -142,14 +175,16 @@ impl MqttDriver {
         format!("{}/{}/{}", self.0.base, self.0.run, i)
     }
 
-    /// The topic consumer `plan` subscribes to: the fleet's topic with `+` for the client
-    /// index, or the run's topic of its index.
+    /// The topic filter consumer `plan` subscribes to: the fleet's topic with `+` for the
+    /// client index, or the run's topic of its index; `$share/<group>/...` with a shared
+    /// subscription.
     pub fn consumer_topic(&self, plan: &ConsumerPlan) -> String {
         let d = &self.0;
-        match &d.fleet {
+        let topic = match &d.fleet {
             Some(f) => f.topic.wildcard(d.run.as_str()),
             None => self.topic(plan.topic),
-        }
+        };
+        d.options.subscription(&topic)
     }
 
     /// A producer: a fleet client named by the templates, or a plain producer that
@@ -196,7 +231,7 @@ impl MqttDriver {
 
     /// One attempt at a connection: TCP (from the client's source address), TLS, CONNECT,
     /// and SUBSCRIBE when the client subscribes. Each step is timed and bounded.
-    async fn open(&self, who: &Identity) -> Result<Stream, ConnectError> {
+    async fn open(&self, who: &Identity) -> Result<(Stream, Granted), ConnectError> {
         let d = &self.0;
         let began = Instant::now();
         let (host, port) = &d.nodes[who.index as usize % d.nodes.len().max(1)];
@@ -252,7 +287,7 @@ impl MqttDriver {
             Ok(Ok(s)) => s,
         };
         d.tracker.tcp_connect.record(began.elapsed());
-        let mut stream: Stream = match &d.tls {
+        let transport: Transport = match &d.tls {
             None => Either::Left(tcp),
             Some(tls) => {
                 match tokio::time::timeout(STEP_TIMEOUT, tls.handshake(&who.client_id, tcp)).await {
@@ -275,28 +310,41 @@ impl MqttDriver {
                 }
             }
         };
-        let mut connect = Connect::new(who.client_id.clone());
-        connect.keep_alive = u16::try_from(d.keep_alive.as_secs()).unwrap_or(u16::MAX);
-        connect.clean_session = d.clean_session;
-        if let Some((u, p)) = &d.credentials {
-            connect.set_login(u.clone(), p.clone());
-        }
+        let mut stream: Stream = match &d.websocket {
+            None => Either::Left(transport),
+            Some(path) => Either::Right(Box::new(
+                upgrade(transport, host, *port, path, d.tls.is_some()).await?,
+            )),
+        };
         let mut buf = BytesMut::with_capacity(128);
-        match ask(&mut stream, &mut buf, &Packet::Connect(connect)).await? {
-            Packet::ConnAck(ConnAck {
-                code: ConnectReturnCode::Success,
+        let hello = wire::Hello {
+            client_id: &who.client_id,
+            keep_alive_s: u16::try_from(d.keep_alive.as_secs()).unwrap_or(u16::MAX),
+            clean: d.clean_session,
+            credentials: d.credentials.as_ref(),
+            session_expiry_s: d.session_expiry_s,
+        };
+        buf.clear();
+        wire::connect(d.version, &hello, &mut buf);
+        let granted = match ask(&mut stream, &mut buf, d.version).await? {
+            Incoming::ConnAck(wire::ConnAck {
+                refused: None,
+                topic_alias_max,
+                receive_max,
+            }) => Granted {
+                topic_alias_max,
+                receive_max,
+            },
+            Incoming::ConnAck(wire::ConnAck {
+                refused: Some((why, code)),
                 ..
-            }) => {}
-            Packet::ConnAck(ConnAck { code, .. }) => {
-                let why = match code {
-                    ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => {
-                        ConnectFailure::Auth
-                    }
-                    _ => ConnectFailure::Other,
-                };
+            }) => {
                 return Err(ConnectError::new(
-                    why,
-                    format!("the broker refused the connection: {code:?}"),
+                    match why {
+                        wire::Refusal::Auth => ConnectFailure::Auth,
+                        wire::Refusal::Other => ConnectFailure::Other,
+                    },
+                    format!("the broker refused the connection: {code}"),
                 ));
             }
             other => {
@@ -305,25 +353,18 @@ impl MqttDriver {
                     format!("expected CONNACK, got {other:?}"),
                 ));
             }
-        }
+        };
         d.connects.record(began.elapsed());
         if let Some(filter) = &who.subscribe {
             let at = Instant::now();
-            let qos = match d.qos {
-                0 => rumqttc::QoS::AtMostOnce,
-                1 => rumqttc::QoS::AtLeastOnce,
-                _ => rumqttc::QoS::ExactlyOnce,
-            };
-            let mut sub = Subscribe::new(filter.clone(), qos);
-            sub.pkid = 1;
-            match ask(&mut stream, &mut buf, &Packet::Subscribe(sub)).await? {
-                Packet::SubAck(a) if !a.return_codes.contains(&SubscribeReasonCode::Failure) => {
-                    d.subscribes.record(at.elapsed());
-                }
-                Packet::SubAck(_) => {
+            buf.clear();
+            wire::subscribe(d.version, filter, d.qos, &mut buf);
+            match ask(&mut stream, &mut buf, d.version).await? {
+                Incoming::SubAck(Ok(())) => d.subscribes.record(at.elapsed()),
+                Incoming::SubAck(Err(code)) => {
                     return Err(ConnectError::new(
                         ConnectFailure::Auth,
-                        format!("the broker refused the subscription to {filter}"),
+                        format!("the broker refused the subscription to {filter}: {code}"),
                     ));
                 }
                 other => {
@@ -334,7 +375,7 @@ impl MqttDriver {
                 }
             }
         }
-        Ok(stream)
+        Ok((stream, granted))
     }
 
     /// The first connection of a client: a few tries, then the run cannot have it.
@@ -342,9 +383,9 @@ impl MqttDriver {
         let mut last = None;
         for attempt in 0..FIRST_TRIES {
             match self.open(&who).await {
-                Ok(stream) => {
+                Ok((stream, granted)) => {
                     self.0.tracker.opened(false);
-                    return Ok(Client::new(self.clone(), who, stream));
+                    return Ok(Client::new(self.clone(), who, stream, granted));
                 }
                 Err(e) => {
                     self.0.tracker.failed(e.why);
@@ -409,74 +450,74 @@ fn io_failure(e: &std::io::Error) -> ConnectError {
     }
 }
 
-/// Sends one handshake packet and reads the answer, within [`STEP_TIMEOUT`].
+/// Sends the handshake packet in `buf` and reads the answer, within [`STEP_TIMEOUT`].
 async fn ask(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    packet: &Packet,
-) -> Result<Packet, ConnectError> {
-    buf.clear();
-    write_packet(packet, buf);
+    version: MqttVersion,
+) -> Result<Incoming, ConnectError> {
     step(async {
         stream.write_all(buf).await?;
         stream.flush().await?;
-        read_one(stream, buf).await
+        buf.clear();
+        loop {
+            match wire::read(version, buf) {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {
+                    if stream.read_buf(buf).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
     })
     .await
 }
 
-/// Reads one packet (the handshake's answers); `buf` is reused.
-async fn read_one(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<Packet> {
-    buf.clear();
-    loop {
-        match Packet::read(buf, MAX_PACKET) {
-            Ok(p) => return Ok(p),
-            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            Err(e) => return Err(std::io::Error::other(format!("bad MQTT packet: {e}"))),
-        }
+/// The WebSocket upgrade (subprotocol `mqtt`) on a TCP or TLS connection, within
+/// [`STEP_TIMEOUT`].
+async fn upgrade(
+    transport: Transport,
+    host: &str,
+    port: u16,
+    path: &str,
+    tls: bool,
+) -> Result<WebSocket, ConnectError> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    let scheme = if tls { "wss" } else { "ws" };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let url = format!("{scheme}://{host}:{port}{path}");
+    let mut request = url.as_str().into_client_request().map_err(|e| {
+        ConnectError::new(
+            ConnectFailure::Other,
+            format!("bad WebSocket URL {url}: {e}"),
+        )
+    })?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        async_tungstenite::tungstenite::http::HeaderValue::from_static("mqtt"),
+    );
+    match tokio::time::timeout(
+        STEP_TIMEOUT,
+        async_tungstenite::tokio::client_async(request, transport),
+    )
+    .await
+    {
+        Err(_) => Err(ConnectError::new(
+            ConnectFailure::Timeout,
+            format!("no WebSocket upgrade at {url} within {STEP_TIMEOUT:?}"),
+        )),
+        Ok(Err(e)) => Err(ConnectError::new(
+            ConnectFailure::Other,
+            format!("WebSocket upgrade at {url} failed: {e}"),
+        )),
+        Ok(Ok((ws, _response))) => Ok(ws_stream_tungstenite::WsStream::new(ws)),
     }
-}
-
-fn write_packet(p: &Packet, buf: &mut BytesMut) {
-    // Only our own small packets are written this way: they always fit.
-    let _ = p.write(buf, MAX_PACKET);
-}
-
-/// PUBLISH, written by hand: no `String` for the topic per message.
-fn put_publish(
-    buf: &mut BytesMut,
-    topic: &str,
-    qos: u8,
-    retain: bool,
-    dup: bool,
-    pkid: u16,
-    payload: &[u8],
-) {
-    let len = 2 + topic.len() + if qos > 0 { 2 } else { 0 } + payload.len();
-    buf.reserve(len + 5);
-    buf.put_u8(0x30 | (u8::from(dup) << 3) | (qos << 1) | u8::from(retain));
-    let mut rest = len;
-    loop {
-        let mut byte = (rest % 128) as u8;
-        rest /= 128;
-        if rest > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if rest == 0 {
-            break;
-        }
-    }
-    buf.put_u16(topic.len() as u16);
-    buf.put_slice(topic.as_bytes());
-    if qos > 0 {
-        buf.put_u16(pkid);
-    }
-    buf.put_slice(payload);
 }
 
 /// Exponential backoff with jitter for attempt `n` (from 0).
@@ -508,6 +549,18 @@ pub struct Client {
     next_pkid: u16,
     /// QoS 1/2 publishes not yet acknowledged, in order (resent after a reconnect).
     inflight: VecDeque<InFlight>,
+    /// The most QoS 1/2 publishes in flight: the URL's `inflight`, at most the broker's
+    /// receive maximum (MQTT 5).
+    window: usize,
+    /// MQTT 5 topic aliases: `None` without them (not asked for, or the broker takes
+    /// none); else whether this connection has set alias 1 yet.
+    alias_set: Option<bool>,
+    /// MQTT 5 reason codes other than success, counted until the close.
+    reasons: Vec<(wire::Reason, u64)>,
+    /// Publishes the broker refused (a reason code of 0x80 or more) since the last drive,
+    /// and the first one's reason.
+    refused: u64,
+    last_refusal: Option<String>,
     /// Acknowledgements not yet taken by the engine.
     acks: AckTimes,
     /// Keep-alive: the last write, and when the unanswered PINGREQ went out.
@@ -550,7 +603,8 @@ struct InFlight {
 }
 
 /// A connection being made, boxed so it outlives a cancelled `drive`.
-type Opening = Pin<Box<dyn std::future::Future<Output = Result<Stream, ConnectError>> + Send>>;
+type Opening =
+    Pin<Box<dyn std::future::Future<Output = Result<(Stream, Granted), ConnectError>> + Send>>;
 
 /// What one turn of driving the socket did.
 enum Io {
@@ -559,7 +613,7 @@ enum Io {
 }
 
 impl Client {
-    fn new(driver: MqttDriver, who: Identity, io: Stream) -> Self {
+    fn new(driver: MqttDriver, who: Identity, io: Stream, granted: Granted) -> Self {
         let now = tokio::time::Instant::now();
         let churn_at = who
             .churns
@@ -567,6 +621,7 @@ impl Client {
             .flatten()
             .map(|d| now + d);
         let keep_alive = driver.0.keep_alive;
+        let (window, alias_set) = driver.granted(granted);
         Client {
             driver,
             who,
@@ -575,6 +630,11 @@ impl Client {
             wbuf: BytesMut::new(),
             next_pkid: 0,
             inflight: VecDeque::new(),
+            window,
+            alias_set,
+            reasons: Vec::new(),
+            refused: 0,
+            last_refusal: None,
             acks: AckTimes::default(),
             last_write: now,
             ping_sent: None,
@@ -633,8 +693,8 @@ impl Client {
         let outcome = opening.await;
         self.opening = None;
         match outcome {
-            Ok(io) => {
-                self.reconnected(io);
+            Ok((io, granted)) => {
+                self.reconnected(io, granted);
                 Ok(())
             }
             Err(ConnectError { why, .. }) => {
@@ -648,20 +708,21 @@ impl Client {
 
     /// Connected again: counts it, resends what was not acknowledged, and sets the next
     /// churn.
-    fn reconnected(&mut self, io: Stream) {
+    fn reconnected(&mut self, io: Stream, granted: Granted) {
         self.driver.0.tracker.opened(true);
         self.io = Some(io);
         self.attempt = 0;
+        (self.window, self.alias_set) = self.driver.granted(granted);
         let now = tokio::time::Instant::now();
         self.last_write = now;
         self.ping_sent = None;
-        let d = &self.driver.0;
-        for sent in &self.inflight {
-            put_publish(
+        for k in 0..self.inflight.len() {
+            let alias = self.alias();
+            let sent = &self.inflight[k];
+            self.driver.0.form.put(
                 &mut self.wbuf,
                 &self.who.topic,
-                d.qos,
-                d.retain,
+                alias,
                 true,
                 sent.pkid,
                 &sent.payload,
@@ -676,46 +737,104 @@ impl Client {
         self.arm(now);
     }
 
+    /// The topic alias of the next publish on this connection (see [`PublishForm::put`]):
+    /// the first one sets alias 1, the next ones use it.
+    #[inline]
+    fn alias(&mut self) -> Option<bool> {
+        let set = self.alias_set.as_mut()?;
+        let first = !*set;
+        *set = true;
+        Some(first)
+    }
+
+    /// Counts an MQTT 5 reason code; a refused publish is also an error.
+    fn reason(&mut self, reason: wire::Reason) {
+        if reason.failed && reason.packet != "DISCONNECT" {
+            self.refused += 1;
+            if self.last_refusal.is_none() {
+                self.last_refusal = Some(reason.name());
+            }
+        }
+        match self
+            .reasons
+            .iter_mut()
+            .find(|(r, _)| r.packet == reason.packet && r.key == reason.key)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.reasons.push((reason, 1)),
+        }
+    }
+
     /// Handles every whole packet in the read buffer; publishes are kept for a consumer
     /// (`keep`) or counted.
     fn handle(&mut self, keep: bool) -> Result<(), String> {
+        let version = self.driver.0.version;
         loop {
-            let packet = match Packet::read(&mut self.rbuf, MAX_PACKET) {
-                Ok(p) => p,
-                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => return Ok(()),
-                Err(e) => return Err(format!("bad MQTT packet from the broker: {e}")),
+            let Some(packet) =
+                wire::read(version, &mut self.rbuf).map_err(|e| format!("{e} from the broker"))?
+            else {
+                return Ok(());
             };
             match packet {
-                Packet::PubAck(PubAck { pkid }) | Packet::PubComp(PubComp { pkid }) => {
+                Incoming::Done { pkid, reason } => {
+                    if let Some(r) = reason {
+                        self.reason(r);
+                    }
                     self.acked(pkid);
                 }
-                Packet::PubRec(PubRec { pkid }) => {
-                    write_packet(&Packet::PubRel(PubRel::new(pkid)), &mut self.wbuf);
-                }
-                Packet::PubRel(PubRel { pkid, .. }) => {
-                    write_packet(&Packet::PubComp(PubComp { pkid }), &mut self.wbuf);
-                }
-                Packet::Publish(p) => {
-                    match p.qos {
-                        rumqttc::QoS::AtMostOnce => {}
-                        rumqttc::QoS::AtLeastOnce => {
-                            write_packet(&Packet::PubAck(PubAck::new(p.pkid)), &mut self.wbuf)
+                Incoming::Received { pkid, reason } => match reason {
+                    // A refused QoS 2 publish ends at its PUBREC.
+                    Some(r) if r.failed => {
+                        self.reason(r);
+                        self.acked(pkid);
+                    }
+                    other => {
+                        if let Some(r) = other {
+                            self.reason(r);
                         }
-                        rumqttc::QoS::ExactlyOnce => {
-                            write_packet(&Packet::PubRec(PubRec::new(p.pkid)), &mut self.wbuf)
-                        }
+                        wire::ack(Ack::Pubrel, pkid, &mut self.wbuf);
+                    }
+                },
+                Incoming::Release { pkid } => wire::ack(Ack::Pubcomp, pkid, &mut self.wbuf),
+                Incoming::Publish { qos, pkid, payload } => {
+                    match qos {
+                        1 => wire::ack(Ack::Puback, pkid, &mut self.wbuf),
+                        2 => wire::ack(Ack::Pubrec, pkid, &mut self.wbuf),
+                        _ => {}
                     }
                     if keep {
-                        self.incoming.push_back(p.payload);
+                        self.incoming.push_back(payload);
                     } else {
                         self.received += 1;
                     }
                 }
-                Packet::PingResp => self.ping_sent = None,
-                Packet::Disconnect => return Err("the broker sent DISCONNECT".into()),
-                _ => {}
+                Incoming::PingResp => self.ping_sent = None,
+                Incoming::Disconnect(reason) => {
+                    let why = reason.as_ref().map(wire::Reason::name);
+                    if let Some(r) = reason {
+                        self.reason(r);
+                    }
+                    return Err(match why {
+                        Some(why) => format!("the broker sent DISCONNECT ({why})"),
+                        None => "the broker sent DISCONNECT".into(),
+                    });
+                }
+                Incoming::ConnAck(_) | Incoming::SubAck(_) | Incoming::Other => {}
             }
         }
+    }
+
+    /// Publishes the broker refused since the last call, as one error.
+    fn refusals(&mut self) -> Result<(), DriverError> {
+        if self.refused == 0 {
+            return Ok(());
+        }
+        let failed = std::mem::take(&mut self.refused);
+        let reason = self.last_refusal.take().unwrap_or_default();
+        Err(DriverError::Rejected(super::Rejection::Refused {
+            failed,
+            reason,
+        }))
     }
 
     /// Drives the connection until something happened: bytes written or read (and
@@ -759,7 +878,10 @@ impl Client {
                 self.last_write = tokio::time::Instant::now();
                 Ok(())
             }
-            Some(Ok(Io::Read)) => self.handle(keep).map_err(|reason| self.lost(reason)),
+            Some(Ok(Io::Read)) => {
+                self.handle(keep).map_err(|reason| self.lost(reason))?;
+                self.refusals()
+            }
             Some(Err(e)) => Err(self.lost(e.to_string())),
             None => self.on_timer().await,
         }
@@ -784,7 +906,7 @@ impl Client {
                 return Err(e);
             }
             None if now >= self.last_write + keep_alive => {
-                write_packet(&Packet::PingReq, &mut self.wbuf);
+                wire::ping(&mut self.wbuf);
                 self.ping_sent = Some(now);
             }
             _ => {}
@@ -814,7 +936,7 @@ impl Client {
             return;
         };
         self.driver.0.tracker.closed(false, true);
-        write_packet(&Packet::Disconnect, &mut self.wbuf);
+        wire::disconnect(&mut self.wbuf);
         let farewell = std::mem::take(&mut self.wbuf);
         self.rbuf.clear();
         self.ping_sent = None;
@@ -828,7 +950,7 @@ impl Client {
     /// Sends DISCONNECT after what is buffered and lets the broker close the connection.
     async fn goodbye(&mut self) {
         if let Some(io) = self.io.take() {
-            write_packet(&Packet::Disconnect, &mut self.wbuf);
+            wire::disconnect(&mut self.wbuf);
             say_goodbye(io, std::mem::take(&mut self.wbuf)).await;
         }
         self.rbuf.clear();
@@ -841,7 +963,7 @@ impl Client {
         // broker saw is counted.
         if let Some(opening) = self.opening.take() {
             match tokio::time::timeout(maestro_control::session::GOODBYE_TIMEOUT, opening).await {
-                Ok(Ok(io)) => {
+                Ok(Ok((io, _))) => {
                     t.opened(true);
                     self.io = Some(io);
                 }
@@ -855,6 +977,9 @@ impl Client {
             t.closed(false, false);
         }
         t.received(self.received);
+        for (reason, n) in &self.reasons {
+            t.reason(reason.name(), *n);
+        }
     }
 }
 
@@ -873,6 +998,16 @@ async fn say_goodbye(mut io: Stream, farewell: BytesMut) {
 }
 
 impl MqttDriver {
+    /// A connection's window and topic aliases from what the broker granted.
+    fn granted(&self, g: Granted) -> (usize, Option<bool>) {
+        let d = &self.0;
+        let window = g
+            .receive_max
+            .map_or(d.inflight, |max| d.inflight.min(usize::from(max.max(1))));
+        let aliases = (d.form.aliases() && g.topic_alias_max >= 1).then_some(false);
+        (window, aliases)
+    }
+
     /// When client `index` churns next: its first churn is spread over one period by
     /// index (so the fleet does not reconnect at once).
     fn churn_after(&self, index: u32, first: bool) -> Option<Duration> {
@@ -892,20 +1027,20 @@ impl Producer for Client {
         if self.io.is_none() || self.wbuf.len() >= WRITE_LIMIT {
             return Err(TrySendError::Full);
         }
-        let (qos, retain) = (self.driver.0.qos, self.driver.0.retain);
+        let qos = self.driver.0.qos;
         let pkid = if qos > 0 {
-            if self.inflight.len() >= self.driver.0.inflight {
+            if self.inflight.len() >= self.window {
                 return Err(TrySendError::Full);
             }
             self.pkid()
         } else {
             0
         };
-        put_publish(
+        let alias = self.alias();
+        self.driver.0.form.put(
             &mut self.wbuf,
             &self.who.topic,
-            qos,
-            retain,
+            alias,
             false,
             pkid,
             &payload,
@@ -925,7 +1060,7 @@ impl Producer for Client {
             return 0;
         }
         if self.driver.0.qos > 0 {
-            self.driver.0.inflight.saturating_sub(self.inflight.len())
+            self.window.saturating_sub(self.inflight.len())
         } else {
             // Bytes left to buffer, over a small message: enough for a batch.
             (WRITE_LIMIT - self.wbuf.len()) / 64 + 1
@@ -1003,19 +1138,6 @@ impl Driver for MqttDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn publish_is_encoded_as_mqttbytes_reads_it() {
-        let mut buf = BytesMut::new();
-        let body = vec![7u8; 300];
-        put_publish(&mut buf, "a/b", 1, false, true, 9, &body);
-        let Ok(Packet::Publish(p)) = Packet::read(&mut buf, MAX_PACKET) else {
-            panic!("not a publish")
-        };
-        assert_eq!((p.topic.as_str(), p.pkid, p.dup), ("a/b", 9, true));
-        assert_eq!(p.payload.len(), 300);
-        assert!(buf.is_empty());
-    }
 
     #[test]
     fn backoff_grows_to_its_cap() {
