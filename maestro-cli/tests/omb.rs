@@ -344,3 +344,45 @@ fn an_omb_rabbitmq_backlog_workload_builds_and_drains() {
         "{s:#}"
     );
 }
+
+/// OMB's own `driver-mqtt5/mqtt5.yaml` (only its server changed) against Mosquitto: one
+/// subscription of three consumers, a shared one, so each message reaches one of them.
+#[test]
+fn the_omb_mqtt5_driver_runs_as_it_is_with_shared_subscriptions() {
+    let c = Cluster::start(1);
+    let mq = maestro_testkit::Mosquitto::start().unwrap();
+    let dir = temp_dir("mqtt5");
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "name: omb-mqtt5\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 256\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
+         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("driver.yaml"),
+        format!(
+            "name: MQTT\ndriverClass: io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver\n\n\
+             client:\n  serverUri: tcp://127.0.0.1:{}\n  username:\n  password:\n  topicPrefix: benchmark\n\n\
+             consumer:\n  cleanSession: true\n  sessionExpiryIntervalSeconds: 259200\n  receiveMaximum: 256\n",
+            mq.port
+        ),
+    )
+    .unwrap();
+    let (_, plan) = run_omb(&c, &dir, &[]);
+    let s = &plan["phases"][0]["probes"][0]["summary"];
+    let sent = u(s, "sent");
+    assert!(sent >= 1000, "{s:#}");
+    assert_eq!((u(s, "lost"), u(s, "duplicated")), (0, 0), "{s:#}");
+    // One shared subscription: each message once (three subscribers of their own would
+    // have had three copies).
+    assert_eq!(u(s, "received"), sent, "{s:#}");
+    assert!(
+        s["sut"]
+            .as_str()
+            .unwrap()
+            .contains("version=5&qos=1&shared=true"),
+        "{s:#}"
+    );
+    assert_eq!(u(&s["publish_latency_us"], "count"), sent, "{s:#}");
+}

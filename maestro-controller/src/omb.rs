@@ -1,5 +1,5 @@
 //! OpenMessaging Benchmark (OMB) files, run as they are: a workload YAML and a driver YAML
-//! (Kafka or RabbitMQ) become one test plan, the same [`LoadedPlan`] a TOML plan is, so
+//! (Kafka, RabbitMQ or MQTT 5) become one test plan, the same [`LoadedPlan`] a TOML plan is, so
 //! they run, check, report and compare like any plan. The plan made from them is kept in
 //! the results folder as `plan.toml`.
 //!
@@ -130,12 +130,64 @@ pub struct Driver {
     pub consumer_creation_delay: Option<u64>,
     #[serde(default)]
     pub consumer_creation_batch_size: Option<u32>,
+    // MQTT 5.
+    #[serde(default)]
+    pub client: Option<MqttClient>,
+    #[serde(default)]
+    pub consumer: Option<MqttConsumer>,
+}
+
+/// `driver-mqtt5`'s `client:` section (OMB's defaults).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttClient {
+    #[serde(default = "MqttClient::default_server_uri")]
+    pub server_uri: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "MqttClient::default_qos")]
+    pub qos: u8,
+    #[serde(default = "MqttClient::default_topic_prefix")]
+    pub topic_prefix: String,
+}
+
+impl MqttClient {
+    fn default_server_uri() -> String {
+        "tcp://localhost:1883".into()
+    }
+    fn default_qos() -> u8 {
+        1
+    }
+    fn default_topic_prefix() -> String {
+        "benchmark".into()
+    }
+}
+
+/// `driver-mqtt5`'s `consumer:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttConsumer {
+    #[serde(default = "MqttConsumer::default_clean_session")]
+    pub clean_session: bool,
+    #[serde(default)]
+    pub session_expiry_interval_seconds: Option<u32>,
+    #[serde(default)]
+    pub receive_maximum: Option<u16>,
+}
+
+impl MqttConsumer {
+    fn default_clean_session() -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Kafka,
     RabbitMq,
+    Mqtt5,
 }
 
 /// The plan made from an OMB workload and driver, with warnings about what was left out.
@@ -188,11 +240,14 @@ fn properties(
     Ok(out)
 }
 
-/// Where the plan's load goes: the SUT URL, and how many consumers share a subscription.
-/// maestro's plan always has one subscription per topic: OMB's several subscriptions
-/// become one consumer each on a RabbitMQ fanout, and Kafka takes only one.
+/// Where the plan's load goes: the SUT URL, and how many subscriptions a topic has and
+/// how many consumers share each. A maestro plan's consumers of a topic either compete in
+/// one subscription or each have their own: OMB's several subscriptions become one
+/// consumer each on a RabbitMQ fanout or MQTT subscriptions of their own, and Kafka takes
+/// only one.
 struct Target {
     url: String,
+    subscriptions_per_topic: u32,
     consumers_per_subscription: u32,
 }
 
@@ -316,6 +371,7 @@ fn kafka_target(
     }
     Ok(Target {
         url: with_query(format!("kafka://{}/omb", hosts.join(",")), query.finish()),
+        subscriptions_per_topic: 1,
         consumers_per_subscription: w.consumer_per_subscription,
     })
 }
@@ -406,6 +462,123 @@ fn rabbitmq_target(
             base.split('?').next().unwrap_or(base).to_owned(),
             query.finish(),
         ),
+        subscriptions_per_topic: 1,
+        consumers_per_subscription: per_subscription,
+    })
+}
+
+/// An MQTT 5 driver's server, credentials, QoS and consumer session as an `mqtt://` URL
+/// with `version=5`. OMB's consumers of a subscription share it (`$share/<subscription>/`):
+/// several consumers of one subscription are a maestro shared subscription
+/// (`shared=true`); several subscriptions of one consumer are subscribers of their own.
+fn mqtt5_target(
+    w: &Workload,
+    d: &Driver,
+    (workload_path, driver_path): (&Path, &Path),
+) -> Result<Target, PlanError> {
+    let client = d.client.clone().unwrap_or(MqttClient {
+        server_uri: MqttClient::default_server_uri(),
+        username: None,
+        password: None,
+        qos: MqttClient::default_qos(),
+        topic_prefix: MqttClient::default_topic_prefix(),
+    });
+    let field = |f: &str, reason: String| problem(driver_path, 0, f, reason);
+    let (scheme, rest) = client
+        .server_uri
+        .split_once("://")
+        .unwrap_or(("tcp", client.server_uri.as_str()));
+    if !scheme.eq_ignore_ascii_case("tcp") && !scheme.eq_ignore_ascii_case("mqtt") {
+        return Err(field(
+            "client.serverUri",
+            format!(
+                "{:?}: OMB's MQTT 5 driver connects over TCP (tcp://host:port)",
+                client.server_uri
+            ),
+        ));
+    }
+    let host_port = rest.trim_end_matches('/');
+    if host_port.is_empty() || host_port.contains(['/', '?', '@']) {
+        return Err(field(
+            "client.serverUri",
+            format!("{:?} is not tcp://host:port", client.server_uri),
+        ));
+    }
+    if client.qos > 2 {
+        return Err(field(
+            "client.qos",
+            format!("{} is not 0, 1 or 2", client.qos),
+        ));
+    }
+    let prefix = client.topic_prefix.trim_matches('/');
+    if prefix.is_empty() || prefix.contains(['+', '#']) {
+        return Err(field(
+            "client.topicPrefix",
+            format!("{:?} is not a topic prefix", client.topic_prefix),
+        ));
+    }
+    let credentials = match (client.username.as_deref(), client.password.as_deref()) {
+        (Some(u), p) if !u.is_empty() => {
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            format!("{}:{}@", enc(u), enc(p.unwrap_or_default()))
+        }
+        _ => String::new(),
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("version", "5");
+    query.append_pair("qos", &client.qos.to_string());
+    let (subscriptions, per_subscription) = match (
+        w.subscriptions_per_topic,
+        w.consumer_per_subscription,
+    ) {
+        (1, c) => {
+            query.append_pair("shared", "true");
+            query.append_pair("share_group", "omb");
+            (1, c)
+        }
+        (s, 1) => (s, 1),
+        (s, c) => {
+            return Err(problem(
+                workload_path,
+                0,
+                "subscriptionsPerTopic",
+                format!(
+                    "{s} subscriptions of {c} consumers each: with MQTT, either one shared subscription or one consumer per subscription"
+                ),
+            ));
+        }
+    };
+    if let Some(c) = &d.consumer {
+        query.append_pair("clean_session", &c.clean_session.to_string());
+        // OMB asks for a session expiry only without a clean session.
+        if !c.clean_session
+            && let Some(s) = c.session_expiry_interval_seconds
+        {
+            query.append_pair("session_expiry", &format!("{s}s"));
+        }
+        if let Some(r) = c.receive_maximum {
+            if r == 0 {
+                return Err(field("consumer.receiveMaximum", "must be 1 or more".into()));
+            }
+            query.append_pair("receive_maximum", &r.to_string());
+        }
+    }
+    let prefix = prefix
+        .split('/')
+        .map(|p| {
+            percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC).to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    Ok(Target {
+        url: with_query(
+            format!("mqtt://{credentials}{host_port}/{prefix}"),
+            query.finish(),
+        ),
+        subscriptions_per_topic: subscriptions,
         consumers_per_subscription: per_subscription,
     })
 }
@@ -477,7 +650,14 @@ fn workload_table(
         .key_distributor
         .is_some_and(|k| k != KeyDistributor::NoKey)
     {
-        warnings.push("keyDistributor: RabbitMQ messages have no keys; left out".into());
+        let protocol = if kind == Kind::Mqtt5 {
+            "MQTT"
+        } else {
+            "RabbitMQ"
+        };
+        warnings.push(format!(
+            "keyDistributor: {protocol} messages have no keys; left out"
+        ));
     }
     PlanWorkload {
         topics: w.topics,
@@ -485,7 +665,7 @@ fn workload_table(
             .partitions_per_topic
             .filter(|p| *p > 0 && kind == Kind::Kafka),
         producers_per_topic: w.producers_per_topic,
-        subscriptions_per_topic: 1,
+        subscriptions_per_topic: target.subscriptions_per_topic,
         consumers_per_subscription: target.consumers_per_subscription,
         message_size: SizeValue::Bytes(w.message_size),
         payload_file: w
@@ -512,13 +692,15 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         Kind::Kafka
     } else if d.driver_class.ends_with(".RabbitMqBenchmarkDriver") {
         Kind::RabbitMq
+    } else if d.driver_class == "io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver" {
+        Kind::Mqtt5
     } else {
         return Err(problem(
             driver_path,
             0,
             "driverClass",
             format!(
-                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver or io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver)",
+                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver, io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver or io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver)",
                 d.driver_class
             ),
         ));
@@ -535,6 +717,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
     let target = match kind {
         Kind::Kafka => kafka_target(&w, &d, paths, &mut warnings)?,
         Kind::RabbitMq => rabbitmq_target(&w, &d, paths, &mut warnings)?,
+        Kind::Mqtt5 => mqtt5_target(&w, &d, paths)?,
     };
     let plan = Plan {
         plan: Metadata {
@@ -549,6 +732,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
                 match kind {
                     Kind::Kafka => "kafka",
                     Kind::RabbitMq => "rabbitmq",
+                    Kind::Mqtt5 => "mqtt5",
                 }
                 .into(),
             ],
@@ -613,6 +797,55 @@ mod tests {
         producerConfig: |\n  acks=1\n";
     const RABBIT: &str = "name: RabbitMQ\ndriverClass: io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver\n\
         amqpUris:\n  - amqp://u:p@r1:5672\nmessagePersistence: true\n";
+
+    /// `driver-mqtt5/mqtt5.yaml` as upstream has it.
+    const MQTT5: &str = "name: MQTT\ndriverClass: io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver\n\n\
+        client:\n  serverUri: tcp://localhost:1883\n  username:\n  password:\n  topicPrefix: benchmark\n\n\
+        consumer:\n  cleanSession: true\n  sessionExpiryIntervalSeconds: 259200\n  receiveMaximum: 256\n";
+
+    #[test]
+    fn the_upstream_mqtt5_driver_becomes_shared_subscriptions_over_mqtt_5() {
+        // Consumers of one subscription compete in a shared subscription.
+        let l = load_texts("mqtt5", &workload(1, 3, 1000), MQTT5).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert_eq!(
+            sut.redacted(),
+            "mqtt://localhost:1883/benchmark?version=5&qos=1&shared=true&share_group=omb&clean_session=true&receive_maximum=256"
+        );
+        assert!(sut.consumers_compete());
+        let w = l.plan.plan.workload.get_ref();
+        assert_eq!(
+            (w.subscriptions_per_topic, w.consumers_per_subscription),
+            (1, 3)
+        );
+        // Subscriptions of one consumer each get every message.
+        let l = load_texts("mqtt5-fan", &workload(2, 1, 1000), MQTT5).unwrap();
+        assert!(!l.plan.sut(None).unwrap().consumers_compete());
+        let w = l.plan.plan.workload.get_ref();
+        assert_eq!(
+            (w.subscriptions_per_topic, w.consumers_per_subscription),
+            (2, 1)
+        );
+        let e = load_texts("mqtt5-both", &workload(2, 2, 1000), MQTT5).unwrap_err();
+        assert!(e.to_string().contains("subscriptionsPerTopic"), "{e}");
+        // A kept session asks for OMB's expiry; credentials go into the URL.
+        let kept = MQTT5
+            .replace("cleanSession: true", "cleanSession: false")
+            .replace("username:\n  password:", "username: u\n  password: p@ss");
+        let l = load_texts("mqtt5-kept", &workload(1, 1, 1000), &kept).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(
+            sut.as_str()
+                .starts_with("mqtt://u:p%40ss@localhost:1883/benchmark?")
+                && sut.as_str().contains("session_expiry=259200s"),
+            "{}",
+            sut.redacted()
+        );
+        // Another transport is named.
+        let ssl = MQTT5.replace("tcp://", "ssl://");
+        let e = load_texts("mqtt5-ssl", &workload(1, 1, 1000), &ssl).unwrap_err();
+        assert!(e.to_string().contains("client.serverUri"), "{e}");
+    }
 
     fn workload(subscriptions: u32, consumers: u32, rate: u32) -> String {
         format!(

@@ -984,15 +984,16 @@ impl LoadedPlan {
         let p = &self.plan;
         // The plan's own URL first (the workload's options are checked below, each at
         // its own line), then the URL with them.
-        let scheme = self
+        let url = self
             .plan
             .sut
             .url
             .get_ref()
             .parse::<SutUrl>()
-            .map_err(|e| self.error(p.sut.url.span(), "sut.url", e.to_string()))?
-            .scheme();
-        let can = scheme.capabilities();
+            .map_err(|e| self.error(p.sut.url.span(), "sut.url", e.to_string()))?;
+        let scheme = url.scheme();
+        // With its options: MQTT consumers compete with `shared=true`.
+        let can = url.capabilities();
         let w = p.workload.get_ref();
         let ws = p.workload.span();
         for (field, value) in [
@@ -1012,7 +1013,8 @@ impl LoadedPlan {
         // What each protocol can express (see ARCHITECTURE.md, subscriptions).
         if !can.competing_consumers && w.consumers_per_subscription > 1 {
             return Err(self.error(self.key_span(ws.clone(), "consumers_per_subscription"), "workload.consumers_per_subscription",
-                format!("{} subscribers each get every message: use subscriptions_per_topic for more consumers", scheme.title())));
+                format!("{} subscribers each get every message: use subscriptions_per_topic for more consumers{}", scheme.title(),
+                    if scheme == maestro_protocol::Scheme::Mqtt { ", or a shared subscription (shared=true)" } else { "" })));
         }
         if !can.several_subscriptions && w.subscriptions_per_topic > 1 {
             return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",

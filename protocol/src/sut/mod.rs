@@ -1190,6 +1190,7 @@ mod tests {
                 response_topic: Some("r/1".into()),
                 topic_alias: true,
                 session_expiry_s: Some(3600),
+                receive_maximum: None,
             }
         );
         let ws = parse("ws://h");

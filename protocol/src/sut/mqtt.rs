@@ -125,6 +125,11 @@ const OPTIONS: &[UrlOption] = &[
         meaning: "MQTT 5: a producer names its topic once and then sends a topic alias (when the broker allows aliases)",
     },
     UrlOption {
+        key: "receive_maximum",
+        default: "65535",
+        meaning: "MQTT 5: the most unacknowledged QoS 1/2 messages a client takes from the broker (1-65535)",
+    },
+    UrlOption {
         key: "session_expiry",
         default: "0s",
         meaning: "MQTT 5: the session expiry interval asked for at connect (a duration in whole seconds)",
@@ -147,7 +152,7 @@ impl MqttOptions {
     }
 
     /// The topic filter a consumer of `topic` subscribes to: `$share/<group>/<topic>` with
-    /// a shared subscription, else the topic itself.
+    /// a shared subscription (the consumers of a topic compete), else the topic itself.
     pub fn subscription(&self, topic: &str) -> String {
         match &self.share_group {
             Some(group) => format!("$share/{group}/{topic}"),
@@ -197,6 +202,9 @@ pub struct Mqtt5Options {
     pub topic_alias: bool,
     /// The session expiry interval asked for at connect, in seconds.
     pub session_expiry_s: Option<u32>,
+    /// The most QoS 1/2 publishes a client takes from the broker at once (CONNECT's
+    /// receive maximum).
+    pub receive_maximum: Option<u16>,
 }
 
 /// MQTT quality of service.
@@ -265,6 +273,7 @@ const V5_ONLY: &[&str] = &[
     "response_topic",
     "topic_alias",
     "session_expiry",
+    "receive_maximum",
 ];
 
 impl Parser {
@@ -387,6 +396,9 @@ impl Parser {
                 }
                 "topic_alias" => o.v5.topic_alias = self.flag(key, v)?,
                 "session_expiry" => o.v5.session_expiry_s = Some(self.seconds(key, v)?),
+                "receive_maximum" => {
+                    o.v5.receive_maximum = Some(self.number(key, v, u16::MAX.into())? as u16)
+                }
                 _ => {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),

@@ -323,6 +323,7 @@ impl MqttDriver {
             clean: d.clean_session,
             credentials: d.credentials.as_ref(),
             session_expiry_s: d.session_expiry_s,
+            receive_maximum: d.options.v5.receive_maximum,
         };
         buf.clear();
         wire::connect(d.version, &hello, &mut buf);

@@ -283,6 +283,8 @@ pub(super) struct Hello<'a> {
     pub credentials: Option<&'a (String, String)>,
     /// MQTT 5: the session expiry interval.
     pub session_expiry_s: Option<u32>,
+    /// MQTT 5: the most QoS 1/2 publishes the client takes at once.
+    pub receive_maximum: Option<u16>,
 }
 
 /// Writes CONNECT.
@@ -299,10 +301,12 @@ pub(super) fn connect(version: MqttVersion, hello: &Hello<'_>, buf: &mut BytesMu
             let _ = v4::Packet::Connect(c).write(buf, MAX_PACKET);
         }
         MqttVersion::V5 => {
-            let properties = hello.session_expiry_s.map(|s| v5::ConnectProperties {
-                session_expiry_interval: Some(s),
-                ..v5::ConnectProperties::new()
-            });
+            let properties = (hello.session_expiry_s.is_some() || hello.receive_maximum.is_some())
+                .then(|| v5::ConnectProperties {
+                    session_expiry_interval: hello.session_expiry_s,
+                    receive_maximum: hello.receive_maximum,
+                    ..v5::ConnectProperties::new()
+                });
             let c = v5::Connect {
                 keep_alive: hello.keep_alive_s,
                 client_id: hello.client_id.to_owned(),
