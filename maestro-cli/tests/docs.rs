@@ -201,6 +201,11 @@ Several URLs (or hosts separated by commas) are the nodes of one SUT where the p
         }
         s.push('\n');
     }
+    s.push_str(
+        "\nMQTT consumers of a topic compete through a shared subscription (`shared=true`), \
+         and its URL says how MQTT travels: `mqtt://` (TCP), `mqtts://` (TLS), `ws://` and \
+         `wss://` (WebSockets), with `version=3.1.1` or `version=5`.\n",
+    );
     for scheme in Scheme::ALL {
         write!(
             s,
