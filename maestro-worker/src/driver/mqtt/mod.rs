@@ -51,6 +51,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either;
 use wire::{Ack, Incoming, PublishForm};
 
+/// The WebSocket read buffer of a client.
+const WS_READ_BUFFER: usize = 8 * 1024;
+/// The largest MQTT packet, and WebSocket message, read.
+const MAX_PACKET: usize = wire::MAX_PACKET;
 /// How long each step of connecting (TCP, TLS, WebSocket, CONNACK, SUBACK) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a client buffers for writing before `try_send` reports `Full`.
@@ -503,9 +507,17 @@ async fn upgrade(
         "Sec-WebSocket-Protocol",
         async_tungstenite::tungstenite::http::HeaderValue::from_static("mqtt"),
     );
+    // tungstenite's default buffers are 128 KiB each way: 150 KiB a client, which a fleet
+    // of 100,000 cannot have. The client writes its batches (at most `WRITE_LIMIT`) as one
+    // frame each, so frames go out as they are made.
+    let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_PACKET))
+        .max_frame_size(Some(MAX_PACKET));
     match tokio::time::timeout(
         STEP_TIMEOUT,
-        async_tungstenite::tokio::client_async(request, transport),
+        async_tungstenite::tokio::client_async_with_config(request, transport, Some(config)),
     )
     .await
     {
