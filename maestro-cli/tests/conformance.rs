@@ -1,6 +1,7 @@
 //! The same checks for every protocol under test, against real brokers: Mosquitto (MQTT
 //! 3.1.1, MQTT 5 with a shared subscription and every publish property, MQTT over
-//! WebSockets), RabbitMQ (AMQP 0-9-1, AMQP 1.0, web MQTT) and tansu (Kafka), each a private
+//! WebSockets), RabbitMQ (AMQP 0-9-1 on classic and quorum queues and on a stream, AMQP 1.0,
+//! web MQTT, the stream protocol) and tansu (Kafka), each a private
 //! instance started by the test.
 //!
 //! - counts agree and nothing is lost in the reliable mode (QoS 1, confirms with manual
@@ -27,9 +28,15 @@ enum Sut {
     /// MQTT over RabbitMQ's web MQTT plugin.
     WebMqtt(ScriptedSut),
     Amqp(ScriptedSut),
+    /// AMQP 0-9-1 on RabbitMQ quorum queues.
+    AmqpQuorum(ScriptedSut),
+    /// AMQP 0-9-1 on a RabbitMQ stream: every consumer reads all of it.
+    AmqpStream(ScriptedSut),
     Kafka(ScriptedSut),
     /// RabbitMQ's AMQP 1.0 plugin (Debian's ActiveMQ has no AMQP 1.0 module).
     Amqp10(ScriptedSut),
+    /// RabbitMQ's stream protocol: every consumer reads the whole stream.
+    Stream(ScriptedSut),
 }
 
 impl Sut {
@@ -40,8 +47,11 @@ impl Sut {
             "mqtt_ws" => Sut::MqttWs(Mosquitto::start_with_websockets("").unwrap()),
             "web_mqtt" => Sut::WebMqtt(ScriptedSut::rabbitmq_web_mqtt().unwrap()),
             "amqp" => Sut::Amqp(ScriptedSut::rabbitmq().unwrap()),
+            "amqp_quorum" => Sut::AmqpQuorum(ScriptedSut::rabbitmq().unwrap()),
+            "amqp_stream" => Sut::AmqpStream(ScriptedSut::rabbitmq().unwrap()),
             "kafka" => Sut::Kafka(ScriptedSut::tansu().unwrap()),
             "amqp10" => Sut::Amqp10(ScriptedSut::rabbitmq_multiprotocol().unwrap()),
+            "stream" => Sut::Stream(ScriptedSut::rabbitmq_stream().unwrap()),
             other => panic!("no SUT for {other}"),
         }
     }
@@ -62,11 +72,17 @@ impl Sut {
                 "{}?confirms=true&ack=manual&durable=true&persistent=true",
                 r.url
             ),
+            Sut::AmqpQuorum(r) => format!(
+                "{}?queue_type=quorum&confirms=true&ack=manual&persistent=true",
+                r.url
+            ),
+            Sut::AmqpStream(r) => format!("{}?queue_type=stream&confirms=true", r.url),
             Sut::Kafka(t) => format!("{}/conf?acks=all", t.url),
             Sut::Amqp10(r) => format!(
                 "{}/queue/conf?settle=at_least_once&durable=true",
                 r.amqp10_url.as_deref().unwrap()
             ),
+            Sut::Stream(r) => format!("{}/%2f?window=500", r.stream_url.as_deref().unwrap()),
         }
     }
 
@@ -82,9 +98,12 @@ impl Sut {
         match self {
             Sut::Mqtt(_) | Sut::Mqtt5(_) => format!("mqtt://127.0.0.1:{port}/x"),
             Sut::MqttWs(_) | Sut::WebMqtt(_) => format!("ws://127.0.0.1:{port}/mqtt"),
-            Sut::Amqp(_) => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            Sut::Amqp(_) | Sut::AmqpQuorum(_) | Sut::AmqpStream(_) => {
+                format!("amqp://guest:guest@127.0.0.1:{port}/%2f")
+            }
             Sut::Kafka(_) => format!("kafka://127.0.0.1:{port}/x"),
             Sut::Amqp10(_) => format!("amqp10://guest:guest@127.0.0.1:{port}/queue/x"),
+            Sut::Stream(_) => format!("rabbitmq-stream://guest:guest@127.0.0.1:{port}/%2f"),
         }
     }
 
@@ -93,8 +112,12 @@ impl Sut {
     /// share them.
     fn copies(&self, consumers: u64) -> u64 {
         match self {
-            Sut::Mqtt(_) | Sut::MqttWs(_) | Sut::WebMqtt(_) => consumers,
-            Sut::Mqtt5(_) | Sut::Amqp(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
+            Sut::Mqtt(_)
+            | Sut::MqttWs(_)
+            | Sut::WebMqtt(_)
+            | Sut::AmqpStream(_)
+            | Sut::Stream(_) => consumers,
+            Sut::Mqtt5(_) | Sut::Amqp(_) | Sut::AmqpQuorum(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
         }
     }
 
@@ -103,7 +126,13 @@ impl Sut {
             Sut::Mqtt(m) | Sut::Mqtt5(m) | Sut::MqttWs(m) => {
                 m.proc.signal(maestro_testkit::signal::SIGKILL)
             }
-            Sut::Amqp(s) | Sut::Kafka(s) | Sut::Amqp10(s) | Sut::WebMqtt(s) => s.stop(),
+            Sut::Amqp(s)
+            | Sut::AmqpQuorum(s)
+            | Sut::AmqpStream(s)
+            | Sut::Kafka(s)
+            | Sut::Amqp10(s)
+            | Sut::WebMqtt(s)
+            | Sut::Stream(s) => s.stop(),
         }
     }
 }
@@ -290,14 +319,30 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(mqtt, mqtt5, mqtt_ws, web_mqtt, amqp, kafka, amqp10);
+conformance!(
+    mqtt,
+    mqtt5,
+    mqtt_ws,
+    web_mqtt,
+    amqp,
+    amqp_quorum,
+    amqp_stream,
+    kafka,
+    amqp10,
+    stream
+);
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
 #[test]
 fn amqp_topology_is_deleted_unless_kept() {
     let c = Cluster::start(1);
     let rabbit = ScriptedSut::rabbitmq().unwrap();
-    for query in ["exchange=maestro-ex&confirms=true", "fanout=true"] {
+    for query in [
+        "exchange=maestro-ex&confirms=true",
+        "fanout=true",
+        "queue_type=quorum",
+        "queue_type=stream&exchange=maestro-ex",
+    ] {
         let (run, s) = c.run_test(
             &format!("{}?{query}", rabbit.url),
             &["--count", "500", "--producers", "2", "--consumers", "2"],
@@ -312,12 +357,24 @@ fn amqp_topology_is_deleted_unless_kept() {
         !exchanges.contains("maestro"),
         "exchanges left behind:\n{exchanges}"
     );
-    let (_, s) = c.run_test(&format!("{}?keep=true", rabbit.url), &["--count", "100"]);
-    let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();
-    assert!(
-        queues.contains(s["run_id"].as_str().unwrap()),
-        "kept queue missing:\n{queues}"
-    );
+    for (query, kind) in [
+        ("keep=true", "classic"),
+        ("keep=true&queue_type=quorum", "quorum"),
+        ("keep=true&queue_type=stream&stream_offset=first", "stream"),
+    ] {
+        let (run, s) = c.run_test(&format!("{}?{query}", rabbit.url), &["--count", "100"]);
+        assert_eq!(run.code, Some(0), "{query}: {run:?}");
+        assert_eq!(u(&s, "received"), 100, "{query}: {s:#}");
+        let id = s["run_id"].as_str().unwrap();
+        let queues = rabbit
+            .rabbitmqctl(&["list_queues", "name", "type"])
+            .unwrap();
+        let kept = queues.lines().find(|l| l.contains(id));
+        assert!(
+            kept.is_some_and(|l| l.split_whitespace().last() == Some(kind)),
+            "{query}: kept {kind} queue missing:\n{queues}"
+        );
+    }
 }
 
 /// Kafka: with two workers, the topics and consumer groups a run created are deleted once

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot unwrap has failed
 
-use maestro_testkit::{Cluster, ScriptedSut, assert_split_roles, run_cli};
+use maestro_testkit::{Cluster, ScriptedSut, assert_split_roles, run_cli, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -348,6 +348,65 @@ fn an_omb_rabbitmq_backlog_workload_builds_and_drains() {
     assert!(
         s["sut"].as_str().unwrap().contains("persistent=true"),
         "{s:#}"
+    );
+}
+
+/// OMB's own `driver-rabbitmq/rabbitmq.yaml` (quorum queues; only its URI changed) against
+/// RabbitMQ: two consumers of one subscription share a quorum queue, and nothing is lost.
+#[test]
+fn the_omb_rabbitmq_driver_runs_as_it_is_with_quorum_queues() {
+    let c = Cluster::start(1);
+    let rabbit = ScriptedSut::rabbitmq().unwrap();
+    let dir = temp_dir("quorum");
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "name: omb-quorum\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 512\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 2\nproducersPerTopic: 1\nproducerRate: 500\n\
+         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
+    )
+    .unwrap();
+    let upstream = std::fs::read_to_string(examples().join("rabbitmq.yaml")).unwrap();
+    assert!(upstream.contains("queueType: QUORUM"), "{upstream}");
+    std::fs::write(
+        dir.join("driver.yaml"),
+        upstream.replace("amqp://localhost", &rabbit.url),
+    )
+    .unwrap();
+    // The queue is listed while the run goes on (it is deleted afterwards).
+    let (plan, queues) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let mut seen = String::new();
+            wait_for(Duration::from_secs(60), || {
+                seen = rabbit
+                    .rabbitmqctl(&["list_queues", "name", "type"])
+                    .unwrap_or_default();
+                seen.contains("quorum")
+            });
+            seen
+        });
+        let (_, plan) = run_omb(&c, &dir, &[]);
+        (plan, watcher.join().unwrap())
+    });
+    let s = &plan["phases"][0]["probes"][0]["summary"];
+    let sent = u(s, "sent");
+    assert!(sent > 0, "{s:#}");
+    assert_eq!(
+        (u(s, "received"), u(s, "lost"), u(s, "duplicated")),
+        (sent, 0, 0),
+        "{s:#}"
+    );
+    assert_eq!(
+        u(&s["publish_latency_us"], "count"),
+        sent,
+        "confirms: {s:#}"
+    );
+    assert!(
+        s["sut"].as_str().unwrap().contains("queue_type=quorum"),
+        "{s:#}"
+    );
+    assert!(
+        queues.contains("quorum"),
+        "no quorum queue during the run:\n{queues}"
     );
 }
 

@@ -96,18 +96,7 @@ fn mqtts_gives_every_client_its_own_certificate() {
 
     // The broker saw one distinct user name per client: the CN of its own certificate.
     let log = mq.proc.log_text();
-    let users: BTreeSet<String> = log
-        .lines()
-        .filter(|l| l.contains("New client connected") && l.contains(", u'"))
-        .filter_map(|l| {
-            l.split(", u'")
-                .nth(1)?
-                .split('\'')
-                .next()
-                .map(str::to_owned)
-        })
-        .filter(|u| u.starts_with("maestro-"))
-        .collect();
+    let users = mq.logged_users("maestro-");
     assert_eq!(users.len(), 4, "{users:?}\n{log}");
     for role in ["-p0", "-p1", "-c0", "-c1"] {
         assert!(users.iter().any(|u| u.ends_with(role)), "{role}: {users:?}");

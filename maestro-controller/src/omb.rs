@@ -137,49 +137,45 @@ pub struct Driver {
     pub consumer: Option<MqttConsumer>,
 }
 
-/// `driver-mqtt5`'s `client:` section (OMB's defaults).
+/// `driver-mqtt5`'s `client:` section; a key not given is OMB's default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct MqttClient {
-    #[serde(default = "MqttClient::default_server_uri")]
     pub server_uri: String,
-    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default)]
     pub password: Option<String>,
-    #[serde(default = "MqttClient::default_qos")]
     pub qos: u8,
-    #[serde(default = "MqttClient::default_topic_prefix")]
     pub topic_prefix: String,
 }
 
-impl MqttClient {
-    fn default_server_uri() -> String {
-        "tcp://localhost:1883".into()
-    }
-    fn default_qos() -> u8 {
-        1
-    }
-    fn default_topic_prefix() -> String {
-        "benchmark".into()
+impl Default for MqttClient {
+    fn default() -> Self {
+        MqttClient {
+            server_uri: "tcp://localhost:1883".into(),
+            username: None,
+            password: None,
+            qos: 1,
+            topic_prefix: "benchmark".into(),
+        }
     }
 }
 
-/// `driver-mqtt5`'s `consumer:` section.
+/// `driver-mqtt5`'s `consumer:` section; a key not given is OMB's default.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct MqttConsumer {
-    #[serde(default = "MqttConsumer::default_clean_session")]
     pub clean_session: bool,
-    #[serde(default)]
     pub session_expiry_interval_seconds: Option<u32>,
-    #[serde(default)]
     pub receive_maximum: Option<u16>,
 }
 
-impl MqttConsumer {
-    fn default_clean_session() -> bool {
-        true
+impl Default for MqttConsumer {
+    fn default() -> Self {
+        MqttConsumer {
+            clean_session: true,
+            session_expiry_interval_seconds: None,
+            receive_maximum: None,
+        }
     }
 }
 
@@ -396,16 +392,20 @@ fn rabbitmq_target(
             ),
         ));
     };
-    if let Some(q) = &d.queue_type
-        && !q.eq_ignore_ascii_case("classic")
-    {
-        return Err(problem(
-            driver_path,
-            0,
-            "queueType",
-            format!("{q:?} is not supported: maestro declares classic queues"),
-        ));
-    }
+    // OMB's RabbitMQ driver declares its queues with `x-queue-type` (CLASSIC, QUORUM or
+    // STREAM; upstream's file says QUORUM).
+    let queue_type = match d.queue_type.as_deref().map(str::to_ascii_lowercase) {
+        None => "classic".to_owned(),
+        Some(q) if ["classic", "quorum", "stream"].contains(&q.as_str()) => q,
+        Some(q) => {
+            return Err(problem(
+                driver_path,
+                0,
+                "queueType",
+                format!("{q:?} is not CLASSIC, QUORUM or STREAM"),
+            ));
+        }
+    };
     let exchange_type = d
         .exchange_type
         .as_deref()
@@ -438,8 +438,26 @@ fn rabbitmq_target(
     query.append_pair("confirms", "true");
     let persistent = d.message_persistence.unwrap_or(false);
     query.append_pair("persistent", &persistent.to_string());
-    query.append_pair("durable", &persistent.to_string());
+    if queue_type == "classic" {
+        query.append_pair("durable", &persistent.to_string());
+    } else {
+        // Quorum queues and streams are durable whatever the messages are.
+        query.append_pair("queue_type", &queue_type);
+        query.append_pair("durable", "true");
+    }
     let per_subscription = match (w.subscriptions_per_topic, w.consumer_per_subscription) {
+        // Every reader of a stream reads all of it: a subscription each, never shared.
+        (s, 1) if queue_type == "stream" => s,
+        (_, c) if queue_type == "stream" => {
+            return Err(problem(
+                workload_path,
+                0,
+                "consumerPerSubscription",
+                format!(
+                    "{c} consumers of one subscription: on a stream every consumer reads every message, so they cannot share one"
+                ),
+            ));
+        }
         (1, c) => c,
         (s, 1) => {
             query.append_pair("fanout", "true");
@@ -476,13 +494,7 @@ fn mqtt5_target(
     d: &Driver,
     (workload_path, driver_path): (&Path, &Path),
 ) -> Result<Target, PlanError> {
-    let client = d.client.clone().unwrap_or(MqttClient {
-        server_uri: MqttClient::default_server_uri(),
-        username: None,
-        password: None,
-        qos: MqttClient::default_qos(),
-        topic_prefix: MqttClient::default_topic_prefix(),
-    });
+    let client = d.client.clone().unwrap_or_default();
     let field = |f: &str, reason: String| problem(driver_path, 0, f, reason);
     let (scheme, rest) = client
         .server_uri
@@ -899,6 +911,37 @@ mod tests {
                 crate::plan::Phase::Fixed { duration: Some(d), at_knee: false, .. }
             ] if w.as_secs() == 30 && d.as_secs() == 60
         ));
+    }
+
+    #[test]
+    fn rabbitmq_queue_types_map_to_x_queue_type() {
+        let quorum = format!("{RABBIT}queueType: QUORUM\n");
+        let l = load_texts("quorum", &workload(1, 2, 500), &quorum).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(sut.as_str().contains("queue_type=quorum"), "{sut}");
+        assert!(
+            sut.consumers_compete(),
+            "a quorum queue's consumers share it"
+        );
+        let stream = format!("{RABBIT}queueType: STREAM\n");
+        let l = load_texts("stream", &workload(3, 1, 500), &stream).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(
+            sut.as_str().contains("queue_type=stream") && !sut.as_str().contains("fanout"),
+            "{sut}"
+        );
+        assert!(!sut.consumers_compete());
+        assert_eq!(l.plan.spec(&sut, 500.0, None, Some(1)).consumers, 6);
+        let e = load_texts("stream2", &workload(1, 2, 500), &stream).unwrap_err();
+        assert_eq!(e.field, "consumerPerSubscription", "{e}");
+        let e = load_texts(
+            "lazy",
+            &workload(1, 1, 500),
+            &format!("{RABBIT}queueType: LAZY\n"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "queueType", "{e}");
+        assert!(e.reason.contains("\"lazy\""), "{e}");
     }
 
     #[test]

@@ -672,6 +672,20 @@ impl Mosquitto {
         })
     }
 
+    /// The distinct user names its log shows for new connections, of those starting with
+    /// `prefix` (with `use_identity_as_username`: each client certificate's CN). The log
+    /// needs `log_dest stderr` and `connection_messages true`.
+    pub fn logged_users(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        self.proc
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("New client connected"))
+            .filter_map(|l| l.split(", u'").nth(1)?.split('\'').next())
+            .filter(|u| u.starts_with(prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// `mqtt://127.0.0.1:PORT/<base>?<query>`.
     pub fn url(&self, base: &str, query: &str) -> String {
         let q = if query.is_empty() {
@@ -771,6 +785,10 @@ pub struct ScriptedSut {
     /// MQTT over WebSockets (`ws://guest:guest@127.0.0.1:PORT/ws`), when started with the
     /// web MQTT plugin (RabbitMQ).
     pub ws_url: Option<String>,
+    /// The stream protocol (`rabbitmq-stream://guest:guest@127.0.0.1:PORT`), and over TLS
+    /// when started with certificates, with the stream plugin (RabbitMQ).
+    pub stream_url: Option<String>,
+    pub streams_url: Option<String>,
     pub pid: u32,
 }
 
@@ -824,6 +842,20 @@ impl ScriptedSut {
             "rabbitmq",
             None,
             &[("MAESTRO_SUT_PROTOCOLS", "amqp10,mqtt")],
+        )
+    }
+
+    /// RabbitMQ with its stream plugin (the stream protocol on a port of its own).
+    pub fn rabbitmq_stream() -> Result<Self> {
+        Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "stream")])
+    }
+
+    /// RabbitMQ with its stream plugin and TLS listeners that require client certificates.
+    pub fn rabbitmq_stream_tls(certs: &Path) -> Result<Self> {
+        Self::start_env(
+            "rabbitmq",
+            Some(certs),
+            &[("MAESTRO_SUT_PROTOCOLS", "stream")],
         )
     }
 
@@ -890,6 +922,7 @@ impl ScriptedSut {
         let url = parts.next().context("no URL")?.to_owned();
         let (mut pid, mut tls_url, mut management_url) = (0, None, None);
         let (mut amqp10_url, mut mqtt_url, mut amqp10s_url, mut ws_url) = (None, None, None, None);
+        let (mut stream_url, mut streams_url) = (None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
@@ -905,6 +938,10 @@ impl ScriptedSut {
                 amqp10s_url = Some(u.to_owned());
             } else if let Some(u) = part.strip_prefix("ws=") {
                 ws_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("stream=") {
+                stream_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("streams=") {
+                streams_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -917,6 +954,8 @@ impl ScriptedSut {
             mqtt_url,
             amqp10s_url,
             ws_url,
+            stream_url,
+            streams_url,
             pid,
         })
     }

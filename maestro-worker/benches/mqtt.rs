@@ -103,11 +103,14 @@ async fn rumqttc_v5(port: u16, duration: Duration) -> u64 {
     let mut o = MqttOptions::new("bench-minimal-v5", "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(o, 1024);
-    loop {
-        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
-            break;
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
+                break;
+            }
         }
-    }
+    });
+    connected.await.expect("no CONNACK within 10 s");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
@@ -146,11 +149,10 @@ async fn rumqttc_v5(port: u16, duration: Duration) -> u64 {
     sent
 }
 
-/// A minimal rumqttc (3.1.1) publisher over rumqttc's WebSocket transport.
+/// A minimal rumqttc (3.1.1) publisher over rumqttc's WebSocket transport (the loop of
+/// `engine`'s baseline).
 async fn rumqttc_ws(port: u16, duration: Duration) -> u64 {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, Transport};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use rumqttc::{AsyncClient, MqttOptions, Transport};
     let mut o = MqttOptions::new(
         "bench-minimal-ws",
         format!("ws://127.0.0.1:{port}/mqtt"),
@@ -158,36 +160,8 @@ async fn rumqttc_ws(port: u16, duration: Duration) -> u64 {
     );
     o.set_transport(Transport::Ws);
     o.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(o, 1024);
-    loop {
-        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
-            break;
-        }
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
-    let publisher = tokio::spawn(async move {
-        while !s.load(Ordering::Relaxed) {
-            if client
-                .publish_bytes("bench/minimal-ws", QoS::AtMostOnce, false, payload.clone())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let end = Instant::now() + duration;
-    let mut sent = 0u64;
-    while Instant::now() < end {
-        if let Ok(Event::Outgoing(Outgoing::Publish(_))) = eventloop.poll().await {
-            sent += 1;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    publisher.abort();
-    sent
+    let (client, eventloop) = AsyncClient::new(o, 1024);
+    publish_minimal(client, eventloop, "bench/minimal-ws".into(), duration).await
 }
 
 fn bench_rumqttc(mq: &Mosquitto) {

@@ -9,12 +9,15 @@
 //! 3. AMQP 1.0 send, at least once (unsettled, up to 1,000 transfers awaiting their
 //!    disposition): maestro's producer vs a minimal fe2o3-amqp send loop with the same
 //!    window, in messages per CPU-second of the process (target >= 0.9x).
-//! 4. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once):
-//!    the maximum sustained rate of one producer and one consumer, then the response-time
-//!    p99 at 50 % and 90 % of that rate.
+//! 4. RabbitMQ stream publish (every publish confirmed, up to 1,000 in flight, frames of
+//!    up to 100): maestro's producer vs a minimal rabbitmq-stream-client loop with the
+//!    same window and frames, in messages per CPU-second of the process (target >= 0.9x).
+//! 5. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
+//!    stream confirms): the maximum sustained rate of one producer and one consumer, then
+//!    the response-time p99 at 50 % and 90 % of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10] [e2e]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -28,6 +31,7 @@ use maestro_worker::driver::Driver;
 use maestro_worker::driver::amqp::AmqpDriver;
 use maestro_worker::driver::amqp10::Amqp10Driver;
 use maestro_worker::driver::kafka::KafkaDriver;
+use maestro_worker::driver::stream::StreamDriver;
 use std::time::{Duration, Instant};
 
 const D: Duration = Duration::from_secs(5);
@@ -163,6 +167,56 @@ async fn minimal_fe2o3(url: String, address: String) -> u64 {
     sent
 }
 
+/// A minimal rabbitmq-stream-client publisher: frames of 100 messages handed to the
+/// client, at most [`WINDOW`] awaiting their confirm; returns how many were confirmed.
+async fn minimal_stream(url: String, stream: String) -> u64 {
+    use rabbitmq_stream_client::Environment;
+    use rabbitmq_stream_client::types::Message;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let url = url::Url::parse(&url).unwrap();
+    let env = Environment::builder()
+        .host(url.host_str().unwrap())
+        .port(url.port().unwrap())
+        .username(url.username())
+        .password(url.password().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let _ = env.stream_creator().create(&stream).await;
+    let producer = env.producer().batch_size(100).build(&stream).await.unwrap();
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let payload = vec![b'x'; SIZE];
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        while sent - confirmed.load(Ordering::Acquire) + 100 > WINDOW as u64 {
+            notify.notified().await;
+        }
+        let frame = (0..100)
+            .map(|_| Message::builder().body(payload.clone()).build())
+            .collect();
+        let (c, n) = (confirmed.clone(), notify.clone());
+        producer
+            .batch_send(frame, move |r| {
+                assert!(r.is_ok_and(|s| s.confirmed()));
+                c.fetch_add(1, Ordering::Release);
+                n.notify_one();
+                std::future::ready(())
+            })
+            .await
+            .unwrap();
+        sent += 100;
+    }
+    while confirmed.load(Ordering::Acquire) < sent {
+        notify.notified().await;
+    }
+    let _ = producer.close().await;
+    let _ = env.delete_stream(&stream).await;
+    sent
+}
+
 fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
     let run = |name: &str, rate: f64| {
         // Run ids are one word: "AMQP 1.0-max" becomes "AMQP10-max".
@@ -272,6 +326,27 @@ fn main() {
         let sut = format!("{url}/queue/e2e");
         reliable_e2e("AMQP 1.0", &sut, |id| {
             Amqp10Driver::from_url(&sut, id).unwrap()
+        });
+    }
+    if want("stream") {
+        let rabbit = ScriptedSut::rabbitmq_stream().unwrap();
+        let url = rabbit.stream_url.clone().unwrap();
+        println!("RabbitMQ's stream plugin at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        if ratios {
+            ratio_rounds("RabbitMQ stream publish (confirmed)", 0.9, |r| {
+                let (u, st) = (url.clone(), format!("bench-min-{r}"));
+                let (n_min, cpu_min) =
+                    cpu(|| on_thread(move || minimal_stream(u, st)).join().unwrap().0);
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let sut = format!("{url}/%2f?window={WINDOW}&batch_size=100");
+                let driver = StreamDriver::from_url(&sut, &id).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
+        let sut = format!("{url}/%2f");
+        reliable_e2e("RabbitMQ stream", &sut, |id| {
+            StreamDriver::from_url(&sut, id).unwrap()
         });
     }
 }

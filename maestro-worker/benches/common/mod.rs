@@ -286,16 +286,30 @@ pub async fn minimal_publisher(
     topic: String,
     duration: Duration,
 ) -> u64 {
+    let (client, eventloop) = client(port, tls, "bench-minimal-pub");
+    publish_minimal(client, eventloop, topic, duration).await
+}
+
+/// The minimal publish loop on a connected-to-be rumqttc client: waits for its CONNACK,
+/// then publishes one reused payload at QoS 0 for `duration`; returns what went out.
+pub async fn publish_minimal(
+    client: rumqttc::AsyncClient,
+    mut eventloop: rumqttc::EventLoop,
+    topic: String,
+    duration: Duration,
+) -> u64 {
     use rumqttc::{Event, Outgoing, Packet, QoS};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
-    let (client, mut eventloop) = client(port, tls, "bench-minimal-pub");
-    loop {
-        if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
-            break;
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::ConnAck(_))) = eventloop.poll().await {
+                break;
+            }
         }
-    }
+    });
+    connected.await.expect("no CONNACK within 10 s");
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let payload = bytes::Bytes::from(vec![b'x'; SIZE]);

@@ -16,7 +16,11 @@
 //!   (manual acks: one `multiple` ack per this many deliveries, default 100);
 //! - `fanout` (each consumer gets its own queue bound to the exchange, so every consumer
 //!   gets every message; default false: one queue per topic, consumers compete);
-//! - `keep` (keep the exchange and queues after the run; default false: delete them).
+//! - `keep` (keep the exchange and queues after the run; default false: delete them);
+//! - `queue_type` (`classic`, `quorum` or `stream`, declared with `x-queue-type`; quorum
+//!   and stream queues are durable), `stream_offset` (a stream consumer's
+//!   `x-stream-offset`: first, last, next, an offset or a time; default first: the run's stream is its own). A stream's
+//!   consumers acknowledge manually and each reads the whole stream (they do not compete).
 //!
 //! Topic `i` of a run is queue `<queue>.<run-id>.<i>` (or routing key `<run-id>.<i>`
 //! on a named exchange).
@@ -33,15 +37,15 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use maestro_protocol::sut::{AckMode, AmqpOptions, ExchangeType};
+use maestro_protocol::sut::{AckMode, AmqpOptions, ExchangeType, QueueType, StreamOffset};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A batch of publishes under way. Kept in the producer so that a `drive` cancelled
 /// half-way resumes it instead of publishing the batch again.
@@ -50,6 +54,8 @@ type Publishing =
     Pin<Box<dyn Future<Output = Vec<(lapin::Result<lapin::PublisherConfirm>, i64)>> + Send>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the run's owner waits for a stream's readers to leave before it deletes it.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages a producer may hold before `try_send` reports `Full`.
 const QUEUE: usize = 1024;
 
@@ -60,20 +66,13 @@ pub struct AmqpDriver {
     /// The URL without password, for messages.
     url: String,
     run: RunId,
+    /// The exchange producers publish to (the run's own with `fanout=true` and none named).
     exchange: String,
     exchange_kind: ExchangeKind,
-    routing_key: Option<String>,
-    queue_prefix: String,
-    durable: bool,
-    persistent: bool,
-    confirms: bool,
-    confirm_window: usize,
-    mandatory: bool,
-    prefetch: u16,
-    ack: AckMode,
-    ack_batch: u32,
-    fanout: bool,
-    keep: bool,
+    /// The URL's options, as parsed.
+    o: AmqpOptions,
+    /// The run's topics (the owner deletes a run's streams once their readers left).
+    topics: u32,
     /// TLS (`amqps://`), built once for all connections of the run.
     tls: Option<Arc<TlsClient>>,
     /// Time to an open connection and channel, of this run's connections.
@@ -83,7 +82,12 @@ pub struct AmqpDriver {
 impl AmqpDriver {
     /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]). Fails when
     /// the TLS files cannot be read.
-    pub fn new(url: &SutUrl, o: &AmqpOptions, run: &RunId) -> Result<Self, DriverError> {
+    pub fn new(
+        url: &SutUrl,
+        o: &AmqpOptions,
+        run: &RunId,
+        topics: u32,
+    ) -> Result<Self, DriverError> {
         let exchange = if o.fanout && o.exchange.is_empty() {
             format!("maestro.{run}")
         } else {
@@ -101,18 +105,8 @@ impl AmqpDriver {
                 ExchangeType::Topic => ExchangeKind::Topic,
                 ExchangeType::Headers => ExchangeKind::Headers,
             },
-            routing_key: o.routing_key.clone(),
-            queue_prefix: o.queue.clone(),
-            durable: o.durable,
-            persistent: o.persistent,
-            confirms: o.confirms,
-            confirm_window: o.confirm_window as usize,
-            mandatory: o.mandatory,
-            prefetch: o.prefetch,
-            ack: o.ack,
-            ack_batch: o.ack_batch,
-            fanout: o.fanout,
-            keep: o.keep,
+            o: o.clone(),
+            topics,
             tls,
             connects: Durations::default(),
         })
@@ -122,7 +116,7 @@ impl AmqpDriver {
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Amqp(o) => Self::new(&url, o, run),
+            SutOptions::Amqp(o) => Self::new(&url, o, run, 1),
             _ => Err(DriverError::WrongScheme {
                 url: url.to_string(),
                 expected: "an AMQP",
@@ -132,11 +126,11 @@ impl AmqpDriver {
 
     /// Consumers of one topic compete unless each has its own queue.
     pub fn consumers_compete(&self) -> bool {
-        !self.fanout
+        self.o.consumers_compete()
     }
 
     fn routing_key(&self, topic: u32) -> String {
-        match (&self.routing_key, self.exchange.is_empty()) {
+        match (&self.o.routing_key, self.exchange.is_empty()) {
             (Some(k), _) => k.clone(),
             (None, true) => self.topic_queue(topic),
             (None, false) => format!("{}.{topic}", self.run),
@@ -144,18 +138,21 @@ impl AmqpDriver {
     }
 
     fn topic_queue(&self, topic: u32) -> String {
-        format!("{}.{}.{topic}", self.queue_prefix, self.run)
+        format!("{}.{}.{topic}", self.o.queue, self.run)
     }
 
     fn consumer_queue(&self, plan: &ConsumerPlan) -> String {
-        if self.fanout {
-            format!(
-                "{}.{}.{}.c{}",
-                self.queue_prefix, self.run, plan.topic, plan.id
-            )
+        if self.o.fanout {
+            format!("{}.{}.{}.c{}", self.o.queue, self.run, plan.topic, plan.id)
         } else {
             self.topic_queue(plan.topic)
         }
+    }
+
+    /// True when the topics' queues are deleted by the run's owner at the end, not by
+    /// their last consumer: quorum queues and streams shared by a topic's consumers.
+    fn owner_deletes_queues(&self) -> bool {
+        !self.o.fanout && self.o.queue_type != QueueType::Classic
     }
 
     fn unreachable(&self, reason: impl ToString) -> DriverError {
@@ -239,7 +236,7 @@ impl AmqpDriver {
                     self.exchange.as_str().into(),
                     self.exchange_kind.clone(),
                     ExchangeDeclareOptions {
-                        durable: self.durable,
+                        durable: self.o.durable,
                         ..Default::default()
                     },
                     FieldTable::default(),
@@ -247,7 +244,7 @@ impl AmqpDriver {
                 .await
                 .map_err(sut)?;
         }
-        if !self.fanout {
+        if !self.o.fanout {
             let queue = self.topic_queue(topic);
             self.declare_queue(channel, &queue).await?;
             if !self.exchange.is_empty() {
@@ -267,14 +264,21 @@ impl AmqpDriver {
     }
 
     async fn declare_queue(&self, channel: &Channel, queue: &str) -> Result<(), DriverError> {
+        let mut arguments = FieldTable::default();
+        if self.o.queue_type != QueueType::Classic {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(self.o.queue_type.as_str().into()),
+            );
+        }
         channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
-                    durable: self.durable,
+                    durable: self.o.durable,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                arguments,
             )
             .await
             .map(|_| ())
@@ -296,7 +300,41 @@ impl AmqpDriver {
             .await;
     }
 
+    /// Runs `open` again (twice at most) when it fails for a quorum queue or a stream:
+    /// RabbitMQ 3.10 sometimes fails concurrent declares of one new quorum queue with
+    /// INTERNAL_ERROR (closing the connection), and a topic's clients declare it at once.
+    async fn retried<T, F: Future<Output = Result<T, DriverError>>>(
+        &self,
+        mut open: impl FnMut() -> F,
+    ) -> Result<T, DriverError> {
+        let mut attempt = 0;
+        loop {
+            match open().await {
+                Err(e) if self.o.queue_type != QueueType::Classic && attempt < 2 => {
+                    attempt += 1;
+                    tracing::debug!(run = %self.run, error = %e, attempt, "declaring again");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     async fn open_producer(
+        &self,
+        plan: &ProducerPlan,
+    ) -> Result<(Connection, Channel), DriverError> {
+        self.retried(|| self.open_producer_once(plan)).await
+    }
+
+    async fn open_consumer(
+        &self,
+        plan: &ConsumerPlan,
+    ) -> Result<(Connection, Channel, lapin::Consumer), DriverError> {
+        self.retried(|| self.open_consumer_once(plan)).await
+    }
+
+    async fn open_producer_once(
         &self,
         plan: &ProducerPlan,
     ) -> Result<(Connection, Channel), DriverError> {
@@ -304,7 +342,7 @@ impl AmqpDriver {
             .channel(&format!("maestro-{}-p{}", self.run, plan.id))
             .await?;
         self.declare(&channel, plan.topic).await?;
-        if self.confirms {
+        if self.o.confirms {
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
@@ -313,7 +351,7 @@ impl AmqpDriver {
         Ok((conn, channel))
     }
 
-    async fn open_consumer(
+    async fn open_consumer_once(
         &self,
         plan: &ConsumerPlan,
     ) -> Result<(Connection, Channel, lapin::Consumer), DriverError> {
@@ -323,7 +361,7 @@ impl AmqpDriver {
         let sut = |e: lapin::Error| self.unreachable(e);
         self.declare(&channel, plan.topic).await?;
         let queue = self.consumer_queue(plan);
-        if self.fanout {
+        if self.o.fanout {
             self.declare_queue(&channel, &queue).await?;
             channel
                 .queue_bind(
@@ -337,22 +375,49 @@ impl AmqpDriver {
                 .map_err(sut)?;
         }
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(self.o.prefetch, BasicQosOptions::default())
             .await
             .map_err(sut)?;
+        let mut arguments = FieldTable::default();
+        if self.o.queue_type == QueueType::Stream {
+            arguments.insert(
+                "x-stream-offset".into(),
+                stream_offset(self.o.stream_offset),
+            );
+        }
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 format!("maestro-{}-c{}", self.run, plan.id).as_str().into(),
                 BasicConsumeOptions {
-                    no_ack: self.ack == AckMode::Auto,
+                    no_ack: self.o.ack == AckMode::Auto,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                arguments,
             )
             .await
             .map_err(sut)?;
         Ok((conn, channel, consumer))
+    }
+}
+
+/// A stream consumer's `x-stream-offset` argument.
+fn stream_offset(offset: StreamOffset) -> AMQPValue {
+    let seconds = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    match offset {
+        StreamOffset::First => AMQPValue::LongString("first".into()),
+        StreamOffset::Last => AMQPValue::LongString("last".into()),
+        StreamOffset::Next => AMQPValue::LongString("next".into()),
+        StreamOffset::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+        StreamOffset::Timestamp(t) => AMQPValue::Timestamp(seconds(t)),
+        StreamOffset::Ago(d) => AMQPValue::Timestamp(seconds(
+            SystemTime::now()
+                .checked_sub(d)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )),
     }
 }
 
@@ -364,6 +429,50 @@ impl Driver for AmqpDriver {
         Timings::of(self.tls.as_deref(), &self.connects, None)
     }
 
+    /// The owner deletes the topics' quorum queues and streams once no consumer reads them
+    /// (30 s at most); classic queues go with their last consumer.
+    async fn finish(&self, owner: bool) -> Result<(), DriverError> {
+        if !owner || self.o.keep || !self.owner_deletes_queues() {
+            return Ok(());
+        }
+        let (conn, channel) = self.channel(&format!("maestro-{}-admin", self.run)).await?;
+        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+        let mut failed = Vec::new();
+        for topic in 0..self.topics.max(1) {
+            let queue = self.topic_queue(topic);
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            loop {
+                match channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                {
+                    Ok(q) if q.consumer_count() > 0 && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(e) = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                failed.push(format!("{queue}: {e}"));
+            }
+        }
+        self.delete_exchange(&channel).await;
+        let _ = conn.close(200, "maestro run done".into()).await;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::Cleanup {
+                what: failed.join(", "),
+            })
+        }
+    }
+
     async fn producer(&self, plan: &ProducerPlan) -> Result<AmqpProducer, DriverError> {
         let (conn, channel) = self.open_producer(plan).await?;
         Ok(AmqpProducer {
@@ -373,7 +482,7 @@ impl Driver for AmqpDriver {
             channel: Some(channel),
             exchange: self.exchange.clone(),
             routing_key: self.routing_key(plan.topic),
-            properties: if self.persistent {
+            properties: if self.o.persistent {
                 BasicProperties::default().with_delivery_mode(2)
             } else {
                 BasicProperties::default()
@@ -469,11 +578,9 @@ impl Producer for AmqpProducer {
             self.reconnect().await?;
             return Err(DriverError::ChannelReopened);
         };
-        let confirms = self.driver.confirms;
+        let confirms = self.driver.o.confirms;
         let room = if confirms {
-            self.driver
-                .confirm_window
-                .saturating_sub(self.confirms.len())
+            (self.driver.o.confirm_window as usize).saturating_sub(self.confirms.len())
         } else {
             usize::MAX
         };
@@ -484,7 +591,7 @@ impl Producer for AmqpProducer {
                 self.exchange.clone(),
                 self.routing_key.clone(),
             );
-            let (properties, mandatory) = (self.properties.clone(), self.driver.mandatory);
+            let (properties, mandatory) = (self.properties.clone(), self.driver.o.mandatory);
             self.publishing = Some(Box::pin(async move {
                 let mut out = Vec::with_capacity(batch.len());
                 for payload in &batch {
@@ -543,7 +650,7 @@ impl Producer for AmqpProducer {
 
     async fn close(mut self) {
         if let Some(channel) = self.channel.take()
-            && !self.driver.keep
+            && !self.driver.o.keep
         {
             self.driver.delete_exchange(&channel).await;
         }
@@ -593,7 +700,7 @@ impl Consumer for AmqpConsumer {
         // between taking a delivery and returning it: the engine may cancel `recv` (at a
         // stop), and a delivery taken but not returned would be neither counted nor lost.
         // (It was: a reliable run once received 111,903 of 111,904 messages.)
-        if self.unacked >= self.driver.ack_batch {
+        if self.unacked >= self.driver.o.ack_batch {
             self.ack_pending().await;
         }
         let Some(consumer) = self.consumer.as_mut() else {
@@ -601,7 +708,7 @@ impl Consumer for AmqpConsumer {
         };
         match consumer.next().await {
             Some(Ok(delivery)) => {
-                if self.driver.ack == AckMode::Manual {
+                if self.driver.o.ack == AckMode::Manual {
                     self.unacked += 1;
                     self.last = Some(delivery.acker);
                 }
@@ -630,8 +737,12 @@ impl Consumer for AmqpConsumer {
                 )
                 .await;
         }
+        // A topic's quorum queue or stream is deleted by the run's owner once nobody
+        // reads it (`finish`): RabbitMQ 3.10 refuses `if_unused` deletes of them, and a
+        // stream is read by every consumer to its end.
         if let Some(channel) = self.channel.take()
-            && !self.driver.keep
+            && !self.driver.o.keep
+            && !self.driver.owner_deletes_queues()
         {
             let queue = self.driver.consumer_queue(&self.plan);
             // Only the last consumer of a shared queue deletes it (if_unused).
@@ -639,7 +750,7 @@ impl Consumer for AmqpConsumer {
                 .queue_delete(
                     queue.as_str().into(),
                     QueueDeleteOptions {
-                        if_unused: !self.driver.fanout,
+                        if_unused: !self.driver.o.fanout,
                         ..Default::default()
                     },
                 )
@@ -678,14 +789,14 @@ mod tests {
             d.url,
             "amqp://u:***@127.0.0.1:5672/%2f?exchange=ex&exchange_type=topic&durable=true&persistent=true&confirms=true&confirm_window=50&prefetch=10&ack=manual&ack_batch=5&mandatory=true"
         );
-        assert!(d.durable && d.persistent && d.confirms && d.mandatory);
+        assert!(d.o.durable && d.o.persistent && d.o.confirms && d.o.mandatory);
         assert_eq!(
-            (d.confirm_window, d.prefetch, d.ack, d.ack_batch),
+            (d.o.confirm_window, d.o.prefetch, d.o.ack, d.o.ack_batch),
             (50, 10, AckMode::Manual, 5)
         );
         assert_eq!(d.routing_key(3), "r1.3");
         let small = AmqpDriver::from_url("amqp://h?prefetch=50&ack=manual", &run()).unwrap();
-        assert_eq!(small.ack_batch, 25, "acks come before the prefetch limit");
+        assert_eq!(small.o.ack_batch, 25, "acks come before the prefetch limit");
         assert!(d.consumers_compete());
         let plain = AmqpDriver::from_url("amqp://h", &run()).unwrap();
         assert_eq!(plain.routing_key(2), "maestro.r1.2");

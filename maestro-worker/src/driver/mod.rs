@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod amqp10;
 pub mod kafka;
 pub mod mqtt;
+pub mod stream;
 pub mod tls;
 
 use bytes::Bytes;
@@ -24,6 +25,7 @@ pub enum AnyDriver {
     Amqp(amqp::AmqpDriver),
     Kafka(kafka::KafkaDriver),
     Amqp10(amqp10::Amqp10Driver),
+    Stream(stream::StreamDriver),
 }
 
 impl AnyDriver {
@@ -38,8 +40,17 @@ impl AnyDriver {
                 spec.fleet.clone(),
                 spec.producers,
             )?),
-            SutOptions::Amqp(o) => AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run)?),
+            SutOptions::Amqp(o) => {
+                AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run, spec.topics)?)
+            }
             SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
+            SutOptions::Stream(o) => AnyDriver::Stream(stream::StreamDriver::new(
+                sut,
+                o,
+                run,
+                spec.topics,
+                spec.consumers,
+            )?),
             SutOptions::Kafka(o) => {
                 let per_topic = spec.consumers.div_ceil(spec.topics.max(1));
                 AnyDriver::Kafka(kafka::KafkaDriver::new(
@@ -64,6 +75,7 @@ macro_rules! with_driver {
             $crate::driver::AnyDriver::Amqp($d) => $body,
             $crate::driver::AnyDriver::Kafka($d) => $body,
             $crate::driver::AnyDriver::Amqp10($d) => $body,
+            $crate::driver::AnyDriver::Stream($d) => $body,
         }
     };
 }

@@ -102,6 +102,16 @@ const OPTIONS: &[UrlOption] = &[
         default: "false",
         meaning: "keep the run's exchanges and queues afterwards",
     },
+    UrlOption {
+        key: "queue_type",
+        default: "classic",
+        meaning: "classic, quorum or stream (`x-queue-type`); quorum and stream queues are durable, a stream's consumers acknowledge manually and each reads the whole stream",
+    },
+    UrlOption {
+        key: "stream_offset",
+        default: "first",
+        meaning: "queue_type=stream: where consumers start (`x-stream-offset`): first (the run's stream is its own: all of it), last, next, an offset, or a time (RFC 3339, or a duration ago like 10m)",
+    },
 ];
 
 fn options(
@@ -118,6 +128,12 @@ impl AmqpOptions {
     pub fn reliable(&self) -> bool {
         self.confirms
     }
+
+    /// True when the consumers of a topic share one queue's messages: not with a queue
+    /// per consumer (`fanout=true`), nor on a stream, which every consumer reads whole.
+    pub fn consumers_compete(&self) -> bool {
+        !self.fanout && self.queue_type != QueueType::Stream
+    }
 }
 
 /// AMQP exchange types.
@@ -127,6 +143,41 @@ pub enum ExchangeType {
     Fanout,
     Topic,
     Headers,
+}
+
+/// The kind of queue declared (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Classic,
+    /// Replicated (Raft); always durable.
+    Quorum,
+    /// An append-only log: consumers read it without removing, from an offset.
+    Stream,
+}
+
+impl QueueType {
+    /// The `x-queue-type` argument's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+}
+
+/// Where a stream queue's consumer starts (`x-stream-offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamOffset {
+    First,
+    Last,
+    Next,
+    /// An absolute offset in the stream.
+    Offset(u64),
+    /// The first message stored at or after this time.
+    Timestamp(std::time::SystemTime),
+    /// The first message stored at or after this long before the consumer attaches.
+    Ago(std::time::Duration),
 }
 
 /// AMQP consumer acknowledgements.
@@ -163,6 +214,9 @@ pub struct AmqpOptions {
     pub fanout: bool,
     /// Keep the run's queues and exchanges afterwards.
     pub keep: bool,
+    pub queue_type: QueueType,
+    /// Stream queues: where consumers start.
+    pub stream_offset: StreamOffset,
 }
 
 impl Parser {
@@ -191,7 +245,13 @@ impl Parser {
             ack_batch: 100,
             fanout: false,
             keep: false,
+            queue_type: QueueType::Classic,
+            // The run's stream is its own: from the first message is everything it sent,
+            // whenever a consumer's reader attaches (with `next` one that attached late
+            // would miss the first messages).
+            stream_offset: StreamOffset::First,
         };
+        let (mut durable_given, mut ack_given, mut offset_given) = (None, None, false);
         for (key, v) in query {
             let (key, v) = (key.as_str(), v.as_str());
             match key {
@@ -213,13 +273,17 @@ impl Parser {
                 }
                 "routing_key" => o.routing_key = Some(v.to_owned()),
                 "queue" => o.queue = v.to_owned(),
-                "durable" => o.durable = self.flag(key, v)?,
+                "durable" => {
+                    o.durable = self.flag(key, v)?;
+                    durable_given = Some(v);
+                }
                 "persistent" => o.persistent = self.flag(key, v)?,
                 "confirms" => o.confirms = self.flag(key, v)?,
                 "confirm_window" => o.confirm_window = self.number(key, v, 1_000_000)? as u32,
                 "mandatory" => o.mandatory = self.flag(key, v)?,
                 "prefetch" => o.prefetch = self.number(key, v, u16::MAX.into())? as u16,
                 "ack" => {
+                    ack_given = Some(v);
                     o.ack = match v {
                         "auto" => AckMode::Auto,
                         "manual" => AckMode::Manual,
@@ -229,6 +293,18 @@ impl Parser {
                 "ack_batch" => o.ack_batch = self.number(key, v, 1_000_000)? as u32,
                 "fanout" => o.fanout = self.flag(key, v)?,
                 "keep" => o.keep = self.flag(key, v)?,
+                "queue_type" => {
+                    o.queue_type = match v {
+                        "classic" => QueueType::Classic,
+                        "quorum" => QueueType::Quorum,
+                        "stream" => QueueType::Stream,
+                        _ => return Err(self.value(key, v, "is not classic, quorum or stream")),
+                    }
+                }
+                "stream_offset" => {
+                    offset_given = true;
+                    o.stream_offset = self.stream_offset(key, v)?;
+                }
                 _ => {
                     return Err(SutUrlError::Unknown {
                         url: self.url.clone(),
@@ -238,8 +314,74 @@ impl Parser {
                 }
             }
         }
+        if o.queue_type != QueueType::Classic {
+            // RabbitMQ refuses a quorum or stream queue that is not durable.
+            if let Some(v) = durable_given.filter(|_| !o.durable) {
+                return Err(self.value(
+                    "durable",
+                    v,
+                    &format!(
+                        "cannot go with queue_type={}: such queues are always durable",
+                        o.queue_type.as_str()
+                    ),
+                ));
+            }
+            o.durable = true;
+        }
+        if o.queue_type == QueueType::Stream {
+            // A stream's consumers must acknowledge, and need a prefetch to be given credit.
+            if let Some(v) = ack_given.filter(|_| o.ack == AckMode::Auto) {
+                return Err(self.value(
+                    "ack",
+                    v,
+                    "cannot go with queue_type=stream: a stream's consumers acknowledge manually",
+                ));
+            }
+            o.ack = AckMode::Manual;
+            if o.fanout {
+                return Err(self.value(
+                    "fanout",
+                    "true",
+                    "cannot go with queue_type=stream: every consumer of a stream reads all of it already",
+                ));
+            }
+        } else if offset_given {
+            return Err(self.value(
+                "stream_offset",
+                query
+                    .iter()
+                    .find(|(k, _)| k == "stream_offset")
+                    .map_or("", |(_, v)| v.as_str()),
+                "needs queue_type=stream",
+            ));
+        }
         // The broker stops delivering at `prefetch` unacknowledged messages: ack well before.
         o.ack_batch = o.ack_batch.min((u32::from(o.prefetch) / 2).max(1));
         Ok(o)
+    }
+
+    pub(super) fn stream_offset(&self, key: &str, v: &str) -> Result<StreamOffset, SutUrlError> {
+        Ok(match v {
+            "first" => StreamOffset::First,
+            "last" => StreamOffset::Last,
+            "next" => StreamOffset::Next,
+            _ if v.bytes().all(|b| b.is_ascii_digit()) => StreamOffset::Offset(
+                v.parse()
+                    .map_err(|_| self.value(key, v, "is too large an offset"))?,
+            ),
+            _ => {
+                if let Ok(t) = humantime::parse_rfc3339_weak(v) {
+                    StreamOffset::Timestamp(t)
+                } else if let Ok(d) = humantime::parse_duration(v) {
+                    StreamOffset::Ago(d)
+                } else {
+                    return Err(self.value(
+                        key,
+                        v,
+                        "is not first, last, next, an offset, a time (2026-12-06T10:00:00Z) or a duration ago (10m)",
+                    ));
+                }
+            }
+        })
     }
 }

@@ -31,12 +31,14 @@ mod amqp;
 mod amqp10;
 mod kafka;
 mod mqtt;
+mod stream;
 mod tls;
 
 pub use amqp::*;
 pub use amqp10::*;
 pub use kafka::*;
 pub use mqtt::*;
+pub use stream::*;
 pub use tls::*;
 
 use std::fmt;
@@ -51,10 +53,18 @@ pub enum Scheme {
     Kafka,
     /// AMQP 1.0 (`amqp10://`, `amqp10s://`).
     Amqp10,
+    /// RabbitMQ's stream protocol (`rabbitmq-stream://`).
+    Stream,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 4] = [Scheme::Mqtt, Scheme::Amqp, Scheme::Kafka, Scheme::Amqp10];
+    pub const ALL: [Scheme; 5] = [
+        Scheme::Mqtt,
+        Scheme::Amqp,
+        Scheme::Kafka,
+        Scheme::Amqp10,
+        Scheme::Stream,
+    ];
 
     /// The registry: the one place that maps a scheme to its protocol's module.
     fn protocol(self) -> &'static Protocol {
@@ -63,6 +73,7 @@ impl Scheme {
             Scheme::Amqp => &amqp::PROTOCOL,
             Scheme::Kafka => &kafka::PROTOCOL,
             Scheme::Amqp10 => &amqp10::PROTOCOL,
+            Scheme::Stream => &stream::PROTOCOL,
         }
     }
 
@@ -351,6 +362,7 @@ pub enum SutOptions {
     Amqp(AmqpOptions),
     Kafka(KafkaOptions),
     Amqp10(Amqp10Options),
+    Stream(StreamOptions),
 }
 
 /// A parsed SUT URL. `Debug` and `Display` hide the password.
@@ -683,6 +695,7 @@ impl SutUrl {
             SutOptions::Amqp(_) => Scheme::Amqp,
             SutOptions::Kafka(_) => Scheme::Kafka,
             SutOptions::Amqp10(_) => Scheme::Amqp10,
+            SutOptions::Stream(_) => Scheme::Stream,
         }
     }
 
@@ -731,18 +744,21 @@ impl SutUrl {
             SutOptions::Amqp(o) => o.reliable(),
             SutOptions::Kafka(o) => o.reliable(),
             SutOptions::Amqp10(o) => o.reliable(),
+            // Every publish is confirmed.
+            SutOptions::Stream(_) => true,
         }
     }
 
     /// True when the consumers of one topic share its messages (one AMQP queue, one Kafka
     /// consumer group per topic); false when each consumer gets every message (MQTT
-    /// subscribers, AMQP `fanout=true`).
+    /// subscribers, AMQP `fanout=true`, readers of a RabbitMQ stream).
     pub fn consumers_compete(&self) -> bool {
         match &self.options {
             SutOptions::Mqtt(o) => o.share_group.is_some(),
-            SutOptions::Amqp(o) => !o.fanout,
+            SutOptions::Amqp(o) => o.consumers_compete(),
             SutOptions::Kafka(_) => true,
             SutOptions::Amqp10(o) => !o.fanout,
+            SutOptions::Stream(_) => false,
         }
     }
 
@@ -838,7 +854,7 @@ mod tests {
         assert_eq!(Scheme::names_where(|c| c.fleet), "mqtt");
         assert_eq!(
             Scheme::names_where(|c| c.backlog),
-            "amqp, kafka, amqp10",
+            "amqp, kafka, amqp10, rabbitmq-stream",
             "MQTT brokers keep nothing for a connected subscriber that does not read"
         );
         assert!(matches!(
@@ -1135,6 +1151,75 @@ mod tests {
     }
 
     #[test]
+    fn amqp_queue_types_and_stream_offsets() {
+        let amqp = |s: &str| match parse(s).options {
+            SutOptions::Amqp(o) => o,
+            _ => panic!("amqp"),
+        };
+        let c = amqp("amqp://h");
+        assert_eq!((c.queue_type, c.durable), (QueueType::Classic, false));
+        let q = amqp("amqp://h?queue_type=quorum");
+        assert_eq!(
+            (q.queue_type, q.durable, q.ack),
+            (QueueType::Quorum, true, AckMode::Auto)
+        );
+        assert!(q.consumers_compete());
+        let s = amqp("amqp://h?queue_type=stream&prefetch=100");
+        assert_eq!(
+            (s.queue_type, s.durable, s.ack, s.stream_offset, s.ack_batch),
+            (
+                QueueType::Stream,
+                true,
+                AckMode::Manual,
+                StreamOffset::First,
+                50
+            )
+        );
+        assert!(!s.consumers_compete());
+        assert!(!parse("amqp://h?queue_type=stream").consumers_compete());
+        for (v, want) in [
+            ("first", StreamOffset::First),
+            ("last", StreamOffset::Last),
+            ("42", StreamOffset::Offset(42)),
+            ("10m", StreamOffset::Ago(Duration::from_secs(600))),
+            (
+                "2026-12-06T10:00:00Z",
+                StreamOffset::Timestamp(std::time::UNIX_EPOCH + Duration::from_secs(1_796_551_200)),
+            ),
+        ] {
+            let o = amqp(&format!("amqp://h?queue_type=stream&stream_offset={v}"));
+            assert_eq!(o.stream_offset, want, "{v}");
+        }
+    }
+
+    #[test]
+    fn rabbitmq_stream_urls() {
+        let u =
+            parse("rabbitmq-stream://u:p@h/vh?stream=bench&offset=first&max_length=5MB&keep=true");
+        let SutOptions::Stream(o) = &u.options else {
+            panic!("stream")
+        };
+        assert_eq!(
+            (
+                o.vhost.as_str(),
+                o.stream.as_str(),
+                o.offset,
+                o.max_length_bytes,
+                o.keep
+            ),
+            ("vh", "bench", StreamOffset::First, Some(5_000_000), true)
+        );
+        assert_eq!((o.window, o.batch_size), (1000, 100));
+        assert!(u.reliable() && !u.consumers_compete());
+        let t = parse("rabbitmq-stream+tls://h?ca=/c.pem");
+        assert_eq!((t.host().port, t.tls.is_some()), (5551, true));
+        let SutOptions::Stream(o) = &parse("rabbitmq-stream://h").options else {
+            panic!("stream")
+        };
+        assert_eq!((o.vhost.as_str(), o.offset), ("/", StreamOffset::First));
+    }
+
+    #[test]
     fn several_urls_are_the_nodes_of_one_sut() {
         let a = parse("mqtt://u:p@127.0.0.1:1883/t?qos=1");
         let b = parse("mqtt://u:p@127.0.0.2:1884/t?qos=1");
@@ -1260,6 +1345,32 @@ mod tests {
                 "mqtt://h?shared=true&share_group=a/b",
                 "is not a group name",
             ),
+            (
+                "amqp://h?queue_type=lazy",
+                "queue_type=\"lazy\" is not classic",
+            ),
+            (
+                "amqp://h?queue_type=quorum&durable=false",
+                "durable=\"false\" cannot go with queue_type=quorum",
+            ),
+            (
+                "amqp://h?queue_type=stream&ack=auto",
+                "ack=\"auto\" cannot go with queue_type=stream",
+            ),
+            ("amqp://h?queue_type=stream&fanout=true", "fanout=\"true\""),
+            ("amqp://h?stream_offset=first", "needs queue_type=stream"),
+            (
+                "amqp://h?queue_type=stream&stream_offset=middle",
+                "stream_offset=\"middle\" is not first",
+            ),
+            ("rabbitmq-stream://h?offset=middle", "offset=\"middle\""),
+            (
+                "rabbitmq-stream://h?max_length=2TB",
+                "max_length=\"2TB\" is not a size",
+            ),
+            ("rabbitmq-stream://h?window=0", "window=\"0\""),
+            ("rabbitmq-stream://h?stream=a%20b", "is not a stream name"),
+            ("rabbitmq-stream://h?sni=x", "sni"),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");

@@ -53,8 +53,6 @@ use wire::{Ack, Incoming, PublishForm};
 
 /// The WebSocket read buffer of a client.
 const WS_READ_BUFFER: usize = 8 * 1024;
-/// The largest MQTT packet, and WebSocket message, read.
-const MAX_PACKET: usize = wire::MAX_PACKET;
 /// How long each step of connecting (TCP, TLS, WebSocket, CONNACK, SUBACK) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes a client buffers for writing before `try_send` reports `Full`.
@@ -86,14 +84,11 @@ struct Inner {
     source_ips: Vec<IpAddr>,
     credentials: Option<(String, String)>,
     qos: u8,
-    version: MqttVersion,
     /// How publishes are written (the version, QoS, retain, MQTT 5 properties).
     form: PublishForm,
-    /// The WebSocket path, over WebSockets.
-    websocket: Option<String>,
-    /// The URL's options (consumers' subscriptions: shared or not).
+    /// The URL's options: the version, the transport, MQTT 5's connect properties and
+    /// whether consumers share a subscription.
     options: MqttOptions,
-    session_expiry_s: Option<u32>,
     clean_session: bool,
     keep_alive: Duration,
     inflight: usize,
@@ -138,14 +133,8 @@ impl MqttDriver {
                 .as_ref()
                 .map(|c| (c.user.clone(), c.password.clone())),
             qos,
-            version: o.version,
             form: PublishForm::new(o, qos),
-            websocket: match &o.transport {
-                MqttTransport::Tcp => None,
-                MqttTransport::WebSocket { path } => Some(path.clone()),
-            },
             options: o.clone(),
-            session_expiry_s: o.v5.session_expiry_s,
             clean_session: o.clean_session,
             keep_alive: o.keep_alive,
             inflight: usize::from(o.inflight.max(1)),
@@ -314,9 +303,9 @@ impl MqttDriver {
                 }
             }
         };
-        let mut stream: Stream = match &d.websocket {
-            None => Either::Left(transport),
-            Some(path) => Either::Right(Box::new(
+        let mut stream: Stream = match &d.options.transport {
+            MqttTransport::Tcp => Either::Left(transport),
+            MqttTransport::WebSocket { path } => Either::Right(Box::new(
                 upgrade(transport, host, *port, path, d.tls.is_some()).await?,
             )),
         };
@@ -326,12 +315,12 @@ impl MqttDriver {
             keep_alive_s: u16::try_from(d.keep_alive.as_secs()).unwrap_or(u16::MAX),
             clean: d.clean_session,
             credentials: d.credentials.as_ref(),
-            session_expiry_s: d.session_expiry_s,
+            session_expiry_s: d.options.v5.session_expiry_s,
             receive_maximum: d.options.v5.receive_maximum,
         };
         buf.clear();
-        wire::connect(d.version, &hello, &mut buf);
-        let granted = match ask(&mut stream, &mut buf, d.version).await? {
+        wire::connect(d.options.version, &hello, &mut buf);
+        let granted = match ask(&mut stream, &mut buf, d.options.version).await? {
             Incoming::ConnAck(wire::ConnAck {
                 refused: None,
                 topic_alias_max,
@@ -363,8 +352,8 @@ impl MqttDriver {
         if let Some(filter) = &who.subscribe {
             let at = Instant::now();
             buf.clear();
-            wire::subscribe(d.version, filter, d.qos, &mut buf);
-            match ask(&mut stream, &mut buf, d.version).await? {
+            wire::subscribe(d.options.version, filter, d.qos, &mut buf);
+            match ask(&mut stream, &mut buf, d.options.version).await? {
                 Incoming::SubAck(Ok(())) => d.subscribes.record(at.elapsed()),
                 Incoming::SubAck(Err(code)) => {
                     return Err(ConnectError::new(
@@ -513,8 +502,8 @@ async fn upgrade(
     let config = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(Some(MAX_PACKET))
-        .max_frame_size(Some(MAX_PACKET));
+        .max_message_size(Some(wire::MAX_PACKET))
+        .max_frame_size(Some(wire::MAX_PACKET));
     match tokio::time::timeout(
         STEP_TIMEOUT,
         async_tungstenite::tokio::client_async_with_config(request, transport, Some(config)),
@@ -781,7 +770,7 @@ impl Client {
     /// Handles every whole packet in the read buffer; publishes are kept for a consumer
     /// (`keep`) or counted.
     fn handle(&mut self, keep: bool) -> Result<(), String> {
-        let version = self.driver.0.version;
+        let version = self.driver.0.options.version;
         loop {
             let Some(packet) =
                 wire::read(version, &mut self.rbuf).map_err(|e| format!("{e} from the broker"))?
