@@ -1,7 +1,7 @@
 //! The same checks for every protocol under test, against real brokers: Mosquitto (MQTT
 //! 3.1.1, MQTT 5 with a shared subscription and every publish property, MQTT over
 //! WebSockets), RabbitMQ (AMQP 0-9-1 on classic and quorum queues and on a stream, AMQP 1.0,
-//! web MQTT, the stream protocol) and tansu (Kafka), each a private
+//! web MQTT, the stream protocol), tansu (Kafka) and Redis (Streams, pub/sub), each a private
 //! instance started by the test.
 //!
 //! - counts agree and nothing is lost in the reliable mode (QoS 1, confirms with manual
@@ -37,6 +37,10 @@ enum Sut {
     Amqp10(ScriptedSut),
     /// RabbitMQ's stream protocol: every consumer reads the whole stream.
     Stream(ScriptedSut),
+    /// Redis Streams: a consumer group per topic, whose consumers compete.
+    RedisStreams(ScriptedSut),
+    /// Redis pub/sub: every subscriber gets every message.
+    RedisPubSub(ScriptedSut),
 }
 
 impl Sut {
@@ -52,6 +56,8 @@ impl Sut {
             "kafka" => Sut::Kafka(ScriptedSut::tansu().unwrap()),
             "amqp10" => Sut::Amqp10(ScriptedSut::rabbitmq_multiprotocol().unwrap()),
             "stream" => Sut::Stream(ScriptedSut::rabbitmq_stream().unwrap()),
+            "redis_streams" => Sut::RedisStreams(ScriptedSut::redis().unwrap()),
+            "redis_pubsub" => Sut::RedisPubSub(ScriptedSut::redis().unwrap()),
             other => panic!("no SUT for {other}"),
         }
     }
@@ -83,6 +89,9 @@ impl Sut {
                 r.amqp10_url.as_deref().unwrap()
             ),
             Sut::Stream(r) => format!("{}/%2f?window=500", r.stream_url.as_deref().unwrap()),
+            Sut::RedisStreams(r) => format!("{}?mode=streams&count=50", r.url),
+            // Pub/sub promises nothing, but on loopback at this rate nothing is lost.
+            Sut::RedisPubSub(r) => format!("{}?mode=pubsub&window=200", r.url),
         }
     }
 
@@ -104,6 +113,7 @@ impl Sut {
             Sut::Kafka(_) => format!("kafka://127.0.0.1:{port}/x"),
             Sut::Amqp10(_) => format!("amqp10://guest:guest@127.0.0.1:{port}/queue/x"),
             Sut::Stream(_) => format!("rabbitmq-stream://guest:guest@127.0.0.1:{port}/%2f"),
+            Sut::RedisStreams(_) | Sut::RedisPubSub(_) => format!("redis://127.0.0.1:{port}"),
         }
     }
 
@@ -116,8 +126,14 @@ impl Sut {
             | Sut::MqttWs(_)
             | Sut::WebMqtt(_)
             | Sut::AmqpStream(_)
-            | Sut::Stream(_) => consumers,
-            Sut::Mqtt5(_) | Sut::Amqp(_) | Sut::AmqpQuorum(_) | Sut::Kafka(_) | Sut::Amqp10(_) => 1,
+            | Sut::Stream(_)
+            | Sut::RedisPubSub(_) => consumers,
+            Sut::Mqtt5(_)
+            | Sut::Amqp(_)
+            | Sut::AmqpQuorum(_)
+            | Sut::Kafka(_)
+            | Sut::Amqp10(_)
+            | Sut::RedisStreams(_) => 1,
         }
     }
 
@@ -132,7 +148,9 @@ impl Sut {
             | Sut::Kafka(s)
             | Sut::Amqp10(s)
             | Sut::WebMqtt(s)
-            | Sut::Stream(s) => s.stop(),
+            | Sut::Stream(s)
+            | Sut::RedisStreams(s)
+            | Sut::RedisPubSub(s) => s.stop(),
         }
     }
 }
@@ -329,7 +347,9 @@ conformance!(
     amqp_stream,
     kafka,
     amqp10,
-    stream
+    stream,
+    redis_streams,
+    redis_pubsub
 );
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
@@ -592,4 +612,43 @@ fn an_mqtt_backlog_is_refused_before_anything_starts() {
     );
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("backlog"), "{}", run.stderr);
+}
+
+/// Redis Streams: a stream key and a group per topic; the run's keys are deleted once every
+/// consumer left its group, unless kept.
+#[test]
+fn redis_stream_keys_are_deleted_unless_kept() {
+    let c = Cluster::start(1);
+    let redis = ScriptedSut::redis().unwrap();
+    let port = redis.url.rsplit(':').next().unwrap().to_owned();
+    let keys = || {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "--scan", "--pattern", "maestro.*"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (run, s) = c.run_test(
+        &format!("{}?mode=streams", redis.url),
+        &[
+            "--count",
+            "500",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--topics",
+            "2",
+        ],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!((u(&s, "received"), u(&s, "lost")), (500, 0), "{s:#}");
+    assert_eq!(keys(), "", "keys left behind");
+    let (run, s) = c.run_test(
+        &format!("{}?mode=streams&keep=true&maxlen=100000", redis.url),
+        &["--count", "100"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let id = s["run_id"].as_str().unwrap();
+    assert_eq!(keys().trim(), format!("maestro.{id}.0"), "kept key missing");
 }

@@ -806,6 +806,11 @@ impl ScriptedSut {
         Self::start("tansu", None)
     }
 
+    /// A private Redis server (`url` is `redis://127.0.0.1:PORT`).
+    pub fn redis() -> Result<Self> {
+        Self::start("redis", None)
+    }
+
     /// The topics a Kafka broker has now (metadata through librdkafka).
     pub fn kafka_topics(&self) -> Result<Vec<String>> {
         use rdkafka::consumer::Consumer as _;

@@ -12,12 +12,15 @@
 //! 4. RabbitMQ stream publish (every publish confirmed, up to 1,000 in flight, frames of
 //!    up to 100): maestro's producer vs a minimal rabbitmq-stream-client loop with the
 //!    same window and frames, in messages per CPU-second of the process (target >= 0.9x).
-//! 5. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
-//!    stream confirms): the maximum sustained rate of one producer and one consumer, then
+//! 5. Redis Streams XADD (pipelines of up to 1,000): maestro's producer vs a minimal redis
+//!    crate loop of the same pipelines, in messages per CPU-second of the process (target
+//!    >= 0.9x).
+//! 6. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
+//!    stream confirms; Redis Streams): the maximum sustained rate of one producer and one consumer, then
 //!    the response-time p99 at 50 % and 90 % of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream] [e2e]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream|redis] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -31,6 +34,7 @@ use maestro_worker::driver::Driver;
 use maestro_worker::driver::amqp::AmqpDriver;
 use maestro_worker::driver::amqp10::Amqp10Driver;
 use maestro_worker::driver::kafka::KafkaDriver;
+use maestro_worker::driver::redis::RedisDriver;
 use maestro_worker::driver::stream::StreamDriver;
 use std::time::{Duration, Instant};
 
@@ -217,6 +221,34 @@ async fn minimal_stream(url: String, stream: String) -> u64 {
     sent
 }
 
+/// A minimal redis crate producer: pipelines of [`WINDOW`] XADDs, one after the other;
+/// returns how many were added.
+async fn minimal_redis(url: String, key: String) -> u64 {
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let payload = vec![b'x'; SIZE];
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    while Instant::now() < end {
+        let mut pipe = redis::pipe();
+        for _ in 0..WINDOW {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("d")
+                .arg(&payload[..]);
+        }
+        let ids: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
+        sent += ids.len() as u64;
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    sent
+}
+
 fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
     let run = |name: &str, rate: f64| {
         // Run ids are one word: "AMQP 1.0-max" becomes "AMQP10-max".
@@ -347,6 +379,27 @@ fn main() {
         let sut = format!("{url}/%2f");
         reliable_e2e("RabbitMQ stream", &sut, |id| {
             StreamDriver::from_url(&sut, id).unwrap()
+        });
+    }
+    if want("redis") {
+        let server = ScriptedSut::redis().unwrap();
+        let url = server.url.clone();
+        println!("Redis at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        if ratios {
+            ratio_rounds("Redis Streams XADD (pipelined)", 0.9, |r| {
+                let (u, k) = (url.clone(), format!("bench-min-{r}"));
+                let (n_min, cpu_min) =
+                    cpu(|| on_thread(move || minimal_redis(u, k)).join().unwrap().0);
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let sut = format!("{url}?mode=streams&window={WINDOW}");
+                let driver = RedisDriver::from_url(&sut, &id).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
+        let sut = format!("{url}?mode=streams");
+        reliable_e2e("Redis Streams", &sut, |id| {
+            RedisDriver::from_url(&sut, id).unwrap()
         });
     }
 }

@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod amqp10;
 pub mod kafka;
 pub mod mqtt;
+pub mod redis;
 pub mod stream;
 pub mod tls;
 
@@ -26,6 +27,7 @@ pub enum AnyDriver {
     Kafka(kafka::KafkaDriver),
     Amqp10(amqp10::Amqp10Driver),
     Stream(stream::StreamDriver),
+    Redis(redis::RedisDriver),
 }
 
 impl AnyDriver {
@@ -44,6 +46,9 @@ impl AnyDriver {
                 AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run, spec.topics)?)
             }
             SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
+            SutOptions::Redis(o) => {
+                AnyDriver::Redis(redis::RedisDriver::new(sut, o, run, spec.topics)?)
+            }
             SutOptions::Stream(o) => AnyDriver::Stream(stream::StreamDriver::new(
                 sut,
                 o,
@@ -76,6 +81,7 @@ macro_rules! with_driver {
             $crate::driver::AnyDriver::Kafka($d) => $body,
             $crate::driver::AnyDriver::Amqp10($d) => $body,
             $crate::driver::AnyDriver::Stream($d) => $body,
+            $crate::driver::AnyDriver::Redis($d) => $body,
         }
     };
 }

@@ -31,6 +31,7 @@ mod amqp;
 mod amqp10;
 mod kafka;
 mod mqtt;
+mod redis;
 mod stream;
 mod tls;
 
@@ -38,6 +39,7 @@ pub use amqp::*;
 pub use amqp10::*;
 pub use kafka::*;
 pub use mqtt::*;
+pub use redis::*;
 pub use stream::*;
 pub use tls::*;
 
@@ -55,15 +57,18 @@ pub enum Scheme {
     Amqp10,
     /// RabbitMQ's stream protocol (`rabbitmq-stream://`).
     Stream,
+    /// Redis pub/sub and Streams (`redis://`).
+    Redis,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 5] = [
+    pub const ALL: [Scheme; 6] = [
         Scheme::Mqtt,
         Scheme::Amqp,
         Scheme::Kafka,
         Scheme::Amqp10,
         Scheme::Stream,
+        Scheme::Redis,
     ];
 
     /// The registry: the one place that maps a scheme to its protocol's module.
@@ -74,6 +79,7 @@ impl Scheme {
             Scheme::Kafka => &kafka::PROTOCOL,
             Scheme::Amqp10 => &amqp10::PROTOCOL,
             Scheme::Stream => &stream::PROTOCOL,
+            Scheme::Redis => &redis::PROTOCOL,
         }
     }
 
@@ -236,6 +242,7 @@ impl Protocol {
         let tls: Vec<&str> = self.tls_keys.to_vec();
         match self.tls_name {
             Some(name) => format!("{}, and with {name}:// {}", own.join(", "), tls.join(", ")),
+            None if tls.is_empty() => own.join(", "),
             None => format!("{}, {}", own.join(", "), tls.join(", ")),
         }
     }
@@ -363,6 +370,7 @@ pub enum SutOptions {
     Kafka(KafkaOptions),
     Amqp10(Amqp10Options),
     Stream(StreamOptions),
+    Redis(RedisOptions),
 }
 
 /// A parsed SUT URL. `Debug` and `Display` hide the password.
@@ -696,6 +704,7 @@ impl SutUrl {
             SutOptions::Kafka(_) => Scheme::Kafka,
             SutOptions::Amqp10(_) => Scheme::Amqp10,
             SutOptions::Stream(_) => Scheme::Stream,
+            SutOptions::Redis(_) => Scheme::Redis,
         }
     }
 
@@ -746,6 +755,7 @@ impl SutUrl {
             SutOptions::Amqp10(o) => o.reliable(),
             // Every publish is confirmed.
             SutOptions::Stream(_) => true,
+            SutOptions::Redis(o) => o.reliable(),
         }
     }
 
@@ -759,14 +769,19 @@ impl SutUrl {
             SutOptions::Kafka(_) => true,
             SutOptions::Amqp10(o) => !o.fanout,
             SutOptions::Stream(_) => false,
+            SutOptions::Redis(o) => o.consumers_compete(),
         }
     }
 
     /// What this URL's protocol can do with its options: MQTT consumers compete with a
-    /// shared subscription.
+    /// shared subscription, Redis Streams compete in a group and keep a backlog.
     pub fn capabilities(&self) -> Capabilities {
         let mut can = self.scheme().capabilities();
         can.competing_consumers |= self.consumers_compete();
+        // Redis Streams keep what a consumer group has not read; pub/sub keeps nothing.
+        if let SutOptions::Redis(o) = &self.options {
+            can.backlog = o.mode == RedisMode::Streams;
+        }
         can
     }
 
@@ -1220,6 +1235,23 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls() {
+        let u = parse("redis://:pw@h/3?mode=streams&maxlen=5000&count=10&prefix=bench");
+        let SutOptions::Redis(o) = &u.options else {
+            panic!("redis")
+        };
+        assert_eq!(
+            (o.db, o.mode, o.maxlen, o.count, o.prefix.as_str()),
+            (3, RedisMode::Streams, Some(5000), 10, "bench")
+        );
+        assert!(u.reliable() && u.consumers_compete());
+        assert!(u.capabilities().backlog && u.capabilities().competing_consumers);
+        let p = parse("redis://h");
+        assert_eq!(p.host().port, 6379);
+        assert!(!p.reliable() && !p.consumers_compete() && !p.capabilities().backlog);
+    }
+
+    #[test]
     fn several_urls_are_the_nodes_of_one_sut() {
         let a = parse("mqtt://u:p@127.0.0.1:1883/t?qos=1");
         let b = parse("mqtt://u:p@127.0.0.2:1884/t?qos=1");
@@ -1371,6 +1403,13 @@ mod tests {
             ("rabbitmq-stream://h?window=0", "window=\"0\""),
             ("rabbitmq-stream://h?stream=a%20b", "is not a stream name"),
             ("rabbitmq-stream://h?sni=x", "sni"),
+            (
+                "redis://h?mode=queue",
+                "mode=\"queue\" is not pubsub or streams",
+            ),
+            ("redis://h?maxlen=10", "maxlen=\"10\" needs mode=streams"),
+            ("redis://h/x", "db=\"x\" is not a database number"),
+            ("redis://h?ca=/c.pem", "unknown parameter \"ca\""),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
