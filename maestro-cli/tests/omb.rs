@@ -52,7 +52,7 @@ fn the_example_omb_files_check_and_a_bad_key_is_named_with_its_line() {
         "max-rate-100b.yaml",
         "backlog-1kb.yaml",
     ] {
-        for driver in ["kafka.yaml", "rabbitmq.yaml", "mqtt5.yaml"] {
+        for driver in ["kafka.yaml", "rabbitmq.yaml", "mqtt5.yaml", "redis.yaml"] {
             let run = run_cli(
                 &[
                     "run",
@@ -408,6 +408,44 @@ fn the_omb_rabbitmq_driver_runs_as_it_is_with_quorum_queues() {
         queues.contains("quorum"),
         "no quorum queue during the run:\n{queues}"
     );
+}
+
+/// OMB's own `driver-redis/redis.yaml` (only its port changed) against Redis: one
+/// subscription of three consumers is a consumer group whose consumers share the messages.
+#[test]
+fn the_omb_redis_driver_runs_as_it_is_with_a_consumer_group() {
+    let c = Cluster::start(1);
+    let redis = ScriptedSut::redis().unwrap();
+    let port = redis.url.rsplit(':').next().unwrap().to_owned();
+    let dir = temp_dir("redis");
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "name: omb-redis\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 512\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
+         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
+    )
+    .unwrap();
+    let upstream = std::fs::read_to_string(examples().join("redis.yaml")).unwrap();
+    std::fs::write(
+        dir.join("driver.yaml"),
+        upstream.replace("redisPort: 6379", &format!("redisPort: {port}")),
+    )
+    .unwrap();
+    let (_, plan) = run_omb(&c, &dir, &[]);
+    let s = &plan["phases"][0]["probes"][0]["summary"];
+    let sent = u(s, "sent");
+    assert!(sent > 0, "{s:#}");
+    assert_eq!(
+        (u(s, "received"), u(s, "lost"), u(s, "duplicated")),
+        (sent, 0, 0),
+        "{s:#}"
+    );
+    assert_eq!(
+        u(&s["publish_latency_us"], "count"),
+        sent,
+        "XADD replies: {s:#}"
+    );
+    assert_eq!(u(&s["workers"][0], "consumers"), 3, "{s:#}");
 }
 
 /// OMB's own `driver-mqtt5/mqtt5.yaml` (only its server changed) against Mosquitto: one

@@ -130,6 +130,20 @@ pub struct Driver {
     pub consumer_creation_delay: Option<u64>,
     #[serde(default)]
     pub consumer_creation_batch_size: Option<u32>,
+    // Redis.
+    #[serde(default)]
+    pub redis_host: Option<String>,
+    #[serde(default)]
+    pub redis_port: Option<u16>,
+    #[serde(default)]
+    pub redis_user: Option<String>,
+    #[serde(default)]
+    pub redis_pass: Option<String>,
+    /// Jedis's connection pool; maestro's clients have a connection each.
+    #[serde(default)]
+    pub jedis_pool_max_total: Option<u32>,
+    #[serde(default)]
+    pub jedis_pool_max_idle: Option<u32>,
     // MQTT 5.
     #[serde(default)]
     pub client: Option<MqttClient>,
@@ -184,6 +198,7 @@ enum Kind {
     Kafka,
     RabbitMq,
     Mqtt5,
+    Redis,
 }
 
 /// The plan made from an OMB workload and driver, with warnings about what was left out.
@@ -367,6 +382,37 @@ fn kafka_target(
     }
     Ok(Target {
         url: with_query(format!("kafka://{}/omb", hosts.join(",")), query.finish()),
+        subscriptions_per_topic: 1,
+        consumers_per_subscription: w.consumer_per_subscription,
+    })
+}
+
+/// A Redis driver's host, port and credentials as a `redis://` URL in Streams mode, as
+/// OMB's Redis driver works: XADD, a consumer group per subscription (its consumers
+/// compete), XREADGROUP and XACK. maestro's competing consumers are one subscription per
+/// topic (as with Kafka): several subscriptions are refused, naming the key.
+fn redis_target(w: &Workload, d: &Driver, workload_path: &Path) -> Result<Target, PlanError> {
+    if w.subscriptions_per_topic > 1 {
+        return Err(problem(
+            workload_path,
+            0,
+            "subscriptionsPerTopic",
+            format!(
+                "{} subscriptions: with Redis Streams maestro runs one consumer group per topic (its consumers compete)",
+                w.subscriptions_per_topic
+            ),
+        ));
+    }
+    let host = d.redis_host.as_deref().unwrap_or("localhost");
+    let port = d.redis_port.unwrap_or(6379);
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let credentials = match (&d.redis_user, &d.redis_pass) {
+        (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(p)),
+        (None, Some(p)) => format!(":{}@", enc(p)),
+        _ => String::new(),
+    };
+    Ok(Target {
+        url: format!("redis://{credentials}{host}:{port}?mode=streams"),
         subscriptions_per_topic: 1,
         consumers_per_subscription: w.consumer_per_subscription,
     })
@@ -706,13 +752,15 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         Kind::RabbitMq
     } else if d.driver_class == "io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver" {
         Kind::Mqtt5
+    } else if d.driver_class == "io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver" {
+        Kind::Redis
     } else {
         return Err(problem(
             driver_path,
             0,
             "driverClass",
             format!(
-                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver, io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver or io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver)",
+                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver, io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver, io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver or io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver)",
                 d.driver_class
             ),
         ));
@@ -730,6 +778,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         Kind::Kafka => kafka_target(&w, &d, paths, &mut warnings)?,
         Kind::RabbitMq => rabbitmq_target(&w, &d, paths, &mut warnings)?,
         Kind::Mqtt5 => mqtt5_target(&w, &d, paths)?,
+        Kind::Redis => redis_target(&w, &d, workload_path)?,
     };
     let plan = Plan {
         plan: Metadata {
@@ -745,6 +794,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
                     Kind::Kafka => "kafka",
                     Kind::RabbitMq => "rabbitmq",
                     Kind::Mqtt5 => "mqtt5",
+                    Kind::Redis => "redis",
                 }
                 .into(),
             ],
@@ -911,6 +961,27 @@ mod tests {
                 crate::plan::Phase::Fixed { duration: Some(d), at_knee: false, .. }
             ] if w.as_secs() == 30 && d.as_secs() == 60
         ));
+    }
+
+    #[test]
+    fn the_redis_driver_file_runs_streams_with_a_group_per_topic() {
+        // `driver-redis/redis.yaml` as upstream has it.
+        let redis = "name: Redis\ndriverClass: io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver\n\
+            redisPort: 6379\nredisHost: 127.0.0.1\njedisPoolMaxTotal: 8\njedisPoolMaxIdle: 8\n";
+        let l = load_texts("redis", &workload(1, 2, 500), redis).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert_eq!(sut.as_str(), "redis://127.0.0.1:6379?mode=streams");
+        assert!(sut.consumers_compete() && sut.reliable());
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!(spec.consumers, 4, "2 topics, a group of 2 each: {spec:?}");
+        let e = load_texts("redis3", &workload(2, 2, 500), redis).unwrap_err();
+        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let with_pass = format!("{redis}redisPass: \"p@ss\"\n");
+        let l = load_texts("redis2", &workload(1, 1, 500), &with_pass).unwrap();
+        assert_eq!(
+            l.plan.sut(None).unwrap().as_str(),
+            "redis://:p%40ss@127.0.0.1:6379?mode=streams"
+        );
     }
 
     #[test]

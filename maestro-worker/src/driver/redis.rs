@@ -5,9 +5,9 @@
 //!   every consumer SUBSCRIBEs to it and gets every message; Redis keeps nothing for a
 //!   subscriber that is not connected, and the PUBLISH reply is the publish latency;
 //! - `mode=streams`: producers XADD to the stream key `<prefix>.<run-id>.<i>` (`maxlen=`:
-//!   `MAXLEN ~ n`), and the reply (the entry's id) is the publish latency; each
-//!   subscription of a topic is a consumer group (`<prefix>.<run-id>.g<s>`, reading the
-//!   stream from its start), whose consumers compete: XREADGROUP `count` entries at a
+//!   `MAXLEN ~ n`), and the reply (the entry's id) is the publish latency; a topic's
+//!   consumers form a consumer group (`<prefix>.<run-id>.g<subscription>`, reading the
+//!   stream from its start) and compete: XREADGROUP `count` entries at a
 //!   time, acknowledged with XACK before the next read;
 //! - `window`: commands in flight per producer (pipelined), `keep`: keep the run's stream
 //!   keys afterwards (Streams; the worker with producer 0 deletes them once every consumer
