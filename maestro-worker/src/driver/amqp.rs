@@ -27,8 +27,8 @@
 
 use super::tls::TlsClient;
 use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings, TrySendError,
-    sent_ns,
+    AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue,
+    Timings, TrySendError, sent_ns,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -54,8 +54,6 @@ type Publishing =
     Pin<Box<dyn Future<Output = Vec<(lapin::Result<lapin::PublisherConfirm>, i64)>> + Send>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the run's owner waits for a stream's readers to leave before it deletes it.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages a producer may hold before `try_send` reports `Full`.
 const QUEUE: usize = 1024;
 
@@ -403,21 +401,17 @@ impl AmqpDriver {
 
 /// A stream consumer's `x-stream-offset` argument.
 fn stream_offset(offset: StreamOffset) -> AMQPValue {
-    let seconds = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
+    if let Some(at) = offset.time(SystemTime::now()) {
+        let seconds = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        return AMQPValue::Timestamp(seconds);
+    }
     match offset {
         StreamOffset::First => AMQPValue::LongString("first".into()),
         StreamOffset::Last => AMQPValue::LongString("last".into()),
-        StreamOffset::Next => AMQPValue::LongString("next".into()),
         StreamOffset::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
-        StreamOffset::Timestamp(t) => AMQPValue::Timestamp(seconds(t)),
-        StreamOffset::Ago(d) => AMQPValue::Timestamp(seconds(
-            SystemTime::now()
-                .checked_sub(d)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        )),
+        _ => AMQPValue::LongString("next".into()),
     }
 }
 

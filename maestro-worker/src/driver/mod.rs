@@ -19,6 +19,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long the worker that removes what a run created (on RabbitMQ quorum queues and
+/// streams, RabbitMQ's stream protocol, Redis Streams) waits for every consumer to leave
+/// before it removes it anyway.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The drivers, one per protocol.
 #[derive(Debug)]
 pub enum AnyDriver {

@@ -16,7 +16,9 @@
 //! Each producer and consumer has its own connection. A message is one field `d` of a
 //! stream entry, or a pub/sub message's payload.
 
-use super::{AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings};
+use super::{
+    AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue, Timings,
+};
 use super::{TrySendError, sent_ns};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -37,8 +39,6 @@ const QUEUE: usize = 1024;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a streams consumer blocks in one XREADGROUP.
 const BLOCK_MS: usize = 1000;
-/// How long the run's owner waits for every consumer to leave its group.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct RedisDriver {
@@ -298,11 +298,12 @@ impl Producer for RedisProducer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        let Some(conn) = self.conn.clone() else {
+        let Some(conn) = self.conn.as_ref() else {
             self.conn = Some(self.driver.connect().await?);
             return Ok(());
         };
         if self.pending.is_none() && !self.queue.is_empty() {
+            let mut conn = conn.clone();
             let batch: Vec<Bytes> = self.queue.take(self.driver.o.window as usize).collect();
             let mut pipe = redis::pipe();
             for payload in &batch {
@@ -318,7 +319,6 @@ impl Producer for RedisProducer {
                 };
             }
             let sent: Vec<i64> = batch.iter().map(|p| sent_ns(p).unwrap_or(0)).collect();
-            let mut conn = conn;
             self.pending = Some(Box::pin(async move {
                 let replies = pipe.query_async::<Vec<redis::Value>>(&mut conn).await;
                 (replies, sent)
@@ -451,9 +451,10 @@ impl Consumer for RedisConsumer {
         self.reading = None;
         match read {
             Ok(reply) => {
-                for id in reply.keys.into_iter().flat_map(|k| k.ids) {
-                    if let Some(redis::Value::BulkString(d)) = id.map.get("d") {
-                        self.entries.push_back(Bytes::copy_from_slice(d));
+                for mut id in reply.keys.into_iter().flat_map(|k| k.ids) {
+                    // The reply's buffer becomes the message: no copy.
+                    if let Some(redis::Value::BulkString(d)) = id.map.remove("d") {
+                        self.entries.push_back(Bytes::from(d));
                     }
                     self.unacked.push(id.id);
                 }

@@ -22,7 +22,9 @@
 //! With TLS the client reads the URL's `ca` (or trusts any server with `insecure=true`)
 //! and one `cert`/`key` for all its connections.
 
-use super::{AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings};
+use super::{
+    AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue, Timings,
+};
 use super::{TrySendError, sent_ns};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -44,9 +46,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE: usize = 1024;
 /// How long a producer waits for a confirm before it counts the connection as lost.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the run's owner waits for every consumer to leave before it deletes the
-/// streams anyway.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct StreamDriver {
@@ -58,7 +57,8 @@ pub struct StreamDriver {
     topics: u32,
     consumers: u32,
     client: ClientSettings,
-    /// Streams this driver made sure exist, and its admin connection (both lazily).
+    /// The driver's own connection (made when first needed): creates, watches and deletes
+    /// the run's streams.
     admin: Arc<OnceCell<Arc<Client>>>,
     /// Connection and publisher or subscription set-up, per client.
     connects: Durations,
@@ -197,7 +197,7 @@ impl StreamDriver {
             .map_err(|_| {
                 self.unreachable(format!("no stream handshake within {CONNECT_TIMEOUT:?}"))
             })?
-            .map_err(|e| self.unreachable(explain(&e)))
+            .map_err(|e| self.unreachable(e))
     }
 
     /// The driver's own connection, for creating, watching and deleting streams.
@@ -211,7 +211,7 @@ impl StreamDriver {
                         self.unreachable(format!("no stream handshake within {CONNECT_TIMEOUT:?}"))
                     })?
                     .map(Arc::new)
-                    .map_err(|e| self.unreachable(explain(&e)))
+                    .map_err(|e| self.unreachable(e))
             })
             .await
             .cloned()
@@ -228,7 +228,7 @@ impl StreamDriver {
         let response = admin
             .create_stream(&stream, arguments)
             .await
-            .map_err(|e| self.unreachable(explain(&e)))?;
+            .map_err(|e| self.unreachable(e))?;
         match response.code() {
             ResponseCode::Ok | ResponseCode::StreamAlreadyExists => Ok(stream),
             code => Err(DriverError::Setting {
@@ -252,7 +252,7 @@ impl StreamDriver {
         let producer = tokio::time::timeout(CONNECT_TIMEOUT, build)
             .await
             .map_err(|_| self.unreachable(format!("no publisher within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| self.unreachable(explain(&e)))?;
+            .map_err(|e| self.unreachable(e))?;
         self.connects.record(began.elapsed());
         Ok(producer)
     }
@@ -273,7 +273,7 @@ impl StreamDriver {
         let consumer = tokio::time::timeout(CONNECT_TIMEOUT, build)
             .await
             .map_err(|_| self.unreachable(format!("no subscription within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| self.unreachable(explain(&e)))?;
+            .map_err(|e| self.unreachable(e))?;
         self.connects.record(began.elapsed());
         Ok(consumer)
     }
@@ -320,26 +320,19 @@ impl std::fmt::Debug for StreamDriver {
 
 type StreamProducerClient = rabbitmq_stream_client::Producer<NoDedup>;
 
-/// What a client error means, in words.
-fn explain(e: &dyn std::fmt::Display) -> String {
-    e.to_string()
-}
-
 /// The stream client's offset specification.
 fn offset(o: StreamOffset) -> OffsetSpecification {
-    let ms = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    };
+    if let Some(at) = o.time(SystemTime::now()) {
+        let ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        return OffsetSpecification::Timestamp(ms);
+    }
     match o {
         StreamOffset::First => OffsetSpecification::First,
         StreamOffset::Last => OffsetSpecification::Last,
-        StreamOffset::Next => OffsetSpecification::Next,
         StreamOffset::Offset(n) => OffsetSpecification::Offset(n),
-        StreamOffset::Timestamp(t) => OffsetSpecification::Timestamp(ms(t)),
-        StreamOffset::Ago(d) => OffsetSpecification::Timestamp(ms(SystemTime::now()
-            .checked_sub(d)
-            .unwrap_or(SystemTime::UNIX_EPOCH))),
+        _ => OffsetSpecification::Next,
     }
 }
 
@@ -477,7 +470,7 @@ impl Producer for StreamProducer {
     }
 
     async fn drive(&mut self) -> Result<(), DriverError> {
-        let Some(producer) = self.producer.clone() else {
+        let Some(producer) = self.producer.as_ref() else {
             let producer = self.driver.open_producer(&self.plan).await?;
             self.producer = Some(producer);
             return Ok(());
@@ -494,7 +487,11 @@ impl Producer for StreamProducer {
         }
         self.refusals()?;
         let room = (self.driver.o.window as usize).saturating_sub(self.in_flight);
-        if self.sending.is_none() && !self.queue.is_empty() && room > 0 {
+        if self.sending.is_none()
+            && !self.queue.is_empty()
+            && room > 0
+            && let Some(producer) = self.producer.clone()
+        {
             let batch: Vec<Bytes> = self.queue.take(room).collect();
             self.in_flight += batch.len();
             let tx = self.confirms_tx.clone();

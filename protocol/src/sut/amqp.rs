@@ -180,6 +180,18 @@ pub enum StreamOffset {
     Ago(std::time::Duration),
 }
 
+impl StreamOffset {
+    /// The time a consumer starts from, for the offsets that are times (`now` resolves
+    /// "this long ago"); `None` for the others.
+    pub fn time(self, now: std::time::SystemTime) -> Option<std::time::SystemTime> {
+        match self {
+            StreamOffset::Timestamp(t) => Some(t),
+            StreamOffset::Ago(d) => Some(now.checked_sub(d).unwrap_or(std::time::UNIX_EPOCH)),
+            _ => None,
+        }
+    }
+}
+
 /// AMQP consumer acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckMode {
@@ -251,7 +263,7 @@ impl Parser {
             // would miss the first messages).
             stream_offset: StreamOffset::First,
         };
-        let (mut durable_given, mut ack_given, mut offset_given) = (None, None, false);
+        let (mut durable_given, mut ack_given, mut offset_given) = (None, None, None);
         for (key, v) in query {
             let (key, v) = (key.as_str(), v.as_str());
             match key {
@@ -302,7 +314,7 @@ impl Parser {
                     }
                 }
                 "stream_offset" => {
-                    offset_given = true;
+                    offset_given = Some(v);
                     o.stream_offset = self.stream_offset(key, v)?;
                 }
                 _ => {
@@ -345,15 +357,8 @@ impl Parser {
                     "cannot go with queue_type=stream: every consumer of a stream reads all of it already",
                 ));
             }
-        } else if offset_given {
-            return Err(self.value(
-                "stream_offset",
-                query
-                    .iter()
-                    .find(|(k, _)| k == "stream_offset")
-                    .map_or("", |(_, v)| v.as_str()),
-                "needs queue_type=stream",
-            ));
+        } else if let Some(v) = offset_given {
+            return Err(self.value("stream_offset", v, "needs queue_type=stream"));
         }
         // The broker stops delivering at `prefetch` unacknowledged messages: ack well before.
         o.ack_batch = o.ack_batch.min((u32::from(o.prefetch) / 2).max(1));
