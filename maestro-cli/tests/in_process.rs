@@ -311,3 +311,67 @@ async fn run_lifecycle_is_idempotent_and_refuses_a_second_run() {
         .unwrap()
         .unwrap();
 }
+
+/// A controller that asks some time after it connected (a plan run probes its SUT first)
+/// still waits for the peers already there: their retained presences arrived meanwhile,
+/// and the request counts them before it decides everyone answered. The presence barrier
+/// (the controller's own note, which comes back after every retained one) settles it
+/// long before the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_request_waits_for_the_peers_already_there() {
+    use maestro_protocol::{Body, Ping, Target};
+    let port = free_port();
+    maestro_broker::start(&maestro_broker::BrokerConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let cluster = unique_cluster();
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(maestro_worker::run(
+        peer_config(&url, cluster.as_str(), "w", Role::Worker),
+        shutdown.child_token(),
+    ));
+    let ping = |delay: Duration| {
+        let (url, cluster) = (url.clone(), cluster.clone());
+        async move {
+            let mut c = maestro_cli::Controller::connect(&url.parse().unwrap(), &cluster, T)
+                .await
+                .unwrap();
+            tokio::time::sleep(delay).await;
+            let asked = std::time::Instant::now();
+            let ping = c
+                .request(
+                    &Target::All,
+                    Body::Ping(Ping {}),
+                    Duration::from_secs(10),
+                    &CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            (ping.replies.len(), asked.elapsed())
+        }
+    };
+    // The worker is up once a ping reaches it.
+    let mut up = false;
+    for _ in 0..100 {
+        if ping(Duration::ZERO).await.0 == 1 {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the worker never answered");
+    for delay in [Duration::ZERO, Duration::from_millis(50), Duration::from_millis(500)] {
+        let (answered, took) = ping(delay).await;
+        assert_eq!(answered, 1, "asked {delay:?} after connecting");
+        assert!(
+            took < maestro_controller::client::PRESENCE_SETTLE,
+            "asked {delay:?} after connecting, settled only after {took:?}: the barrier never came back"
+        );
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(T, worker).await;
+}

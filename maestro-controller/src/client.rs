@@ -22,10 +22,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// Retained presences arrive right after the subscription is acknowledged; a request is
-/// never complete before this much time has passed since then, so that every presence
-/// has been seen.
-pub const PRESENCE_SETTLE: Duration = Duration::from_millis(150);
+/// Retained presences arrive right after the subscription is acknowledged. To know when
+/// all of them have, the controller then publishes an empty, unretained note on its own
+/// presence topic: the broker sends a subscription's retained notes before anything
+/// published to it later, so once that note comes back every presence has been seen. A
+/// request is never complete before then, or before this much time has passed since the
+/// subscription (a broker that refuses the note, or drops it).
+pub const PRESENCE_SETTLE: Duration = Duration::from_secs(3);
 /// How long a request waits for the reply of a peer that went offline while it was asked
 /// (its offline presence may overtake its reply).
 pub const GONE_REPLY_GRACE: Duration = Duration::from_millis(500);
@@ -88,6 +91,8 @@ pub struct Controller {
     /// halted peer still has a name in the halt report).
     known: BTreeMap<PeerId, PeerInfo>,
     subscribed_at: Instant,
+    /// This controller's own presence note came back: every retained presence arrived.
+    settled: bool,
     stop: CancellationToken,
     pump: Option<JoinHandle<()>>,
     signer: Signer,
@@ -165,7 +170,7 @@ impl Controller {
             eventloop,
             client.clone(),
             topics.clone(),
-            reply_topic.clone(),
+            (reply_topic.clone(), topics.presence(&id)),
             url.clone(),
             ready_tx,
             events_tx,
@@ -197,6 +202,7 @@ impl Controller {
             presence: BTreeMap::new(),
             known: BTreeMap::new(),
             subscribed_at: Instant::now(),
+            settled: false,
             stop,
             pump: Some(pump),
             signer,
@@ -240,13 +246,18 @@ impl Controller {
         let deadline = tokio::time::Instant::now() + timeout;
         let request = self.send(target, body).await?;
         let mut replies = BTreeMap::new();
-        let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
+        let settle_by = self.settle_by();
         // Peers that went offline during the request, and when. A peer's offline presence
         // and its reply travel on different topics and may arrive in either order (a
         // halted peer replies, then leaves): its reply gets a moment to arrive.
         let mut went_offline: BTreeMap<PeerId, tokio::time::Instant> = BTreeMap::new();
         loop {
+            // What already arrived counts before deciding whether everyone answered.
+            while let Ok(event) = self.events.try_recv() {
+                self.on_request_event(event, &request, target, &mut replies, &mut went_offline);
+            }
             let now_t = tokio::time::Instant::now();
+            let settled = self.settled || now_t >= settle_by;
             let everyone_answered = self
                 .presence
                 .values()
@@ -259,12 +270,12 @@ impl Controller {
                 .map(|(_, at)| *at + GONE_REPLY_GRACE)
                 .max()
                 .filter(|until| *until > now_t);
-            if now_t >= settled && everyone_answered && gone_grace.is_none() {
+            if settled && everyone_answered && gone_grace.is_none() {
                 break;
             }
-            // Before the presence has settled, wake up when it has.
-            let wake = if now_t < settled {
-                settled.min(deadline)
+            // Before the presence has settled, wake up when it must have.
+            let wake = if !settled {
+                settle_by.min(deadline)
             } else {
                 gone_grace.map_or(deadline, |g| g.min(deadline))
             };
@@ -277,30 +288,9 @@ impl Controller {
                 event = self.events.recv() => event,
             };
             match event {
-                Some(ControlEvent::Presence(id, p)) => {
-                    let was_online = self.presence.get(&id).is_some_and(|p| {
-                        p.status == maestro_protocol::PresenceStatus::Online
-                            && target.matches(&p.peer)
-                    });
-                    let now_offline = p
-                        .as_ref()
-                        .is_none_or(|p| p.status != maestro_protocol::PresenceStatus::Online);
-                    if was_online && now_offline {
-                        went_offline.insert(id.clone(), tokio::time::Instant::now());
-                    }
-                    self.on_presence(id, p)
+                Some(event) => {
+                    self.on_request_event(event, &request, target, &mut replies, &mut went_offline)
                 }
-                Some(ControlEvent::Reply(note, at)) => {
-                    if note.correlation_id != Some(request.id) {
-                        debug!(from = %note.sender.id, "reply to an earlier request; ignored");
-                    } else if self.addressed(&note.sender.id, target) {
-                        replies.insert(note.sender.id.clone(), (note, at));
-                    } else {
-                        // A stranger can copy the request's id into a note of its own.
-                        warn!(from = %note.sender.id, "reply from a peer the request did not go to; ignored");
-                    }
-                }
-                Some(ControlEvent::Event(_)) => {}
                 None => return Err(self.lost("the session ended".into())),
             }
         }
@@ -323,6 +313,47 @@ impl Controller {
         })
     }
 
+    /// When the retained presences must have arrived, barrier or not.
+    fn settle_by(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE)
+    }
+
+    /// Applies one event that arrived while `request` waited for its replies.
+    fn on_request_event(
+        &mut self,
+        event: ControlEvent,
+        request: &Note,
+        target: &Target,
+        replies: &mut BTreeMap<PeerId, (Note, UnixMicros)>,
+        went_offline: &mut BTreeMap<PeerId, tokio::time::Instant>,
+    ) {
+        match event {
+            ControlEvent::Presence(id, p) => {
+                let was_online = self.presence.get(&id).is_some_and(|p| {
+                    p.status == maestro_protocol::PresenceStatus::Online && target.matches(&p.peer)
+                });
+                let now_offline = p
+                    .as_ref()
+                    .is_none_or(|p| p.status != maestro_protocol::PresenceStatus::Online);
+                if was_online && now_offline {
+                    went_offline.insert(id.clone(), tokio::time::Instant::now());
+                }
+                self.on_presence(id, p);
+            }
+            ControlEvent::Reply(note, at) => {
+                if note.correlation_id != Some(request.id) {
+                    debug!(from = %note.sender.id, "reply to an earlier request; ignored");
+                } else if self.addressed(&note.sender.id, target) {
+                    replies.insert(note.sender.id.clone(), (note, at));
+                } else {
+                    // A stranger can copy the request's id into a note of its own.
+                    warn!(from = %note.sender.id, "reply from a peer the request did not go to; ignored");
+                }
+            }
+            ControlEvent::Event(_) => {}
+        }
+    }
+
     /// Whether a request to `target` went to `peer` (by its presence, or what was last
     /// known of it).
     fn addressed(&self, peer: &PeerId, target: &Target) -> bool {
@@ -335,10 +366,10 @@ impl Controller {
 
     /// Waits until retained presences have arrived, then returns them.
     pub async fn settle_presence(&mut self) -> Result<&BTreeMap<PeerId, Presence>, ControlError> {
-        let settled = tokio::time::Instant::from_std(self.subscribed_at + PRESENCE_SETTLE);
-        loop {
+        let settle_by = self.settle_by();
+        while !self.settled {
             tokio::select! {
-                _ = tokio::time::sleep_until(settled) => break,
+                _ = tokio::time::sleep_until(settle_by) => break,
                 event = self.events.recv() => match event {
                     Some(ControlEvent::Presence(id, p)) => self.on_presence(id, p),
                     Some(ControlEvent::Reply(..) | ControlEvent::Event(_)) => {}
@@ -377,10 +408,17 @@ impl Controller {
         until: tokio::time::Instant,
         interrupt: &CancellationToken,
     ) -> Result<Option<Incoming>, ControlError> {
-        let event = tokio::select! {
-            _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
-            _ = tokio::time::sleep_until(until) => return Ok(None),
-            event = self.events.recv() => event,
+        let event = loop {
+            let event = tokio::select! {
+                _ = interrupt.cancelled() => return Err(ControlError::Interrupted),
+                _ = tokio::time::sleep_until(until) => return Ok(None),
+                event = self.events.recv() => event,
+            };
+            match event {
+                // This controller's own barrier: nobody else's news.
+                Some(ControlEvent::Presence(id, _)) if id == self.me.id => self.on_presence(id, None),
+                event => break event,
+            }
         };
         match event {
             Some(ControlEvent::Presence(id, p)) => {
@@ -475,6 +513,11 @@ impl Controller {
     }
 
     fn on_presence(&mut self, id: PeerId, presence: Option<Presence>) {
+        if id == self.me.id {
+            // The barrier published after subscribing came back (see PRESENCE_SETTLE).
+            self.settled = true;
+            return;
+        }
         match presence {
             Some(p) => {
                 self.known.insert(id.clone(), p.peer.clone());
@@ -569,7 +612,7 @@ async fn pump(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Topics,
-    reply_topic: String,
+    (reply_topic, barrier_topic): (String, String),
     url: ControlUrl,
     ready: oneshot::Sender<Result<(), String>>,
     events: mpsc::Sender<ControlEvent>,
@@ -616,6 +659,13 @@ async fn pump(
                 None
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                // Comes back after every retained presence (see PRESENCE_SETTLE).
+                let _ = client.try_publish(
+                    barrier_topic.clone(),
+                    QoS::AtMostOnce,
+                    false,
+                    Vec::new(),
+                );
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
                 }
