@@ -41,6 +41,12 @@ enum Sut {
     RedisStreams(ScriptedSut),
     /// Redis pub/sub: every subscriber gets every message.
     RedisPubSub(ScriptedSut),
+    /// Core NATS, a queue group per subscription: its consumers compete.
+    NatsCore(ScriptedSut),
+    /// NATS JetStream with durable pull consumers.
+    NatsJetstream(ScriptedSut),
+    /// NATS JetStream with a durable push consumer and its deliver group.
+    NatsJetstreamPush(ScriptedSut),
 }
 
 impl Sut {
@@ -58,6 +64,9 @@ impl Sut {
             "stream" => Sut::Stream(ScriptedSut::rabbitmq_stream().unwrap()),
             "redis_streams" => Sut::RedisStreams(ScriptedSut::redis().unwrap()),
             "redis_pubsub" => Sut::RedisPubSub(ScriptedSut::redis().unwrap()),
+            "nats_core" => Sut::NatsCore(ScriptedSut::nats().unwrap()),
+            "nats_jetstream" => Sut::NatsJetstream(ScriptedSut::nats().unwrap()),
+            "nats_jetstream_push" => Sut::NatsJetstreamPush(ScriptedSut::nats().unwrap()),
             other => panic!("no SUT for {other}"),
         }
     }
@@ -92,6 +101,12 @@ impl Sut {
             Sut::RedisStreams(r) => format!("{}?mode=streams&count=50", r.url),
             // Pub/sub promises nothing, but on loopback at this rate nothing is lost.
             Sut::RedisPubSub(r) => format!("{}?mode=pubsub&window=200", r.url),
+            // Core NATS promises nothing either; on loopback at this rate nothing is lost.
+            Sut::NatsCore(n) => format!("{}?group=true", n.url),
+            Sut::NatsJetstream(n) => format!("{}?jetstream=true&batch=50", n.url),
+            Sut::NatsJetstreamPush(n) => {
+                format!("{}?jetstream=true&consumer=push&storage=memory", n.url)
+            }
         }
     }
 
@@ -114,6 +129,9 @@ impl Sut {
             Sut::Amqp10(_) => format!("amqp10://guest:guest@127.0.0.1:{port}/queue/x"),
             Sut::Stream(_) => format!("rabbitmq-stream://guest:guest@127.0.0.1:{port}/%2f"),
             Sut::RedisStreams(_) | Sut::RedisPubSub(_) => format!("redis://127.0.0.1:{port}"),
+            Sut::NatsCore(_) | Sut::NatsJetstream(_) | Sut::NatsJetstreamPush(_) => {
+                format!("nats://127.0.0.1:{port}")
+            }
         }
     }
 
@@ -133,7 +151,10 @@ impl Sut {
             | Sut::AmqpQuorum(_)
             | Sut::Kafka(_)
             | Sut::Amqp10(_)
-            | Sut::RedisStreams(_) => 1,
+            | Sut::RedisStreams(_)
+            | Sut::NatsCore(_)
+            | Sut::NatsJetstream(_)
+            | Sut::NatsJetstreamPush(_) => 1,
         }
     }
 
@@ -150,7 +171,10 @@ impl Sut {
             | Sut::WebMqtt(s)
             | Sut::Stream(s)
             | Sut::RedisStreams(s)
-            | Sut::RedisPubSub(s) => s.stop(),
+            | Sut::RedisPubSub(s)
+            | Sut::NatsCore(s)
+            | Sut::NatsJetstream(s)
+            | Sut::NatsJetstreamPush(s) => s.stop(),
         }
     }
 }
@@ -349,7 +373,10 @@ conformance!(
     amqp10,
     stream,
     redis_streams,
-    redis_pubsub
+    redis_pubsub,
+    nats_core,
+    nats_jetstream,
+    nats_jetstream_push
 );
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.
@@ -651,4 +678,51 @@ fn redis_stream_keys_are_deleted_unless_kept() {
     assert_eq!(run.code, Some(0), "{run:?}");
     let id = s["run_id"].as_str().unwrap();
     assert_eq!(keys().trim(), format!("maestro.{id}.0"), "kept key missing");
+}
+
+/// NATS JetStream: a run's stream is deleted once every consumer left, unless kept; the
+/// consumers of a topic's durable consumer, spread over two workers, compete (each message
+/// once).
+#[test]
+fn nats_jetstream_streams_are_deleted_unless_kept() {
+    let c = Cluster::start(2);
+    let nats = ScriptedSut::nats().unwrap();
+    for query in ["jetstream=true", "jetstream=true&consumer=push"] {
+        let (run, s) = c.run_test(
+            &format!("{}?{query}", nats.url),
+            &[
+                "--count",
+                "600",
+                "--producers",
+                "2",
+                "--consumers",
+                "4",
+                "--topics",
+                "2",
+            ],
+        );
+        assert_eq!(run.code, Some(0), "{query}: {run:?}");
+        assert_eq!(
+            (u(&s, "sent"), u(&s, "received"), u(&s, "lost")),
+            (600, 600, 0),
+            "{query}: every message once: {s:#}"
+        );
+        assert_eq!(u(&s, "duplicated"), 0, "{query}: {s:#}");
+        assert!(
+            nats.nats_streams().unwrap().is_empty(),
+            "{query}: streams left behind: {:?}",
+            nats.nats_streams()
+        );
+    }
+    let (run, s) = c.run_test(
+        &format!("{}?jetstream=true&keep=true&prefix=kept", nats.url),
+        &["--count", "100"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let id = s["run_id"].as_str().unwrap();
+    assert_eq!(
+        nats.nats_streams().unwrap(),
+        vec![format!("kept-{id}")],
+        "kept stream missing"
+    );
 }

@@ -364,7 +364,11 @@ async fn a_late_request_waits_for_the_peers_already_there() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the worker never answered");
-    for delay in [Duration::ZERO, Duration::from_millis(50), Duration::from_millis(500)] {
+    for delay in [
+        Duration::ZERO,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    ] {
         let (answered, took) = ping(delay).await;
         assert_eq!(answered, 1, "asked {delay:?} after connecting");
         assert!(

@@ -416,7 +416,9 @@ impl Controller {
             };
             match event {
                 // This controller's own barrier: nobody else's news.
-                Some(ControlEvent::Presence(id, _)) if id == self.me.id => self.on_presence(id, None),
+                Some(ControlEvent::Presence(id, _)) if id == self.me.id => {
+                    self.on_presence(id, None)
+                }
                 event => break event,
             }
         };
@@ -660,12 +662,8 @@ async fn pump(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 // Comes back after every retained presence (see PRESENCE_SETTLE).
-                let _ = client.try_publish(
-                    barrier_topic.clone(),
-                    QoS::AtMostOnce,
-                    false,
-                    Vec::new(),
-                );
+                let _ =
+                    client.try_publish(barrier_topic.clone(), QoS::AtMostOnce, false, Vec::new());
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
                 }

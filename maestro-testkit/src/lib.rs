@@ -811,6 +811,57 @@ impl ScriptedSut {
         Self::start("redis", None)
     }
 
+    /// A private NATS server with JetStream (`url` is `nats://127.0.0.1:PORT`).
+    pub fn nats() -> Result<Self> {
+        Self::start("nats", None)
+    }
+
+    /// The JetStream streams a NATS server has now (`$JS.API.STREAM.NAMES`, spoken over a
+    /// plain socket).
+    pub fn nats_streams(&self) -> Result<Vec<String>> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let addr = self
+            .url
+            .strip_prefix("nats://")
+            .ok_or_else(|| anyhow!("{} is not a NATS URL", self.url))?;
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // INFO
+        (&stream).write_all(
+            b"CONNECT {\"verbose\":false}\r\nSUB _INBOX.maestro 1\r\nPUB $JS.API.STREAM.NAMES _INBOX.maestro 0\r\n\r\n",
+        )?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("the NATS server closed the connection");
+            }
+            if line.starts_with("PING") {
+                (&stream).write_all(b"PONG\r\n")?;
+            } else if line.starts_with("-ERR") {
+                bail!("NATS: {}", line.trim());
+            } else if let Some(rest) = line.strip_prefix("MSG ") {
+                let len: usize = rest
+                    .split_whitespace()
+                    .last()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow!("bad MSG line {line:?}"))?;
+                let mut body = vec![0; len + 2];
+                reader.read_exact(&mut body)?;
+                let reply: serde_json::Value = serde_json::from_slice(&body[..len])?;
+                return Ok(reply["streams"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default());
+            }
+        }
+    }
+
     /// The topics a Kafka broker has now (metadata through librdkafka).
     pub fn kafka_topics(&self) -> Result<Vec<String>> {
         use rdkafka::consumer::Consumer as _;

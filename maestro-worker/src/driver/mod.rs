@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod amqp10;
 pub mod kafka;
 pub mod mqtt;
+pub mod nats;
 pub mod redis;
 pub mod stream;
 pub mod tls;
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the worker that removes what a run created (on RabbitMQ quorum queues and
-/// streams, RabbitMQ's stream protocol, Redis Streams) waits for every consumer to leave
+/// streams, RabbitMQ's stream protocol, Redis Streams, NATS JetStream) waits for every consumer to leave
 /// before it removes it anyway.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,6 +34,7 @@ pub enum AnyDriver {
     Amqp10(amqp10::Amqp10Driver),
     Stream(stream::StreamDriver),
     Redis(redis::RedisDriver),
+    Nats(nats::NatsDriver),
 }
 
 impl AnyDriver {
@@ -53,6 +55,9 @@ impl AnyDriver {
             SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
             SutOptions::Redis(o) => {
                 AnyDriver::Redis(redis::RedisDriver::new(sut, o, run, spec.topics)?)
+            }
+            SutOptions::Nats(o) => {
+                AnyDriver::Nats(nats::NatsDriver::new(sut, o, run, spec.consumers)?)
             }
             SutOptions::Stream(o) => AnyDriver::Stream(stream::StreamDriver::new(
                 sut,
@@ -87,6 +92,7 @@ macro_rules! with_driver {
             $crate::driver::AnyDriver::Amqp10($d) => $body,
             $crate::driver::AnyDriver::Stream($d) => $body,
             $crate::driver::AnyDriver::Redis($d) => $body,
+            $crate::driver::AnyDriver::Nats($d) => $body,
         }
     };
 }

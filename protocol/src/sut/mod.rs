@@ -31,6 +31,7 @@ mod amqp;
 mod amqp10;
 mod kafka;
 mod mqtt;
+mod nats;
 mod redis;
 mod stream;
 mod tls;
@@ -39,6 +40,7 @@ pub use amqp::*;
 pub use amqp10::*;
 pub use kafka::*;
 pub use mqtt::*;
+pub use nats::*;
 pub use redis::*;
 pub use stream::*;
 pub use tls::*;
@@ -59,16 +61,19 @@ pub enum Scheme {
     Stream,
     /// Redis pub/sub and Streams (`redis://`).
     Redis,
+    /// NATS core and JetStream (`nats://`).
+    Nats,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 6] = [
+    pub const ALL: [Scheme; 7] = [
         Scheme::Mqtt,
         Scheme::Amqp,
         Scheme::Kafka,
         Scheme::Amqp10,
         Scheme::Stream,
         Scheme::Redis,
+        Scheme::Nats,
     ];
 
     /// The registry: the one place that maps a scheme to its protocol's module.
@@ -80,6 +85,7 @@ impl Scheme {
             Scheme::Amqp10 => &amqp10::PROTOCOL,
             Scheme::Stream => &stream::PROTOCOL,
             Scheme::Redis => &redis::PROTOCOL,
+            Scheme::Nats => &nats::PROTOCOL,
         }
     }
 
@@ -371,6 +377,7 @@ pub enum SutOptions {
     Amqp10(Amqp10Options),
     Stream(StreamOptions),
     Redis(RedisOptions),
+    Nats(NatsOptions),
 }
 
 /// A parsed SUT URL. `Debug` and `Display` hide the password.
@@ -705,6 +712,7 @@ impl SutUrl {
             SutOptions::Amqp10(_) => Scheme::Amqp10,
             SutOptions::Stream(_) => Scheme::Stream,
             SutOptions::Redis(_) => Scheme::Redis,
+            SutOptions::Nats(_) => Scheme::Nats,
         }
     }
 
@@ -756,6 +764,7 @@ impl SutUrl {
             // Every publish is confirmed.
             SutOptions::Stream(_) => true,
             SutOptions::Redis(o) => o.reliable(),
+            SutOptions::Nats(o) => o.reliable(),
         }
     }
 
@@ -770,6 +779,7 @@ impl SutUrl {
             SutOptions::Amqp10(o) => !o.fanout,
             SutOptions::Stream(_) => false,
             SutOptions::Redis(o) => o.consumers_compete(),
+            SutOptions::Nats(o) => o.consumers_compete(),
         }
     }
 
@@ -781,6 +791,10 @@ impl SutUrl {
         // Redis Streams keep what a consumer group has not read; pub/sub keeps nothing.
         if let SutOptions::Redis(o) = &self.options {
             can.backlog = o.mode == RedisMode::Streams;
+        }
+        // A JetStream stream keeps what its consumers have not read.
+        if let SutOptions::Nats(o) = &self.options {
+            can.backlog = o.jetstream;
         }
         can
     }
@@ -1252,6 +1266,32 @@ mod tests {
     }
 
     #[test]
+    fn nats_urls() {
+        let u = parse(
+            "nats://u:pw@h?jetstream=true&consumer=push&batch=10&replicas=3&storage=memory&prefix=b",
+        );
+        let SutOptions::Nats(o) = &u.options else {
+            panic!("nats")
+        };
+        assert_eq!(
+            (
+                o.consumer,
+                o.batch,
+                o.replicas,
+                o.storage,
+                o.prefix.as_str()
+            ),
+            (NatsConsumerKind::Push, 10, 3, NatsStorage::Memory, "b")
+        );
+        assert!(u.reliable() && u.consumers_compete() && u.capabilities().backlog);
+        let core = parse("nats://h");
+        assert_eq!((core.host().port, core.scheme()), (4222, Scheme::Nats));
+        assert!(!core.reliable() && !core.consumers_compete() && !core.capabilities().backlog);
+        let grouped = parse("nats://h?group=true");
+        assert!(!grouped.reliable() && grouped.capabilities().competing_consumers);
+    }
+
+    #[test]
     fn several_urls_are_the_nodes_of_one_sut() {
         let a = parse("mqtt://u:p@127.0.0.1:1883/t?qos=1");
         let b = parse("mqtt://u:p@127.0.0.2:1884/t?qos=1");
@@ -1410,6 +1450,15 @@ mod tests {
             ("redis://h?maxlen=10", "maxlen=\"10\" needs mode=streams"),
             ("redis://h/x", "db=\"x\" is not a database number"),
             ("redis://h?ca=/c.pem", "unknown parameter \"ca\""),
+            ("nats://h?batch=10", "batch=\"10\" needs jetstream=true"),
+            (
+                "nats://h?jetstream=true&group=true",
+                "group=\"true\" is for core NATS",
+            ),
+            ("nats://h?jetstream=true&consumer=both", "consumer=\"both\""),
+            ("nats://h?prefix=a.b", "prefix=\"a.b\""),
+            ("nats://h/sub", "path=\"sub\""),
+            ("nats://h?queue=x", "unknown parameter \"queue\""),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
