@@ -52,7 +52,13 @@ fn the_example_omb_files_check_and_a_bad_key_is_named_with_its_line() {
         "max-rate-100b.yaml",
         "backlog-1kb.yaml",
     ] {
-        for driver in ["kafka.yaml", "rabbitmq.yaml", "mqtt5.yaml", "redis.yaml"] {
+        for driver in [
+            "kafka.yaml",
+            "rabbitmq.yaml",
+            "mqtt5.yaml",
+            "redis.yaml",
+            "nats.yaml",
+        ] {
             let run = run_cli(
                 &[
                     "run",
@@ -488,4 +494,49 @@ fn the_omb_mqtt5_driver_runs_as_it_is_with_shared_subscriptions() {
         "{s:#}"
     );
     assert_eq!(u(&s["publish_latency_us"], "count"), sent, "{s:#}");
+}
+
+/// OMB's own `driver-nats/nats.yaml` (only its port changed) against NATS with JetStream:
+/// one subscription of three consumers, a durable push consumer whose deliver group they
+/// share, so each message reaches one of them, acknowledged; the run's stream is gone
+/// afterwards.
+#[test]
+fn the_omb_nats_driver_runs_as_it_is_with_durable_consumers() {
+    let c = Cluster::start(1);
+    let nats = ScriptedSut::nats().unwrap();
+    let port = nats.url.rsplit(':').next().unwrap().to_owned();
+    let dir = temp_dir("nats");
+    std::fs::write(
+        dir.join("workload.yaml"),
+        "name: omb-nats\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 512\n\
+         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
+         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
+    )
+    .unwrap();
+    let upstream = std::fs::read_to_string(examples().join("nats.yaml")).unwrap();
+    std::fs::write(
+        dir.join("driver.yaml"),
+        upstream.replace("localhost:4222", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let (_, plan) = run_omb(&c, &dir, &[]);
+    let s = &plan["phases"][0]["probes"][0]["summary"];
+    let sent = u(s, "sent");
+    assert!(sent > 0, "{s:#}");
+    assert_eq!(
+        (u(s, "received"), u(s, "lost"), u(s, "duplicated")),
+        (sent, 0, 0),
+        "every message once: {s:#}"
+    );
+    assert_eq!(
+        u(&s["publish_latency_us"], "count"),
+        sent,
+        "JetStream publish acks: {s:#}"
+    );
+    assert_eq!(u(&s["workers"][0], "consumers"), 3, "{s:#}");
+    assert!(
+        nats.nats_streams().unwrap().is_empty(),
+        "streams left behind: {:?}",
+        nats.nats_streams()
+    );
 }

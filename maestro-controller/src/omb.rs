@@ -139,6 +139,10 @@ pub struct Driver {
     pub redis_user: Option<String>,
     #[serde(default)]
     pub redis_pass: Option<String>,
+    /// NATS: `host:port` or `nats://host:port` (its `replicationFactor` is the stream's
+    /// replicas).
+    #[serde(default)]
+    pub nats_host_url: Option<String>,
     /// Jedis's connection pool; maestro's clients have a connection each.
     #[serde(default)]
     pub jedis_pool_max_total: Option<u32>,
@@ -199,6 +203,7 @@ enum Kind {
     RabbitMq,
     Mqtt5,
     Redis,
+    Nats,
 }
 
 /// The plan made from an OMB workload and driver, with warnings about what was left out.
@@ -687,6 +692,58 @@ fn phases(w: &Workload, (test_s, warmup_s): (u64, u64)) -> Vec<RawPhase> {
 }
 
 /// The workload section: topics, clients, message size, keys, payload, backlog.
+/// A NATS driver's server and replication factor as a `nats://` URL with JetStream, as
+/// OMB's NATS driver works: a file stream with `replicationFactor` replicas, and per
+/// subscription a durable push consumer whose deliver group its consumers share, each
+/// message acknowledged. maestro makes one stream per run (every topic a subject of it);
+/// its competing consumers are one subscription per topic (as with Kafka and Redis):
+/// several subscriptions are refused, naming the key.
+fn nats_target(
+    w: &Workload,
+    d: &Driver,
+    (workload_path, driver_path): (&Path, &Path),
+) -> Result<Target, PlanError> {
+    if w.subscriptions_per_topic > 1 {
+        return Err(problem(
+            workload_path,
+            0,
+            "subscriptionsPerTopic",
+            format!(
+                "{} subscriptions: with NATS JetStream maestro runs one durable consumer per topic (its consumers compete)",
+                w.subscriptions_per_topic
+            ),
+        ));
+    }
+    let given = d.nats_host_url.as_deref().unwrap_or("localhost:4222");
+    let host_port = given
+        .strip_prefix("nats://")
+        .unwrap_or(given)
+        .trim_end_matches('/');
+    if host_port.is_empty() || host_port.contains(['/', '?', '@', ',']) || host_port.contains("://")
+    {
+        return Err(problem(
+            driver_path,
+            0,
+            "natsHostUrl",
+            format!("{given:?} is not host:port or nats://host:port"),
+        ));
+    }
+    let replicas = d.replication_factor.unwrap_or(1);
+    if !(1..=5).contains(&replicas) {
+        return Err(problem(
+            driver_path,
+            0,
+            "replicationFactor",
+            format!("{replicas}: a JetStream stream has 1 to 5 replicas"),
+        ));
+    }
+    Ok(Target {
+        url: format!("nats://{host_port}?jetstream=true&consumer=push&replicas={replicas}"),
+        subscriptions_per_topic: 1,
+        consumers_per_subscription: w.consumer_per_subscription,
+    })
+}
+
 fn workload_table(
     w: &Workload,
     kind: Kind,
@@ -708,10 +765,11 @@ fn workload_table(
         .key_distributor
         .is_some_and(|k| k != KeyDistributor::NoKey)
     {
-        let protocol = if kind == Kind::Mqtt5 {
-            "MQTT"
-        } else {
-            "RabbitMQ"
+        let protocol = match kind {
+            Kind::Mqtt5 => "MQTT",
+            Kind::Redis => "Redis",
+            Kind::Nats => "NATS",
+            Kind::Kafka | Kind::RabbitMq => "RabbitMQ",
         };
         warnings.push(format!(
             "keyDistributor: {protocol} messages have no keys; left out"
@@ -754,13 +812,15 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         Kind::Mqtt5
     } else if d.driver_class == "io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver" {
         Kind::Redis
+    } else if d.driver_class == "io.openmessaging.benchmark.driver.nats.NatsBenchmarkDriver" {
+        Kind::Nats
     } else {
         return Err(problem(
             driver_path,
             0,
             "driverClass",
             format!(
-                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver, io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver, io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver or io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver)",
+                "{:?} is not a driver maestro runs (io.openmessaging.benchmark.driver.kafka.KafkaBenchmarkDriver, io.openmessaging.benchmark.driver.rabbitmq.RabbitMqBenchmarkDriver, io.openmessaging.benchmark.driver.mqtt5.MqttBenchmarkDriver, io.openmessaging.benchmark.driver.redis.RedisBenchmarkDriver or io.openmessaging.benchmark.driver.nats.NatsBenchmarkDriver)",
                 d.driver_class
             ),
         ));
@@ -779,6 +839,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         Kind::RabbitMq => rabbitmq_target(&w, &d, paths, &mut warnings)?,
         Kind::Mqtt5 => mqtt5_target(&w, &d, paths)?,
         Kind::Redis => redis_target(&w, &d, workload_path)?,
+        Kind::Nats => nats_target(&w, &d, paths)?,
     };
     let plan = Plan {
         plan: Metadata {
@@ -795,6 +856,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
                     Kind::RabbitMq => "rabbitmq",
                     Kind::Mqtt5 => "mqtt5",
                     Kind::Redis => "redis",
+                    Kind::Nats => "nats",
                 }
                 .into(),
             ],
@@ -982,6 +1044,46 @@ mod tests {
             l.plan.sut(None).unwrap().as_str(),
             "redis://:p%40ss@127.0.0.1:6379?mode=streams"
         );
+    }
+
+    #[test]
+    fn the_nats_driver_file_runs_jetstream_with_a_durable_per_subscription() {
+        // `driver-nats/nats.yaml` as upstream has it.
+        let nats = "name: NATS\ndriverClass: io.openmessaging.benchmark.driver.nats.NatsBenchmarkDriver\n\n\
+            natsHostUrl: localhost:4222\n\nreplicationFactor: 1\n";
+        let l = load_texts("nats", &workload(1, 2, 500), nats).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert_eq!(
+            sut.as_str(),
+            "nats://localhost:4222?jetstream=true&consumer=push&replicas=1"
+        );
+        assert!(sut.consumers_compete() && sut.reliable());
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!(spec.consumers, 4, "2 topics, 2 consumers each: {spec:?}");
+        let e = load_texts("nats4", &workload(2, 2, 500), nats).unwrap_err();
+        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let older = nats.replace("localhost:4222", "nats://10.0.0.5:4222");
+        let l = load_texts("nats2", &workload(1, 1, 500), &older).unwrap();
+        assert!(
+            l.plan
+                .sut(None)
+                .unwrap()
+                .as_str()
+                .starts_with("nats://10.0.0.5:4222?"),
+        );
+        for (bad, field) in [
+            (
+                nats.replace("localhost:4222", "tls://h:4222"),
+                "natsHostUrl",
+            ),
+            (
+                nats.replace("replicationFactor: 1", "replicationFactor: 7"),
+                "replicationFactor",
+            ),
+        ] {
+            let e = load_texts("nats3", &workload(1, 1, 500), &bad).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 
     #[test]
