@@ -15,12 +15,15 @@
 //! 5. Redis Streams XADD (pipelines of up to 1,000): maestro's producer vs a minimal redis
 //!    crate loop of the same pipelines, in messages per CPU-second of the process (target
 //!    >= 0.9x).
-//! 6. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
-//!    stream confirms; Redis Streams): the maximum sustained rate of one producer and one consumer, then
-//!    the response-time p99 at 50 % and 90 % of that rate.
+//! 6. NATS: JetStream publish (up to 1,000 awaiting their acknowledgement) and core
+//!    publish (a flush after every 1,000): maestro's producer vs a minimal async-nats
+//!    loop doing the same, in messages per CPU-second of the process (target >= 0.9x).
+//! 7. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
+//!    stream confirms; Redis Streams; NATS JetStream): the maximum sustained rate of one
+//!    producer and one consumer, then the response-time p99 at 50 % and 90 % of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream|redis] [e2e]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream|redis|nats] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -34,6 +37,7 @@ use maestro_worker::driver::Driver;
 use maestro_worker::driver::amqp::AmqpDriver;
 use maestro_worker::driver::amqp10::Amqp10Driver;
 use maestro_worker::driver::kafka::KafkaDriver;
+use maestro_worker::driver::nats::NatsDriver;
 use maestro_worker::driver::redis::RedisDriver;
 use maestro_worker::driver::stream::StreamDriver;
 use std::time::{Duration, Instant};
@@ -249,6 +253,52 @@ async fn minimal_redis(url: String, key: String) -> u64 {
     sent
 }
 
+/// A minimal async-nats producer: JetStream publishes with up to [`WINDOW`] awaiting
+/// their acknowledgement (`jetstream`), or core publishes with a flush after every
+/// [`WINDOW`]; returns how many were acknowledged (flushed).
+async fn minimal_nats(url: String, name: String, jetstream: bool) -> u64 {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(url.trim_start_matches("nats://"))
+        .await
+        .unwrap();
+    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
+    let end = Instant::now() + D;
+    let mut sent = 0u64;
+    if !jetstream {
+        while Instant::now() < end {
+            for _ in 0..WINDOW {
+                client.publish(name.clone(), payload.clone()).await.unwrap();
+            }
+            client.flush().await.unwrap();
+            sent += WINDOW as u64;
+        }
+        return sent;
+    }
+    let js = async_nats::jetstream::new(client);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![name.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut pending = futures_util::stream::FuturesOrdered::new();
+    while Instant::now() < end {
+        while pending.len() < WINDOW {
+            let ack = js.publish(name.clone(), payload.clone()).await.unwrap();
+            pending.push_back(ack.into_future());
+        }
+        pending.next().await.unwrap().unwrap();
+        sent += 1;
+    }
+    while let Some(ack) = pending.next().await {
+        ack.unwrap();
+        sent += 1;
+    }
+    js.delete_stream(&name).await.unwrap();
+    sent
+}
+
 fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
     let run = |name: &str, rate: f64| {
         // Run ids are one word: "AMQP 1.0-max" becomes "AMQP10-max".
@@ -400,6 +450,40 @@ fn main() {
         let sut = format!("{url}?mode=streams");
         reliable_e2e("Redis Streams", &sut, |id| {
             RedisDriver::from_url(&sut, id).unwrap()
+        });
+    }
+    if want("nats") {
+        let server = ScriptedSut::nats().unwrap();
+        let url = server.url.clone();
+        println!("NATS at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        if ratios {
+            for (label, jetstream, query) in [
+                (
+                    "NATS JetStream publish (acknowledged)",
+                    true,
+                    "jetstream=true&",
+                ),
+                ("NATS core publish (flushed)", false, ""),
+            ] {
+                ratio_rounds(label, 0.9, |r| {
+                    let (u, n) = (url.clone(), format!("bench-min-{r}"));
+                    let (n_min, cpu_min) = cpu(|| {
+                        on_thread(move || minimal_nats(u, n, jetstream))
+                            .join()
+                            .unwrap()
+                            .0
+                    });
+                    let id = RunId::new(format!("pub{r}")).unwrap();
+                    let sut = format!("{url}?{query}window={WINDOW}");
+                    let driver = NatsDriver::from_url(&sut, &id).unwrap();
+                    let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                    (n_min, cpu_min, n_ours, cpu_ours)
+                });
+            }
+        }
+        let sut = format!("{url}?jetstream=true");
+        reliable_e2e("NATS JetStream", &sut, |id| {
+            NatsDriver::from_url(&sut, id).unwrap()
         });
     }
 }
