@@ -235,3 +235,60 @@ fn kafka_over_tls_through_stunnel() {
     let run = start(&c, &bare);
     assert_eq!(run.code, Some(5), "{run:?}");
 }
+
+/// NATS over TLS on the server's port, a certificate per client: both clients' connections
+/// are TLS ones under their own names (the server's monitoring lists them), nothing is
+/// lost; a worker that trusts the CA but shows no certificate is refused (exit 5).
+#[test]
+fn nats_tls_with_a_certificate_per_client() {
+    let lab = Lab::new("nats").unwrap();
+    let nats = ScriptedSut::nats_tls(&lab.dir).unwrap();
+    let url = nats.tls_url.clone().expect("the TLS URL");
+    let monitor: u16 = nats
+        .management_url
+        .as_deref()
+        .and_then(|m| m.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the monitoring port");
+    let c = Cluster::start_with(2, &reading_labs());
+    let sut = format!("{url}?jetstream=true&{}", lab.per_client());
+    let handle = c.run_in_background(&sut, &["--rate", "500", "--duration", "4s"]);
+    if !c.wait_until_running(1, Duration::from_secs(30)) {
+        panic!("the run did not start: {:?}", handle.join());
+    }
+    let connz = maestro_testkit::http_get(monitor, "/connz").unwrap_or_default();
+    let run = handle.join().unwrap();
+    let s = run.json().unwrap_or_else(|e| panic!("{e}\n{run:?}"));
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(u(&s, "sent") > 1000, "{s:#}");
+    assert_eq!(
+        (u(&s, "lost"), u(&s, "received")),
+        (0, u(&s, "sent")),
+        "{s:#}"
+    );
+    let body = connz.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let connz: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {connz}"));
+    let over_tls: BTreeSet<&str> = connz["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["tls_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("1."))
+        })
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let run_id = s["run_id"].as_str().unwrap();
+    for client in ["p0", "c0"] {
+        assert!(
+            over_tls.contains(format!("maestro-{run_id}-{client}").as_str()),
+            "{client} not over TLS: {over_tls:?}"
+        );
+    }
+
+    // Trusting the CA but showing no certificate: the server refuses the handshake.
+    let bare = format!("{url}?ca={}", lab.file("ca.pem"));
+    let run = start(&c, &bare);
+    assert_eq!(run.code, Some(5), "{run:?}");
+}

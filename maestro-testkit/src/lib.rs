@@ -811,9 +811,16 @@ impl ScriptedSut {
         Self::start("redis", None)
     }
 
-    /// A private NATS server with JetStream (`url` is `nats://127.0.0.1:PORT`).
+    /// A private NATS server with JetStream (`url` is `nats://127.0.0.1:PORT`,
+    /// `management_url` its monitoring endpoints).
     pub fn nats() -> Result<Self> {
         Self::start("nats", None)
+    }
+
+    /// A private NATS server whose port also takes TLS connections with a client
+    /// certificate signed by `certs/ca.pem` (`tls_url` is `nats+tls://127.0.0.1:PORT`).
+    pub fn nats_tls(certs: &Path) -> Result<Self> {
+        Self::start("nats", Some(certs))
     }
 
     /// The JetStream streams a NATS server has now (`$JS.API.STREAM.NAMES`, spoken over a

@@ -1,6 +1,6 @@
 //! NATS with the async-nats crate: core subjects and JetStream.
 //!
-//! `nats://[user:pass@]host[:port][?options]`, options:
+//! `nats[+tls]://[user:pass@]host[:port][?options]`, options:
 //! - core NATS (default): producers publish to the subject `<prefix>.<run-id>.<i>`; every
 //!   consumer subscribes to it and gets every message, or with `group=true` a subscription's
 //!   consumers share the queue group `<prefix>-<run-id>-g<subscription>` and compete. NATS
@@ -17,9 +17,15 @@
 //!   `<prefix>.<run-id>.left.<consumer>`; the worker with producer 0 deletes the stream once
 //!   every consumer of the run has (or [`LEAVE_TIMEOUT`] passed), unless `keep=true`.
 //!
+//! TLS (`nats+tls://`, the server's port): `ca=`, `cert=` and `key=`, `insecure=`, `sni=`,
+//! and `client_ca=` with `client_ca_key=` for a certificate per client (CN = its client
+//! name, `maestro-<run-id>-<p|c><id>`); async-nats does the handshake with maestro's rustls
+//! config.
+//!
 //! Each producer and consumer has its own connection. The client reconnects by itself:
 //! a producer reports the disconnection once, as an error, and waits for it to come back.
 
+use super::tls::TlsClient;
 use super::{
     AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue, Timings,
 };
@@ -31,8 +37,10 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use maestro_protocol::sut::{NatsConsumerKind, NatsOptions, NatsStorage};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
+use rustls::ClientConfig;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +58,7 @@ pub struct NatsDriver {
     /// `host:port`.
     addr: String,
     credentials: Option<(String, String)>,
+    tls: Option<Arc<TlsClient>>,
     o: NatsOptions,
     run: RunId,
     /// The run's consumers (to delete its stream once every one of them left).
@@ -81,6 +90,7 @@ impl NatsDriver {
                 .credentials
                 .as_ref()
                 .map(|c| (c.user.clone(), c.password.clone())),
+            tls: TlsClient::for_url(url)?,
             o: o.clone(),
             run: run.clone(),
             consumers,
@@ -151,10 +161,20 @@ impl NatsDriver {
 
     async fn connect(&self, role: &str) -> Result<Client, DriverError> {
         let began = Instant::now();
+        let name = format!("maestro-{}-{role}", self.run);
         let mut options = async_nats::ConnectOptions::new()
-            .name(format!("maestro-{}-{role}", self.run))
+            .name(&name)
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(REPLY_TIMEOUT));
+        if let Some(tls) = &self.tls {
+            let config = tls.config_for(&name).map_err(|e| DriverError::Tls {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
+            options = options
+                .require_tls(true)
+                .tls_client_config(ClientConfig::clone(&config));
+        }
         if let Some((user, password)) = &self.credentials {
             options = options.user_and_password(user.clone(), password.clone());
         }
@@ -293,6 +313,7 @@ impl Driver for NatsDriver {
     type Consumer = NatsConsumer;
 
     fn timings(&self) -> Timings {
+        // async-nats does the TLS handshake out of sight: it is part of the connect time.
         Timings::of(None, &self.connects, None)
     }
 

@@ -1289,6 +1289,9 @@ mod tests {
         assert!(!core.reliable() && !core.consumers_compete() && !core.capabilities().backlog);
         let grouped = parse("nats://h?group=true");
         assert!(!grouped.reliable() && grouped.capabilities().competing_consumers);
+        let tls = parse("nats+tls://h?ca=/c.pem&jetstream=true");
+        assert_eq!((tls.host().port, tls.scheme()), (4222, Scheme::Nats));
+        assert!(tls.tls.is_some() && core.tls.is_none());
     }
 
     #[test]
@@ -1459,6 +1462,7 @@ mod tests {
             ("nats://h?prefix=a.b", "prefix=\"a.b\""),
             ("nats://h/sub", "path=\"sub\""),
             ("nats://h?queue=x", "unknown parameter \"queue\""),
+            ("nats://h?ca=/c.pem", "nats+tls"),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
@@ -1498,6 +1502,10 @@ mod tests {
                 "ca= needs TLS: use mqtts:// instead of mqtt://",
             ),
             ("amqp://h?insecure=true", "use amqps://"),
+            (
+                "rabbitmq-stream://h?ca=x",
+                "use rabbitmq-stream+tls:// instead of rabbitmq-stream://",
+            ),
             (
                 "kafka://h?client_ca=c&client_ca_key=k",
                 "security.protocol=ssl",

@@ -1,4 +1,4 @@
-//! NATS (`nats://`): core subjects (plain or queue-group subscriptions) and JetStream, its
+//! NATS (`nats://`, `nats+tls://`): core subjects (plain or queue-group subscriptions) and JetStream, its
 //! options, how its URL is parsed, and what it can do.
 
 use super::*;
@@ -6,7 +6,7 @@ use super::*;
 pub(super) const PROTOCOL: Protocol = Protocol {
     name: "nats",
     title: "NATS",
-    tls_name: None,
+    tls_name: Some("nats+tls"),
     aliases: &[],
     port: 4222,
     tls_port: 4222,
@@ -21,15 +21,15 @@ pub(super) const PROTOCOL: Protocol = Protocol {
         partitions: false,
         keys: false,
         several_hosts: false,
-        tls: false,
-        per_client_certificates: false,
+        tls: true,
+        per_client_certificates: true,
         fleet: false,
         files_per_client: 1,
     },
     tls_asked: tls_by_scheme,
-    tls_keys: &[],
-    tls_hint: Some("maestro's NATS client speaks plain TCP only"),
-    url_form: "nats://[user:pass@]host[:port][?options]",
+    tls_keys: TLS_KEYS,
+    tls_hint: None,
+    url_form: "nats[+tls]://[user:pass@]host[:port][?options]",
     url_options: OPTIONS,
     options,
 };

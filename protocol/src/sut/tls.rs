@@ -126,7 +126,10 @@ impl Parser {
                 None => Ok(None),
                 Some(k) => Err(self.tls_error(match scheme.protocol().tls_hint {
                     Some(hint) => format!("{k}= needs TLS: {hint}"),
-                    None => format!("{k}= needs TLS: use {scheme}s:// instead of {scheme}://"),
+                    None => format!(
+                        "{k}= needs TLS: use {}:// instead of {scheme}://",
+                        scheme.protocol().tls_name.unwrap_or(scheme.protocol().name)
+                    ),
                 })),
             };
         }
