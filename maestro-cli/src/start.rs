@@ -16,6 +16,10 @@ pub struct StartArgs {
     /// robin).
     #[arg(long, env = "MAESTRO_SUT", required = true, value_delimiter = ' ')]
     pub sut: Vec<SutUrl>,
+    /// Consumers on another protocol of the same broker: producers speak --sut's, consumers
+    /// this URL's (mqtt -> amqp, amqp -> mqtt, amqp -> rabbitmq-stream on one RabbitMQ).
+    #[arg(long, env = "MAESTRO_CONSUMER_SUT", conflicts_with = "clients")]
+    pub consumer_sut: Option<SutUrl>,
     #[command(flatten)]
     pub sut_password: crate::cli::SutPasswordArgs,
     /// Total messages per second over all producers (0 = as fast as possible).
@@ -149,6 +153,12 @@ impl StartArgs {
             consumer_backlog_bytes: self
                 .consumer_backlog_size_gb
                 .map(backlog_bytes)
+                .transpose()
+                .map_err(RunError::option)?,
+            consumer_sut: self
+                .consumer_sut
+                .clone()
+                .map(|c| self.sut_password.apply(c))
                 .transpose()
                 .map_err(RunError::option)?,
         };

@@ -1307,6 +1307,7 @@ impl LoadedPlan {
             consumer_backlog_bytes: w
                 .consumer_backlog_size_gb
                 .map(|gib| (gib * 1024.0 * 1024.0 * 1024.0) as u64),
+            consumer_sut: None,
         };
         if let Some((fleet, built, connect_rate)) = &self.fleet {
             fleet.shape(&mut spec, built.clone());

@@ -454,7 +454,7 @@ impl Cast {
                 (named, clocks, assigned)
             }
         };
-        let compete = spec.sut.consumers_compete();
+        let compete = spec.consumer_side().consumers_compete();
         let mut shares = split(spec, run, (&producing, &consuming), compete);
         let offsets: BTreeMap<PeerId, i64> =
             clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
@@ -527,7 +527,7 @@ impl Inspection {
 
 /// Copies each message should reach: one per subscription.
 fn fanout(spec: &TestSpec) -> f64 {
-    if spec.sut.consumers_compete() {
+    if spec.consumer_side().consumers_compete() {
         f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
     } else {
         f64::from(spec.consumers) / f64::from(spec.topics)
@@ -1329,6 +1329,9 @@ fn begin_folder(
     // The spec as the workers got it, less the SUT URL's secrets.
     let mut on_disk = serde_json::to_value(spec).unwrap_or_default();
     on_disk["sut"] = serde_json::Value::from(spec.sut.redacted());
+    if let Some(consumers) = &spec.consumer_sut {
+        on_disk["consumer_sut"] = serde_json::Value::from(consumers.redacted());
+    }
     maestro_report::folder::write(&folder.join("spec.json"), &on_disk).map_err(to_io)?;
     let collected = summary::Collected {
         results: BTreeMap::new(),

@@ -41,6 +41,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 fleet: None,
                 marks_ms: Vec::new(),
                 consumer_backlog_bytes: None,
+                consumer_sut: None,
             },
         )
 }
@@ -107,6 +108,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     fleet: None,
                     marks_ms: Vec::new(),
                     consumer_backlog_bytes: None,
+                    consumer_sut: None,
                 }
             },
         )

@@ -144,6 +144,11 @@ pub struct TestSpec {
     /// ([`crate::Body::Resume`]) while producers go on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_backlog_bytes: Option<u64>,
+    /// Consumers on another protocol of the same broker (`--consumer-sut`): producers
+    /// speak `sut`'s, consumers this one's ([`crate::sut::Crossing`] says how the broker
+    /// maps the topics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_sut: Option<crate::SutUrl>,
 }
 
 /// The most marks a spec may have (two per fault).
@@ -209,6 +214,10 @@ pub enum SpecError {
         rate: f64,
         window_s: f64,
     },
+    #[error(transparent)]
+    Crossing(#[from] crate::sut::CrossingError),
+    #[error("--consumer-sut: a device fleet's clients publish and subscribe on one protocol")]
+    CrossingFleet,
 }
 
 /// The largest total rate a spec may ask for, in messages per second.
@@ -259,6 +268,7 @@ impl TestSpec {
             fleet: None,
             marks_ms: Vec::new(),
             consumer_backlog_bytes: None,
+            consumer_sut: None,
         }
     }
 
@@ -280,6 +290,12 @@ impl TestSpec {
                 limit: limit.to_string(),
             })
         };
+        if let Some(consumers) = &self.consumer_sut {
+            if self.fleet.is_some() {
+                return Err(SpecError::CrossingFleet);
+            }
+            crate::sut::Crossing::of(&self.sut, consumers)?;
+        }
         let (min, max) = self.size.bounds();
         if (min as usize) < HEADER_LEN {
             return Err(SpecError::SizeTooSmall {
@@ -462,6 +478,16 @@ impl TestSpec {
 }
 
 impl TestSpec {
+    /// The SUT the consumers speak to: `consumer_sut`, or `sut`.
+    pub fn consumer_side(&self) -> &crate::SutUrl {
+        self.consumer_sut.as_ref().unwrap_or(&self.sut)
+    }
+
+    /// True when both sides promise no loss (see [`crate::SutUrl::reliable`]).
+    pub fn reliable(&self) -> bool {
+        self.sut.reliable() && self.consumer_side().reliable()
+    }
+
     /// The decoded payload filler, when one is given and valid.
     pub fn payload_bytes(&self) -> Option<Vec<u8>> {
         use base64::Engine;

@@ -380,6 +380,7 @@ fn configure() -> Configure {
             fleet: None,
             marks_ms: Vec::new(),
             consumer_backlog_bytes: None,
+            consumer_sut: None,
         },
         producers: IdRange {
             first: 0,

@@ -188,6 +188,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 fleet: None,
                 marks_ms: Vec::new(),
                 consumer_backlog_bytes: None,
+                consumer_sut: None,
             },
         )
 }

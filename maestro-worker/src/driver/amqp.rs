@@ -75,6 +75,21 @@ pub struct AmqpDriver {
     tls: Option<Arc<TlsClient>>,
     /// Time to an open connection and channel, of this run's connections.
     connects: Durations,
+    /// Set when the run crosses protocols: the broker's routing for this side.
+    route: Option<Route>,
+}
+
+/// How a run that crosses protocols routes this side's messages through the broker's own
+/// mapping ([`maestro_protocol::sut::Crossing`]).
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The broker's exchange (`""`: the default exchange), never declared or deleted.
+    pub exchange: String,
+    /// Topic `i`'s routing key.
+    pub keys: Arc<[String]>,
+    /// This side consumes: each topic's queue is declared and bound to the exchange; a
+    /// producing side declares nothing (the other protocol's consumers hold the messages).
+    pub consumes: bool,
 }
 
 impl AmqpDriver {
@@ -107,7 +122,15 @@ impl AmqpDriver {
             topics,
             tls,
             connects: Durations::default(),
+            route: None,
         })
+    }
+
+    /// This driver routed through the broker's mapping to or from another protocol.
+    pub fn routed(mut self, route: Route) -> Self {
+        self.exchange = route.exchange.clone();
+        self.route = Some(route);
+        self
     }
 
     /// A driver for an AMQP URL (tests and benchmarks).
@@ -128,6 +151,9 @@ impl AmqpDriver {
     }
 
     fn routing_key(&self, topic: u32) -> String {
+        if let Some(r) = &self.route {
+            return r.keys[topic as usize % r.keys.len().max(1)].clone();
+        }
         match (&self.o.routing_key, self.exchange.is_empty()) {
             (Some(k), _) => k.clone(),
             (None, true) => self.topic_queue(topic),
@@ -228,6 +254,23 @@ impl AmqpDriver {
     /// queue, so messages published before a consumer starts are kept.
     async fn declare(&self, channel: &Channel, topic: u32) -> Result<(), DriverError> {
         let sut = |e: lapin::Error| self.unreachable(e);
+        if let Some(route) = &self.route {
+            if !route.consumes {
+                return Ok(());
+            }
+            let queue = self.topic_queue(topic);
+            self.declare_queue(channel, &queue).await?;
+            return channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    route.exchange.as_str().into(),
+                    self.routing_key(topic).as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(sut);
+        }
         if !self.exchange.is_empty() {
             channel
                 .exchange_declare(
@@ -286,7 +329,7 @@ impl AmqpDriver {
     /// Deletes the run's exchange, if it has one and nothing uses it any more (the last
     /// producer or consumer to leave succeeds; the others are refused, harmlessly).
     async fn delete_exchange(&self, channel: &Channel) {
-        if self.exchange.is_empty() {
+        if self.exchange.is_empty() || self.route.is_some() {
             return;
         }
         let options = ExchangeDeleteOptions {
@@ -426,7 +469,8 @@ impl Driver for AmqpDriver {
     /// The owner deletes the topics' quorum queues and streams once no consumer reads them
     /// (30 s at most); classic queues go with their last consumer.
     async fn finish(&self, owner: bool) -> Result<(), DriverError> {
-        if !owner || self.o.keep || !self.owner_deletes_queues() {
+        let declared = self.route.as_ref().is_none_or(|r| r.consumes);
+        if !owner || self.o.keep || !self.owner_deletes_queues() || !declared {
             return Ok(());
         }
         let (conn, channel) = self.channel(&format!("maestro-{}-admin", self.run)).await?;

@@ -6,6 +6,7 @@
 pub mod amqp;
 pub mod amqp10;
 pub mod kafka;
+pub mod mixed;
 pub mod mqtt;
 pub mod nats;
 pub mod redis;
@@ -35,12 +36,25 @@ pub enum AnyDriver {
     Stream(stream::StreamDriver),
     Redis(redis::RedisDriver),
     Nats(nats::NatsDriver),
+    /// Producers of one protocol, consumers of another (`consumer_sut`).
+    Mixed(mixed::MixedDriver),
 }
 
 impl AnyDriver {
     /// The driver for a run of `spec` (its SUT URL was parsed once, into typed options).
     pub fn open(spec: &TestSpec, run: &RunId) -> Result<Self, DriverError> {
-        let sut = &spec.sut;
+        if spec.consumer_sut.is_some() {
+            return Ok(AnyDriver::Mixed(mixed::MixedDriver::open(spec, run)?));
+        }
+        Self::open_one(spec, &spec.sut, run)
+    }
+
+    /// The driver of one protocol for `sut` (the spec's, or its consumers').
+    fn open_one(
+        spec: &TestSpec,
+        sut: &maestro_protocol::SutUrl,
+        run: &RunId,
+    ) -> Result<Self, DriverError> {
         Ok(match &sut.options {
             SutOptions::Mqtt(o) => AnyDriver::Mqtt(mqtt::MqttDriver::new(
                 sut,
@@ -93,6 +107,7 @@ macro_rules! with_driver {
             $crate::driver::AnyDriver::Stream($d) => $body,
             $crate::driver::AnyDriver::Redis($d) => $body,
             $crate::driver::AnyDriver::Nats($d) => $body,
+            $crate::driver::AnyDriver::Mixed($d) => $body,
         }
     };
 }

@@ -161,7 +161,7 @@ impl StreamDriver {
     }
 
     /// Topic `i`'s stream.
-    fn stream(&self, topic: u32) -> String {
+    pub fn stream(&self, topic: u32) -> String {
         format!("{}.{}.{topic}", self.o.stream, self.run)
     }
 

@@ -357,7 +357,10 @@ impl Engine {
             return Some(error(ErrorCode::InvalidSpec, message));
         }
         let sut = &c.spec.sut;
-        if let Err(e) = self.files.check(sut) {
+        if let Err(e) = std::iter::once(sut)
+            .chain(c.spec.consumer_sut.as_ref())
+            .try_for_each(|u| self.files.check(u))
+        {
             warn!(error = %e, controller = %controller, "configure refused: a file outside --files-dir");
             return Some(error(ErrorCode::InvalidSpec, e.to_string()));
         }

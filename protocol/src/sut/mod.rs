@@ -29,6 +29,7 @@
 
 mod amqp;
 mod amqp10;
+mod crossing;
 mod kafka;
 mod mqtt;
 mod nats;
@@ -38,6 +39,7 @@ mod tls;
 
 pub use amqp::*;
 pub use amqp10::*;
+pub use crossing::*;
 pub use kafka::*;
 pub use mqtt::*;
 pub use nats::*;
