@@ -75,6 +75,13 @@ fn rabbitmq_carries_a_run_across_its_protocols() {
             "{producers} -> {consumers}: {s:#}"
         );
         assert_eq!(u(&s, "errors"), 0, "{s:#}");
+        let kept = s["consumer_sut"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{s:#}"));
+        assert!(
+            kept.contains("***") && !kept.contains(":guest@"),
+            "the consumers' URL is kept without its password: {kept}"
+        );
         assert_eq!(
             u(&s["publish_latency_us"], "count"),
             2000,

@@ -265,6 +265,7 @@ pub fn summarize(
         schema_version: SCHEMA_VERSION,
         run_id: run.to_string(),
         sut: spec.sut.redacted(),
+        consumer_sut: spec.consumer_sut.as_ref().map(|c| c.redacted()),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         measured_s,
         sent: total.sent,

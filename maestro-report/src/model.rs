@@ -170,6 +170,10 @@ pub struct RunSummary {
     pub run_id: String,
     /// The SUT URL without its password.
     pub sut: String,
+    /// The consumers' SUT URL without its password, when they spoke another protocol
+    /// (`--consumer-sut`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_sut: Option<String>,
     pub started_at: String,
     /// The measured send span in seconds: from the end of the warm-up until the producers
     /// stopped (the end of their window, or earlier when stopped).
@@ -351,6 +355,7 @@ impl RunSummary {
             schema_version: SCHEMA_VERSION,
             run_id: run_id.into(),
             sut: sut.into(),
+            consumer_sut: None,
             started_at: started_at.into(),
             measured_s: 0.0,
             sent: 0,
