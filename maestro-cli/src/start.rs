@@ -18,8 +18,8 @@ pub struct StartArgs {
     pub sut: Vec<SutUrl>,
     /// Consumers on another protocol of the same broker: producers speak --sut's, consumers
     /// this URL's (mqtt -> amqp, amqp -> mqtt, amqp -> rabbitmq-stream on one RabbitMQ).
-    #[arg(long, env = "MAESTRO_CONSUMER_SUT", conflicts_with = "clients")]
-    pub consumer_sut: Option<SutUrl>,
+    #[arg(long, env = "MAESTRO_CONSUMER_SUT", conflicts_with = "clients", value_parser = boxed_sut)]
+    pub consumer_sut: Option<Box<SutUrl>>,
     #[command(flatten)]
     pub sut_password: crate::cli::SutPasswordArgs,
     /// Total messages per second over all producers (0 = as fast as possible).
@@ -126,6 +126,11 @@ pub struct StartArgs {
     pub no_tui: bool,
 }
 
+/// A SUT URL, boxed (it is large, and rarely given).
+fn boxed_sut(s: &str) -> Result<Box<SutUrl>, maestro_protocol::SutUrlError> {
+    s.parse().map(Box::new)
+}
+
 impl StartArgs {
     /// The spec these flags ask for; a payload template file that cannot be read is a
     /// usage error (the rest is checked by [`TestSpec::validate`]).
@@ -158,9 +163,10 @@ impl StartArgs {
             consumer_sut: self
                 .consumer_sut
                 .clone()
-                .map(|c| self.sut_password.apply(c))
+                .map(|c| self.sut_password.apply(*c))
                 .transpose()
-                .map_err(RunError::option)?,
+                .map_err(RunError::option)?
+                .map(Box::new),
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {

@@ -148,7 +148,7 @@ pub struct TestSpec {
     /// speak `sut`'s, consumers this one's ([`crate::sut::Crossing`] says how the broker
     /// maps the topics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_sut: Option<crate::SutUrl>,
+    pub consumer_sut: Option<Box<crate::SutUrl>>,
 }
 
 /// The most marks a spec may have (two per fault).
@@ -480,7 +480,7 @@ impl TestSpec {
 impl TestSpec {
     /// The SUT the consumers speak to: `consumer_sut`, or `sut`.
     pub fn consumer_side(&self) -> &crate::SutUrl {
-        self.consumer_sut.as_ref().unwrap_or(&self.sut)
+        self.consumer_sut.as_deref().unwrap_or(&self.sut)
     }
 
     /// True when both sides promise no loss (see [`crate::SutUrl::reliable`]).

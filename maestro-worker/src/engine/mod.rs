@@ -358,7 +358,7 @@ impl Engine {
         }
         let sut = &c.spec.sut;
         if let Err(e) = std::iter::once(sut)
-            .chain(c.spec.consumer_sut.as_ref())
+            .chain(c.spec.consumer_sut.as_deref())
             .try_for_each(|u| self.files.check(u))
         {
             warn!(error = %e, controller = %controller, "configure refused: a file outside --files-dir");
