@@ -26,6 +26,32 @@ use std::time::Duration;
 /// before it removes it anyway.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Waits until `left(id)` says each of the run's `consumers` has left (asked again every
+/// 200 ms for those that have not), or [`LEAVE_TIMEOUT`] passed: the owner then removes
+/// what the run created anyway.
+pub async fn wait_until_left<F: Future<Output = bool>>(
+    run: &RunId,
+    consumers: u32,
+    mut left: impl FnMut(u32) -> F,
+) {
+    let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+    let mut gone = vec![false; consumers as usize];
+    loop {
+        for (id, gone) in (0u32..).zip(gone.iter_mut()).filter(|(_, g)| !**g) {
+            *gone = left(id).await;
+        }
+        let waiting = gone.iter().filter(|g| !**g).count();
+        if waiting == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(%run, waiting, "consumers still reading after {LEAVE_TIMEOUT:?}: removing what the run created anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The drivers, one per protocol.
 #[derive(Debug)]
 pub enum AnyDriver {

@@ -26,9 +26,7 @@
 //! a producer reports the disconnection once, as an error, and waits for it to come back.
 
 use super::tls::TlsClient;
-use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue, Timings,
-};
+use super::{AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings};
 use super::{TrySendError, sent_ns};
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Client, Subject};
@@ -38,6 +36,7 @@ use futures_util::{FutureExt, StreamExt};
 use maestro_protocol::sut::{NatsConsumerKind, NatsOptions, NatsStorage};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, SutOptions, SutUrl};
 use rustls::ClientConfig;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -286,25 +285,13 @@ impl NatsDriver {
 
     /// Waits until every consumer of the run left its record (bounded).
     async fn wait_for_consumers(&self, stream: &stream::Stream) {
-        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
-        let mut left = vec![false; self.consumers as usize];
-        loop {
-            for (id, gone) in (0u32..).zip(left.iter_mut()).filter(|(_, g)| !**g) {
-                *gone = stream
-                    .get_last_raw_message_by_subject(&self.left_subject(id))
-                    .await
-                    .is_ok();
-            }
-            let waiting = left.iter().filter(|g| !**g).count();
-            if waiting == 0 {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(run = %self.run, waiting, "consumers still reading the run's stream after {LEAVE_TIMEOUT:?}: deleting it anyway");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        super::wait_until_left(&self.run, self.consumers, |id| async move {
+            stream
+                .get_last_raw_message_by_subject(&self.left_subject(id))
+                .await
+                .is_ok()
+        })
+        .await;
     }
 }
 
@@ -362,6 +349,7 @@ impl Driver for NatsDriver {
             js,
             queue: SendQueue::new(QUEUE),
             pending: FuturesOrdered::new(),
+            pending_sent: VecDeque::with_capacity(self.o.window as usize),
             flush: None,
             flushing: Vec::with_capacity(self.o.window as usize),
             acks: AckTimes::default(),
@@ -386,10 +374,8 @@ impl Driver for NatsDriver {
 /// A core NATS flush: the server's PONG.
 type Flush = Pin<Box<dyn Future<Output = Result<(), async_nats::client::FlushError>> + Send>>;
 
-/// A JetStream publish waiting for its acknowledgement, with its message's send time.
-type Acked = Pin<
-    Box<dyn Future<Output = (Result<jetstream::publish::PublishAck, DriverError>, i64)> + Send>,
->;
+/// A JetStream publish's acknowledgement (the client's own boxed future).
+type Acked = <jetstream::context::PublishAckFuture as std::future::IntoFuture>::IntoFuture;
 
 #[allow(missing_debug_implementations)]
 pub struct NatsProducer {
@@ -399,8 +385,10 @@ pub struct NatsProducer {
     js: Option<jetstream::Context>,
     /// Messages handed over, not yet published.
     queue: SendQueue,
-    /// JetStream publishes waiting for their acknowledgements, oldest first.
+    /// JetStream publishes waiting for their acknowledgements, oldest first, and their
+    /// messages' send times in the same order.
     pending: FuturesOrdered<Acked>,
+    pending_sent: VecDeque<i64>,
     /// Core NATS: the flush under way (kept across a cancelled drive), and the send times
     /// of the messages it confirms.
     flush: Option<Flush>,
@@ -411,20 +399,19 @@ pub struct NatsProducer {
 }
 
 impl NatsProducer {
+    /// The oldest pending publish was acknowledged (or not).
     fn record(
         &mut self,
-        acked: (Result<jetstream::publish::PublishAck, DriverError>, i64),
+        acked: Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
     ) -> Result<(), DriverError> {
-        let (result, sent) = acked;
-        result?;
+        let sent = self.pending_sent.pop_front().unwrap_or(0);
+        acked.map_err(publish_failed)?;
         if sent > 0 {
             self.acks.push(sent, crate::engine::tasks::now_ns());
         }
         Ok(())
     }
-}
 
-impl NatsProducer {
     /// Core NATS: writes up to `window` messages, then waits for the flush that confirms
     /// the server took them.
     async fn drive_core(&mut self) -> Result<(), DriverError> {
@@ -520,9 +507,8 @@ impl Producer for NatsProducer {
                 .await
                 .map_err(publish_failed)?;
             self.queue.pop_front();
-            self.pending.push_back(Box::pin(async move {
-                (ack.await.map_err(publish_failed), sent)
-            }));
+            self.pending.push_back(ack.into_future());
+            self.pending_sent.push_back(sent);
         }
         let Some(first) = self.pending.next().await else {
             return std::future::pending().await;
@@ -572,49 +558,47 @@ pub struct NatsConsumer {
 
 impl Consumer for NatsConsumer {
     async fn recv(&mut self) -> Result<Option<Bytes>, DriverError> {
-        if let Some(m) = &self.unacked {
-            m.ack().await.map_err(|e| DriverError::ConnectionLost {
-                reason: format!("acknowledging: {e}"),
-            })?;
-            self.unacked = None;
-        }
-        if let Some(payload) = self.ready.take() {
-            return Ok(Some(payload));
-        }
-        let next = match &mut self.source {
-            Source::Core(subscriber) => {
-                return match subscriber.next().await {
-                    Some(m) => Ok(Some(m.payload)),
-                    None => Err(DriverError::ConnectionLost {
-                        reason: "the subscription ended".into(),
-                    }),
-                };
-            }
-            Source::Pull(messages, _) => {
-                messages.next().await.map(|m| m.map_err(|e| e.to_string()))
-            }
-            Source::Push(messages, _) => {
-                messages.next().await.map(|m| m.map_err(|e| e.to_string()))
-            }
-        };
-        match next {
-            Some(Ok(m)) => {
-                // Acknowledged before it is returned, and kept until both are done.
-                self.ready = Some(m.payload.clone());
-                self.unacked = Some(m);
-                if let Some(m) = &self.unacked {
-                    m.ack().await.map_err(|e| DriverError::ConnectionLost {
-                        reason: format!("acknowledging: {e}"),
-                    })?;
-                }
+        loop {
+            // A JetStream message taken is acknowledged before it is returned; both the
+            // acknowledgement and the payload survive a cancelled `recv`.
+            if let Some(m) = &self.unacked {
+                m.ack().await.map_err(|e| DriverError::ConnectionLost {
+                    reason: format!("acknowledging: {e}"),
+                })?;
                 self.unacked = None;
-                Ok(self.ready.take())
             }
-            // Heartbeats missed, a pull that failed: the stream goes on.
-            Some(Err(reason)) => Err(DriverError::ConnectionLost { reason }),
-            None => Err(DriverError::ConnectionLost {
-                reason: "the consumer's messages ended".into(),
-            }),
+            if let Some(payload) = self.ready.take() {
+                return Ok(Some(payload));
+            }
+            let next = match &mut self.source {
+                Source::Core(subscriber) => {
+                    return match subscriber.next().await {
+                        Some(m) => Ok(Some(m.payload)),
+                        None => Err(DriverError::ConnectionLost {
+                            reason: "the subscription ended".into(),
+                        }),
+                    };
+                }
+                Source::Pull(messages, _) => {
+                    messages.next().await.map(|m| m.map_err(|e| e.to_string()))
+                }
+                Source::Push(messages, _) => {
+                    messages.next().await.map(|m| m.map_err(|e| e.to_string()))
+                }
+            };
+            match next {
+                Some(Ok(m)) => {
+                    self.ready = Some(m.payload.clone());
+                    self.unacked = Some(m);
+                }
+                // Heartbeats missed, a pull that failed: the stream goes on.
+                Some(Err(reason)) => return Err(DriverError::ConnectionLost { reason }),
+                None => {
+                    return Err(DriverError::ConnectionLost {
+                        reason: "the consumer's messages ended".into(),
+                    });
+                }
+            }
         }
     }
 

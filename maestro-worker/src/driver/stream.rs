@@ -22,9 +22,7 @@
 //! With TLS the client reads the URL's `ca` (or trusts any server with `insecure=true`)
 //! and one `cert`/`key` for all its connections.
 
-use super::{
-    AckTimes, Consumer, Driver, DriverError, Durations, LEAVE_TIMEOUT, Producer, SendQueue, Timings,
-};
+use super::{AckTimes, Consumer, Driver, DriverError, Durations, Producer, SendQueue, Timings};
 use super::{TrySendError, sent_ns};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -280,31 +278,19 @@ impl StreamDriver {
 
     /// Waits until every consumer of the run stored its offset on leaving (bounded).
     async fn wait_for_consumers(&self, admin: &Client) {
-        let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
-        let mut left = vec![false; self.consumers as usize];
-        loop {
-            for (id, gone) in (0u32..).zip(left.iter_mut()).filter(|(_, g)| !**g) {
-                for topic in 0..self.topics.max(1) {
-                    if admin
-                        .query_offset(self.consumer_name(id), &self.stream(topic))
-                        .await
-                        .is_ok()
-                    {
-                        *gone = true;
-                        break;
-                    }
+        super::wait_until_left(&self.run, self.consumers, |id| async move {
+            for topic in 0..self.topics.max(1) {
+                if admin
+                    .query_offset(self.consumer_name(id), &self.stream(topic))
+                    .await
+                    .is_ok()
+                {
+                    return true;
                 }
             }
-            let waiting = left.iter().filter(|g| !**g).count();
-            if waiting == 0 {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(run = %self.run, waiting, "consumers still reading the run's streams after {LEAVE_TIMEOUT:?}: deleting them anyway");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            false
+        })
+        .await;
     }
 }
 
