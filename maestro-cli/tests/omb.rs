@@ -416,6 +416,22 @@ fn the_omb_rabbitmq_driver_runs_as_it_is_with_quorum_queues() {
     );
 }
 
+/// A folder with an OMB workload of one topic and one subscription of three consumers,
+/// at 500 msg/s for 3 s, of `size`-byte messages; the test writes its driver beside it.
+fn one_subscription_of_three(name: &str, size: u32) -> maestro_testkit::TestDir {
+    let dir = temp_dir(name);
+    std::fs::write(
+        dir.join("workload.yaml"),
+        format!(
+            "name: omb-{name}\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: {size}\n\
+             subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
+             testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 /// OMB's own `driver-redis/redis.yaml` (only its port changed) against Redis: one
 /// subscription of three consumers is a consumer group whose consumers share the messages.
 #[test]
@@ -423,14 +439,7 @@ fn the_omb_redis_driver_runs_as_it_is_with_a_consumer_group() {
     let c = Cluster::start(1);
     let redis = ScriptedSut::redis().unwrap();
     let port = redis.url.rsplit(':').next().unwrap().to_owned();
-    let dir = temp_dir("redis");
-    std::fs::write(
-        dir.join("workload.yaml"),
-        "name: omb-redis\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 512\n\
-         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
-         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
-    )
-    .unwrap();
+    let dir = one_subscription_of_three("redis", 512);
     let upstream = std::fs::read_to_string(examples().join("redis.yaml")).unwrap();
     std::fs::write(
         dir.join("driver.yaml"),
@@ -460,14 +469,7 @@ fn the_omb_redis_driver_runs_as_it_is_with_a_consumer_group() {
 fn the_omb_mqtt5_driver_runs_as_it_is_with_shared_subscriptions() {
     let c = Cluster::start(1);
     let mq = maestro_testkit::Mosquitto::start().unwrap();
-    let dir = temp_dir("mqtt5");
-    std::fs::write(
-        dir.join("workload.yaml"),
-        "name: omb-mqtt5\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 256\n\
-         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
-         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
-    )
-    .unwrap();
+    let dir = one_subscription_of_three("mqtt5", 256);
     std::fs::write(
         dir.join("driver.yaml"),
         format!(
@@ -505,14 +507,7 @@ fn the_omb_nats_driver_runs_as_it_is_with_durable_consumers() {
     let c = Cluster::start(1);
     let nats = ScriptedSut::nats().unwrap();
     let port = nats.url.rsplit(':').next().unwrap().to_owned();
-    let dir = temp_dir("nats");
-    std::fs::write(
-        dir.join("workload.yaml"),
-        "name: omb-nats\ntopics: 1\npartitionsPerTopic: 1\nmessageSize: 512\n\
-         subscriptionsPerTopic: 1\nconsumerPerSubscription: 3\nproducersPerTopic: 1\nproducerRate: 500\n\
-         testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n",
-    )
-    .unwrap();
+    let dir = one_subscription_of_three("nats", 512);
     let upstream = std::fs::read_to_string(examples().join("nats.yaml")).unwrap();
     std::fs::write(
         dir.join("driver.yaml"),
