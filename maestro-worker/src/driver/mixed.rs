@@ -7,7 +7,7 @@
 //! the engine runs once more, over [`MixedDriver`], not once per pair of protocols.
 
 use super::amqp::Route;
-use super::{AnyDriver, ConnectionTracker, Consumer, Driver, DriverError, Producer, Timings};
+use super::{AnyDriver, Consumer, Driver, DriverError, Producer, Timings};
 use super::{TrySendError, amqp, amqp10, kafka, mqtt, nats, redis, stream};
 use bytes::Bytes;
 use maestro_protocol::sut::{Crossing, mqtt_topic_to_routing_key};
@@ -130,10 +130,6 @@ impl Driver for MixedDriver {
             connect: merged(p.connect, c.connect),
             subscribe: merged(p.subscribe, c.subscribe),
         }
-    }
-
-    fn connections(&self) -> Option<Arc<ConnectionTracker>> {
-        None
     }
 
     async fn finish(&self, owner: bool) -> Result<(), DriverError> {
