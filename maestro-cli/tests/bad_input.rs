@@ -46,7 +46,13 @@ async fn bad_notes_are_answered_counted_logged_once_and_survived() {
         args.extend_from_slice(extra);
         run_cli(&args, Duration::from_secs(20)).unwrap()
     };
-    assert!(wait_for(Duration::from_secs(15), || ping(&["ping"]).code == Some(0)));
+    // Both peers answer before the bad notes go out (one answering is not enough: the
+    // other may still be connecting, and would miss them).
+    assert!(wait_for(Duration::from_secs(15), || {
+        let run = ping(&["ping"]);
+        run.code == Some(0)
+            && serde_json::from_str::<Vec<Value>>(&run.stdout).is_ok_and(|peers| peers.len() == 2)
+    }));
 
     let (attacker, mut events) = client(broker.port, me.as_str());
     attacker

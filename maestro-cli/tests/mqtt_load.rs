@@ -495,6 +495,10 @@ fn stop_ends_a_run_early_with_its_results() {
         s.stdout.contains("\"running\"")
     });
     assert!(running);
+    // A worker is "running" from the start note on; it sends from the run's start time,
+    // 300 ms after that note. Half a second on, the run is sending (a time in the run,
+    // not a wait for readiness).
+    std::thread::sleep(Duration::from_millis(500));
     let stop = c.cli(&["stop"], Duration::from_secs(10));
     assert_eq!(stop.code, Some(0), "{stop:?}");
     assert!(stop.stdout.contains("stopping run"), "{}", stop.stdout);
