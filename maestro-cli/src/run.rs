@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Use this SUT URL instead of the plan's.
     #[arg(long, env = "MAESTRO_SUT")]
     pub sut: Option<SutUrl>,
+    /// Use this consumers' SUT URL instead of the plan's `consumer_url` (consumers on
+    /// another protocol of the same broker).
+    #[arg(long, env = "MAESTRO_CONSUMER_SUT")]
+    pub consumer_sut: Option<SutUrl>,
     #[command(flatten)]
     pub sut_password: crate::cli::SutPasswordArgs,
     /// Also write JUnit XML here (one test case per phase and condition).
@@ -169,6 +173,15 @@ pub async fn run(
         .sut_password
         .apply(sut)
         .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?;
+    let consumer_sut = match (&args.consumer_sut, local.as_ref().and_then(|l| l.sut)) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(addr)) => plan.consumer_sut(Some(&addr.to_string()))?,
+        (None, None) => plan.consumer_sut(None)?,
+    };
+    let consumer_sut = consumer_sut
+        .map(|c| args.sut_password.apply(c))
+        .transpose()
+        .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?;
     if sut.host().name == "embedded" {
         return Err(CliError::Plan(PlanError {
             file: args.plan.display().to_string(),
@@ -188,6 +201,7 @@ pub async fn run(
     };
     let options = PlanOptions {
         sut,
+        consumer_sut,
         results: args.results.clone(),
         group: args.group.clone(),
         roles: args.roles.roles(),

@@ -88,6 +88,65 @@ fn rabbitmq_carries_a_run_across_its_protocols() {
             "every publish acknowledged: {s:#}"
         );
     }
+    // A plan names the consumers' protocol in its [sut] table (`consumer_url`); its
+    // summary keeps it without the password.
+    let plan = c.results.join("crossing.toml");
+    std::fs::create_dir_all(&c.results).unwrap();
+    std::fs::write(
+        &plan,
+        format!(
+            r#"
+[plan]
+name = "mqtt-in-amqp-out"
+
+[sut]
+url = "{mqtt}/plan?qos=1"
+consumer_url = "{amqp}?ack=manual&durable=true"
+
+[workload]
+topics = 2
+subscriptions_per_topic = 1
+
+[[phase]]
+kind = "fixed"
+rate = 500
+duration = "3s"
+"#
+        ),
+    )
+    .unwrap();
+    let run = c.cli(
+        &[
+            "run",
+            plan.to_str().unwrap(),
+            "--results",
+            c.results.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+        Duration::from_secs(120),
+    );
+    let result = run.json().unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    let s = &result["phases"][0]["probes"][0]["summary"];
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        (
+            u(s, "sent"),
+            u(s, "received"),
+            u(s, "lost"),
+            u(s, "duplicated")
+        ),
+        (1500, 1500, 0, 0),
+        "{s:#}"
+    );
+    let kept = s["consumer_sut"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{s:#}"));
+    assert!(
+        kept.starts_with("amqp://") && !kept.contains(":guest@"),
+        "{kept}"
+    );
+
     // Nothing of the runs stays on the broker: the AMQP consumers' queues went with them,
     // and the streams with their readers.
     let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();

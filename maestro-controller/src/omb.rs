@@ -870,6 +870,7 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
         },
         sut: PlanSut {
             url: unspanned(target.url.clone()),
+            consumer_url: None,
         },
         workload: unspanned(workload_table(
             &w,

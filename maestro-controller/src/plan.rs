@@ -186,6 +186,10 @@ pub enum RolesName {
 #[serde(deny_unknown_fields)]
 pub struct Sut {
     pub url: Spanned<String>,
+    /// Consumers on another protocol of the same broker (`start --consumer-sut`): the
+    /// producers speak `url`'s protocol, the consumers this one's.
+    #[serde(default, alias = "consumer_sut")]
+    pub consumer_url: Option<Spanned<String>>,
 }
 
 fn one() -> u32 {
@@ -920,6 +924,7 @@ impl LoadedPlan {
         self.validate_workload()?;
         let ws = p.workload.span();
         let sut = self.sut(None)?;
+        self.validate_consumer_sut(&sut)?;
         self.size().map_err(|reason| {
             self.error(
                 self.key_span(ws.clone(), "message_size"),
@@ -1261,6 +1266,47 @@ impl LoadedPlan {
             })
     }
 
+    /// The consumers' SUT URL (`[sut] consumer_url`), parsed, with `embedded` replaced
+    /// as in [`Self::sut`]; an error points at `sut.consumer_url`.
+    pub fn consumer_sut(&self, embedded_host: Option<&str>) -> Result<Option<SutUrl>, PlanError> {
+        let Some(raw) = &self.plan.sut.consumer_url else {
+            return Ok(None);
+        };
+        let mut url = raw.get_ref().clone();
+        if let Some(host) = embedded_host {
+            url = url.replacen("://embedded", &format!("://{host}"), 1);
+        }
+        url.parse()
+            .map(Some)
+            .map_err(|e: maestro_protocol::SutUrlError| {
+                self.error(raw.span(), "sut.consumer_url", e.to_string())
+            })
+    }
+
+    /// The consumers' URL against the producers' one: a pair the broker maps, and no
+    /// fleet (a fleet's devices are both sides at once).
+    fn validate_consumer_sut(&self, sut: &SutUrl) -> Result<(), PlanError> {
+        let Some(consumers) = self.consumer_sut(None)? else {
+            return Ok(());
+        };
+        let span = self
+            .plan
+            .sut
+            .consumer_url
+            .as_ref()
+            .map_or(0..0, |c| c.span());
+        if self.plan.fleet.is_some() {
+            return Err(self.error(
+                span,
+                "sut.consumer_url",
+                "a [fleet] cannot have consumers on another protocol (its devices both publish and subscribe)",
+            ));
+        }
+        maestro_protocol::sut::Crossing::of(sut, &consumers)
+            .map(|_| ())
+            .map_err(|e| self.error(span, "sut.consumer_url", e.to_string()))
+    }
+
     fn sut_text(&self, embedded_host: Option<&str>) -> String {
         let mut url = self.plan.sut.url.get_ref().clone();
         if let Some(host) = embedded_host {
@@ -1409,6 +1455,39 @@ ceiling = 100000
 
     fn error(text: &str) -> PlanError {
         LoadedPlan::parse("bad.toml", text.into()).unwrap_err()
+    }
+
+    #[test]
+    fn consumers_on_another_protocol_are_checked_where_the_plan_names_them() {
+        let mixed = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1884/x?qos=1\"",
+            "url = \"mqtt://127.0.0.1:1884/x?qos=1\"\nconsumer_url = \"amqp://127.0.0.1:5672/%2f\"",
+        );
+        let p = LoadedPlan::parse("mixed.toml", mixed.clone()).unwrap();
+        let consumers = p.consumer_sut(None).unwrap().expect("a consumers' URL");
+        assert_eq!(consumers.scheme().as_str(), "amqp");
+        assert_eq!(p.consumer_sut(Some("10.0.0.1")).unwrap(), Some(consumers));
+        // The flag's spelling works as a key too.
+        let alias = mixed.replace("consumer_url", "consumer_sut");
+        assert!(LoadedPlan::parse("alias.toml", alias).is_ok());
+        // A pair the broker does not map, named at its line.
+        let e = error(&mixed.replace("amqp://127.0.0.1:5672/%2f", "kafka://127.0.0.1:9092"));
+        assert_eq!((e.field.as_str(), e.line), ("sut.consumer_url", 8), "{e}");
+        assert!(e.reason.contains("mqtt -> kafka"), "{e}");
+        // Another broker.
+        let e = error(&mixed.replace("amqp://127.0.0.1", "amqp://10.1.1.1"));
+        assert_eq!(e.field, "sut.consumer_url", "{e}");
+        // Not a URL.
+        let e = error(&mixed.replace("amqp://127.0.0.1:5672/%2f", "nope://x"));
+        assert_eq!((e.field.as_str(), e.line), ("sut.consumer_url", 8), "{e}");
+        let no = GOOD;
+        assert_eq!(
+            LoadedPlan::parse("no.toml", no.into())
+                .unwrap()
+                .consumer_sut(None)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

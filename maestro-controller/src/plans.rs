@@ -52,6 +52,9 @@ pub enum PlanRunError {
 pub struct PlanOptions {
     /// The SUT every phase runs against (the plan's, or another).
     pub sut: SutUrl,
+    /// The consumers' SUT when they speak another protocol (the plan's
+    /// `consumer_url`, or another).
+    pub consumer_sut: Option<SutUrl>,
     /// Where the plan's results folder goes.
     pub results: PathBuf,
     pub group: Option<Segment>,
@@ -225,6 +228,7 @@ struct Runner<'a> {
     controller: &'a mut Controller,
     plan: &'a LoadedPlan,
     sut: SutUrl,
+    consumer_sut: Option<SutUrl>,
     options: RunOptions,
     shutdown: &'a CancellationToken,
 }
@@ -269,6 +273,7 @@ impl Runner<'_> {
         dir: &Path,
     ) -> Result<Probe, PlanRunError> {
         let mut spec = self.plan.spec(&self.sut, rate, duration, count);
+        spec.consumer_sut = self.consumer_sut.clone().map(Box::new);
         // A backlog test is a measured run at one rate: never a warm-up or a search probe.
         if !matches!(phase, Phase::Fixed { .. }) {
             spec.consumer_backlog_bytes = None;
@@ -414,7 +419,18 @@ pub async fn run_plan(
     // The copy keeps the plan as written, less the SUT URLs' secrets: the one the plan
     // holds and the one the run used (--sut, a password given apart).
     let mut copy = plan.text.clone();
-    for raw in [plan.plan.sut.url.get_ref().as_str(), options.sut.raw()] {
+    let consumers = [
+        plan.plan
+            .sut
+            .consumer_url
+            .as_ref()
+            .map(|c| c.get_ref().as_str()),
+        options.consumer_sut.as_ref().map(|c| c.raw()),
+    ];
+    let raws = [plan.plan.sut.url.get_ref().as_str(), options.sut.raw()]
+        .into_iter()
+        .chain(consumers.into_iter().flatten());
+    for raw in raws {
         if !raw.is_empty() {
             copy = copy.replace(raw, &maestro_protocol::sut::redact(raw));
         }
@@ -436,6 +452,7 @@ pub async fn run_plan(
         controller,
         plan,
         sut: options.sut.clone(),
+        consumer_sut: options.consumer_sut.clone(),
         options: RunOptions {
             group: options.group.clone(),
             roles: options.roles.clone().unwrap_or_else(|| plan.roles()),

@@ -8,7 +8,7 @@
 
 use super::amqp::Route;
 use super::{AnyDriver, Consumer, Driver, DriverError, Producer, Timings};
-use super::{TrySendError, amqp, amqp10, kafka, mqtt, nats, redis, stream};
+use super::{TrySendError, amqp, amqp10, kafka, mqtt, nats, redis, stomp, stream};
 use bytes::Bytes;
 use maestro_protocol::sut::{Crossing, mqtt_topic_to_routing_key};
 use maestro_protocol::{ConsumerPlan, ProducerPlan, RunId, TestSpec};
@@ -92,6 +92,7 @@ macro_rules! with_one {
             AnyDriver::Stream($d) => $body,
             AnyDriver::Redis($d) => $body,
             AnyDriver::Nats($d) => $body,
+            AnyDriver::Stomp($d) => $body,
             AnyDriver::Mixed(_) => $mixed,
         }
     };
@@ -172,6 +173,7 @@ any_client!(
     Stream(<stream::StreamDriver as Driver>::Producer),
     Redis(redis::RedisProducer),
     Nats(nats::NatsProducer),
+    Stomp(stomp::StompProducer),
 );
 
 any_client!(
@@ -183,6 +185,7 @@ any_client!(
     Stream(<stream::StreamDriver as Driver>::Consumer),
     Redis(redis::RedisConsumer),
     Nats(nats::NatsConsumer),
+    Stomp(stomp::StompConsumer),
 );
 
 /// Runs `$body` with `$c` bound to the client inside `$any`.
@@ -196,6 +199,7 @@ macro_rules! each {
             $t::Stream($c) => $body,
             $t::Redis($c) => $body,
             $t::Nats($c) => $body,
+            $t::Stomp($c) => $body,
         }
     };
 }

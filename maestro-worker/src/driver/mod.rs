@@ -10,6 +10,7 @@ pub mod mixed;
 pub mod mqtt;
 pub mod nats;
 pub mod redis;
+pub mod stomp;
 pub mod stream;
 pub mod tls;
 
@@ -62,6 +63,7 @@ pub enum AnyDriver {
     Stream(stream::StreamDriver),
     Redis(redis::RedisDriver),
     Nats(nats::NatsDriver),
+    Stomp(stomp::StompDriver),
     /// Producers of one protocol, consumers of another (`consumer_sut`).
     Mixed(mixed::MixedDriver),
 }
@@ -99,6 +101,7 @@ impl AnyDriver {
             SutOptions::Nats(o) => {
                 AnyDriver::Nats(nats::NatsDriver::new(sut, o, run, spec.consumers)?)
             }
+            SutOptions::Stomp(o) => AnyDriver::Stomp(stomp::StompDriver::new(sut, o, run)?),
             SutOptions::Stream(o) => AnyDriver::Stream(stream::StreamDriver::new(
                 sut,
                 o,
@@ -133,6 +136,7 @@ macro_rules! with_driver {
             $crate::driver::AnyDriver::Stream($d) => $body,
             $crate::driver::AnyDriver::Redis($d) => $body,
             $crate::driver::AnyDriver::Nats($d) => $body,
+            $crate::driver::AnyDriver::Stomp($d) => $body,
             $crate::driver::AnyDriver::Mixed($d) => $body,
         }
     };

@@ -34,6 +34,7 @@ mod kafka;
 mod mqtt;
 mod nats;
 mod redis;
+mod stomp;
 mod stream;
 mod tls;
 
@@ -44,6 +45,7 @@ pub use kafka::*;
 pub use mqtt::*;
 pub use nats::*;
 pub use redis::*;
+pub use stomp::*;
 pub use stream::*;
 pub use tls::*;
 
@@ -65,10 +67,12 @@ pub enum Scheme {
     Redis,
     /// NATS core and JetStream (`nats://`).
     Nats,
+    /// STOMP 1.2 (`stomp://`, `stomps://`).
+    Stomp,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 7] = [
+    pub const ALL: [Scheme; 8] = [
         Scheme::Mqtt,
         Scheme::Amqp,
         Scheme::Kafka,
@@ -76,6 +80,7 @@ impl Scheme {
         Scheme::Stream,
         Scheme::Redis,
         Scheme::Nats,
+        Scheme::Stomp,
     ];
 
     /// The registry: the one place that maps a scheme to its protocol's module.
@@ -88,6 +93,7 @@ impl Scheme {
             Scheme::Stream => &stream::PROTOCOL,
             Scheme::Redis => &redis::PROTOCOL,
             Scheme::Nats => &nats::PROTOCOL,
+            Scheme::Stomp => &stomp::PROTOCOL,
         }
     }
 
@@ -380,6 +386,7 @@ pub enum SutOptions {
     Stream(StreamOptions),
     Redis(RedisOptions),
     Nats(NatsOptions),
+    Stomp(StompOptions),
 }
 
 /// A parsed SUT URL. `Debug` and `Display` hide the password.
@@ -715,6 +722,7 @@ impl SutUrl {
             SutOptions::Stream(_) => Scheme::Stream,
             SutOptions::Redis(_) => Scheme::Redis,
             SutOptions::Nats(_) => Scheme::Nats,
+            SutOptions::Stomp(_) => Scheme::Stomp,
         }
     }
 
@@ -767,6 +775,7 @@ impl SutUrl {
             SutOptions::Stream(_) => true,
             SutOptions::Redis(o) => o.reliable(),
             SutOptions::Nats(o) => o.reliable(),
+            SutOptions::Stomp(o) => o.reliable(),
         }
     }
 
@@ -782,6 +791,7 @@ impl SutUrl {
             SutOptions::Stream(_) => false,
             SutOptions::Redis(o) => o.consumers_compete(),
             SutOptions::Nats(o) => o.consumers_compete(),
+            SutOptions::Stomp(o) => o.consumers_compete(),
         }
     }
 
@@ -797,6 +807,12 @@ impl SutUrl {
         // A JetStream stream keeps what its consumers have not read.
         if let SutOptions::Nats(o) = &self.options {
             can.backlog = o.jetstream;
+        }
+        // A STOMP queue keeps what its consumers have not read, and its subscribers all
+        // compete; topics and exchanges give each subscriber every message.
+        if let SutOptions::Stomp(o) = &self.options {
+            can.backlog = o.consumers_compete();
+            can.several_subscriptions = !o.consumers_compete();
         }
         can
     }
@@ -1297,6 +1313,39 @@ mod tests {
     }
 
     #[test]
+    fn stomp_urls() {
+        let u = parse(
+            "stomp://u:pw@h/vh?dest=exchange&exchange=ex&ack=client&prefetch=10&window=5&persistent=true&prefix=b",
+        );
+        let SutOptions::Stomp(o) = &u.options else {
+            panic!("stomp")
+        };
+        assert_eq!(
+            (o.vhost.as_str(), o.ack, o.prefetch, o.window, o.persistent),
+            ("vh", StompAck::Client, 10, 5, true)
+        );
+        assert_eq!(o.destination("r1", 3), "/exchange/ex/b.r1.3");
+        assert!(u.reliable() && !u.consumers_compete() && !u.capabilities().backlog);
+        assert!(u.capabilities().several_subscriptions);
+        let q = parse("stomp://h");
+        let SutOptions::Stomp(o) = &q.options else {
+            panic!("stomp")
+        };
+        assert_eq!((q.host().port, q.scheme()), (61613, Scheme::Stomp));
+        assert_eq!(
+            (o.vhost.as_str(), o.destination("r", 0)),
+            ("/", "/queue/maestro.r.0".into())
+        );
+        assert!(q.reliable() && q.consumers_compete() && q.capabilities().backlog);
+        assert!(!q.capabilities().several_subscriptions);
+        let t = parse("stomp://h?dest=topic&ack=auto&receipts=false");
+        assert!(!t.reliable() && !t.consumers_compete());
+        let tls = parse("stomps://h?ca=/c.pem");
+        assert_eq!((tls.host().port, tls.scheme()), (61614, Scheme::Stomp));
+        assert!(tls.tls.is_some() && q.tls.is_none());
+    }
+
+    #[test]
     fn several_urls_are_the_nodes_of_one_sut() {
         let a = parse("mqtt://u:p@127.0.0.1:1883/t?qos=1");
         let b = parse("mqtt://u:p@127.0.0.2:1884/t?qos=1");
@@ -1465,6 +1514,23 @@ mod tests {
             ("nats://h/sub", "path=\"sub\""),
             ("nats://h?queue=x", "unknown parameter \"queue\""),
             ("nats://h?ca=/c.pem", "nats+tls"),
+            (
+                "stomp://h?dest=fanout",
+                "dest=\"fanout\" is not queue, topic",
+            ),
+            ("stomp://h?exchange=x", "exchange=\"x\" needs dest=exchange"),
+            (
+                "stomp://h?ack=auto&prefetch=5",
+                "prefetch=\"5\" needs ack=client",
+            ),
+            (
+                "stomp://h?receipts=false&window=5",
+                "window=\"5\" needs receipts=true",
+            ),
+            ("stomp://h?ack=none", "ack=\"none\""),
+            ("stomp://h?prefix=a/b", "prefix=\"a/b\""),
+            ("stomp://h?queue=x", "unknown parameter \"queue\""),
+            ("stomp://h?ca=/c.pem", "stomps"),
         ] {
             let e = SutUrl::parse(url).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
