@@ -47,6 +47,9 @@ enum Sut {
     NatsJetstream(ScriptedSut),
     /// NATS JetStream with a durable push consumer and its deliver group.
     NatsJetstreamPush(ScriptedSut),
+    StompRabbitmq(ScriptedSut),
+    StompActivemq(ScriptedSut),
+    StompActivemqTopic(ScriptedSut),
 }
 
 impl Sut {
@@ -67,6 +70,9 @@ impl Sut {
             "nats_core" => Sut::NatsCore(ScriptedSut::nats().unwrap()),
             "nats_jetstream" => Sut::NatsJetstream(ScriptedSut::nats().unwrap()),
             "nats_jetstream_push" => Sut::NatsJetstreamPush(ScriptedSut::nats().unwrap()),
+            "stomp_rabbitmq" => Sut::StompRabbitmq(ScriptedSut::rabbitmq_stomp().unwrap()),
+            "stomp_activemq" => Sut::StompActivemq(ScriptedSut::activemq().unwrap()),
+            "stomp_activemq_topic" => Sut::StompActivemqTopic(ScriptedSut::activemq().unwrap()),
             other => panic!("no SUT for {other}"),
         }
     }
@@ -107,6 +113,12 @@ impl Sut {
             Sut::NatsJetstreamPush(n) => {
                 format!("{}?jetstream=true&consumer=push&storage=memory", n.url)
             }
+            Sut::StompRabbitmq(r) => format!(
+                "{}?persistent=true&prefetch=200",
+                r.stomp_url.as_deref().unwrap()
+            ),
+            Sut::StompActivemq(a) => format!("{}?ack=client&window=300", a.url),
+            Sut::StompActivemqTopic(a) => format!("{}?dest=topic", a.url),
         }
     }
 
@@ -132,6 +144,9 @@ impl Sut {
             Sut::NatsCore(_) | Sut::NatsJetstream(_) | Sut::NatsJetstreamPush(_) => {
                 format!("nats://127.0.0.1:{port}")
             }
+            Sut::StompRabbitmq(_) | Sut::StompActivemq(_) | Sut::StompActivemqTopic(_) => {
+                format!("stomp://127.0.0.1:{port}")
+            }
         }
     }
 
@@ -145,7 +160,8 @@ impl Sut {
             | Sut::WebMqtt(_)
             | Sut::AmqpStream(_)
             | Sut::Stream(_)
-            | Sut::RedisPubSub(_) => consumers,
+            | Sut::RedisPubSub(_)
+            | Sut::StompActivemqTopic(_) => consumers,
             Sut::Mqtt5(_)
             | Sut::Amqp(_)
             | Sut::AmqpQuorum(_)
@@ -154,7 +170,9 @@ impl Sut {
             | Sut::RedisStreams(_)
             | Sut::NatsCore(_)
             | Sut::NatsJetstream(_)
-            | Sut::NatsJetstreamPush(_) => 1,
+            | Sut::NatsJetstreamPush(_)
+            | Sut::StompRabbitmq(_)
+            | Sut::StompActivemq(_) => 1,
         }
     }
 
@@ -174,7 +192,10 @@ impl Sut {
             | Sut::RedisPubSub(s)
             | Sut::NatsCore(s)
             | Sut::NatsJetstream(s)
-            | Sut::NatsJetstreamPush(s) => s.stop(),
+            | Sut::NatsJetstreamPush(s)
+            | Sut::StompRabbitmq(s)
+            | Sut::StompActivemq(s)
+            | Sut::StompActivemqTopic(s) => s.stop(),
         }
     }
 }
@@ -376,7 +397,10 @@ conformance!(
     redis_pubsub,
     nats_core,
     nats_jetstream,
-    nats_jetstream_push
+    nats_jetstream_push,
+    stomp_rabbitmq,
+    stomp_activemq,
+    stomp_activemq_topic
 );
 
 /// AMQP: a run declares what it needs and deletes it afterwards, unless asked to keep it.

@@ -789,6 +789,10 @@ pub struct ScriptedSut {
     /// when started with certificates, with the stream plugin (RabbitMQ).
     pub stream_url: Option<String>,
     pub streams_url: Option<String>,
+    /// STOMP (`stomp://guest:guest@127.0.0.1:PORT`), and over TLS when started with
+    /// certificates, with the STOMP plugin (RabbitMQ).
+    pub stomp_url: Option<String>,
+    pub stomps_url: Option<String>,
     pub pid: u32,
 }
 
@@ -932,6 +936,33 @@ impl ScriptedSut {
         )
     }
 
+    /// RabbitMQ with its STOMP plugin (`stomp_url`).
+    pub fn rabbitmq_stomp() -> Result<Self> {
+        Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "stomp")])
+    }
+
+    /// RabbitMQ with its STOMP plugin and TLS listeners that require client certificates
+    /// (`stomps_url`).
+    pub fn rabbitmq_stomp_tls(certs: &Path) -> Result<Self> {
+        Self::start_env(
+            "rabbitmq",
+            Some(certs),
+            &[("MAESTRO_SUT_PROTOCOLS", "stomp")],
+        )
+    }
+
+    /// A private ActiveMQ 5 broker: `url` is `stomp://127.0.0.1:PORT`, `mqtt_url` its MQTT
+    /// listener.
+    pub fn activemq() -> Result<Self> {
+        Self::start("activemq", None)
+    }
+
+    /// ActiveMQ with a STOMP TLS listener that requires a client certificate signed by
+    /// `certs/ca.pem` (`tls_url` is `stomps://127.0.0.1:PORT`).
+    pub fn activemq_tls(certs: &Path) -> Result<Self> {
+        Self::start("activemq", Some(certs))
+    }
+
     /// RabbitMQ with its web MQTT plugin (MQTT over WebSockets).
     pub fn rabbitmq_web_mqtt() -> Result<Self> {
         Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "web_mqtt")])
@@ -996,6 +1027,7 @@ impl ScriptedSut {
         let (mut pid, mut tls_url, mut management_url) = (0, None, None);
         let (mut amqp10_url, mut mqtt_url, mut amqp10s_url, mut ws_url) = (None, None, None, None);
         let (mut stream_url, mut streams_url) = (None, None);
+        let (mut stomp_url, mut stomps_url) = (None, None);
         for part in parts {
             if let Some(p) = part.strip_prefix("pid=") {
                 pid = p.parse().unwrap_or(0);
@@ -1015,6 +1047,10 @@ impl ScriptedSut {
                 stream_url = Some(u.to_owned());
             } else if let Some(u) = part.strip_prefix("streams=") {
                 streams_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("stomp=") {
+                stomp_url = Some(u.to_owned());
+            } else if let Some(u) = part.strip_prefix("stomps=") {
+                stomps_url = Some(u.to_owned());
             }
         }
         Ok(Self {
@@ -1029,6 +1065,8 @@ impl ScriptedSut {
             ws_url,
             stream_url,
             streams_url,
+            stomp_url,
+            stomps_url,
             pid,
         })
     }
