@@ -292,3 +292,33 @@ fn nats_tls_with_a_certificate_per_client() {
     let run = start(&c, &bare);
     assert_eq!(run.code, Some(5), "{run:?}");
 }
+
+/// STOMP over TLS with a certificate per client, on RabbitMQ and on ActiveMQ
+/// (`needClientAuth`): both require a client certificate, so a client without one is
+/// refused (exit 5), and every client's handshake is timed.
+#[test]
+fn stomps_to_rabbitmq_and_activemq_with_client_certificates() {
+    let lab = Lab::new("stomp").unwrap();
+    let c = Cluster::start_with(2, &reading_labs());
+    let rabbit = ScriptedSut::rabbitmq_stomp_tls(&lab.dir).unwrap();
+    let activemq = ScriptedSut::activemq_tls(&lab.dir).unwrap();
+    for url in [
+        rabbit
+            .stomps_url
+            .clone()
+            .expect("STOMP on RabbitMQ's TLS listener"),
+        activemq
+            .tls_url
+            .clone()
+            .expect("STOMP on ActiveMQ's TLS listener"),
+    ] {
+        let (run, s) = c.run_test(
+            &format!("{url}?{}", lab.per_client()),
+            &["--rate", "500", "--duration", "4s"],
+        );
+        assert_two_clients_over_tls(&run, &s);
+        let bare = format!("{url}?ca={}", lab.file("ca.pem"));
+        let run = start(&c, &bare);
+        assert_eq!(run.code, Some(5), "{url}: {run:?}");
+    }
+}
