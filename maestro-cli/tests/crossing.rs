@@ -49,6 +49,7 @@ fn rabbitmq_carries_a_run_across_its_protocols() {
     let amqp = rabbit.url.clone();
     let mqtt = rabbit.mqtt_url.clone().unwrap();
     let stream = rabbit.stream_url.clone().unwrap();
+    let stomp = rabbit.stomp_url.clone().unwrap();
     // Two consumers on two topics: one consumer per topic, so each message arrives once
     // whether the consumers compete (AMQP queues) or each read everything (MQTT, streams).
     for (producers, consumers) in [
@@ -61,6 +62,8 @@ fn rabbitmq_carries_a_run_across_its_protocols() {
             format!("{mqtt}/cross?qos=1"),
         ),
         (format!("{amqp}?confirms=true"), format!("{stream}/%2f")),
+        (format!("{stomp}?dest=topic"), format!("{mqtt}/cross?qos=1")),
+        (format!("{mqtt}/cross?qos=1"), format!("{stomp}?dest=topic")),
     ] {
         let (run, s) = crossed(&c, &producers, &consumers);
         assert_eq!(run.code, Some(0), "{producers} -> {consumers}: {run:?}");
@@ -163,6 +166,8 @@ duration = "3s"
             "both URLs name the same host",
         ),
         (format!("{amqp}?exchange=mine"), "sets exchange="),
+        // A STOMP queue is not what the broker maps MQTT topics to.
+        (stomp.clone(), "needs dest=topic"),
     ] {
         let run = c.cli(
             &[

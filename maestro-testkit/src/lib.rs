@@ -917,13 +917,13 @@ impl ScriptedSut {
         Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "stream")])
     }
 
-    /// RabbitMQ with its MQTT and stream plugins: runs that publish in one protocol and
-    /// consume in another.
+    /// RabbitMQ with its MQTT, stream and STOMP plugins: runs that publish in one
+    /// protocol and consume in another.
     pub fn rabbitmq_mqtt_and_stream() -> Result<Self> {
         Self::start_env(
             "rabbitmq",
             None,
-            &[("MAESTRO_SUT_PROTOCOLS", "mqtt,stream")],
+            &[("MAESTRO_SUT_PROTOCOLS", "mqtt,stream,stomp")],
         )
     }
 

@@ -66,6 +66,14 @@ impl MixedDriver {
                 };
                 (AnyDriver::Amqp(a.routed(route)), AnyDriver::Stream(s))
             }
+            (Crossing::StompToMqtt, AnyDriver::Stomp(s), AnyDriver::Mqtt(m)) => {
+                let routes = (0..topics).map(|t| stomp_topic(&m.topic(t))).collect();
+                (AnyDriver::Stomp(s.routed(routes)), AnyDriver::Mqtt(m))
+            }
+            (Crossing::MqttToStomp, AnyDriver::Mqtt(m), AnyDriver::Stomp(s)) => {
+                let routes = (0..topics).map(|t| stomp_topic(&m.topic(t))).collect();
+                (AnyDriver::Mqtt(m), AnyDriver::Stomp(s.routed(routes)))
+            }
             (crossing, _, _) => {
                 return Err(DriverError::Setting {
                     url: consumer_sut.redacted(),
@@ -78,6 +86,12 @@ impl MixedDriver {
             consumers: Arc::new(consumers),
         })
     }
+}
+
+/// The STOMP destination the broker maps MQTT topic `topic` to (RabbitMQ and ActiveMQ:
+/// `/topic/` and the topic with `/` and `.` swapped).
+fn stomp_topic(topic: &str) -> String {
+    format!("/topic/{}", mqtt_topic_to_routing_key(topic))
 }
 
 /// Runs `$body` with `$d` bound to the single-protocol driver inside `$any`; a mixed one

@@ -4,7 +4,8 @@
 use super::*;
 
 /// How one broker carries a run's messages from its producers' protocol to its
-/// consumers' protocol. Every pair is RabbitMQ's own mapping.
+/// consumers' protocol: RabbitMQ's own mappings, and ActiveMQ's between STOMP and MQTT
+/// (the same: `/` and `.` swapped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Crossing {
     /// MQTT in, AMQP 0-9-1 out: RabbitMQ's MQTT plugin publishes topic `a/b` to the
@@ -16,11 +17,16 @@ pub enum Crossing {
     /// AMQP 0-9-1 in, RabbitMQ's stream protocol out: producers publish to the default
     /// exchange with the stream's name as routing key; the stream protocol reads it.
     AmqpToStream,
+    /// STOMP in, MQTT out (RabbitMQ or ActiveMQ): producers send to `/topic/a.b`, which
+    /// the broker delivers to MQTT subscribers of `a/b`.
+    StompToMqtt,
+    /// MQTT in, STOMP out (RabbitMQ or ActiveMQ): MQTT topic `a/b` reaches STOMP
+    /// subscribers of `/topic/a.b`.
+    MqttToStomp,
 }
 
 /// The pairs [`Crossing::of`] maps, for messages.
-pub const CROSSINGS: &str =
-    "mqtt -> amqp, amqp -> mqtt and amqp -> rabbitmq-stream, on one RabbitMQ";
+pub const CROSSINGS: &str = "mqtt -> amqp, amqp -> mqtt and amqp -> rabbitmq-stream on one RabbitMQ; stomp -> mqtt and mqtt -> stomp (dest=topic) on one RabbitMQ or ActiveMQ";
 
 impl Crossing {
     /// The crossing from `producers`' protocol to `consumers'`, or why there is none.
@@ -45,6 +51,14 @@ impl Crossing {
                 Self::amqp_untouched(a, "producers")?;
                 Crossing::AmqpToStream
             }
+            (SutOptions::Stomp(s), SutOptions::Mqtt(_)) => {
+                Self::stomp_topics(s, "producers")?;
+                Crossing::StompToMqtt
+            }
+            (SutOptions::Mqtt(_), SutOptions::Stomp(s)) => {
+                Self::stomp_topics(s, "consumers")?;
+                Crossing::MqttToStomp
+            }
             _ if producers.scheme() == consumers.scheme() => {
                 return Err(CrossingError::Same {
                     protocol: producers.scheme().as_str(),
@@ -60,6 +74,16 @@ impl Crossing {
             });
         }
         Ok(crossing)
+    }
+
+    /// The STOMP side speaks to topics (`dest=topic`): the destinations the broker maps
+    /// to MQTT topics.
+    fn stomp_topics(s: &StompOptions, side: &'static str) -> Result<(), CrossingError> {
+        if s.dest == StompDestination::Topic {
+            Ok(())
+        } else {
+            Err(CrossingError::StompQueue { side })
+        }
     }
 
     /// The AMQP side routes through the broker's mapping: it names no exchange, routing
@@ -111,6 +135,10 @@ pub enum CrossingError {
         side: &'static str,
         key: &'static str,
     },
+    #[error(
+        "--consumer-sut: the STOMP {side}' URL needs dest=topic: the broker maps MQTT topics to STOMP /topic/ destinations only"
+    )]
+    StompQueue { side: &'static str },
 }
 
 #[cfg(test)]
@@ -138,6 +166,13 @@ mod tests {
         assert!(e.to_string().contains("\"other\""), "{e}");
         let e = Crossing::of(&mqtt, &url("amqp://h/%2f?exchange=x")).unwrap_err();
         assert!(e.to_string().contains("sets exchange="), "{e}");
+        let stomp = url("stomp://h?dest=topic");
+        assert_eq!(Crossing::of(&stomp, &mqtt), Ok(Crossing::StompToMqtt));
+        assert_eq!(Crossing::of(&mqtt, &stomp), Ok(Crossing::MqttToStomp));
+        let e = Crossing::of(&url("stomp://h"), &mqtt).unwrap_err();
+        assert!(e.to_string().contains("needs dest=topic"), "{e}");
+        let e = Crossing::of(&stomp, &amqp).unwrap_err();
+        assert!(e.to_string().contains("stomp -> amqp"), "{e}");
     }
 
     #[test]

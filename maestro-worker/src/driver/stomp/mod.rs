@@ -127,6 +127,9 @@ pub struct StompDriver {
     run: RunId,
     /// Headers every SEND carries (escaped, each line ending in `\n`).
     send_headers: Arc<[u8]>,
+    /// Each topic's destination when a crossing names them (another protocol's topics,
+    /// as the broker maps them).
+    routes: Option<Arc<[String]>>,
     connects: Durations,
     subscribes: Durations,
 }
@@ -175,6 +178,7 @@ impl StompDriver {
             o: o.clone(),
             run: run.clone(),
             send_headers: headers.into(),
+            routes: None,
             connects: Durations::default(),
             subscribes: Durations::default(),
         })
@@ -201,7 +205,17 @@ impl StompDriver {
 
     /// Topic `topic`'s destination.
     pub fn destination(&self, topic: u32) -> String {
-        self.o.destination(self.run.as_str(), topic)
+        match &self.routes {
+            Some(r) => r.get(topic as usize).cloned().unwrap_or_default(),
+            None => self.o.destination(self.run.as_str(), topic),
+        }
+    }
+
+    /// This driver with each topic's destination given (a mixed run's: the broker's
+    /// mapping of the other protocol's topics).
+    pub fn routed(mut self, destinations: Vec<String>) -> Self {
+        self.routes = Some(destinations.into());
+        self
     }
 
     /// A connection the broker accepted (CONNECTED), for client `role` (`p<i>`, `c<i>`).
