@@ -411,13 +411,14 @@ fn generated_pages_are_current() {
 /// Variables read by several commands whose help differs in wording or scope, not in
 /// meaning (reviewed: each is the same setting wherever it is read).
 const ONE_MEANING_IN_OTHER_WORDS: &[&str] = &[
-    "MAESTRO_DURATION",       // how long a test sends (start, quickstart)
-    "MAESTRO_FILES_DIR",      // the folder workers read SUT URL files from (worker, run --local)
+    "MAESTRO_CONSUMER_SUT", // the consumers' SUT URL (start; run: instead of the plan's)
+    "MAESTRO_DURATION",     // how long a test sends (start, quickstart)
+    "MAESTRO_FILES_DIR",    // the folder workers read SUT URL files from (worker, run --local)
     "MAESTRO_METRICS_LISTEN", // where this process serves Prometheus metrics
-    "MAESTRO_RATE",           // messages per second of a test (start, quickstart)
-    "MAESTRO_RESULTS",        // where results folders go
-    "MAESTRO_SUT",            // the SUT URL (start; run: instead of the plan's)
-    "MAESTRO_WORKERS",        // in-process workers (run --local, quickstart)
+    "MAESTRO_RATE",         // messages per second of a test (start, quickstart)
+    "MAESTRO_RESULTS",      // where results folders go
+    "MAESTRO_SUT",          // the SUT URL (start; run: instead of the plan's)
+    "MAESTRO_WORKERS",      // in-process workers (run --local, quickstart)
 ];
 
 #[test]

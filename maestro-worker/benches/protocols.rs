@@ -18,12 +18,16 @@
 //! 6. NATS: JetStream publish (up to 1,000 awaiting their acknowledgement) and core
 //!    publish (a flush after every 1,000): maestro's producer vs a minimal async-nats
 //!    loop doing the same, in messages per CPU-second of the process (target >= 0.9x).
-//! 7. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
-//!    stream confirms; Redis Streams; NATS JetStream): the maximum sustained rate of one
-//!    producer and one consumer, then the response-time p99 at 50 % and 90 % of that rate.
+//! 7. STOMP SEND with receipts (up to 1,000 awaited) to RabbitMQ's STOMP plugin: maestro's
+//!    producer vs a minimal loop of the same frame codec over a plain socket, in messages
+//!    per CPU-second of the process (target >= 0.9x).
+//! 8. Reliable end to end (confirms and manual acks; acks=all; AMQP 1.0 at least once;
+//!    stream confirms; Redis Streams; NATS JetStream; STOMP receipts and
+//!    client-individual acks): the maximum sustained rate of one producer and one
+//!    consumer, then the response-time p99 at 50 % and 90 % of that rate.
 //!
 //! ```text
-//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream|redis|nats] [e2e]
+//! cargo bench -p maestro-worker --bench protocols [-- amqp|kafka|amqp10|stream|redis|nats|stomp] [e2e]
 //! ```
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot unwrap has failed
@@ -39,6 +43,7 @@ use maestro_worker::driver::amqp10::Amqp10Driver;
 use maestro_worker::driver::kafka::KafkaDriver;
 use maestro_worker::driver::nats::NatsDriver;
 use maestro_worker::driver::redis::RedisDriver;
+use maestro_worker::driver::stomp::{StompDriver, frame as stomp_frame};
 use maestro_worker::driver::stream::StreamDriver;
 use std::time::{Duration, Instant};
 
@@ -299,6 +304,46 @@ async fn minimal_nats(url: String, name: String, jetstream: bool) -> u64 {
     sent
 }
 
+/// A minimal STOMP producer on maestro's frame codec: SENDs with receipts, up to
+/// [`WINDOW`] awaited, over one socket; returns how many were receipted.
+async fn minimal_stomp(addr: String, destination: String) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut read, mut write) = (bytes::BytesMut::new(), bytes::BytesMut::new());
+    stomp_frame::connect(&mut write, "/", Some(("guest", "guest")));
+    tcp.write_all_buf(&mut write).await.unwrap();
+    loop {
+        if let Some(f) = stomp_frame::decode(&mut read).unwrap() {
+            assert_eq!(f.command, stomp_frame::Command::Connected, "{f:?}");
+            break;
+        }
+        assert!(tcp.read_buf(&mut read).await.unwrap() > 0);
+    }
+    let destination = stomp_frame::escape(&destination);
+    let payload = vec![b'x'; SIZE];
+    let end = Instant::now() + D;
+    let (mut next_receipt, mut receipted) = (0u64, 0u64);
+    while Instant::now() < end || receipted < next_receipt {
+        while Instant::now() < end && next_receipt - receipted < WINDOW as u64 {
+            next_receipt += 1;
+            stomp_frame::send(&mut write, &destination, b"", Some(next_receipt), &payload);
+        }
+        tcp.write_all_buf(&mut write).await.unwrap();
+        assert!(tcp.read_buf(&mut read).await.unwrap() > 0);
+        while let Some(f) = stomp_frame::decode(&mut read).unwrap() {
+            if let Some(id) = f
+                .receipt_id
+                .as_deref()
+                .and_then(stomp_frame::receipt_number)
+            {
+                receipted = receipted.max(id);
+            }
+        }
+    }
+    receipted
+}
+
 fn reliable_e2e<D: Driver>(label: &str, sut: &str, make: impl Fn(&RunId) -> D) {
     let run = |name: &str, rate: f64| {
         // Run ids are one word: "AMQP 1.0-max" becomes "AMQP10-max".
@@ -485,5 +530,25 @@ fn main() {
         reliable_e2e("NATS JetStream", &sut, |id| {
             NatsDriver::from_url(&sut, id).unwrap()
         });
+    }
+    if want("stomp") {
+        let rabbit = ScriptedSut::rabbitmq_stomp().unwrap();
+        let url = rabbit.stomp_url.clone().unwrap();
+        let addr = url.rsplit('@').next().unwrap().to_owned();
+        println!("RabbitMQ's STOMP plugin at {url}; {SIZE}-byte messages, {D:?} per measurement");
+        if ratios {
+            ratio_rounds("STOMP SEND (receipted)", 0.9, |r| {
+                let (a, d) = (addr.clone(), format!("/topic/bench-min-{r}"));
+                let (n_min, cpu_min) =
+                    cpu(|| on_thread(move || minimal_stomp(a, d)).join().unwrap().0);
+                let id = RunId::new(format!("pub{r}")).unwrap();
+                let sut = format!("{url}?dest=topic&window={WINDOW}");
+                let driver = StompDriver::from_url(&sut, &id).unwrap();
+                let ((n_ours, _, _), cpu_ours) = cpu(|| run_producer(driver, &sut, 0.0, D));
+                (n_min, cpu_min, n_ours, cpu_ours)
+            });
+        }
+        let sut = format!("{url}?prefetch=1000");
+        reliable_e2e("STOMP", &sut, |id| StompDriver::from_url(&sut, id).unwrap());
     }
 }
