@@ -56,8 +56,8 @@ pub struct RunArgs {
     pub sut: Option<SutUrl>,
     /// Use this consumers' SUT URL instead of the plan's `consumer_url` (consumers on
     /// another protocol of the same broker).
-    #[arg(long, env = "MAESTRO_CONSUMER_SUT")]
-    pub consumer_sut: Option<SutUrl>,
+    #[arg(long, env = "MAESTRO_CONSUMER_SUT", value_parser = crate::start::boxed_sut)]
+    pub consumer_sut: Option<Box<SutUrl>>,
     #[command(flatten)]
     pub sut_password: crate::cli::SutPasswordArgs,
     /// Also write JUnit XML here (one test case per phase and condition).
@@ -174,7 +174,7 @@ pub async fn run(
         .apply(sut)
         .map_err(|e| CliError::Start(maestro_controller::run::RunError::option(e)))?;
     let consumer_sut = match (&args.consumer_sut, local.as_ref().and_then(|l| l.sut)) {
-        (Some(url), _) => Some(url.clone()),
+        (Some(url), _) => Some((**url).clone()),
         (None, Some(addr)) => plan.consumer_sut(Some(&addr.to_string()))?,
         (None, None) => plan.consumer_sut(None)?,
     };

@@ -128,7 +128,7 @@ pub struct StartArgs {
 }
 
 /// A SUT URL, boxed (it is large, and rarely given).
-fn boxed_sut(s: &str) -> Result<Box<SutUrl>, maestro_protocol::SutUrlError> {
+pub(crate) fn boxed_sut(s: &str) -> Result<Box<SutUrl>, maestro_protocol::SutUrlError> {
     s.parse().map(Box::new)
 }
 

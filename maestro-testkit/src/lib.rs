@@ -936,6 +936,16 @@ impl ScriptedSut {
         )
     }
 
+    /// RabbitMQ with every protocol it speaks: AMQP 0-9-1 (`url`), and its AMQP 1.0, MQTT,
+    /// STOMP and stream plugins.
+    pub fn rabbitmq_every_protocol() -> Result<Self> {
+        Self::start_env(
+            "rabbitmq",
+            None,
+            &[("MAESTRO_SUT_PROTOCOLS", "amqp10,mqtt,stomp,stream")],
+        )
+    }
+
     /// RabbitMQ with its STOMP plugin (`stomp_url`).
     pub fn rabbitmq_stomp() -> Result<Self> {
         Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "stomp")])
