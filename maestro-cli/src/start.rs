@@ -17,7 +17,7 @@ pub struct StartArgs {
     #[arg(long, env = "MAESTRO_SUT", required = true, value_delimiter = ' ')]
     pub sut: Vec<SutUrl>,
     /// Consumers on another protocol of the same broker: producers speak --sut's, consumers
-    /// this URL's (mqtt -> amqp, amqp -> mqtt, amqp -> rabbitmq-stream on one RabbitMQ;
+    /// this URL's (mqtt -> amqp, amqp -> mqtt, amqp|amqp10 -> rabbitmq-stream on one RabbitMQ;
     /// stomp -> mqtt, mqtt -> stomp with dest=topic on one RabbitMQ or ActiveMQ).
     #[arg(long, env = "MAESTRO_CONSUMER_SUT", conflicts_with = "clients", value_parser = boxed_sut)]
     pub consumer_sut: Option<Box<SutUrl>>,

@@ -45,11 +45,12 @@ fn crossed(c: &Cluster, producers: &str, consumers: &str) -> (maestro_testkit::C
 #[test]
 fn rabbitmq_carries_a_run_across_its_protocols() {
     let c = Cluster::start(2);
-    let rabbit = ScriptedSut::rabbitmq_mqtt_and_stream().unwrap();
+    let rabbit = ScriptedSut::rabbitmq_every_protocol().unwrap();
     let amqp = rabbit.url.clone();
     let mqtt = rabbit.mqtt_url.clone().unwrap();
     let stream = rabbit.stream_url.clone().unwrap();
     let stomp = rabbit.stomp_url.clone().unwrap();
+    let amqp10 = rabbit.amqp10_url.clone().unwrap();
     // Two consumers on two topics: one consumer per topic, so each message arrives once
     // whether the consumers compete (AMQP queues) or each read everything (MQTT, streams).
     for (producers, consumers) in [
@@ -62,6 +63,10 @@ fn rabbitmq_carries_a_run_across_its_protocols() {
             format!("{mqtt}/cross?qos=1"),
         ),
         (format!("{amqp}?confirms=true"), format!("{stream}/%2f")),
+        (
+            format!("{amqp10}/queue/x?settle=at_least_once"),
+            format!("{stream}/%2f"),
+        ),
         (format!("{stomp}?dest=topic"), format!("{mqtt}/cross?qos=1")),
         (format!("{mqtt}/cross?qos=1"), format!("{stomp}?dest=topic")),
     ] {

@@ -917,16 +917,6 @@ impl ScriptedSut {
         Self::start_env("rabbitmq", None, &[("MAESTRO_SUT_PROTOCOLS", "stream")])
     }
 
-    /// RabbitMQ with its MQTT, stream and STOMP plugins: runs that publish in one
-    /// protocol and consume in another.
-    pub fn rabbitmq_mqtt_and_stream() -> Result<Self> {
-        Self::start_env(
-            "rabbitmq",
-            None,
-            &[("MAESTRO_SUT_PROTOCOLS", "mqtt,stream,stomp")],
-        )
-    }
-
     /// RabbitMQ with its stream plugin and TLS listeners that require client certificates.
     pub fn rabbitmq_stream_tls(certs: &Path) -> Result<Self> {
         Self::start_env(

@@ -57,6 +57,9 @@ pub struct Amqp10Driver {
     tls: Option<Arc<TlsClient>>,
     /// TCP, TLS, SASL and the AMQP open, per client.
     connects: Durations,
+    /// Each topic's address when a crossing names them (another protocol's queues, as
+    /// the broker addresses them).
+    routes: Option<Arc<[String]>>,
 }
 
 impl Amqp10Driver {
@@ -67,6 +70,7 @@ impl Amqp10Driver {
             port: host.port,
             tls: TlsClient::for_url(url)?,
             connects: Durations::default(),
+            routes: None,
             url: url.redacted(),
             o: o.clone(),
             credentials: url
@@ -90,7 +94,17 @@ impl Amqp10Driver {
     }
 
     pub fn address(&self, topic: u32) -> String {
-        format!("{}.{}.{topic}", self.o.address, self.run)
+        match &self.routes {
+            Some(r) => r.get(topic as usize).cloned().unwrap_or_default(),
+            None => format!("{}.{}.{topic}", self.o.address, self.run),
+        }
+    }
+
+    /// This driver with each topic's address given (a mixed run's: the broker's address
+    /// of the other protocol's queues).
+    pub fn routed(mut self, addresses: Vec<String>) -> Self {
+        self.routes = Some(addresses.into());
+        self
     }
 
     fn unreachable(&self, reason: impl ToString) -> DriverError {

@@ -66,6 +66,14 @@ impl MixedDriver {
                 };
                 (AnyDriver::Amqp(a.routed(route)), AnyDriver::Stream(s))
             }
+            (Crossing::Amqp10ToStream, AnyDriver::Amqp10(a), AnyDriver::Stream(s)) => {
+                // RabbitMQ's AMQP 1.0 address of an existing queue: the default exchange
+                // with the queue's name as routing key.
+                let routes = (0..topics)
+                    .map(|t| format!("/amq/queue/{}", s.stream(t)))
+                    .collect();
+                (AnyDriver::Amqp10(a.routed(routes)), AnyDriver::Stream(s))
+            }
             (Crossing::StompToMqtt, AnyDriver::Stomp(s), AnyDriver::Mqtt(m)) => {
                 let routes = (0..topics).map(|t| stomp_topic(&m.topic(t))).collect();
                 (AnyDriver::Stomp(s.routed(routes)), AnyDriver::Mqtt(m))

@@ -17,6 +17,9 @@ pub enum Crossing {
     /// AMQP 0-9-1 in, RabbitMQ's stream protocol out: producers publish to the default
     /// exchange with the stream's name as routing key; the stream protocol reads it.
     AmqpToStream,
+    /// AMQP 1.0 in, RabbitMQ's stream protocol out: producers send to the address
+    /// `/amq/queue/<stream>` (the default exchange, the stream's name as routing key).
+    Amqp10ToStream,
     /// STOMP in, MQTT out (RabbitMQ or ActiveMQ): producers send to `/topic/a.b`, which
     /// the broker delivers to MQTT subscribers of `a/b`.
     StompToMqtt,
@@ -26,7 +29,7 @@ pub enum Crossing {
 }
 
 /// The pairs [`Crossing::of`] maps, for messages.
-pub const CROSSINGS: &str = "mqtt -> amqp, amqp -> mqtt and amqp -> rabbitmq-stream on one RabbitMQ; stomp -> mqtt and mqtt -> stomp (dest=topic) on one RabbitMQ or ActiveMQ";
+pub const CROSSINGS: &str = "mqtt -> amqp, amqp -> mqtt, amqp -> rabbitmq-stream and amqp10 -> rabbitmq-stream on one RabbitMQ; stomp -> mqtt and mqtt -> stomp (dest=topic) on one RabbitMQ or ActiveMQ";
 
 impl Crossing {
     /// The crossing from `producers`' protocol to `consumers'`, or why there is none.
@@ -51,6 +54,7 @@ impl Crossing {
                 Self::amqp_untouched(a, "producers")?;
                 Crossing::AmqpToStream
             }
+            (SutOptions::Amqp10(_), SutOptions::Stream(_)) => Crossing::Amqp10ToStream,
             (SutOptions::Stomp(s), SutOptions::Mqtt(_)) => {
                 Self::stomp_topics(s, "producers")?;
                 Crossing::StompToMqtt
@@ -166,6 +170,8 @@ mod tests {
         assert!(e.to_string().contains("\"other\""), "{e}");
         let e = Crossing::of(&mqtt, &url("amqp://h/%2f?exchange=x")).unwrap_err();
         assert!(e.to_string().contains("sets exchange="), "{e}");
+        let amqp10 = url("amqp10://guest:guest@h/queue/x");
+        assert_eq!(Crossing::of(&amqp10, &stream), Ok(Crossing::Amqp10ToStream));
         let stomp = url("stomp://h?dest=topic");
         assert_eq!(Crossing::of(&stomp, &mqtt), Ok(Crossing::StompToMqtt));
         assert_eq!(Crossing::of(&mqtt, &stomp), Ok(Crossing::MqttToStomp));
