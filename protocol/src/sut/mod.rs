@@ -811,6 +811,7 @@ impl SutUrl {
         // A STOMP queue keeps what its consumers have not read, and its subscribers all
         // compete; topics and exchanges give each subscriber every message.
         if let SutOptions::Stomp(o) = &self.options {
+            can.competing_consumers = o.consumers_compete();
             can.backlog = o.consumers_compete();
             can.several_subscriptions = !o.consumers_compete();
         }
@@ -901,11 +902,11 @@ mod tests {
         assert_eq!(Scheme::names_where(|c| c.fleet), "mqtt");
         assert_eq!(
             Scheme::names_where(|c| c.backlog),
-            "amqp, kafka, amqp10, rabbitmq-stream",
+            "amqp, kafka, amqp10, rabbitmq-stream, stomp",
             "MQTT brokers keep nothing for a connected subscriber that does not read"
         );
         assert!(matches!(
-            "stomp://h".parse::<SutUrl>(),
+            "pulsar://h".parse::<SutUrl>(),
             Err(SutUrlError::Scheme { .. })
         ));
     }

@@ -12,13 +12,13 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     port: 61613,
     tls_port: 61614,
     capabilities: Capabilities {
-        // Consumers of a queue destination compete (see `SutUrl::capabilities`); topic and
-        // exchange subscribers each get every message.
-        competing_consumers: false,
-        several_subscriptions: true,
+        // The default destination, a queue: its consumers compete and it keeps what they
+        // have not read. Topic and exchange subscribers each get every message, and
+        // nothing is kept for them (see `SutUrl::capabilities`).
+        competing_consumers: true,
+        several_subscriptions: false,
         reliable_acks: true,
-        // A queue keeps what its consumers have not read (see `SutUrl::capabilities`).
-        backlog: false,
+        backlog: true,
         partitions: false,
         keys: false,
         several_hosts: false,
