@@ -134,16 +134,17 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
                 .ok_or_else(|| {
                     FrameError::ContentLength(String::from_utf8_lossy(text).into_owned())
                 })?;
-            if headers_end + len > MAX_FRAME {
-                return Err(FrameError::TooLarge);
-            }
-            if buf.len() <= headers_end + len {
+            let end = headers_end
+                .checked_add(len)
+                .filter(|end| *end <= MAX_FRAME)
+                .ok_or(FrameError::TooLarge)?;
+            if buf.len() <= end {
                 return Ok(None);
             }
-            if buf[headers_end + len] != 0 {
+            if buf[end] != 0 {
                 return Err(FrameError::NoNul);
             }
-            headers_end + len
+            end
         }
         None => match find(&buf[headers_end..], 0) {
             Some(nul) => headers_end + nul,
@@ -376,10 +377,32 @@ mod tests {
             (&b"MESSAGE\nno colon\n\nx\0"[..], "without a colon"),
             (b"MESSAGE\ncontent-length:x\n\nx\0", "not a number"),
             (b"MESSAGE\ncontent-length:1\n\nxy\0", "NUL"),
+            (
+                b"MESSAGE\ncontent-length:18446744073709551615\n\nx\0",
+                "larger than",
+            ),
         ] {
             let mut b = BytesMut::from(raw);
             let e = decode(&mut b).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn any_bytes_are_a_frame_an_error_or_more_to_read_never_a_panic() {
+        // A small xorshift: the same inputs every run.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = b"MESAGRCIPT\n\r\0:\\content-length:0123456789ack";
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (i % 48)) as usize + i) % alphabet.len()])
+                .collect();
+            let mut b = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = decode(&mut b) {}
         }
     }
 
