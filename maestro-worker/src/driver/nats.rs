@@ -204,9 +204,16 @@ impl NatsDriver {
             num_replicas: self.o.replicas as usize,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| self.unreachable(format!("stream {}: {e}", self.stream_name())))
+        match js.get_or_create_stream(config).await {
+            Ok(stream) => Ok(stream),
+            // Clients of one run create its stream at once: the server may refuse all but
+            // one (nats-server 2.9 answers "subjects overlap with an existing stream" to a
+            // second create of the same stream). The stream is there: take it.
+            Err(e) => js
+                .get_stream(self.stream_name())
+                .await
+                .map_err(|_| self.unreachable(format!("stream {}: {e}", self.stream_name()))),
+        }
     }
 
     async fn open_source(
