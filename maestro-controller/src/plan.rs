@@ -1272,11 +1272,8 @@ impl LoadedPlan {
         let Some(raw) = &self.plan.sut.consumer_url else {
             return Ok(None);
         };
-        let mut url = raw.get_ref().clone();
-        if let Some(host) = embedded_host {
-            url = url.replacen("://embedded", &format!("://{host}"), 1);
-        }
-        url.parse()
+        with_embedded_host(raw.get_ref(), embedded_host)
+            .parse()
             .map(Some)
             .map_err(|e: maestro_protocol::SutUrlError| {
                 self.error(raw.span(), "sut.consumer_url", e.to_string())
@@ -1308,10 +1305,7 @@ impl LoadedPlan {
     }
 
     fn sut_text(&self, embedded_host: Option<&str>) -> String {
-        let mut url = self.plan.sut.url.get_ref().clone();
-        if let Some(host) = embedded_host {
-            url = url.replacen("://embedded", &format!("://{host}"), 1);
-        }
+        let mut url = with_embedded_host(self.plan.sut.url.get_ref(), embedded_host);
         let w = self.plan.workload.get_ref();
         let mut extra = Vec::new();
         if let Some(p) = w.partitions_per_topic {
@@ -1394,6 +1388,14 @@ impl LoadedPlan {
             c.max_lost = Some(0);
         }
         c
+    }
+}
+
+/// `url` with the host `embedded` replaced by `host` (a local run's embedded broker).
+fn with_embedded_host(url: &str, host: Option<&str>) -> String {
+    match host {
+        Some(host) => url.replacen("://embedded", &format!("://{host}"), 1),
+        None => url.to_owned(),
     }
 }
 

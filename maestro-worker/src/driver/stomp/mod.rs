@@ -71,11 +71,7 @@ impl Conn {
     /// The next frame from the broker.
     async fn next(&mut self) -> Result<Frame, DriverError> {
         loop {
-            if let Some(f) =
-                frame::decode(&mut self.read).map_err(|e| DriverError::ConnectionLost {
-                    reason: e.to_string(),
-                })?
-            {
+            if let Some(f) = self.buffered()? {
                 return Ok(f);
             }
             self.read.reserve(READ);
