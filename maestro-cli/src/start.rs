@@ -41,9 +41,16 @@ pub struct StartArgs {
     /// Producers in total.
     #[arg(long, env = "MAESTRO_PRODUCERS", default_value_t = 1)]
     pub producers: u32,
-    /// Consumers in total; each gets every message of its topic.
+    /// Consumers in total, spread over the topics round robin. Where they compete (an AMQP
+    /// queue, a Kafka group, a shared MQTT subscription) a topic's consumers share its
+    /// messages; otherwise each gets every message of its topic.
     #[arg(long, env = "MAESTRO_CONSUMERS", default_value_t = 1)]
     pub consumers: u32,
+    /// Subscriptions per topic where consumers compete: a topic's consumers are dealt
+    /// round robin over this many queues, consumer groups or shared subscriptions, each
+    /// getting every message once (OpenMessaging Benchmark's subscriptionsPerTopic)
+    #[arg(long, env = "MAESTRO_SUBSCRIPTIONS", value_name = "N")]
+    pub subscriptions: Option<u32>,
     /// Topics; producers and consumers are spread over them round robin.
     #[arg(long, env = "MAESTRO_TOPICS", default_value_t = 1)]
     pub topics: u32,
@@ -168,6 +175,7 @@ impl StartArgs {
                 .transpose()
                 .map_err(RunError::option)?
                 .map(Box::new),
+            subscriptions: self.subscriptions,
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {

@@ -408,18 +408,38 @@ conformance!(
 fn amqp_topology_is_deleted_unless_kept() {
     let c = Cluster::start(1);
     let rabbit = ScriptedSut::rabbitmq().unwrap();
-    for query in [
-        "exchange=maestro-ex&confirms=true",
-        "fanout=true",
-        "queue_type=quorum",
-        "queue_type=stream&exchange=maestro-ex",
+    for (query, subscriptions) in [
+        ("exchange=maestro-ex&confirms=true", "1"),
+        ("fanout=true", "1"),
+        ("queue_type=quorum", "1"),
+        ("queue_type=stream&exchange=maestro-ex", "1"),
+        // Two queues per topic, two consumers sharing each: on the run's own exchange
+        // (none named), and on a quorum queue.
+        ("confirms=true", "2"),
+        ("queue_type=quorum", "2"),
     ] {
         let (run, s) = c.run_test(
             &format!("{}?{query}", rabbit.url),
-            &["--count", "500", "--producers", "2", "--consumers", "2"],
+            &[
+                "--count",
+                "500",
+                "--producers",
+                "2",
+                "--consumers",
+                if subscriptions == "2" { "4" } else { "2" },
+                "--subscriptions",
+                subscriptions,
+            ],
         );
         assert_eq!(run.code, Some(0), "{query}: {run:?}");
         assert_eq!(u(&s, "lost"), 0, "{s:#}");
+        if subscriptions == "2" {
+            assert_eq!(
+                (u(&s, "received"), u(&s, "duplicated")),
+                (1000, 0),
+                "each message once in each queue: {query}: {s:#}"
+            );
+        }
     }
     let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();
     let exchanges = rabbit.rabbitmqctl(&["list_exchanges", "name"]).unwrap();
@@ -428,6 +448,21 @@ fn amqp_topology_is_deleted_unless_kept() {
         !exchanges.contains("maestro"),
         "exchanges left behind:\n{exchanges}"
     );
+    // A kept run with two subscriptions shows its two queues: `<prefix>.<run>.0` and `.0.s1`.
+    let (run, s) = c.run_test(
+        &format!("{}?keep=true", rabbit.url),
+        &["--count", "100", "--consumers", "2", "--subscriptions", "2"],
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(u(&s, "received"), 200, "{s:#}");
+    let id = s["run_id"].as_str().unwrap();
+    let queues = rabbit.rabbitmqctl(&["list_queues", "name"]).unwrap();
+    for name in [format!("maestro.{id}.0"), format!("maestro.{id}.0.s1")] {
+        assert!(
+            queues.lines().any(|l| l.trim() == name),
+            "{name} missing:\n{queues}"
+        );
+    }
     for (query, kind) in [
         ("keep=true", "classic"),
         ("keep=true&queue_type=quorum", "quorum"),

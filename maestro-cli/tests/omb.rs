@@ -308,6 +308,9 @@ print("charts ok", r["workload"])
         "{}",
         String::from_utf8_lossy(&py.stderr)
     );
+    // Two subscriptions: two consumer groups of two consumers on the topic's 2 partitions.
+    let driver = std::fs::read_to_string(dir.join("driver.yaml")).unwrap();
+    two_subscriptions_of_two(&c, "kafka", &driver);
 }
 
 /// OMB's backlog test against RabbitMQ: consumers wait until 1 MiB (1024 messages of 1 KiB,
@@ -414,6 +417,55 @@ fn the_omb_rabbitmq_driver_runs_as_it_is_with_quorum_queues() {
         queues.contains("quorum"),
         "no quorum queue during the run:\n{queues}"
     );
+    // Two subscriptions: two quorum queues bound to the exchange, two consumers sharing
+    // each (every message arrives twice, once in each), both gone afterwards.
+    let driver = std::fs::read_to_string(dir.join("driver.yaml")).unwrap();
+    two_subscriptions_of_two(&c, "quorum", &driver);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            rabbit
+                .rabbitmqctl(&["list_queues", "name", "type"])
+                .is_ok_and(|q| !q.contains("quorum"))
+        }),
+        "queues left behind: {:?}",
+        rabbit.rabbitmqctl(&["list_queues", "name", "type"])
+    );
+}
+
+/// Runs OMB's workload of one topic with two subscriptions of two consumers each (500
+/// msg/s for 3 s) with `driver` on `c`: each subscription (a queue, a consumer group, a
+/// shared subscription) gets every message once, its two consumers sharing them. Returns
+/// the run's summary.
+fn two_subscriptions_of_two(c: &Cluster, name: &str, driver: &str) -> Value {
+    let dir = temp_dir(&format!("{name}-2x2"));
+    std::fs::write(
+        dir.join("workload.yaml"),
+        format!(
+            "name: omb-{name}-2x2\ntopics: 1\npartitionsPerTopic: 2\nmessageSize: 256\n\
+             subscriptionsPerTopic: 2\nconsumerPerSubscription: 2\nproducersPerTopic: 1\nproducerRate: 500\n\
+             testDurationMinutes: 0.05\nwarmupDurationMinutes: 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("driver.yaml"), driver).unwrap();
+    let (_, plan) = run_omb(c, &dir, &[]);
+    let s = plan["phases"][0]["probes"][0]["summary"].clone();
+    let sent = u(&s, "sent");
+    assert!(sent >= 1000, "{s:#}");
+    assert_eq!(
+        (u(&s, "received"), u(&s, "lost"), u(&s, "duplicated")),
+        (2 * sent, 0, 0),
+        "two subscriptions, each message once in each: {s:#}"
+    );
+    assert_eq!(u(&s, "subscriptions"), 2, "{s:#}");
+    let consumers: u64 = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| u(w, "consumers"))
+        .sum();
+    assert_eq!(consumers, 4, "{s:#}");
+    s
 }
 
 /// A folder with an OMB workload of one topic and one subscription of three consumers,
@@ -461,6 +513,9 @@ fn the_omb_redis_driver_runs_as_it_is_with_a_consumer_group() {
         "XADD replies: {s:#}"
     );
     assert_eq!(u(&s["workers"][0], "consumers"), 3, "{s:#}");
+    // Two subscriptions: two consumer groups on the topic's stream.
+    let driver = std::fs::read_to_string(dir.join("driver.yaml")).unwrap();
+    two_subscriptions_of_two(&c, "redis", &driver);
 }
 
 /// OMB's own `driver-mqtt5/mqtt5.yaml` (only its server changed) against Mosquitto: one
@@ -496,6 +551,10 @@ fn the_omb_mqtt5_driver_runs_as_it_is_with_shared_subscriptions() {
         "{s:#}"
     );
     assert_eq!(u(&s["publish_latency_us"], "count"), sent, "{s:#}");
+    // Two subscriptions: two shared ones, `$share/omb/` and `$share/omb-1/`.
+    let driver = std::fs::read_to_string(dir.join("driver.yaml")).unwrap();
+    let s = two_subscriptions_of_two(&c, "mqtt5", &driver);
+    assert!(s["sut"].as_str().unwrap().contains("shared=true"), "{s:#}");
 }
 
 /// OMB's own `driver-nats/nats.yaml` (only its port changed) against NATS with JetStream:
@@ -529,6 +588,9 @@ fn the_omb_nats_driver_runs_as_it_is_with_durable_consumers() {
         "JetStream publish acks: {s:#}"
     );
     assert_eq!(u(&s["workers"][0], "consumers"), 3, "{s:#}");
+    // Two subscriptions: two durable consumers of the stream, each with its deliver group.
+    let driver = std::fs::read_to_string(dir.join("driver.yaml")).unwrap();
+    two_subscriptions_of_two(&c, "nats", &driver);
     assert!(
         nats.nats_streams().unwrap().is_empty(),
         "streams left behind: {:?}",

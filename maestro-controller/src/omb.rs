@@ -257,10 +257,9 @@ fn properties(
 }
 
 /// Where the plan's load goes: the SUT URL, and how many subscriptions a topic has and
-/// how many consumers share each. A maestro plan's consumers of a topic either compete in
-/// one subscription or each have their own: OMB's several subscriptions become one
-/// consumer each on a RabbitMQ fanout or MQTT subscriptions of their own, and Kafka takes
-/// only one.
+/// how many consumers share each. OMB's subscriptions are Kafka consumer groups, RabbitMQ
+/// queues, NATS durable consumers, Redis consumer groups and MQTT shared subscriptions,
+/// each getting every message and shared by its consumers.
 struct Target {
     url: String,
     subscriptions_per_topic: u32,
@@ -318,18 +317,9 @@ fn durations(w: &Workload, workload_path: &Path) -> Result<(u64, u64), PlanError
 fn kafka_target(
     w: &Workload,
     d: &Driver,
-    paths: (&Path, &Path),
+    driver_path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<Target, PlanError> {
-    let (workload_path, driver_path) = paths;
-    if w.subscriptions_per_topic > 1 {
-        return Err(problem(
-            workload_path,
-            0,
-            "subscriptionsPerTopic",
-            "more than one Kafka consumer group per topic is not supported; use consumerPerSubscription",
-        ));
-    }
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     let common = properties(driver_path, "commonConfig", d.common_config.as_deref())?;
     let mut bootstrap = None;
@@ -387,27 +377,15 @@ fn kafka_target(
     }
     Ok(Target {
         url: with_query(format!("kafka://{}/omb", hosts.join(",")), query.finish()),
-        subscriptions_per_topic: 1,
+        subscriptions_per_topic: w.subscriptions_per_topic,
         consumers_per_subscription: w.consumer_per_subscription,
     })
 }
 
 /// A Redis driver's host, port and credentials as a `redis://` URL in Streams mode, as
 /// OMB's Redis driver works: XADD, a consumer group per subscription (its consumers
-/// compete), XREADGROUP and XACK. maestro's competing consumers are one subscription per
-/// topic (as with Kafka): several subscriptions are refused, naming the key.
-fn redis_target(w: &Workload, d: &Driver, workload_path: &Path) -> Result<Target, PlanError> {
-    if w.subscriptions_per_topic > 1 {
-        return Err(problem(
-            workload_path,
-            0,
-            "subscriptionsPerTopic",
-            format!(
-                "{} subscriptions: with Redis Streams maestro runs one consumer group per topic (its consumers compete)",
-                w.subscriptions_per_topic
-            ),
-        ));
-    }
+/// compete), XREADGROUP and XACK.
+fn redis_target(w: &Workload, d: &Driver) -> Result<Target, PlanError> {
     let host = d.redis_host.as_deref().unwrap_or("localhost");
     let port = d.redis_port.unwrap_or(6379);
     let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
@@ -418,7 +396,7 @@ fn redis_target(w: &Workload, d: &Driver, workload_path: &Path) -> Result<Target
     };
     Ok(Target {
         url: format!("redis://{credentials}{host}:{port}?mode=streams"),
-        subscriptions_per_topic: 1,
+        subscriptions_per_topic: w.subscriptions_per_topic,
         consumers_per_subscription: w.consumer_per_subscription,
     })
 }
@@ -496,9 +474,12 @@ fn rabbitmq_target(
         query.append_pair("queue_type", &queue_type);
         query.append_pair("durable", "true");
     }
-    let per_subscription = match (w.subscriptions_per_topic, w.consumer_per_subscription) {
+    let (subscriptions, per_subscription) = match (
+        w.subscriptions_per_topic,
+        w.consumer_per_subscription,
+    ) {
         // Every reader of a stream reads all of it: a subscription each, never shared.
-        (s, 1) if queue_type == "stream" => s,
+        (s, 1) if queue_type == "stream" => (1, s),
         (_, c) if queue_type == "stream" => {
             return Err(problem(
                 workload_path,
@@ -509,21 +490,13 @@ fn rabbitmq_target(
                 ),
             ));
         }
-        (1, c) => c,
+        (1, c) => (1, c),
         (s, 1) => {
             query.append_pair("fanout", "true");
-            s
+            (1, s)
         }
-        (s, c) => {
-            return Err(problem(
-                workload_path,
-                0,
-                "subscriptionsPerTopic",
-                format!(
-                    "{s} subscriptions of {c} consumers each: with RabbitMQ, either one subscription or one consumer per subscription"
-                ),
-            ));
-        }
+        // A queue per subscription, bound to the exchange, shared by its consumers.
+        (s, c) => (s, c),
     };
     let base = uri.trim_end_matches('/');
     Ok(Target {
@@ -531,7 +504,7 @@ fn rabbitmq_target(
             base.split('?').next().unwrap_or(base).to_owned(),
             query.finish(),
         ),
-        subscriptions_per_topic: 1,
+        subscriptions_per_topic: subscriptions,
         consumers_per_subscription: per_subscription,
     })
 }
@@ -539,12 +512,9 @@ fn rabbitmq_target(
 /// An MQTT 5 driver's server, credentials, QoS and consumer session as an `mqtt://` URL
 /// with `version=5`. OMB's consumers of a subscription share it (`$share/<subscription>/`):
 /// several consumers of one subscription are a maestro shared subscription
-/// (`shared=true`); several subscriptions of one consumer are subscribers of their own.
-fn mqtt5_target(
-    w: &Workload,
-    d: &Driver,
-    (workload_path, driver_path): (&Path, &Path),
-) -> Result<Target, PlanError> {
+/// (`shared=true`, `$share/omb-<n>/` for a topic's n-th); several subscriptions of one
+/// consumer each are subscribers of their own.
+fn mqtt5_target(w: &Workload, d: &Driver, driver_path: &Path) -> Result<Target, PlanError> {
     let client = d.client.clone().unwrap_or_default();
     let field = |f: &str, reason: String| problem(driver_path, 0, f, reason);
     let (scheme, rest) = client
@@ -593,27 +563,21 @@ fn mqtt5_target(
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("version", "5");
     query.append_pair("qos", &client.qos.to_string());
-    let (subscriptions, per_subscription) = match (
-        w.subscriptions_per_topic,
-        w.consumer_per_subscription,
-    ) {
-        (1, c) => {
-            query.append_pair("shared", "true");
-            query.append_pair("share_group", "omb");
-            (1, c)
-        }
-        (s, 1) => (s, 1),
-        (s, c) => {
-            return Err(problem(
-                workload_path,
-                0,
-                "subscriptionsPerTopic",
-                format!(
-                    "{s} subscriptions of {c} consumers each: with MQTT, either one shared subscription or one consumer per subscription"
-                ),
-            ));
-        }
-    };
+    let (subscriptions, per_subscription) =
+        match (w.subscriptions_per_topic, w.consumer_per_subscription) {
+            (1, c) => {
+                query.append_pair("shared", "true");
+                query.append_pair("share_group", "omb");
+                (1, c)
+            }
+            (s, 1) => (s, 1),
+            // A shared subscription each (`$share/omb-<n>/...`), its consumers competing.
+            (s, c) => {
+                query.append_pair("shared", "true");
+                query.append_pair("share_group", "omb");
+                (s, c)
+            }
+        };
     if let Some(c) = &d.consumer {
         query.append_pair("clean_session", &c.clean_session.to_string());
         // OMB asks for a session expiry only without a clean session.
@@ -695,25 +659,8 @@ fn phases(w: &Workload, (test_s, warmup_s): (u64, u64)) -> Vec<RawPhase> {
 /// A NATS driver's server and replication factor as a `nats://` URL with JetStream, as
 /// OMB's NATS driver works: a file stream with `replicationFactor` replicas, and per
 /// subscription a durable push consumer whose deliver group its consumers share, each
-/// message acknowledged. maestro makes one stream per run (every topic a subject of it);
-/// its competing consumers are one subscription per topic (as with Kafka and Redis):
-/// several subscriptions are refused, naming the key.
-fn nats_target(
-    w: &Workload,
-    d: &Driver,
-    (workload_path, driver_path): (&Path, &Path),
-) -> Result<Target, PlanError> {
-    if w.subscriptions_per_topic > 1 {
-        return Err(problem(
-            workload_path,
-            0,
-            "subscriptionsPerTopic",
-            format!(
-                "{} subscriptions: with NATS JetStream maestro runs one durable consumer per topic (its consumers compete)",
-                w.subscriptions_per_topic
-            ),
-        ));
-    }
+/// message acknowledged. maestro makes one stream per run (every topic a subject of it).
+fn nats_target(w: &Workload, d: &Driver, driver_path: &Path) -> Result<Target, PlanError> {
     let given = d.nats_host_url.as_deref().unwrap_or("localhost:4222");
     let host_port = given
         .strip_prefix("nats://")
@@ -739,7 +686,7 @@ fn nats_target(
     }
     Ok(Target {
         url: format!("nats://{host_port}?jetstream=true&consumer=push&replicas={replicas}"),
-        subscriptions_per_topic: 1,
+        subscriptions_per_topic: w.subscriptions_per_topic,
         consumers_per_subscription: w.consumer_per_subscription,
     })
 }
@@ -835,11 +782,11 @@ pub fn load(workload_path: &Path, driver_path: &Path) -> Result<Loaded, PlanErro
     }
     let paths = (workload_path, driver_path);
     let target = match kind {
-        Kind::Kafka => kafka_target(&w, &d, paths, &mut warnings)?,
+        Kind::Kafka => kafka_target(&w, &d, driver_path, &mut warnings)?,
         Kind::RabbitMq => rabbitmq_target(&w, &d, paths, &mut warnings)?,
-        Kind::Mqtt5 => mqtt5_target(&w, &d, paths)?,
-        Kind::Redis => redis_target(&w, &d, workload_path)?,
-        Kind::Nats => nats_target(&w, &d, paths)?,
+        Kind::Mqtt5 => mqtt5_target(&w, &d, driver_path)?,
+        Kind::Redis => redis_target(&w, &d)?,
+        Kind::Nats => nats_target(&w, &d, driver_path)?,
     };
     let plan = Plan {
         plan: Metadata {
@@ -951,8 +898,13 @@ mod tests {
             (w.subscriptions_per_topic, w.consumers_per_subscription),
             (2, 1)
         );
-        let e = load_texts("mqtt5-both", &workload(2, 2, 1000), MQTT5).unwrap_err();
-        assert!(e.to_string().contains("subscriptionsPerTopic"), "{e}");
+        // Several subscriptions of competing consumers: a shared subscription each.
+        let l = load_texts("mqtt5-both", &workload(2, 2, 1000), MQTT5).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(sut.consumers_compete());
+        let spec = l.plan.spec(&sut, 1000.0, None, Some(1));
+        assert_eq!((spec.consumers, spec.subscriptions), (8, Some(2)));
+        spec.validate().unwrap();
         // A kept session asks for OMB's expiry; credentials go into the URL.
         let kept = MQTT5
             .replace("cleanSession: true", "cleanSession: false")
@@ -1037,8 +989,10 @@ mod tests {
         assert!(sut.consumers_compete() && sut.reliable());
         let spec = l.plan.spec(&sut, 500.0, None, Some(1));
         assert_eq!(spec.consumers, 4, "2 topics, a group of 2 each: {spec:?}");
-        let e = load_texts("redis3", &workload(2, 2, 500), redis).unwrap_err();
-        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let l = load_texts("redis3", &workload(2, 2, 500), redis).unwrap();
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!((spec.consumers, spec.subscriptions), (8, Some(2)));
+        spec.validate().unwrap();
         let with_pass = format!("{redis}redisPass: \"p@ss\"\n");
         let l = load_texts("redis2", &workload(1, 1, 500), &with_pass).unwrap();
         assert_eq!(
@@ -1061,8 +1015,10 @@ mod tests {
         assert!(sut.consumers_compete() && sut.reliable());
         let spec = l.plan.spec(&sut, 500.0, None, Some(1));
         assert_eq!(spec.consumers, 4, "2 topics, 2 consumers each: {spec:?}");
-        let e = load_texts("nats4", &workload(2, 2, 500), nats).unwrap_err();
-        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        let l = load_texts("nats4", &workload(2, 2, 500), nats).unwrap();
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!((spec.consumers, spec.subscriptions), (8, Some(2)));
+        spec.validate().unwrap();
         let older = nats.replace("localhost:4222", "nats://10.0.0.5:4222");
         let l = load_texts("nats2", &workload(1, 1, 500), &older).unwrap();
         assert!(
@@ -1119,7 +1075,7 @@ mod tests {
     }
 
     #[test]
-    fn rabbitmq_subscriptions_become_fanout_queues_and_what_cannot_map_is_named() {
+    fn subscriptions_become_queues_and_groups_and_what_cannot_map_is_named() {
         let l = load_texts("rabbit", &workload(3, 1, 500), RABBIT).unwrap();
         let sut = l.plan.sut(None).unwrap();
         assert!(
@@ -1128,10 +1084,25 @@ mod tests {
         );
         let spec = l.plan.spec(&sut, 500.0, None, Some(1));
         assert_eq!(spec.consumers, 6, "three queues per topic");
-        let e = load_texts("rabbit2", &workload(2, 2, 500), RABBIT).unwrap_err();
-        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
-        let e = load_texts("kafka2", &workload(2, 1, 500), KAFKA).unwrap_err();
-        assert_eq!(e.field, "subscriptionsPerTopic", "{e}");
+        // Two queues per topic, shared by two consumers each.
+        let l = load_texts("rabbit2", &workload(2, 2, 500), RABBIT).unwrap();
+        let sut = l.plan.sut(None).unwrap();
+        assert!(!sut.as_str().contains("fanout"), "{sut}");
+        let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+        assert_eq!((spec.consumers, spec.subscriptions), (8, Some(2)));
+        spec.validate().unwrap();
+        // Two consumer groups of one consumer, or of three.
+        for (consumers, total) in [(1, 4), (3, 12)] {
+            let l = load_texts("kafka2", &workload(2, consumers, 500), KAFKA).unwrap();
+            let sut = l.plan.sut(None).unwrap();
+            let spec = l.plan.spec(&sut, 500.0, None, Some(1));
+            assert_eq!((spec.consumers, spec.subscriptions), (total, Some(2)));
+            spec.validate().unwrap();
+        }
+        // A stream's readers never share, so neither can a subscription's consumers.
+        let stream = format!("{RABBIT}queueType: STREAM\n");
+        let e = load_texts("stream3", &workload(2, 2, 500), &stream).unwrap_err();
+        assert_eq!(e.field, "consumerPerSubscription", "{e}");
         let e = load_texts(
             "class",
             &workload(1, 1, 500),

@@ -15,8 +15,8 @@
 //! [workload]
 //! topics = 1
 //! producers_per_topic = 2
-//! subscriptions_per_topic = 2          # MQTT: each subscriber gets every message
-//! consumers_per_subscription = 1       # AMQP / Kafka: consumers of one queue / group
+//! subscriptions_per_topic = 2          # each gets every message (a subscriber, queue or group)
+//! consumers_per_subscription = 1       # AMQP / Kafka: consumers of one queue / group share it
 //! message_size = "~256"                # N or ~N bytes
 //!
 //! [conditions]                          # for every measured phase unless it overrides
@@ -1023,7 +1023,7 @@ impl LoadedPlan {
         }
         if !can.several_subscriptions && w.subscriptions_per_topic > 1 {
             return Err(self.error(self.key_span(ws.clone(), "subscriptions_per_topic"), "workload.subscriptions_per_topic",
-                format!("{} runs have one queue or consumer group per topic: use consumers_per_subscription", scheme.title())));
+                format!("{} runs have one queue per topic that its consumers share: use consumers_per_subscription", scheme.title())));
         }
         if let Some(gib) = w.consumer_backlog_size_gb {
             let span = self.key_span(ws.clone(), "consumer_backlog_size_gb");
@@ -1348,12 +1348,22 @@ impl LoadedPlan {
                 .consumer_backlog_size_gb
                 .map(|gib| (gib * 1024.0 * 1024.0 * 1024.0) as u64),
             consumer_sut: None,
+            subscriptions: None,
         };
+        spec.subscriptions = self.subscriptions_for(sut);
         if let Some((fleet, built, connect_rate)) = &self.fleet {
             fleet.shape(&mut spec, built.clone());
             spec.connect_rate = *connect_rate;
         }
         spec
+    }
+
+    /// The spec's subscriptions per topic when its consumers speak `consumers`: where
+    /// they compete, each of the workload's subscriptions is a queue or group of its own;
+    /// otherwise every consumer already is a subscription.
+    pub fn subscriptions_for(&self, consumers: &SutUrl) -> Option<u32> {
+        let s = self.plan.workload.get_ref().subscriptions_per_topic;
+        (s > 1 && consumers.consumers_compete()).then_some(s)
     }
 
     /// Which workers produce and which consume.

@@ -274,6 +274,7 @@ impl Runner<'_> {
     ) -> Result<Probe, PlanRunError> {
         let mut spec = self.plan.spec(&self.sut, rate, duration, count);
         spec.consumer_sut = self.consumer_sut.clone().map(Box::new);
+        spec.subscriptions = self.plan.subscriptions_for(spec.consumer_side());
         // A backlog test is a measured run at one rate: never a warm-up or a search probe.
         if !matches!(phase, Phase::Fixed { .. }) {
             spec.consumer_backlog_bytes = None;

@@ -174,13 +174,12 @@ pub fn new_run_id() -> RunId {
 /// Splits a spec over workers: producer i goes to producer worker `i mod P`, consumer j
 /// to consumer worker `j mod C` (the same workers unless roles are split), to topics round
 /// robin; rates and counts are split evenly (counts exactly). When the protocol's
-/// consumers of a topic `compete` (one AMQP queue, one Kafka group per topic), they share
-/// one subscription; otherwise each consumer is its own (fan-out).
+/// consumers of a topic compete (an AMQP queue, a Kafka group), they share the topic's
+/// subscriptions ([`TestSpec::subscription`]); otherwise each consumer is its own (fan-out).
 pub fn split(
     spec: &TestSpec,
     run: &RunId,
     (workers, consumer_workers): (&[PeerId], &[PeerId]),
-    compete: bool,
 ) -> BTreeMap<PeerId, Configure> {
     let mut out: BTreeMap<PeerId, Configure> = BTreeMap::new();
     let n = workers.len().max(1);
@@ -201,7 +200,7 @@ pub fn split(
             .push(ConsumerPlan {
                 id: j,
                 topic: j % spec.topics,
-                subscription: if compete { j % spec.topics } else { j },
+                subscription: spec.subscription(j),
             });
     }
     out
@@ -454,8 +453,7 @@ impl Cast {
                 (named, clocks, assigned)
             }
         };
-        let compete = spec.consumer_side().consumers_compete();
-        let mut shares = split(spec, run, (&producing, &consuming), compete);
+        let mut shares = split(spec, run, (&producing, &consuming));
         let offsets: BTreeMap<PeerId, i64> =
             clocks.iter().map(|(id, c)| (id.clone(), c.0)).collect();
         apply_clock_skews(&mut shares, &offsets);
@@ -527,11 +525,7 @@ impl Inspection {
 
 /// Copies each message should reach: one per subscription.
 fn fanout(spec: &TestSpec) -> f64 {
-    if spec.consumer_side().consumers_compete() {
-        f64::from(spec.consumers.min(spec.topics)) / f64::from(spec.topics)
-    } else {
-        f64::from(spec.consumers) / f64::from(spec.topics)
-    }
+    spec.subscription_count() as f64 / f64::from(spec.topics)
 }
 
 /// Checks a spec and the faults planned for it, and marks the faults' times in it.
@@ -1384,7 +1378,7 @@ mod tests {
             .iter()
             .map(|s| PeerId::new(*s).unwrap())
             .collect();
-        let s = split(&spec, &run, (&w, &w), false);
+        let s = split(&spec, &run, (&w, &w));
         let a = &s[&w[0]];
         let b = &s[&w[1]];
         assert_eq!(a.producers.iter().collect::<Vec<_>>(), [0, 2]);
@@ -1418,7 +1412,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 2]
         );
-        let s = split(&spec, &run, (&w, &w), true);
+        assert_eq!(fanout(&spec), 2.0, "each MQTT subscriber is a subscription");
+        let shared = TestSpec {
+            sut: "mqtt://h?shared=true".parse().unwrap(),
+            ..spec.clone()
+        };
+        let s = split(&shared, &run, (&w, &w));
         assert_eq!(
             s[&w[0]]
                 .consumers
@@ -1427,6 +1426,47 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 0]
         );
+        assert_eq!(fanout(&shared), 1.0);
+    }
+
+    #[test]
+    fn split_deals_competing_consumers_over_several_subscriptions_per_topic() {
+        // OMB's 2 topics x 2 subscriptions x 3 consumers each, on Kafka.
+        let spec = TestSpec {
+            consumers: 12,
+            topics: 2,
+            subscriptions: Some(2),
+            ..TestSpec::new(
+                "kafka://h".parse().unwrap(),
+                1000.0,
+                std::time::Duration::from_secs(1),
+            )
+        };
+        spec.validate().unwrap();
+        let run = RunId::new("r").unwrap();
+        let w: Vec<PeerId> = ["a", "b", "c"]
+            .iter()
+            .map(|s| PeerId::new(*s).unwrap())
+            .collect();
+        let s = split(&spec, &run, (&w, &w));
+        let mut members: BTreeMap<(u32, u32), u32> = BTreeMap::new();
+        for c in s.values().flat_map(|c| &c.consumers) {
+            assert_eq!(c.subscription % spec.topics, c.topic, "{c:?}");
+            *members.entry((c.topic, c.subscription)).or_default() += 1;
+        }
+        assert_eq!(
+            members.into_iter().collect::<Vec<_>>(),
+            [((0, 0), 3), ((0, 2), 3), ((1, 1), 3), ((1, 3), 3)]
+        );
+        assert_eq!(fanout(&spec), 2.0);
+        // Fewer consumers than subscriptions: only those with a consumer count.
+        let few = TestSpec {
+            consumers: 3,
+            ..spec.clone()
+        };
+        assert!(few.validate().is_err(), "a subscription without a consumer");
+        assert_eq!(few.subscription_count(), 3);
+        assert_eq!(fanout(&few), 1.5);
     }
 
     #[test]
@@ -1452,7 +1492,7 @@ mod tests {
             (2, 3),
             "OMB's -x: the first half produces"
         );
-        let s = split(&spec, &run, (&p, &c), true);
+        let s = split(&spec, &run, (&p, &c));
         for id in &p {
             assert!(
                 !s[id].producers.is_empty() && s[id].consumers.is_empty(),

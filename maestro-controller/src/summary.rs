@@ -266,6 +266,7 @@ pub fn summarize(
         run_id: run.to_string(),
         sut: spec.sut.redacted(),
         consumer_sut: spec.consumer_sut.as_ref().map(|c| c.redacted()),
+        subscriptions: spec.subscriptions,
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         measured_s,
         sent: total.sent,

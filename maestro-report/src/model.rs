@@ -174,6 +174,10 @@ pub struct RunSummary {
     /// (`--consumer-sut`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_sut: Option<String>,
+    /// Subscriptions per topic, when the run's competing consumers had several (each
+    /// got every message once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<u32>,
     pub started_at: String,
     /// The measured send span in seconds: from the end of the warm-up until the producers
     /// stopped (the end of their window, or earlier when stopped).
@@ -356,6 +360,7 @@ impl RunSummary {
             run_id: run_id.into(),
             sut: sut.into(),
             consumer_sut: None,
+            subscriptions: None,
             started_at: started_at.into(),
             measured_s: 0.0,
             sent: 0,

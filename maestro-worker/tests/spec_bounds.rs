@@ -42,6 +42,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 marks_ms: Vec::new(),
                 consumer_backlog_bytes: None,
                 consumer_sut: None,
+                subscriptions: None,
             },
         )
 }
@@ -109,6 +110,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     marks_ms: Vec::new(),
                     consumer_backlog_bytes: None,
                     consumer_sut: None,
+                    subscriptions: None,
                 }
             },
         )

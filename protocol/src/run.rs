@@ -149,6 +149,12 @@ pub struct TestSpec {
     /// maps the topics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_sut: Option<Box<crate::SutUrl>>,
+    /// Subscriptions per topic where consumers compete (OpenMessaging Benchmark's
+    /// `subscriptionsPerTopic` with several consumers each): a topic's consumers are dealt
+    /// round robin over this many queues, consumer groups or shared subscriptions, each of
+    /// which gets every message once. `None`: one per topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriptions: Option<u32>,
 }
 
 /// The most marks a spec may have (two per fault).
@@ -218,6 +224,22 @@ pub enum SpecError {
     Crossing(#[from] crate::sut::CrossingError),
     #[error("--consumer-sut: a device fleet's clients publish and subscribe on one protocol")]
     CrossingFleet,
+    #[error(
+        "{subscriptions} subscriptions per topic need consumers that compete in each (a queue, a consumer group or a shared subscription); {sut} gives every consumer every message"
+    )]
+    SubscriptionsNeedCompeting { subscriptions: u32, sut: String },
+    #[error(
+        "{subscriptions} subscriptions per topic: {scheme}:// has one queue per topic that its consumers share"
+    )]
+    SubscriptionsProtocol { subscriptions: u32, scheme: String },
+    #[error(
+        "{subscriptions} subscriptions on each of {topics} topics need a consumer each: {consumers} consumers are too few"
+    )]
+    SubscriptionsWithoutConsumers {
+        subscriptions: u32,
+        topics: u32,
+        consumers: u32,
+    },
 }
 
 /// The largest total rate a spec may ask for, in messages per second.
@@ -269,6 +291,7 @@ impl TestSpec {
             marks_ms: Vec::new(),
             consumer_backlog_bytes: None,
             consumer_sut: None,
+            subscriptions: None,
         }
     }
 
@@ -327,6 +350,36 @@ impl TestSpec {
                 return Err(SpecError::BacklogProtocol(
                     self.sut.scheme().as_str().into(),
                 ));
+            }
+        }
+        if let Some(s) = self.subscriptions {
+            let side = self.consumer_side();
+            if s == 0 {
+                return Err(SpecError::Zero {
+                    what: "subscriptions",
+                });
+            }
+            if s > MAX_CLIENTS {
+                return too_large("subscriptions", &s, &MAX_CLIENTS);
+            }
+            if s > 1 && !side.consumers_compete() {
+                return Err(SpecError::SubscriptionsNeedCompeting {
+                    subscriptions: s,
+                    sut: side.redacted(),
+                });
+            }
+            if s > 1 && !side.capabilities().several_subscriptions {
+                return Err(SpecError::SubscriptionsProtocol {
+                    subscriptions: s,
+                    scheme: side.scheme().as_str().into(),
+                });
+            }
+            if u64::from(s) * u64::from(self.topics) > u64::from(self.consumers) {
+                return Err(SpecError::SubscriptionsWithoutConsumers {
+                    subscriptions: s,
+                    topics: self.topics,
+                    consumers: self.consumers,
+                });
             }
         }
         if let Some(d) = self.duration_ms
@@ -481,6 +534,32 @@ impl TestSpec {
     /// The SUT the consumers speak to: `consumer_sut`, or `sut`.
     pub fn consumer_side(&self) -> &crate::SutUrl {
         self.consumer_sut.as_deref().unwrap_or(&self.sut)
+    }
+
+    /// The subscription consumer `consumer` reads from. Consumer j is on topic
+    /// `j mod topics`; where consumers compete, the k-th consumer of a topic is in its
+    /// subscription `k mod subscriptions`, numbered `topic + topics * that` (so with one
+    /// subscription per topic, a subscription is its topic's number); otherwise every
+    /// consumer is its own subscription.
+    pub fn subscription(&self, consumer: u32) -> u32 {
+        let topics = self.topics.max(1);
+        if !self.consumer_side().consumers_compete() {
+            return consumer;
+        }
+        let per_topic = self.subscriptions.unwrap_or(1).max(1);
+        let topic = consumer % topics;
+        topic + topics * ((consumer / topics) % per_topic)
+    }
+
+    /// How many subscriptions the run's consumers make, over all topics: each gets every
+    /// message of its topic once.
+    pub fn subscription_count(&self) -> u64 {
+        if self.consumer_side().consumers_compete() {
+            let groups = u64::from(self.topics) * u64::from(self.subscriptions.unwrap_or(1));
+            groups.min(u64::from(self.consumers))
+        } else {
+            u64::from(self.consumers)
+        }
     }
 
     /// True when both sides promise no loss (see [`crate::SutUrl::reliable`]).
@@ -1337,5 +1416,48 @@ mod tests {
             })
             .contains("duration")
         );
+    }
+
+    #[test]
+    fn several_subscriptions_need_competing_consumers_and_a_consumer_each() {
+        let on = |url: &str, subscriptions: u32, consumers: u32| {
+            let s = TestSpec {
+                sut: url.parse().unwrap(),
+                consumers,
+                subscriptions: Some(subscriptions),
+                ..spec()
+            };
+            s.validate().map_err(|e| e.to_string())
+        };
+        for url in [
+            "kafka://h",
+            "amqp://h?queue_type=quorum",
+            "mqtt://h?shared=true",
+            "nats://h?jetstream=true",
+            "redis://h?mode=streams",
+        ] {
+            on(url, 2, 4).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let e = on("mqtt://h", 2, 4).unwrap_err();
+        assert!(e.contains("gives every consumer every message"), "{e}");
+        let e = on("amqp10://h", 2, 4).unwrap_err();
+        assert!(e.contains("amqp10://"), "{e}");
+        let e = on("stomp://h", 2, 4).unwrap_err();
+        assert!(e.contains("stomp://"), "{e}");
+        let e = on("kafka://h", 3, 2).unwrap_err();
+        assert!(e.contains("2 consumers are too few"), "{e}");
+        let e = on("kafka://h", 0, 2).unwrap_err();
+        assert!(e.contains("subscriptions"), "{e}");
+        // Consumer j of a topic: its subscription, topic first.
+        let s = TestSpec {
+            sut: "kafka://h".parse().unwrap(),
+            topics: 2,
+            consumers: 8,
+            subscriptions: Some(2),
+            ..spec()
+        };
+        let subs: Vec<u32> = (0..8).map(|j| s.subscription(j)).collect();
+        assert_eq!(subs, [0, 1, 2, 3, 0, 1, 2, 3]);
+        assert_eq!(s.subscription_count(), 4);
     }
 }

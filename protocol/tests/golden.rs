@@ -381,6 +381,7 @@ fn configure() -> Configure {
             marks_ms: Vec::new(),
             consumer_backlog_bytes: None,
             consumer_sut: None,
+            subscriptions: None,
         },
         producers: IdRange {
             first: 0,

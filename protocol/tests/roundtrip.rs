@@ -189,6 +189,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 marks_ms: Vec::new(),
                 consumer_backlog_bytes: None,
                 consumer_sut: None,
+                subscriptions: None,
             },
         )
 }

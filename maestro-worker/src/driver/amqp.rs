@@ -71,6 +71,9 @@ pub struct AmqpDriver {
     o: AmqpOptions,
     /// The run's topics (the owner deletes a run's streams once their readers left).
     topics: u32,
+    /// Queues per topic, each shared by its consumers and getting every message
+    /// ([`maestro_protocol::TestSpec::subscriptions`]).
+    subscriptions: u32,
     /// TLS (`amqps://`), built once for all connections of the run.
     tls: Option<Arc<TlsClient>>,
     /// Time to an open connection and channel, of this run's connections.
@@ -93,15 +96,17 @@ pub struct Route {
 }
 
 impl AmqpDriver {
-    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]). Fails when
-    /// the TLS files cannot be read.
+    /// A driver for `url`, whose options are `o` (parsed once, in [`SutUrl`]), for a run of
+    /// `topics` with `subscriptions` queues each. Fails when the TLS files cannot be read.
     pub fn new(
         url: &SutUrl,
         o: &AmqpOptions,
         run: &RunId,
-        topics: u32,
+        (topics, subscriptions): (u32, u32),
     ) -> Result<Self, DriverError> {
-        let exchange = if o.fanout && o.exchange.is_empty() {
+        // Several queues of a topic (a consumer's own, or a subscription's) need an
+        // exchange to copy its messages to each: the run's own when none is named.
+        let exchange = if (o.fanout || subscriptions > 1) && o.exchange.is_empty() {
             format!("maestro.{run}")
         } else {
             o.exchange.clone()
@@ -120,6 +125,7 @@ impl AmqpDriver {
             },
             o: o.clone(),
             topics,
+            subscriptions: subscriptions.max(1),
             tls,
             connects: Durations::default(),
             route: None,
@@ -137,7 +143,7 @@ impl AmqpDriver {
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Amqp(o) => Self::new(&url, o, run, 1),
+            SutOptions::Amqp(o) => Self::new(&url, o, run, (1, 1)),
             _ => Err(DriverError::WrongScheme {
                 url: url.to_string(),
                 expected: "an AMQP",
@@ -161,15 +167,37 @@ impl AmqpDriver {
         }
     }
 
+    /// The queue of a topic's first subscription: `<queue>.<run>.<topic>`.
     fn topic_queue(&self, topic: u32) -> String {
         format!("{}.{}.{topic}", self.o.queue, self.run)
+    }
+
+    /// A topic's queues, one per subscription: the first is [`Self::topic_queue`], the
+    /// others `<queue>.<run>.<topic>.s<index>`.
+    fn topic_queues(&self, topic: u32) -> impl Iterator<Item = String> + '_ {
+        (0..self.subscriptions).map(move |s| self.subscription_queue(topic, s))
+    }
+
+    fn subscription_queue(&self, topic: u32, index: u32) -> String {
+        match index {
+            0 => self.topic_queue(topic),
+            s => format!("{}.s{s}", self.topic_queue(topic)),
+        }
     }
 
     fn consumer_queue(&self, plan: &ConsumerPlan) -> String {
         if self.o.fanout {
             format!("{}.{}.{}.c{}", self.o.queue, self.run, plan.topic, plan.id)
         } else {
-            self.topic_queue(plan.topic)
+            // Competing consumers' subscriptions go topic first
+            // ([`maestro_protocol::TestSpec::subscription`]); a stream's readers all read
+            // the topic's one queue.
+            let index = if self.o.consumers_compete() {
+                plan.subscription / self.topics.max(1)
+            } else {
+                0
+            };
+            self.subscription_queue(plan.topic, index)
         }
     }
 
@@ -258,18 +286,20 @@ impl AmqpDriver {
             if !route.consumes {
                 return Ok(());
             }
-            let queue = self.topic_queue(topic);
-            self.declare_queue(channel, &queue).await?;
-            return channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    route.exchange.as_str().into(),
-                    self.routing_key(topic).as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(sut);
+            for queue in self.topic_queues(topic) {
+                self.declare_queue(channel, &queue).await?;
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        route.exchange.as_str().into(),
+                        self.routing_key(topic).as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(sut)?;
+            }
+            return Ok(());
         }
         if !self.exchange.is_empty() {
             channel
@@ -286,19 +316,20 @@ impl AmqpDriver {
                 .map_err(sut)?;
         }
         if !self.o.fanout {
-            let queue = self.topic_queue(topic);
-            self.declare_queue(channel, &queue).await?;
-            if !self.exchange.is_empty() {
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        self.exchange.as_str().into(),
-                        self.routing_key(topic).as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(sut)?;
+            for queue in self.topic_queues(topic) {
+                self.declare_queue(channel, &queue).await?;
+                if !self.exchange.is_empty() {
+                    channel
+                        .queue_bind(
+                            queue.as_str().into(),
+                            self.exchange.as_str().into(),
+                            self.routing_key(topic).as_str().into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .map_err(sut)?;
+                }
             }
         }
         Ok(())
@@ -476,8 +507,10 @@ impl Driver for AmqpDriver {
         let (conn, channel) = self.channel(&format!("maestro-{}-admin", self.run)).await?;
         let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
         let mut failed = Vec::new();
-        for topic in 0..self.topics.max(1) {
-            let queue = self.topic_queue(topic);
+        let queues: Vec<String> = (0..self.topics.max(1))
+            .flat_map(|topic| self.topic_queues(topic))
+            .collect();
+        for queue in queues {
             let passive = QueueDeclareOptions {
                 passive: true,
                 ..Default::default()

@@ -89,11 +89,14 @@ impl AnyDriver {
                 o,
                 run,
                 spec.fleet.clone(),
-                spec.producers,
+                (spec.producers, spec.topics),
             )?),
-            SutOptions::Amqp(o) => {
-                AnyDriver::Amqp(amqp::AmqpDriver::new(sut, o, run, spec.topics)?)
-            }
+            SutOptions::Amqp(o) => AnyDriver::Amqp(amqp::AmqpDriver::new(
+                sut,
+                o,
+                run,
+                (spec.topics, spec.subscriptions.unwrap_or(1)),
+            )?),
             SutOptions::Amqp10(o) => AnyDriver::Amqp10(amqp10::Amqp10Driver::new(sut, o, run)?),
             SutOptions::Redis(o) => {
                 AnyDriver::Redis(redis::RedisDriver::new(sut, o, run, spec.topics)?)
@@ -110,7 +113,9 @@ impl AnyDriver {
                 spec.consumers,
             )?),
             SutOptions::Kafka(o) => {
-                let per_topic = spec.consumers.div_ceil(spec.topics.max(1));
+                // A partition for each consumer of a subscription (a consumer group).
+                let groups = spec.topics.max(1) * spec.subscriptions.unwrap_or(1).max(1);
+                let per_topic = spec.consumers.div_ceil(groups);
                 AnyDriver::Kafka(kafka::KafkaDriver::new(
                     sut,
                     o,

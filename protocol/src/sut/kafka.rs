@@ -11,7 +11,7 @@ pub(super) const PROTOCOL: Protocol = Protocol {
     tls_port: 9092,
     capabilities: Capabilities {
         competing_consumers: true,
-        several_subscriptions: false,
+        several_subscriptions: true,
         reliable_acks: true,
         backlog: true,
         partitions: true,

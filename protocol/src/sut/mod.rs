@@ -176,7 +176,9 @@ pub struct Capabilities {
     /// The consumers of one topic can share its messages (one queue, one consumer group):
     /// more than one consumer per subscription.
     pub competing_consumers: bool,
-    /// A topic can have several subscriptions, each of them getting every message.
+    /// A topic can have several subscriptions, each of them getting every message: its
+    /// subscribers, or where consumers compete, several queues or groups of them
+    /// ([`crate::TestSpec::subscriptions`]).
     pub several_subscriptions: bool,
     /// The protocol can confirm every message (MQTT QoS 1, publisher confirms, acks=all).
     pub reliable_acks: bool,

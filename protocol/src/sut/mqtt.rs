@@ -159,6 +159,16 @@ impl MqttOptions {
             None => topic.to_owned(),
         }
     }
+
+    /// The filter of the `index`-th of a topic's shared subscriptions
+    /// ([`crate::TestSpec::subscriptions`]): the first is [`Self::subscription`], the
+    /// others share as `<group>-<index>`.
+    pub fn nth_subscription(&self, topic: &str, index: u32) -> String {
+        match (&self.share_group, index) {
+            (Some(group), 1..) => format!("$share/{group}-{index}/{topic}"),
+            _ => self.subscription(topic),
+        }
+    }
 }
 
 /// The MQTT version a client speaks.

@@ -97,6 +97,9 @@ struct Inner {
     client_id_prefix: String,
     fleet: Option<FleetSpec>,
     clients: u32,
+    /// The run's topics: subscription numbers go topic first
+    /// ([`maestro_protocol::TestSpec::subscription`]).
+    topics: u32,
     tls: Option<Arc<TlsClient>>,
     connects: Durations,
     subscribes: Durations,
@@ -116,7 +119,7 @@ impl MqttDriver {
         o: &MqttOptions,
         run: &RunId,
         fleet: Option<FleetSpec>,
-        clients: u32,
+        (clients, topics): (u32, u32),
     ) -> Result<Self, DriverError> {
         let tls = TlsClient::for_url(url)?;
         let qos = match o.qos {
@@ -142,6 +145,7 @@ impl MqttDriver {
             base: o.base_topic.clone(),
             client_id_prefix: o.client_id_prefix.clone(),
             fleet,
+            topics: topics.max(1),
             clients,
             tls,
             connects: Durations::default(),
@@ -155,7 +159,7 @@ impl MqttDriver {
     pub fn from_url(raw: &str, run: &RunId) -> Result<Self, DriverError> {
         let url = SutUrl::parse(raw)?;
         match &url.options {
-            SutOptions::Mqtt(o) => Self::new(&url, o, run, None, 1),
+            SutOptions::Mqtt(o) => Self::new(&url, o, run, None, (1, 1)),
             _ => Err(DriverError::WrongScheme {
                 url: url.to_string(),
                 expected: "an MQTT",
@@ -170,14 +174,15 @@ impl MqttDriver {
 
     /// The topic filter consumer `plan` subscribes to: the fleet's topic with `+` for the
     /// client index, or the run's topic of its index; `$share/<group>/...` with a shared
-    /// subscription.
+    /// subscription (`<group>-<n>` for a topic's n-th of several).
     pub fn consumer_topic(&self, plan: &ConsumerPlan) -> String {
         let d = &self.0;
         let topic = match &d.fleet {
             Some(f) => f.topic.wildcard(d.run.as_str()),
             None => self.topic(plan.topic),
         };
-        d.options.subscription(&topic)
+        d.options
+            .nth_subscription(&topic, plan.subscription / d.topics)
     }
 
     /// A producer: a fleet client named by the templates, or a plain producer that
