@@ -365,6 +365,7 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, CliError> {
     let spec = args.spec()?;
+    maestro_controller::run::prepare(&mut spec.clone(), &args.faults)?;
     let mut controller = connect(control, args.timeout, shutdown).await?;
     let exporter = match args.metrics_listen {
         Some(addr) => Some(Exporter::start(addr, shutdown).await?),

@@ -438,6 +438,66 @@ fn an_unreachable_sut_fails_fast_and_names_it() {
     assert_eq!(u(&s, "sent"), 100);
 }
 
+/// A test that cannot run is a usage error (exit 2) that names the problem, before the
+/// CLI looks for a cluster: here there is none.
+#[test]
+fn an_invalid_test_is_a_usage_error_before_any_connection() {
+    let control = format!("mqtt://127.0.0.1:{}", maestro_testkit::free_port());
+    for (args, needle) in [
+        (
+            [
+                "--sut",
+                "mqtt://127.0.0.1:1/x",
+                "--consumers",
+                "2",
+                "--subscriptions",
+                "2",
+            ],
+            "gives every consumer every message",
+        ),
+        (
+            [
+                "--sut",
+                "kafka://127.0.0.1:1",
+                "--consumers",
+                "2",
+                "--subscriptions",
+                "3",
+            ],
+            "2 consumers are too few",
+        ),
+        (
+            [
+                "--sut",
+                "stomp://127.0.0.1:1",
+                "--consumers",
+                "2",
+                "--subscriptions",
+                "2",
+            ],
+            "stomp:// has one queue per topic",
+        ),
+        (
+            [
+                "--sut",
+                "mqtt://127.0.0.1:1/x",
+                "--size",
+                "10",
+                "--topics",
+                "1",
+            ],
+            "header",
+        ),
+    ] {
+        let mut all = vec!["-m", control.as_str(), "start", "--timeout", "3s"];
+        all.extend_from_slice(&args);
+        let run = maestro_testkit::run_cli(&all, Duration::from_secs(20)).unwrap();
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("control broker"), "{}", run.stderr);
+    }
+}
+
 #[test]
 fn a_worker_killed_mid_run_degrades_the_run_without_hanging_it() {
     let mut c = Cluster::start(2);

@@ -528,8 +528,9 @@ fn fanout(spec: &TestSpec) -> f64 {
     spec.subscription_count() as f64 / f64::from(spec.topics)
 }
 
-/// Checks a spec and the faults planned for it, and marks the faults' times in it.
-fn prepare(spec: &mut TestSpec, faults: &[FaultPlan]) -> Result<(), RunError> {
+/// Checks a spec and the faults planned for it, and marks the faults' times in it (the
+/// CLI checks before it connects, so bad input is a usage error whatever the cluster).
+pub fn prepare(spec: &mut TestSpec, faults: &[FaultPlan]) -> Result<(), RunError> {
     spec.marks_ms = crate::faults::marks(faults);
     spec.validate()?;
     let window = spec.send_window();
