@@ -37,8 +37,12 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Rebuild report.html in a plan's results folder.
     Report(ReportArgs),
-    /// Compare two plan results folders; exit 1 when NEW is worse than BASE.
+    /// Compare two plan results folders; exit 1 when NEW is worse than BASE (or, with
+    /// --history N, than the noise band of its plan's last N runs).
     Compare(crate::compare::CompareArgs),
+    /// Rebuild the results index (index.sqlite) from every results folder; `start` and
+    /// `run` add their results to it as they finish.
+    Index(crate::history::IndexArgs),
     /// Write a run's results in another tool's format (OpenMessaging Benchmark's result
     /// JSON), so its charts read them.
     Export(ExportArgs),
@@ -293,6 +297,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         }
         Command::Report(r) => return crate::report::report_folder(&r.folder, cli.output),
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
+        Command::Index(i) => return crate::history::index(&i, cli.output),
         Command::Export(e) => return crate::report::export(&e),
         Command::Certs(CertsArgs {
             command:
@@ -400,6 +405,7 @@ async fn start(
     // controller's offline grace ran out).
     controller.close().await;
     let finished = finished?;
+    crate::history::record(&options.results, &finished.folder);
     Ok(finished_outcome(&finished, output))
 }
 

@@ -11,21 +11,29 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
-    /// The baseline plan results folder.
+    /// The baseline plan results folder (with --history: the new one).
     pub base: PathBuf,
     /// The new plan results folder; with several, each is judged against BASE and the
     /// table shows them side by side, a column each (one plan through several protocols
     /// or brokers).
-    #[arg(required = true, num_args = 1..)]
+    #[arg(required_unless_present = "history", conflicts_with = "history", num_args = 1..)]
     pub new: Vec<PathBuf>,
+    /// Judge the one folder given against the last N runs of its plan against the same
+    /// SUT in the results index: exit 1 when a phase's p50, p99, rate or loss is outside
+    /// their noise band (median ± 3 scaled MADs, at least ±5 % latency, ±2 % rate).
+    #[arg(long, env = "MAESTRO_HISTORY", value_name = "N")]
+    pub history: Option<usize>,
+    /// The results folder whose index holds the history [default: the folder's parent].
+    #[arg(long, env = "MAESTRO_RESULTS", requires = "history")]
+    pub results: Option<PathBuf>,
     /// Response-time p50/p99 may grow by this many percent [default: the plan's, else 10].
-    #[arg(long, env = "MAESTRO_MAX_LATENCY_INCREASE")]
+    #[arg(long, env = "MAESTRO_MAX_LATENCY_INCREASE", conflicts_with = "history")]
     pub max_latency_increase: Option<f64>,
     /// The achieved rate or knee may drop by this many percent [default: the plan's, else 5].
-    #[arg(long, env = "MAESTRO_MAX_RATE_DECREASE")]
+    #[arg(long, env = "MAESTRO_MAX_RATE_DECREASE", conflicts_with = "history")]
     pub max_rate_decrease: Option<f64>,
     /// Lost messages may grow by this many [default: the plan's, else 0].
-    #[arg(long, env = "MAESTRO_MAX_LOST_INCREASE")]
+    #[arg(long, env = "MAESTRO_MAX_LOST_INCREASE", conflicts_with = "history")]
     pub max_lost_increase: Option<u64>,
 }
 
@@ -38,6 +46,9 @@ struct Judged<'a> {
 }
 
 pub fn compare(args: &CompareArgs, output: Output) -> Result<Outcome, CliError> {
+    if let Some(n) = args.history {
+        return crate::history::gate(&args.base, n, args.results.as_deref(), output);
+    }
     let base = read_plan(&args.base)?;
     let news = args
         .new

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod history;
 pub mod live;
 #[cfg(feature = "local")]
 pub mod local;
@@ -50,7 +51,7 @@ pub mod exit {
         (OK, "done; every addressed peer answered"),
         (
             CONDITION_FAILED,
-            "a plan condition failed (`run`), or NEW is worse than BASE (`compare`)",
+            "a plan condition failed (`run`), or NEW is worse than BASE or than its history (`compare`)",
         ),
         (
             USAGE,

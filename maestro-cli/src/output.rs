@@ -59,6 +59,8 @@ pub enum CliError {
     Metrics(#[from] maestro_control::metrics::MetricsError),
     #[error("cannot draw the live view (use --no-tui): {0}")]
     Terminal(std::io::Error),
+    #[error(transparent)]
+    History(#[from] maestro_report::history::HistoryError),
 }
 
 impl CliError {
@@ -74,6 +76,14 @@ impl CliError {
             CliError::Args(_) | CliError::Plan(_) | CliError::Metrics(_) => exit::USAGE,
             CliError::Io(..) | CliError::Terminal(_) => exit::INTERNAL,
             CliError::Results(e) => results_code(e),
+            CliError::History(e) => {
+                use maestro_report::history::HistoryError as H;
+                match e {
+                    H::Results(e) => results_code(e),
+                    H::List(..) | H::Outside { .. } => exit::USAGE,
+                    H::Db { .. } => exit::INTERNAL,
+                }
+            }
             CliError::Certs(e) => {
                 use maestro_controller::certs::CertsError as C;
                 match e {

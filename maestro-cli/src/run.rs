@@ -231,6 +231,7 @@ pub async fn run(
             .map_err(|e| CliError::Io(path.clone(), e))?;
     }
     maestro_report::html::write(&folder)?;
+    crate::history::record(&args.results, &folder);
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&result).unwrap_or_default(),
         Output::Table => plan_table(&result, &folder),

@@ -61,16 +61,18 @@ impl Delta {
     }
 }
 
-/// The numbers a phase is compared by.
-struct Metrics {
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    rate: f64,
-    lost: f64,
+/// The numbers a phase is compared by (its deciding probe's; the knee for searches).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub rate: f64,
+    pub lost: f64,
 }
 
-fn metrics(phase: &PhaseResult) -> Option<Metrics> {
+/// A phase's [`Metrics`], when it has a probe.
+pub fn metrics(phase: &PhaseResult) -> Option<Metrics> {
     let probe = phase.deciding_probe()?;
     let s = &probe.summary;
     let ms = |us: u64| us as f64 / 1000.0;

@@ -2,8 +2,9 @@
 //! ([`model`]), written and read only through them ([`folder`], with a
 //! `schema_version`, and errors that name the file and the field), the per-second time
 //! series and interval logs streamed during a run ([`timeseries`]), and what is built from
-//! a results folder alone: the HTML report ([`html`]), JUnit XML ([`junit`]) and the
-//! regression gate ([`compare`]).
+//! a results folder alone: the HTML report ([`html`]), JUnit XML ([`junit`]), the
+//! regression gate ([`compare`]), and the results index with the gate over history
+//! ([`history`], `index.sqlite` beside the folders, rebuilt from them at will).
 //!
 //! It must not touch the network or the control plane: it knows files, not peers. It
 //! computes no run's numbers either (the controller does); it stores and presents them.
@@ -11,6 +12,7 @@
 pub mod compare;
 pub mod folder;
 pub mod format;
+pub mod history;
 pub mod html;
 pub mod junit;
 pub mod model;

@@ -1,0 +1,855 @@
+//! The results index and the gate over history. `index.sqlite` (SQLite, bundled) sits
+//! beside the results folders, which stay the source of truth: the index is rebuilt from
+//! them at any time ([`Index::rebuild`]), and every finished run or plan adds its row
+//! ([`Index::add`]). A plan's history is its earlier runs against the same SUT; a new
+//! plan result is judged against the noise band of the last N of them ([`judge`]).
+
+use crate::compare::metrics;
+use crate::folder::{ResultsError, read_plan, read_run};
+use crate::model::{PlanResult, RunSummary};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The index's file name, in the results folder.
+pub const INDEX_FILE: &str = "index.sqlite";
+
+/// The fewest earlier runs a noise band is drawn from.
+pub const MIN_HISTORY: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("results index {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot list the results folder {0}: {1}")]
+    List(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
+    #[error("{folder} is not a folder inside the results folder {root}")]
+    Outside { folder: PathBuf, root: PathBuf },
+}
+
+/// What an indexed folder holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A plan's results (`maestro-cli run`).
+    Plan,
+    /// One run (`maestro-cli start`).
+    Run,
+}
+
+impl RunKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Plan => "plan",
+            RunKind::Run => "run",
+        }
+    }
+}
+
+/// One indexed results folder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    /// The folder, relative to the results folder.
+    pub folder: String,
+    pub run_id: String,
+    pub kind: RunKind,
+    /// The plan's name (plans only).
+    pub plan: Option<String>,
+    pub started_at: String,
+    /// The SUT URL without its password.
+    pub sut: String,
+    /// The SUT as history matches it: its URL, with `local` for the host of an embedded
+    /// broker (a new port each run).
+    pub sut_key: String,
+    pub sut_name: String,
+    pub sut_version: String,
+    pub maestro_version: String,
+    pub tags: Vec<String>,
+    /// The plan's verdict; a run passes when it was neither degraded nor lost messages.
+    pub passed: bool,
+    /// The environment it ran in, as text: maestro's version, the SUT, its name and
+    /// version, the workers' hosts. Runs with the same fingerprint are alike.
+    pub fingerprint: String,
+}
+
+/// One phase of an indexed folder (a single run is one phase, `0 run`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseRow {
+    pub phase: u32,
+    pub kind: String,
+    pub judged: bool,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// The achieved rate, or the knee of a search.
+    pub rate: f64,
+    pub lost: f64,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rebuilt {
+    pub indexed: usize,
+    /// Folders that are not results (or unreadable ones), with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Which runs a list shows; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub plan: Option<String>,
+    /// A part of the SUT URL.
+    pub sut: Option<String>,
+    pub tag: Option<String>,
+    pub passed: Option<bool>,
+    /// Started at or after this (RFC 3339, or its date part).
+    pub since: Option<String>,
+    /// Started before this.
+    pub until: Option<String>,
+    /// The newest this many (default 100).
+    pub limit: Option<usize>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    folder TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    plan TEXT,
+    started_at TEXT NOT NULL,
+    sut TEXT NOT NULL,
+    sut_key TEXT NOT NULL,
+    sut_name TEXT NOT NULL,
+    sut_version TEXT NOT NULL,
+    maestro_version TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS phases (
+    folder TEXT NOT NULL REFERENCES runs(folder) ON DELETE CASCADE,
+    phase INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    judged INTEGER NOT NULL,
+    p50_ms REAL NOT NULL,
+    p99_ms REAL NOT NULL,
+    p999_ms REAL NOT NULL,
+    rate REAL NOT NULL,
+    lost REAL NOT NULL,
+    PRIMARY KEY (folder, phase)
+);
+CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (plan, sut_key, started_at);
+CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
+PRAGMA foreign_keys = ON;
+";
+
+/// The results index of one results folder.
+#[derive(Debug)]
+pub struct Index {
+    conn: Connection,
+    root: PathBuf,
+    path: PathBuf,
+    /// True when the file did not exist before [`Index::open`].
+    pub created: bool,
+}
+
+/// A folder's rows, read from its files.
+struct Entry {
+    run: RunRow,
+    phases: Vec<PhaseRow>,
+}
+
+impl Index {
+    /// Opens (or creates) `<root>/index.sqlite`.
+    pub fn open(root: &Path) -> Result<Self, HistoryError> {
+        let path = root.join(INDEX_FILE);
+        let created = !path.exists();
+        let db = |source| HistoryError::Db {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(Index {
+            conn,
+            root: root.to_owned(),
+            path,
+            created,
+        })
+    }
+
+    fn db(&self, source: rusqlite::Error) -> HistoryError {
+        HistoryError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Forgets everything and indexes every results folder directly inside the root.
+    pub fn rebuild(&mut self) -> Result<Rebuilt, HistoryError> {
+        let mut folders: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .map_err(|e| HistoryError::List(self.root.clone(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        folders.sort();
+        let mut entries = Vec::new();
+        let mut skipped = Vec::new();
+        for folder in &folders {
+            let name = folder
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !folder.join("summary.json").is_file() {
+                skipped.push((name, "no summary.json".to_owned()));
+                continue;
+            }
+            match entry(folder, name.clone()) {
+                Ok(e) => entries.push(e),
+                Err(e) => skipped.push((name, e.to_string())),
+            }
+        }
+        let tx = self.conn.transaction().map_err(|e| HistoryError::Db {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            tx.execute("DELETE FROM phases", [])?;
+            tx.execute("DELETE FROM runs", [])?;
+            for e in &entries {
+                insert(&tx, e)?;
+            }
+            tx.commit()
+        })();
+        result.map_err(|e| self.db(e))?;
+        Ok(Rebuilt {
+            indexed: entries.len(),
+            skipped,
+        })
+    }
+
+    /// Adds (or replaces) one results folder inside the root.
+    pub fn add(&mut self, folder: &Path) -> Result<RunRow, HistoryError> {
+        let name = self.relative(folder)?;
+        let e = entry(folder, name)?;
+        let tx = self.conn.transaction().map_err(|e| HistoryError::Db {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let result = (|| {
+            insert(&tx, &e)?;
+            tx.commit()
+        })();
+        result.map_err(|err| self.db(err))?;
+        Ok(e.run)
+    }
+
+    /// `folder`'s name when it is directly inside the root.
+    fn relative(&self, folder: &Path) -> Result<String, HistoryError> {
+        let outside = || HistoryError::Outside {
+            folder: folder.to_owned(),
+            root: self.root.clone(),
+        };
+        let canon = |p: &Path| std::fs::canonicalize(p).map_err(|_| outside());
+        let (f, r) = (canon(folder)?, canon(&self.root)?);
+        if f.parent() != Some(r.as_path()) {
+            return Err(outside());
+        }
+        Ok(f.file_name()
+            .ok_or_else(outside)?
+            .to_string_lossy()
+            .into_owned())
+    }
+
+    /// How many folders are indexed.
+    pub fn len(&self) -> Result<usize, HistoryError> {
+        self.conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(|e| self.db(e))
+    }
+
+    pub fn is_empty(&self) -> Result<bool, HistoryError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The runs `filter` lets through, newest first.
+    pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, HistoryError> {
+        let mut sql = String::from("SELECT * FROM runs WHERE 1 = 1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(p) = &filter.plan {
+            sql.push_str(" AND plan = ?");
+            args.push(Box::new(p.clone()));
+        }
+        if let Some(s) = &filter.sut {
+            sql.push_str(" AND instr(sut, ?) > 0");
+            args.push(Box::new(s.clone()));
+        }
+        if let Some(t) = &filter.tag {
+            sql.push_str(" AND instr(',' || tags || ',', ?) > 0");
+            args.push(Box::new(format!(",{t},")));
+        }
+        if let Some(p) = filter.passed {
+            sql.push_str(" AND passed = ?");
+            args.push(Box::new(p));
+        }
+        if let Some(s) = &filter.since {
+            sql.push_str(" AND started_at >= ?");
+            args.push(Box::new(s.clone()));
+        }
+        if let Some(u) = &filter.until {
+            sql.push_str(" AND started_at < ?");
+            args.push(Box::new(u.clone()));
+        }
+        sql.push_str(" ORDER BY started_at DESC, folder DESC LIMIT ?");
+        args.push(Box::new(filter.limit.unwrap_or(100) as i64));
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), run_row)
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// One folder's row and phases, when it is indexed.
+    pub fn run(&self, folder: &str) -> Result<Option<(RunRow, Vec<PhaseRow>)>, HistoryError> {
+        let run = self
+            .conn
+            .query_row("SELECT * FROM runs WHERE folder = ?", [folder], run_row)
+            .optional()
+            .map_err(|e| self.db(e))?;
+        match run {
+            Some(r) => {
+                let phases = self.phases(folder)?;
+                Ok(Some((r, phases)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn phases(&self, folder: &str) -> Result<Vec<PhaseRow>, HistoryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost
+                 FROM phases WHERE folder = ? ORDER BY phase",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([folder], |r| {
+                Ok(PhaseRow {
+                    phase: r.get(0)?,
+                    kind: r.get(1)?,
+                    judged: r.get(2)?,
+                    p50_ms: r.get(3)?,
+                    p99_ms: r.get(4)?,
+                    p999_ms: r.get(5)?,
+                    rate: r.get(6)?,
+                    lost: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// The last `n` runs of `plan` against the SUT `sut_key` ([`RunRow::sut_key`]) that
+    /// started before `before` (not `folder` itself), newest first, with their phases:
+    /// the history a new result is judged against.
+    pub fn history(
+        &self,
+        (plan, sut_key): (&str, &str),
+        (before, folder): (&str, &str),
+        n: usize,
+    ) -> Result<Vec<(RunRow, Vec<PhaseRow>)>, HistoryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM runs WHERE plan = ? AND sut_key = ? AND started_at <= ? AND folder != ?
+                 ORDER BY started_at DESC, folder DESC LIMIT ?",
+            )
+            .map_err(|e| self.db(e))?;
+        let runs: Vec<RunRow> = stmt
+            .query_map(params![plan, sut_key, before, folder, n as i64], run_row)
+            .map_err(|e| self.db(e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.db(e))?;
+        runs.into_iter()
+            .map(|r| {
+                let phases = self.phases(&r.folder)?;
+                Ok((r, phases))
+            })
+            .collect()
+    }
+
+    /// A plan's phase metric over its runs against `sut` (all SUTs when `None`), oldest
+    /// first: (started_at, folder, fingerprint, value).
+    pub fn trend(
+        &self,
+        plan: &str,
+        sut: Option<&str>,
+        (phase, metric): (u32, Metric),
+    ) -> Result<Vec<(String, String, String, f64)>, HistoryError> {
+        let sql = format!(
+            "SELECT r.started_at, r.folder, r.fingerprint, p.{}
+             FROM runs r JOIN phases p ON p.folder = r.folder
+             WHERE r.plan = ?1 AND p.phase = ?2 AND (?3 IS NULL OR r.sut_key = ?3)
+             ORDER BY r.started_at, r.folder",
+            metric.column()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![plan, phase, sut], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let kind: String = r.get("kind")?;
+    let tags: String = r.get("tags")?;
+    Ok(RunRow {
+        folder: r.get("folder")?,
+        run_id: r.get("run_id")?,
+        kind: if kind == "plan" {
+            RunKind::Plan
+        } else {
+            RunKind::Run
+        },
+        plan: r.get("plan")?,
+        started_at: r.get("started_at")?,
+        sut: r.get("sut")?,
+        sut_key: r.get("sut_key")?,
+        sut_name: r.get("sut_name")?,
+        sut_version: r.get("sut_version")?,
+        maestro_version: r.get("maestro_version")?,
+        tags: tags
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        passed: r.get("passed")?,
+        fingerprint: r.get("fingerprint")?,
+    })
+}
+
+fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
+    let r = &e.run;
+    tx.execute("DELETE FROM phases WHERE folder = ?", [&r.folder])?;
+    tx.execute(
+        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params![
+            r.folder,
+            r.run_id,
+            r.kind.as_str(),
+            r.plan,
+            r.started_at,
+            r.sut,
+            r.sut_key,
+            r.sut_name,
+            r.sut_version,
+            r.maestro_version,
+            r.tags.join(","),
+            r.passed,
+            r.fingerprint
+        ],
+    )?;
+    let mut stmt = tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+    for p in &e.phases {
+        stmt.execute(params![
+            r.folder, p.phase, p.kind, p.judged, p.p50_ms, p.p99_ms, p.p999_ms, p.rate, p.lost
+        ])?;
+    }
+    Ok(())
+}
+
+/// Reads a folder: a plan's results, or (with its `spec.json`) a single run.
+fn entry(folder: &Path, name: String) -> Result<Entry, HistoryError> {
+    if folder.join("spec.json").is_file() {
+        let s = read_run(folder)?;
+        return Ok(run_entry(&s, name));
+    }
+    let p = read_plan(folder)?;
+    Ok(plan_entry(&p, name))
+}
+
+fn plan_entry(p: &PlanResult, folder: String) -> Entry {
+    let env = &p.environment;
+    let mut hosts: Vec<&str> = env.workers.iter().map(|w| w.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let sut_key = if env.local {
+        local_key(&env.sut)
+    } else {
+        env.sut.clone()
+    };
+    let fingerprint = format!(
+        "maestro {} | {} {} | {} | workers on {}",
+        env.maestro_version,
+        env.sut_name,
+        env.sut_version,
+        sut_key,
+        hosts.join(",")
+    );
+    let phases = p
+        .phases
+        .iter()
+        .filter_map(|ph| {
+            let m = metrics(ph)?;
+            Some(PhaseRow {
+                phase: ph.index as u32,
+                kind: ph.kind.to_string(),
+                judged: ph.judged,
+                p50_ms: m.p50_ms,
+                p99_ms: m.p99_ms,
+                p999_ms: m.p999_ms,
+                rate: m.rate,
+                lost: m.lost,
+            })
+        })
+        .collect();
+    Entry {
+        run: RunRow {
+            folder,
+            run_id: p.run_id.clone(),
+            kind: RunKind::Plan,
+            plan: Some(p.plan.clone()),
+            started_at: p.started_at.clone(),
+            sut: env.sut.clone(),
+            sut_key,
+            sut_name: env.sut_name.clone(),
+            sut_version: env.sut_version.clone(),
+            maestro_version: env.maestro_version.clone(),
+            tags: p.tags.clone(),
+            passed: p.passed,
+            fingerprint,
+        },
+        phases,
+    }
+}
+
+fn run_entry(s: &RunSummary, folder: String) -> Entry {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let mut hosts: Vec<&str> = s.workers.iter().map(|w| w.name.as_str()).collect();
+    hosts.sort_unstable();
+    Entry {
+        run: RunRow {
+            folder,
+            run_id: s.run_id.clone(),
+            kind: RunKind::Run,
+            plan: None,
+            started_at: s.started_at.clone(),
+            sut: s.sut.clone(),
+            sut_key: s.sut.clone(),
+            sut_name: String::new(),
+            sut_version: String::new(),
+            maestro_version: String::new(),
+            tags: Vec::new(),
+            passed: !s.degraded && s.lost == 0,
+            fingerprint: format!("{} | workers {}", s.sut, hosts.join(",")),
+        },
+        phases: vec![PhaseRow {
+            phase: 0,
+            kind: "run".to_owned(),
+            judged: true,
+            p50_ms: ms(s.response_time_us.p50),
+            p99_ms: ms(s.response_time_us.p99),
+            p999_ms: ms(s.response_time_us.p999),
+            rate: s.achieved_rate,
+            lost: s.lost as f64,
+        }],
+    }
+}
+
+/// `scheme://local/path?query` for an embedded broker's `scheme://host:port/path?query`.
+fn local_key(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let tail = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    format!("{scheme}://local{tail}")
+}
+
+/// A metric a phase is trended and judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    ResponseTimeP50Ms,
+    ResponseTimeP99Ms,
+    ResponseTimeP999Ms,
+    Rate,
+    Lost,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [
+        Metric::ResponseTimeP50Ms,
+        Metric::ResponseTimeP99Ms,
+        Metric::ResponseTimeP999Ms,
+        Metric::Rate,
+        Metric::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ResponseTimeP50Ms => "response_time_p50_ms",
+            Metric::ResponseTimeP99Ms => "response_time_p99_ms",
+            Metric::ResponseTimeP999Ms => "response_time_p999_ms",
+            Metric::Rate => "rate",
+            Metric::Lost => "lost",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Metric::ResponseTimeP50Ms => "p50_ms",
+            Metric::ResponseTimeP99Ms => "p99_ms",
+            Metric::ResponseTimeP999Ms => "p999_ms",
+            Metric::Rate => "rate",
+            Metric::Lost => "lost",
+        }
+    }
+
+    fn of(self, p: &PhaseRow) -> f64 {
+        match self {
+            Metric::ResponseTimeP50Ms => p.p50_ms,
+            Metric::ResponseTimeP99Ms => p.p99_ms,
+            Metric::ResponseTimeP999Ms => p.p999_ms,
+            Metric::Rate => p.rate,
+            Metric::Lost => p.lost,
+        }
+    }
+
+    /// Higher is worse (latency, loss); lower is worse for the rate.
+    fn higher_is_worse(self) -> bool {
+        self != Metric::Rate
+    }
+
+    /// The band never narrows below this fraction of the median (a history of nearly
+    /// equal runs must not flag a change the machine's noise makes).
+    fn floor(self) -> f64 {
+        match self {
+            Metric::Rate => 0.02,
+            Metric::Lost => 0.0,
+            _ => 0.05,
+        }
+    }
+
+    /// The tail beyond p99 is too noisy on short runs to gate on: shown, not judged.
+    fn gates(self) -> bool {
+        self != Metric::ResponseTimeP999Ms
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// Where earlier runs put a metric: their median and the band around it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Band {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+    /// Earlier runs it was drawn from.
+    pub runs: usize,
+}
+
+/// The band of `values`: the median ± 3 scaled median absolute deviations (a robust
+/// z-score of 3: outliers in the history do not widen it the way a standard deviation
+/// would), at least ± the metric's floor of the median; lost messages have a band up to
+/// the most an earlier run lost.
+pub fn band(metric: Metric, values: &[f64]) -> Option<Band> {
+    if values.len() < MIN_HISTORY {
+        return None;
+    }
+    let med = median(values);
+    if metric == Metric::Lost {
+        let max = values.iter().copied().fold(0.0, f64::max);
+        return Some(Band {
+            median: med,
+            low: 0.0,
+            high: max,
+            runs: values.len(),
+        });
+    }
+    let deviations: Vec<f64> = values.iter().map(|v| (v - med).abs()).collect();
+    let mad = median(&deviations) * 1.4826;
+    let half = (3.0 * mad).max(metric.floor() * med.abs());
+    Some(Band {
+        median: med,
+        low: med - half,
+        high: med + half,
+        runs: values.len(),
+    })
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One metric of one phase of a new result against its history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// `<index> <kind>`.
+    pub phase: String,
+    pub metric: Metric,
+    pub new: f64,
+    pub band: Band,
+    /// Outside the band on the worse side, for a metric that gates.
+    pub regressed: bool,
+}
+
+impl Finding {
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        format!(
+            "phase {}: {} {:.3} is outside the band {:.3}..{:.3} of the last {} runs (median {:.3})",
+            self.phase,
+            self.metric.as_str(),
+            self.new,
+            self.band.low,
+            self.band.high,
+            self.band.runs,
+            self.band.median
+        )
+    }
+}
+
+/// Judges `new`'s judged phases against the same phases (index and kind) of `history`:
+/// one finding per phase and metric that has at least [`MIN_HISTORY`] earlier values.
+pub fn judge(history: &[Vec<PhaseRow>], new: &[PhaseRow]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for np in new.iter().filter(|p| p.judged) {
+        let earlier: Vec<&PhaseRow> = history
+            .iter()
+            .filter_map(|phases| {
+                phases
+                    .iter()
+                    .find(|p| p.phase == np.phase && p.kind == np.kind)
+            })
+            .collect();
+        for metric in Metric::ALL {
+            let values: Vec<f64> = earlier.iter().map(|p| metric.of(p)).collect();
+            let Some(band) = band(metric, &values) else {
+                continue;
+            };
+            let v = metric.of(np);
+            let worse = if metric.higher_is_worse() {
+                v > band.high
+            } else {
+                v < band.low
+            };
+            out.push(Finding {
+                phase: format!("{} {}", np.phase, np.kind),
+                metric,
+                new: v,
+                band,
+                regressed: worse && metric.gates(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(p99: f64, rate: f64, lost: f64) -> PhaseRow {
+        PhaseRow {
+            phase: 1,
+            kind: "fixed".into(),
+            judged: true,
+            p50_ms: p99 / 2.0,
+            p99_ms: p99,
+            p999_ms: p99 * 2.0,
+            rate,
+            lost,
+        }
+    }
+
+    #[test]
+    fn an_embedded_broker_is_one_sut_whatever_its_port() {
+        assert_eq!(
+            local_key("mqtt://127.0.0.1:44997/quick?qos=1"),
+            "mqtt://local/quick?qos=1"
+        );
+        assert_eq!(local_key("mqtt://u@h:1"), "mqtt://local");
+        assert_eq!(local_key("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn the_band_is_robust_to_an_outlier_and_never_narrower_than_its_floor() {
+        let b = band(Metric::ResponseTimeP99Ms, &[1.0, 1.1, 0.9, 1.0, 50.0]).unwrap();
+        assert_eq!(b.median, 1.0);
+        assert!(b.high < 1.5, "one slow run must not widen the band: {b:?}");
+        // Identical history: the band is the floor, 5 % of the median.
+        let b = band(Metric::ResponseTimeP99Ms, &[2.0; 5]).unwrap();
+        assert!(
+            (b.high - 2.1).abs() < 1e-9 && (b.low - 1.9).abs() < 1e-9,
+            "{b:?}"
+        );
+        let b = band(Metric::Rate, &[1000.0; 4]).unwrap();
+        assert!((b.low - 980.0).abs() < 1e-9, "{b:?}");
+        assert!(band(Metric::Rate, &[1.0, 2.0]).is_none(), "too few runs");
+        let b = band(Metric::Lost, &[0.0, 0.0, 3.0]).unwrap();
+        assert_eq!(b.high, 3.0);
+    }
+
+    #[test]
+    fn a_slower_or_lossier_new_run_is_flagged_and_a_like_one_is_not() {
+        let history: Vec<Vec<PhaseRow>> = [1.0, 1.05, 0.97, 1.02, 0.99]
+            .iter()
+            .map(|p99| vec![phase(*p99, 1000.0, 0.0)])
+            .collect();
+        let like = judge(&history, &[phase(1.03, 998.0, 0.0)]);
+        assert_eq!(like.len(), Metric::ALL.len());
+        assert!(like.iter().all(|f| !f.regressed), "{like:#?}");
+        let slow = judge(&history, &[phase(3.0, 1000.0, 0.0)]);
+        let flagged: Vec<&str> = slow
+            .iter()
+            .filter(|f| f.regressed)
+            .map(|f| f.metric.as_str())
+            .collect();
+        // p999 is shown, not gated.
+        assert_eq!(flagged, ["response_time_p50_ms", "response_time_p99_ms"]);
+        let d = slow[1].describe();
+        assert!(
+            d.contains("phase 1 fixed") && d.contains("last 5 runs"),
+            "{d}"
+        );
+        let lossy = judge(&history, &[phase(1.0, 900.0, 2.0)]);
+        let flagged: Vec<&str> = lossy
+            .iter()
+            .filter(|f| f.regressed)
+            .map(|f| f.metric.as_str())
+            .collect();
+        assert_eq!(flagged, ["rate", "lost"]);
+        // A faster run is never a regression.
+        let fast = judge(&history, &[phase(0.2, 1500.0, 0.0)]);
+        assert!(fast.iter().all(|f| !f.regressed), "{fast:#?}");
+        // Another phase has no history: nothing to judge.
+        let mut other = phase(9.0, 1.0, 9.0);
+        other.phase = 2;
+        assert!(judge(&history, &[other]).is_empty());
+    }
+}
