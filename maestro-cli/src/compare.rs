@@ -20,7 +20,7 @@ pub struct CompareArgs {
     pub new: Vec<PathBuf>,
     /// Judge the one folder given against the last N runs of its plan against the same
     /// SUT in the results index: exit 1 when a phase's p50, p99, rate or loss is outside
-    /// their noise band (median ± 3 scaled MADs, at least ±5 % latency, ±2 % rate).
+    /// their noise band (median ± 3 scaled MADs, at least ±10 % latency, ±5 % rate).
     #[arg(long, env = "MAESTRO_HISTORY", value_name = "N")]
     pub history: Option<usize>,
     /// The results folder whose index holds the history [default: the folder's parent].

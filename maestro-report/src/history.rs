@@ -633,13 +633,14 @@ impl Metric {
         self != Metric::Rate
     }
 
-    /// The band never narrows below this fraction of the median (a history of nearly
-    /// equal runs must not flag a change the machine's noise makes).
+    /// The band never narrows below this fraction of the median: a history of nearly
+    /// equal runs must not flag a change the machine's noise makes, nor one within what
+    /// `compare` tolerates between two runs by default (10 % latency, 5 % rate).
     fn floor(self) -> f64 {
         match self {
-            Metric::Rate => 0.02,
+            Metric::Rate => 0.05,
             Metric::Lost => 0.0,
-            _ => 0.05,
+            _ => 0.10,
         }
     }
 
@@ -802,14 +803,14 @@ mod tests {
         let b = band(Metric::ResponseTimeP99Ms, &[1.0, 1.1, 0.9, 1.0, 50.0]).unwrap();
         assert_eq!(b.median, 1.0);
         assert!(b.high < 1.5, "one slow run must not widen the band: {b:?}");
-        // Identical history: the band is the floor, 5 % of the median.
+        // Identical history: the band is the floor, 10 % of the median.
         let b = band(Metric::ResponseTimeP99Ms, &[2.0; 5]).unwrap();
         assert!(
-            (b.high - 2.1).abs() < 1e-9 && (b.low - 1.9).abs() < 1e-9,
+            (b.high - 2.2).abs() < 1e-9 && (b.low - 1.8).abs() < 1e-9,
             "{b:?}"
         );
         let b = band(Metric::Rate, &[1000.0; 4]).unwrap();
-        assert!((b.low - 980.0).abs() < 1e-9, "{b:?}");
+        assert!((b.low - 950.0).abs() < 1e-9, "{b:?}");
         assert!(band(Metric::Rate, &[1.0, 2.0]).is_none(), "too few runs");
         let b = band(Metric::Lost, &[0.0, 0.0, 3.0]).unwrap();
         assert_eq!(b.high, 3.0);
