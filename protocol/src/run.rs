@@ -352,36 +352,7 @@ impl TestSpec {
                 ));
             }
         }
-        if let Some(s) = self.subscriptions {
-            let side = self.consumer_side();
-            if s == 0 {
-                return Err(SpecError::Zero {
-                    what: "subscriptions",
-                });
-            }
-            if s > MAX_CLIENTS {
-                return too_large("subscriptions", &s, &MAX_CLIENTS);
-            }
-            if s > 1 && !side.consumers_compete() {
-                return Err(SpecError::SubscriptionsNeedCompeting {
-                    subscriptions: s,
-                    sut: side.redacted(),
-                });
-            }
-            if s > 1 && !side.capabilities().several_subscriptions {
-                return Err(SpecError::SubscriptionsProtocol {
-                    subscriptions: s,
-                    scheme: side.scheme().as_str().into(),
-                });
-            }
-            if u64::from(s) * u64::from(self.topics) > u64::from(self.consumers) {
-                return Err(SpecError::SubscriptionsWithoutConsumers {
-                    subscriptions: s,
-                    topics: self.topics,
-                    consumers: self.consumers,
-                });
-            }
-        }
+        self.check_subscriptions()?;
         if let Some(d) = self.duration_ms
             && d > MAX_DURATION_MS
         {
@@ -461,6 +432,47 @@ impl TestSpec {
                     window_s,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Several subscriptions per topic need consumers that compete, a protocol with a
+    /// queue or group per subscription, and a consumer for each.
+    fn check_subscriptions(&self) -> Result<(), SpecError> {
+        let Some(s) = self.subscriptions else {
+            return Ok(());
+        };
+        let side = self.consumer_side();
+        if s == 0 {
+            return Err(SpecError::Zero {
+                what: "subscriptions",
+            });
+        }
+        if s > MAX_CLIENTS {
+            return Err(SpecError::TooLarge {
+                what: "subscriptions",
+                value: s.to_string(),
+                limit: MAX_CLIENTS.to_string(),
+            });
+        }
+        if s > 1 && !side.consumers_compete() {
+            return Err(SpecError::SubscriptionsNeedCompeting {
+                subscriptions: s,
+                sut: side.redacted(),
+            });
+        }
+        if s > 1 && !side.capabilities().several_subscriptions {
+            return Err(SpecError::SubscriptionsProtocol {
+                subscriptions: s,
+                scheme: side.scheme().as_str().into(),
+            });
+        }
+        if u64::from(s) * u64::from(self.topics) > u64::from(self.consumers) {
+            return Err(SpecError::SubscriptionsWithoutConsumers {
+                subscriptions: s,
+                topics: self.topics,
+                consumers: self.consumers,
+            });
         }
         Ok(())
     }

@@ -286,20 +286,8 @@ impl AmqpDriver {
             if !route.consumes {
                 return Ok(());
             }
-            for queue in self.topic_queues(topic) {
-                self.declare_queue(channel, &queue).await?;
-                channel
-                    .queue_bind(
-                        queue.as_str().into(),
-                        route.exchange.as_str().into(),
-                        self.routing_key(topic).as_str().into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(sut)?;
-            }
-            return Ok(());
+            // (a routed driver's exchange is the route's)
+            return self.declare_topic_queues(channel, topic, true).await;
         }
         if !self.exchange.is_empty() {
             channel
@@ -316,20 +304,33 @@ impl AmqpDriver {
                 .map_err(sut)?;
         }
         if !self.o.fanout {
-            for queue in self.topic_queues(topic) {
-                self.declare_queue(channel, &queue).await?;
-                if !self.exchange.is_empty() {
-                    channel
-                        .queue_bind(
-                            queue.as_str().into(),
-                            self.exchange.as_str().into(),
-                            self.routing_key(topic).as_str().into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(sut)?;
-                }
+            self.declare_topic_queues(channel, topic, !self.exchange.is_empty())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Declares a topic's queues, one per subscription, each bound to the exchange with
+    /// the topic's routing key when `bind`.
+    async fn declare_topic_queues(
+        &self,
+        channel: &Channel,
+        topic: u32,
+        bind: bool,
+    ) -> Result<(), DriverError> {
+        for queue in self.topic_queues(topic) {
+            self.declare_queue(channel, &queue).await?;
+            if bind {
+                channel
+                    .queue_bind(
+                        queue.as_str().into(),
+                        self.exchange.as_str().into(),
+                        self.routing_key(topic).as_str().into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
             }
         }
         Ok(())
