@@ -43,6 +43,9 @@ pub enum Command {
     /// Rebuild the results index (index.sqlite) from every results folder; `start` and
     /// `run` add their results to it as they finish.
     Index(crate::history::IndexArgs),
+    /// A web UI over the results folder (runs, reports, comparisons, trends with their
+    /// noise bands) and a live page of the cluster's runs, with a JSON API for each.
+    Serve(crate::serve::ServeArgs),
     /// Write a run's results in another tool's format (OpenMessaging Benchmark's result
     /// JSON), so its charts read them.
     Export(ExportArgs),
@@ -298,6 +301,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<Outcome, CliEr
         Command::Report(r) => return crate::report::report_folder(&r.folder, cli.output),
         Command::Compare(c) => return crate::compare::compare(&c, cli.output),
         Command::Index(i) => return crate::history::index(&i, cli.output),
+        Command::Serve(s) => return crate::serve::serve(&cli.control, s, &shutdown).await,
         Command::Export(e) => return crate::report::export(&e),
         Command::Certs(CertsArgs {
             command:
@@ -363,7 +367,7 @@ async fn connect(
     }
 }
 
-async fn start(
+pub(crate) async fn start(
     control: &ControlArgs,
     output: Output,
     args: crate::start::StartArgs,
@@ -409,7 +413,7 @@ async fn start(
     Ok(finished_outcome(&finished, output))
 }
 
-async fn stop(
+pub(crate) async fn stop(
     control: &ControlArgs,
     output: Output,
     args: StopArgs,

@@ -60,6 +60,7 @@ pub fn compare(args: &CompareArgs, output: Output) -> Result<Outcome, CliError> 
         max_latency_increase_pct: args.max_latency_increase,
         max_rate_decrease_pct: args.max_rate_decrease,
         max_lost_increase: args.max_lost_increase,
+        history: None,
     };
     let judged: Vec<(Limits, Vec<maestro_report::compare::Delta>)> = news
         .iter()

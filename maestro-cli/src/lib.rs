@@ -20,6 +20,7 @@ pub mod output;
 pub mod quickstart;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod start;
 
 pub use cli::{Cli, Outcome, run};

@@ -232,6 +232,26 @@ pub async fn run(
     }
     maestro_report::html::write(&folder)?;
     crate::history::record(&args.results, &folder);
+    // The plan's own gate over its history ([compare] history = N).
+    let history = match result.compare.history {
+        Some(n) if !result.interrupted => {
+            let judged =
+                crate::history::gate(&folder, n as usize, Some(&args.results), Output::Json)?;
+            match judged.code {
+                exit::OK => None,
+                exit::CONDITION_FAILED => Some(judged.problem.unwrap_or_default()),
+                _ => {
+                    // Too little history yet: said, not failed (a plan's first runs).
+                    tracing::warn!(
+                        problem = judged.problem.as_deref().unwrap_or(""),
+                        "[compare] history: nothing judged"
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&result).unwrap_or_default(),
         Output::Table => plan_table(&result, &folder),
@@ -251,12 +271,17 @@ pub async fn run(
             exit::INTERRUPTED,
             Some("interrupted; the phases so far are written".to_owned()),
         )
-    } else if result.passed {
+    } else if result.passed && history.is_none() {
         (exit::OK, None)
     } else {
+        let mut problems = Vec::new();
+        if !failed.is_empty() {
+            problems.push(format!("conditions failed:\n  {}", failed.join("\n  ")));
+        }
+        problems.extend(history.map(|h| format!("[compare] history: {h}")));
         (
             exit::CONDITION_FAILED,
-            (!failed.is_empty()).then(|| format!("conditions failed:\n  {}", failed.join("\n  "))),
+            (!problems.is_empty()).then(|| problems.join("\n")),
         )
     };
     Ok(Outcome {

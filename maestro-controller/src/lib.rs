@@ -19,6 +19,7 @@ pub mod faults;
 pub mod fleet;
 pub mod lifecycle;
 pub mod live;
+pub mod observe;
 pub mod omb;
 pub mod outcome;
 pub mod plan;

@@ -935,6 +935,18 @@ impl LoadedPlan {
         if p.phases.is_empty() {
             return Err(self.error(0..0, "phase", "a plan needs at least one [[phase]]"));
         }
+        if let Some(n) = p.compare.and_then(|c| c.history)
+            && (n as usize) < maestro_report::history::MIN_HISTORY
+        {
+            return Err(self.error(
+                0..0,
+                "compare.history",
+                format!(
+                    "{n}: a noise band needs at least {} earlier runs",
+                    maestro_report::history::MIN_HISTORY
+                ),
+            ));
+        }
         for (i, (phase, raw)) in self.phases.iter().zip(&p.phases).enumerate() {
             self.validate_phase(i, phase, raw, &sut)?;
         }

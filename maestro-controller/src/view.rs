@@ -123,6 +123,45 @@ impl LiveView {
         self.with(|s| s.clone())
     }
 
+    /// A run seen from outside begins ([`crate::observe`]): no spec, no workers yet.
+    pub fn observed_run_begins(&self, run: &RunId) {
+        self.with(|s| {
+            let sut_rows = std::mem::take(&mut s.sut_rows);
+            *s = ViewState {
+                runs: s.runs + 1,
+                run: Some(run.clone()),
+                sut_rows,
+                ..ViewState::default()
+            };
+        });
+    }
+
+    /// A worker of a run seen from outside published its first stats.
+    pub fn observed_worker(&self, run: &RunId, id: &PeerId, name: &str) {
+        self.with(|s| {
+            if s.run.as_ref() == Some(run) && !s.workers.iter().any(|w| &w.id == id) {
+                s.workers.push(WorkerRow {
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    state: WorkerState::Running,
+                    connected: None,
+                    sent: 0,
+                    received: 0,
+                    errors: 0,
+                });
+            }
+        });
+    }
+
+    /// A fault of a run seen from outside was healed (or failed).
+    pub fn observed_fault(&self, run: &RunId, row: FaultRow) {
+        self.with(|s| {
+            if s.run.as_ref() == Some(run) {
+                s.faults.push(row);
+            }
+        });
+    }
+
     /// The person watching asked to stop (the run is being stopped).
     pub fn set_stopping(&self) {
         self.with(|s| s.stopping = true);

@@ -413,6 +413,84 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Every plan in the index with how many runs it has and when it last ran, by name.
+    pub fn plans(&self) -> Result<Vec<PlanCount>, HistoryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT plan, count(*), max(started_at) FROM runs WHERE plan IS NOT NULL
+                 GROUP BY plan ORDER BY plan",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PlanCount {
+                    plan: r.get(0)?,
+                    runs: r.get::<_, i64>(1)? as usize,
+                    last: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.db(e))
+    }
+
+    /// Every run of `plan` (against `sut_key` only, when given) with its phases, oldest
+    /// first: what a trend is drawn from. One query, however many runs.
+    pub fn plan_runs(
+        &self,
+        plan: &str,
+        sut_key: Option<&str>,
+    ) -> Result<Vec<(RunRow, Vec<PhaseRow>)>, HistoryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT r.*, p.phase AS p_phase, p.kind AS p_kind, p.judged AS p_judged,
+                        p.p50_ms AS p_p50, p.p99_ms AS p_p99, p.p999_ms AS p_p999,
+                        p.rate AS p_rate, p.lost AS p_lost
+                 FROM runs r LEFT JOIN phases p ON p.folder = r.folder
+                 WHERE r.plan = ?1 AND (?2 IS NULL OR r.sut_key = ?2)
+                 ORDER BY r.started_at, r.folder, p.phase",
+            )
+            .map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(params![plan, sut_key]).map_err(|e| self.db(e))?;
+        let mut out: Vec<(RunRow, Vec<PhaseRow>)> = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.db(e))? {
+            let folder: String = r.get("folder").map_err(|e| self.db(e))?;
+            if out.last().is_none_or(|(last, _)| last.folder != folder) {
+                out.push((run_row(r).map_err(|e| self.db(e))?, Vec::new()));
+            }
+            let phase: Option<u32> = r.get("p_phase").map_err(|e| self.db(e))?;
+            if let (Some(phase), Some((_, phases))) = (phase, out.last_mut()) {
+                let row = (|| {
+                    Ok::<_, rusqlite::Error>(PhaseRow {
+                        phase,
+                        kind: r.get("p_kind")?,
+                        judged: r.get("p_judged")?,
+                        p50_ms: r.get("p_p50")?,
+                        p99_ms: r.get("p_p99")?,
+                        p999_ms: r.get("p_p999")?,
+                        rate: r.get("p_rate")?,
+                        lost: r.get("p_lost")?,
+                    })
+                })()
+                .map_err(|e| self.db(e))?;
+                phases.push(row);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A plan of the index.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanCount {
+    pub plan: String,
+    pub runs: usize,
+    /// When its newest run started.
+    pub last: String,
+}
+
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     let kind: String = r.get("kind")?;
     let tags: String = r.get("tags")?;
@@ -754,18 +832,125 @@ pub fn judge(history: &[Vec<PhaseRow>], new: &[PhaseRow]) -> Vec<Finding> {
                 continue;
             };
             let v = metric.of(np);
-            let worse = if metric.higher_is_worse() {
-                v > band.high
-            } else {
-                v < band.low
-            };
             out.push(Finding {
                 phase: format!("{} {}", np.phase, np.kind),
                 metric,
                 new: v,
+                regressed: worse(metric, v, &band) && metric.gates(),
                 band,
-                regressed: worse && metric.gates(),
             });
+        }
+    }
+    out
+}
+
+/// Whether `v` is outside `band` on the metric's worse side.
+fn worse(metric: Metric, v: f64, band: &Band) -> bool {
+    if metric.higher_is_worse() {
+        v > band.high
+    } else {
+        v < band.low
+    }
+}
+
+/// What the trends and the gate call a regression, in one line.
+pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost: above the most an earlier run lost; p99.9 is shown, not judged";
+
+/// One run's value of a trended metric, judged against the runs before it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendPoint {
+    pub folder: String,
+    pub started_at: String,
+    pub fingerprint: String,
+    pub value: f64,
+    /// The band of the up to N runs before this one (none with fewer than
+    /// [`MIN_HISTORY`]).
+    pub band: Option<Band>,
+    /// Outside its band on the worse side (for a metric that gates).
+    pub regressed: bool,
+    /// None of the runs its band was drawn from ran in this run's environment.
+    pub environment_changed: bool,
+}
+
+/// One metric of one phase of a plan against one SUT, over its runs, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendSeries {
+    pub sut_key: String,
+    /// `<index> <kind>`.
+    pub phase: String,
+    pub metric: Metric,
+    /// Whether a point outside its band is a regression (p99.9 is only shown).
+    pub gates: bool,
+    pub points: Vec<TrendPoint>,
+}
+
+impl TrendSeries {
+    /// The points flagged as regressions.
+    pub fn regressions(&self) -> impl Iterator<Item = &TrendPoint> {
+        self.points.iter().filter(|p| p.regressed)
+    }
+}
+
+/// A plan's trends: for each SUT, judged phase and metric, every run's value against the
+/// band of the `n` runs before it (the same test as [`judge`]). `runs` are one plan's,
+/// oldest first ([`Index::plan_runs`]).
+pub fn trends(runs: &[(RunRow, Vec<PhaseRow>)], n: usize) -> Vec<TrendSeries> {
+    let mut suts: Vec<&str> = Vec::new();
+    for (r, _) in runs {
+        if !suts.contains(&r.sut_key.as_str()) {
+            suts.push(&r.sut_key);
+        }
+    }
+    let mut out = Vec::new();
+    for sut in suts {
+        let of_sut: Vec<&(RunRow, Vec<PhaseRow>)> =
+            runs.iter().filter(|(r, _)| r.sut_key == sut).collect();
+        let mut phases: Vec<(u32, &str)> = of_sut
+            .iter()
+            .flat_map(|(_, ps)| ps.iter().filter(|p| p.judged))
+            .map(|p| (p.phase, p.kind.as_str()))
+            .collect();
+        phases.sort_unstable();
+        phases.dedup();
+        for (phase, kind) in phases {
+            let values: Vec<(&RunRow, &PhaseRow)> = of_sut
+                .iter()
+                .filter_map(|(r, ps)| {
+                    ps.iter()
+                        .find(|p| p.phase == phase && p.kind == kind)
+                        .map(|p| (r, p))
+                })
+                .collect();
+            for metric in Metric::ALL {
+                let points = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (r, p))| {
+                        let before = &values[i.saturating_sub(n)..i];
+                        let history: Vec<f64> = before.iter().map(|(_, p)| metric.of(p)).collect();
+                        let value = metric.of(p);
+                        let band = band(metric, &history);
+                        TrendPoint {
+                            folder: r.folder.clone(),
+                            started_at: r.started_at.clone(),
+                            fingerprint: r.fingerprint.clone(),
+                            value,
+                            regressed: metric.gates()
+                                && band.as_ref().is_some_and(|b| worse(metric, value, b)),
+                            environment_changed: !before.is_empty()
+                                && before.iter().all(|(b, _)| b.fingerprint != r.fingerprint),
+                            band,
+                        }
+                    })
+                    .collect();
+                out.push(TrendSeries {
+                    sut_key: sut.to_owned(),
+                    phase: format!("{phase} {kind}"),
+                    metric,
+                    gates: metric.gates(),
+                    points,
+                });
+            }
         }
     }
     out
@@ -852,5 +1037,66 @@ mod tests {
         let mut other = phase(9.0, 1.0, 9.0);
         other.phase = 2;
         assert!(judge(&history, &[other]).is_empty());
+    }
+
+    fn run(folder: &str, sut: &str, fingerprint: &str) -> RunRow {
+        RunRow {
+            folder: folder.into(),
+            run_id: folder.into(),
+            kind: RunKind::Plan,
+            plan: Some("p".into()),
+            started_at: folder.into(),
+            sut: sut.into(),
+            sut_key: sut.into(),
+            sut_name: String::new(),
+            sut_version: String::new(),
+            maestro_version: String::new(),
+            tags: Vec::new(),
+            passed: true,
+            fingerprint: fingerprint.into(),
+        }
+    }
+
+    #[test]
+    fn a_trend_judges_each_run_against_the_runs_before_it_per_sut() {
+        let mut runs: Vec<(RunRow, Vec<PhaseRow>)> = [1.0, 1.05, 0.97, 1.02, 4.0, 1.0]
+            .iter()
+            .enumerate()
+            .map(|(i, p99)| {
+                (
+                    run(&format!("t{i}"), "a", "e1"),
+                    vec![phase(*p99, 1000.0, 0.0)],
+                )
+            })
+            .collect();
+        // Another SUT is its own trend, and too short for a band.
+        runs.push((run("t9", "b", "e1"), vec![phase(50.0, 10.0, 0.0)]));
+        // A run in another environment.
+        runs.push((run("t10", "a", "e2"), vec![phase(1.0, 1000.0, 0.0)]));
+        let series = trends(&runs, 3);
+        assert_eq!(series.len(), 2 * Metric::ALL.len());
+        let p99 = series
+            .iter()
+            .find(|s| s.sut_key == "a" && s.metric == Metric::ResponseTimeP99Ms)
+            .unwrap();
+        assert_eq!(p99.points.len(), 7);
+        assert!(
+            p99.points[..3].iter().all(|p| p.band.is_none()),
+            "fewer than 3 before"
+        );
+        let flagged: Vec<&str> = p99.regressions().map(|p| p.folder.as_str()).collect();
+        assert_eq!(flagged, ["t4"]);
+        // The run after the slow one is judged against a band the slow one is in, and
+        // the median keeps it in.
+        assert!(!p99.points[5].regressed);
+        assert!(p99.points[6].environment_changed && !p99.points[5].environment_changed);
+        let b = series.iter().find(|s| s.sut_key == "b").unwrap();
+        assert!(b.points.iter().all(|p| p.band.is_none() && !p.regressed));
+        // p99.9 is drawn, never flagged.
+        let p999 = series
+            .iter()
+            .find(|s| s.sut_key == "a" && s.metric == Metric::ResponseTimeP999Ms)
+            .unwrap();
+        assert!(!p999.gates && p999.regressions().count() == 0);
     }
 }

@@ -18,6 +18,7 @@ pub mod junit;
 pub mod model;
 pub mod omb;
 pub mod partial;
+pub mod site;
 pub mod sut;
 pub mod timeseries;
 

@@ -536,6 +536,11 @@ pub struct Thresholds {
     pub max_rate_decrease_pct: Option<f64>,
     /// Lost messages may grow by this many (default 0).
     pub max_lost_increase: Option<u64>,
+    /// `run` fails (exit 1) when a judged phase is worse than the noise band of this plan's
+    /// last N runs against the same SUT in the results folder (`compare --history N`);
+    /// with fewer than 3 earlier runs it says so and judges nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<u32>,
 }
 
 /// `summary.json` of a plan.
