@@ -738,7 +738,7 @@ fn live_json(app: &Shared) -> Value {
         })).collect::<Vec<_>>(),
         "faults": s.faults.iter().map(|f| json!({
             "inspector": f.inspector, "action": f.action,
-            "healed_at": format!("{:?}", f.state).to_lowercase(), "error": f.error,
+            "state": format!("{:?}", f.state).to_lowercase(), "error": f.error,
         })).collect::<Vec<_>>(),
     })
 }

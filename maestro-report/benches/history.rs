@@ -2,10 +2,13 @@
 //! (default 10,000; five plans against two SUTs, a warm-up and a fixed phase each),
 //! indexed from their folders; then the time of the runs list (the newest 100, unfiltered
 //! and filtered by plan, tag and verdict), a plan's trend, and the gate's history query,
-//! each asked 200 times. Prints figures; checks nothing about time.
+//! each asked 200 times; then the two pages of `maestro-cli serve` that read the most (the
+//! runs list and a plan's trends, judged and drawn), 50 times each. Prints figures;
+//! checks nothing about time.
 //!   cargo bench -p maestro-report --bench history
 
-use maestro_report::history::{Index, Metric, RunFilter};
+use maestro_report::history::{self, Index, Metric, RunFilter};
+use maestro_report::site;
 use maestro_report::{
     Environment, Percentiles, PhaseKind, PhaseResult, PlanResult, Probe, RunSummary,
     SCHEMA_VERSION, Thresholds,
@@ -182,6 +185,31 @@ fn main() {
         trend,
     );
     print("the gate's history (last 20 runs)", history);
+    // What `maestro-cli serve` does per page: the queries, the judging and the HTML.
+    let (mut runs_page, mut trends_page) = (Vec::new(), Vec::new());
+    let plans = index.plans().unwrap_or_default();
+    let mut points = 0;
+    for k in 0..50 {
+        timed(&mut runs_page, || {
+            let rows = index.runs(&RunFilter::default()).unwrap_or_default();
+            let plans = index.plans().unwrap_or_default();
+            let html = site::runs_page(&rows, &RunFilter::default(), &plans);
+            assert!(html.contains("table id=\"runs\""));
+        });
+        timed(&mut trends_page, || {
+            let plan = format!("plan-{}", k % 5);
+            let runs = index.plan_runs(&plan, None).unwrap_or_default();
+            let series = history::trends(&runs, 10);
+            points = series.iter().map(|s| s.points.len()).sum::<usize>();
+            let html = site::trends_page(Some(&plan), 10, &series, &plans);
+            assert!(html.contains("svg"));
+        });
+    }
+    print("serve: the runs page (newest 100, HTML)", runs_page);
+    print(
+        &format!("serve: a plan's trends page ({points} judged points)"),
+        trends_page,
+    );
 }
 
 /// Adds one more folder to the full index, as a finished run does.

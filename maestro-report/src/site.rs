@@ -15,7 +15,7 @@ main{padding:12px 16px}table{border-collapse:collapse;margin:8px 0 16px}th,td{bo
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.passed{color:#1a7f37}.failed{color:#cf222e;font-weight:600}
 .worse{color:#cf222e;font-weight:600}.better{color:#1a7f37}form.filters input,form.filters select{margin-right:8px}
 svg{display:block;margin:4px 0 16px}.chart-grid{display:flex;flex-wrap:wrap;gap:8px}.muted{color:#57606a}
-.regressions li{color:#cf222e}.box{border:1px solid #d0d7de;padding:8px;margin:8px 0}";
+.regressions li{color:#cf222e}.regressions li.none{color:#57606a}.box{border:1px solid #d0d7de;padding:8px;margin:8px 0}";
 
 /// A whole page: the navigation, then `body`.
 pub fn layout(title: &str, body: &str) -> String {
@@ -195,7 +195,8 @@ fn inner(document: &str) -> String {
         .map(|s| &document[s + 6..])
         .map(|rest| rest.rfind("</body>").map_or(rest, |e| &rest[..e]))
         .unwrap_or("");
-    format!("{style}{body}")
+    // The report styles its own page's body: here, its section.
+    format!("{}{body}", style.replace("body{", "#report{"))
 }
 
 /// A run's page: its facts, its phases and, for a plan, everything its `report.html`
@@ -329,7 +330,7 @@ pub fn trends_page(
     }
     let _ = write!(
         b,
-        "</select></label> <label>band of the last <input name=\"n\" type=\"number\" min=\"3\" value=\"{n}\"> runs</label> \
+        "</select></label> <label>band of the last <input name=\"n\" type=\"number\" min=\"3\" style=\"width:4em\" value=\"{n}\"> runs</label> \
          <button type=\"submit\">Show</button></form><p class=\"muted\">A point is a regression when it is {}.</p>",
         esc(TEST)
     );
@@ -419,7 +420,7 @@ fn trend_chart(id: &str, s: &TrendSeries) -> String {
          <text x=\"{tl}\" y=\"{b}\" font-size=\"10\" text-anchor=\"end\">0</text>",
         m = s.metric.as_str(),
         ph = attr(&s.phase),
-        shown = if s.gates { "" } else { " (shown, not judged)" },
+        shown = if s.gates { "" } else { " (not judged)" },
         b = h - bottom,
         r = w - right,
         tl = left - 4.0,
@@ -506,6 +507,16 @@ fn trend_chart(id: &str, s: &TrendSeries) -> String {
             e = env + 1,
         );
     }
+    if let (Some(first), Some(last)) = (s.points.first(), s.points.last()) {
+        let _ = write!(
+            svg,
+            "<text x=\"{left}\" y=\"{y}\" font-size=\"10\">{}</text><text x=\"{r}\" y=\"{y}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+            esc(&first.started_at),
+            esc(&last.started_at),
+            y = h - bottom + 14.0,
+            r = w - right,
+        );
+    }
     svg.push_str("</svg>");
     svg
 }
@@ -524,7 +535,7 @@ pub fn live_page(control: bool) -> String {
          <code>maestro-cli serve --keys DIR</code>.</p>"
     };
     let body = format!(
-        "{controls}<p>control broker: <span id=\"live-broker\">…</span></p>\
+        "{controls}<p>control broker: <span id=\"live-broker\">…</span>; peers online: <span id=\"live-peers\">0</span></p>\
          <table id=\"live-summary\"><tr><th>run</th><td id=\"live-run\">none yet</td></tr>\
          <tr><th>step</th><td id=\"live-step\"></td></tr><tr><th>second</th><td id=\"live-second\"></td></tr>\
          <tr><th>sent</th><td class=\"num\" id=\"live-sent\">0</td></tr><tr><th>received</th><td class=\"num\" id=\"live-received\">0</td></tr>\
@@ -532,11 +543,12 @@ pub fn live_page(control: bool) -> String {
          <tr><th>last second: sent/s, received/s</th><td class=\"num\" id=\"live-rate\"></td></tr>\
          <tr><th>last second: p50, p99 ms</th><td class=\"num\" id=\"live-latency\"></td></tr>\
          <tr><th>whole run: p50, p99, p99.9 ms</th><td class=\"num\" id=\"live-whole\"></td></tr></table>\
-         <svg id=\"live-chart\" width=\"760\" height=\"160\" viewBox=\"0 0 760 160\"><polyline id=\"live-sent-line\" fill=\"none\" stroke=\"#1f77b4\" points=\"\"/>\
+         <p class=\"muted\">messages per second over the run: <span style=\"color:#1f77b4\">sent</span>, <span style=\"color:#d62728\">received</span></p>\
+         <svg id=\"live-chart\" width=\"760\" height=\"160\" viewBox=\"0 0 760 160\" style=\"border:1px solid #d0d7de\"><polyline id=\"live-sent-line\" fill=\"none\" stroke=\"#1f77b4\" points=\"\"/>\
          <polyline id=\"live-received-line\" fill=\"none\" stroke=\"#d62728\" points=\"\"/></svg>\
          <h2>Workers</h2><table id=\"live-workers\"><thead><tr><th>worker</th><th>state</th><th>connected</th><th>sent</th><th>received</th><th>errors</th></tr></thead><tbody></tbody></table>\
          <h2>SUT</h2><table id=\"live-sut\"><thead><tr><th>inspector</th><th>source</th><th>metric</th><th>value</th><th>per second</th></tr></thead><tbody></tbody></table>\
-         <h2>Faults</h2><table id=\"live-faults\"><thead><tr><th>inspector</th><th>action</th><th>healed</th></tr></thead><tbody></tbody></table>\
+         <h2>Faults healed</h2><table id=\"live-faults\"><thead><tr><th>inspector</th><th>action</th><th>state</th><th>error</th></tr></thead><tbody></tbody></table>\
          <script>{LIVE_SCRIPT}</script>"
     );
     layout("Live", &body)
@@ -565,7 +577,7 @@ async function refresh() {
   try {
     const r = await fetch('/api/live', { headers: { 'X-Maestro-Token': token() } });
     const v = await r.json();
-    text('live-broker', v.broker);
+    text('live-broker', v.broker); text('live-peers', v.peers_online);
     if (v.run) {
       text('live-run', v.run); text('live-step', v.step || '');
       text('live-second', v.last ? v.last.second : '');
@@ -580,7 +592,7 @@ async function refresh() {
     }
     rows('live-workers', v.workers, w => [w.name, w.state, w.connected ?? '', w.sent, w.received, w.errors]);
     rows('live-sut', v.sut, s => [s.inspector, s.source, s.metric, s.value, s.per_second == null ? '' : s.per_second.toFixed(1)]);
-    rows('live-faults', v.faults, f => [f.inspector, f.action, f.healed_at]);
+    rows('live-faults', v.faults, f => [f.inspector, f.action, f.state, f.error || '']);
   } catch (e) { text('live-broker', 'this page lost its server: ' + e); }
 }
 async function control(path, body) {
@@ -665,5 +677,7 @@ mod tests {
         let r =
             inner("<html><head><style>x{}</style></head><body><svg id=\"c\"></svg></body></html>");
         assert_eq!(r, "<style>x{}</style><svg id=\"c\"></svg>");
+        let r = inner("<style>body{margin:0}</style><body>b</body>");
+        assert_eq!(r, "<style>#report{margin:0}</style>b");
     }
 }
