@@ -175,4 +175,58 @@ fn a_plan_slowed_on_purpose_is_flagged_against_its_history() {
     let (code, _, stderr) = gate(&made[1]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("has 1 earlier runs"), "{stderr}");
+
+    // The same plan with `[compare] history = 3`: `run` judges itself as it finishes,
+    // and a run slowed the same way fails although its conditions pass.
+    let gated = dir.join("gated.toml");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&gated, format!("{text}\n[compare]\nhistory = 3\n")).unwrap();
+    let run = std::thread::scope(|scope| {
+        let stopper = scope.spawn(move || {
+            std::thread::sleep(Duration::from_millis(3000));
+            maestro_testkit::signal_pid(pid, signal::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(600));
+            maestro_testkit::signal_pid(pid, signal::SIGCONT);
+        });
+        let run = c.cli(
+            &[
+                "run",
+                gated.to_str().unwrap(),
+                "--results",
+                results.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+            Duration::from_secs(60),
+        );
+        stopper.join().unwrap();
+        run
+    });
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["passed"], true, "its own conditions passed: {v:#}");
+    assert!(
+        run.stderr
+            .contains("[compare] history: NEW is worse than its history")
+            && run.stderr.contains("response_time_p99_ms"),
+        "{}",
+        run.stderr
+    );
+    // A history of fewer than 3 runs is a plan error.
+    std::fs::write(&gated, format!("{text}\n[compare]\nhistory = 2\n")).unwrap();
+    let run = c.cli(
+        &["run", gated.to_str().unwrap(), "--check"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.code, Some(2), "{run:?}");
+    assert!(run.stderr.contains("compare.history"), "{run:?}");
+
+    // The index records each worker's machine in the fingerprint and the clock offset.
+    let index = maestro_report::history::Index::open(&results).unwrap();
+    let (row, _) = index
+        .run(&slowed.file_name().unwrap().to_string_lossy())
+        .unwrap()
+        .unwrap();
+    assert!(row.fingerprint.contains(" cores, "), "{row:?}");
+    assert!(row.clock_offset_us.is_some(), "{row:?}");
 }

@@ -266,7 +266,7 @@ fn the_runs_a_run_two_runs_and_a_flagged_regression_in_a_browser() {
         "--results",
         results.to_str().unwrap(),
         "--no-live",
-        "--history",
+        "--trend-runs",
         "3",
     ]);
 

@@ -175,6 +175,7 @@ impl PeerArgs {
                 keep_alive_ms: ka.as_millis() as u64,
                 pid,
                 started_at_us: now(),
+                machine: Some(this_machine()),
             },
         })
     }
@@ -208,5 +209,15 @@ where
             eprintln!("{binary}: error: {e}");
             ExitCode::from(70)
         }
+    }
+}
+
+/// This machine: the CPUs this process may use and the kernel's release.
+pub fn this_machine() -> maestro_protocol::Machine {
+    maestro_protocol::Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_else(|_| std::env::consts::OS.to_owned()),
     }
 }

@@ -584,6 +584,7 @@ impl Liveness {
                 keep_alive_ms: 5000,
                 pid: std::process::id(),
                 started_at_us: now(),
+                machine: None,
             },
         }
     }

@@ -29,6 +29,8 @@ pub struct PeerOutcome {
     pub group: String,
     pub member: String,
     pub version: String,
+    /// Its machine, as its presence said.
+    pub machine: Option<maestro_protocol::Machine>,
     pub status: PeerStatus,
     /// The reply's note type (`pong`, `stats`, `halted`, `error`), if any.
     pub reply: Option<&'static str>,
@@ -73,6 +75,7 @@ impl PeerOutcome {
             group: info.map(|i| i.group.to_string()).unwrap_or_default(),
             member: info.map(|i| i.member.clone()).unwrap_or_default(),
             version: info.map(|i| i.version.clone()).unwrap_or_default(),
+            machine: info.and_then(|i| i.machine.clone()),
             status,
             reply: None,
             rtt_us: None,

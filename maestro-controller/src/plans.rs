@@ -538,6 +538,8 @@ async fn environment(
             version: o.version,
             rtt_us: o.rtt_us,
             clock_offset_us: o.clock_offset_us,
+            cores: o.machine.as_ref().map(|m| m.cores),
+            kernel: o.machine.map(|m| m.kernel),
         })
         .collect();
     let needed = plan.plan.plan.workers as usize;

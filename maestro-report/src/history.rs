@@ -74,8 +74,12 @@ pub struct RunRow {
     /// The plan's verdict; a run passes when it was neither degraded nor lost messages.
     pub passed: bool,
     /// The environment it ran in, as text: maestro's version, the SUT, its name and
-    /// version, the workers' hosts. Runs with the same fingerprint are alike.
+    /// version, the workers' hosts with their cores and kernel. Runs with the same
+    /// fingerprint are alike.
     pub fingerprint: String,
+    /// The largest clock offset of a worker from the controller, either way, µs (plans;
+    /// none when no worker's offset was measured).
+    pub clock_offset_us: Option<i64>,
 }
 
 /// One phase of an indexed folder (a single run is one phase, `0 run`).
@@ -116,6 +120,9 @@ pub struct RunFilter {
     pub limit: Option<usize>,
 }
 
+/// The layout of the tables below; an index of another one is rebuilt.
+const SCHEMA_VERSION: i64 = 2;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     folder TEXT PRIMARY KEY,
@@ -130,7 +137,8 @@ CREATE TABLE IF NOT EXISTS runs (
     maestro_version TEXT NOT NULL,
     tags TEXT NOT NULL,
     passed INTEGER NOT NULL,
-    fingerprint TEXT NOT NULL
+    fingerprint TEXT NOT NULL,
+    clock_offset_us INTEGER
 );
 CREATE TABLE IF NOT EXISTS phases (
     folder TEXT NOT NULL REFERENCES runs(folder) ON DELETE CASCADE,
@@ -177,12 +185,24 @@ impl Index {
         let conn = Connection::open(&path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
+        // The index is a cache of the folders: one of another layout is dropped and
+        // built again (the caller rebuilds an index it is told was created).
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        let stale = !created && version != SCHEMA_VERSION;
+        if stale {
+            conn.execute_batch("DROP TABLE IF EXISTS phases; DROP TABLE IF EXISTS runs;")
+                .map_err(db)?;
+        }
         conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(db)?;
         Ok(Index {
             conn,
             root: root.to_owned(),
             path,
-            created,
+            created: created || stale,
         })
     }
 
@@ -516,6 +536,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             .collect(),
         passed: r.get("passed")?,
         fingerprint: r.get("fingerprint")?,
+        clock_offset_us: r.get("clock_offset_us")?,
     })
 }
 
@@ -523,7 +544,7 @@ fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
     let r = &e.run;
     tx.execute("DELETE FROM phases WHERE folder = ?", [&r.folder])?;
     tx.execute(
-        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         params![
             r.folder,
             r.run_id,
@@ -537,7 +558,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
             r.maestro_version,
             r.tags.join(","),
             r.passed,
-            r.fingerprint
+            r.fingerprint,
+            r.clock_offset_us
         ],
     )?;
     let mut stmt = tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
@@ -561,9 +583,24 @@ fn entry(folder: &Path, name: String) -> Result<Entry, HistoryError> {
 
 fn plan_entry(p: &PlanResult, folder: String) -> Entry {
     let env = &p.environment;
-    let mut hosts: Vec<&str> = env.workers.iter().map(|w| w.host.as_str()).collect();
+    // A host with its machine: `vm (2 cores, 6.1.0-18-amd64)`.
+    let mut hosts: Vec<String> = env
+        .workers
+        .iter()
+        .map(|w| match (w.cores, &w.kernel) {
+            (Some(c), Some(k)) => format!("{} ({c} cores, {k})", w.host),
+            (Some(c), None) => format!("{} ({c} cores)", w.host),
+            (None, Some(k)) => format!("{} ({k})", w.host),
+            (None, None) => w.host.clone(),
+        })
+        .collect();
     hosts.sort_unstable();
     hosts.dedup();
+    let clock_offset_us = env
+        .workers
+        .iter()
+        .filter_map(|w| w.clock_offset_us)
+        .max_by_key(|o| o.unsigned_abs());
     let sut_key = if env.local {
         local_key(&env.sut)
     } else {
@@ -609,6 +646,7 @@ fn plan_entry(p: &PlanResult, folder: String) -> Entry {
             tags: p.tags.clone(),
             passed: p.passed,
             fingerprint,
+            clock_offset_us,
         },
         phases,
     }
@@ -633,6 +671,7 @@ fn run_entry(s: &RunSummary, folder: String) -> Entry {
             tags: Vec::new(),
             passed: !s.degraded && s.lost == 0,
             fingerprint: format!("{} | workers {}", s.sut, hosts.join(",")),
+            clock_offset_us: None,
         },
         phases: vec![PhaseRow {
             phase: 0,
@@ -1054,6 +1093,7 @@ mod tests {
             tags: Vec::new(),
             passed: true,
             fingerprint: fingerprint.into(),
+            clock_offset_us: None,
         }
     }
 
@@ -1098,5 +1138,20 @@ mod tests {
             .find(|s| s.sut_key == "a" && s.metric == Metric::ResponseTimeP999Ms)
             .unwrap();
         assert!(!p999.gates && p999.regressions().count() == 0);
+    }
+
+    #[test]
+    fn an_index_of_another_layout_is_dropped_and_reported_as_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Index::open(dir.path()).unwrap();
+        assert!(first.created);
+        drop(first);
+        assert!(!Index::open(dir.path()).unwrap().created);
+        let conn = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        conn.execute_batch("PRAGMA user_version = 1").unwrap();
+        drop(conn);
+        let again = Index::open(dir.path()).unwrap();
+        assert!(again.created, "an older layout is rebuilt by its caller");
+        assert!(again.is_empty().unwrap());
     }
 }

@@ -509,6 +509,12 @@ pub struct WorkerInfo {
     pub version: String,
     pub rtt_us: Option<i64>,
     pub clock_offset_us: Option<i64>,
+    /// CPUs the worker could use (absent from results of older workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// The worker's kernel release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// `environment.json`: where a plan ran.

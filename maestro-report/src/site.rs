@@ -173,7 +173,10 @@ fn facts(r: &RunRow) -> String {
     }
     let _ = write!(
         b,
-        "<tr><th>tags</th><td>{}</td></tr><tr><th>verdict</th><td id=\"verdict\">{}</td></tr></table>",
+        "<tr><th>largest worker clock offset</th><td>{}</td></tr><tr><th>tags</th><td>{}</td></tr>\
+         <tr><th>verdict</th><td id=\"verdict\">{}</td></tr></table>",
+        r.clock_offset_us
+            .map_or_else(|| "not measured".to_owned(), |o| format!("{o:+} µs")),
         esc(&r.tags.join(", ")),
         verdict(r.passed)
     );
@@ -628,6 +631,7 @@ mod tests {
             tags: vec!["nightly".into()],
             passed: false,
             fingerprint: "f".into(),
+            clock_offset_us: Some(-42),
         }
     }
 

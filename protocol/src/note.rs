@@ -211,6 +211,19 @@ pub struct PeerInfo {
     pub keep_alive_ms: u64,
     pub pid: u32,
     pub started_at_us: UnixMicros,
+    /// The machine it runs on (workers and inspectors; absent from older peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+}
+
+/// What a peer's machine is: what a result's environment records, so that runs on
+/// different machines are not taken for like ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPUs this process may run on.
+    pub cores: u32,
+    /// The kernel's release (`uname -r`).
+    pub kernel: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,10 @@ fn peer_info() -> PeerInfo {
         keep_alive_ms: 5000,
         pid: 4242,
         started_at_us: UnixMicros(1_699_999_990_000_000),
+        machine: Some(maestro_protocol::Machine {
+            cores: 2,
+            kernel: "6.1.0-18-amd64".into(),
+        }),
     }
 }
 

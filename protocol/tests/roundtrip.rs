@@ -49,6 +49,7 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
                     keep_alive_ms: ka,
                     pid,
                     started_at_us: started,
+                    machine: None,
                 }
             },
         )
