@@ -145,7 +145,7 @@ pub fn gate(
             "history": history.iter().map(|(r, _)| &r.folder).collect::<Vec<_>>(),
             "environment": row.fingerprint,
             "environment_changed": changed,
-            "test": "median ± 3 scaled MADs (robust z-score), at least ±10 % for latency and ±5 % for rate; lost: above the most an earlier run lost",
+            "test": maestro_report::history::TEST,
             "findings": findings,
         }))
         .unwrap_or_default(),
@@ -197,7 +197,7 @@ fn table(
             history.last().map_or("", |(r, _)| r.started_at.as_str()),
             history.first().map_or("", |(r, _)| r.started_at.as_str()),
         ),
-        "band: median ± 3 scaled MADs (at least ±10 % latency, ±5 % rate); lost: the most an earlier run lost".to_owned(),
+        "band: median ± 3 scaled MADs (at least ±10 % latency, ±5 % rate); lost and errors: the most an earlier run had".to_owned(),
     ];
     if changed {
         lines.push("note: NEW ran in an environment none of these runs had".to_owned());

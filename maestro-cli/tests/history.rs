@@ -120,7 +120,7 @@ fn a_plan_slowed_on_purpose_is_flagged_against_its_history() {
     let (code, v, stderr) = gate(made.last().unwrap());
     assert!(matches!(code, Some(0 | 1)), "{code:?} {stderr}");
     assert_eq!(v["history"].as_array().unwrap().len(), 3, "{v:#}");
-    assert_eq!(v["findings"].as_array().unwrap().len(), 5, "{v:#}");
+    assert_eq!(v["findings"].as_array().unwrap().len(), 6, "{v:#}");
     for f in v["findings"].as_array().unwrap() {
         assert_eq!(f["band"]["runs"], 3, "{v:#}");
     }

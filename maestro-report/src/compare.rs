@@ -69,6 +69,8 @@ pub struct Metrics {
     pub p999_ms: f64,
     pub rate: f64,
     pub lost: f64,
+    /// Errors the SUT returned (failed sends and receives).
+    pub errors: f64,
 }
 
 /// A phase's [`Metrics`], when it has a probe.
@@ -87,6 +89,7 @@ pub fn metrics(phase: &PhaseResult) -> Option<Metrics> {
         p999_ms: ms(s.response_time_us.p999),
         rate,
         lost: s.lost as f64,
+        errors: s.errors as f64,
     })
 }
 

@@ -94,6 +94,7 @@ pub struct PhaseRow {
     /// The achieved rate, or the knee of a search.
     pub rate: f64,
     pub lost: f64,
+    pub errors: f64,
 }
 
 /// What a rebuild did.
@@ -150,6 +151,7 @@ CREATE TABLE IF NOT EXISTS phases (
     p999_ms REAL NOT NULL,
     rate REAL NOT NULL,
     lost REAL NOT NULL,
+    errors REAL NOT NULL,
     PRIMARY KEY (folder, phase)
 );
 CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (plan, sut_key, started_at);
@@ -358,7 +360,7 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost
+                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost, errors
                  FROM phases WHERE folder = ? ORDER BY phase",
             )
             .map_err(|e| self.db(e))?;
@@ -373,6 +375,7 @@ impl Index {
                     p999_ms: r.get(5)?,
                     rate: r.get(6)?,
                     lost: r.get(7)?,
+                    errors: r.get(8)?,
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -467,7 +470,7 @@ impl Index {
             .prepare_cached(
                 "SELECT r.*, p.phase AS p_phase, p.kind AS p_kind, p.judged AS p_judged,
                         p.p50_ms AS p_p50, p.p99_ms AS p_p99, p.p999_ms AS p_p999,
-                        p.rate AS p_rate, p.lost AS p_lost
+                        p.rate AS p_rate, p.lost AS p_lost, p.errors AS p_errors
                  FROM runs r LEFT JOIN phases p ON p.folder = r.folder
                  WHERE r.plan = ?1 AND (?2 IS NULL OR r.sut_key = ?2)
                  ORDER BY r.started_at, r.folder, p.phase",
@@ -492,6 +495,7 @@ impl Index {
                         p999_ms: r.get("p_p999")?,
                         rate: r.get("p_rate")?,
                         lost: r.get("p_lost")?,
+                        errors: r.get("p_errors")?,
                     })
                 })()
                 .map_err(|e| self.db(e))?;
@@ -562,10 +566,11 @@ fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
             r.clock_offset_us
         ],
     )?;
-    let mut stmt = tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+    let mut stmt = tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
     for p in &e.phases {
         stmt.execute(params![
-            r.folder, p.phase, p.kind, p.judged, p.p50_ms, p.p99_ms, p.p999_ms, p.rate, p.lost
+            r.folder, p.phase, p.kind, p.judged, p.p50_ms, p.p99_ms, p.p999_ms, p.rate, p.lost,
+            p.errors
         ])?;
     }
     Ok(())
@@ -628,6 +633,7 @@ fn plan_entry(p: &PlanResult, folder: String) -> Entry {
                 p999_ms: m.p999_ms,
                 rate: m.rate,
                 lost: m.lost,
+                errors: m.errors,
             })
         })
         .collect();
@@ -682,6 +688,7 @@ fn run_entry(s: &RunSummary, folder: String) -> Entry {
             p999_ms: ms(s.response_time_us.p999),
             rate: s.achieved_rate,
             lost: s.lost as f64,
+            errors: s.errors as f64,
         }],
     }
 }
@@ -704,15 +711,17 @@ pub enum Metric {
     ResponseTimeP999Ms,
     Rate,
     Lost,
+    Errors,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [
+    pub const ALL: [Metric; 6] = [
         Metric::ResponseTimeP50Ms,
         Metric::ResponseTimeP99Ms,
         Metric::ResponseTimeP999Ms,
         Metric::Rate,
         Metric::Lost,
+        Metric::Errors,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -722,6 +731,7 @@ impl Metric {
             Metric::ResponseTimeP999Ms => "response_time_p999_ms",
             Metric::Rate => "rate",
             Metric::Lost => "lost",
+            Metric::Errors => "errors",
         }
     }
 
@@ -732,6 +742,7 @@ impl Metric {
             Metric::ResponseTimeP999Ms => "p999_ms",
             Metric::Rate => "rate",
             Metric::Lost => "lost",
+            Metric::Errors => "errors",
         }
     }
 
@@ -742,6 +753,7 @@ impl Metric {
             Metric::ResponseTimeP999Ms => p.p999_ms,
             Metric::Rate => p.rate,
             Metric::Lost => p.lost,
+            Metric::Errors => p.errors,
         }
     }
 
@@ -756,7 +768,7 @@ impl Metric {
     fn floor(self) -> f64 {
         match self {
             Metric::Rate => 0.05,
-            Metric::Lost => 0.0,
+            Metric::Lost | Metric::Errors => 0.0,
             _ => 0.10,
         }
     }
@@ -783,14 +795,14 @@ pub struct Band {
 
 /// The band of `values`: the median ± 3 scaled median absolute deviations (a robust
 /// z-score of 3: outliers in the history do not widen it the way a standard deviation
-/// would), at least ± the metric's floor of the median; lost messages have a band up to
-/// the most an earlier run lost.
+/// would), at least ± the metric's floor of the median; lost messages and errors have a
+/// band up to the most an earlier run had.
 pub fn band(metric: Metric, values: &[f64]) -> Option<Band> {
     if values.len() < MIN_HISTORY {
         return None;
     }
     let med = median(values);
-    if metric == Metric::Lost {
+    if matches!(metric, Metric::Lost | Metric::Errors) {
         let max = values.iter().copied().fold(0.0, f64::max);
         return Some(Band {
             median: med,
@@ -893,7 +905,7 @@ fn worse(metric: Metric, v: f64, band: &Band) -> bool {
 }
 
 /// What the trends and the gate call a regression, in one line.
-pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost: above the most an earlier run lost; p99.9 is shown, not judged";
+pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost and errors: above the most an earlier run had; p99.9 is shown, not judged";
 
 /// One run's value of a trended metric, judged against the runs before it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1009,6 +1021,7 @@ mod tests {
             p999_ms: p99 * 2.0,
             rate,
             lost,
+            errors: 0.0,
         }
     }
 

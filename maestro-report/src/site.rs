@@ -136,13 +136,13 @@ pub fn runs_page(rows: &[RunRow], filter: &RunFilter, plans: &[PlanCount]) -> St
 fn phase_table(id: &str, phases: &[PhaseRow]) -> String {
     let mut b = format!(
         "<table id=\"{id}\"><tr><th>phase</th><th>judged</th><th>throughput /s</th><th>p50 ms</th>\
-         <th>p99 ms</th><th>p99.9 ms</th><th>lost</th></tr>"
+         <th>p99 ms</th><th>p99.9 ms</th><th>lost</th><th>errors</th></tr>"
     );
     for p in phases {
         let _ = write!(
             b,
             "<tr><td>{} {}</td><td>{}</td><td class=\"num\">{:.1}</td><td class=\"num\">{:.3}</td>\
-             <td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{}</td></tr>",
+             <td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             p.phase,
             esc(&p.kind),
             if p.judged { "yes" } else { "no" },
@@ -150,7 +150,8 @@ fn phase_table(id: &str, phases: &[PhaseRow]) -> String {
             p.p50_ms,
             p.p99_ms,
             p.p999_ms,
-            p.lost
+            p.lost,
+            p.errors
         );
     }
     b.push_str("</table>");
@@ -263,6 +264,7 @@ pub fn compare_page(
             ("p99 ms", pa.p99_ms, pb.p99_ms, true),
             ("p99.9 ms", pa.p999_ms, pb.p999_ms, true),
             ("lost", pa.lost, pb.lost, true),
+            ("errors", pa.errors, pb.errors, true),
         ] {
             let change = if va.abs() > f64::EPSILON {
                 (vb - va) / va * 100.0
