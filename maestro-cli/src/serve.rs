@@ -322,6 +322,7 @@ fn forbidden() -> Refusal {
 /// A page or read of the API: open on loopback; elsewhere it needs the token (header,
 /// cookie, or `?token=` which then sets the cookie).
 fn may_read(app: &Shared, headers: &HeaderMap, query_token: Option<&str>) -> Result<bool, Refusal> {
+    host_is_ours(app, headers)?;
     if !app.private {
         return Ok(false);
     }
@@ -334,6 +335,44 @@ fn may_read(app: &Shared, headers: &HeaderMap, query_token: Option<&str>) -> Res
         return Ok(true);
     }
     Err(forbidden())
+}
+
+/// On loopback, a request must name this server by an address or `localhost`: a page of
+/// another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its
+/// own name, and reads nothing.
+fn host_is_ours(app: &Shared, headers: &HeaderMap) -> Result<(), Refusal> {
+    if app.private {
+        return Ok(());
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return Ok(());
+    };
+    if host_is_local(host) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "Host {host:?}: this server on loopback answers to an IP address or localhost only"
+            ),
+        ))
+    }
+}
+
+/// `127.0.0.1:8089`, `[::1]:8089`, `localhost:8089` (with or without the port).
+fn host_is_local(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// A page, with the token's cookie set when it came in the query.
@@ -753,6 +792,7 @@ async fn api_live(State(app): State<App>, headers: HeaderMap) -> Response {
 /// Start and stop: this server holds the controller key, and the request carries the
 /// token in its header.
 fn may_control(app: &Shared, headers: &HeaderMap) -> Result<ControlArgs, Refusal> {
+    host_is_ours(app, headers)?;
     let Some(control) = app.control.clone() else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -878,5 +918,26 @@ mod tests {
         );
         assert_eq!(cookie_token(&h), Some("t0k"));
         assert_eq!(new_token().len(), 32);
+    }
+
+    #[test]
+    fn only_an_address_or_localhost_names_a_loopback_server() {
+        for ok in [
+            "127.0.0.1:8089",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:8089",
+            "10.0.0.2",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8089",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
     }
 }

@@ -146,9 +146,12 @@ fn http(
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("Host: localhost\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -303,6 +306,9 @@ fn the_runs_a_run_two_runs_and_a_flagged_regression_in_a_browser() {
     assert_eq!(status, 404, "{body}");
     let (status, _) = http(port, "GET", "/api/trends", &[], "");
     assert_eq!(status, 400);
+    // A page of another site whose name resolves to 127.0.0.1 (DNS rebinding) reads nothing.
+    let (status, body) = http(port, "GET", "/api/runs", &[("Host", "evil.example:80")], "");
+    assert_eq!(status, 421, "{body}");
 
     let driver = Driver::start();
     runtime().block_on(async {
