@@ -517,19 +517,23 @@ async fn run_page(
         return not_found(&folder).into_response();
     };
     // The folder name comes from the index, never from the request.
-    let report = if run.kind == RunKind::Plan {
-        let dir = app.root.join(&run.folder);
-        match tokio::task::spawn_blocking(move || maestro_report::html::render(&dir)).await {
-            Ok(Ok(html)) => Some(html),
-            Ok(Err(e)) => Some(format!(
-                "<p class=\"failed\">the report cannot be drawn: {}</p>",
-                html_escape::encode_text(&e.to_string())
-            )),
-            Err(e) => return internal(e).into_response(),
-        }
-    } else {
-        None
+    // A plan's report.html as it would be drawn now; a single run's charts.
+    let dir = app.root.join(&run.folder);
+    let kind = run.kind;
+    let drawn = tokio::task::spawn_blocking(move || match kind {
+        RunKind::Plan => maestro_report::html::render(&dir),
+        RunKind::Run => maestro_report::html::run_charts(&dir),
+    })
+    .await;
+    let report = match drawn {
+        Ok(Ok(html)) => html,
+        Ok(Err(e)) => format!(
+            "<p class=\"failed\">the report cannot be drawn: {}</p>",
+            html_escape::encode_text(&e.to_string())
+        ),
+        Err(e) => return internal(e).into_response(),
     };
+    let report = Some(report);
     page(
         &app,
         cookie,

@@ -284,6 +284,15 @@ fn the_runs_a_run_two_runs_and_a_flagged_regression_in_a_browser() {
             .iter()
             .all(|r| r["plan"] == "web" && r["passed"] == true)
     );
+    let single_folder = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "run")
+        .unwrap()["folder"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let one = get_json(port, &format!("/api/runs/{}", name(&slowed)));
     assert_eq!(one["run"]["plan"], "web");
     assert_eq!(one["summary"]["plan"], "web", "the whole typed result");
@@ -349,6 +358,12 @@ fn the_runs_a_run_two_runs_and_a_flagged_regression_in_a_browser() {
             "the report's charts"
         );
         assert!(text(&b, "#phases").await.contains("1 fixed"));
+        // A single run's page has its charts too.
+        b.goto(&format!("{base}/runs/{single_folder}"))
+            .await
+            .unwrap();
+        find(&b, "#report svg.chart").await;
+        assert_eq!(count(&b, "#report svg.chart").await, 2);
         // Two runs side by side: A the first, B the slowed one.
         b.goto(&format!("{base}/?plan=web")).await.unwrap();
         find(&b, &format!("input[name='a'][value='{}']", name(&made[0])))

@@ -354,6 +354,46 @@ struct Sections {
     workers: String,
 }
 
+/// The charts of a single run's folder (`maestro-cli start`): throughput and response time
+/// over time, from its `timeseries.csv`.
+pub fn run_charts(folder: &Path) -> Result<String, ResultsError> {
+    let rows = read_timeseries(&folder.join("timeseries.csv"))?;
+    let at = |f: fn(&crate::timeseries::SecondRow) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (f64::from(r.second), f(r))).collect()
+    };
+    let throughput = time_chart(
+        "chart-throughput",
+        "Throughput over time",
+        "seconds",
+        "messages/s",
+        &pair(
+            "sent/s",
+            at(|r| r.sent as f64),
+            "received/s",
+            at(|r| r.received as f64),
+        ),
+        None,
+        &[],
+        true,
+    );
+    let latency = time_chart(
+        "chart-latency",
+        "Response time over time",
+        "seconds",
+        "ms",
+        &pair(
+            "p50",
+            at(|r| r.response_time_p50_us as f64 / 1000.0),
+            "p99",
+            at(|r| r.response_time_p99_us as f64 / 1000.0),
+        ),
+        None,
+        &[],
+        true,
+    );
+    Ok(format!("{throughput}{latency}"))
+}
+
 /// Builds the report from a plan results folder (its typed files only).
 pub fn render(folder: &Path) -> Result<String, ResultsError> {
     let plan: PlanResult = folder::read_plan(folder)?;

@@ -186,6 +186,10 @@ fn facts(r: &RunRow) -> String {
 
 /// The part of a full HTML document between `<body>` and `</body>`, with its `<style>`.
 fn inner(document: &str) -> String {
+    if !document.contains("<body>") {
+        // A fragment already.
+        return document.to_owned();
+    }
     let style = document
         .find("<style>")
         .and_then(|s| {
@@ -203,8 +207,9 @@ fn inner(document: &str) -> String {
     format!("{}{body}", style.replace("body{", "#report{"))
 }
 
-/// A run's page: its facts, its phases and, for a plan, everything its `report.html`
-/// shows (`report`, the rendered report).
+/// A run's page: its facts, its phases and `report`: for a plan, everything its
+/// `report.html` shows (the whole document, whose body is taken); for a single run, its
+/// charts.
 pub fn run_page(run: &RunRow, phases: &[PhaseRow], report: Option<&str>) -> String {
     let name = run.plan.as_deref().unwrap_or(&run.run_id);
     let mut b = facts(run);
