@@ -156,13 +156,29 @@ pub fn gate(
         .filter(|f| f.regressed)
         .map(Finding::describe)
         .collect();
+    let inconclusive: Vec<String> = findings
+        .iter()
+        .filter_map(|f| {
+            f.inconclusive
+                .as_ref()
+                .map(|why| format!("{}; {why}", f.describe()))
+        })
+        .collect();
     let (code, problem) = if findings.is_empty() {
         (
             exit::USAGE,
             Some("no judged phase of NEW has enough history to compare".to_owned()),
         )
     } else if regressions.is_empty() {
-        (exit::OK, None)
+        (
+            exit::OK,
+            (!inconclusive.is_empty()).then(|| {
+                format!(
+                    "not judged, the machine was busy:\n  {}",
+                    inconclusive.join("\n  ")
+                )
+            }),
+        )
     } else {
         (
             exit::CONDITION_FAILED,
@@ -214,7 +230,13 @@ fn table(
             f.new,
             f.band.median,
             format!("{:.3}..{:.3}", f.band.low, f.band.high),
-            if f.regressed { "WORSE" } else { "ok" }
+            if f.regressed {
+                "WORSE"
+            } else if f.inconclusive.is_some() {
+                "inconclusive (machine busy)"
+            } else {
+                "ok"
+            }
         ));
     }
     lines.join("\n")

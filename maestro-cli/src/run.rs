@@ -238,7 +238,12 @@ pub async fn run(
             let judged =
                 crate::history::gate(&folder, n as usize, Some(&args.results), Output::Json)?;
             match judged.code {
-                exit::OK => None,
+                exit::OK => {
+                    if let Some(why) = judged.problem.as_deref() {
+                        tracing::warn!(problem = why, "[compare] history");
+                    }
+                    None
+                }
                 exit::CONDITION_FAILED => Some(judged.problem.unwrap_or_default()),
                 _ => {
                     // Too little history yet: said, not failed (a plan's first runs).

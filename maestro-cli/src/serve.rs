@@ -729,6 +729,10 @@ async fn api_trends(
             "n": n,
             "test": history::TEST,
             "regressions": series.iter().map(|s| s.regressions().count()).sum::<usize>(),
+            "inconclusive": series
+                .iter()
+                .map(|s| s.points.iter().filter(|p| p.inconclusive.is_some()).count())
+                .sum::<usize>(),
             "series": series,
         }))
         .into_response(),

@@ -30,6 +30,7 @@ pub struct PeerOutcome {
     pub member: String,
     pub version: String,
     /// Its machine, as its presence said.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<maestro_protocol::Machine>,
     pub status: PeerStatus,
     /// The reply's note type (`pong`, `stats`, `halted`, `error`), if any.

@@ -95,6 +95,9 @@ pub struct PhaseRow {
     pub rate: f64,
     pub lost: f64,
     pub errors: f64,
+    /// The largest share of the run a worker's data-plane threads waited for a CPU (the
+    /// generator's `waited_max`); none when the result has no generator figures.
+    pub cpu_wait: Option<f64>,
 }
 
 /// What a rebuild did.
@@ -122,7 +125,7 @@ pub struct RunFilter {
 }
 
 /// The layout of the tables below; an index of another one is rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -152,6 +155,7 @@ CREATE TABLE IF NOT EXISTS phases (
     rate REAL NOT NULL,
     lost REAL NOT NULL,
     errors REAL NOT NULL,
+    cpu_wait REAL,
     PRIMARY KEY (folder, phase)
 );
 CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (plan, sut_key, started_at);
@@ -360,7 +364,7 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost, errors
+                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost, errors, cpu_wait
                  FROM phases WHERE folder = ? ORDER BY phase",
             )
             .map_err(|e| self.db(e))?;
@@ -376,6 +380,7 @@ impl Index {
                     rate: r.get(6)?,
                     lost: r.get(7)?,
                     errors: r.get(8)?,
+                    cpu_wait: r.get(9)?,
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -470,7 +475,7 @@ impl Index {
             .prepare_cached(
                 "SELECT r.*, p.phase AS p_phase, p.kind AS p_kind, p.judged AS p_judged,
                         p.p50_ms AS p_p50, p.p99_ms AS p_p99, p.p999_ms AS p_p999,
-                        p.rate AS p_rate, p.lost AS p_lost, p.errors AS p_errors
+                        p.rate AS p_rate, p.lost AS p_lost, p.errors AS p_errors, p.cpu_wait AS p_cpu_wait
                  FROM runs r LEFT JOIN phases p ON p.folder = r.folder
                  WHERE r.plan = ?1 AND (?2 IS NULL OR r.sut_key = ?2)
                  ORDER BY r.started_at, r.folder, p.phase",
@@ -496,6 +501,7 @@ impl Index {
                         rate: r.get("p_rate")?,
                         lost: r.get("p_lost")?,
                         errors: r.get("p_errors")?,
+                        cpu_wait: r.get("p_cpu_wait")?,
                     })
                 })()
                 .map_err(|e| self.db(e))?;
@@ -566,11 +572,12 @@ fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
             r.clock_offset_us
         ],
     )?;
-    let mut stmt = tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
     for p in &e.phases {
         stmt.execute(params![
             r.folder, p.phase, p.kind, p.judged, p.p50_ms, p.p99_ms, p.p999_ms, p.rate, p.lost,
-            p.errors
+            p.errors, p.cpu_wait
         ])?;
     }
     Ok(())
@@ -634,6 +641,7 @@ fn plan_entry(p: &PlanResult, folder: String) -> Entry {
                 rate: m.rate,
                 lost: m.lost,
                 errors: m.errors,
+                cpu_wait: cpu_wait(ph),
             })
         })
         .collect();
@@ -689,8 +697,41 @@ fn run_entry(s: &RunSummary, folder: String) -> Entry {
             rate: s.achieved_rate,
             lost: s.lost as f64,
             errors: s.errors as f64,
+            cpu_wait: s.generator.as_ref().and_then(waited),
         }],
     }
+}
+
+/// The largest CPU wait of a generator's workers.
+fn waited(g: &crate::model::GeneratorVerdict) -> Option<f64> {
+    g.workers.iter().map(|w| w.waited_max).reduce(f64::max)
+}
+
+/// A phase's CPU wait: its deciding probe's generator's.
+fn cpu_wait(phase: &crate::model::PhaseResult) -> Option<f64> {
+    phase
+        .deciding_probe()
+        .and_then(|p| p.summary.generator.as_ref())
+        .and_then(waited)
+}
+
+/// Why a new run's latency and rate cannot be judged: its workers waited for a CPU well
+/// beyond what they did in its history (at least twice as long, and 5 points more), so
+/// the machine, not the SUT, may have slowed it. Lost messages and errors are judged all
+/// the same.
+pub fn busy_machine(history: &[f64], new: Option<f64>) -> Option<String> {
+    let new = new?;
+    if history.len() < MIN_HISTORY {
+        return None;
+    }
+    let usual = median(history);
+    (new > (2.0 * usual).max(usual + 0.05)).then(|| {
+        format!(
+            "inconclusive: its workers waited for a CPU {:.0} % of the run against {:.0} % in its history (the machine was busy; it may have slowed the run, not the SUT)",
+            new * 100.0,
+            usual * 100.0
+        )
+    })
 }
 
 /// `scheme://local/path?query` for an embedded broker's `scheme://host:port/path?query`.
@@ -846,6 +887,9 @@ pub struct Finding {
     pub band: Band,
     /// Outside the band on the worse side, for a metric that gates.
     pub regressed: bool,
+    /// Outside on the worse side, but not judged: why (the machine was busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
 }
 
 impl Finding {
@@ -877,22 +921,38 @@ pub fn judge(history: &[Vec<PhaseRow>], new: &[PhaseRow]) -> Vec<Finding> {
                     .find(|p| p.phase == np.phase && p.kind == np.kind)
             })
             .collect();
+        let waits: Vec<f64> = earlier.iter().filter_map(|p| p.cpu_wait).collect();
+        let busy = busy_machine(&waits, np.cpu_wait);
         for metric in Metric::ALL {
             let values: Vec<f64> = earlier.iter().map(|p| metric.of(p)).collect();
             let Some(band) = band(metric, &values) else {
                 continue;
             };
             let v = metric.of(np);
+            let (regressed, inconclusive) = verdict(metric, v, &band, busy.as_ref());
             out.push(Finding {
                 phase: format!("{} {}", np.phase, np.kind),
                 metric,
                 new: v,
-                regressed: worse(metric, v, &band) && metric.gates(),
+                regressed,
+                inconclusive,
                 band,
             });
         }
     }
     out
+}
+
+/// (regressed, inconclusive) of a value against its band, when the machine may have been
+/// `busy`: latency and rate outside their band then are not judged.
+fn verdict(metric: Metric, v: f64, band: &Band, busy: Option<&String>) -> (bool, Option<String>) {
+    let outside = metric.gates() && worse(metric, v, band);
+    match busy {
+        Some(why) if outside && !matches!(metric, Metric::Lost | Metric::Errors) => {
+            (false, Some(why.clone()))
+        }
+        _ => (outside, None),
+    }
 }
 
 /// Whether `v` is outside `band` on the metric's worse side.
@@ -905,7 +965,7 @@ fn worse(metric: Metric, v: f64, band: &Band) -> bool {
 }
 
 /// What the trends and the gate call a regression, in one line.
-pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost and errors: above the most an earlier run had; p99.9 is shown, not judged";
+pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost and errors: above the most an earlier run had; p99.9 is shown, not judged; latency and rate are not judged (inconclusive) when the run's workers waited for a CPU at least twice as long as in its history and 5 points more";
 
 /// One run's value of a trended metric, judged against the runs before it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -919,6 +979,9 @@ pub struct TrendPoint {
     pub band: Option<Band>,
     /// Outside its band on the worse side (for a metric that gates).
     pub regressed: bool,
+    /// Outside on the worse side, but not judged: why (the machine was busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
     /// None of the runs its band was drawn from ran in this run's environment.
     pub environment_changed: bool,
 }
@@ -981,13 +1044,19 @@ pub fn trends(runs: &[(RunRow, Vec<PhaseRow>)], n: usize) -> Vec<TrendSeries> {
                         let history: Vec<f64> = before.iter().map(|(_, p)| metric.of(p)).collect();
                         let value = metric.of(p);
                         let band = band(metric, &history);
+                        let waits: Vec<f64> =
+                            before.iter().filter_map(|(_, p)| p.cpu_wait).collect();
+                        let busy = busy_machine(&waits, p.cpu_wait);
+                        let (regressed, inconclusive) = band
+                            .as_ref()
+                            .map_or((false, None), |b| verdict(metric, value, b, busy.as_ref()));
                         TrendPoint {
                             folder: r.folder.clone(),
                             started_at: r.started_at.clone(),
                             fingerprint: r.fingerprint.clone(),
                             value,
-                            regressed: metric.gates()
-                                && band.as_ref().is_some_and(|b| worse(metric, value, b)),
+                            regressed,
+                            inconclusive,
                             environment_changed: !before.is_empty()
                                 && before.iter().all(|(b, _)| b.fingerprint != r.fingerprint),
                             band,
@@ -1022,6 +1091,7 @@ mod tests {
             rate,
             lost,
             errors: 0.0,
+            cpu_wait: Some(0.04),
         }
     }
 
@@ -1166,5 +1236,41 @@ mod tests {
         let again = Index::open(dir.path()).unwrap();
         assert!(again.created, "an older layout is rebuilt by its caller");
         assert!(again.is_empty().unwrap());
+    }
+
+    #[test]
+    fn a_run_on_a_busy_machine_is_inconclusive_on_latency_but_judged_on_loss() {
+        let history: Vec<Vec<PhaseRow>> = [1.0, 1.05, 0.97, 1.02, 0.99]
+            .iter()
+            .map(|p99| vec![phase(*p99, 1000.0, 0.0)])
+            .collect();
+        let mut busy = phase(6.0, 1000.0, 2.0);
+        busy.cpu_wait = Some(0.12);
+        let findings = judge(&history, std::slice::from_ref(&busy));
+        let p99 = findings
+            .iter()
+            .find(|f| f.metric == Metric::ResponseTimeP99Ms)
+            .unwrap();
+        assert!(!p99.regressed);
+        assert!(
+            p99.inconclusive.as_deref().unwrap().contains("12 %"),
+            "{p99:?}"
+        );
+        let lost = findings.iter().find(|f| f.metric == Metric::Lost).unwrap();
+        assert!(lost.regressed && lost.inconclusive.is_none());
+        // As busy as usual: judged.
+        busy.cpu_wait = Some(0.06);
+        let findings = judge(&history, &[busy]);
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.metric == Metric::ResponseTimeP99Ms && f.regressed)
+        );
+        assert_eq!(busy_machine(&[0.04; 3], None), None, "no figures: judged");
+        assert_eq!(
+            busy_machine(&[0.04; 2], Some(0.5)),
+            None,
+            "too little history"
+        );
     }
 }

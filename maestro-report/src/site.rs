@@ -387,6 +387,34 @@ pub fn trends_page(
             flagged.concat()
         }
     );
+    let unjudged: Vec<String> = series
+        .iter()
+        .flat_map(|s| {
+            s.points.iter().filter_map(move |p| {
+                p.inconclusive.as_ref().map(|why| {
+                    format!(
+                        "<li class=\"inconclusive\" data-folder=\"{f}\" data-metric=\"{m}\">{sut}, phase {ph}, {m}: \
+                         <a href=\"{href}\">{started}</a> {v:.3}: {why}</li>",
+                        f = attr(&p.folder),
+                        m = s.metric.as_str(),
+                        sut = esc(&s.sut_key),
+                        ph = esc(&s.phase),
+                        href = attr(&run_href(&p.folder)),
+                        started = esc(&p.started_at),
+                        v = p.value,
+                        why = esc(why),
+                    )
+                })
+            })
+        })
+        .collect();
+    if !unjudged.is_empty() {
+        let _ = write!(
+            b,
+            "<h2>Outside the band, not judged</h2><ul id=\"inconclusive\">{}</ul>",
+            unjudged.concat()
+        );
+    }
     let mut sut = "";
     for (i, s) in series.iter().enumerate() {
         if s.sut_key != sut {
@@ -500,6 +528,8 @@ fn trend_chart(id: &str, s: &TrendSeries) -> String {
              <title>{started}: {v:.3} (environment {e})</title></circle>",
             c = if p.regressed {
                 "point regression"
+            } else if p.inconclusive.is_some() {
+                "point inconclusive"
             } else {
                 "point"
             },
@@ -508,6 +538,8 @@ fn trend_chart(id: &str, s: &TrendSeries) -> String {
             r = if p.regressed { 5 } else { 3 },
             ring = if p.regressed {
                 " stroke=\"#cf222e\" stroke-width=\"3\""
+            } else if p.inconclusive.is_some() {
+                " stroke=\"#999\" stroke-width=\"2\" fill-opacity=\"0.2\""
             } else {
                 ""
             },
@@ -666,6 +698,7 @@ mod tests {
                 runs: 3,
             }),
             regressed,
+            inconclusive: None,
             environment_changed: false,
         };
         let s = TrendSeries {
