@@ -440,8 +440,17 @@ fn the_live_page_follows_a_run_the_browser_starts_and_stops_with_the_key() {
     let results_s = results.to_string_lossy().into_owned();
 
     // Off loopback, a server without keys refuses to start.
+    // (This test's control URL: keys remembered for another one do not apply.)
     let off = run_cli(
-        &["serve", "--listen", "0.0.0.0:0", "--results", &results_s],
+        &[
+            "serve",
+            "-m",
+            &url,
+            "--listen",
+            "0.0.0.0:0",
+            "--results",
+            &results_s,
+        ],
         Duration::from_secs(20),
     )
     .unwrap();

@@ -98,6 +98,9 @@ pub struct PhaseRow {
     /// The largest share of the run a worker's data-plane threads waited for a CPU (the
     /// generator's `waited_max`); none when the result has no generator figures.
     pub cpu_wait: Option<f64>,
+    /// The share of messages the SUT held back (its window or socket stayed full: its
+    /// back-pressure); none without generator figures.
+    pub held_back: Option<f64>,
 }
 
 /// What a rebuild did.
@@ -125,7 +128,7 @@ pub struct RunFilter {
 }
 
 /// The layout of the tables below; an index of another one is rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -156,6 +159,7 @@ CREATE TABLE IF NOT EXISTS phases (
     lost REAL NOT NULL,
     errors REAL NOT NULL,
     cpu_wait REAL,
+    held_back REAL,
     PRIMARY KEY (folder, phase)
 );
 CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (plan, sut_key, started_at);
@@ -364,7 +368,7 @@ impl Index {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost, errors, cpu_wait
+                "SELECT phase, kind, judged, p50_ms, p99_ms, p999_ms, rate, lost, errors, cpu_wait, held_back
                  FROM phases WHERE folder = ? ORDER BY phase",
             )
             .map_err(|e| self.db(e))?;
@@ -381,6 +385,7 @@ impl Index {
                     lost: r.get(7)?,
                     errors: r.get(8)?,
                     cpu_wait: r.get(9)?,
+                    held_back: r.get(10)?,
                 })
             })
             .map_err(|e| self.db(e))?;
@@ -475,7 +480,7 @@ impl Index {
             .prepare_cached(
                 "SELECT r.*, p.phase AS p_phase, p.kind AS p_kind, p.judged AS p_judged,
                         p.p50_ms AS p_p50, p.p99_ms AS p_p99, p.p999_ms AS p_p999,
-                        p.rate AS p_rate, p.lost AS p_lost, p.errors AS p_errors, p.cpu_wait AS p_cpu_wait
+                        p.rate AS p_rate, p.lost AS p_lost, p.errors AS p_errors, p.cpu_wait AS p_cpu_wait, p.held_back AS p_held_back
                  FROM runs r LEFT JOIN phases p ON p.folder = r.folder
                  WHERE r.plan = ?1 AND (?2 IS NULL OR r.sut_key = ?2)
                  ORDER BY r.started_at, r.folder, p.phase",
@@ -502,6 +507,7 @@ impl Index {
                         lost: r.get("p_lost")?,
                         errors: r.get("p_errors")?,
                         cpu_wait: r.get("p_cpu_wait")?,
+                        held_back: r.get("p_held_back")?,
                     })
                 })()
                 .map_err(|e| self.db(e))?;
@@ -573,11 +579,21 @@ fn insert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<()> {
         ],
     )?;
     let mut stmt =
-        tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+        tx.prepare_cached("INSERT INTO phases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
     for p in &e.phases {
         stmt.execute(params![
-            r.folder, p.phase, p.kind, p.judged, p.p50_ms, p.p99_ms, p.p999_ms, p.rate, p.lost,
-            p.errors, p.cpu_wait
+            r.folder,
+            p.phase,
+            p.kind,
+            p.judged,
+            p.p50_ms,
+            p.p99_ms,
+            p.p999_ms,
+            p.rate,
+            p.lost,
+            p.errors,
+            p.cpu_wait,
+            p.held_back
         ])?;
     }
     Ok(())
@@ -642,6 +658,10 @@ fn plan_entry(p: &PlanResult, folder: String) -> Entry {
                 lost: m.lost,
                 errors: m.errors,
                 cpu_wait: cpu_wait(ph),
+                held_back: ph
+                    .deciding_probe()
+                    .and_then(|p| p.summary.generator.as_ref())
+                    .map(|g| g.held_back_fraction),
             })
         })
         .collect();
@@ -698,6 +718,7 @@ fn run_entry(s: &RunSummary, folder: String) -> Entry {
             lost: s.lost as f64,
             errors: s.errors as f64,
             cpu_wait: s.generator.as_ref().and_then(waited),
+            held_back: s.generator.as_ref().map(|g| g.held_back_fraction),
         }],
     }
 }
@@ -717,10 +738,14 @@ fn cpu_wait(phase: &crate::model::PhaseResult) -> Option<f64> {
 
 /// Why a new run's latency and rate cannot be judged: its workers waited for a CPU well
 /// beyond what they did in its history (at least twice as long, and 5 points more), so
-/// the machine, not the SUT, may have slowed it. Lost messages and errors are judged all
-/// the same.
-pub fn busy_machine(history: &[f64], new: Option<f64>) -> Option<String> {
+/// the machine, not the SUT, may have slowed it; unless the SUT held the producers back
+/// (`held_back` above 1 %): its back-pressure says the SUT was slow, whatever else the
+/// machine did. Lost messages and errors are judged all the same.
+pub fn busy_machine(history: &[f64], new: Option<f64>, held_back: Option<f64>) -> Option<String> {
     let new = new?;
+    if held_back.is_some_and(|h| h > 0.01) {
+        return None;
+    }
     if history.len() < MIN_HISTORY {
         return None;
     }
@@ -922,7 +947,7 @@ pub fn judge(history: &[Vec<PhaseRow>], new: &[PhaseRow]) -> Vec<Finding> {
             })
             .collect();
         let waits: Vec<f64> = earlier.iter().filter_map(|p| p.cpu_wait).collect();
-        let busy = busy_machine(&waits, np.cpu_wait);
+        let busy = busy_machine(&waits, np.cpu_wait, np.held_back);
         for metric in Metric::ALL {
             let values: Vec<f64> = earlier.iter().map(|p| metric.of(p)).collect();
             let Some(band) = band(metric, &values) else {
@@ -965,7 +990,7 @@ fn worse(metric: Metric, v: f64, band: &Band) -> bool {
 }
 
 /// What the trends and the gate call a regression, in one line.
-pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost and errors: above the most an earlier run had; p99.9 is shown, not judged; latency and rate are not judged (inconclusive) when the run's workers waited for a CPU at least twice as long as in its history and 5 points more";
+pub const TEST: &str = "outside the band of the last N runs of the same plan against the same SUT: their median ± 3 scaled median absolute deviations (a robust z-score of 3), at least ±10 % for latency and ±5 % for the rate; lost and errors: above the most an earlier run had; p99.9 is shown, not judged; latency and rate are not judged (inconclusive) when the run's workers waited for a CPU at least twice as long as in its history and 5 points more while the SUT held no producer back";
 
 /// One run's value of a trended metric, judged against the runs before it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -1046,7 +1071,7 @@ pub fn trends(runs: &[(RunRow, Vec<PhaseRow>)], n: usize) -> Vec<TrendSeries> {
                         let band = band(metric, &history);
                         let waits: Vec<f64> =
                             before.iter().filter_map(|(_, p)| p.cpu_wait).collect();
-                        let busy = busy_machine(&waits, p.cpu_wait);
+                        let busy = busy_machine(&waits, p.cpu_wait, p.held_back);
                         let (regressed, inconclusive) = band
                             .as_ref()
                             .map_or((false, None), |b| verdict(metric, value, b, busy.as_ref()));
@@ -1092,6 +1117,7 @@ mod tests {
             lost,
             errors: 0.0,
             cpu_wait: Some(0.04),
+            held_back: Some(0.0),
         }
     }
 
@@ -1266,11 +1292,21 @@ mod tests {
                 .iter()
                 .any(|f| f.metric == Metric::ResponseTimeP99Ms && f.regressed)
         );
-        assert_eq!(busy_machine(&[0.04; 3], None), None, "no figures: judged");
         assert_eq!(
-            busy_machine(&[0.04; 2], Some(0.5)),
+            busy_machine(&[0.04; 3], None, None),
+            None,
+            "no figures: judged"
+        );
+        assert_eq!(
+            busy_machine(&[0.04; 2], Some(0.5), None),
             None,
             "too little history"
+        );
+        assert!(busy_machine(&[0.04; 3], Some(0.3), Some(0.0)).is_some());
+        assert_eq!(
+            busy_machine(&[0.04; 3], Some(0.3), Some(0.15)),
+            None,
+            "the SUT held the producers back: it was the SUT"
         );
     }
 }
