@@ -232,31 +232,7 @@ pub async fn run(
     }
     maestro_report::html::write(&folder)?;
     crate::history::record(&args.results, &folder);
-    // The plan's own gate over its history ([compare] history = N).
-    let history = match result.compare.history {
-        Some(n) if !result.interrupted => {
-            let judged =
-                crate::history::gate(&folder, n as usize, Some(&args.results), Output::Json)?;
-            match judged.code {
-                exit::OK => {
-                    if let Some(why) = judged.problem.as_deref() {
-                        tracing::warn!(problem = why, "[compare] history");
-                    }
-                    None
-                }
-                exit::CONDITION_FAILED => Some(judged.problem.unwrap_or_default()),
-                _ => {
-                    // Too little history yet: said, not failed (a plan's first runs).
-                    tracing::warn!(
-                        problem = judged.problem.as_deref().unwrap_or(""),
-                        "[compare] history: nothing judged"
-                    );
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let history = history_verdict(&result, &folder, &args.results)?;
     let stdout = match output {
         Output::Json => serde_json::to_string_pretty(&result).unwrap_or_default(),
         Output::Table => plan_table(&result, &folder),
@@ -294,6 +270,38 @@ pub async fn run(
         code,
         problem,
         peers: Vec::new(),
+    })
+}
+
+/// The plan's own gate over its history (`[compare] history = N`): why it fails, if it
+/// does. Too little history, or a busy machine, is logged and fails nothing.
+fn history_verdict(
+    result: &PlanResult,
+    folder: &Path,
+    results: &Path,
+) -> Result<Option<String>, CliError> {
+    Ok(match result.compare.history {
+        Some(n) if !result.interrupted => {
+            let judged = crate::history::gate(folder, n as usize, Some(results), Output::Json)?;
+            match judged.code {
+                exit::OK => {
+                    if let Some(why) = judged.problem.as_deref() {
+                        tracing::warn!(problem = why, "[compare] history");
+                    }
+                    None
+                }
+                exit::CONDITION_FAILED => Some(judged.problem.unwrap_or_default()),
+                _ => {
+                    // Too little history yet: said, not failed (a plan's first runs).
+                    tracing::warn!(
+                        problem = judged.problem.as_deref().unwrap_or(""),
+                        "[compare] history: nothing judged"
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
     })
 }
 
