@@ -23,9 +23,17 @@ pub struct StartArgs {
     pub consumer_sut: Option<Box<SutUrl>>,
     #[command(flatten)]
     pub sut_password: crate::cli::SutPasswordArgs,
-    /// Total messages per second over all producers (0 = as fast as possible).
-    #[arg(long, env = "MAESTRO_RATE", default_value_t = 1000.0)]
-    pub rate: f64,
+    /// Total messages per second over all producers (0 = as fast as possible); the mean
+    /// rate of a shaped --arrival [default: 1000, or the mean a sine or steps arrival
+    /// fixes]
+    #[arg(long, env = "MAESTRO_RATE")]
+    pub rate: Option<f64>,
+    /// How messages arrive over time: uniform, poisson, bursts:period=D[,on=D][,messages=N]
+    /// (all at once each period, or spread over its first `on`), sine:low=R,high=R,period=D
+    /// (from low to high and back over each period) or steps:R:D[,R:D...] (repeated);
+    /// every message keeps its intended send time. Shaped arrivals need a --duration.
+    #[arg(long, env = "MAESTRO_ARRIVAL", default_value = "uniform")]
+    pub arrival: maestro_protocol::Arrival,
     /// How long to send [default: 10s unless --count is given].
     #[arg(short, long, env = "MAESTRO_DURATION", value_parser = humantime::parse_duration, conflicts_with = "count")]
     pub duration: Option<Duration>,
@@ -149,9 +157,13 @@ impl StartArgs {
         };
         let sut = SutUrl::nodes(&self.sut)?;
         let sut = self.sut_password.apply(sut).map_err(RunError::option)?;
+        // A sine or steps arrival fixes its mean over the run; an explicit rate must agree
+        // (the spec's validation says so when it does not).
+        let implied = duration.and_then(|d| self.arrival.mean_rate(d));
+        let rate = self.rate.or(implied).unwrap_or(1000.0);
         let mut spec = TestSpec {
             sut,
-            rate: self.rate,
+            rate,
             duration_ms: duration.map(|d| d.as_millis() as u64),
             count: self.count,
             warmup_ms: self.warmup.as_millis() as u64,
@@ -176,6 +188,7 @@ impl StartArgs {
                 .map_err(RunError::option)?
                 .map(Box::new),
             subscriptions: self.subscriptions,
+            arrival: self.arrival.clone(),
         };
         if let Some(clients) = self.clients {
             let payload = match &self.payload_template {

@@ -63,6 +63,7 @@
 //! inspector = "sut-inspector"          # [default: the one that declared the action]
 //! ```
 
+use maestro_protocol::Arrival;
 use maestro_protocol::{MessageSize, Scheme, SutUrl, TestSpec};
 use maestro_report::PhaseKind;
 use serde::{Deserialize, Serialize};
@@ -312,6 +313,8 @@ pub enum Phase {
         rate: f64,
         #[serde(with = "duration")]
         duration: Duration,
+        #[serde(default, skip_serializing_if = "Arrival::is_uniform")]
+        arrival: Arrival,
     },
     /// One rate for a duration (or a count).
     Fixed {
@@ -326,6 +329,8 @@ pub enum Phase {
         count: Option<u64>,
         #[serde(default)]
         conditions: Option<Conditions>,
+        #[serde(default, skip_serializing_if = "Arrival::is_uniform")]
+        arrival: Arrival,
     },
     /// Steps from `start_rate` by `step` up to `ceiling`; stops at the first failing step.
     Ramp {
@@ -336,6 +341,8 @@ pub enum Phase {
         ceiling: f64,
         #[serde(default)]
         conditions: Option<Conditions>,
+        #[serde(default, skip_serializing_if = "Arrival::is_uniform")]
+        arrival: Arrival,
     },
     /// No load for `duration`, while the SUT settles (queues empty, compactions finish).
     /// Every run already drains its own consumers; this is a pause between phases.
@@ -354,6 +361,8 @@ pub enum Phase {
         precision: f64,
         #[serde(default)]
         conditions: Option<Conditions>,
+        #[serde(default, skip_serializing_if = "Arrival::is_uniform")]
+        arrival: Arrival,
     },
 }
 
@@ -369,6 +378,18 @@ impl Phase {
             Phase::Fixed { .. } => PhaseKind::Fixed,
             Phase::Ramp { .. } => PhaseKind::Ramp,
             Phase::MaxRate { .. } => PhaseKind::MaxRate,
+        }
+    }
+
+    /// How the phase's messages arrive (uniform for a drain).
+    pub fn arrival(&self) -> &Arrival {
+        static UNIFORM: Arrival = Arrival::Uniform;
+        match self {
+            Phase::Drain { .. } => &UNIFORM,
+            Phase::Warmup { arrival, .. }
+            | Phase::Fixed { arrival, .. }
+            | Phase::Ramp { arrival, .. }
+            | Phase::MaxRate { arrival, .. } => arrival,
         }
     }
 
@@ -417,6 +438,9 @@ pub struct RawPhase {
     pub at_knee: Option<Spanned<bool>>,
     #[serde(default)]
     pub conditions: Option<Spanned<Conditions>>,
+    /// How messages arrive: `poisson`, `bursts:period=1s`, ... (see `--arrival`).
+    #[serde(default)]
+    pub arrival: Option<Spanned<Arrival>>,
 }
 
 /// Why a phase table does not make a phase: where, which field, what is wrong.
@@ -437,6 +461,7 @@ impl RawPhase {
             precision: None,
             at_knee: None,
             conditions: None,
+            arrival: None,
         }
     }
 
@@ -462,6 +487,7 @@ impl RawPhase {
             precision,
             at_knee,
             conditions,
+            arrival,
         } = self;
         let kind_name = kind.get_ref().as_str();
         let missing = |name: &'static str| -> PhaseProblem {
@@ -493,17 +519,26 @@ impl RawPhase {
             ("precision", precision.as_ref().map(Spanned::span)),
             ("at_knee", at_knee.as_ref().map(Spanned::span)),
             ("conditions", conditions.as_ref().map(Spanned::span)),
+            ("arrival", arrival.as_ref().map(Spanned::span)),
         ];
         let takes: &[&str] = match kind.get_ref() {
-            PhaseKind::Warmup => &["rate", "duration"],
+            PhaseKind::Warmup => &["rate", "duration", "arrival"],
             PhaseKind::Drain => &["duration"],
-            PhaseKind::Fixed => &["rate", "at_knee", "duration", "count", "conditions"],
+            PhaseKind::Fixed => &[
+                "rate",
+                "at_knee",
+                "duration",
+                "count",
+                "conditions",
+                "arrival",
+            ],
             PhaseKind::Ramp => &[
                 "start_rate",
                 "step",
                 "step_duration",
                 "ceiling",
                 "conditions",
+                "arrival",
             ],
             PhaseKind::MaxRate => &[
                 "start_rate",
@@ -511,6 +546,7 @@ impl RawPhase {
                 "ceiling",
                 "precision",
                 "conditions",
+                "arrival",
             ],
         };
         if let Some((name, Some(at))) = unused
@@ -527,11 +563,48 @@ impl RawPhase {
             ));
         }
         let conditions = conditions.as_ref().map(|c| c.get_ref().clone());
+        let arrival_span = arrival.as_ref().map_or_else(|| kind.span(), Spanned::span);
+        let arrival = arrival
+            .as_ref()
+            .map_or(Arrival::Uniform, |a| a.get_ref().clone());
+        // The rate of a phase whose arrival fixes its own mean (sine, steps): that mean,
+        // or a written rate that agrees with it.
+        let rate_of = |duration: Option<Duration>| -> Result<f64, PhaseProblem> {
+            let Some(mean) = duration.and_then(|d| arrival.mean_rate(d)) else {
+                return need("rate", rate);
+            };
+            match rate {
+                Some(r) if (r.get_ref() - mean).abs() > 1e-9 * mean.max(1.0) => Err((
+                    r.span(),
+                    "rate",
+                    format!(
+                        "arrival {arrival} has a mean of {mean:.3} msg/s over this phase: leave the rate out, or give that"
+                    ),
+                )),
+                _ => Ok(mean),
+            }
+        };
+        let searched = |what: &str| -> Result<(), PhaseProblem> {
+            if arrival.mean_rate(Duration::from_secs(1)).is_some() {
+                return Err((
+                    arrival_span.clone(),
+                    "arrival",
+                    format!(
+                        "arrival {arrival} fixes its own rate; a {what} phase sets the rate (use uniform, poisson or bursts without messages)"
+                    ),
+                ));
+            }
+            Ok(())
+        };
         Ok(match kind.get_ref() {
-            PhaseKind::Warmup => Phase::Warmup {
-                rate: need("rate", rate)?,
-                duration: need_duration("duration", duration)?,
-            },
+            PhaseKind::Warmup => {
+                let duration = need_duration("duration", duration)?;
+                Phase::Warmup {
+                    rate: rate_of(Some(duration))?,
+                    duration,
+                    arrival: arrival.clone(),
+                }
+            }
             PhaseKind::Drain => Phase::Drain {
                 duration: need_duration("duration", duration)?,
             },
@@ -544,30 +617,43 @@ impl RawPhase {
                         "a phase at_knee takes its rate from the max-rate phase before it".into(),
                     ));
                 }
+                if at_knee {
+                    searched("at_knee")?;
+                }
+                let duration = duration.as_ref().map(|d| d.get_ref().0);
                 Phase::Fixed {
-                    rate: if at_knee { 0.0 } else { need("rate", rate)? },
+                    rate: if at_knee { 0.0 } else { rate_of(duration)? },
                     at_knee,
-                    duration: duration.as_ref().map(|d| d.get_ref().0),
+                    duration,
                     count: count.as_ref().map(|c| *c.get_ref()),
                     conditions,
+                    arrival: arrival.clone(),
                 }
             }
-            PhaseKind::Ramp => Phase::Ramp {
-                start_rate: need("start_rate", start_rate)?,
-                step: need("step", step)?,
-                step_duration: need_duration("step_duration", step_duration)?,
-                ceiling: need("ceiling", ceiling)?,
-                conditions,
-            },
-            PhaseKind::MaxRate => Phase::MaxRate {
-                start_rate: need("start_rate", start_rate)?,
-                step_duration: need_duration("step_duration", step_duration)?,
-                ceiling: need("ceiling", ceiling)?,
-                precision: precision
-                    .as_ref()
-                    .map_or_else(default_precision, |p| *p.get_ref()),
-                conditions,
-            },
+            PhaseKind::Ramp => {
+                searched("ramp")?;
+                Phase::Ramp {
+                    start_rate: need("start_rate", start_rate)?,
+                    step: need("step", step)?,
+                    step_duration: need_duration("step_duration", step_duration)?,
+                    ceiling: need("ceiling", ceiling)?,
+                    conditions,
+                    arrival: arrival.clone(),
+                }
+            }
+            PhaseKind::MaxRate => {
+                searched("max-rate")?;
+                Phase::MaxRate {
+                    start_rate: need("start_rate", start_rate)?,
+                    step_duration: need_duration("step_duration", step_duration)?,
+                    ceiling: need("ceiling", ceiling)?,
+                    precision: precision
+                        .as_ref()
+                        .map_or_else(default_precision, |p| *p.get_ref()),
+                    conditions,
+                    arrival: arrival.clone(),
+                }
+            }
         })
     }
 }
@@ -1109,7 +1195,7 @@ impl LoadedPlan {
                     ));
                 }
             }
-            Phase::Warmup { rate, duration } => {
+            Phase::Warmup { rate, duration, .. } => {
                 positive("rate", *rate, &raw.rate)?;
                 if duration.is_zero() {
                     return Err(self.error(
@@ -1215,6 +1301,29 @@ impl LoadedPlan {
         let spec = self.spec(sut, 1.0, Some(Duration::from_secs(3600)), None);
         if let Err(e) = spec.validate() {
             return Err(self.error(span.clone(), &field("kind"), e.to_string()));
+        }
+        if !phase.arrival().is_uniform() {
+            // A shaped arrival needs a duration (a count has no window to shape) and no
+            // fleet jitter.
+            let (rate, duration, count) = match phase {
+                Phase::Fixed {
+                    rate,
+                    duration,
+                    count,
+                    ..
+                } => (rate.max(1.0), *duration, *count),
+                Phase::Warmup { rate, duration, .. } => (*rate, Some(*duration), None),
+                _ => (1.0, Some(Duration::from_secs(3600)), None),
+            };
+            let mut spec = self.spec(sut, rate, duration, count);
+            spec.arrival = phase.arrival().clone();
+            if let Err(e) = spec.validate() {
+                return Err(self.error(
+                    raw.span_of(&raw.arrival),
+                    &field("arrival"),
+                    e.to_string(),
+                ));
+            }
         }
         Ok(())
     }
@@ -1361,6 +1470,7 @@ impl LoadedPlan {
                 .map(|gib| (gib * 1024.0 * 1024.0 * 1024.0) as u64),
             consumer_sut: None,
             subscriptions: None,
+            arrival: Arrival::Uniform,
         };
         spec.subscriptions = self.subscriptions_for(sut);
         if let Some((fleet, built, connect_rate)) = &self.fleet {

@@ -273,6 +273,7 @@ impl Runner<'_> {
         dir: &Path,
     ) -> Result<Probe, PlanRunError> {
         let mut spec = self.plan.spec(&self.sut, rate, duration, count);
+        spec.arrival = phase.arrival().clone();
         spec.consumer_sut = self.consumer_sut.clone().map(Box::new);
         spec.subscriptions = self.plan.subscriptions_for(spec.consumer_side());
         // A backlog test is a measured run at one rate: never a warm-up or a search probe.
@@ -329,7 +330,7 @@ impl Runner<'_> {
                     _ = tokio::time::sleep(*duration) => {}
                 }
             }
-            Phase::Warmup { rate, duration } => {
+            Phase::Warmup { rate, duration, .. } => {
                 let p = self.probe(phase, *rate, Some(*duration), None, dir).await?;
                 result.probes.push(p);
             }

@@ -43,6 +43,7 @@ fn plausible_spec() -> impl Strategy<Value = TestSpec> {
                 consumer_backlog_bytes: None,
                 consumer_sut: None,
                 subscriptions: None,
+                arrival: maestro_protocol::Arrival::Uniform,
             },
         )
 }
@@ -111,6 +112,7 @@ fn wild_spec() -> impl Strategy<Value = TestSpec> {
                     consumer_backlog_bytes: None,
                     consumer_sut: None,
                     subscriptions: None,
+                    arrival: maestro_protocol::Arrival::Uniform,
                 }
             },
         )
@@ -129,7 +131,7 @@ proptest! {
         let rate = spec.rate / producers as f64;
         let count = spec.count.map(|c| c.div_ceil(producers));
         let duration_ns = spec.duration_ms.map(|d| i64::try_from(d).unwrap().checked_mul(1_000_000).unwrap());
-        let s = Schedule::new(start, rate, count, duration_ns);
+        let mut s = Schedule::new(start, rate, count, duration_ns);
         let end = s.end_ns();
         prop_assert!(end >= start);
         prop_assert!(end.checked_sub(start).unwrap() <= i64::try_from(window.as_nanos()).unwrap() + 1_000_000_000);

@@ -6,6 +6,7 @@
 //! It does no I/O: no sockets, no MQTT client, no runtime. Every other crate depends on it;
 //! it depends on nothing of ours. Topics are only ever built by [`topic::Topics`].
 
+pub mod arrival;
 pub mod codec;
 pub mod fault;
 pub mod fleet;
@@ -20,6 +21,7 @@ pub mod sut;
 pub mod time;
 pub mod topic;
 
+pub use arrival::{Arrival, ArrivalError, Profile};
 pub use codec::{
     DecodeError, DecodeFailure, MAX_NOTE_BYTES, MAX_PACKET_BYTES, PACKET_OVERHEAD_BYTES, decode,
     encode,

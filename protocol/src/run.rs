@@ -155,6 +155,9 @@ pub struct TestSpec {
     /// which gets every message once. `None`: one per topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<u32>,
+    /// How messages arrive over time (see [`crate::arrival`]); `rate` is its mean.
+    #[serde(default, skip_serializing_if = "crate::Arrival::is_uniform")]
+    pub arrival: crate::Arrival,
 }
 
 /// The most marks a spec may have (two per fault).
@@ -240,6 +243,20 @@ pub enum SpecError {
         topics: u32,
         consumers: u32,
     },
+    #[error(
+        "arrival {arrival} needs a duration and a rate above 0 (a count or as-fast-as-possible has no shape to follow)"
+    )]
+    ArrivalNeedsDuration { arrival: String },
+    #[error(
+        "arrival {arrival} has a mean of {mean:.3} msg/s over the run, not the rate {rate}: leave the rate out, or give this one"
+    )]
+    ArrivalRate {
+        arrival: String,
+        rate: f64,
+        mean: f64,
+    },
+    #[error("a fleet's jitter moves a uniform schedule; arrival {arrival} has its own times")]
+    ArrivalJitter { arrival: String },
 }
 
 /// The largest total rate a spec may ask for, in messages per second.
@@ -292,6 +309,7 @@ impl TestSpec {
             consumer_backlog_bytes: None,
             consumer_sut: None,
             subscriptions: None,
+            arrival: crate::Arrival::Uniform,
         }
     }
 
@@ -422,6 +440,7 @@ impl TestSpec {
             }
             fleet.validate(self.producers, self.interval_ms())?;
         }
+        self.check_arrival()?;
         if let (Some(count), None) = (self.count, self.duration_ms) {
             let window_s = self.count_window_s(count);
             // NaN (impossible here) counts as too long, too.
@@ -432,6 +451,31 @@ impl TestSpec {
                     window_s,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A shaped arrival needs a window to shape, a rate to spread, the rate its shape
+    /// fixes (if any), and no fleet jitter on top.
+    fn check_arrival(&self) -> Result<(), SpecError> {
+        if self.arrival.is_uniform() {
+            return Ok(());
+        }
+        let arrival = self.arrival.to_string();
+        let Some(d) = self.duration_ms.filter(|_| self.rate > 0.0) else {
+            return Err(SpecError::ArrivalNeedsDuration { arrival });
+        };
+        if let Some(mean) = self.arrival.mean_rate(std::time::Duration::from_millis(d))
+            && (mean - self.rate).abs() > 1e-9 * mean.max(1.0)
+        {
+            return Err(SpecError::ArrivalRate {
+                arrival,
+                rate: self.rate,
+                mean,
+            });
+        }
+        if self.fleet.as_ref().is_some_and(|f| f.jitter_ms > 0) {
+            return Err(SpecError::ArrivalJitter { arrival });
         }
         Ok(())
     }
@@ -532,10 +576,20 @@ impl TestSpec {
             (Some(c), _) => c,
             (None, Some(d)) => {
                 let rate = if self.rate > 0.0 { self.rate } else { MAX_RATE };
-                ((d as f64 / 1000.0) * rate)
-                    .ceil()
-                    .min(u64::MAX as f64 / 2.0) as u64
-                    + 1
+                let window = std::time::Duration::from_millis(d);
+                // Shaped: what the shape holds by the end (a burst on it included);
+                // Poisson: its count is random, and stays under 8 deviations more.
+                let n = if self.arrival.is_uniform() {
+                    (d as f64 / 1000.0) * rate
+                } else {
+                    self.arrival.profile(rate, window).expected(d as f64 * 1e6)
+                };
+                let n = if self.arrival.is_random() {
+                    n + 8.0 * n.sqrt() + 64.0
+                } else {
+                    n
+                };
+                n.ceil().min(u64::MAX as f64 / 2.0) as u64 + 1
             }
             (None, None) => 0,
         }

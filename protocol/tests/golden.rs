@@ -386,6 +386,7 @@ fn configure() -> Configure {
             consumer_backlog_bytes: None,
             consumer_sut: None,
             subscriptions: None,
+            arrival: maestro_protocol::Arrival::Uniform,
         },
         producers: IdRange {
             first: 0,

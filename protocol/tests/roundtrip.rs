@@ -191,6 +191,7 @@ fn spec() -> impl Strategy<Value = TestSpec> {
                 consumer_backlog_bytes: None,
                 consumer_sut: None,
                 subscriptions: None,
+                arrival: maestro_protocol::Arrival::Uniform,
             },
         )
 }

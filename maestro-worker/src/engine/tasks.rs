@@ -558,13 +558,28 @@ impl<P: Producer> Sending<P> {
         errors: BTreeMap<String, u64>,
         segments: Option<Box<Segments>>,
     ) -> Self {
-        let schedule = Schedule::new(
-            start_ns,
-            plan.rate,
-            plan.count,
-            spec.duration_ms.map(|d| d as i64 * 1_000_000),
-        )
-        .with_phase(f64::from(plan.id) / f64::from(spec.producers.max(1)))
+        let phase = f64::from(plan.id) / f64::from(spec.producers.max(1));
+        let schedule = match spec.duration_ms {
+            // A shaped arrival (validated: a duration and a rate): this producer's share.
+            Some(d) if !spec.arrival.is_uniform() => {
+                let window = std::time::Duration::from_millis(d);
+                Schedule::shaped(
+                    start_ns,
+                    spec.arrival.profile(plan.rate, window),
+                    d as i64 * 1_000_000,
+                    phase,
+                    spec.arrival.is_random().then_some(u64::from(plan.id)),
+                    spec.max_sequence(),
+                )
+            }
+            _ => Schedule::new(
+                start_ns,
+                plan.rate,
+                plan.count,
+                spec.duration_ms.map(|d| d as i64 * 1_000_000),
+            ),
+        }
+        .with_phase(phase)
         .with_jitter(
             spec.fleet
                 .as_ref()
