@@ -386,12 +386,15 @@ pub fn summary_table(s: &RunSummary, folder: &std::path::Path) -> String {
             s.sent, s.unsent, s.received, s.lost, s.duplicated, s.out_of_order, s.errors
         ),
         format!(
-            "rate offered {}  achieved {:.1}/s  received {:.1}/s  (measured over {:.1} s)",
+            "rate offered {}{}  achieved {:.1}/s  received {:.1}/s  (measured over {:.1} s)",
             if s.offered_rate > 0.0 {
                 format!("{:.1}/s", s.offered_rate)
             } else {
                 "max".into()
             },
+            s.arrival
+                .as_ref()
+                .map_or(String::new(), |a| format!(" (mean, {a})")),
             s.achieved_rate,
             s.receive_rate,
             s.measured_s

@@ -267,6 +267,7 @@ pub fn summarize(
         sut: spec.sut.redacted(),
         consumer_sut: spec.consumer_sut.as_ref().map(|c| c.redacted()),
         subscriptions: spec.subscriptions,
+        arrival: (!spec.arrival.is_uniform()).then(|| spec.arrival.to_string()),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         measured_s,
         sent: total.sent,

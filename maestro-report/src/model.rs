@@ -178,6 +178,10 @@ pub struct RunSummary {
     /// got every message once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<u32>,
+    /// How the messages arrived over time, when not on a uniform clock (`poisson`,
+    /// `bursts:period=1s`, ...; `offered_rate` is its mean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<String>,
     pub started_at: String,
     /// The measured send span in seconds: from the end of the warm-up until the producers
     /// stopped (the end of their window, or earlier when stopped).
@@ -361,6 +365,7 @@ impl RunSummary {
             sut: sut.into(),
             consumer_sut: None,
             subscriptions: None,
+            arrival: None,
             started_at: started_at.into(),
             measured_s: 0.0,
             sent: 0,

@@ -708,10 +708,35 @@ impl Drop for Mosquitto {
 pub struct Subscriber {
     proc: Proc,
     count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// With [`Subscriber::start_timed`]: each message's arrival.
+    heard: std::sync::Arc<std::sync::Mutex<Vec<Heard>>>,
+}
+
+/// One message as `mosquitto_sub` saw it: when (Unix seconds, its own clock), on which
+/// topic, how many bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heard {
+    pub at_s: f64,
+    pub topic: String,
+    pub len: u64,
 }
 
 impl Subscriber {
     pub fn start(port: u16, filter: &str) -> Result<Self> {
+        Self::spawn(port, filter, false)
+    }
+
+    /// A subscriber that also keeps each message's arrival time, topic and length.
+    pub fn start_timed(port: u16, filter: &str) -> Result<Self> {
+        Self::spawn(port, filter, true)
+    }
+
+    /// What arrived so far (empty unless started timed).
+    pub fn heard(&self) -> Vec<Heard> {
+        self.heard.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    fn spawn(port: u16, filter: &str, timed: bool) -> Result<Self> {
         let port = port.to_string();
         let mut child = Command::new("mosquitto_sub")
             .args([
@@ -724,7 +749,7 @@ impl Subscriber {
                 "-t",
                 filter,
                 "-F",
-                "%t",
+                if timed { "%U %t %l" } else { "%t" },
                 "-i",
             ])
             .arg(format!("maestro-test-sub-{}", uuid_hex()))
@@ -736,8 +761,19 @@ impl Subscriber {
         let stdout = child.stdout.take().context("no stdout")?;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = count.clone();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = heard.clone();
         std::thread::spawn(move || {
-            for _ in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if timed {
+                    let mut parts = line.split(' ');
+                    let at_s = parts.next().and_then(|t| t.parse().ok());
+                    let len = parts.next_back().and_then(|l| l.parse().ok());
+                    let topic = parts.collect::<Vec<_>>().join(" ");
+                    if let (Some(at_s), Some(len), Ok(mut h)) = (at_s, len, keep.lock()) {
+                        h.push(Heard { at_s, topic, len });
+                    }
+                }
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
@@ -751,6 +787,7 @@ impl Subscriber {
                 log,
             },
             count,
+            heard,
         })
     }
 
