@@ -122,6 +122,13 @@ fn arrival_processes_shape_what_the_broker_sees() {
         "{in_bursts} of 10,000 in the on-time: {tenths:?}"
     );
     assert!(dispersion(&tenths) > 5.0, "{tenths:?}");
+    // The run's page charts the offered process beside what was sent, from its folder.
+    let folder = c.results.join(s["run_id"].as_str().unwrap());
+    let charts = maestro_report::html::run_charts(&folder).unwrap();
+    assert!(
+        charts.contains("offered/s (bursts:period=1s,on=100ms)"),
+        "{charts}"
+    );
 
     // Steps: 200/s then 1,000/s, twice; the mean is the steps', not --rate's default.
     let (heard, s) = shaped_run(

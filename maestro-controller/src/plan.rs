@@ -32,6 +32,7 @@
 //! kind = "fixed"
 //! rate = 2000
 //! duration = "10s"
+//! arrival = "poisson"                  # or bursts:..., sine:..., steps:... [default: uniform]
 //!
 //! [[phase]]
 //! kind = "ramp"                        # step up until a step fails
@@ -1653,6 +1654,57 @@ ceiling = 100000
         assert_eq!(error(&both).field, "plan.roles");
         let bad = GOOD.replace("cooldown = \"1s\"", "roles = \"half\"");
         assert!(error(&bad).reason.contains("half"), "{}", error(&bad));
+    }
+
+    #[test]
+    fn phases_take_an_arrival_and_refuse_one_they_cannot_shape() {
+        let base = "[plan]\nname = \"a\"\n[sut]\nurl = \"mqtt://h:1/t\"\n[workload]\n[[phase]]\n";
+        let load = |phase: &str| LoadedPlan::parse("a.toml", format!("{base}{phase}"));
+        let p = load("kind = \"fixed\"\nrate = 10\nduration = \"10s\"\narrival = \"poisson\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.phases[0].arrival(), &Arrival::Poisson);
+        // Steps fix their own mean: the rate may be left out.
+        let p =
+            load("kind = \"fixed\"\nduration = \"30s\"\narrival = \"steps:100:10s,1000:20s\"\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(p.phases[0], Phase::Fixed { rate, .. } if (rate - 700.0).abs() < 1e-9),
+            "{:?}",
+            p.phases[0]
+        );
+        let p = load("kind = \"max-rate\"\nstart_rate = 10\nstep_duration = \"2s\"\nceiling = 100\narrival = \"bursts:period=1s\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(p.phases[0].arrival(), Arrival::Bursts { .. }));
+        for (phase, field, says) in [
+            (
+                "kind = \"fixed\"\nrate = 500\nduration = \"30s\"\narrival = \"steps:100:10s,1000:20s\"\n",
+                "phase[0].rate",
+                "mean of 700.000",
+            ),
+            (
+                "kind = \"ramp\"\nstart_rate = 10\nstep = 10\nstep_duration = \"2s\"\nceiling = 100\narrival = \"sine:low=1,high=9,period=1s\"\n",
+                "phase[0].arrival",
+                "fixes its own rate",
+            ),
+            (
+                "kind = \"fixed\"\nrate = 10\ncount = 100\narrival = \"poisson\"\n",
+                "phase[0].arrival",
+                "needs a duration",
+            ),
+            (
+                "kind = \"fixed\"\nrate = 10\nduration = \"1s\"\narrival = \"bursts\"\n",
+                "phase[0].arrival",
+                "is not uniform",
+            ),
+            (
+                "kind = \"drain\"\nduration = \"1s\"\narrival = \"poisson\"\n",
+                "phase[0].arrival",
+                "not a field of a drain phase",
+            ),
+        ] {
+            let e = load(phase).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(says), "{phase}: {e}");
+        }
     }
 
     #[test]

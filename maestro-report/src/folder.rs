@@ -114,6 +114,19 @@ pub fn read_run(folder: &Path) -> Result<RunSummary, ResultsError> {
     read(&folder.join("summary.json"))
 }
 
+/// Reads a run folder's `spec.json` (the spec as run); the error names the field.
+pub fn read_spec(folder: &Path) -> Result<maestro_protocol::TestSpec, ResultsError> {
+    let path = folder.join("spec.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ResultsError::Read(path.clone(), e))?;
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
+        ResultsError::Field {
+            path: path.clone(),
+            field: e.path().to_string(),
+            reason: e.inner().to_string(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

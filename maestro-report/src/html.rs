@@ -354,6 +354,33 @@ struct Sections {
     workers: String,
 }
 
+/// Messages a shaped arrival offered in each second of the run (its expectation, for
+/// Poisson); `None` for the uniform clock.
+pub fn offered_per_second(spec: &maestro_protocol::TestSpec) -> Option<Vec<(f64, f64)>> {
+    let duration_ms = spec.duration_ms.filter(|_| !spec.arrival.is_uniform())?;
+    let profile = spec
+        .arrival
+        .profile(spec.rate, std::time::Duration::from_millis(duration_ms));
+    let seconds = duration_ms.div_ceil(1000).min(7 * 24 * 3600);
+    let end_ns = duration_ms as f64 * 1e6;
+    // Messages before `t` (a burst on `t` is the next second's).
+    let before = |t: f64| {
+        if t <= 0.0 {
+            0.0
+        } else {
+            profile.expected(t.min(end_ns) - 1.0)
+        }
+    };
+    Some(
+        (0..seconds)
+            .map(|s| {
+                let t = s as f64 * 1e9;
+                (s as f64, before(t + 1e9) - before(t))
+            })
+            .collect(),
+    )
+}
+
 /// The charts of a single run's folder (`maestro-cli start`): throughput and response time
 /// over time, from its `timeseries.csv`.
 pub fn run_charts(folder: &Path) -> Result<String, ResultsError> {
@@ -361,17 +388,29 @@ pub fn run_charts(folder: &Path) -> Result<String, ResultsError> {
     let at = |f: fn(&crate::timeseries::SecondRow) -> f64| -> Vec<(f64, f64)> {
         rows.iter().map(|r| (f64::from(r.second), f(r))).collect()
     };
+    let mut series: Vec<Series> = pair(
+        "sent/s",
+        at(|r| r.sent as f64),
+        "received/s",
+        at(|r| r.received as f64),
+    )
+    .into();
+    // A shaped arrival: what its process offered in each second, beside what was sent.
+    if folder.join("spec.json").is_file() {
+        let spec = crate::folder::read_spec(folder)?;
+        if let Some(points) = offered_per_second(&spec) {
+            series.push(Series {
+                name: format!("offered/s ({})", spec.arrival),
+                points,
+            });
+        }
+    }
     let throughput = time_chart(
         "chart-throughput",
         "Throughput over time",
         "seconds",
         "messages/s",
-        &pair(
-            "sent/s",
-            at(|r| r.sent as f64),
-            "received/s",
-            at(|r| r.received as f64),
-        ),
+        &series,
         None,
         &[],
         true,
@@ -815,4 +854,45 @@ pub fn write(folder: &Path) -> Result<PathBuf, ResultsError> {
     crate::folder::write_atomic(&path, html.as_bytes())
         .map_err(|e| ResultsError::Write(path.clone(), e))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offered_per_second;
+    use maestro_protocol::TestSpec;
+
+    fn spec(arrival: &str, rate: f64, secs: u64) -> TestSpec {
+        TestSpec {
+            arrival: arrival.parse().unwrap_or_else(|e| panic!("{e}")),
+            ..TestSpec::new(
+                "mqtt://127.0.0.1:1883/t"
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{e}")),
+                rate,
+                std::time::Duration::from_secs(secs),
+            )
+        }
+    }
+
+    #[test]
+    fn a_shaped_arrival_offers_its_shape_second_by_second() {
+        assert_eq!(offered_per_second(&spec("uniform", 100.0, 3)), None);
+        let round = |a: &str, rate: f64, secs: u64| -> Vec<f64> {
+            offered_per_second(&spec(a, rate, secs))
+                .unwrap_or_default()
+                .iter()
+                .map(|p| (p.1 * 1000.0).round() / 1000.0)
+                .collect()
+        };
+        // One burst every 2 s, at its start: the whole period's messages in one second.
+        assert_eq!(
+            round("bursts:period=2s", 100.0, 6),
+            [200.0, 0.0, 200.0, 0.0, 200.0, 0.0]
+        );
+        assert_eq!(
+            round("steps:100:2s,400:1s", 200.0, 6),
+            [100.0, 100.0, 400.0, 100.0, 100.0, 400.0]
+        );
+        assert_eq!(round("poisson", 50.0, 2), [50.0, 50.0]);
+    }
 }

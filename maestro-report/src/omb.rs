@@ -202,16 +202,7 @@ pub fn export(folder: &Path, interval_s: u32) -> Result<OmbResult, ResultsError>
     let (folder, plan_name) = run_folder(folder)?;
     let interval_s = interval_s.max(1);
     let summary = crate::folder::read_run(&folder)?;
-    let spec_path = folder.join("spec.json");
-    let spec_text = std::fs::read_to_string(&spec_path)
-        .map_err(|e| ResultsError::Read(spec_path.clone(), e))?;
-    let spec: TestSpec =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&spec_text))
-            .map_err(|e| ResultsError::Field {
-                path: spec_path.clone(),
-                field: e.path().to_string(),
-                reason: e.inner().to_string(),
-            })?;
+    let spec: TestSpec = crate::folder::read_spec(&folder)?;
     let rows = read_timeseries(&folder.join("timeseries.csv"))?;
     let warmup_s = (spec.warmup_ms / 1000) as u32;
     let topics = spec.topics.max(1);

@@ -1526,4 +1526,41 @@ mod tests {
         assert_eq!(subs, [0, 1, 2, 3, 0, 1, 2, 3]);
         assert_eq!(s.subscription_count(), 4);
     }
+
+    #[test]
+    fn shaped_arrivals_need_a_window_their_own_mean_and_a_bound_that_fits() {
+        let with = |arrival: &str, f: &dyn Fn(&mut TestSpec)| {
+            let mut s = TestSpec {
+                arrival: arrival.parse().unwrap(),
+                ..spec()
+            };
+            f(&mut s);
+            s.validate().map(|()| s).map_err(|e| e.to_string())
+        };
+        let ok = with("poisson", &|_| {}).unwrap();
+        // 10,000 expected; a random count is bounded 8 deviations above.
+        assert_eq!(ok.max_sequence(), 10_000 + 800 + 64 + 1);
+        // Bursts at once: the burst on the window's end counts in the bound.
+        let bursts = with("bursts:period=3s", &|_| {}).unwrap();
+        assert_eq!(bursts.max_sequence(), 12_000 + 1);
+        let e = with("poisson", &|s| {
+            s.duration_ms = None;
+            s.count = Some(100);
+        })
+        .unwrap_err();
+        assert!(e.contains("needs a duration"), "{e}");
+        let e = with("bursts:period=1s", &|s| s.rate = 0.0).unwrap_err();
+        assert!(e.contains("rate above 0"), "{e}");
+        let e = with("sine:low=100,high=300,period=5s", &|_| {}).unwrap_err();
+        assert!(
+            e.contains("mean of 200.000") && e.contains("not the rate 1000"),
+            "{e}"
+        );
+        with("sine:low=100,high=300,period=5s", &|s| s.rate = 200.0).unwrap();
+        // Uniform specs are unchanged, in JSON too.
+        assert!(!serde_json::to_string(&spec()).unwrap().contains("arrival"));
+        let json = serde_json::to_string(&ok).unwrap();
+        assert!(json.contains(r#""arrival":"poisson""#), "{json}");
+        assert_eq!(serde_json::from_str::<TestSpec>(&json).unwrap(), ok);
+    }
 }
