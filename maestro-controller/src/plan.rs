@@ -473,9 +473,9 @@ impl RawPhase {
             .map_or_else(|| self.kind.span(), Spanned::span)
     }
 
-    /// The phase this table describes; a field its kind does not take, or a missing one,
-    /// is a problem at that field.
-    pub fn phase(&self) -> Result<Phase, PhaseProblem> {
+    /// A field this kind does not take is a problem at that field.
+    fn check_fields(&self) -> Result<(), PhaseProblem> {
+        // Destructured completely: a field added to the table must be listed here.
         let RawPhase {
             kind,
             rate,
@@ -491,24 +491,6 @@ impl RawPhase {
             arrival,
         } = self;
         let kind_name = kind.get_ref().as_str();
-        let missing = |name: &'static str| -> PhaseProblem {
-            (
-                kind.span(),
-                name,
-                format!("missing for a {kind_name} phase"),
-            )
-        };
-        let need = |name: &'static str, v: &Option<Spanned<f64>>| {
-            v.as_ref()
-                .map(|v| *v.get_ref())
-                .ok_or_else(|| missing(name))
-        };
-        let need_duration = |name: &'static str, v: &Option<Spanned<HumanDuration>>| {
-            v.as_ref()
-                .map(|v| v.get_ref().0)
-                .ok_or_else(|| missing(name))
-        };
-        // Fields this kind does not take.
         let unused: Vec<(&'static str, Option<std::ops::Range<usize>>)> = vec![
             ("rate", rate.as_ref().map(Spanned::span)),
             ("duration", duration.as_ref().map(Spanned::span)),
@@ -563,40 +545,54 @@ impl RawPhase {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The phase this table describes; a field its kind does not take, or a missing one,
+    /// is a problem at that field.
+    pub fn phase(&self) -> Result<Phase, PhaseProblem> {
+        let RawPhase {
+            kind,
+            rate,
+            duration,
+            count,
+            start_rate,
+            step,
+            step_duration,
+            ceiling,
+            precision,
+            at_knee,
+            conditions,
+            arrival,
+        } = self;
+        let kind_name = kind.get_ref().as_str();
+        let missing = |name: &'static str| -> PhaseProblem {
+            (
+                kind.span(),
+                name,
+                format!("missing for a {kind_name} phase"),
+            )
+        };
+        let need = |name: &'static str, v: &Option<Spanned<f64>>| {
+            v.as_ref()
+                .map(|v| *v.get_ref())
+                .ok_or_else(|| missing(name))
+        };
+        let need_duration = |name: &'static str, v: &Option<Spanned<HumanDuration>>| {
+            v.as_ref()
+                .map(|v| v.get_ref().0)
+                .ok_or_else(|| missing(name))
+        };
+        self.check_fields()?;
         let conditions = conditions.as_ref().map(|c| c.get_ref().clone());
         let arrival_span = arrival.as_ref().map_or_else(|| kind.span(), Spanned::span);
         let arrival = arrival
             .as_ref()
             .map_or(Arrival::Uniform, |a| a.get_ref().clone());
-        // The rate of a phase whose arrival fixes its own mean (sine, steps): that mean,
-        // or a written rate that agrees with it.
         let rate_of = |duration: Option<Duration>| -> Result<f64, PhaseProblem> {
-            let Some(mean) = duration.and_then(|d| arrival.mean_rate(d)) else {
-                return need("rate", rate);
-            };
-            match rate {
-                Some(r) if (r.get_ref() - mean).abs() > 1e-9 * mean.max(1.0) => Err((
-                    r.span(),
-                    "rate",
-                    format!(
-                        "arrival {arrival} has a mean of {mean:.3} msg/s over this phase: leave the rate out, or give that"
-                    ),
-                )),
-                _ => Ok(mean),
-            }
+            implied_rate(&arrival, rate, duration)?.map_or_else(|| need("rate", rate), Ok)
         };
-        let searched = |what: &str| -> Result<(), PhaseProblem> {
-            if arrival.mean_rate(Duration::from_secs(1)).is_some() {
-                return Err((
-                    arrival_span.clone(),
-                    "arrival",
-                    format!(
-                        "arrival {arrival} fixes its own rate; a {what} phase sets the rate (use uniform, poisson or bursts without messages)"
-                    ),
-                ));
-            }
-            Ok(())
-        };
+        let searched = |what: &str| unsearchable(&arrival, &arrival_span, what);
         Ok(match kind.get_ref() {
             PhaseKind::Warmup => {
                 let duration = need_duration("duration", duration)?;
@@ -657,6 +653,47 @@ impl RawPhase {
             }
         })
     }
+}
+
+/// The rate of a phase whose arrival fixes its own mean (sine, steps): that mean, or a
+/// written rate that agrees with it; `None` when the rate is the phase's to give.
+fn implied_rate(
+    arrival: &Arrival,
+    rate: &Option<Spanned<f64>>,
+    duration: Option<Duration>,
+) -> Result<Option<f64>, PhaseProblem> {
+    let Some(mean) = duration.and_then(|d| arrival.mean_rate(d)) else {
+        return Ok(None);
+    };
+    match rate {
+        Some(r) if (r.get_ref() - mean).abs() > 1e-9 * mean.max(1.0) => Err((
+            r.span(),
+            "rate",
+            format!(
+                "arrival {arrival} has a mean of {mean:.3} msg/s over this phase: leave the rate out, or give that"
+            ),
+        )),
+        _ => Ok(Some(mean)),
+    }
+}
+
+/// A phase that searches for its rate (`what`: ramp, max-rate, at_knee) cannot take an
+/// arrival that fixes its own.
+fn unsearchable(
+    arrival: &Arrival,
+    span: &std::ops::Range<usize>,
+    what: &str,
+) -> Result<(), PhaseProblem> {
+    if arrival.mean_rate(Duration::from_secs(1)).is_some() {
+        return Err((
+            span.clone(),
+            "arrival",
+            format!(
+                "arrival {arrival} fixes its own rate; a {what} phase sets the rate (use uniform, poisson or bursts without messages)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 mod duration {
@@ -1303,30 +1340,40 @@ impl LoadedPlan {
         if let Err(e) = spec.validate() {
             return Err(self.error(span.clone(), &field("kind"), e.to_string()));
         }
-        if !phase.arrival().is_uniform() {
-            // A shaped arrival needs a duration (a count has no window to shape) and no
-            // fleet jitter.
-            let (rate, duration, count) = match phase {
-                Phase::Fixed {
-                    rate,
-                    duration,
-                    count,
-                    ..
-                } => (rate.max(1.0), *duration, *count),
-                Phase::Warmup { rate, duration, .. } => (*rate, Some(*duration), None),
-                _ => (1.0, Some(Duration::from_secs(3600)), None),
-            };
-            let mut spec = self.spec(sut, rate, duration, count);
-            spec.arrival = phase.arrival().clone();
-            if let Err(e) = spec.validate() {
-                return Err(self.error(
-                    raw.span_of(&raw.arrival),
-                    &field("arrival"),
-                    e.to_string(),
-                ));
-            }
+        self.validate_arrival(i, phase, raw, sut)
+    }
+
+    /// A shaped arrival needs a duration (a count has no window to shape) and no fleet
+    /// jitter: the spec the phase builds with it must be valid.
+    fn validate_arrival(
+        &self,
+        i: usize,
+        phase: &Phase,
+        raw: &RawPhase,
+        sut: &SutUrl,
+    ) -> Result<(), PlanError> {
+        if phase.arrival().is_uniform() {
+            return Ok(());
         }
-        Ok(())
+        let (rate, duration, count) = match phase {
+            Phase::Fixed {
+                rate,
+                duration,
+                count,
+                ..
+            } => (rate.max(1.0), *duration, *count),
+            Phase::Warmup { rate, duration, .. } => (*rate, Some(*duration), None),
+            _ => (1.0, Some(Duration::from_secs(3600)), None),
+        };
+        let mut spec = self.spec(sut, rate, duration, count);
+        spec.arrival = phase.arrival().clone();
+        spec.validate().map_err(|e| {
+            self.error(
+                raw.span_of(&raw.arrival),
+                &format!("phase[{i}].arrival"),
+                e.to_string(),
+            )
+        })
     }
 
     /// A fleet sends one message per client per interval: its phases are fixed or warmup

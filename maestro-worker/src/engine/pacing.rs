@@ -46,7 +46,19 @@ struct Shaped {
     due_seen: i64,
 }
 
+/// When the message at position `x` of `profile` is due, for a window from `start_ns`
+/// (`as` saturates: an infinite time, with no rate, is never due).
+#[inline]
+fn shaped_at(start_ns: i64, profile: &maestro_protocol::Profile, x: f64) -> i64 {
+    start_ns.saturating_add(profile.time_ns(x).ceil() as i64)
+}
+
 impl Shaped {
+    #[inline]
+    fn time(&self, start_ns: i64, x: f64) -> i64 {
+        shaped_at(start_ns, &self.profile, x)
+    }
+
     /// The exponential gap before message `k` (mean 1), from a counter-based draw.
     #[inline]
     fn gap(seed: u64, k: u64) -> f64 {
@@ -287,12 +299,9 @@ impl Schedule {
     /// The intended time of the message at position `x` of a shaped arrival.
     #[inline]
     fn shaped_time(&self, x: f64) -> i64 {
-        let Some(shaped) = self.shaped.as_deref() else {
-            return self.start_ns;
-        };
-        // `as` saturates: an infinite time (no rate) is never due.
-        self.start_ns
-            .saturating_add(shaped.profile.time_ns(x).ceil() as i64)
+        self.shaped
+            .as_deref()
+            .map_or(self.start_ns, |s| s.time(self.start_ns, x))
     }
 
     /// How many messages of a shaped arrival are due at `now` (at most the limit).
@@ -314,7 +323,7 @@ impl Schedule {
             }
             shaped.due_seen = now_ns;
             let (start, profile) = (self.start_ns, &shaped.profile);
-            let time = |x: f64| start.saturating_add(profile.time_ns(x).ceil() as i64);
+            let time = |x: f64| shaped_at(start, profile, x);
             let mut cursor = shaped.due;
             while cursor.0 < limit && time(cursor.1) <= now_ns {
                 cursor.0 += 1;
@@ -333,8 +342,7 @@ impl Schedule {
             };
             let phase = shaped.phase;
             let (start, profile) = (self.start_ns, &shaped.profile);
-            let time =
-                |k: u64| start.saturating_add(profile.time_ns(k as f64 + phase).ceil() as i64);
+            let time = |k: u64| shaped_at(start, profile, k as f64 + phase);
             while due > 0 && time(due - 1) > now_ns {
                 due -= 1;
             }
